@@ -1,0 +1,1 @@
+"""Twitch: OAuth tokens, the EventSub client, event normalisation, Helix pollers, backfill."""

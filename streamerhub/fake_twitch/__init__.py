@@ -1,0 +1,1 @@
+"""A protocol-faithful stand-in for Twitch (EventSub WebSocket, Helix subset, OAuth)."""

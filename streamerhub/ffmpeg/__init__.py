@@ -1,0 +1,1 @@
+"""Media library, stream jobs, argv builder, FFmpeg process supervision, progress parsing."""

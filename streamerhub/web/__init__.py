@@ -1,0 +1,1 @@
+"""Dashboard: routes, templates, static files, auth, JSON API, live feed."""
