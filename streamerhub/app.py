@@ -1,0 +1,124 @@
+"""The composition root: builds the aiohttp Application and wires every part through AppKeys."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from aiohttp import web
+
+from streamerhub import __version__, systemd
+from streamerhub.config import Settings
+from streamerhub.crypto import Keyring, load_keyring
+from streamerhub.db import Database, open_database, sealed_columns
+from streamerhub.log import get_logger
+
+log = get_logger(__name__)
+
+SETTINGS = web.AppKey("settings", Settings)
+DB = web.AppKey("db", Database)
+KEYRING = web.AppKey("keyring", Keyring)
+STARTED_AT = web.AppKey("started_at", float)
+
+
+async def database_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Start or reach PostgreSQL, migrate, and stop the embedded cluster last."""
+    async with open_database(app[SETTINGS]) as db:
+        await db.upgrade()
+        app[DB] = db
+        yield
+
+
+async def crypto_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Load the master key; create one only while the database holds no sealed secret yet."""
+    settings = app[SETTINGS]
+    has_secrets = await has_sealed_secrets(app[DB])
+    app[KEYRING] = load_keyring(settings.data_dir, os.environ, create=not has_secrets)
+    yield
+
+
+async def has_sealed_secrets(db: Database) -> bool:
+    async with db.pool.acquire() as conn:
+        for table, _key, column in await sealed_columns(conn):
+            if await conn.fetchval(f'SELECT EXISTS (SELECT 1 FROM "{table}" WHERE "{column}" IS NOT NULL)'):
+                return True
+    return False
+
+
+async def systemd_ctx(app: web.Application) -> AsyncIterator[None]:
+    """WATCHDOG=1 pings while the loop is healthy; STOPPING=1 when shutdown begins."""
+    interval = systemd.watchdog_interval()
+    task = asyncio.create_task(_watchdog(interval)) if interval else None
+    yield
+    systemd.notify("STOPPING=1")
+    if task:
+        task.cancel()
+
+
+async def _watchdog(interval: float) -> None:
+    while True:
+        systemd.notify("WATCHDOG=1")
+        await asyncio.sleep(interval)
+
+
+async def _arm_forced_exit(app: web.Application) -> None:
+    # A second SIGINT/SIGTERM during the graceful stop means "now": skip the rest of teardown.
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, _force_exit, sig)
+
+
+def _force_exit(sig: signal.Signals) -> None:
+    log.warning("forced_exit", signal=sig.name)
+    os._exit(128 + sig)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness for monitors: version, database reachability, uptime."""
+    app = request.app
+    db_ok = await app[DB].ping()
+    body = {"status": "ok" if db_ok else "degraded", "version": __version__,
+            "database": {"ok": db_ok}, "uptime_s": round(time.monotonic() - app[STARTED_AT], 1)}
+    return web.json_response(body, status=200 if db_ok else 503)
+
+
+def build_app(settings: Settings) -> web.Application:
+    """Build the daemon: each part is a cleanup context, started in order, stopped in reverse."""
+    app = web.Application()
+    app[SETTINGS] = settings
+    app[STARTED_AT] = time.monotonic()
+    app.cleanup_ctx.extend([systemd_ctx, database_ctx, crypto_ctx])
+    app.on_shutdown.append(_arm_forced_exit)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+def prepare_data_dir(path: Path) -> None:
+    """Create the data dir (0700) and prove it is writable, naming the path when it is not."""
+    from streamerhub.errors import ConfigError
+
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        probe = path / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"data dir {path} is not writable ({exc.strerror}): set "
+                          "[general] data_dir / --data-dir to a folder this user owns") from None
+
+
+def on_ready(settings: Settings) -> Any:
+    """Called by web.run_app once the sockets listen: log the URL and tell systemd."""
+
+    def ready(_message: str) -> None:
+        host = settings.get("web", "host")
+        shown = f"[{host}]" if ":" in host else host
+        log.info("ready", url=f"http://{shown}:{settings.get('web', 'port')}/",
+                 data_dir=str(settings.data_dir), version=__version__)
+        systemd.notify("READY=1")
+
+    return ready

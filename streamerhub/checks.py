@@ -1,0 +1,103 @@
+"""`streamerhub check`: one line per check, ok or FAIL with what to do; non-zero on any FAIL."""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+from streamerhub.config import Settings
+from streamerhub.errors import StreamerHubError
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    ok: bool
+    detail: str
+    warn: bool = False
+
+    def line(self) -> str:
+        label = "FAIL" if not self.ok else ("WARN" if self.warn else "ok")
+        return f"{label:<5} {self.name}: {self.detail}"
+
+
+def check_config(settings: Settings) -> Result:
+    where = str(settings.source) if settings.source else "no config file, defaults and environment"
+    return Result("config", True, where)
+
+
+def check_data_dir(settings: Settings) -> Result:
+    from streamerhub.app import prepare_data_dir
+
+    prepare_data_dir(settings.data_dir)
+    mode = stat.S_IMODE(settings.data_dir.stat().st_mode)
+    if mode & 0o007:
+        return Result("data dir", True, f"{settings.data_dir} is open to other users "
+                      f"({oct(mode)}): chmod 700 {settings.data_dir}", warn=True)
+    return Result("data dir", True, f"{settings.data_dir} (writable, {oct(mode)})")
+
+
+def check_master_key(settings: Settings) -> Result:
+    from streamerhub.crypto import KEY_FILE, load_keyring
+
+    path = settings.data_dir / KEY_FILE
+    if not path.exists() and not os.environ.get("CREDENTIALS_DIRECTORY"):
+        return Result("master key", True, f"{path} will be created on first start")
+    keyring = load_keyring(settings.data_dir, os.environ, create=False)
+    return Result("master key", True, f"{keyring.source} (key id {keyring.current_id})")
+
+
+async def check_database(settings: Settings) -> Result:
+    from streamerhub.db import find_pg_bindir, open_database, redact_url
+
+    where = "embedded" if not settings.get("database", "url") else "external"
+    if where == "embedded":
+        find_pg_bindir()
+    async with open_database(settings, own_cluster=False) as db:
+        await db.check_not_newer()
+        pending = await db.pending()
+        version = await db.pool.fetchval("SHOW server_version")
+    todo = f", {len(pending)} migration(s) pending (applied at start)" if pending else ""
+    return Result("database", True, f"{where} PostgreSQL {version} at {redact_url(db.url)}{todo}")
+
+
+def check_ffmpeg(settings: Settings) -> Result:
+    from streamerhub.ffmpeg.binary import find_ffmpeg
+
+    found = find_ffmpeg(settings.get("ffmpeg", "path") or None)
+    return Result("ffmpeg", True, f"{found.version} ({found.source}: {found.path})")
+
+
+def check_process_privacy(settings: Settings) -> Result:
+    # FFmpeg takes the RTMP URL (with the stream key) on its command line; with /proc mounted
+    # without hidepid any local user can read it from /proc/<pid>/cmdline.
+    try:
+        options = next(line.split()[3] for line in open("/proc/mounts")
+                       if line.split()[1] == "/proc")
+    except (OSError, StopIteration, IndexError):
+        return Result("process privacy", True, "cannot read /proc/mounts", warn=True)
+    if "hidepid=" in options and "hidepid=0" not in options and "hidepid=off" not in options:
+        return Result("process privacy", True, "/proc is mounted with hidepid")
+    return Result("process privacy", True, "other local users can read FFmpeg's arguments "
+                  "(stream keys): run StreamerHub as its own user and mount /proc with "
+                  "hidepid=invisible (see README, 'Stream keys')", warn=True)
+
+
+async def run_checks(settings: Settings) -> int:
+    checks: list[Callable[[Settings], Result | Awaitable[Result]]] = [
+        check_config, check_data_dir, check_master_key, check_database, check_ffmpeg,
+        check_process_privacy]
+    failed = 0
+    for check in checks:
+        name = check.__name__.removeprefix("check_").replace("_", " ")
+        try:
+            result = check(settings)
+            if not isinstance(result, Result):
+                result = await result
+        except StreamerHubError as exc:
+            result = Result(name, False, str(exc))
+        failed += not result.ok
+        print(result.line(), flush=True)
+    return 1 if failed else 0

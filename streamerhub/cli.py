@@ -1,0 +1,201 @@
+"""The `streamerhub` command: run the daemon, check the setup, manage the database and keys."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fcntl
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from streamerhub import __version__
+from streamerhub.config import Settings, load_settings
+from streamerhub.errors import ConfigError, StreamerHubError
+from streamerhub.log import setup_logging
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def _common() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--config", metavar="PATH",
+                        help="config file (default: $STREAMERHUB_CONFIG, ./config.toml, "
+                             "/etc/streamerhub/config.toml)")
+    parent.add_argument("--data-dir", metavar="DIR",
+                        help="data directory (default: $STATE_DIRECTORY or "
+                             "$XDG_DATA_HOME/streamerhub)")
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamerhub", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"streamerhub {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = _common()
+
+    run = sub.add_parser("run", parents=[common], help="run the daemon")
+    run.set_defaults(handler=cmd_run)
+    sub.add_parser("check", parents=[common], help="check config, data dir, database, FFmpeg"
+                   ).set_defaults(handler=cmd_check)
+
+    db = sub.add_parser("db", parents=[common], help="database schema and URL")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db_sub.add_parser("status", parents=[common], help="applied and pending migrations"
+                      ).set_defaults(handler=cmd_db_status)
+    db_sub.add_parser("upgrade", parents=[common], help="apply pending migrations"
+                      ).set_defaults(handler=cmd_db_upgrade)
+    db_sub.add_parser("url", parents=[common], help="print the connection URL (for psql)"
+                      ).set_defaults(handler=cmd_db_url)
+
+    keys = sub.add_parser("keys", parents=[common], help="master key")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    keys_sub.add_parser("rotate", parents=[common], help="re-seal every secret under a new key"
+                        ).set_defaults(handler=cmd_keys_rotate)
+
+    fake = sub.add_parser("fake-twitch", help="run the fake Twitch (tests, demo, benchmarks)",
+                          add_help=False)
+    fake.set_defaults(handler=None)
+    return parser
+
+
+# ----------------------------------------------------------------------------- run
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from aiohttp import web
+
+    from streamerhub.app import build_app, on_ready, prepare_data_dir
+
+    prepare_data_dir(settings.data_dir)
+    host, port = settings.get("web", "host"), settings.get("web", "port")
+    ensure_port_free(host, port)
+    lock = acquire_daemon_lock(settings.data_dir)
+    try:
+        web.run_app(build_app(settings), host=host, port=port, print=on_ready(settings),
+                    access_log=None, shutdown_timeout=10, handler_cancellation=True)
+    finally:
+        lock.close()
+    return 0
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    """Fail before starting anything when the dashboard port is taken, naming the setting."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(f"web.port = {port}: cannot listen on {host}:{port} "
+                              f"({exc.strerror}): stop the program using it or choose another "
+                              "[web] port / STREAMERHUB_WEB_PORT") from None
+
+
+def acquire_daemon_lock(data_dir: Path) -> Any:
+    """One daemon per data dir: a second one would share (and then stop) the same database."""
+    handle = open(data_dir / "streamerhub.lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        other = handle.read().strip() or "?"
+        handle.close()
+        raise StreamerHubError(f"another streamerhub (pid {other}) is already running with data "
+                               f"dir {data_dir}: stop it first or use another --data-dir") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+# ----------------------------------------------------------------------------- db / keys
+
+def cmd_db_status(args: argparse.Namespace, settings: Settings) -> int:
+    from streamerhub.db import load_migrations, redact_url
+
+    async def status(db: Any) -> int:
+        applied = await db.applied_versions()
+        print(f"database: {redact_url(db.url)}")
+        for m in load_migrations():
+            print(f"  {'applied' if m.version in applied else 'pending'}  {m.version:04d}_{m.name}")
+        await db.check_not_newer()
+        return 0
+
+    return asyncio.run(_with_db(settings, status))
+
+
+def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    async def upgrade(db: Any) -> int:
+        done = await db.upgrade()
+        for m in done:
+            print(f"applied  {m.version:04d}_{m.name}")
+        print("schema is up to date" if not done else f"{len(done)} migration(s) applied")
+        return 0
+
+    return asyncio.run(_with_db(settings, upgrade))
+
+
+def cmd_db_url(args: argparse.Namespace, settings: Settings) -> int:
+    from streamerhub.db import embedded_url
+
+    print(embedded_url(settings))
+    return 0
+
+
+def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
+    from streamerhub.crypto import load_keyring
+    from streamerhub.keys import rotate_master_key
+
+    async def rotate(db: Any) -> int:
+        await db.check_not_newer()
+        keyring = load_keyring(settings.data_dir, os.environ, create=False)
+        new, count = await rotate_master_key(db, settings.data_dir, keyring)
+        print(f"master key rotated: new key id {new.current_id}, {count} secret(s) re-sealed")
+        return 0
+
+    return asyncio.run(_with_db(settings, rotate))
+
+
+async def _with_db(settings: Settings, action: Callable[[Any], Any]) -> int:
+    from streamerhub.app import prepare_data_dir
+    from streamerhub.db import open_database
+
+    prepare_data_dir(settings.data_dir)
+    async with open_database(settings, own_cluster=False) as db:
+        return await action(db)
+
+
+def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    from streamerhub.checks import run_checks
+
+    return asyncio.run(run_checks(settings))
+
+
+# ----------------------------------------------------------------------------- entry
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["fake-twitch"]:
+        from streamerhub.fake_twitch.__main__ import main as fake_main
+
+        return fake_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config, args.data_dir)
+        setup_logging(settings.get("log", "level"), settings.get("log", "format"))
+        return args.handler(args, settings)
+    except ConfigError as exc:
+        print(f"streamerhub: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except StreamerHubError as exc:
+        print(f"streamerhub: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

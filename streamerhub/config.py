@@ -1,0 +1,251 @@
+"""config.toml + STREAMERHUB_* environment → one frozen, validated Settings object."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import zoneinfo
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
+
+from streamerhub.errors import ConfigError
+
+SEARCH_PATHS = (Path("config.toml"), Path("/etc/streamerhub/config.toml"))
+
+
+def _port(value: int) -> str | None:
+    return None if 1 <= value <= 65535 else "must be between 1 and 65535"
+
+
+def _choice(*options: str) -> Callable[[Any], str | None]:
+    return lambda value: None if value in options else f"must be one of {', '.join(options)}"
+
+
+def _range(low: float, high: float) -> Callable[[Any], str | None]:
+    return lambda value: None if low <= value <= high else f"must be between {low} and {high}"
+
+
+def _timezone(value: str) -> str | None:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return "is not an IANA time zone name (e.g. Europe/Paris, America/New_York, UTC)"
+    return None
+
+
+def _url(*schemes: str, empty_ok: bool = True) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        if not value and empty_ok:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in schemes or not (parts.hostname or parts.path):
+            return f"must be a URL starting with {' or '.join(s + '://' for s in schemes)}"
+        return None
+
+    return check
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: where it lives, its type, default, a line of help and an optional check."""
+
+    section: str
+    key: str
+    type: type
+    default: Any
+    help: str
+    check: Callable[[Any], str | None] | None = None
+    secret: bool = False
+
+    @property
+    def env(self) -> str:
+        return f"STREAMERHUB_{self.section}_{self.key}".upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("general", "data_dir", str, "", "Where the database, spool, videos and keys live "
+            "(default: $STATE_DIRECTORY under systemd, else $XDG_DATA_HOME/streamerhub)."),
+    Setting("general", "timezone", str, "UTC", "The streamer's IANA time zone, for charts, "
+            "schedules and exports.", _timezone),
+    Setting("general", "day_start_hour", int, 0, "Hour at which a 'day' starts in charts "
+            "(e.g. 6 for streams that run past midnight).", _range(0, 23)),
+    Setting("web", "host", str, "127.0.0.1", "Address the dashboard listens on. Keep 127.0.0.1 "
+            "unless a reverse proxy with TLS sits in front."),
+    Setting("web", "port", int, 8080, "Port of the dashboard.", _port),
+    Setting("web", "allowed_hosts", list, [], "Extra Host header values accepted besides "
+            "localhost/127.0.0.1 (DNS-rebinding protection)."),
+    Setting("database", "url", str, "", "PostgreSQL 14+ URL; empty runs a private embedded "
+            "cluster in the data dir.", _url("postgres", "postgresql")),
+    Setting("database", "pool_size", int, 10, "Maximum database connections.", _range(2, 100)),
+    Setting("database", "connect_timeout", float, 120.0, "Seconds to keep retrying an "
+            "unreachable database at start before giving up.", _range(1, 86400)),
+    Setting("log", "level", str, "info", "Log level.",
+            _choice("debug", "info", "warning", "error")),
+    Setting("log", "format", str, "auto", "auto (pretty on a terminal, JSON otherwise), "
+            "pretty or json.", _choice("auto", "pretty", "json")),
+    Setting("twitch", "client_id", str, "", "Client ID of your application in the Twitch "
+            "developer console."),
+    Setting("twitch", "client_secret", str, "", "Client secret of that application; prefer the "
+            "STREAMERHUB_TWITCH_CLIENT_SECRET environment variable.", secret=True),
+    Setting("twitch", "api_url", str, "https://api.twitch.tv/helix", "Helix base URL.",
+            _url("http", "https", empty_ok=False)),
+    Setting("twitch", "auth_url", str, "https://id.twitch.tv/oauth2", "OAuth base URL.",
+            _url("http", "https", empty_ok=False)),
+    Setting("twitch", "eventsub_url", str, "wss://eventsub.wss.twitch.tv/ws",
+            "EventSub WebSocket URL.", _url("ws", "wss", empty_ok=False)),
+    Setting("ffmpeg", "path", str, "", "FFmpeg binary; empty uses ffmpeg on PATH, else the "
+            "bundled imageio-ffmpeg binary."),
+    Setting("ffmpeg", "max_upload_bytes", int, 20 * 1024**3, "Largest video upload accepted.",
+            _range(1, 2**50)),
+)
+
+_BY_NAME = {(s.section, s.key): s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated configuration; read values with settings.get('web', 'port')."""
+
+    values: Mapping[tuple[str, str], Any]
+    source: Path | None = None
+    data_dir: Path = field(default=Path("."))
+
+    def get(self, section: str, key: str) -> Any:
+        return self.values[(section, key)]
+
+
+def find_config(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:
+    """Return the config file to read: --config, $STREAMERHUB_CONFIG, ./config.toml, /etc/…."""
+    chosen = explicit or env.get("STREAMERHUB_CONFIG")
+    if chosen:
+        path = Path(chosen)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist: create it (the shipped "
+                              "config.toml is a commented template) or fix --config")
+        return path
+    return next((p for p in SEARCH_PATHS if p.is_file()), None)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file, turning syntax errors into a message naming the file and line."""
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def _coerce(setting: Setting, raw: Any, where: str) -> Any:
+    name = f"{setting.section}.{setting.key}"
+    if setting.type is float and isinstance(raw, int) and not isinstance(raw, bool):
+        raw = float(raw)
+    if isinstance(raw, str) and setting.type is not str:
+        raw = _parse_env_value(setting, raw, where)
+    if not isinstance(raw, setting.type) or (isinstance(raw, bool) and setting.type is not bool):
+        raise ConfigError(f"{where}: {name} = {_show(setting, raw)} must be a "
+                          f"{setting.type.__name__}")
+    problem = setting.check(raw) if setting.check else None
+    if problem:
+        raise ConfigError(f"{where}: {name} = {_show(setting, raw)} {problem}")
+    return raw
+
+
+def _parse_env_value(setting: Setting, raw: str, where: str) -> Any:
+    name = f"{setting.section}.{setting.key}"
+    try:
+        if setting.type is bool:
+            return {"1": True, "true": True, "yes": True, "0": False, "false": False,
+                    "no": False}[raw.strip().lower()]
+        if setting.type is list:
+            return [item.strip() for item in raw.split(",") if item.strip()]
+        return setting.type(raw)
+    except (KeyError, ValueError):
+        raise ConfigError(f"{where}: {name} = {_show(setting, raw)} must be a "
+                          f"{setting.type.__name__}") from None
+
+
+def _show(setting: Setting, value: Any) -> str:
+    return "'••••'" if setting.secret else repr(value)
+
+
+def _from_file(doc: dict[str, Any], path: Path) -> dict[tuple[str, str], Any]:
+    values: dict[tuple[str, str], Any] = {}
+    sections = {s.section for s in SETTINGS}
+    for section, table in doc.items():
+        if section not in sections or not isinstance(table, dict):
+            raise ConfigError(f"{path}: unknown section [{section}]; known sections: "
+                              f"{', '.join(sorted(sections))}")
+        for key, raw in table.items():
+            setting = _BY_NAME.get((section, key))
+            if setting is None:
+                known = ", ".join(s.key for s in SETTINGS if s.section == section)
+                raise ConfigError(f"{path}: unknown setting {section}.{key}; known in "
+                                  f"[{section}]: {known}")
+            values[(section, key)] = _coerce(setting, raw, str(path))
+    return values
+
+
+def _from_env(env: Mapping[str, str]) -> dict[tuple[str, str], Any]:
+    values = {}
+    for setting in SETTINGS:
+        if setting.env in env:
+            values[(setting.section, setting.key)] = _coerce(
+                setting, env[setting.env], f"environment {setting.env}")
+    # The conventional DATABASE_URL (Heroku, Supabase docs) counts when ours is not set.
+    if "DATABASE_URL" in env and ("database", "url") not in values:
+        values[("database", "url")] = _coerce(
+            _BY_NAME[("database", "url")], env["DATABASE_URL"], "environment DATABASE_URL")
+    return values
+
+
+def default_data_dir(env: Mapping[str, str]) -> Path:
+    """$STATE_DIRECTORY under systemd, else $XDG_DATA_HOME/streamerhub (~/.local/share)."""
+    if env.get("STATE_DIRECTORY"):
+        return Path(env["STATE_DIRECTORY"].split(":")[0])
+    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "streamerhub"
+
+
+def load_settings(config: str | os.PathLike[str] | None = None, data_dir: str | None = None,
+                  env: Mapping[str, str] | None = None) -> Settings:
+    """Load defaults ← config file ← environment ← command line, validating every value."""
+    env = os.environ if env is None else env
+    path = find_config(config, env)
+    values = {(s.section, s.key): s.default for s in SETTINGS}
+    if path is not None:
+        values.update(_from_file(read_toml(path), path))
+    values.update(_from_env(env))
+    if data_dir:
+        values[("general", "data_dir")] = data_dir
+    chosen = values[("general", "data_dir")]
+    resolved = Path(chosen).expanduser() if chosen else default_data_dir(env)
+    return Settings(values=MappingProxyType(values), source=path, data_dir=resolved.absolute())
+
+
+def render_default_config() -> str:
+    """The shipped config.toml: every setting with its default and help, commented out."""
+    lines = ["# StreamerHub configuration. Every setting is optional; the values shown are the",
+             "# defaults. Any setting can be overridden by STREAMERHUB_<SECTION>_<KEY>.", ""]
+    section = None
+    for s in SETTINGS:
+        if s.section != section:
+            section = s.section
+            lines += ["", f"[{section}]"]
+        lines.append(f"# {s.help}")
+        lines.append(f"# {s.key} = {_toml_literal(s.default)}")
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _toml_literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_literal(v) for v in value) + "]"
+    return repr(value)

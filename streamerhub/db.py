@@ -1,0 +1,408 @@
+"""PostgreSQL: the embedded private cluster, the asyncpg pool, schema and migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import hashlib
+import importlib.util
+import os
+import pwd
+import random
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable
+from urllib.parse import quote
+
+import asyncpg
+
+from streamerhub.errors import DatabaseError
+from streamerhub.log import get_logger
+
+log = get_logger(__name__)
+
+DB_NAME = "streamerhub"
+DB_USER = "streamerhub"
+SERVICE_USER = "streamerhub"  # who runs the embedded server when the daemon runs as root
+MIGRATION_LOCK = 0x5354_4D48  # pg_advisory_lock key: several daemons may share one database
+INSTALL_HINT = ("install PostgreSQL 14+ (Debian/Ubuntu: apt-get install postgresql; or pip "
+                "install pgserver on Python ≤ 3.12), or set [database] url to a server you run")
+
+
+# ----------------------------------------------------------------------------- SQL files
+
+def _package_file(name: str) -> Path | None:
+    path = Path(str(resources.files("streamerhub") / name))
+    return path if path.exists() else None
+
+
+def schema_path() -> Path:
+    """schema.sql: inside the installed wheel, else at the top of the source checkout."""
+    found = _package_file("schema.sql") or Path(__file__).resolve().parent.parent / "schema.sql"
+    if not found.is_file():
+        raise DatabaseError(f"schema.sql not found (looked in the package and at {found}): "
+                            "reinstall StreamerHub")
+    return found
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def load_migrations() -> list[Migration]:
+    """The ordered migration files shipped in streamerhub/migrations/NNNN_name.sql."""
+    folder = resources.files("streamerhub") / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        match = re.fullmatch(r"(\d{4})_(\w+)\.sql", entry.name)
+        if match:
+            found.append(Migration(int(match[1]), match[2], entry.read_text()))
+    return sorted(found, key=lambda m: m.version)
+
+
+# ----------------------------------------------------------------------------- binaries
+
+def find_pg_bindir() -> Path:
+    """pgserver's bundled binaries, else the system's (pg_config, PATH, /usr/lib/postgresql)."""
+    spec = importlib.util.find_spec("pgserver")
+    if spec and spec.origin:
+        bundled = Path(spec.origin).parent / "pginstall" / "bin"
+        if (bundled / "pg_ctl").is_file():
+            return bundled
+    candidates = []
+    if shutil.which("pg_config"):
+        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True)
+        candidates.append(Path(out.stdout.strip()))
+    if shutil.which("pg_ctl"):
+        candidates.append(Path(shutil.which("pg_ctl")).resolve().parent)  # type: ignore[arg-type]
+    versions = glob.glob("/usr/lib/postgresql/*/bin")
+    candidates += [Path(p) for p in sorted(versions, key=_version_key, reverse=True)]
+    for folder in candidates:
+        if (folder / "pg_ctl").is_file() and (folder / "initdb").is_file():
+            return folder
+    raise DatabaseError(f"no PostgreSQL server binaries found: {INSTALL_HINT}")
+
+
+def _version_key(path: str) -> int:
+    match = re.search(r"/(\d+)/bin$", path)
+    return int(match[1]) if match else 0
+
+
+# ----------------------------------------------------------------------------- embedded cluster
+
+class EmbeddedPostgres:
+    """A private cluster in DATA_DIR/postgres, reachable only through a Unix socket."""
+
+    def __init__(self, data_dir: Path, bindir: Path | None = None) -> None:
+        self.data_dir = data_dir
+        self.pgdata = data_dir / "postgres"
+        self.socket_dir = _socket_dir(data_dir)
+        self.logfile = data_dir / "postgres.log"
+        self._bindir = bindir
+        self.started_here = False
+
+    @property
+    def bindir(self) -> Path:
+        if self._bindir is None:
+            self._bindir = find_pg_bindir()
+        return self._bindir
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{DB_USER}@/{DB_NAME}?host={quote(str(self.socket_dir), safe='/')}"
+
+    def is_running(self) -> bool:
+        """True when a live postmaster owns our data directory (postmaster.pid + live pid)."""
+        pid = postmaster_pid(self.pgdata)
+        return pid is not None and _pid_alive(pid)
+
+    async def start(self) -> None:
+        """Create the cluster on first use, then start it (or adopt one left by a killed daemon)."""
+        if not (self.pgdata / "PG_VERSION").is_file():
+            await self._initdb()
+        if self.is_running():
+            log.info("embedded_postgres_adopted", pgdata=str(self.pgdata),
+                     pid=postmaster_pid(self.pgdata))
+            return
+        self.socket_dir.mkdir(parents=True, exist_ok=True)
+        _hand_to_service_user(self.socket_dir, self.pgdata, self.logfile)
+        opts = f"-k {self.socket_dir} -c listen_addresses='' -c unix_socket_permissions=0700"
+        await self._run("pg_ctl", "-D", str(self.pgdata), "-l", str(self.logfile), "-w",
+                        "-t", "60", "-o", opts, "start", what="start the embedded PostgreSQL")
+        self.started_here = True
+        log.info("embedded_postgres_started", pgdata=str(self.pgdata))
+
+    async def stop(self) -> None:
+        """Fast shutdown (rolls back open transactions, flushes WAL); idempotent."""
+        if not self.is_running():
+            return
+        await self._run("pg_ctl", "-D", str(self.pgdata), "-w", "-t", "30", "-m", "fast", "stop",
+                        what="stop the embedded PostgreSQL")
+        log.info("embedded_postgres_stopped", pgdata=str(self.pgdata))
+
+    async def _initdb(self) -> None:
+        self.pgdata.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _hand_to_service_user(self.pgdata)
+        await self._run("initdb", "-D", str(self.pgdata), "-U", DB_USER, "--auth=trust",
+                        "-E", "UTF8", "--locale=C", "--no-instructions",
+                        what="create the embedded PostgreSQL cluster")
+        log.info("embedded_postgres_initialised", pgdata=str(self.pgdata))
+
+    async def create_database(self) -> None:
+        """Create the application database inside the cluster if it is not there yet."""
+        conn = await asyncpg.connect(host=str(self.socket_dir), user=DB_USER, database="postgres")
+        try:
+            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DB_NAME):
+                await conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+        finally:
+            await conn.close()
+
+    async def _run(self, tool: str, *args: str, what: str) -> None:
+        proc = await asyncio.create_subprocess_exec(
+            str(self.bindir / tool), *args, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, start_new_session=True, **_run_as_kwargs())
+        out, _ = await proc.communicate()
+        if proc.returncode != 0:
+            tail = out.decode(errors="replace").strip().splitlines()[-5:]
+            raise DatabaseError(f"could not {what} in {self.pgdata}: {' / '.join(tail)} "
+                                f"(full log: {self.logfile})")
+
+
+def _socket_dir(data_dir: Path) -> Path:
+    # A Unix socket path is limited to 107 bytes; a deep data dir gets a short private one.
+    candidate = data_dir / "run"
+    if len(str(candidate / ".s.PGSQL.5432")) < 100:
+        return candidate
+    digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:16]
+    return Path("/tmp") / f"streamerhub-{digest}"
+
+
+def postmaster_pid(pgdata: Path) -> int | None:
+    try:
+        first = (pgdata / "postmaster.pid").read_text().split("\n", 1)[0]
+        return int(first)
+    except (OSError, ValueError):
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A pid reused by another program after a crash is not our postmaster.
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() in ("postgres", "postmaster")
+    except OSError:
+        return True
+
+
+def _service_user() -> pwd.struct_passwd | None:
+    """PostgreSQL refuses to run as root; then it runs as the 'streamerhub' system user."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                        SERVICE_USER], check=True, capture_output=True)
+        return pwd.getpwnam(SERVICE_USER)
+
+
+def _run_as_kwargs() -> dict[str, Any]:
+    user = _service_user()
+    if user is None:
+        return {}
+    return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": [], "cwd": "/"}
+
+
+def _hand_to_service_user(*paths: Path) -> None:
+    user = _service_user()
+    if user is None:
+        return
+    for path in paths:
+        if not path.exists():
+            path.touch(mode=0o600)
+        os.chown(path, user.pw_uid, user.pw_gid)
+        _allow_traversal(path.parent)
+
+
+def _allow_traversal(folder: Path) -> None:
+    # The service user must be able to reach the data dir (e.g. under /root when testing as root).
+    for parent in [folder, *folder.parents]:
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            parent.chmod(mode | 0o001)
+
+
+# ----------------------------------------------------------------------------- pool + migrations
+
+class Database:
+    """The asyncpg pool in use plus schema management; the only module that talks to asyncpg."""
+
+    def __init__(self, pool: asyncpg.Pool, url: str) -> None:
+        self.pool = pool
+        self.url = url
+
+    async def ping(self) -> bool:
+        try:
+            async with self.pool.acquire(timeout=2) as conn:
+                return await conn.fetchval("SELECT 1") == 1
+        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError, asyncpg.InterfaceError):
+            return False
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def applied_versions(self) -> dict[int, str]:
+        async with self.pool.acquire() as conn:
+            exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+            if not exists:
+                return {}
+            rows = await conn.fetch("SELECT version, name FROM schema_migrations ORDER BY version")
+            return {r["version"]: r["name"] for r in rows}
+
+    async def pending(self) -> list[Migration]:
+        applied = await self.applied_versions()
+        return [m for m in load_migrations() if m.version not in applied]
+
+    async def check_not_newer(self) -> None:
+        """Refuse a database migrated by a newer StreamerHub: running on it could corrupt it."""
+        applied = await self.applied_versions()
+        known = {m.version for m in load_migrations()}
+        unknown = sorted(set(applied) - known)
+        if unknown:
+            raise DatabaseError(
+                f"the database schema is newer than this StreamerHub (it has migration "
+                f"{unknown[-1]:04d}_{applied[unknown[-1]]}, this version knows up to "
+                f"{max(known):04d}): upgrade StreamerHub, or point [database] url elsewhere")
+
+    async def upgrade(self) -> list[Migration]:
+        """Bring the schema up to date; a fresh database gets schema.sql in one go."""
+        await self.check_not_newer()
+        migrations = load_migrations()
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+            await conn.execute(_MIGRATIONS_TABLE)
+            applied = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+            todo = [m for m in migrations if m.version not in applied]
+            if not applied and todo:
+                await conn.execute(schema_path().read_text())
+            else:
+                for migration in todo:
+                    await conn.execute(migration.sql)
+            await conn.executemany(
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                [(m.version, m.name) for m in todo])
+        for migration in todo:
+            log.info("migration_applied", version=migration.version, name=migration.name)
+        return todo
+
+
+_MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)"""
+
+
+async def sealed_columns(conn: asyncpg.Connection) -> list[tuple[str, str, str]]:
+    """(table, primary key column, column) of every secret column: by convention named *_sealed."""
+    rows = await conn.fetch("""
+        SELECT c.table_name, k.column_name AS key, c.column_name
+          FROM information_schema.columns c
+          JOIN information_schema.table_constraints t
+            ON t.table_schema = c.table_schema AND t.table_name = c.table_name
+           AND t.constraint_type = 'PRIMARY KEY'
+          JOIN information_schema.key_column_usage k
+            ON k.constraint_name = t.constraint_name AND k.table_schema = t.table_schema
+         WHERE c.table_schema = current_schema() AND c.column_name LIKE '%\\_sealed'
+           AND c.data_type = 'bytea'
+         ORDER BY 1, 3""")
+    return [(r["table_name"], r["key"], r["column_name"]) for r in rows]
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    import json
+
+    for codec in ("json", "jsonb"):
+        await conn.set_type_codec(codec, encoder=json.dumps, decoder=json.loads,
+                                  schema="pg_catalog")
+
+
+async def create_pool(url: str, size: int, timeout: float = 10) -> asyncpg.Pool:
+    return await asyncpg.create_pool(url, min_size=1, max_size=size, init=_init_connection,
+                                     timeout=timeout, command_timeout=60)
+
+
+async def connect_with_retry(url: str, size: int, deadline_s: float,
+                             sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> asyncpg.Pool:
+    """Keep trying an unreachable server with capped exponential backoff instead of crash-looping."""
+    started = time.monotonic()
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return await create_pool(url, size)
+        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError,
+                asyncpg.InterfaceError) as exc:
+            waited = time.monotonic() - started
+            if waited >= deadline_s:
+                raise DatabaseError(f"database {redact_url(url)} unreachable for {waited:.0f} s "
+                                    f"({exc}): check [database] url and that the server runs") from None
+            delay = min(30.0, 0.5 * 2 ** min(attempt, 6)) * random.uniform(0.8, 1.2)
+            log.warning("database_unreachable", url=redact_url(url), attempt=attempt,
+                        error=str(exc), retry_in_s=round(delay, 1))
+            await sleep(delay)
+
+
+def redact_url(url: str) -> str:
+    """Hide the password of a database URL."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:••••@", url)
+
+
+@contextlib.asynccontextmanager
+async def open_database(settings: Any, own_cluster: bool = True) -> AsyncIterator[Database]:
+    """Yield a Database for the settings (embedded or external).
+
+    The daemon owns the embedded cluster and stops it on exit, even one it adopted after a
+    kill -9; a CLI command stops it only if it had to start it (the daemon may be using it).
+    """
+    url = settings.get("database", "url")
+    embedded = None
+    if not url:
+        embedded = EmbeddedPostgres(settings.data_dir)
+        await embedded.start()
+        await embedded.create_database()
+        url = embedded.url
+    try:
+        pool = await connect_with_retry(url, settings.get("database", "pool_size"),
+                                        settings.get("database", "connect_timeout"))
+    except BaseException:
+        if embedded and embedded.started_here:
+            await embedded.stop()
+        raise
+    db = Database(pool, url)
+    try:
+        yield db
+    finally:
+        await db.close()
+        if embedded is not None and (own_cluster or embedded.started_here):
+            await embedded.stop()
+
+
+def embedded_url(settings: Any) -> str:
+    """The URL the daemon uses (for `streamerhub db url`), without starting anything."""
+    return settings.get("database", "url") or EmbeddedPostgres(settings.data_dir).url

@@ -1,0 +1,35 @@
+"""Master-key rotation: re-seal every *_sealed column under a fresh key, then forget the old."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamerhub.crypto import Keyring, aad_for, forget_retired, retire_and_replace
+from streamerhub.db import Database, sealed_columns
+from streamerhub.log import get_logger
+
+log = get_logger(__name__)
+
+
+async def rotate_master_key(db: Database, data_dir: Path, keyring: Keyring) -> tuple[Keyring, int]:
+    """Returns the new keyring and how many secrets were re-sealed.
+
+    The old key is kept in retired-keys/ until every row is re-sealed in one transaction, so a
+    crash half-way leaves a database that both keys together still open.
+    """
+    new = retire_and_replace(data_dir, keyring)
+    count = 0
+    async with db.pool.acquire() as conn, conn.transaction():
+        for table, key, column in await sealed_columns(conn):
+            rows = await conn.fetch(
+                f'SELECT "{key}" AS id, "{column}" AS blob FROM "{table}" '
+                f'WHERE "{column}" IS NOT NULL FOR UPDATE')
+            for row in rows:
+                aad = aad_for(table, row["id"], column)
+                blob = new.seal(new.open(row["blob"], aad), aad)
+                await conn.execute(f'UPDATE "{table}" SET "{column}" = $1 WHERE "{key}" = $2',
+                                   blob, row["id"])
+                count += 1
+    forget_retired(data_dir)
+    log.info("master_key_rotated", key_id=new.current_id, resealed=count)
+    return Keyring(new.current, {}, new.source), count
