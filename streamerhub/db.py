@@ -201,11 +201,14 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    # A pid reused by another program after a crash is not our postmaster.
+    # A pid reused by another program after a crash is not our postmaster, and a zombie
+    # (exited, not yet reaped by an init that never reaps) is not running.
     try:
-        return Path(f"/proc/{pid}/comm").read_text().strip() in ("postgres", "postmaster")
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return True
+    name, state = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2]
+    return name in ("postgres", "postmaster") and state not in "ZX"
 
 
 def _service_user() -> pwd.struct_passwd | None:
@@ -294,7 +297,7 @@ class Database:
         migrations = load_migrations()
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
-            await conn.execute(_MIGRATIONS_TABLE)
+            await conn.execute(MIGRATIONS_TABLE)
             applied = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
             todo = [m for m in migrations if m.version not in applied]
             if not applied and todo:
@@ -310,7 +313,7 @@ class Database:
         return todo
 
 
-_MIGRATIONS_TABLE = """
+MIGRATIONS_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
     version    integer PRIMARY KEY,
     name       text NOT NULL,

@@ -61,7 +61,8 @@ def redact(text: str) -> str:
 
 def _mask_match(match: re.Match[str]) -> str:
     if match.re.groups:  # keep the "token=" / "Bearer " prefix so the line stays readable
-        return match.group(1).rstrip() + ("=" if match.group(1).endswith("=") else " ") + MASK
+        prefix = match.group(1)
+        return prefix + MASK if prefix.endswith("=") else f"{prefix} {MASK}"
     return MASK
 
 

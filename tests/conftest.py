@@ -1,0 +1,190 @@
+"""Shared fixtures: one real embedded PostgreSQL per test session, a fresh database per test."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import AsyncIterator, Iterator
+
+import asyncpg
+import pytest
+
+from streamerhub.config import Settings, load_settings
+from streamerhub.db import Database, EmbeddedPostgres, create_pool
+
+TEMPLATE = "streamerhub_template"
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+    """A real PostgreSQL, started once for the whole run and stopped even if tests fail."""
+    cluster = EmbeddedPostgres(tmp_path_factory.mktemp("pg"))
+    asyncio.run(cluster.start())
+    try:
+        asyncio.run(_create_template(cluster))
+        yield cluster
+    finally:
+        asyncio.run(cluster.stop())
+
+
+async def _create_template(cluster: EmbeddedPostgres) -> None:
+    conn = await asyncpg.connect(host=str(cluster.socket_dir), user="streamerhub",
+                                 database="postgres")
+    try:
+        await conn.execute(f"CREATE DATABASE {TEMPLATE}")
+    finally:
+        await conn.close()
+    db = Database(await create_pool(cluster_url(cluster, TEMPLATE), 2), "")
+    try:
+        await db.upgrade()
+    finally:
+        await db.close()
+
+
+def cluster_url(cluster: EmbeddedPostgres, name: str) -> str:
+    return f"postgresql://streamerhub@/{name}?host={cluster.socket_dir}"
+
+
+@pytest.fixture
+def db_url(pg_cluster: EmbeddedPostgres) -> Iterator[str]:
+    """URL of a brand-new migrated database cloned from the template (fast), dropped after."""
+    name = f"test_{os.getpid()}_{next(_counter)}"
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(host=str(pg_cluster.socket_dir), user="streamerhub",
+                                     database="postgres")
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}"))
+    try:
+        yield cluster_url(pg_cluster, name)
+    finally:
+        asyncio.run(run(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[Database]:
+    database = Database(await create_pool(db_url, 5), db_url)
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+def make_settings(tmp_path: Path, config: str = "", **env: str) -> Settings:
+    """Settings from a config text and env overrides only (the caller's environment is ignored)."""
+    path = tmp_path / "config.toml"
+    path.write_text(config)
+    return load_settings(path, data_dir=str(tmp_path / "data"), env=env)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Daemon:
+    """`streamerhub run` as a real subprocess on a free port; always stopped by the test."""
+
+    def __init__(self, data_dir: Path, config: Path, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.config = config
+        self.port = free_port()
+        self.env = {**os.environ, "STREAMERHUB_WEB_PORT": str(self.port),
+                    "STREAMERHUB_LOG_FORMAT": "json", **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir.parent / f"daemon-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait: bool = True, timeout: float = 30) -> "Daemon":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streamerhub", "run", "--config", str(self.config),
+             "--data-dir", str(self.data_dir)], stdout=log, stderr=subprocess.STDOUT,
+            env=self.env, start_new_session=True)
+        log.close()
+        if wait:
+            self.wait_healthy(timeout)
+        return self
+
+    def wait_healthy(self, timeout: float = 30) -> dict:
+        import json
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc and self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=2) as resp:
+                    return json.loads(resp.read())
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError(f"daemon not healthy after {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL of the whole process group; then stop a PostgreSQL left behind."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        kill_postgres_of(self.data_dir)
+
+
+def kill_postgres_of(data_dir: Path) -> None:
+    from streamerhub.db import postmaster_pid, _pid_alive
+
+    pid = postmaster_pid(data_dir / "postgres")
+    if pid and _pid_alive(pid):
+        os.kill(pid, signal.SIGQUIT)  # immediate shutdown of the postmaster and its children
+        deadline = time.monotonic() + 10
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def daemon_factory(tmp_path: Path) -> Iterator:
+    """Make daemons with a temp data dir; every one is stopped at the end, pass or fail."""
+    made: list[Daemon] = []
+
+    def make(config: str = "", env: dict[str, str] | None = None,
+             data_dir: Path | None = None) -> Daemon:
+        config_path = tmp_path / f"config-{len(made)}.toml"
+        config_path.write_text(config)
+        daemon = Daemon(data_dir or tmp_path / "data", config_path, env)
+        made.append(daemon)
+        return daemon
+
+    yield make
+    for daemon in made:
+        daemon.stop()

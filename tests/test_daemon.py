@@ -1,0 +1,124 @@
+"""The daemon as a user runs it: a subprocess on a free port with its own data dir."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from streamerhub.db import postmaster_pid, _pid_alive
+
+pytestmark = pytest.mark.e2e
+
+
+def _cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "streamerhub", *args], capture_output=True,
+                          text=True, timeout=120, env=env, cwd=cwd or Path(__file__).parent)
+
+
+def _psql(url: str, sql: str) -> str:
+    return subprocess.run(["psql", "-tA", url, "-c", sql], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_run_health_and_clean_sigterm(daemon_factory) -> None:
+    daemon = daemon_factory().start()
+    health = daemon.wait_healthy()
+    assert health["status"] == "ok" and health["database"]["ok"] is True
+    assert health["version"] and health["uptime_s"] >= 0
+    ready = [json.loads(l) for l in daemon.log().splitlines() if '"ready"' in l]
+    assert ready and ready[0]["url"] == f"http://127.0.0.1:{daemon.port}/"
+    pg = postmaster_pid(daemon.data_dir / "postgres")
+    assert pg and _pid_alive(pg)
+
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(30) == 0
+    assert not _pid_alive(pg), "embedded PostgreSQL left running after SIGTERM"
+    assert "embedded_postgres_stopped" in daemon.log()
+
+
+def test_kill_9_then_restart_keeps_committed_data(daemon_factory) -> None:
+    first = daemon_factory().start()
+    url = _cli("db", "url", "--config", str(first.config), "--data-dir", str(first.data_dir)).stdout.strip()
+    _psql(url, "INSERT INTO dead_letters (source, reason, raw) VALUES ('test', 'marker', 'before-kill')")
+    first.signal(signal.SIGKILL)
+    first.wait(10)
+
+    second = daemon_factory(data_dir=first.data_dir).start()
+    assert second.wait_healthy()["database"]["ok"]
+    assert _psql(url, "SELECT raw FROM dead_letters WHERE reason = 'marker'") == "before-kill"
+    second.signal(signal.SIGTERM)
+    assert second.wait(30) == 0
+    assert postmaster_pid(first.data_dir / "postgres") is None
+
+
+def test_second_daemon_on_same_data_dir_refused(daemon_factory) -> None:
+    first = daemon_factory().start()
+    second = daemon_factory(data_dir=first.data_dir).start(wait=False)
+    assert second.wait(60) == 1
+    assert "already running with data dir" in second.log()
+    assert first.wait_healthy()["status"] == "ok"
+
+
+def test_port_in_use_names_the_setting(daemon_factory) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        daemon = daemon_factory(env={"STREAMERHUB_WEB_PORT": str(port)})
+        daemon.port = port
+        daemon.start(wait=False)
+        assert daemon.wait(60) == 2
+    log = daemon.log()
+    assert f"web.port = {port}" in log and "Traceback" not in log
+
+
+def test_unwritable_data_dir_is_named(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = _cli("run", "--data-dir", str(blocker / "data"))
+    assert result.returncode == 2
+    assert f"data dir {blocker / 'data'} is not writable" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_check_and_db_commands(tmp_path: Path) -> None:
+    data = str(tmp_path / "data")
+    check = _cli("check", "--data-dir", data)
+    lines = check.stdout.splitlines()
+    assert any(l.startswith("ok    database: embedded PostgreSQL") for l in lines), check.stdout
+    assert any(l.startswith("ok    ffmpeg:") for l in lines), check.stdout
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    status = _cli("db", "status", "--data-dir", data)
+    assert "pending  0001_foundation" in status.stdout
+    assert _cli("db", "upgrade", "--data-dir", data).stdout.strip().endswith("1 migration(s) applied")
+    assert "applied  0001_foundation" in _cli("db", "status", "--data-dir", data).stdout
+    url = _cli("db", "url", "--data-dir", data).stdout.strip()
+    assert url.startswith("postgresql://streamerhub@/streamerhub?host=")
+    assert postmaster_pid(Path(data) / "postgres") is None, "CLI left its PostgreSQL running"
+
+
+def test_check_fails_on_unreachable_database(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "STREAMERHUB_DATABASE_URL": "postgresql://u@127.0.0.1:1/x",
+           "STREAMERHUB_DATABASE_CONNECT_TIMEOUT": "1", "HOME": str(tmp_path)}
+    result = _cli("check", "--data-dir", str(tmp_path / "d"), env=env)
+    assert result.returncode == 1
+    assert "FAIL  database: database postgresql://u@127.0.0.1:1/x unreachable" in result.stdout
+
+
+def test_database_newer_than_code_refuses_to_start(daemon_factory) -> None:
+    first = daemon_factory().start()
+    url = _cli("db", "url", "--data-dir", str(first.data_dir)).stdout.strip()
+    _psql(url, "INSERT INTO schema_migrations (version, name) VALUES (9999, 'future')")
+    first.stop()
+    second = daemon_factory(data_dir=first.data_dir).start(wait=False)
+    assert second.wait(60) == 1
+    assert "newer than this StreamerHub" in second.log()
+    assert postmaster_pid(first.data_dir / "postgres") is None
