@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import socket
@@ -10,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from streamerhub.db import postmaster_pid, _pid_alive
@@ -23,8 +25,17 @@ def _cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subpro
 
 
 def _psql(url: str, sql: str) -> str:
-    return subprocess.run(["psql", "-tA", url, "-c", sql], capture_output=True, text=True,
-                          check=True).stdout.strip()
+    """Run SQL on the URL `streamerhub db url` printed, as a user would with psql."""
+
+    async def run() -> str:
+        conn = await asyncpg.connect(url)
+        try:
+            value = await conn.fetchval(sql)
+            return "" if value is None else str(value)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
 
 
 def test_run_health_and_clean_sigterm(daemon_factory) -> None:
@@ -122,3 +133,19 @@ def test_database_newer_than_code_refuses_to_start(daemon_factory) -> None:
     assert second.wait(60) == 1
     assert "newer than this StreamerHub" in second.log()
     assert postmaster_pid(first.data_dir / "postgres") is None
+
+
+def test_systemd_notifications(daemon_factory, tmp_path: Path) -> None:
+    sock_path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(str(sock_path))
+        notify.settimeout(30)
+        daemon = daemon_factory(env={"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "2000000"})
+        daemon.start()
+        seen = set()
+        while not {"READY=1", "WATCHDOG=1"} <= seen:
+            seen.add(notify.recv(256).decode())
+        daemon.signal(signal.SIGTERM)
+        while "STOPPING=1" not in seen:
+            seen.add(notify.recv(256).decode())
+        assert daemon.wait(30) == 0
