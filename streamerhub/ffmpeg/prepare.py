@@ -1,0 +1,119 @@
+"""Prepare a video once so every target can copy it: encode when needed, else only remux.
+
+The output is written under a hidden temporary name next to `dst` and renamed into place only
+when FFmpeg succeeded, so `dst` is either absent or complete. Cancelling the awaiting task
+kills FFmpeg and removes the partial file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import subprocess
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+from streamerhub.errors import StreamerHubError
+from streamerhub.ffmpeg.argv import (EncodeProfile, build_prepare_argv, build_remux_argv,
+                                     plan_video)
+from streamerhub.ffmpeg.binary import FFmpegBinary, ffmpeg_path, iter_lines, spawn, stop_process
+from streamerhub.ffmpeg.probe import MediaProbe, compliance_issues, probe
+from streamerhub.ffmpeg.progress import ProgressParser, first_error
+from streamerhub.log import redact
+
+ProgressCallback = Callable[[float], None]
+
+
+class PrepareError(StreamerHubError):
+    """FFmpeg could not normalise or remux the file."""
+
+
+@dataclass(frozen=True)
+class PreparedMedia:
+    """The stream-ready file and how it was made."""
+
+    path: Path
+    mode: Literal["encode", "remux"]
+    reasons: tuple[str, ...]  # why the source was not stream-ready (empty for a remux)
+    probe: MediaProbe  # of the output
+    seconds: float  # wall-clock time it took
+
+
+async def prepare(ffmpeg: FFmpegBinary | str, src: Path, dst: Path,
+                  profile: EncodeProfile = EncodeProfile(), *,
+                  source: MediaProbe | None = None,
+                  on_progress: ProgressCallback | None = None,
+                  force_encode: bool = False) -> PreparedMedia:
+    """Make dst a stream-ready MP4 of src; on_progress gets 0..1 as it goes."""
+    started = time.monotonic()
+    exe = ffmpeg_path(ffmpeg)
+    source = source or await probe(exe, src)
+    reasons = tuple(compliance_issues(source, profile))
+    encode = force_encode or bool(reasons)
+    tmp = dst.with_name(f".{dst.name}.{secrets.token_hex(4)}.part")
+    argv = (build_prepare_argv(exe, src, tmp, plan_video(source.video.width,
+            source.video.height, source.video.fps, profile), profile,
+            has_audio=source.audio is not None)
+            if encode else build_remux_argv(exe, src, tmp))
+    try:
+        await run_with_progress(argv, source.duration, on_progress)
+        result = await probe(exe, tmp)
+        _fsync(tmp)
+        os.replace(tmp, dst)
+        _fsync(dst.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if on_progress:
+        on_progress(1.0)
+    return PreparedMedia(dst, "encode" if encode else "remux", reasons,
+                         replace(result, path=dst), round(time.monotonic() - started, 3))
+
+
+async def run_with_progress(argv: list[str], duration: float | None,
+                            on_progress: ProgressCallback | None) -> None:
+    """Run one FFmpeg job to completion, reporting out_time/duration; PrepareError on failure."""
+    proc = await spawn(argv, stdin=subprocess.DEVNULL)
+    tail: deque[str] = deque(maxlen=100)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        await asyncio.gather(_report(proc.stdout, duration, on_progress),
+                             _collect(proc.stderr, tail))
+        code = await proc.wait()
+    finally:  # cancelled, or a callback raised: the child must not outlive us
+        await stop_process(proc, quit_wait=0, term_wait=2.0)
+    if code != 0:
+        reason = first_error(tail) or (tail[-1] if tail else "no output")
+        raise PrepareError(f"FFmpeg failed (exit code {code}): {redact(reason)}")
+
+
+async def _report(stdout: asyncio.StreamReader, duration: float | None,
+                  on_progress: ProgressCallback | None) -> None:
+    parser, reported = ProgressParser(), -1.0
+    async for line in iter_lines(stdout):
+        block = parser.feed(line)
+        if block is None or on_progress is None or not duration or block.out_time is None:
+            continue
+        fraction = round(min(1.0, max(0.0, block.out_time / duration)), 3)
+        if fraction != reported:
+            reported = fraction
+            on_progress(fraction)
+
+
+async def _collect(stderr: asyncio.StreamReader, tail: deque[str]) -> None:
+    async for line in iter_lines(stderr):
+        if line.strip():
+            tail.append(redact(line))
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+

@@ -1,0 +1,436 @@
+"""Supervision of one FFmpeg copy-mode push per RTMP target.
+
+A `TargetRunner` keeps one child alive for one target: it declares the target live when
+FFmpeg's progress advances, kills a child whose progress stalls (a frozen ingest keeps FFmpeg
+alive and deaf to `q`), restarts with exponential backoff and jitter, waits long after a
+rejected stream key, and stops retrying (`failed`, until `retry()`) when runs keep crashing.
+Runners share nothing, so one failing target never slows or stops another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import shutil
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from pathlib import Path
+
+from streamerhub.ffmpeg.argv import (build_concat_list, build_push_argv, masked_url, resume_point,
+                                     url_secrets)
+from streamerhub.ffmpeg.binary import (FFmpegBinary, StopMethod, ffmpeg_path, iter_lines, spawn,
+                                       stop_process)
+from streamerhub.ffmpeg.progress import (FailureClass, Progress, ProgressParser, classify_failure,
+                                         first_error)
+from streamerhub.log import MASK, get_logger, redact, register_secret
+
+log = get_logger(__name__)
+
+
+class TargetState(str, Enum):
+    STARTING = "starting"  # a child is being started or has not shown progress yet
+    LIVE = "live"          # progress is advancing
+    BACKOFF = "backoff"    # the last run ended badly; waiting until next_retry_at
+    FAILED = "failed"      # crash loop: waiting for retry()
+    STOPPED = "stopped"    # stopped, or the playlist finished
+
+
+# Failures whose cause is outside the daemon (the ingest or the network): retried forever at
+# most backoff_max apart, so a target comes back by itself soon after its ingest does.
+UNREACHABLE = frozenset({FailureClass.CONNECTION_REFUSED, FailureClass.DNS, FailureClass.TIMEOUT})
+
+
+@dataclass(frozen=True)
+class RunnerTiming:
+    stall_after: float = 10.0      # no out_time advance for this long → kill and restart
+    progress_period: float = 1.0   # -stats_period
+    io_timeout: float = 10.0       # -rw_timeout: FFmpeg's own bound on a blocked socket
+    send_buffer: int | None = 512 * 1024  # bounded, so a frozen ingest stalls progress fast
+    quit_wait: float = 3.0         # stop(): q → wait → SIGTERM → wait → SIGKILL
+    term_wait: float = 3.0
+    stall_quit_wait: float = 1.0   # after a stall the child is usually wedged: shorter waits
+    stall_term_wait: float = 2.0
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    backoff_initial: float = 1.0
+    backoff_max: float = 8.0          # with jitter ≤ 9.6 s: live again ≤ ~12 s after the ingest
+    jitter: float = 0.2               # ± this fraction of each delay
+    key_rejected_initial: float = 60.0  # a wrong key is not a blip: do not hammer the ingest
+    key_rejected_max: float = 600.0
+    breaker_restarts: int = 5         # more than this many crashes…
+    breaker_window: float = 300.0     # …within this many seconds → failed
+    healthy_after: float = 30.0       # a run live this long resets the backoff and is no crash
+
+    def delay(self, failure: FailureClass, streak: int, rand: float) -> float:
+        """Seconds to wait before attempt `streak` (1 = first retry) after `failure`."""
+        if failure is FailureClass.KEY_REJECTED:
+            base, cap = self.key_rejected_initial, self.key_rejected_max
+        else:
+            base, cap = self.backoff_initial, self.backoff_max
+        raw = min(cap, base * 2 ** max(0, streak - 1))
+        return round(raw * (1 + self.jitter * (2 * rand - 1)), 3)
+
+
+@dataclass(frozen=True)
+class TargetStatus:
+    """A snapshot for the dashboard; on_status fires only when a field outside progress changes."""
+
+    name: str
+    state: TargetState
+    pid: int | None = None
+    run: int = 0
+    started_at: float | None = None  # wall clock (time.time()) of the current run's start
+    live_since: float | None = None  # wall clock of the current run going live
+    uptime: float | None = None      # seconds live in the current run
+    out_time: float | None = None    # seconds of media pushed by the current run
+    bitrate_kbps: float | None = None
+    fps: float | None = None
+    speed: float | None = None
+    drop_frames: int = 0
+    dup_frames: int = 0
+    restarts: int = 0
+    last_error: str | None = None
+    failure: FailureClass | None = None
+    next_retry_at: float | None = None  # wall clock
+
+    def key(self) -> tuple[object, ...]:
+        """The fields whose change is worth publishing."""
+        return (self.state, self.pid, self.run, self.restarts, self.last_error, self.failure,
+                self.next_retry_at)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One finished child: what to store per run and show when it went wrong."""
+
+    run: int
+    started_at: float
+    ended_at: float
+    exit_code: int | None
+    went_live: bool
+    out_time: float | None
+    failure: FailureClass | None  # None: ended cleanly (stopped or finished)
+    error: str | None
+    stopped_by: StopMethod | None
+    stderr_tail: tuple[str, ...]
+    finished: bool = False  # a finite playlist played to its end
+
+
+@dataclass
+class _Run:
+    number: int
+    started_at: float
+    started_mono: float
+    ring: deque[str] = field(default_factory=lambda: deque(maxlen=100))
+    parser: ProgressParser = field(default_factory=ProgressParser)
+    max_out_us: int = -1
+    last_advance: float = 0.0
+    live_mono: float | None = None
+    stalled: bool = False
+
+
+class TargetRunner:
+    """Keeps one FFmpeg child pushing `inputs` to `url` until stopped."""
+
+    def __init__(self, ffmpeg: FFmpegBinary | str, url: str, inputs: Sequence[Path], *,
+                 name: str = "", key: str | None = None, loop: int | None = None,
+                 playlist_duration: float | None = None, work_dir: Path | None = None,
+                 timing: RunnerTiming = RunnerTiming(), policy: RestartPolicy = RestartPolicy(),
+                 on_status: Callable[[TargetStatus], None] | None = None,
+                 on_run_end: Callable[[RunRecord], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time,
+                 rand: Callable[[], float] = random.random) -> None:
+        if not inputs:
+            raise ValueError("a target needs at least one input file")
+        self._ffmpeg, self._url, self._inputs = ffmpeg_path(ffmpeg), url, list(inputs)
+        self._masked_url = masked_url(url)
+        self.name = name or self._masked_url
+        self._loop, self._duration, self._work_dir = loop, playlist_duration, work_dir
+        self.timing, self.policy = timing, policy
+        self._on_status, self._on_run_end = on_status, on_run_end
+        self._clock, self._wall, self._rand = clock, wall, rand
+        self._secrets = url_secrets(url, key)
+        for secret in self._secrets:
+            register_secret(secret)
+        self._status = TargetStatus(self.name, TargetState.STOPPED)
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._wake = asyncio.Event()
+        self._streak = 0
+        self._crashes: deque[float] = deque()
+        self._position = 0.0
+        self._run: _Run | None = None
+        self._own_dir: Path | None = None
+        self.history: deque[RunRecord] = deque(maxlen=20)
+
+    # public --------------------------------------------------------------------------------
+    @property
+    def status(self) -> TargetStatus:
+        """Current snapshot, progress included."""
+        run, status = self._run, self._status
+        if run is None or run.parser.last is None:
+            return status
+        p, now = run.parser.last, self._clock()
+        return replace(status, out_time=p.out_time, bitrate_kbps=p.bitrate_kbps, fps=p.fps,
+                       speed=p.speed, drop_frames=p.drop_frames, dup_frames=p.dup_frames,
+                       uptime=None if run.live_mono is None else round(now - run.live_mono, 3))
+
+    @property
+    def last_run(self) -> RunRecord | None:
+        return self.history[-1] if self.history else None
+
+    def mask(self, text: str) -> str:
+        """Hide this target's stream key (and any registered secret) in text."""
+        text = text.replace(self._url, self._masked_url)
+        for secret in self._secrets:
+            text = text.replace(secret, MASK)
+        return redact(text)
+
+    def start(self) -> None:
+        """Start supervising (from a running event loop); a no-op while already running."""
+        if self._task is None or self._task.done():
+            self._stopping = False
+            self._task = asyncio.get_running_loop().create_task(self._supervise())
+
+    async def stop(self) -> None:
+        """Stop the child (q → SIGTERM → SIGKILL, bounded) and supervision; idempotent."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    def retry(self) -> None:
+        """Leave `failed` (or cut a backoff short) and try again now."""
+        self._crashes.clear()
+        self._streak = 0
+        self._wake.set()
+
+    async def wait(self) -> TargetStatus:
+        """Wait until supervision ends (stopped, or a finite playlist finished)."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+        return self.status
+
+    # supervision ----------------------------------------------------------------------------
+    async def _supervise(self) -> None:
+        try:
+            while not self._stopping:
+                plan = resume_point(self._position, self._duration, self._loop)
+                if plan is None:
+                    break
+                record = await self._run_once(*plan)
+                self._run = None
+                self._finish(record)
+                if self._stopping or record.finished:
+                    break
+                await self._pause_after(record)
+        except Exception:
+            log.exception("ffmpeg_supervisor_crashed", target=self.name)
+            raise
+        finally:
+            self._run = None
+            self._cleanup_dir()
+            self._publish(state=TargetState.STOPPED, pid=None, next_retry_at=None)
+
+    async def _run_once(self, start_at: float, loop: int | None) -> RunRecord:
+        run = _Run(self._status.run + 1, self._wall(), self._clock())
+        run.last_advance = run.started_mono
+        self._run = run
+        self._publish(state=TargetState.STARTING, pid=None, run=run.number, next_retry_at=None,
+                      started_at=run.started_at, live_since=None)
+        try:
+            proc = await spawn(self._argv(start_at, loop))
+        except Exception as exc:  # no binary, no disk for the playlist: a crash, not a hang
+            return self._record(run, None, None, FailureClass.OTHER, self.mask(str(exc)))
+        log.info("ffmpeg_started", target=self.name, run=run.number, pid=proc.pid)
+        self._publish(pid=proc.pid)
+        stopped_by = await self._watch(proc, run)
+        return self._judge(run, proc.returncode, stopped_by)
+
+    def _argv(self, start_at: float, loop: int | None) -> list[str]:
+        concat = None
+        if len(self._inputs) > 1:
+            concat = self._dir() / "playlist.ffconcat"
+            concat.write_text(build_concat_list(self._inputs))
+        t = self.timing
+        return build_push_argv(self._ffmpeg, self._inputs, self._url, loop,
+                               concat_list=concat, start_at=start_at, io_timeout=t.io_timeout,
+                               send_buffer=t.send_buffer, progress_period=t.progress_period)
+
+    async def _watch(self, proc: asyncio.subprocess.Process, run: _Run) -> StopMethod | None:
+        assert proc.stdout is not None and proc.stderr is not None
+        readers = [asyncio.ensure_future(self._read_progress(proc.stdout, run)),
+                   asyncio.ensure_future(self._read_stderr(proc.stderr, run))]
+        exited = asyncio.ensure_future(proc.wait())
+        stop = asyncio.ensure_future(self._wait_for_stop())
+        stall = asyncio.ensure_future(self._watch_stall(run))
+        stopped_by = None
+        try:
+            await asyncio.wait({exited, stop, stall}, return_when=asyncio.FIRST_COMPLETED)
+            if not exited.done():
+                t, stalled = self.timing, stall.done()
+                stopped_by = await stop_process(
+                    proc, quit_wait=t.stall_quit_wait if stalled else t.quit_wait,
+                    term_wait=t.stall_term_wait if stalled else t.term_wait)
+        finally:
+            for task in (exited, stop, stall):
+                task.cancel()
+            if proc.returncode is None:  # cancelled from outside: never leave a child behind
+                await stop_process(proc, quit_wait=0, term_wait=1.0)
+            await asyncio.wait(readers, timeout=2.0)
+            for task in readers:
+                task.cancel()
+        return stopped_by
+
+    async def _wait_for_stop(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            await self._wake.wait()
+
+    async def _watch_stall(self, run: _Run) -> None:
+        limit = self.timing.stall_after
+        while self._clock() - run.last_advance < limit:
+            await asyncio.sleep(min(0.5, limit / 4))
+        run.stalled = True
+        log.warning("ffmpeg_stalled", target=self.name, run=run.number, seconds=limit,
+                    out_time=run.max_out_us / 1e6 if run.max_out_us >= 0 else None)
+
+    async def _read_progress(self, stdout: asyncio.StreamReader, run: _Run) -> None:
+        async for line in iter_lines(stdout):
+            block = run.parser.feed(line)
+            if block is not None:
+                self._on_progress(block, run)
+
+    def _on_progress(self, block: Progress, run: _Run) -> None:
+        out_us = block.out_time_us
+        if out_us is None or out_us <= run.max_out_us:
+            return
+        run.max_out_us = out_us
+        run.last_advance = self._clock()
+        if run.live_mono is None and out_us > 0:
+            run.live_mono = run.last_advance
+            log.info("ffmpeg_live", target=self.name, run=run.number)
+            self._publish(state=TargetState.LIVE, live_since=self._wall(), last_error=None,
+                          failure=None)
+
+    async def _read_stderr(self, stderr: asyncio.StreamReader, run: _Run) -> None:
+        async for line in iter_lines(stderr):
+            if line.strip():
+                run.ring.append(self.mask(line))
+
+    # outcome --------------------------------------------------------------------------------
+    def _judge(self, run: _Run, code: int | None, stopped_by: StopMethod | None) -> RunRecord:
+        lines = list(run.ring)
+        said = first_error(lines)
+        if self._stopping and not run.stalled:
+            return self._record(run, code, stopped_by, None, None)
+        last = run.parser.last
+        if code == 0 and said is None and self._loop is not None and last and last.ended:
+            return self._record(run, code, stopped_by, None, None, finished=True)
+        if run.stalled:
+            limit = self.timing.stall_after
+            error = f"no progress for {limit:g} s (ingest stalled)" + (f"; FFmpeg: {said}"
+                                                                       if said else "")
+            return self._record(run, code, stopped_by, FailureClass.TIMEOUT, error)
+        error = said or f"FFmpeg exited with code {code}"
+        return self._record(run, code, stopped_by, classify_failure(lines), error)
+
+    def _record(self, run: _Run, code: int | None, stopped_by: StopMethod | None,
+                failure: FailureClass | None, error: str | None,
+                finished: bool = False) -> RunRecord:
+        out = run.max_out_us / 1e6 if run.max_out_us >= 0 else None
+        return RunRecord(run.number, run.started_at, self._wall(), code, run.live_mono is not None,
+                         out, failure, error and self.mask(error), stopped_by, tuple(run.ring),
+                         finished)
+
+    def _finish(self, record: RunRecord) -> None:
+        previous = self.history[-1].failure if self.history else None
+        self._position += record.out_time or 0.0
+        self.history.append(record)
+        if record.failure is not None:
+            # The stderr tail goes to the log once per kind of failure, not once per retry of
+            # an ingest that stays down for an hour.
+            tail = list(record.stderr_tail[-10:]) if record.failure != previous else None
+            log.warning("ffmpeg_exited", target=self.name, run=record.run,
+                        exit_code=record.exit_code, failure=record.failure.value,
+                        error=record.error, stderr_tail=tail)
+        if self._on_run_end is not None:
+            self._call(self._on_run_end, record)
+
+    async def _pause_after(self, record: RunRecord) -> None:
+        assert record.failure is not None
+        lived = (record.ended_at - record.started_at) if record.went_live else 0.0
+        healthy = lived >= self.policy.healthy_after
+        self._streak = 1 if healthy else self._streak + 1
+        if not healthy and record.failure not in UNREACHABLE and self._crash_loop():
+            await self._fail(record)
+            return
+        delay = self.policy.delay(record.failure, self._streak, self._rand())
+        log.info("ffmpeg_restarting", target=self.name, attempt=self._streak, delay=delay,
+                 failure=record.failure.value)
+        self._publish(state=TargetState.BACKOFF, pid=None, restarts=self._status.restarts + 1,
+                      last_error=record.error, failure=record.failure,
+                      next_retry_at=round(self._wall() + delay, 3))
+        await self._sleep(delay)
+
+    def _crash_loop(self) -> bool:
+        now, window = self._clock(), self.policy.breaker_window
+        self._crashes.append(now)
+        while self._crashes and now - self._crashes[0] > window:
+            self._crashes.popleft()
+        return len(self._crashes) > self.policy.breaker_restarts
+
+    async def _fail(self, record: RunRecord) -> None:
+        error = (f"crash loop: {len(self._crashes)} failed runs in "
+                 f"{self.policy.breaker_window:g} s; last: {record.error}")
+        log.error("ffmpeg_failed", target=self.name, error=error)
+        self._publish(state=TargetState.FAILED, pid=None, last_error=error,
+                      failure=record.failure, next_retry_at=None)
+        self._wake.clear()
+        while not self._stopping and self._crashes:  # retry() empties the crash list
+            await self._wake.wait()
+            self._wake.clear()
+        if not self._stopping:
+            self._publish(restarts=self._status.restarts + 1)
+
+    async def _sleep(self, seconds: float) -> None:
+        self._wake.clear()
+        if self._stopping:
+            return
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    # plumbing -------------------------------------------------------------------------------
+    def _publish(self, **changes: object) -> None:
+        before = self._status
+        self._status = replace(before, **changes)  # type: ignore[arg-type]
+        if self._status.key() != before.key() and self._on_status is not None:
+            self._call(self._on_status, self.status)
+
+    def _call(self, callback: Callable[..., None], value: object) -> None:
+        try:
+            callback(value)
+        except Exception:  # a broken listener must not break supervision
+            log.exception("ffmpeg_callback_failed", target=self.name)
+
+    def _dir(self) -> Path:
+        if self._work_dir is not None:
+            self._work_dir.mkdir(parents=True, exist_ok=True)
+            return self._work_dir
+        if self._own_dir is None:
+            self._own_dir = Path(tempfile.mkdtemp(prefix="streamerhub-push-"))
+        return self._own_dir
+
+    def _cleanup_dir(self) -> None:
+        if self._own_dir is not None:
+            shutil.rmtree(self._own_dir, ignore_errors=True)
+            self._own_dir = None

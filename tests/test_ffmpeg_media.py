@@ -1,0 +1,119 @@
+"""Probing and preparing real files with the real FFmpeg."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from media import MediaSet, ffmpeg_exe, ffmpeg_children, media_set, no_leftover_ffmpeg  # noqa: F401
+from streamerhub.ffmpeg.argv import EncodeProfile
+from streamerhub.ffmpeg.prepare import prepare
+from streamerhub.ffmpeg.probe import ProbeError, complies, compliance_issues, probe
+
+pytestmark = [pytest.mark.ffmpeg, pytest.mark.usefixtures("no_leftover_ffmpeg")]
+
+
+async def test_probe_reads_a_good_file(media_set: MediaSet) -> None:
+    media = await probe(ffmpeg_exe(), media_set.ready)
+    assert media.container.startswith("mov,mp4")
+    assert media.duration == pytest.approx(6.0, abs=0.1)
+    assert (media.video.codec, media.video.width, media.video.height) == ("h264", 320, 240)
+    assert media.video.fps == 30 and media.video.pix_fmt == "yuv420p"
+    assert media.audio is not None and media.audio.codec == "aac"
+    assert media.audio.sample_rate == 48000
+    assert media.keyframe_interval == pytest.approx(2.0, abs=0.05)
+    assert complies(media, EncodeProfile())
+
+
+@pytest.mark.parametrize("name, reason, words", [
+    ("empty", "empty", "0 bytes"),
+    ("text", "not_media", "not a video"),
+    ("truncated", "truncated", "incomplete"),
+    ("audio_only", "no_video", "audio only"),
+])
+async def test_probe_rejects_bad_input_with_a_clear_reason(
+        media_set: MediaSet, name: str, reason: str, words: str) -> None:
+    with pytest.raises(ProbeError) as caught:
+        await probe(ffmpeg_exe(), getattr(media_set, name))
+    assert caught.value.reason == reason
+    assert words in str(caught.value)
+
+
+async def test_probe_rejects_a_file_cut_short_after_its_index(
+        media_set: MediaSet, tmp_path: Path) -> None:
+    # faststart puts the index first: the header looks whole, only the tail is missing.
+    whole = tmp_path / "whole.mp4"
+    done = await prepare(ffmpeg_exe(), media_set.ready, whole)
+    assert done.mode == "remux"
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.6)])
+    with pytest.raises(ProbeError) as caught:
+        await probe(ffmpeg_exe(), cut)
+    assert caught.value.reason == "truncated"
+
+
+async def test_probe_of_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ProbeError) as caught:
+        await probe(ffmpeg_exe(), tmp_path / "nope.mp4")
+    assert caught.value.reason == "missing"
+
+
+async def test_a_long_gop_file_is_encoded_to_the_profile(
+        media_set: MediaSet, tmp_path: Path) -> None:
+    source = await probe(ffmpeg_exe(), media_set.long_gop)
+    issues = compliance_issues(source, EncodeProfile())
+    assert any("keyframes" in i for i in issues) and any("44100" in i for i in issues)
+    seen: list[float] = []
+    dst = tmp_path / "out.mp4"
+    done = await prepare(ffmpeg_exe(), media_set.long_gop, dst, EncodeProfile(video_kbps=800),
+                         on_progress=seen.append)
+    assert done.mode == "encode" and done.path == dst and dst.is_file()
+    out = done.probe
+    assert out.video.codec == "h264" and out.video.pix_fmt == "yuv420p"
+    assert out.keyframe_interval == pytest.approx(2.0, abs=0.05)
+    assert out.audio is not None and (out.audio.codec, out.audio.sample_rate) == ("aac", 48000)
+    assert out.duration == pytest.approx(4.0, abs=0.15)
+    assert complies(out, EncodeProfile(video_kbps=800))
+    assert seen and seen[-1] == 1.0 and seen == sorted(seen)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]  # no temporary left
+
+
+async def test_a_file_without_audio_gets_a_silent_track(
+        media_set: MediaSet, tmp_path: Path) -> None:
+    done = await prepare(ffmpeg_exe(), media_set.silent, tmp_path / "out.mp4")
+    assert done.mode == "encode" and "no audio track" in done.reasons
+    assert done.probe.audio is not None and done.probe.audio.sample_rate == 48000
+    assert done.probe.duration == pytest.approx(3.0, abs=0.15)
+
+
+async def test_a_stream_ready_file_is_only_remuxed(media_set: MediaSet, tmp_path: Path) -> None:
+    done = await prepare(ffmpeg_exe(), media_set.ready, tmp_path / "out.mp4")
+    assert done.mode == "remux" and done.reasons == ()
+    source = await probe(ffmpeg_exe(), media_set.ready)
+    assert done.probe.video == source.video  # same stream, bit for bit settings
+    assert done.seconds < 5
+
+
+async def test_preparation_can_be_cancelled(media_set: MediaSet, tmp_path: Path) -> None:
+    started = asyncio.Event()
+    seen: list[float] = []
+
+    def progress(fraction: float) -> None:
+        seen.append(fraction)
+        if fraction < 1.0:
+            started.set()
+
+    dst = tmp_path / "out.mp4"
+    slow = EncodeProfile(preset="veryslow")  # seconds, not a fraction of one, on 2 cores
+    task = asyncio.create_task(prepare(ffmpeg_exe(), media_set.ready, dst, slow,
+                                       force_encode=True, on_progress=progress))
+    await asyncio.wait_for(started.wait(), 30)
+    assert ffmpeg_children(), "FFmpeg should be encoding now"
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not dst.exists()
+    assert list(tmp_path.iterdir()) == []  # the partial file is gone too
+    assert ffmpeg_children() == []

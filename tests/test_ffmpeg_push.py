@@ -1,0 +1,276 @@
+"""Real FFmpeg pushing to real RTMP listeners on 127.0.0.1, supervised by TargetRunner."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from media import (MediaSet, ffmpeg_exe, is_running, media_set,  # noqa: F401
+                   no_leftover_ffmpeg, wait_gone)
+from rtmp_server import RtmpServer, RtmpServerProcess
+from streamerhub.ffmpeg.binary import StopMethod
+from streamerhub.ffmpeg.probe import probe
+from streamerhub.ffmpeg.progress import FailureClass
+from streamerhub.ffmpeg.supervisor import (RestartPolicy, RunnerTiming, TargetRunner,
+                                           TargetState, TargetStatus)
+
+pytestmark = [pytest.mark.ffmpeg, pytest.mark.usefixtures("no_leftover_ffmpeg")]
+
+KEY_A = "sekrit-key-alpha-1234"
+KEY_B = "sekrit-key-bravo-5678"
+# A small send buffer makes a frozen listener stall FFmpeg's progress within a few seconds.
+FAST_STALL = RunnerTiming(send_buffer=64 * 1024)
+
+
+@pytest.fixture
+async def servers(tmp_path: Path) -> AsyncIterator[Callable[..., object]]:
+    made: list[RtmpServer] = []
+
+    async def make(**kwargs: object) -> RtmpServer:
+        server = RtmpServer(record_dir=tmp_path / f"rec{len(made)}", **kwargs)  # type: ignore[arg-type]
+        made.append(server)
+        await server.start()
+        return server
+
+    yield make
+    for server in made:
+        await server.stop()
+
+
+@pytest.fixture
+async def runners() -> AsyncIterator[Callable[..., TargetRunner]]:
+    made: list[TargetRunner] = []
+
+    def make(*args: object, **kwargs: object) -> TargetRunner:
+        runner = TargetRunner(*args, **kwargs)  # type: ignore[arg-type]
+        made.append(runner)
+        runner.start()
+        return runner
+
+    yield make
+    await asyncio.gather(*(r.stop() for r in made))
+
+
+async def until(predicate: Callable[[], bool], timeout: float) -> float:
+    """Wait until predicate holds; return how long it took; fail after timeout."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(0.05)
+    return time.monotonic() - start
+
+
+def assert_key_hidden(runner: TargetRunner, key: str) -> None:
+    """The key is in none of what the runner keeps, and FFmpeg's URL lines were masked."""
+    kept = [repr(runner.status), *(repr(r) for r in runner.history)]
+    assert not [k for k in kept if key in k]
+    lines = [line for r in runner.history for line in r.stderr_tail]
+    assert any("/live/••••" in line for line in lines), "FFmpeg printed no URL to mask?"
+
+
+async def decoded_stream(path: Path) -> tuple[str, str | None, float | None]:
+    """(video codec, audio codec, duration) of a recording, after a full error-free decode."""
+    media = await probe(ffmpeg_exe(), path)
+    done = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "null", "-"],
+                          capture_output=True, text=True, timeout=60)
+    # At a playlist boundary the next file's AAC priming packet overlaps the previous file's
+    # last one by a few ms; FFmpeg's FLV muxer evens the timestamps out, so equal audio DTS is
+    # expected there and harmless. Anything else is damage.
+    errors = [line for line in done.stderr.splitlines()
+              if "non monotonically increasing dts" not in line]
+    assert done.returncode == 0 and errors == [], done.stderr
+    return media.video.codec, media.audio.codec if media.audio else None, media.duration
+
+
+# ------------------------------------------------------------------------------------ tests
+
+
+async def test_two_targets_each_receive_a_decodable_h264_aac_stream(
+        media_set: MediaSet, servers, runners) -> None:
+    a, b = await servers(keys={KEY_A}), await servers(keys={KEY_B})
+    statuses: list[TargetStatus] = []
+    one = runners(ffmpeg_exe(), a.url_for(KEY_A), [media_set.clip_a], loop=1,
+                  on_status=statuses.append)
+    two = runners(ffmpeg_exe(), b.url_for(KEY_B), [media_set.clip_a], loop=1)
+    done = await asyncio.wait_for(asyncio.gather(one.wait(), two.wait()), 20)
+
+    assert [s.state for s in done] == [TargetState.STOPPED] * 2
+    assert one.last_run and one.last_run.finished and one.last_run.failure is None
+    states = [s.state for s in statuses]
+    assert states[0] is TargetState.STARTING and TargetState.LIVE in states
+    assert states[-1] is TargetState.STOPPED
+    keys = [s.key() for s in statuses]
+    assert all(x != y for x, y in zip(keys, keys[1:])), "on_status fired without a change"
+    for server in (a, b):
+        assert server.stats.publishes == 1 and server.stats.video_messages > 50
+        video, audio, duration = await decoded_stream(server.sessions[0].path)
+        assert (video, audio) == ("h264", "aac") and duration == pytest.approx(3.0, abs=0.3)
+    assert_key_hidden(one, KEY_A)
+
+
+async def test_a_failing_target_recovers_without_disturbing_the_other(
+        media_set: MediaSet, servers, runners, tmp_path: Path) -> None:
+    steady = await servers(keys={KEY_A})
+    flaky = RtmpServerProcess(keys={KEY_B}, record_dir=tmp_path / "flaky")
+    flaky.start()
+    try:
+        good = runners(ffmpeg_exe(), steady.url_for(KEY_A), [media_set.ready])
+        bad = runners(ffmpeg_exe(), flaky.url_for(KEY_B), [media_set.ready])
+        await until(lambda: good.status.state is bad.status.state is TargetState.LIVE, 15)
+        await asyncio.sleep(2)
+        good_pid, before = good.status.pid, good.status.out_time or 0.0
+
+        flaky.kill()  # the ingest vanishes
+        t0 = time.monotonic()
+        await until(lambda: bad.status.state is TargetState.BACKOFF, 10)
+        await asyncio.sleep(6)
+        assert good.status.state is TargetState.LIVE and good.status.pid == good_pid
+        pushed = (good.status.out_time or 0.0) - before
+        assert pushed / (time.monotonic() - t0 + 0) == pytest.approx(1.0, abs=0.15)
+        assert good.status.speed == pytest.approx(1.0, abs=0.15)
+        assert bad.status.state in (TargetState.BACKOFF, TargetState.STARTING)
+        assert bad.status.restarts >= 1
+
+        flaky.start()  # the ingest is back, same port
+        took = await until(lambda: bad.status.state is TargetState.LIVE, 15)
+        print(f"recovered {took:.1f} s after the ingest came back")
+        assert steady.stats.publishes == 1 and steady.stats.connections == 1
+        failures = {r.failure for r in bad.history}
+        assert FailureClass.CONNECTION_REFUSED in failures
+        assert_key_hidden(bad, KEY_B)
+    finally:
+        flaky.stop()
+
+
+async def test_a_rejected_key_is_classified_and_not_hammered(
+        media_set: MediaSet, servers, runners) -> None:
+    ingest = await servers(keys={KEY_A})
+    wrong = "wrong-key-99887766"
+    runner = runners(ffmpeg_exe(), ingest.url_for(wrong), [media_set.ready])
+    await until(lambda: runner.status.state is TargetState.BACKOFF, 10)
+    status = runner.status
+    assert status.failure is FailureClass.KEY_REJECTED
+    assert status.last_error and "invalid stream key" in status.last_error
+    assert status.next_retry_at is not None and status.next_retry_at - time.time() > 40
+    await asyncio.sleep(3)
+    assert ingest.stats.connections == 1 and ingest.stats.rejected == 1
+    assert ingest.stats.publishes == 0
+    assert_key_hidden(runner, wrong)
+
+
+async def test_a_frozen_ingest_is_detected_and_the_child_killed(
+        media_set: MediaSet, servers, runners) -> None:
+    ingest = await servers(keys={KEY_A})
+    timing = RunnerTiming(stall_after=3.0, io_timeout=60.0, send_buffer=64 * 1024)
+    runner = runners(ffmpeg_exe(), ingest.url_for(KEY_A), [media_set.ready], timing=timing)
+    await until(lambda: runner.status.state is TargetState.LIVE, 10)
+    pid = runner.status.pid
+    assert pid is not None
+    ingest.freeze()  # TCP stays open, nothing is read any more
+    await until(lambda: runner.status.state is TargetState.BACKOFF, 20)
+    record = runner.last_run
+    assert record is not None and record.failure is FailureClass.TIMEOUT
+    assert record.error and "no progress" in record.error
+    assert record.stopped_by in (StopMethod.QUIT, StopMethod.SIGTERM, StopMethod.SIGKILL)
+    assert not is_running(pid)
+    print(f"frozen child ended by {record.stopped_by}")
+
+    ingest.unfreeze()
+    await until(lambda: runner.status.state is TargetState.LIVE, 15)
+    assert_key_hidden(runner, KEY_A)
+
+
+async def test_a_playlist_loops_past_its_end_on_one_connection(
+        media_set: MediaSet, servers, runners) -> None:
+    ingest = await servers(keys={KEY_A})
+    runner = runners(ffmpeg_exe(), ingest.url_for(KEY_A), [media_set.clip_a, media_set.clip_b],
+                     loop=None, playlist_duration=6.0)
+    await until(lambda: (runner.status.out_time or 0) > 7.5, 20)  # clip a, b, then a again
+    assert runner.status.state is TargetState.LIVE and runner.status.run == 1
+    await runner.stop()
+    assert ingest.stats.connections == 1 and ingest.stats.publishes == 1
+    assert runner.last_run and runner.last_run.stopped_by is StopMethod.QUIT
+    video, audio, duration = await decoded_stream(ingest.sessions[0].path)
+    assert (video, audio) == ("h264", "aac") and duration and duration > 7.0
+
+
+async def test_a_crash_loop_opens_the_breaker_until_retry(tmp_path: Path, runners) -> None:
+    policy = RestartPolicy(backoff_initial=0.05, backoff_max=0.1, breaker_restarts=2,
+                           breaker_window=60)
+    statuses: list[TargetStatus] = []
+    runner = runners(ffmpeg_exe(), "rtmp://127.0.0.1:9/live/" + KEY_A,
+                     [tmp_path / "gone.mp4"], policy=policy, on_status=statuses.append)
+    await until(lambda: runner.status.state is TargetState.FAILED, 15)
+    assert runner.status.failure is FailureClass.INPUT_ERROR
+    assert "crash loop" in (runner.status.last_error or "")
+    runs = runner.status.run
+    await asyncio.sleep(0.5)
+    assert runner.status.run == runs  # no retries while failed
+
+    runner.retry()
+    await until(lambda: runner.status.run > runs, 5)
+    await until(lambda: runner.status.state is TargetState.FAILED, 15)
+    await runner.stop()
+    await runner.stop()  # idempotent
+    assert runner.status.state is TargetState.STOPPED
+
+
+PARENT = """
+import asyncio, sys
+sys.path[:0] = [{tests!r}, {root!r}]
+from streamerhub.ffmpeg.supervisor import TargetRunner, TargetState
+async def main():
+    runner = TargetRunner({ffmpeg!r}, {url!r}, [{clip!r}])
+    runner.start()
+    while runner.status.state is not TargetState.LIVE:
+        await asyncio.sleep(0.05)
+    print("PID", runner.status.pid, flush=True)
+    await asyncio.sleep(3600)
+asyncio.run(main())
+"""
+
+
+async def test_the_child_dies_when_the_daemon_is_killed(
+        media_set: MediaSet, servers, tmp_path: Path) -> None:
+    ingest = await servers(keys={KEY_A})
+    script = PARENT.format(tests=str(Path(__file__).parent), root=str(Path.cwd()),
+                           ffmpeg=ffmpeg_exe(), url=ingest.url_for(KEY_A),
+                           clip=str(media_set.ready))
+    parent = await asyncio.create_subprocess_exec(sys.executable, "-c", script,
+                                                  stdout=asyncio.subprocess.PIPE)
+    try:
+        assert parent.stdout is not None
+        line = b""
+        while not line.startswith(b"PID "):  # structlog's default output shares stdout
+            line = await asyncio.wait_for(parent.stdout.readline(), 20)
+            assert line, "the parent exited before its child went live"
+        child = int(line.split()[1])
+        assert is_running(child)
+        os.kill(parent.pid, signal.SIGKILL)
+        t0 = time.monotonic()
+        assert wait_gone([child], 5.0) == [], "FFmpeg outlived its killed parent"
+        print(f"child gone {time.monotonic() - t0:.2f} s after kill -9 of its parent")
+    finally:
+        if parent.returncode is None:
+            parent.kill()
+        await parent.wait()
+
+
+async def test_rtmp_server_really_closes_and_restarts_on_its_port(servers) -> None:
+    server = await servers()
+    port = server.port
+    await server.stop()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    assert await server.start() == port
+    socket.create_connection(("127.0.0.1", port), timeout=2).close()
