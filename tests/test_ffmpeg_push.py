@@ -274,3 +274,37 @@ async def test_rtmp_server_really_closes_and_restarts_on_its_port(servers) -> No
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
     assert await server.start() == port
     socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+async def test_stop_is_bounded_even_when_the_ingest_is_frozen(
+        media_set: MediaSet, servers, runners) -> None:
+    ingest = await servers(keys={KEY_A})
+    timing = RunnerTiming(stall_after=60.0, io_timeout=60.0, send_buffer=64 * 1024,
+                          quit_wait=1.0, term_wait=1.0)
+    runner = runners(ffmpeg_exe(), ingest.url_for(KEY_A), [media_set.ready], timing=timing)
+    await until(lambda: runner.status.state is TargetState.LIVE, 10)
+    pid = runner.status.pid
+    assert pid is not None
+    ingest.freeze()
+    await until_quiet(runner, 2.0, 15)  # FFmpeg is now blocked writing
+    t0 = time.monotonic()
+    await runner.stop()
+    took = time.monotonic() - t0
+    await runner.stop()  # idempotent, and immediate the second time
+    assert took < 1.0 + 1.0 + 5.0
+    assert not is_running(pid)
+    assert runner.status.state is TargetState.STOPPED and runner.status.pid is None
+    assert runner.last_run and runner.last_run.failure is None  # a stop is not a failure
+    print(f"stop of a wedged child took {took:.1f} s ({runner.last_run.stopped_by})")
+
+
+
+async def until_quiet(runner: TargetRunner, quiet: float, timeout: float) -> None:
+    """Wait until the runner's out_time has not moved for `quiet` seconds."""
+    start = time.monotonic()
+    last, since = runner.status.out_time, start
+    while time.monotonic() - since < quiet:
+        assert time.monotonic() - start < timeout, "progress never stopped"
+        await asyncio.sleep(0.1)
+        if runner.status.out_time != last:
+            last, since = runner.status.out_time, time.monotonic()
