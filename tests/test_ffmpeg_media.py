@@ -9,7 +9,7 @@ import pytest
 
 from media import MediaSet, ffmpeg_exe, ffmpeg_children, media_set, no_leftover_ffmpeg  # noqa: F401
 from streamerhub.ffmpeg.argv import EncodeProfile
-from streamerhub.ffmpeg.prepare import prepare
+from streamerhub.ffmpeg.prepare import PrepareError, prepare
 from streamerhub.ffmpeg.probe import ProbeError, complies, compliance_issues, probe
 
 pytestmark = [pytest.mark.ffmpeg, pytest.mark.usefixtures("no_leftover_ffmpeg")]
@@ -117,3 +117,14 @@ async def test_preparation_can_be_cancelled(media_set: MediaSet, tmp_path: Path)
     assert not dst.exists()
     assert list(tmp_path.iterdir()) == []  # the partial file is gone too
     assert ffmpeg_children() == []
+
+
+async def test_a_failed_preparation_says_why_and_leaves_nothing(
+        media_set: MediaSet, tmp_path: Path) -> None:
+    source = await probe(ffmpeg_exe(), media_set.ready)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(media_set.ready.read_bytes()[:4096])  # damaged after it was probed
+    with pytest.raises(PrepareError, match="FFmpeg failed"):
+        await prepare(ffmpeg_exe(), broken, tmp_path / "out.mp4", source=source,
+                      force_encode=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.mp4"]
