@@ -1,0 +1,159 @@
+"""--simulate: one channel's believable stream, looped, delivered like real traffic."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from .delivery import deliver
+from .events import sample_event
+from .keys import STATE_KEY
+from .state import State
+
+CHANNEL = "1000"
+GIFT_BOMB = 50
+_ADJECTIVES = ("cozy", "salty", "hyper", "sleepy", "lucky", "pixel", "turbo", "chill")
+_NOUNS = ("otter", "gamer", "wizard", "panda", "noodle", "falcon", "potato", "ninja")
+
+
+class Show:
+    """One run of the script: its pacing, its viewers, and a way to emit events."""
+
+    def __init__(self, state: State, rng: random.Random) -> None:
+        self.state, self.rng = state, rng
+        self.ids = itertools.count(6000 + rng.randrange(1000) * 1000)
+
+    def viewer(self) -> dict[str, str]:
+        """A made-up chatter as user_* fields."""
+        login = f"{self.rng.choice(_ADJECTIVES)}_{self.rng.choice(_NOUNS)}{self.rng.randrange(99)}"
+        return {"user_id": str(next(self.ids)), "user_login": login,
+                "user_name": login.title().replace("_", "")}
+
+    async def pause(self, seconds: float) -> None:
+        """Wait (scaled by speed) while the viewer count drifts."""
+        await asyncio.sleep(seconds / max(self.state.settings.speed, 1e-3))
+        channel = self.state.channel(CHANNEL)
+        if channel.live:
+            channel.viewer_count = max(1, channel.viewer_count + self.rng.randint(-3, 5))
+
+    async def emit(self, *events: tuple[str, dict[str, Any]]) -> None:
+        """Deliver (type, overrides) pairs in one batch, mirrored into Helix state."""
+        items = []
+        for subscription_type, overrides in events:
+            version, event = sample_event(subscription_type, **overrides)
+            items.append({"subscription_type": subscription_type,
+                          "subscription_version": version, "event": event})
+        await deliver(self.state, items)
+        self.state.counters["simulated_events"] += len(items)
+
+
+async def _go_live(show: Show) -> None:
+    await show.emit(("stream.online", {}))
+    show.state.channel(CHANNEL).viewer_count = show.rng.randint(8, 25)
+    await show.pause(3)
+
+
+async def _follows_and_subs(show: Show) -> None:
+    for _ in range(show.rng.randint(3, 6)):
+        await show.emit(("channel.follow", show.viewer()))
+        await show.pause(2)
+    for tier in ("1000", show.rng.choice(("1000", "2000", "3000"))):
+        await show.emit(("channel.subscribe", {**show.viewer(), "tier": tier}))
+        await show.pause(2)
+    months = show.rng.randint(2, 40)
+    await show.emit(("channel.subscription.message",
+                     {**show.viewer(), "cumulative_months": months,
+                      "streak_months": show.rng.randint(1, months)}))
+    await show.pause(2)
+
+
+async def _cheers(show: Show) -> None:
+    await show.emit(("channel.cheer", {**show.viewer(), "bits": show.rng.choice((100, 500, 1000)),
+                                       "message": "Cheer100 let's go!"}))
+    await show.pause(2)
+    await show.emit(("channel.cheer", {"is_anonymous": True, "bits": 250,
+                                       "message": "Cheer250 anonymous love"}))
+    await show.pause(2)
+
+
+async def _gift_bomb(show: Show) -> None:
+    gifter = show.viewer()
+    bomb = [("channel.subscription.gift", {**gifter, "total": GIFT_BOMB, "tier": "1000",
+                                           "cumulative_total": GIFT_BOMB + 12})]
+    bomb += [("channel.subscribe", {**show.viewer(), "is_gift": True}) for _ in range(GIFT_BOMB)]
+    await show.emit(*bomb)
+    await show.pause(4)
+
+
+async def _redemption_and_raid(show: Show) -> None:
+    who = show.viewer()
+    _, added = sample_event("channel.channel_points_custom_reward_redemption.add", **who)
+    await show.emit(("channel.channel_points_custom_reward_redemption.add", added))
+    await show.pause(3)
+    await show.emit(("channel.channel_points_custom_reward_redemption.update",
+                     {**who, "id": added["id"], "redeemed_at": added["redeemed_at"]}))
+    await show.pause(2)
+    await show.emit(("channel.raid", {"viewers": show.rng.randint(20, 150)}))
+    await show.pause(3)
+
+
+async def _stages(show: Show, prefix: str, stages: tuple[str, ...], gap: float) -> None:
+    """Begin…end of one poll, prediction or hype train, all under one id."""
+    event_id = f"{prefix.rsplit('.', 1)[-1]}-{show.rng.randrange(10**9)}"
+    for stage in stages:
+        await show.emit((f"{prefix}.{stage}", {"id": event_id}))
+        await show.pause(gap)
+
+
+async def _go_offline(show: Show) -> None:
+    subscribers = list(show.state.subscribers.get(CHANNEL, {}).values())
+    if subscribers:
+        leaver = show.rng.choice(subscribers)
+        await show.emit(("channel.subscription.end", {"user_id": leaver.user_id,
+                                                      "user_login": leaver.user_login,
+                                                      "user_name": leaver.user_name,
+                                                      "tier": leaver.tier}))
+    await show.pause(2)
+    await show.emit(("stream.offline", {}))
+    await show.pause(10)
+
+
+async def run_show(state: State, rng: random.Random) -> None:
+    """One stream from online to offline."""
+    show = Show(state, rng)
+    await _go_live(show)
+    await _follows_and_subs(show)
+    await _cheers(show)
+    await _gift_bomb(show)
+    await _redemption_and_raid(show)
+    await _stages(show, "channel.poll", ("begin", "progress", "end"), 4)
+    await _stages(show, "channel.prediction", ("begin", "progress", "lock", "end"), 4)
+    await _stages(show, "channel.hype_train", ("begin", "progress", "progress", "end"), 3)
+    await _go_offline(show)
+
+
+async def simulate(state: State) -> None:
+    """Loop shows forever."""
+    rng = random.Random(state.settings.seed)
+    while True:
+        await run_show(state, rng)
+        state.counters["simulated_shows"] += 1
+
+
+async def simulation_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Run the simulation for the app's lifetime when settings.simulate is on."""
+    state = app[STATE_KEY]
+    if not state.settings.simulate:
+        yield
+        return
+    task = asyncio.create_task(simulate(state), name="fake_twitch_simulation")
+    yield
+    task.cancel()
+    await asyncio.wait([task])
+    if not task.cancelled() and task.exception() is not None:
+        raise task.exception()  # a broken script should fail loudly, not go quiet
