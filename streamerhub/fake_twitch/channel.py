@@ -7,7 +7,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from .frames import new_id, rfc3339_ns
+from .frames import rfc3339_ns
 
 # A small slice of Twitch's category table, enough for search and PATCH /channels.
 CATEGORIES: tuple[tuple[str, str], ...] = (
@@ -50,7 +50,7 @@ class Channel:
         """Start a stream, keeping it when already live."""
         if not self.live:
             self.live = True
-            self.stream_id = stream_id or str(40_000_000_000 + int(new_id()[:8], 16))
+            self.stream_id = stream_id or str(40_000_000_000 + secrets.randbelow(10**9))
             self.started_at = started_at or rfc3339_ns()
 
     def go_offline(self) -> None:

@@ -165,8 +165,9 @@ class RateLimit:
     def headers(self, exhausted: bool = False) -> dict[str, str]:
         """Ratelimit-Limit/Remaining/Reset; Reset is when the bucket is full again."""
         remaining = 0 if exhausted else int(self.points)
-        refill = max(1.0, (self.limit - remaining) * 60 / self.limit) if exhausted else (
-            (self.limit - self.points) * 60 / self.limit)
+        refill = (self.limit - remaining) * 60 / self.limit
+        if exhausted:
+            refill = max(1.0, refill)  # a 429 always names a reset in the future
         return {"Ratelimit-Limit": str(self.limit), "Ratelimit-Remaining": str(remaining),
                 "Ratelimit-Reset": str(math.ceil(time.time() + refill))}
 
