@@ -15,7 +15,12 @@ from streamerhub import __version__, systemd
 from streamerhub.config import Settings
 from streamerhub.crypto import Keyring, load_keyring
 from streamerhub.db import Database, open_database, sealed_columns
+from streamerhub.ffmpeg.cli import api_token
+from streamerhub.ffmpeg.service import Multistream
 from streamerhub.log import get_logger
+from streamerhub.pubsub import Hub
+from streamerhub.web.api import AUTHORIZERS, PREFIX, bearer_authorizer, build_api
+from streamerhub.web.openapi import openapi_json
 
 log = get_logger(__name__)
 
@@ -23,6 +28,8 @@ SETTINGS = web.AppKey("settings", Settings)
 DB = web.AppKey("db", Database)
 KEYRING = web.AppKey("keyring", Keyring)
 STARTED_AT = web.AppKey("started_at", float)
+HUB = web.AppKey("hub", Hub)
+MULTISTREAM = web.AppKey("multistream", Multistream)
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -47,6 +54,12 @@ async def has_sealed_secrets(db: Database) -> bool:
             if await conn.fetchval(f'SELECT EXISTS (SELECT 1 FROM "{table}" WHERE "{column}" IS NOT NULL)'):
                 return True
     return False
+
+
+async def multistream_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Targets, library, jobs: running jobs restored after db + keys; children stopped first."""
+    async with app[MULTISTREAM].running(app[DB], app[KEYRING]):
+        yield
 
 
 async def systemd_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -91,9 +104,18 @@ def build_app(settings: Settings) -> web.Application:
     app = web.Application()
     app[SETTINGS] = settings
     app[STARTED_AT] = time.monotonic()
-    app.cleanup_ctx.extend([systemd_ctx, database_ctx, crypto_ctx])
+    app[HUB] = Hub()
+    # Hook point: the bot part sets app[MULTISTREAM].channel_updater to its Helix "modify channel
+    # information" call (see ffmpeg/service.py ChannelUpdater); until then job starts record
+    # that no Twitch client was there to set the title.
+    app[MULTISTREAM] = Multistream(settings, publish=app[HUB].streams.publish)
+    app.cleanup_ctx.extend([systemd_ctx, database_ctx, crypto_ctx, multistream_ctx])
     app.on_shutdown.append(_arm_forced_exit)
     app.router.add_get("/healthz", healthz)
+    # /api/v1: each authorizer may let a request in; the dashboard appends its session check.
+    app[AUTHORIZERS] = [bearer_authorizer(api_token(settings.data_dir))]
+    app.add_subapp(PREFIX, build_api(app[MULTISTREAM]))
+    app.router.add_get("/api/openapi.json", openapi_json)
     return app
 
 

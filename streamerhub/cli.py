@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     keys_sub.add_parser("rotate", parents=[common], help="re-seal every secret under a new key"
                         ).set_defaults(handler=cmd_keys_rotate)
 
+    from streamerhub.ffmpeg.cli import add_commands
+
+    add_commands(sub, common)
+
     fake = sub.add_parser("fake-twitch", help="run the fake Twitch (tests, demo, benchmarks)",
                           add_help=False)
     fake.set_defaults(handler=None)

@@ -100,6 +100,10 @@ SETTINGS: tuple[Setting, ...] = (
             "bundled imageio-ffmpeg binary."),
     Setting("ffmpeg", "max_upload_bytes", int, 20 * 1024**3, "Largest video upload accepted.",
             _range(1, 2**50)),
+    Setting("ffmpeg", "video_kbps", int, 2500, "Default video bitrate (kbit/s) a video is "
+            "prepared at; each upload may ask for another.", _range(100, 50000)),
+    Setting("ffmpeg", "audio_kbps", int, 160, "Default audio bitrate (kbit/s) of prepared "
+            "videos.", _range(32, 512)),
 )
 
 _BY_NAME = {(s.section, s.key): s for s in SETTINGS}

@@ -1,0 +1,248 @@
+#!/usr/bin/env python3
+"""Multistream figures on this machine, with a 1080p30 6000 kbit/s prepared file made at start.
+
+Prints one JSON object:
+- copy_cpu_pct_per_target: CPU of one copy-mode FFmpeg child (% of one core), averaged over the
+  8 targets pushing at once for --seconds (60 by default);
+- min_speed_8_targets: the slowest of those 8 targets, in seconds of media pushed per second of
+  wall clock over the same window (1.0 = real time; FFmpeg's own cumulative speed is reported
+  too);
+- transcode_cpu_pct_per_target: one child re-encoding the same file with libx264 veryfast at
+  6000 kbit/s, as a per-target transcoder does; when it cannot keep real time (speed < 1) the
+  CPU it used is divided by its speed, i.e. the CPU one real-time target would need (raw
+  figure and speed in "detail");
+- copy_vs_transcode: how many times cheaper copy mode is;
+- recovery_s: from an RTMP ingest coming back (after being killed) to the target `live` again,
+  with the daemon's default restart policy.
+The RTMP ingest is tests/rtmp_server.py in its own process, so it does not share our CPU; the
+pushes are the daemon's own TargetRunner (ffmpeg/supervisor.py). Targets: copy ≤ 5 % of a core,
+min speed ≥ 1.0, copy ≥ 15× cheaper, recovery ≤ 15 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from streamerhub.ffmpeg.argv import EncodeProfile, build_global_args, build_progress_args
+from streamerhub.ffmpeg.binary import FFmpegBinary, find_ffmpeg, iter_lines, spawn, stop_process
+from streamerhub.ffmpeg.prepare import prepare
+from streamerhub.ffmpeg.progress import ProgressParser
+from streamerhub.ffmpeg.supervisor import TargetRunner, TargetState
+
+ROOT = Path(__file__).resolve().parent.parent
+LISTENER = ROOT / "tests" / "rtmp_server.py"
+TICK = os.sysconf("SC_CLK_TCK")
+WARMUP = 3.0
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """utime + stime of a process, in seconds (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, TypeError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def make_source(ffmpeg: str, path: Path, seconds: int) -> Path:
+    """1080p30 H.264 at a true constant 6000 kbit/s (filler NALs), 2 s GOP, AAC 48 kHz."""
+    subprocess.run([
+        ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-nostdin",
+        "-f", "lavfi", "-i", f"testsrc2=size=1920x1080:rate=30:duration={seconds}",
+        "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}",
+        "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+        "-b:v", "5800k", "-maxrate", "5800k", "-bufsize", "5800k", "-x264-params", "nal-hrd=cbr",
+        "-g", "60", "-keyint_min", "60", "-sc_threshold", "0",
+        "-c:a", "aac", "-b:a", "160k", "-ac", "2", str(path)], check=True, timeout=600)
+    return path
+
+
+class Listener:
+    """tests/rtmp_server.py as a subprocess that can be killed and brought back on its port."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.port = port
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> float:
+        """Start and return the monotonic time at which it listens."""
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(LISTENER), "--port", str(self.port),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        assert self.proc.stdout is not None
+        while True:
+            line = await asyncio.wait_for(self.proc.stdout.readline(), 30)
+            if not line:
+                raise RuntimeError("the RTMP listener did not start")
+            event = json.loads(line)
+            if event.get("event") == "ready":
+                self.port = event["port"]
+                asyncio.ensure_future(self._drain())
+                return time.monotonic()
+
+    async def _drain(self) -> None:
+        proc = self.proc
+        assert proc is not None and proc.stdout is not None
+        while await proc.stdout.readline():
+            pass
+
+    def url(self, key: str) -> str:
+        return f"rtmp://127.0.0.1:{self.port}/live/{key}"
+
+    async def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc and self.proc.returncode is None:
+            self.proc.send_signal(sig)
+            await self.proc.wait()
+
+
+async def wait_live(runners: list[TargetRunner], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not all(r.status.state is TargetState.LIVE for r in runners):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not live: {[r.status.state.value for r in runners]}")
+        await asyncio.sleep(0.1)
+
+
+async def measure_copy(ffmpeg: FFmpegBinary, video: Path, listener: Listener, targets: int,
+                       seconds: float) -> dict[str, Any]:
+    runners = [TargetRunner(ffmpeg, listener.url(f"bench-copy-{i}"), [video],
+                            name=f"copy-{i}") for i in range(targets)]
+    for runner in runners:
+        runner.start()
+    try:
+        await wait_live(runners)
+        await asyncio.sleep(WARMUP)
+        pids = [r.status.pid for r in runners]
+        cpu0, media0, t0 = [cpu_seconds(p) for p in pids], [r.status.out_time or 0.0
+                                                             for r in runners], time.monotonic()
+        await asyncio.sleep(seconds)
+        elapsed = time.monotonic() - t0
+        cpu1, media1 = [cpu_seconds(p) for p in pids], [r.status.out_time or 0.0 for r in runners]
+        same = [r.status.pid for r in runners] == pids
+        speeds = [round((b - a) / elapsed, 3) for a, b in zip(media0, media1)]
+        return {"cpu_pct": round(100 * (sum(cpu1) - sum(cpu0)) / elapsed / targets, 2),
+                "speeds": speeds, "ffmpeg_speeds": [r.status.speed for r in runners],
+                "restarts": sum(r.status.restarts for r in runners) + (0 if same else 1)}
+    finally:
+        await asyncio.gather(*(r.stop() for r in runners))
+
+
+async def measure_transcode(ffmpeg: FFmpegBinary, video: Path, listener: Listener,
+                            seconds: float) -> dict[str, Any]:
+    argv = [*build_global_args(ffmpeg.path), "-re", "-stream_loop", "-1", "-i", str(video),
+            *build_progress_args(), "-map", "0:v:0", "-map", "0:a:0",
+            "-c:v", "libx264", "-preset", "veryfast", "-b:v", "6000k", "-maxrate", "6000k",
+            "-bufsize", "12000k", "-g", "60", "-c:a", "aac", "-b:a", "160k", "-f", "flv",
+            listener.url("bench-transcode")]
+    proc = await spawn(argv, stderr=subprocess.DEVNULL)
+    parser = ProgressParser()
+
+    async def read() -> None:
+        assert proc.stdout is not None
+        async for line in iter_lines(proc.stdout):
+            parser.feed(line)
+
+    reader = asyncio.ensure_future(read())
+    try:
+        await asyncio.sleep(WARMUP)
+        cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+        media0 = parser.last.out_time if parser.last and parser.last.out_time else 0.0
+        await asyncio.sleep(seconds)
+        elapsed = time.monotonic() - t0
+        media1 = parser.last.out_time if parser.last and parser.last.out_time else 0.0
+        raw = 100 * (cpu_seconds(proc.pid) - cpu0) / elapsed
+        speed = (media1 - media0) / elapsed
+        # A transcoder that cannot keep up is starved, not cheap: count the CPU it would need
+        # to push in real time (CPU per second of media).
+        return {"cpu_pct": round(raw / min(1.0, max(speed, 0.01)), 1),
+                "raw_cpu_pct": round(raw, 1), "speed": round(speed, 3)}
+    finally:
+        await stop_process(proc)
+        reader.cancel()
+
+
+async def measure_recovery(ffmpeg: FFmpegBinary, video: Path, down: float) -> dict[str, Any]:
+    listener = Listener()
+    await listener.start()
+    runner = TargetRunner(ffmpeg, listener.url("bench-recovery"), [video], name="recovery")
+    runner.start()
+    try:
+        await wait_live([runner])
+        await listener.kill()
+        deadline = time.monotonic() + 30
+        while runner.status.state is TargetState.LIVE:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the target never noticed its ingest died")
+            await asyncio.sleep(0.05)
+        noticed = runner.status.state.value
+        await asyncio.sleep(down)
+        back = await listener.start()
+        await wait_live([runner], timeout=60)
+        return {"recovery_s": round(time.monotonic() - back, 2), "state_while_down": noticed,
+                "restarts": runner.status.restarts}
+    finally:
+        await runner.stop()
+        await listener.kill()
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    ffmpeg = find_ffmpeg()
+    work = Path(tempfile.mkdtemp(prefix="streamerhub-bench-"))
+    listener = Listener()
+    try:
+        source = make_source(ffmpeg.path, work / "source.mp4", args.clip_seconds)
+        ready = await prepare(ffmpeg, source, work / "prepared.mp4", EncodeProfile(video_kbps=6000))
+        await listener.start()
+        copy = await measure_copy(ffmpeg, ready.path, listener, args.targets, args.seconds)
+        transcode = await measure_transcode(ffmpeg, ready.path, listener,
+                                            min(args.seconds, args.transcode_seconds))
+        recovery = await measure_recovery(ffmpeg, ready.path, args.down_seconds)
+    finally:
+        await listener.kill()
+        shutil.rmtree(work, ignore_errors=True)
+    media = ready.probe
+    return {
+        "copy_cpu_pct_per_target": copy["cpu_pct"],
+        "transcode_cpu_pct_per_target": transcode["cpu_pct"],
+        "copy_vs_transcode": round(transcode["cpu_pct"] / max(copy["cpu_pct"], 0.01), 1),
+        f"min_speed_{args.targets}_targets": min(copy["speeds"]),
+        "min_speed_8_targets": min(copy["speeds"]) if args.targets == 8 else None,
+        "recovery_s": recovery["recovery_s"],
+        "detail": {
+            "seconds": args.seconds, "targets": args.targets, "speeds": copy["speeds"],
+            "ffmpeg_reported_speeds": copy["ffmpeg_speeds"], "copy_restarts": copy["restarts"],
+            "transcode_speed": transcode["speed"],
+            "transcode_raw_cpu_pct": transcode["raw_cpu_pct"], "recovery": recovery,
+            "file": {"width": media.video.width, "height": media.video.height,
+                     "fps": media.video.fps, "video_kbps": media.video_kbps,
+                     "prepared_mode": ready.mode},
+            "ffmpeg": ffmpeg.version, "cpus": os.cpu_count(),
+            "load_average_1m": round(os.getloadavg()[0], 2)},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=60, help="copy-mode window (60)")
+    parser.add_argument("--targets", type=int, default=8)
+    parser.add_argument("--transcode-seconds", type=float, default=20)
+    parser.add_argument("--clip-seconds", type=int, default=10,
+                        help="length of the generated file (pushed in a loop)")
+    parser.add_argument("--down-seconds", type=float, default=6,
+                        help="how long the ingest stays dead in the recovery test")
+    print(json.dumps(asyncio.run(run(parser.parse_args()))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,250 @@
+"""RTMP targets: where a job pushes to. The stream key is sealed and write-only.
+
+The API and pages only ever see a hint (``••••a1b2``); the clear key exists only in memory, for
+the FFmpeg child that needs it, and is registered with the log redactor as soon as it is opened.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from streamerhub.crypto import Keyring, aad_for
+from streamerhub.db import Database
+from streamerhub.errors import StreamerHubError
+from streamerhub.log import MASK, register_secret
+
+TABLE, KEY_COLUMN = "stream_targets", "stream_key_sealed"
+FIELDS = ("name", "url", "stream_key", "enabled", "channel_id")
+
+
+# The API maps these by their `kind` (web/ must not import ffmpeg/): 400, 404, 409, 413.
+class InvalidInput(StreamerHubError):
+    """A request the user can fix: the message says which field and how."""
+
+    kind = "invalid"
+
+
+class NotFound(StreamerHubError):
+    kind = "not_found"
+
+
+class Conflict(StreamerHubError):
+    """The request clashes with the current state (a name taken, a target in use, …)."""
+
+    kind = "conflict"
+
+
+@dataclass(frozen=True)
+class Target:
+    id: int
+    name: str
+    url: str
+    key_hint: str
+    enabled: bool
+    channel_id: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+    def to_json(self) -> dict[str, Any]:
+        """What the API shows: never the key, only its hint."""
+        return {"id": self.id, "name": self.name, "url": self.url,
+                "stream_key": MASK + self.key_hint, "enabled": self.enabled,
+                "channel_id": self.channel_id, "created_at": self.created_at.isoformat(),
+                "updated_at": self.updated_at.isoformat()}
+
+
+# ----------------------------------------------------------------------------- validation
+
+def check_name(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput("name: give the target a name (e.g. 'YouTube main')")
+    if len(value.strip()) > 100:
+        raise InvalidInput("name: at most 100 characters")
+    return value.strip()
+
+
+def check_url(value: Any) -> str:
+    """An rtmp:// or rtmps:// ingest URL with a host, without whitespace."""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput("url: give the ingest URL, e.g. rtmp://live.twitch.tv/app")
+    url = value.strip()
+    if any(c.isspace() for c in url):
+        raise InvalidInput("url: the ingest URL must not contain spaces")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise InvalidInput("url: not a valid URL (check the host and port)") from None
+    if parts.scheme.lower() not in ("rtmp", "rtmps"):
+        shown = f"{parts.scheme}://" if parts.scheme else "no scheme"
+        raise InvalidInput(f"url: must start with rtmp:// or rtmps:// (got {shown})")
+    if not parts.hostname:
+        raise InvalidInput("url: has no host, e.g. rtmp://live.twitch.tv/app")
+    if port == 0:
+        raise InvalidInput("url: port 0 is not a valid port")
+    return url
+
+
+def check_key(value: Any) -> str:
+    if not isinstance(value, str) or value == "":
+        raise InvalidInput("stream_key: must not be empty (copy it from the platform's "
+                           "stream settings)")
+    if any(c.isspace() for c in value):
+        raise InvalidInput("stream_key: must not contain spaces or line breaks (check the "
+                           "copied text)")
+    if len(value) > 500:
+        raise InvalidInput("stream_key: at most 500 characters")
+    return value
+
+
+def check_enabled(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidInput("enabled: must be true or false")
+    return value
+
+
+def check_channel(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise InvalidInput("channel_id: must be a Twitch channel id (text) or null")
+    return str(value)
+
+
+_CHECKS = {"name": check_name, "url": check_url, "stream_key": check_key,
+           "enabled": check_enabled, "channel_id": check_channel}
+
+
+def parse_target(body: Any, partial: bool = False) -> dict[str, Any]:
+    """Validate a create (all of name, url, stream_key) or an edit (any subset) request."""
+    if not isinstance(body, Mapping):
+        raise InvalidInput("send a JSON object with name, url, stream_key")
+    unknown = sorted(set(body) - set(FIELDS))
+    if unknown:
+        raise InvalidInput(f"unknown field {unknown[0]!r} (known: {', '.join(FIELDS)})")
+    missing = [] if partial else [f for f in ("name", "url", "stream_key") if f not in body]
+    if missing:
+        raise InvalidInput(f"{missing[0]}: required")
+    return {field: _CHECKS[field](value) for field, value in body.items()}
+
+
+def key_hint(key: str) -> str:
+    """The last four characters, only when the key is long enough for that to reveal little."""
+    return key[-4:] if len(key) >= 12 else ""
+
+
+def output_url(url: str, key: str) -> str:
+    """The full publish URL FFmpeg needs: ingest URL + '/' + key."""
+    return f"{url.rstrip('/')}/{key}"
+
+
+# ----------------------------------------------------------------------------- storage
+
+_COLUMNS = "id, name, url, key_hint, enabled, channel_id, created_at, updated_at"
+
+
+class TargetStore:
+    """Targets in PostgreSQL; the only code that seals and opens stream keys."""
+
+    def __init__(self, db: Database, keyring: Keyring) -> None:
+        self.db = db
+        self.keyring = keyring
+
+    async def list(self) -> list[Target]:
+        rows = await self.db.pool.fetch(f"SELECT {_COLUMNS} FROM stream_targets ORDER BY id")
+        return [Target(**r) for r in rows]
+
+    async def get(self, target_id: int) -> Target:
+        row = await self.db.pool.fetchrow(
+            f"SELECT {_COLUMNS} FROM stream_targets WHERE id = $1", target_id)
+        if row is None:
+            raise NotFound(f"no target with id {target_id}")
+        return Target(**row)
+
+    async def create(self, body: Any) -> Target:
+        """Validate and store a target, sealing its key under the row's own id."""
+        fields = parse_target(body)
+        key = fields["stream_key"]
+        register_secret(key)
+        async with self.db.pool.acquire() as conn, conn.transaction():
+            target_id = await conn.fetchval(
+                "SELECT nextval(pg_get_serial_sequence('stream_targets', 'id'))")
+            sealed = self.keyring.seal(key, aad_for(TABLE, target_id, KEY_COLUMN))
+            row = await _write(conn, """
+                INSERT INTO stream_targets (id, name, url, stream_key_sealed, key_hint, enabled,
+                                            channel_id)
+                VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING """ + _COLUMNS,
+                target_id, fields["name"], fields["url"], sealed, key_hint(key),
+                fields.get("enabled", True), fields.get("channel_id"))
+        return Target(**row)
+
+    async def update(self, target_id: int, body: Any) -> Target:
+        """Change any fields; a missing stream_key keeps the stored one."""
+        fields = parse_target(body, partial=True)
+        current = await self.get(target_id)
+        sealed, hint = None, None
+        if "stream_key" in fields:
+            register_secret(fields["stream_key"])
+            sealed = self.keyring.seal(fields["stream_key"],
+                                       aad_for(TABLE, target_id, KEY_COLUMN))
+            hint = key_hint(fields["stream_key"])
+        async with self.db.pool.acquire() as conn:
+            row = await _write(conn, """
+                UPDATE stream_targets
+                   SET name = $2, url = $3, enabled = $4, channel_id = $5,
+                       stream_key_sealed = COALESCE($6, stream_key_sealed),
+                       key_hint = COALESCE($7, key_hint), updated_at = now()
+                 WHERE id = $1 RETURNING """ + _COLUMNS,
+                target_id, fields.get("name", current.name), fields.get("url", current.url),
+                fields.get("enabled", current.enabled),
+                fields["channel_id"] if "channel_id" in fields else current.channel_id,
+                sealed, hint)
+        if row is None:
+            raise NotFound(f"no target with id {target_id}")
+        return Target(**row)
+
+    async def delete(self, target_id: int) -> None:
+        try:
+            done = await self.db.pool.execute("DELETE FROM stream_targets WHERE id = $1",
+                                              target_id)
+        except asyncpg.ForeignKeyViolationError:
+            jobs = await self.db.pool.fetch(
+                "SELECT j.name FROM stream_job_targets t JOIN stream_jobs j ON j.id = t.job_id "
+                "WHERE t.target_id = $1 ORDER BY j.id", target_id)
+            names = ", ".join(repr(r["name"]) for r in jobs)
+            raise Conflict(f"target {target_id} is used by job {names}: remove it from the "
+                           "job(s) first") from None
+        if done.endswith(" 0"):
+            raise NotFound(f"no target with id {target_id}")
+
+    async def open_key(self, target_id: int) -> str:
+        """The clear stream key, for the FFmpeg child only; registered with the redactor."""
+        blob = await self.db.pool.fetchval(
+            "SELECT stream_key_sealed FROM stream_targets WHERE id = $1", target_id)
+        if blob is None:
+            raise NotFound(f"no target with id {target_id}")
+        key = self.keyring.open_str(blob, aad_for(TABLE, target_id, KEY_COLUMN))
+        register_secret(key)
+        return key
+
+    async def register_all_keys(self) -> int:
+        """Open every key once at start so the redactor knows them before FFmpeg prints any."""
+        ids = [r["id"] for r in await self.db.pool.fetch("SELECT id FROM stream_targets")]
+        for target_id in ids:
+            await self.open_key(target_id)
+        return len(ids)
+
+
+async def _write(conn: asyncpg.Connection, sql: str, *args: Any) -> asyncpg.Record | None:
+    try:
+        return await conn.fetchrow(sql, *args)
+    except asyncpg.UniqueViolationError:
+        raise Conflict(f"name: a target named {args[1]!r} already exists") from None
+    except asyncpg.ForeignKeyViolationError:
+        raise InvalidInput("channel_id: no connected Twitch channel has this id (connect the "
+                           "channel first, or leave channel_id empty)") from None

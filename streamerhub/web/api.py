@@ -1,0 +1,306 @@
+"""The JSON API under /api/v1: targets, videos, jobs. The dashboard pages and the CLI both use it.
+
+Every request must pass one of the authorizers hung on the root app under AUTHORIZERS (the local
+admin token as `Authorization: Bearer …`; the dashboard adds its session check). Every error is
+`{"error": "<what went wrong and what to do>"}` with a 4xx status. web/ does not import ffmpeg/:
+app.py hands over the multistream service, which this module sees through `MultistreamApi`.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
+from urllib.parse import unquote
+
+from aiohttp import BodyPartReader, web
+from aiohttp.typedefs import Handler
+
+from streamerhub.errors import StreamerHubError
+from streamerhub.log import get_logger, redact
+
+log = get_logger(__name__)
+
+PREFIX = "/api/v1"
+# An authorizer returns something truthy (e.g. the signed-in user) to let the request in, a
+# falsy value to pass, or raises web.HTTPForbidden to refuse outright.
+Authorizer = Callable[[web.Request], Awaitable[Any]]
+AUTHORIZERS = web.AppKey("api_authorizers", list)
+UPLOAD_CHUNK = 256 * 1024
+FORM_FIELDS = ("video_kbps", "audio_kbps")
+# StreamerHubError subclasses of ffmpeg/ carry a `kind`; anything else is a 400.
+STATUS_OF_KIND = {"invalid": 400, "not_found": 404, "conflict": 409, "too_large": 413}
+
+
+class MultistreamApi(Protocol):
+    """What the API needs from ffmpeg/service.py's Multistream (see there for behaviour)."""
+
+    targets: Any   # list/get/create
+    library: Any   # list/get/store_upload/import_path/prepare_again/cancel/delete
+    jobs: Any      # list/get
+
+    async def update_target(self, target_id: int, body: Any) -> Any: ...
+    async def delete_target(self, target_id: int) -> None: ...
+    async def create_job(self, body: Any) -> Any: ...
+    async def update_job(self, job_id: int, body: Any) -> Any: ...
+    async def delete_job(self, job_id: int) -> None: ...
+    async def start_job(self, job_id: int) -> Any: ...
+    async def stop_job(self, job_id: int) -> Any: ...
+    async def start_job_target(self, job_id: int, target_id: int) -> Any: ...
+    async def stop_job_target(self, job_id: int, target_id: int) -> Any: ...
+    async def job_json(self, job: Any, detail: bool = False) -> dict[str, Any]: ...
+
+
+SERVICE = web.AppKey("api_multistream", MultistreamApi)
+
+
+# ----------------------------------------------------------------------------- auth + errors
+
+def bearer_authorizer(token: str) -> Authorizer:
+    """Accept `Authorization: Bearer <token>` for the local admin token (constant-time)."""
+    expected = token.encode()
+
+    async def check(request: web.Request) -> bool:
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(),
+                                                                  expected)
+
+    return check
+
+
+async def authorize(request: web.Request) -> None:
+    for check in request.config_dict.get(AUTHORIZERS, []):
+        if await check(request):
+            return
+    raise web.HTTPUnauthorized(
+        text="missing or wrong API token: send 'Authorization: Bearer <token>' (print the "
+             "token with `streamerhub api-token`) or sign in to the dashboard",
+        headers={"WWW-Authenticate": 'Bearer realm="streamerhub"'})
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": redact(message)}, status=status, headers=headers)
+
+
+@web.middleware
+async def api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Authorise, then turn every failure into {"error": …} with the right status."""
+    try:
+        await authorize(request)
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k == "WWW-Authenticate"}
+        text = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else \
+            _default_message(exc)
+        return error(exc.status, text, headers)
+    except StreamerHubError as exc:
+        return error(STATUS_OF_KIND.get(getattr(exc, "kind", "invalid"), 400), str(exc))
+    except Exception:
+        log.exception("api_internal_error", path=request.path, method=request.method)
+        return error(500, "internal error: the daemon log has the details")
+
+
+def _default_message(exc: web.HTTPException) -> str:
+    if exc.status in (404, 405):  # the catch-all route answers for a wrong method too
+        return "no such API route or method (see /api/openapi.json)"
+    return exc.reason
+
+
+def _ms(request: web.Request) -> MultistreamApi:
+    return request.config_dict[SERVICE]
+
+
+def _id(request: web.Request, name: str = "id") -> int:
+    return int(request.match_info[name])
+
+
+async def _body(request: web.Request) -> Any:
+    if not request.can_read_body:
+        return {}
+    try:
+        return await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(text="the request body is not valid JSON") from None
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status)
+
+
+# ----------------------------------------------------------------------------- targets
+
+async def list_targets(request: web.Request) -> web.Response:
+    return _json([t.to_json() for t in await _ms(request).targets.list()])
+
+
+async def create_target(request: web.Request) -> web.Response:
+    target = await _ms(request).targets.create(await _body(request))
+    return _json(target.to_json(), 201)
+
+
+async def get_target(request: web.Request) -> web.Response:
+    return _json((await _ms(request).targets.get(_id(request))).to_json())
+
+
+async def update_target(request: web.Request) -> web.Response:
+    target = await _ms(request).update_target(_id(request), await _body(request))
+    return _json(target.to_json())
+
+
+async def delete_target(request: web.Request) -> web.Response:
+    await _ms(request).delete_target(_id(request))
+    return web.Response(status=204)
+
+
+# ----------------------------------------------------------------------------- videos
+
+async def list_videos(request: web.Request) -> web.Response:
+    return _json([v.to_json() for v in await _ms(request).library.list()])
+
+
+async def create_video(request: web.Request) -> web.Response:
+    """multipart/form-data with the file in field `file`, or JSON {"path": …} to import."""
+    library = _ms(request).library
+    if request.content_type != "multipart/form-data":
+        return _json((await library.import_path(await _body(request))).to_json(), 201)
+    limit = library.max_upload_bytes
+    if request.content_length and request.content_length > limit + 1024 * 1024:
+        raise web.HTTPRequestEntityTooLarge(
+            max_size=limit, actual_size=request.content_length,
+            text=f"file: larger than the upload limit of {limit} bytes ([ffmpeg] "
+                 "max_upload_bytes); import it by path instead")
+    form: dict[str, Any] = {}
+    async for part in await request.multipart():
+        if not isinstance(part, BodyPartReader):
+            continue
+        if part.name == "file":
+            # Browsers and aiohttp percent-encode some characters of the name; it is only a
+            # label (the library keeps its last component and never uses it as a path).
+            name = unquote(part.filename or "")
+            video = await library.store_upload(name, _chunks(part), form)
+            return _json(video.to_json(), 201)
+        if part.name in FORM_FIELDS:
+            form[part.name] = _form_int(part.name, await part.text())
+        else:
+            await part.release()
+    raise web.HTTPBadRequest(text="file: send the video in a multipart field named 'file'")
+
+
+async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
+    while chunk := await part.read_chunk(UPLOAD_CHUNK):
+        yield chunk
+
+
+def _form_int(name: str, text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"{name}: a whole number of kbit/s") from None
+
+
+async def get_video(request: web.Request) -> web.Response:
+    return _json((await _ms(request).library.get(_id(request))).to_json())
+
+
+async def prepare_video(request: web.Request) -> web.Response:
+    video = await _ms(request).library.prepare_again(_id(request), await _body(request))
+    return _json(video.to_json(), 202)
+
+
+async def cancel_video(request: web.Request) -> web.Response:
+    return _json((await _ms(request).library.cancel(_id(request))).to_json())
+
+
+async def delete_video(request: web.Request) -> web.Response:
+    await _ms(request).library.delete(_id(request))
+    return web.Response(status=204)
+
+
+# ----------------------------------------------------------------------------- jobs
+
+async def list_jobs(request: web.Request) -> web.Response:
+    ms = _ms(request)
+    return _json([await ms.job_json(job) for job in await ms.jobs.list()])
+
+
+async def create_job(request: web.Request) -> web.Response:
+    ms = _ms(request)
+    return _json(await ms.job_json(await ms.create_job(await _body(request))), 201)
+
+
+async def get_job(request: web.Request) -> web.Response:
+    ms = _ms(request)
+    return _json(await ms.job_json(await ms.jobs.get(_id(request)), detail=True))
+
+
+async def update_job(request: web.Request) -> web.Response:
+    ms = _ms(request)
+    return _json(await ms.job_json(await ms.update_job(_id(request), await _body(request))))
+
+
+async def delete_job(request: web.Request) -> web.Response:
+    await _ms(request).delete_job(_id(request))
+    return web.Response(status=204)
+
+
+async def start_job(request: web.Request) -> web.Response:
+    ms = _ms(request)
+    return _json(await ms.job_json(await ms.start_job(_id(request))))
+
+
+async def stop_job(request: web.Request) -> web.Response:
+    ms = _ms(request)
+    return _json(await ms.job_json(await ms.stop_job(_id(request))))
+
+
+async def start_job_target(request: web.Request) -> web.Response:
+    ms = _ms(request)
+    job = await ms.start_job_target(_id(request), _id(request, "target_id"))
+    return _json(await ms.job_json(job))
+
+
+async def stop_job_target(request: web.Request) -> web.Response:
+    ms = _ms(request)
+    job = await ms.stop_job_target(_id(request), _id(request, "target_id"))
+    return _json(await ms.job_json(job))
+
+
+# ----------------------------------------------------------------------------- assembly
+
+ROUTES: tuple[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]], ...] = (
+    ("GET", "/targets", list_targets),
+    ("POST", "/targets", create_target),
+    ("GET", "/targets/{id:\\d+}", get_target),
+    ("PATCH", "/targets/{id:\\d+}", update_target),
+    ("DELETE", "/targets/{id:\\d+}", delete_target),
+    ("GET", "/videos", list_videos),
+    ("POST", "/videos", create_video),
+    ("GET", "/videos/{id:\\d+}", get_video),
+    ("POST", "/videos/{id:\\d+}/prepare", prepare_video),
+    ("POST", "/videos/{id:\\d+}/cancel", cancel_video),
+    ("DELETE", "/videos/{id:\\d+}", delete_video),
+    ("GET", "/jobs", list_jobs),
+    ("POST", "/jobs", create_job),
+    ("GET", "/jobs/{id:\\d+}", get_job),
+    ("PATCH", "/jobs/{id:\\d+}", update_job),
+    ("DELETE", "/jobs/{id:\\d+}", delete_job),
+    ("POST", "/jobs/{id:\\d+}/start", start_job),
+    ("POST", "/jobs/{id:\\d+}/stop", stop_job),
+    ("POST", "/jobs/{id:\\d+}/targets/{target_id:\\d+}/start", start_job_target),
+    ("POST", "/jobs/{id:\\d+}/targets/{target_id:\\d+}/stop", stop_job_target),
+)
+
+
+def build_api(service: MultistreamApi) -> web.Application:
+    """The /api/v1 sub-application; mount it with app.add_subapp(PREFIX, build_api(…))."""
+    api = web.Application(middlewares=[api_middleware])
+    api[SERVICE] = service
+    for method, path, handler in ROUTES:
+        api.router.add_route(method, path, handler)
+    api.router.add_route("*", "/{tail:.*}", not_found)
+    return api
+
+
+async def not_found(request: web.Request) -> web.Response:
+    raise web.HTTPNotFound()

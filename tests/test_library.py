@@ -1,0 +1,172 @@
+"""The video library with the real FFmpeg: uploads streamed to disk, bad files rejected with the
+reason, one preparation at a time with progress, cancel, and names that never become paths."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import AsyncIterator
+
+import pytest
+
+from media import MediaSet, ffmpeg_children, ffmpeg_exe, make_clip, media_set, no_leftover_ffmpeg  # noqa: F401
+from streamerhub.db import Database
+from streamerhub.ffmpeg.library import Library, TooLarge, Video, safe_label
+from streamerhub.ffmpeg.targets import InvalidInput, NotFound
+
+pytestmark = [pytest.mark.ffmpeg, pytest.mark.usefixtures("no_leftover_ffmpeg")]
+
+
+@pytest.fixture
+async def library(db: Database, tmp_path: Path) -> AsyncIterator[Library]:
+    lib = Library(db, tmp_path / "data", ffmpeg_exe(), max_upload_bytes=3_000_000)
+    await lib.start()
+    try:
+        yield lib
+    finally:
+        await lib.stop()
+
+
+async def wait_status(lib: Library, video_id: int, *wanted: str, timeout: float = 30) -> Video:
+    deadline = time.monotonic() + timeout
+    while True:
+        video = await lib.get(video_id)
+        if video.status in wanted:
+            return video
+        assert time.monotonic() < deadline, f"video stuck in {video.status}: {video.reason}"
+        await asyncio.sleep(0.05)
+
+
+async def chunks_of(path: Path, size: int = 64 * 1024) -> AsyncIterator[bytes]:
+    with path.open("rb") as handle:
+        while chunk := handle.read(size):
+            yield chunk
+            await asyncio.sleep(0)
+
+
+async def test_upload_is_stored_under_a_generated_name_then_prepared(
+        library: Library, media_set: MediaSet, tmp_path: Path) -> None:
+    video = await library.store_upload("My Stream.mp4", chunks_of(media_set.ready))
+    assert video.status == "uploaded" and video.label == "My Stream.mp4"
+    stored = tmp_path / "data" / video.path
+    assert stored.parent == tmp_path / "data" / "videos" and "My Stream" not in stored.name
+    assert stored.read_bytes() == media_set.ready.read_bytes()
+    ready = await wait_status(library, video.id, "ready", "rejected")
+    assert ready.status == "ready", ready.reason
+    assert ready.prepared_mode == "remux"  # already H.264/AAC with 2 s keyframes
+    shown = ready.to_json()["probe"]
+    assert shown["duration"] == pytest.approx(6.0, abs=0.1)
+    assert (shown["video"]["width"], shown["video"]["height"]) == (320, 240)
+    assert shown["audio_present"] and shown["keyframe_interval"] == pytest.approx(2.0, abs=0.1)
+    assert "path" not in shown
+    assert await library.ready_files([video.id]) == [tmp_path / "data" / ready.prepared_path]
+
+
+@pytest.mark.parametrize("name, words", [
+    ("text", "not a video file"),
+    ("truncated", "incomplete"),
+    ("audio_only", "audio only"),
+])
+async def test_a_bad_upload_is_rejected_with_the_reason(
+        library: Library, media_set: MediaSet, name: str, words: str) -> None:
+    source = getattr(media_set, name)
+    video = await library.store_upload(f"upload-{name}.mp4", chunks_of(source))
+    rejected = await wait_status(library, video.id, "rejected", "ready")
+    assert rejected.status == "rejected" and words in (rejected.reason or "")
+    assert rejected.reason and rejected.reason.startswith(f"upload-{name}.mp4")  # the label
+    with pytest.raises(InvalidInput, match="is not ready to stream"):
+        await library.ready_files([video.id])
+
+
+async def test_an_empty_upload_is_refused_and_leaves_nothing(library: Library) -> None:
+    async def nothing() -> AsyncIterator[bytes]:
+        return
+        yield b""
+
+    with pytest.raises(InvalidInput, match="the uploaded file is empty"):
+        await library.store_upload("empty.mp4", nothing())
+    assert not [p for p in library.folder.rglob("*") if p.is_file()]
+
+
+async def test_an_upload_over_the_limit_is_cut_off_and_removed(library: Library) -> None:
+    sent = 0
+
+    async def endless() -> AsyncIterator[bytes]:
+        nonlocal sent
+        while True:
+            sent += 256 * 1024
+            yield b"\0" * (256 * 1024)
+
+    with pytest.raises(TooLarge, match="larger than the upload limit of 2.9 MiB"):
+        await library.store_upload("huge.mp4", endless())
+    assert sent < 4_000_000  # stopped reading at the limit, not at the end
+    assert not [p for p in library.folder.rglob("*") if p.is_file()]
+
+
+async def test_a_path_traversal_file_name_is_only_a_label(
+        library: Library, media_set: MediaSet, tmp_path: Path) -> None:
+    video = await library.store_upload("../../../escaped.mp4", chunks_of(media_set.clip_a))
+    assert video.label == "escaped.mp4"
+    assert not list(tmp_path.rglob("escaped*")) and not Path("/escaped.mp4").exists()
+    assert (tmp_path / "data" / video.path).parent == library.folder
+    assert safe_label("..\\..\\win.mp4") == "win.mp4" and safe_label("..") == "video"
+    assert safe_label("a\x00b\nc.mp4") == "abc.mp4"
+
+
+async def test_preparation_encodes_a_non_compliant_file_with_progress(
+        library: Library, media_set: MediaSet) -> None:
+    seen: list[float] = []
+    library._on_progress = lambda vid, fraction: seen.append(fraction)  # type: ignore[method-assign]
+    video = await library.import_path({"path": str(media_set.long_gop)})
+    assert video.source == "import" and video.label == "long_gop.mp4"
+    ready = await wait_status(library, video.id, "ready", "rejected")
+    assert ready.status == "ready" and ready.prepared_mode == "encode"
+    prepared = ready.prepared_probe or {}
+    assert prepared["keyframe_interval"] == pytest.approx(2.0, abs=0.1)
+    assert prepared["audio"]["sample_rate"] == 48000
+    assert seen and seen[-1] == 1.0 and seen == sorted(seen)
+
+
+async def test_preparation_can_be_cancelled_and_restarted(
+        library: Library, tmp_path: Path) -> None:
+    long = make_clip(tmp_path / "long.mp4", seconds=40, gop_seconds=8, size="640x360")
+    video = await library.import_path({"path": str(long), "video_kbps": 800})
+    await wait_status(library, video.id, "preparing")
+    await asyncio.sleep(0.3)
+    assert ffmpeg_children()
+    cancelled = await library.cancel(video.id)
+    assert (cancelled.status, cancelled.reason) == ("uploaded", "preparation cancelled")
+    assert not ffmpeg_children()
+    assert not [p for p in library.folder.rglob("*") if p.is_file()]  # no partial output
+    again = await library.prepare_again(video.id, {"video_kbps": 600})
+    assert again.video_kbps == 600
+    await wait_status(library, video.id, "preparing")
+    await library.cancel(video.id)
+
+
+async def test_import_needs_an_absolute_readable_file(library: Library, media_set: MediaSet,
+                                                      tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="is not absolute"):
+        await library.import_path({"path": "videos/x.mp4"})
+    with pytest.raises(InvalidInput, match="cannot read .*No such file"):
+        await library.import_path({"path": str(tmp_path / "nope.mp4")})
+    with pytest.raises(InvalidInput, match="not a regular file"):
+        await library.import_path({"path": str(tmp_path)})
+    with pytest.raises(InvalidInput, match="video_kbps 5 is outside"):
+        await library.import_path({"path": str(media_set.clip_a), "video_kbps": 5})
+
+
+async def test_a_playlist_must_share_one_shape(library: Library, media_set: MediaSet,
+                                               tmp_path: Path) -> None:
+    wide = make_clip(tmp_path / "wide.mp4", seconds=2, size="480x240")
+    ids = [(await library.import_path({"path": str(p)})).id for p in (media_set.clip_a, wide)]
+    for video_id in ids:
+        await wait_status(library, video_id, "ready")
+    with pytest.raises(InvalidInput, match="must share size, frame rate and audio format"):
+        await library.ready_files(ids)
+    prepared = tmp_path / "data" / (await library.get(ids[1])).prepared_path
+    await library.delete(ids[1])
+    assert not prepared.exists() and wide.exists()  # an imported original stays where it was
+    with pytest.raises(NotFound):
+        await library.get(ids[1])
