@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_commands(sub, common)
 
+    from streamerhub.analytics.cli import add_export_command
+
+    add_export_command(sub, common)
+
     fake = sub.add_parser("fake-twitch", help="run the fake Twitch (tests, demo, benchmarks)",
                           add_help=False)
     fake.set_defaults(handler=None)

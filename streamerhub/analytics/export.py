@@ -1,0 +1,238 @@
+"""Streamed exports of events, sessions and series as CSV or JSON, in constant memory.
+
+Each export is an async generator of byte chunks (for `streamerhub export` and the HTTP API):
+rows come through a server-side cursor a few hundred at a time. Every instant is given twice, in
+UTC (`…_utc`, ending in Z) and on the streamer's wall clock (`…_local`, with its offset). The
+column names below are a stable interface: add columns at the end, never rename.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+from datetime import datetime
+from typing import Any, AsyncIterator, Iterable, Sequence
+
+from streamerhub.analytics.periods import UTC, Calendar, Period
+from streamerhub.analytics.queries import time_series
+from streamerhub.analytics.sessions import SESSION_COLUMNS, SESSION_JOINS, _summary
+from streamerhub.errors import StreamerHubError
+
+FORMATS = ("csv", "json")
+KINDS = ("events", "sessions", "series")
+CHUNK_ROWS = 500
+
+EVENT_COLUMNS = ("message_id", "channel_id", "type", "version", "occurred_at_utc",
+                 "occurred_at_local", "received_at_utc", "user_id", "user_login", "user_name",
+                 "tier", "bits", "gift_total", "raid_viewers", "backfilled", "event")
+SESSION_EXPORT_COLUMNS = (
+    "channel_id", "stream_id", "started_at_utc", "started_at_local", "ended_at_utc",
+    "ended_at_local", "duration_s", "live", "title", "category", "viewers_avg", "viewers_peak",
+    "watch_hours", "follows", "subs_new", "subs_resub", "subs_gifted", "cheers", "bits",
+    "raids_in", "raid_viewers_in", "samples", "sampling_gaps", "start_source", "end_source")
+SERIES_COLUMNS = (
+    "channel_id", "bucket", "start_utc", "start_local", "end_utc", "end_local", "follows",
+    "subs_new", "subs_resub", "subs_gifted", "cheers", "bits", "raids_in", "viewers_avg",
+    "viewers_peak", "watch_hours", "hours_streamed", "followers_total", "gap")
+
+
+class ExportError(StreamerHubError):
+    """An export that cannot be made (unknown kind or format)."""
+
+
+_EVENT_SELECT = """
+SELECT e.message_id, e.channel_id, e.subscription_type, e.subscription_version, e.occurred_at,
+       e.received_at, e.backfilled, e.payload -> 'event' AS event
+  FROM twitch_events e
+ WHERE {where} e.occurred_at >= $1 AND e.occurred_at < $2
+ ORDER BY e.occurred_at, e.message_id"""
+EVENTS_ALL = _EVENT_SELECT.format(where="")
+EVENTS_OF_CHANNEL = _EVENT_SELECT.format(where="e.channel_id = $3 AND")
+
+SESSIONS = f"""
+SELECT {SESSION_COLUMNS}
+  FROM stream_sessions s {SESSION_JOINS}
+ WHERE s.started_at < $2 AND coalesce(s.ended_at, 'infinity') > $1
+   AND ($3::text IS NULL OR s.channel_id = $3)
+ ORDER BY s.started_at, s.channel_id, s.stream_id"""
+
+
+def utc_text(instant: datetime | None) -> str | None:
+    if instant is None:
+        return None
+    return instant.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def local_text(calendar: Calendar, instant: datetime | None) -> str | None:
+    return None if instant is None else calendar.local(instant).isoformat()
+
+
+# ----------------------------------------------------------------------------- rows
+
+def event_row(row: Any, calendar: Calendar) -> dict[str, Any]:
+    event = row["event"] or {}
+    if isinstance(event, str):
+        event = json.loads(event)
+    raid = row["subscription_type"] == "channel.raid"
+    prefix = "from_broadcaster_" if raid else ""
+    return {
+        "message_id": row["message_id"], "channel_id": row["channel_id"],
+        "type": row["subscription_type"], "version": row["subscription_version"],
+        "occurred_at_utc": utc_text(row["occurred_at"]),
+        "occurred_at_local": local_text(calendar, row["occurred_at"]),
+        "received_at_utc": utc_text(row["received_at"]),
+        "user_id": event.get(f"{prefix}user_id"), "user_login": event.get(f"{prefix}user_login"),
+        "user_name": event.get(f"{prefix}user_name"), "tier": event.get("tier"),
+        "bits": event.get("bits"),
+        "gift_total": event.get("total") if row["subscription_type"] == "channel.subscription.gift" else None,
+        "raid_viewers": event.get("viewers") if raid else None,
+        "backfilled": row["backfilled"], "event": event,
+    }
+
+
+def session_row(row: Any, calendar: Calendar, now: datetime) -> dict[str, Any]:
+    s = _summary(row, now)
+    return {
+        "channel_id": s.channel_id, "stream_id": s.stream_id,
+        "started_at_utc": utc_text(s.started_at), "started_at_local": local_text(calendar, s.started_at),
+        "ended_at_utc": utc_text(s.ended_at), "ended_at_local": local_text(calendar, s.ended_at),
+        "duration_s": s.duration_s, "live": s.live, "title": s.title, "category": s.category,
+        "viewers_avg": s.viewers_avg, "viewers_peak": s.viewers_peak,
+        "watch_hours": s.watch_hours, "follows": s.follows, "subs_new": s.subs_new,
+        "subs_resub": s.subs_resub, "subs_gifted": s.subs_gifted, "cheers": s.cheers,
+        "bits": s.bits, "raids_in": s.raids_in, "raid_viewers_in": s.raid_viewers_in,
+        "samples": s.samples, "sampling_gaps": s.sampling_gaps,
+        "start_source": s.start_source, "end_source": s.end_source,
+    }
+
+
+# ----------------------------------------------------------------------------- encoders
+
+class _Encoder:
+    """Turns dict rows into CSV (header first) or a JSON array, chunk by chunk."""
+
+    def __init__(self, fmt: str, columns: Sequence[str]) -> None:
+        if fmt not in FORMATS:
+            raise ExportError(f"unknown export format {fmt!r}: one of {', '.join(FORMATS)}")
+        self.fmt, self.columns, self.count = fmt, columns, 0
+
+    def begin(self) -> bytes:
+        if self.fmt == "json":
+            return b"["
+        return self._csv([list(self.columns)])
+
+    def rows(self, rows: Iterable[dict[str, Any]]) -> bytes:
+        if self.fmt == "json":
+            parts = []
+            for row in rows:
+                parts.append(("\n" if self.count == 0 else ",\n")
+                             + json.dumps({c: row[c] for c in self.columns}, ensure_ascii=False))
+                self.count += 1
+            return "".join(parts).encode()
+        lines = [[_csv_value(row[c]) for c in self.columns] for row in rows]
+        self.count += len(lines)
+        return self._csv(lines)
+
+    def end(self) -> bytes:
+        if self.fmt != "json":
+            return b""
+        return b"\n]\n" if self.count else b"]\n"
+
+    @staticmethod
+    def _csv(lines: list[list[Any]]) -> bytes:
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\r\n").writerows(lines)
+        return buf.getvalue().encode()
+
+
+def _csv_value(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return "" if value is None else value
+
+
+# ----------------------------------------------------------------------------- exports
+
+@contextlib.asynccontextmanager
+async def _connection(conn: Any) -> AsyncIterator[Any]:
+    """A connection in a transaction (cursors need one), from a pool or as given."""
+    if hasattr(conn, "acquire"):
+        async with conn.acquire() as acquired, acquired.transaction():
+            yield acquired
+    else:
+        async with conn.transaction():
+            yield conn
+
+
+async def _cursor_rows(conn: Any, query: str, args: Sequence[Any]) -> AsyncIterator[list[Any]]:
+    async with _connection(conn) as c:
+        cursor = await c.cursor(query, *args)
+        while rows := await cursor.fetch(CHUNK_ROWS):
+            yield rows
+
+
+async def export_events(conn: Any, calendar: Calendar, start: datetime, end: datetime,
+                        fmt: str = "csv", channel_id: str | None = None) -> AsyncIterator[bytes]:
+    """Every stored event (raw, all types) with occurred_at in [start, end), oldest first."""
+    enc = _Encoder(fmt, EVENT_COLUMNS)
+    query, args = (EVENTS_ALL, [start, end]) if channel_id is None else \
+        (EVENTS_OF_CHANNEL, [start, end, channel_id])
+    yield enc.begin()
+    async for rows in _cursor_rows(conn, query, args):
+        yield enc.rows(event_row(r, calendar) for r in rows)
+    yield enc.end()
+
+
+async def export_sessions(conn: Any, calendar: Calendar, start: datetime, end: datetime,
+                          fmt: str = "csv", channel_id: str | None = None,
+                          now: datetime | None = None) -> AsyncIterator[bytes]:
+    """Stream sessions overlapping [start, end), oldest first."""
+    now = now or datetime.now(UTC)
+    enc = _Encoder(fmt, SESSION_EXPORT_COLUMNS)
+    yield enc.begin()
+    async for rows in _cursor_rows(conn, SESSIONS, [start, end, channel_id]):
+        yield enc.rows(session_row(r, calendar, now) for r in rows)
+    yield enc.end()
+
+
+async def export_series(conn: Any, channel_id: str, period: Period, fmt: str = "csv",
+                        now: datetime | None = None) -> AsyncIterator[bytes]:
+    """The period's time series, one row per bucket (a few hundred rows at most)."""
+    enc = _Encoder(fmt, SERIES_COLUMNS)
+    cal = period.calendar
+    yield enc.begin()
+    if hasattr(conn, "acquire"):
+        async with conn.acquire() as c:
+            series = await time_series(c, channel_id, period, now)
+    else:
+        series = await time_series(conn, channel_id, period, now)
+    for i in range(0, len(series.points), CHUNK_ROWS):
+        yield enc.rows({
+            "channel_id": channel_id, "bucket": period.bucket,
+            "start_utc": utc_text(p.start), "start_local": local_text(cal, p.start),
+            "end_utc": utc_text(p.end), "end_local": local_text(cal, p.end),
+            "follows": p.follows, "subs_new": p.subs_new, "subs_resub": p.subs_resub,
+            "subs_gifted": p.subs_gifted, "cheers": p.cheers, "bits": p.bits,
+            "raids_in": p.raids_in, "viewers_avg": p.viewers_avg,
+            "viewers_peak": p.viewers_peak, "watch_hours": p.watch_hours,
+            "hours_streamed": p.hours_streamed, "followers_total": p.followers_total,
+            "gap": p.gap,
+        } for p in series.points[i:i + CHUNK_ROWS])
+    yield enc.end()
+
+
+def check_export(kind: str, fmt: str) -> None:
+    """Refuse an unknown kind or format before anything is written."""
+    if kind not in KINDS:
+        raise ExportError(f"unknown export {kind!r}: one of {', '.join(KINDS)}")
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}: one of {', '.join(FORMATS)}")
+
+
+def media_type(fmt: str) -> str:
+    """Content-Type for an HTTP response carrying this export."""
+    return "text/csv; charset=utf-8" if fmt == "csv" else "application/json"
