@@ -77,6 +77,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("web", "port", int, 8080, "Port of the dashboard.", _port),
     Setting("web", "allowed_hosts", list, [], "Extra Host header values accepted besides "
             "localhost/127.0.0.1 (DNS-rebinding protection)."),
+    Setting("web", "public_url", str, "", "URL browsers use to reach the dashboard when it is "
+            "not http://host:port (e.g. https://stats.example.com behind a TLS proxy); sets the "
+            "Twitch redirect URL and Secure cookies.", _url("http", "https")),
+    Setting("web", "session_days", int, 30, "Days a dashboard sign-in lasts.", _range(1, 365)),
+    Setting("web", "twitch_logins", list, [], "Twitch logins that may sign in with Twitch as "
+            "viewers (read-only); connected channels' own logins sign in as owner."),
     Setting("database", "url", str, "", "PostgreSQL 14+ URL; empty runs a private embedded "
             "cluster in the data dir.", _url("postgres", "postgresql")),
     Setting("database", "pool_size", int, 10, "Maximum database connections.", _range(2, 100)),

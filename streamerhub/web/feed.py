@@ -1,0 +1,242 @@
+"""The live event feed: Server-Sent Events of committed Twitch events, resumable with Last-Event-ID.
+
+One `FeedBroadcaster` per daemon reads new rows from the database — woken by the in-process hub
+as soon as the store commits, and once a second anyway (another daemon may share the database) —
+and fans them out to every open feed. The database is the single source of truth, so a feed
+that resumes with `Last-Event-ID` replays exactly the rows after that id: nothing lost, nothing
+shown twice. Ids are `<received_at µs>_<message_id>`, the order rows are read in (byte order:
+COLLATE "C", so Python and PostgreSQL agree whatever the database's collation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import zoneinfo
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+from aiohttp import web
+from aiohttp_sse import sse_response
+
+from streamerhub.db import Database
+from streamerhub.log import get_logger
+from streamerhub.pubsub import Hub
+from streamerhub.web.auth import require
+from streamerhub.web.context import SERVICES, services
+from streamerhub.web.eventtext import event_json, types_for
+
+log = get_logger(__name__)
+
+Cursor = tuple[dt.datetime, str]
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+BATCH = 500
+BACKLOG = 25          # events shown when a feed opens without Last-Event-ID
+RESUME_LIMIT = 5000   # more missed than this: the page is told to reload instead
+POLL_EVERY = 1.0      # safety net when no hub wakes us (another daemon writes)
+COALESCE = 0.01       # gather a burst into one query
+COLUMNS = "message_id, subscription_type, channel_id, occurred_at, received_at, backfilled, payload"
+
+AFTER = f"""
+SELECT {COLUMNS} FROM twitch_events
+ WHERE (received_at, message_id COLLATE "C") > ($1, $2)
+ ORDER BY received_at, message_id COLLATE "C" LIMIT $3"""
+AFTER_FILTERED = f"""
+SELECT {COLUMNS} FROM twitch_events
+ WHERE (received_at, message_id COLLATE "C") > ($1, $2)
+   AND ($4::text[] IS NULL OR subscription_type = ANY($4))
+   AND ($5::text IS NULL OR channel_id = $5)
+ ORDER BY received_at, message_id COLLATE "C" LIMIT $3"""
+LATEST = f"""
+SELECT * FROM (
+    SELECT {COLUMNS} FROM twitch_events
+     WHERE ($2::text[] IS NULL OR subscription_type = ANY($2))
+       AND ($3::text IS NULL OR channel_id = $3)
+     ORDER BY received_at DESC, message_id COLLATE "C" DESC LIMIT $1) recent
+ ORDER BY received_at, message_id COLLATE "C"
+"""
+NEWEST = """
+SELECT received_at, message_id FROM twitch_events
+ ORDER BY received_at DESC, message_id COLLATE "C" DESC LIMIT 1"""
+
+
+def cursor_id(cursor: Cursor) -> str:
+    moment, message_id = cursor
+    micros = (moment - EPOCH) // dt.timedelta(microseconds=1)
+    return f"{micros}_{message_id}"
+
+
+def parse_cursor(value: str | None) -> Cursor | None:
+    """Inverse of cursor_id; None for a missing or malformed Last-Event-ID."""
+    if not value or "_" not in value:
+        return None
+    micros, _, message_id = value.partition("_")
+    try:
+        return EPOCH + dt.timedelta(microseconds=int(micros)), message_id
+    except (ValueError, OverflowError):
+        return None
+
+
+@dataclass
+class Filter:
+    types: list[str] | None = None
+    channel_id: str | None = None
+
+    def accepts(self, row: Any) -> bool:
+        return ((self.types is None or row["subscription_type"] in self.types) and
+                (self.channel_id is None or row["channel_id"] == self.channel_id))
+
+    @classmethod
+    def from_query(cls, query: Any) -> "Filter":
+        names = [n for n in query.get("types", "").split(",") if n.strip()]
+        return cls(types_for(names) if names else None, query.get("channel") or None)
+
+
+@dataclass(eq=False)  # identity: each open feed is its own listener
+class Listener:
+    filter: Filter
+    queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(maxsize=10_000))
+    overflowed: bool = False
+
+
+class FeedBroadcaster:
+    """Reads rows committed after its cursor and hands them to every listener, in order."""
+
+    def __init__(self, db: Database, hub: Hub) -> None:
+        self.db, self.hub = db, hub
+        self.listeners: set[Listener] = set()
+        self.cursor: Cursor | None = None
+        self.closing = asyncio.Event()
+
+    async def run(self) -> None:
+        async with self.db.pool.acquire() as conn:
+            newest = await conn.fetchrow(NEWEST)
+        self.cursor = (newest["received_at"], newest["message_id"]) if newest else (EPOCH, "")
+        async with self.hub.events.subscribe() as wakeups:
+            while not self.closing.is_set():
+                await self._wait(wakeups)
+                try:
+                    await self._read_new()
+                except (OSError, asyncio.TimeoutError) as exc:  # database away: try next tick
+                    log.warning("feed_read_failed", error=str(exc))
+                except Exception as exc:  # asyncpg errors: keep the feed alive, say why
+                    log.warning("feed_read_failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def _wait(self, wakeups: asyncio.Queue) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(wakeups.get(), POLL_EVERY)
+            await asyncio.sleep(COALESCE)
+        while not wakeups.empty():
+            wakeups.get_nowait()
+
+    async def _read_new(self) -> None:
+        assert self.cursor is not None
+        while True:
+            async with self.db.pool.acquire() as conn:
+                rows = await conn.fetch(AFTER, *self.cursor, BATCH)
+            if not rows:
+                return
+            self.cursor = (rows[-1]["received_at"], rows[-1]["message_id"])
+            for listener in list(self.listeners):
+                self._hand(listener, rows)
+            if len(rows) < BATCH:
+                return
+
+    @staticmethod
+    def _hand(listener: Listener, rows: list[Any]) -> None:
+        for row in rows:
+            if not listener.filter.accepts(row):
+                continue
+            if listener.queue.full():  # a stuck browser: it reconnects and resumes from the DB
+                listener.overflowed = True
+                return
+            listener.queue.put_nowait(row)
+
+    @contextlib.contextmanager
+    def listen(self, flt: Filter) -> Any:
+        listener = Listener(flt)
+        self.listeners.add(listener)
+        try:
+            yield listener
+        finally:
+            self.listeners.discard(listener)
+
+    def close(self) -> None:
+        self.closing.set()
+        for listener in self.listeners:
+            with contextlib.suppress(asyncio.QueueFull):
+                listener.queue.put_nowait(None)
+
+
+FEED = web.AppKey("web_feed", FeedBroadcaster)
+
+
+async def feed_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Run the broadcaster for the app's lifetime (set up after the database and the hub)."""
+    svc = app[SERVICES]
+    feed = FeedBroadcaster(svc.db, svc.hub)
+    app[FEED] = feed
+    task = asyncio.create_task(feed.run(), name="web_feed")
+    yield
+    feed.close()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def close_feeds(app: web.Application) -> None:
+    """on_shutdown: end open feeds so the graceful stop does not wait on them."""
+    if FEED in app:
+        app[FEED].close()
+
+
+async def catch_up(db: Database, flt: Filter, since: Cursor | None) -> list[Any] | None:
+    """Rows a feed must send before going live; None when too many were missed to replay."""
+    async with db.pool.acquire() as conn:
+        if since is None:
+            return list(await conn.fetch(LATEST, BACKLOG, flt.types, flt.channel_id))
+        rows = await conn.fetch(AFTER_FILTERED, *since, RESUME_LIMIT + 1, flt.types,
+                                flt.channel_id)
+    return None if len(rows) > RESUME_LIMIT else list(rows)
+
+
+@require("viewer")
+async def event_feed(request: web.Request) -> web.StreamResponse:
+    """GET /feed/events?types=follows,subs&channel=ID — SSE; honours Last-Event-ID."""
+    feed, svc = request.app[FEED], services(request)
+    tz = zoneinfo.ZoneInfo(svc.settings.get("general", "timezone"))
+    flt = Filter.from_query(request.query)
+    since = parse_cursor(request.headers.get("Last-Event-ID") or request.query.get("after"))
+    with feed.listen(flt) as listener:
+        backlog = await catch_up(svc.db, flt, since)
+        async with sse_response(request, ping_interval=15, send_timeout=30) as sse:
+            if backlog is None:
+                await sse.send(json.dumps({"reason": "too many events missed"}), event="reload")
+                return sse
+            last = since or (EPOCH, "")
+            for row in backlog:
+                last = await _send(sse, row, last, tz)
+            await _stream_live(sse, listener, last, tz)
+    return sse
+
+
+async def _stream_live(sse: Any, listener: Listener, last: Cursor, tz: dt.tzinfo) -> None:
+    while sse.is_connected():
+        row = await listener.queue.get()
+        if row is None or listener.overflowed:
+            return  # closing, or too far behind: EventSource reconnects with Last-Event-ID
+        last = await _send(sse, row, last, tz)
+
+
+async def _send(sse: Any, row: Any, last: Cursor, tz: dt.tzinfo) -> Cursor:
+    cursor = (row["received_at"], row["message_id"])
+    if cursor <= last:
+        return last  # already sent by the catch-up
+    await sse.send(json.dumps(event_json(row, tz)), id=cursor_id(cursor), event="twitch")
+    return cursor
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/feed/events", event_feed)

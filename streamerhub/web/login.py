@@ -1,0 +1,130 @@
+"""Signing in and out: the one-time setup link, password login (slowed down after failures),
+logout. Twitch sign-in lives in twitch_oauth.py."""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import urlsplit
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from streamerhub.log import get_logger
+from streamerhub.web.auth import (current, forget_setup_token, setup_token_matches, sign_in,
+                                  sign_out)
+from streamerhub.web.context import services
+from streamerhub.web.security import LoginThrottle
+from streamerhub.web.users import UserError, UserStore, check_login, check_password, verify_password
+
+log = get_logger(__name__)
+
+THROTTLE = web.AppKey("web_login_throttle", LoginThrottle)
+
+
+def safe_next(value: str | None) -> str:
+    """Only a path on this site: never an open redirect to another host."""
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return "/"
+    parts = urlsplit(value)
+    return "/" if parts.scheme or parts.netloc else value
+
+
+def _twitch_ready(request: web.Request) -> bool:
+    return bool(services(request).settings.get("twitch", "client_id"))
+
+
+# ----------------------------------------------------------------------------- setup
+
+async def setup_page(request: web.Request) -> web.StreamResponse:
+    """GET /setup/{token}: the first-start page where the owner chooses a password."""
+    return await _setup_form(request, error=None, status=200)
+
+
+async def _setup_form(request: web.Request, error: str | None, status: int,
+                      login: str = "owner") -> web.StreamResponse:
+    token = request.match_info["token"]
+    store = UserStore(services(request).db)
+    if await store.owner_exists():
+        return aiohttp_jinja2.render_template("setup_done.html", request, {}, status=410)
+    if not setup_token_matches(services(request).settings.data_dir, token):
+        raise web.HTTPNotFound(text="This setup link is not valid. Use the link StreamerHub "
+                                    "printed when it started (also in the data dir's "
+                                    "setup-token file).")
+    return aiohttp_jinja2.render_template("setup.html", request, {
+        "token": token, "error": error, "login": login, "twitch": _twitch_ready(request)},
+        status=status)
+
+
+async def setup_submit(request: web.Request) -> web.StreamResponse:
+    """POST /setup/{token}: create the owner, use up the link, sign in."""
+    form = await request.post()
+    svc = services(request)
+    token = request.match_info["token"]
+    login = str(form.get("login", ""))
+    if await UserStore(svc.db).owner_exists() or not setup_token_matches(svc.settings.data_dir,
+                                                                         token):
+        return await _setup_form(request, None, 200)
+    try:
+        check_login(login)
+        password = check_password(str(form.get("password", "")), str(form.get("confirm", "")))
+        user = await UserStore(svc.db).create(login, "owner", password)
+    except UserError as exc:
+        return await _setup_form(request, str(exc), 400, login)
+    forget_setup_token(svc.settings.data_dir)
+    log.info("web_owner_created", login=user.login)
+    await sign_in(request, user, "setup")
+    raise web.HTTPSeeOther("/")
+
+
+# ----------------------------------------------------------------------------- login
+
+async def login_page(request: web.Request) -> web.StreamResponse:
+    if current(request):
+        raise web.HTTPSeeOther(safe_next(request.query.get("next")))
+    needs_setup = not await UserStore(services(request).db).owner_exists()
+    return aiohttp_jinja2.render_template("login.html", request, {
+        "error": request.query.get("error"), "login": "", "next": safe_next(
+            request.query.get("next")), "needs_setup": needs_setup,
+        "twitch": _twitch_ready(request)})
+
+
+async def login_submit(request: web.Request) -> web.StreamResponse:
+    """POST /login: check the password; each failure slows the next attempts for this client
+    and this login (3 free, then 1, 2, 4 … s, up to 30 s)."""
+    form = await request.post()
+    login = str(form.get("login", "")).strip().lower()
+    next_url = safe_next(str(form.get("next", "/")))
+    throttle = request.app[THROTTLE]
+    keys = [f"ip:{request.remote}", f"login:{login}"]
+    wait = throttle.delay(keys)
+    if wait:
+        await asyncio.sleep(wait)
+    found = await UserStore(services(request).db).by_login(login) if login else None
+    if not await verify_password(found[1] if found else None, str(form.get("password", ""))):
+        throttle.failed(keys)
+        log.warning("web_login_failed", login=login, remote=request.remote, delay_s=wait)
+        return aiohttp_jinja2.render_template("login.html", request, {
+            "error": "Wrong login or password.", "login": login, "next": next_url,
+            "needs_setup": False, "twitch": _twitch_ready(request)}, status=401)
+    throttle.succeeded(keys)
+    assert found is not None
+    await sign_in(request, found[0], "password")
+    raise web.HTTPSeeOther(next_url)
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    """POST /logout: end the session server-side and drop the cookie."""
+    who = current(request)
+    await sign_out(request)
+    if who:
+        log.info("web_signed_out", login=who.user.login)
+    raise web.HTTPSeeOther("/login")
+
+
+def add_routes(app: web.Application) -> None:
+    app[THROTTLE] = LoginThrottle()
+    app.router.add_get("/setup/{token}", setup_page, name="setup")
+    app.router.add_post("/setup/{token}", setup_submit)
+    app.router.add_get("/login", login_page, name="login")
+    app.router.add_post("/login", login_submit)
+    app.router.add_post("/logout", logout)

@@ -1,0 +1,157 @@
+"""The Overview page: stat cards and charts (streamerhub.analytics) for a channel and a period,
+the period and channel selectors, and the live feed panel."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from streamerhub.analytics import (Calendar, PeriodError, StatCards, calendar_period, load_period,
+                                   stat_cards, time_series)
+from streamerhub.web.auth import require
+from streamerhub.web.context import services
+from streamerhub.web.eventtext import GROUPS
+
+PERIODS = (("day", "Today"), ("week", "This week"), ("month", "This month"), ("all", "All time"))
+LABELS = {"day": "Today", "week": "This week", "month": "This month", "all": "All time",
+          "custom": "Custom range"}
+
+
+def _day(value: str, label: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value.strip())
+    except ValueError:
+        raise PeriodError(f"{label}: {value!r} is not a date like 2025-06-01.") from None
+
+
+async def resolve(conn: Any, cal: Calendar, channel: str | None,
+                  query: Any) -> tuple[Any, str | None]:
+    """The period asked for, or this week and a message saying what was wrong."""
+    kind = query.get("period", "week")
+    try:
+        if kind not in LABELS:
+            raise PeriodError(f"Unknown period {kind!r}: choose day, week, month, all or custom.")
+        first = last = None
+        if kind == "custom":
+            if not query.get("from") or not query.get("to"):
+                raise PeriodError("Custom period: give both a From and a To date.")
+            first, last = _day(query["from"], "From"), _day(query["to"], "To")
+            if last < first:
+                raise PeriodError("Custom period: From must be on or before To.")
+        if channel is None and kind in ("all", "custom"):
+            kind = "week"
+        period = await load_period(conn, cal, channel or "", kind, first_day=first,
+                                   last_day=last)
+        return period, None
+    except PeriodError as exc:
+        return calendar_period(cal, "week"), str(exc)
+
+
+def _sum(cards: StatCards, names: tuple[str, ...], previous: bool = False) -> float | None:
+    values = [getattr(cards.cards[n], "previous" if previous else "value") for n in names]
+    return None if any(v is None for v in values) else sum(values)
+
+
+def _pct(now: float | None, before: float | None) -> float | None:
+    return None if now is None or not before else round(100.0 * (now - before) / before, 1)
+
+
+def card_view(stats: StatCards) -> list[dict[str, Any]]:
+    """The cards as the page shows them: a value, one line of detail, the change in %."""
+    c = stats.cards
+    subs = ("subs_new", "subs_resub", "subs_gifted")
+    gained = c["followers_gained"]
+    now_viewers = c["viewers_current"].value
+
+    def card(key: str, label: str, value: Any, sub: str, change: float | None,
+             digits: int = 0) -> dict[str, Any]:
+        return {"key": key, "label": label, "value": value, "sub": sub, "delta": change,
+                "digits": digits}
+
+    total = c["followers_total"].value
+    sub_total = c["subs_total"].value
+    return [
+        card("followers", "Followers", total if total is not None else gained.value,
+             f"+{gained.value:,} in this period", gained.change_pct),
+        card("subs", "Subscribers", sub_total if sub_total is not None else _sum(stats, subs),
+             f"{c['subs_new'].value} new · {c['subs_resub'].value} resub · "
+             f"{c['subs_gifted'].value} gifted",
+             _pct(_sum(stats, subs), _sum(stats, subs, previous=True))),
+        card("viewers", "Average viewers", c["viewers_avg"].value,
+             f"peak {c['viewers_peak'].value:,} · now "
+             f"{'—' if now_viewers is None else f'{now_viewers:,}'}",
+             c["viewers_avg"].change_pct, 1),
+        card("watch_hours", "Watch hours", c["watch_hours"].value, "viewers × time watched",
+             c["watch_hours"].change_pct, 1),
+        card("streamed", "Hours streamed", c["hours_streamed"].value, "",
+             c["hours_streamed"].change_pct, 1),
+        card("bits", "Bits", c["bits"].value, "", c["bits"].change_pct),
+        card("raids", "Raids", c["raids"].value, f"{c['raid_viewers'].value:,} viewers brought",
+             c["raids"].change_pct),
+    ]
+
+
+def series_view(series: Any, tz: str) -> dict[str, Any]:
+    """Columns for uPlot: one value per bucket (zeros kept), viewer lines broken off-stream."""
+    points = series.points
+    live = [p.hours_streamed > 0 or p.viewers_peak > 0 for p in points]
+    return {"t": [int(p.start.timestamp()) for p in points],
+            "follows": [p.follows for p in points],
+            "subs": [p.subs_new + p.subs_resub + p.subs_gifted for p in points],
+            "bits": [p.bits for p in points],
+            "avg_viewers": [p.viewers_avg if on else None for p, on in zip(points, live)],
+            "peak_viewers": [p.viewers_peak if on else None for p, on in zip(points, live)],
+            "gap": [p.gap for p in points], "bucket": series.period.bucket, "tz": tz}
+
+
+async def overview(request: web.Request, channel: str | None) -> dict[str, Any]:
+    """Period, cards and series for a channel (cards/series None without a channel)."""
+    svc = services(request)
+    cal = Calendar.from_settings(svc.settings)
+    async with svc.db.pool.acquire() as conn:
+        period, error = await resolve(conn, cal, channel, request.query)
+        if channel is None:
+            return {"period": period, "error": error, "cards": None, "series": None,
+                    "previous": None}
+        stats = await stat_cards(conn, channel, period)
+        series = await time_series(conn, channel, period)
+    return {"period": period, "error": error, "cards": card_view(stats),
+            "series": series_view(series, cal.timezone), "previous": stats.previous_window,
+            "window": stats.window}
+
+
+def period_label(data: dict[str, Any], query: Any) -> str:
+    period = data["period"]
+    return LABELS.get(period.kind, period.kind)
+
+
+@require("viewer")
+async def overview_page(request: web.Request) -> web.StreamResponse:
+    from streamerhub.web.pages import channels, chosen_channel
+
+    known = await channels(request)
+    channel = chosen_channel(request, known)
+    data = await overview(request, channel)
+    period = data["period"]
+    return aiohttp_jinja2.render_template("overview.html", request, {
+        "channels": known, "channel": channel, "period": period, "periods": PERIODS,
+        "label": period_label(data, request.query), "period_error": data["error"],
+        "data": data, "groups": list(GROUPS), "series": data["series"], "q": request.query,
+        "last_day": period.calendar.local(period.end - dt.timedelta(seconds=1)).date()},
+        status=400 if data["error"] else 200)
+
+
+@require("viewer")
+async def overview_data(request: web.Request) -> web.StreamResponse:
+    """GET /overview/data?period=…&channel=…: the page's numbers as JSON (scripts, tests)."""
+    from streamerhub.web.pages import channels, chosen_channel
+
+    channel = chosen_channel(request, await channels(request))
+    data = await overview(request, channel)
+    if data["error"]:
+        raise web.HTTPBadRequest(text=data["error"])
+    return web.json_response({"channel": channel, "period": data["period"].to_dict(),
+                              "cards": data["cards"], "series": data["series"]})

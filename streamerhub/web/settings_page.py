@@ -1,0 +1,124 @@
+"""Settings: Twitch channels (connect/disconnect, subscription health, gaps), dashboard users,
+the owner's password, master-key and database facts, the API token's hint. Owners only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from streamerhub.db import redact_url
+from streamerhub.web.auth import current, flash, require
+from streamerhub.web.context import services
+from streamerhub.web.security import public_url
+from streamerhub.web.twitch_oauth import redirect_uri
+from streamerhub.web.users import UserError, UserStore, check_password, verify_password
+
+HEALTH = """
+SELECT channel_id,
+       count(*) AS expected,
+       count(*) FILTER (WHERE status = 'enabled') AS enabled,
+       count(*) FILTER (WHERE status = 'missing_scope') AS missing_scope,
+       count(*) FILTER (WHERE status LIKE 'revoked%') AS revoked,
+       count(*) FILTER (WHERE status NOT IN ('enabled', 'missing_scope')
+                          AND status NOT LIKE 'revoked%') AS failing
+  FROM eventsub_subscriptions GROUP BY channel_id"""
+PROBLEMS = """
+SELECT channel_id, subscription_type, version, status, detail, updated_at
+  FROM eventsub_subscriptions WHERE status <> 'enabled'
+ ORDER BY channel_id, subscription_type"""
+GAPS = """
+SELECT channel_id, started_at, ended_at, reason, backfilled, backfilled_at
+  FROM eventsub_gaps ORDER BY started_at DESC LIMIT 10"""
+CHANNELS = """
+SELECT channel_id, login, display_name, status, status_reason, cardinality(scopes) AS scopes,
+       connected_at, validated_at FROM twitch_channels ORDER BY connected_at"""
+DB_FACTS = """
+SELECT current_setting('server_version') AS version, pg_database_size(current_database()) AS size,
+       (SELECT count(*) FROM twitch_events) AS events,
+       (SELECT max(version) FROM schema_migrations) AS schema_version"""
+
+
+async def _facts(request: web.Request) -> dict[str, Any]:
+    svc = services(request)
+    async with svc.db.pool.acquire() as conn:
+        return {"channels": [dict(r) for r in await conn.fetch(CHANNELS)],
+                "health": {r["channel_id"]: dict(r) for r in await conn.fetch(HEALTH)},
+                "problems": [dict(r) for r in await conn.fetch(PROBLEMS)],
+                "gaps": [dict(r) for r in await conn.fetch(GAPS)],
+                "database": dict(await conn.fetchrow(DB_FACTS))}
+
+
+@require("owner")
+async def settings_view(request: web.Request, errors: dict[str, str] | None = None,
+                        status: int = 200) -> web.StreamResponse:
+    svc = services(request)
+    facts = await _facts(request)
+    facts["database"].update(url=redact_url(svc.db.url),
+                             embedded=not svc.settings.get("database", "url"))
+    return aiohttp_jinja2.render_template("settings.html", request, {
+        **facts, "errors": errors or {}, "users": await UserStore(svc.db).list(),
+        "can_connect": svc.channel_link is not None and bool(
+            svc.settings.get("twitch", "client_id")),
+        "bot_running": svc.channel_link is not None,
+        "redirect_uri": redirect_uri(request), "public_url": public_url(svc.settings),
+        "key": svc.extra.get("key_info", {}), "api_token_hint": svc.extra.get("api_token_hint"),
+        "data_dir": str(svc.settings.data_dir),
+        "allowed_twitch": svc.settings.get("web", "twitch_logins")}, status=status)
+
+
+@require("owner")
+async def add_user(request: web.Request) -> web.StreamResponse:
+    """POST /settings/users: a viewer (or another owner) with a password or a Twitch login."""
+    form = await request.post()
+    store = UserStore(services(request).db)
+    password = str(form.get("password", ""))
+    twitch = str(form.get("twitch_login", "")).strip().lstrip("@").lower() or None
+    try:
+        if not password and not twitch:
+            raise UserError("Give a password, a Twitch login, or both.")
+        await store.create(str(form.get("login", "")), str(form.get("role", "viewer")),
+                           check_password(password) if password else None, twitch)
+    except UserError as exc:
+        return await settings_view.__wrapped__(request, {"users": str(exc)}, 400)
+    await flash(request, f"Added {form.get('login')} ({form.get('role', 'viewer')}).")
+    raise web.HTTPSeeOther("/settings#users")
+
+
+@require("owner")
+async def delete_user(request: web.Request) -> web.StreamResponse:
+    store = UserStore(services(request).db)
+    try:
+        await store.delete(int(request.match_info["user_id"]))
+    except UserError as exc:
+        return await settings_view.__wrapped__(request, {"users": str(exc)}, 400)
+    await flash(request, "User removed; their sessions ended.")
+    raise web.HTTPSeeOther("/settings#users")
+
+
+@require("owner")
+async def change_password(request: web.Request) -> web.StreamResponse:
+    """POST /settings/password: the signed-in owner's own password (all sessions end)."""
+    form = await request.post()
+    who = current(request)
+    assert who is not None
+    store = UserStore(services(request).db)
+    found = await store.by_login(who.user.login)
+    try:
+        if found and found[1] and not await verify_password(found[1],
+                                                            str(form.get("current", ""))):
+            raise UserError("The current password is wrong.")
+        password = check_password(str(form.get("password", "")), str(form.get("confirm", "")))
+    except UserError as exc:
+        return await settings_view.__wrapped__(request, {"password": str(exc)}, 400)
+    await store.set_password(who.user.id, password)
+    await flash(request, "Password changed. Sign in again with the new one.")
+    raise web.HTTPSeeOther("/login")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/settings", settings_view, name="settings")
+    app.router.add_post("/settings/users", add_user)
+    app.router.add_post("/settings/users/{user_id:\\d+}/delete", delete_user)
+    app.router.add_post("/settings/password", change_password)

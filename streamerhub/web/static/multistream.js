@@ -1,0 +1,400 @@
+// Multistream page: targets, library, jobs — all through /api/v1, refreshed live.
+"use strict";
+(() => {
+  const root = document.getElementById("multistream");
+  if (!root) return;
+  const API = "/api/v1";
+  const {api, el, showError, duration, bytes, number} = SH;
+  const state = {targets: [], videos: [], jobs: [], playlist: [], openLogs: new Set()};
+  // Times in the streamer's zone (as every other page shows them), not the browser's.
+  const zone = root.dataset.tz || "UTC";
+  const when = (iso) => new Date(iso).toLocaleString("sv-SE", {timeZone: zone}).slice(0, 16);
+  const clock = (iso) => new Date(iso).toLocaleTimeString("sv-SE", {timeZone: zone});
+
+  // ------------------------------------------------------------------ targets
+  async function loadTargets() {
+    state.targets = await api("GET", `${API}/targets`);
+    renderTargets();
+    renderJobTargets();
+  }
+
+  function renderTargets() {
+    const body = document.querySelector("#targets-table tbody");
+    body.replaceChildren(...(state.targets.length ? state.targets.map(targetRow) :
+      [el("tr", {}, el("td", {colspan: 5, class: "empty", text: "No target yet: add one below."}))]));
+  }
+
+  function targetRow(t) {
+    return el("tr", {dataset: {targetId: t.id}},
+      el("td", {}, el("strong", {text: t.name})),
+      el("td", {}, el("code", {text: t.url})),
+      el("td", {}, el("code", {class: "masked", text: t.stream_key})),
+      el("td", {}, el("label", {class: "switch"},
+        el("input", {type: "checkbox", checked: t.enabled, onchange: (ev) => toggleTarget(t, ev.target)}),
+        t.enabled ? " on" : " off")),
+      el("td", {class: "actions"},
+        el("button", {type: "button", class: "small", onclick: () => editTarget(t), text: "Edit"}),
+        el("button", {type: "button", class: "small danger", onclick: () => deleteTarget(t), text: "Delete"})));
+  }
+
+  async function toggleTarget(t, box) {
+    try {
+      await api("PATCH", `${API}/targets/${t.id}`, {enabled: box.checked});
+      showError("targets-error", null);
+    } catch (err) { box.checked = !box.checked; showError("targets-error", err); }
+    loadTargets();
+  }
+
+  async function deleteTarget(t) {
+    if (!confirm(`Delete the target ${t.name}?`)) return;
+    try { await api("DELETE", `${API}/targets/${t.id}`); showError("targets-error", null); }
+    catch (err) { showError("targets-error", err); }
+    loadTargets();
+  }
+
+  const targetForm = document.getElementById("target-form");
+  function editTarget(t) {
+    targetForm.id.value = t.id;
+    targetForm.name.value = t.name;
+    targetForm.url.value = t.url;
+    targetForm.stream_key.value = "";
+    targetForm.stream_key.placeholder = `unchanged (${t.stream_key})`;
+    targetForm.channel_id.value = t.channel_id || "";
+    targetForm.enabled.checked = t.enabled;
+    document.getElementById("target-submit").textContent = "Save target";
+    document.getElementById("target-cancel").hidden = false;
+    targetForm.name.focus();
+  }
+
+  function resetTargetForm() {
+    targetForm.reset();
+    targetForm.id.value = "";
+    targetForm.stream_key.placeholder = "write-only";
+    document.getElementById("target-submit").textContent = "Add target";
+    document.getElementById("target-cancel").hidden = true;
+  }
+  document.getElementById("target-cancel").addEventListener("click", resetTargetForm);
+
+  targetForm.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const f = targetForm;
+    const body = {name: f.name.value, url: f.url.value, enabled: f.enabled.checked,
+                  channel_id: f.channel_id.value || null};
+    if (f.stream_key.value || !f.id.value) body.stream_key = f.stream_key.value;
+    try {
+      if (f.id.value) await api("PATCH", `${API}/targets/${f.id.value}`, body);
+      else await api("POST", `${API}/targets`, body);
+      showError("target-form-error", null);
+      resetTargetForm();
+      loadTargets();
+    } catch (err) { showError("target-form-error", err); }
+  });
+
+  // ------------------------------------------------------------------ library
+  async function loadVideos() {
+    state.videos = await api("GET", `${API}/videos`);
+    renderVideos();
+    renderVideoPick();
+  }
+
+  function probeText(v) {
+    const p = (v.prepared && v.prepared.probe) || v.probe;
+    if (!p || v.status === "rejected") return "";
+    const parts = [];
+    if (p.duration) parts.push(duration(p.duration));
+    if (p.video) parts.push(`${p.video.width}×${p.video.height}`, p.video.fps ? `${number(p.video.fps, 2)} fps` : null, p.video.codec);
+    parts.push(p.audio ? p.audio.codec : "no audio");
+    if (p.bitrate_kbps) parts.push(`${number(p.bitrate_kbps)} kbit/s`);
+    if (p.keyframe_interval) parts.push(`keyframes every ${number(p.keyframe_interval, 1)} s`);
+    if (v.prepared) parts.push(v.prepared.mode === "remux" ? "remuxed" : "re-encoded");
+    return parts.filter(Boolean).join(" · ");
+  }
+
+  function renderVideos() {
+    const body = document.querySelector("#videos-table tbody");
+    body.replaceChildren(...(state.videos.length ? state.videos.map(videoRow) :
+      [el("tr", {}, el("td", {colspan: 5, class: "empty", text: "No video yet: upload one below."}))]));
+  }
+
+  function videoRow(v) {
+    const busy = v.status === "preparing" || v.status === "probing";
+    const pct = v.progress !== null && v.progress !== undefined ? Math.round(v.progress * 100) : null;
+    return el("tr", {dataset: {videoId: v.id}},
+      el("td", {}, el("strong", {text: v.label}), el("br"), el("small", {class: "muted", text: v.source})),
+      el("td", {}, el("span", {class: `state state-${v.status}`, text: v.status}),
+        busy && pct !== null ? el("progress", {max: 100, value: pct, class: "inline-progress"}) : null,
+        busy && pct !== null ? ` ${pct} %` : null,
+        v.status === "rejected" && v.reason ? el("div", {class: "bad small", text: v.reason}) : null),
+      el("td", {class: "small"}, probeText(v)),
+      el("td", {class: "nowrap"}, bytes(v.size_bytes)),
+      el("td", {class: "actions"},
+        busy ? el("button", {type: "button", class: "small", text: "Cancel", onclick: () => videoAction(v, "cancel")}) : null,
+        !busy && v.status !== "ready" && v.status !== "rejected" ? el("button", {type: "button", class: "small", text: "Prepare", onclick: () => videoAction(v, "prepare")}) : null,
+        el("button", {type: "button", class: "small danger", text: "Delete", onclick: () => deleteVideo(v)})));
+  }
+
+  async function videoAction(v, action) {
+    try { await api("POST", `${API}/videos/${v.id}/${action}`, {}); showError("library-error", null); }
+    catch (err) { showError("library-error", err); }
+    loadVideos();
+  }
+
+  async function deleteVideo(v) {
+    if (!confirm(`Delete ${v.label}?`)) return;
+    try { await api("DELETE", `${API}/videos/${v.id}`); showError("library-error", null); }
+    catch (err) { showError("library-error", err); }
+    loadVideos();
+  }
+
+  // Upload with a progress bar: XMLHttpRequest reports upload progress, fetch does not.
+  const uploadForm = document.getElementById("upload-form");
+  uploadForm.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const file = uploadForm.file.files[0];
+    const limit = Number(root.dataset.maxUpload);
+    if (!file) { showError("upload-error", new Error("Choose a video file first.")); return; }
+    if (file.size > limit) {
+      showError("upload-error", new Error(`This file (${bytes(file.size)}) is larger than the upload limit of ${bytes(limit)}. Import it by path instead, or raise [ffmpeg] max_upload_bytes.`));
+      return;
+    }
+    const data = new FormData();
+    for (const name of ["video_kbps", "audio_kbps"]) {
+      if (uploadForm[name].value) data.append(name, uploadForm[name].value);
+    }
+    data.append("file", file, file.name);
+    const bar = document.getElementById("upload-progress");
+    const status = document.getElementById("upload-status");
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", `${API}/videos`);
+    xhr.setRequestHeader("X-CSRF-Token", SH.csrf());
+    xhr.setRequestHeader("Accept", "application/json");
+    bar.hidden = false; bar.value = 0; showError("upload-error", null);
+    xhr.upload.addEventListener("progress", (e) => {
+      if (e.lengthComputable) {
+        bar.value = Math.round(e.loaded / e.total * 100);
+        status.textContent = `Uploading… ${bar.value} % (${bytes(e.loaded)} of ${bytes(e.total)})`;
+      }
+    });
+    xhr.addEventListener("load", () => {
+      let body = null;
+      try { body = JSON.parse(xhr.responseText); } catch (e) { body = null; }
+      if (xhr.status >= 200 && xhr.status < 300) {
+        bar.value = 100;
+        status.textContent = `Uploaded ${file.name}: its status is in the table above.`;
+        uploadForm.reset();
+      } else {
+        bar.hidden = true; status.textContent = "";
+        showError("upload-error", new Error((body && body.error) || `Upload refused (${xhr.status}).`));
+      }
+      loadVideos();
+    });
+    xhr.addEventListener("error", () => {
+      bar.hidden = true; status.textContent = "";
+      showError("upload-error", new Error("The upload was interrupted: is the daemon running?"));
+    });
+    xhr.send(data);
+  });
+
+  document.getElementById("import-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const f = ev.target;
+    try {
+      await api("POST", `${API}/videos`, {path: f.path.value});
+      showError("import-error", null); f.reset(); loadVideos();
+    } catch (err) { showError("import-error", err); }
+  });
+
+  // ------------------------------------------------------------------ jobs
+  function renderVideoPick() {
+    const pick = document.getElementById("job-video-pick");
+    const ready = state.videos.filter((v) => v.status === "ready");
+    pick.replaceChildren(...(ready.length ? ready.map((v) => el("option", {value: v.id, text: v.label})) :
+      [el("option", {value: "", text: "no ready video yet"})]));
+    renderPlaylist();
+  }
+
+  function renderPlaylist() {
+    const list = document.getElementById("job-playlist");
+    const label = (id) => (state.videos.find((v) => v.id === id) || {label: `video ${id}`}).label;
+    list.replaceChildren(...state.playlist.map((id, i) => el("li", {},
+      label(id), " ",
+      el("button", {type: "button", class: "small link", text: "remove", onclick: () => { state.playlist.splice(i, 1); renderPlaylist(); }}))));
+  }
+
+  document.getElementById("job-video-add").addEventListener("click", () => {
+    const id = Number(document.getElementById("job-video-pick").value);
+    if (id) { state.playlist.push(id); renderPlaylist(); }
+  });
+
+  function renderJobTargets() {
+    const box = document.getElementById("job-targets");
+    const checked = new Set([...box.querySelectorAll("input:checked")].map((i) => Number(i.value)));
+    box.replaceChildren(...(state.targets.length ? state.targets.map((t) => el("label", {class: "check"},
+      el("input", {type: "checkbox", name: "targets", value: t.id, checked: checked.has(t.id)}), ` ${t.name}`,
+      t.enabled ? null : el("small", {class: "muted", text: " (disabled)"}))) :
+      [el("span", {class: "muted", text: "Add a target first."})]));
+  }
+
+  function jobBody(f) {
+    const body = {name: f.name.value, videos: state.playlist.slice(),
+                  targets: [...f.querySelectorAll('input[name="targets"]:checked')].map((i) => Number(i.value))};
+    const mode = f.loop_mode.value;
+    body.loop = mode === "forever" ? "forever" : mode === "once" ? 1 : Number(f.loop_times.value);
+    if (f.title.value) body.title = f.title.value;
+    if (f.category.value) body.category = f.category.value;
+    const tags = f.tags.value.split(",").map((t) => t.trim()).filter(Boolean);
+    if (tags.length) body.tags = tags;
+    const days = [...f.querySelectorAll('input[name="days"]:checked')].map((i) => i.value);
+    const schedule = {};
+    if (f.start_at.value) schedule.start_at = f.start_at.value;
+    if (f.stop_at.value) schedule.stop_at = f.stop_at.value;
+    if (f.duration_min.value) schedule.duration_s = Math.round(Number(f.duration_min.value) * 60);
+    if (days.length) schedule.days = days;
+    if (Object.keys(schedule).length) body.schedule = schedule;
+    return body;
+  }
+
+  document.getElementById("job-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const f = ev.target;
+    if (!state.playlist.length) { showError("job-form-error", new Error("Add at least one ready video to the playlist.")); return; }
+    try {
+      const job = await api("POST", `${API}/jobs`, jobBody(f));
+      if (f.start_now.checked && !jobBody(f).schedule) await api("POST", `${API}/jobs/${job.id}/start`, {});
+      showError("job-form-error", null);
+      f.reset(); state.playlist = []; renderPlaylist();
+      document.getElementById("job-create").open = false;
+      loadJobs();
+    } catch (err) { showError("job-form-error", err); }
+  });
+
+  // Category search through the daemon (it asks Twitch with a connected channel's token).
+  let searchTimer = null;
+  document.getElementById("job-category").addEventListener("input", (ev) => {
+    clearTimeout(searchTimer);
+    const q = ev.target.value.trim();
+    if (q.length < 2) return;
+    searchTimer = setTimeout(async () => {
+      try {
+        const found = await api("GET", `/multistream/categories?q=${encodeURIComponent(q)}`);
+        document.getElementById("category-options").replaceChildren(
+          ...found.map((c) => el("option", {value: c.name})));
+      } catch (err) { /* search is a convenience: typing the name works too */ }
+    }, 250);
+  });
+
+  async function loadJobs() {
+    state.jobs = await api("GET", `${API}/jobs`);
+    await renderJobs();
+    document.getElementById("jobs-updated").textContent = `updated ${clock(new Date().toISOString())}`;
+  }
+
+  async function renderJobs() {
+    const box = document.getElementById("jobs");
+    if (!state.jobs.length) {
+      box.replaceChildren(el("p", {class: "empty", text: "No job yet. A job pushes videos to one or more targets."}));
+      return;
+    }
+    const cards = [];
+    for (const job of state.jobs) cards.push(await jobCard(job));
+    box.replaceChildren(...cards);
+  }
+
+  function videoLabels(ids) {
+    return ids.map((id) => (state.videos.find((v) => v.id === id) || {label: `#${id}`}).label).join(" → ");
+  }
+
+  async function jobCard(job) {
+    const running = job.desired === "running";
+    const loop = job.loop === "forever" ? "loops forever" : job.loop === 1 ? "plays once" : `plays ${job.loop} times`;
+    const card = el("article", {class: `job job-${job.state}`, dataset: {jobId: job.id}},
+      el("header", {},
+        el("h3", {}, job.name, " ", el("span", {class: `state state-${job.state}`, text: job.state})),
+        el("div", {class: "actions"},
+          running ? el("button", {type: "button", class: "danger", text: "Stop job", onclick: () => jobAction(job, "stop")})
+                  : el("button", {type: "button", class: "primary", text: "Start job", onclick: () => jobAction(job, "start")}),
+          running ? null : el("button", {type: "button", class: "small danger", text: "Delete", onclick: () => deleteJob(job)}))),
+      el("p", {class: "muted small"}, videoLabels(job.videos), ` · ${loop}`,
+        job.title ? ` · “${job.title}”` : null, job.category ? ` · ${job.category}` : null,
+        job.started_at && running ? ` · started ${when(job.started_at)}` : null,
+        job.next_start ? ` · next start ${when(job.next_start)}` : null,
+        job.stop_deadline && running ? ` · stops ${when(job.stop_deadline)}` : null,
+        job.ended_reason && !running ? ` · last run: ${job.ended_reason}` : null),
+      el("table", {class: "data compact targets-live"},
+        el("thead", {}, el("tr", {}, ...["Target", "State", "Bitrate", "FPS", "Speed", "Uptime", "Restarts", "Last error", ""].map((h) => el("th", {text: h})))),
+        el("tbody", {}, ...job.targets.map((t) => liveRow(job, t)))));
+    const logs = el("details", {class: "logs", open: state.openLogs.has(job.id),
+      ontoggle: (ev) => { if (ev.target.open) { state.openLogs.add(job.id); fillLogs(job, ev.target); } else state.openLogs.delete(job.id); }},
+      el("summary", {text: "FFmpeg log tails"}), el("div", {class: "log-body", text: "Loading…"}));
+    if (state.openLogs.has(job.id)) fillLogs(job, logs);
+    card.append(logs);
+    return card;
+  }
+
+  function liveRow(job, t) {
+    const on = t.desired === "running" && job.desired === "running";
+    const retry = t.next_retry_in_s !== null && t.next_retry_in_s !== undefined ? `retry in ${Math.round(t.next_retry_in_s)} s` : null;
+    return el("tr", {dataset: {targetId: t.target_id}, class: `target-${t.state}`},
+      el("td", {}, t.name),
+      el("td", {}, el("span", {class: `state state-${t.state}`, text: t.state}), retry ? el("div", {class: "small muted", text: retry}) : null),
+      el("td", {class: "num"}, t.bitrate_kbps ? `${number(t.bitrate_kbps)} kbit/s` : "—"),
+      el("td", {class: "num"}, t.fps ? number(t.fps, 1) : "—"),
+      el("td", {class: "num"}, t.speed ? `${number(t.speed, 2)}×` : "—"),
+      el("td", {class: "num"}, t.uptime_s ? duration(t.uptime_s) : "—"),
+      el("td", {class: "num"}, t.restarts || 0),
+      el("td", {class: "small"}, t.last_error ? el("span", {class: "bad", text: (t.failure_class ? `[${t.failure_class}] ` : "") + t.last_error}) : ""),
+      el("td", {class: "actions"}, job.desired !== "running" ? null :
+        on ? el("button", {type: "button", class: "small", text: "Stop", onclick: () => targetAction(job, t, "stop")})
+           : el("button", {type: "button", class: "small", text: "Start", onclick: () => targetAction(job, t, "start")})));
+  }
+
+  async function fillLogs(job, details) {
+    const body = details.querySelector(".log-body");
+    try {
+      const detail = await api("GET", `${API}/jobs/${job.id}`);
+      const runs = (detail.runs || []).slice(0, 6);
+      body.replaceChildren(...(runs.length ? runs.map((r) => {
+        const target = (job.targets.find((t) => t.target_id === r.target_id) || {name: `target ${r.target_id}`}).name;
+        return el("div", {class: "run"},
+          el("div", {class: "small muted"}, `${target} · run ${r.id} · ${when(r.started_at)}`,
+            r.ended_at ? ` → ${clock(r.ended_at)}` : " (running)",
+            r.failure_class ? ` · ${r.failure_class}` : "", r.error ? ` · ${r.error}` : ""),
+          el("pre", {class: "log", text: r.stderr_tail || "(no output yet)"}));
+      }) : [el("p", {class: "muted", text: "No run yet."})]));
+    } catch (err) { body.textContent = err.message; }
+  }
+
+  async function jobAction(job, action) {
+    try { await api("POST", `${API}/jobs/${job.id}/${action}`, {}); showError("jobs-error", null); }
+    catch (err) { showError("jobs-error", err); }
+    loadJobs();
+  }
+
+  async function targetAction(job, t, action) {
+    try { await api("POST", `${API}/jobs/${job.id}/targets/${t.target_id}/${action}`, {}); showError("jobs-error", null); }
+    catch (err) { showError("jobs-error", err); }
+    loadJobs();
+  }
+
+  async function deleteJob(job) {
+    if (!confirm(`Delete the job ${job.name}?`)) return;
+    try { await api("DELETE", `${API}/jobs/${job.id}`); showError("jobs-error", null); }
+    catch (err) { showError("jobs-error", err); }
+    loadJobs();
+  }
+
+  // ------------------------------------------------------------------ live refresh
+  async function refresh() {
+    try {
+      await loadJobs();
+      if (state.videos.some((v) => ["uploaded", "probing", "preparing"].includes(v.status))) await loadVideos();
+      showError("jobs-error", null);
+    } catch (err) { showError("jobs-error", err); }
+  }
+
+  (async () => {
+    try { await Promise.all([loadTargets(), loadVideos()]); await loadJobs(); }
+    catch (err) { showError("jobs-error", err); }
+    setInterval(() => { if (!document.hidden) refresh(); }, 1500);
+  })();
+})();

@@ -1,0 +1,99 @@
+"""Streams: one row per Twitch stream session, and a page per session with its viewer curve, the
+events during it and multistream markers (target up / down / restarted) on the same time axis."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from streamerhub.analytics import get_session, list_sessions
+from streamerhub.web.auth import require
+from streamerhub.web.context import services
+from streamerhub.web.eventtext import event_json
+from streamerhub.web.render import zone
+
+PAGE = 50
+EVENTS = """
+SELECT message_id, subscription_type, channel_id, occurred_at, received_at, backfilled, payload
+  FROM twitch_events
+ WHERE channel_id = $1 AND occurred_at >= $2 AND occurred_at < $3
+   AND subscription_type NOT LIKE '%.progress'
+ ORDER BY occurred_at LIMIT 1000"""
+RUNS = """
+SELECT r.id, r.job_id, j.name AS job, r.target_id, t.name AS target, r.started_at, r.ended_at,
+       r.failure_class, r.error,
+       row_number() OVER (PARTITION BY r.job_id, r.target_id ORDER BY r.started_at) AS nth
+  FROM stream_runs r JOIN stream_targets t ON t.id = r.target_id JOIN stream_jobs j ON j.id = r.job_id
+ WHERE r.started_at < $2 AND coalesce(r.ended_at, now()) > $1
+ ORDER BY r.started_at"""
+
+
+@require("viewer")
+async def streams_page(request: web.Request) -> web.StreamResponse:
+    from streamerhub.web.pages import channels, chosen_channel
+
+    known = await channels(request)
+    channel = chosen_channel(request, known)
+    before = _instant(request.query.get("before"))
+    sessions: list[Any] = []
+    if channel:
+        async with services(request).db.pool.acquire() as conn:
+            sessions = await list_sessions(conn, channel, limit=PAGE + 1, before=before)
+    more = len(sessions) > PAGE
+    sessions = sessions[:PAGE]
+    nxt = sessions[-1].started_at.isoformat() if more and sessions else None
+    return aiohttp_jinja2.render_template("streams.html", request, {
+        "channels": known, "channel": channel, "sessions": sessions, "next_cursor": nxt,
+        "q": request.query})
+
+
+def _instant(value: str | None) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromisoformat(value) if value else None
+    except ValueError:
+        raise web.HTTPBadRequest(text="This page link is damaged: open Streams again.") from None
+
+
+def markers(runs: list[Any]) -> list[dict[str, Any]]:
+    """Multistream markers from FFmpeg runs: up (first run), restarted (later runs), down."""
+    found = []
+    for run in runs:
+        kind = "up" if run["nth"] == 1 else "restarted"
+        found.append({"t": run["started_at"].timestamp(), "kind": kind, "target": run["target"],
+                      "job": run["job"], "at": run["started_at"], "detail": ""})
+        if run["ended_at"] is not None:
+            detail = run["failure_class"] or run["error"] or "stopped"
+            found.append({"t": run["ended_at"].timestamp(), "kind": "down",
+                          "target": run["target"], "job": run["job"], "at": run["ended_at"],
+                          "detail": detail})
+    return sorted(found, key=lambda m: m["t"])
+
+
+@require("viewer")
+async def stream_page(request: web.Request) -> web.StreamResponse:
+    channel, stream = request.match_info["channel_id"], request.match_info["stream_id"]
+    tz = zone(request)
+    async with services(request).db.pool.acquire() as conn:
+        detail = await get_session(conn, channel, stream)
+        if detail is None:
+            raise web.HTTPNotFound(text="No such stream session: it may belong to a channel "
+                                        "that is no longer stored.")
+        s = detail.summary
+        end = s.ended_at or dt.datetime.now(dt.timezone.utc)
+        events = await conn.fetch(EVENTS, channel, s.started_at, end)
+        runs = await conn.fetch(RUNS, s.started_at, end)
+    marks = markers(list(runs))
+    chart = {"t": [int(at.timestamp()) for at, _ in detail.samples],
+             "viewers": [count for _, count in detail.samples],
+             "start": s.started_at.timestamp(), "end": end.timestamp(), "tz": str(tz),
+             "markers": [{"t": m["t"], "kind": m["kind"], "label": f"{m['target']} {m['kind']}"}
+                         for m in marks],
+             "events": [{"t": e["occurred_at"].timestamp(), "type": e["subscription_type"]}
+                        for e in events],
+             "gaps": [[a.timestamp(), b.timestamp()] for a, b, _ in detail.gaps]}
+    return aiohttp_jinja2.render_template("stream.html", request, {
+        "s": s, "events": [event_json(e, tz) for e in events], "markers": marks,
+        "changes": detail.changes, "chart": chart})
