@@ -303,6 +303,10 @@ async def test_loops_and_playlists_play_through_without_reconnecting(
         for server in (looped, listed):
             assert server.stats.publishes == 1 and server.stats.connections == 1
             assert server.sessions[0].last_timestamp >= 5500  # 2 × 3 s, one connection
+        playlist_dir = ms.data_dir / "jobs" / f"{list_job.id}-{t2}"
+        assert (playlist_dir / "playlist.ffconcat").is_file()
+        await ms.delete_job(list_job.id)
+        assert not playlist_dir.exists()
 
 
 @pytest.mark.ffmpeg

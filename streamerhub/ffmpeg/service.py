@@ -11,6 +11,7 @@ import asyncio
 import collections
 import contextlib
 import datetime as dt
+import shutil
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable, Coroutine
 
@@ -24,7 +25,8 @@ from streamerhub.ffmpeg.jobs import Job, JobStore
 from streamerhub.ffmpeg.library import Library, probe_from_json
 from streamerhub.ffmpeg.supervisor import (RestartPolicy, RunnerTiming, RunRecord, TargetRunner,
                                            TargetState, TargetStatus)
-from streamerhub.ffmpeg.targets import Conflict, InvalidInput, Target, TargetStore, output_url
+from streamerhub.ffmpeg.targets import (Conflict, InvalidInput, NotFound, Target, TargetStore,
+                                        output_url)
 from streamerhub.log import get_logger, redact
 
 log = get_logger(__name__)
@@ -188,6 +190,8 @@ class Multistream:
         await self.stop_job(job_id, reason="deleted")
         await self.jobs.delete(job_id)
         self._runners = {k: r for k, r in self._runners.items() if k[0] != job_id}
+        for folder in (self.data_dir / JOB_DIR).glob(f"{job_id}-*"):
+            shutil.rmtree(folder, ignore_errors=True)  # the runners' playlist files
 
     async def start_job(self, job_id: int, *, deadline: dt.datetime | None = None,
                         fired: dt.datetime | None = None) -> Job:
@@ -242,7 +246,7 @@ class Multistream:
 
     async def _member(self, job: Job, target_id: int) -> Target:
         if job.target_desired(target_id) is None:
-            raise InvalidInput(f"target {target_id} is not part of job {job.id}")
+            raise NotFound(f"target {target_id} is not part of job {job.id}")
         return await self.targets.get(target_id)
 
     async def _check_startable(self, job: Job) -> None:
