@@ -377,3 +377,34 @@ async def test_job_rules(multistream: Multistream, media_set: MediaSet) -> None:
         assert (edited.title, edited.tags) == ("New title", ("a1",))
         await ms.delete_job(job.id)
         await ms.targets.delete(target)
+
+
+async def test_the_scheduler_fires_once_per_occurrence_and_ends_runs_at_the_window_end(
+        multistream: Multistream, media_set: MediaSet) -> None:
+    # Driven with explicit clocks through tick(): no waiting, no FFmpeg (the video is not
+    # ready, so a scheduled start fails and says why).
+    ms = multistream
+    video = (await ms.library.import_path({"path": str(media_set.text)})).id
+    target = (await ms.targets.create({"name": "t", "url": "rtmp://127.0.0.1:9/live",
+                                       "stream_key": "tick-key-0001"})).id
+    start = (dt.datetime.now(UTC) + dt.timedelta(hours=1)).replace(microsecond=0)
+    job = await ms.create_job({"name": "weekly", "videos": [video], "targets": [target],
+                               "schedule": {"start_at": start.isoformat(), "duration_s": 60,
+                                            "days": ["mon", "tue", "wed", "thu", "fri", "sat",
+                                                     "sun"]}})
+    assert await ms.tick(start - dt.timedelta(seconds=10)) == pytest.approx(10, abs=0.5)
+    # Started by hand inside the window: the scheduler only adds the window's end.
+    await ms.jobs.set_running(job.id, None)
+    await ms.tick(start + dt.timedelta(seconds=5))
+    running = await ms.jobs.get(job.id)
+    assert running.stop_deadline == start + dt.timedelta(seconds=60)
+    assert running.last_fired_at == start
+    await ms.tick(start + dt.timedelta(seconds=61))
+    assert (await ms.jobs.get(job.id)).ended_reason == "stop time reached"
+    # The next day's occurrence fires; the video is not ready, so it is recorded as failed.
+    await ms.tick(start + dt.timedelta(days=1, seconds=1))
+    failed = await ms.jobs.get(job.id)
+    assert not failed.running and failed.last_fired_at == start + dt.timedelta(days=1)
+    assert failed.ended_reason and failed.ended_reason.startswith("scheduled start failed: video")
+    await ms.tick(start + dt.timedelta(days=1, seconds=2))  # fired once only
+    assert (await ms.jobs.get(job.id)).ended_reason == failed.ended_reason

@@ -358,9 +358,13 @@ class JobStore:
             "UPDATE stream_jobs SET desired = 'stopped', stop_deadline = NULL, ended_reason = $2,"
             " updated_at = now() WHERE id = $1", job_id, reason)
 
-    async def mark_fired(self, job_id: int, fired: dt.datetime) -> None:
-        await self.db.pool.execute("UPDATE stream_jobs SET last_fired_at = $2 WHERE id = $1",
-                                   job_id, fired)
+    async def mark_fired(self, job_id: int, fired: dt.datetime,
+                         deadline: dt.datetime | None) -> None:
+        """Remember an occurrence as handled; a run without a deadline gets the window's end."""
+        await self.db.pool.execute(
+            "UPDATE stream_jobs SET last_fired_at = $2, stop_deadline = CASE WHEN desired = "
+            "'running' THEN COALESCE(stop_deadline, $3) END WHERE id = $1", job_id, fired,
+            deadline)
 
     async def set_target_desired(self, job_id: int, target_id: int, desired: str) -> None:
         done = await self.db.pool.execute(

@@ -373,14 +373,14 @@ class Multistream:
         if occurrence is None or (job.last_fired_at and job.last_fired_at >= occurrence[0]):
             return
         start, end = occurrence
-        if job.running:
-            await self.jobs.mark_fired(job.id, start)
+        if job.running:  # started by hand inside the window: the window's end still applies
+            await self.jobs.mark_fired(job.id, start, end)
             return
         try:
             await self.start_job(job.id, deadline=end, fired=start)
         except StreamerHubError as exc:
             log.error("scheduled_start_failed", job=job.id, error=redact(str(exc)))
-            await self.jobs.mark_fired(job.id, start)
+            await self.jobs.mark_fired(job.id, start, None)
             await self.jobs.set_stopped(job.id, f"scheduled start failed: {exc}")
 
     # ----------------------------------------------------------------------------- reading
