@@ -148,6 +148,8 @@ CREATE TABLE twitch_hype_trains (
     channel_id  text NOT NULL,
     phase       text NOT NULL CHECK (phase IN ('begin', 'progress', 'end')),
     train_id    text NOT NULL,
+    train_type  text,                                -- v2: regular, golden_kappa, treasure
+    is_shared_train boolean,                         -- v2: a train shared by several channels
     level       integer,
     total       integer,
     progress    integer,
@@ -229,6 +231,7 @@ CREATE INDEX eventsub_gaps_channel_time ON eventsub_gaps (channel_id, started_at
 -- Frames we could not understand: kept with their raw text so nothing is silently dropped.
 CREATE TABLE dead_letters (
     id          bigserial PRIMARY KEY,
+    letter_key  text UNIQUE,                         -- set by the writer: a spool replay stores it once
     received_at timestamptz NOT NULL DEFAULT now(),
     source      text NOT NULL,                       -- eventsub, spool, …
     reason      text NOT NULL,
