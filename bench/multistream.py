@@ -116,6 +116,15 @@ async def wait_live(runners: list[TargetRunner], timeout: float = 60) -> None:
         await asyncio.sleep(0.1)
 
 
+async def next_progress(runner: TargetRunner) -> tuple[float, float]:
+    """(monotonic time, out_time) taken as a new progress block arrives: sampling the status at
+    an arbitrary moment would be up to one progress period (1 s) stale."""
+    before = runner.status.out_time
+    while (now := runner.status.out_time) == before or now is None:
+        await asyncio.sleep(0.01)
+    return time.monotonic(), now
+
+
 async def measure_copy(ffmpeg: FFmpegBinary, video: Path, listener: Listener, targets: int,
                        seconds: float) -> dict[str, Any]:
     runners = [TargetRunner(ffmpeg, listener.url(f"bench-copy-{i}"), [video],
@@ -126,13 +135,13 @@ async def measure_copy(ffmpeg: FFmpegBinary, video: Path, listener: Listener, ta
         await wait_live(runners)
         await asyncio.sleep(WARMUP)
         pids = [r.status.pid for r in runners]
-        cpu0, media0, t0 = [cpu_seconds(p) for p in pids], [r.status.out_time or 0.0
-                                                             for r in runners], time.monotonic()
+        cpu0, t0 = [cpu_seconds(p) for p in pids], time.monotonic()
+        first = await asyncio.gather(*(next_progress(r) for r in runners))
         await asyncio.sleep(seconds)
-        elapsed = time.monotonic() - t0
-        cpu1, media1 = [cpu_seconds(p) for p in pids], [r.status.out_time or 0.0 for r in runners]
+        last = await asyncio.gather(*(next_progress(r) for r in runners))
+        cpu1, elapsed = [cpu_seconds(p) for p in pids], time.monotonic() - t0
         same = [r.status.pid for r in runners] == pids
-        speeds = [round((b - a) / elapsed, 3) for a, b in zip(media0, media1)]
+        speeds = [round((m1 - m0) / (t1 - t0), 3) for (t0, m0), (t1, m1) in zip(first, last)]
         return {"cpu_pct": round(100 * (sum(cpu1) - sum(cpu0)) / elapsed / targets, 2),
                 "speeds": speeds, "ffmpeg_speeds": [r.status.speed for r in runners],
                 "restarts": sum(r.status.restarts for r in runners) + (0 if same else 1)}
