@@ -12,6 +12,8 @@ from typing import Any, AsyncIterator
 from aiohttp import web
 
 from streamerhub import __version__, systemd
+from streamerhub.bot.service import BotDeps, TwitchBot, bot_ctx
+from streamerhub.bot.store import EventStore
 from streamerhub.config import Settings
 from streamerhub.crypto import Keyring, load_keyring
 from streamerhub.db import Database, open_database, sealed_columns
@@ -30,6 +32,8 @@ KEYRING = web.AppKey("keyring", Keyring)
 STARTED_AT = web.AppKey("started_at", float)
 HUB = web.AppKey("hub", Hub)
 MULTISTREAM = web.AppKey("multistream", Multistream)
+EVENTS = web.AppKey("events", EventStore)
+TWITCH = web.AppKey("twitch", TwitchBot)
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -60,6 +64,18 @@ async def multistream_ctx(app: web.Application) -> AsyncIterator[None]:
     """Targets, library, jobs: running jobs restored after db + keys; children stopped first."""
     async with app[MULTISTREAM].running(app[DB], app[KEYRING]):
         yield
+
+
+async def events_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The event store: batched commits (spooled to disk while PostgreSQL is away), published
+    to the hub after commit; stopped after the bot, so what it received is flushed."""
+    async with EventStore(app[DB], app[SETTINGS].data_dir, app[HUB].events) as store:
+        app[EVENTS] = store
+        yield
+
+
+def _bot_deps(app: web.Application) -> BotDeps:
+    return BotDeps(app[SETTINGS], app[DB], app[KEYRING], app[EVENTS])
 
 
 async def systemd_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -105,11 +121,13 @@ def build_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[STARTED_AT] = time.monotonic()
     app[HUB] = Hub()
-    # Hook point: the bot part sets app[MULTISTREAM].channel_updater to its Helix "modify channel
-    # information" call (see ffmpeg/service.py ChannelUpdater); until then job starts record
-    # that no Twitch client was there to set the title.
     app[MULTISTREAM] = Multistream(settings, publish=app[HUB].streams.publish)
-    app.cleanup_ctx.extend([systemd_ctx, database_ctx, crypto_ctx, multistream_ctx])
+    # A job's title/category/tags go to its Twitch channels through the bot's Helix "modify
+    # channel information" call (ffmpeg/service.py ChannelUpdater).
+    app[MULTISTREAM].channel_updater = lambda channel, wanted: app[TWITCH].update_channel(
+        channel, wanted)
+    app.cleanup_ctx.extend([systemd_ctx, database_ctx, crypto_ctx, multistream_ctx, events_ctx,
+                            bot_ctx(_bot_deps, TWITCH)])
     app.on_shutdown.append(_arm_forced_exit)
     app.router.add_get("/healthz", healthz)
     # /api/v1: each authorizer may let a request in; the dashboard appends its session check.

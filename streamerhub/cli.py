@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_commands(sub, common)
 
+    from streamerhub.bot.cli import add_twitch_commands
+
+    add_twitch_commands(sub, common)
+
     from streamerhub.analytics.cli import add_export_command
 
     add_export_command(sub, common)

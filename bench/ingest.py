@@ -1,0 +1,329 @@
+#!/usr/bin/env python3
+"""End-to-end ingest figures: fake Twitch → WebSocket → EventSub client → store → PostgreSQL.
+
+Prints one JSON object:
+- events_per_s: a flood through the fake's WebSocket as fast as it goes, until every event is
+  committed raw + typed (EventStore: batched transactions);
+- naive_events_per_s: the same path with one INSERT + COMMIT per event, in the same run;
+- raw_parse_per_s: frames received and parsed by the client, nothing stored;
+- p99_commit_ms_at_1000: a steady 1,000 events/s for --steady-seconds (60 by default), latency
+  from the frame's message_timestamp (set by the fake as it sends) to the commit of its row;
+- lost: events the fake delivered that are not in the database.
+The fake runs as its own process (`streamerhub fake-twitch`) so it does not share our CPU; the
+database is a fresh embedded PostgreSQL in a temp dir, stopped at the end even on error.
+Target: events_per_s ≥ 5,000.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from streamerhub.bot.eventsub import SUBSCRIPTIONS, State
+from streamerhub.bot.events import Normalised
+from streamerhub.bot.service import BotDeps, TwitchBot
+from streamerhub.bot.store import EventStore, insert_typed
+from streamerhub.bot.tokens import Grant, TokenStore
+from streamerhub.config import load_settings
+from streamerhub.crypto import Keyring
+from streamerhub.db import Database, EmbeddedPostgres, create_pool
+from streamerhub.fake_twitch import sample_event
+from streamerhub.log import setup_logging
+
+BATCH = 500  # events per control request to the fake
+TYPES = [t for t, _, _ in SUBSCRIPTIONS]
+
+NAIVE_RAW = """
+INSERT INTO twitch_events (message_id, subscription_type, subscription_version, channel_id,
+                           occurred_at, event_key, backfilled, payload)
+VALUES ($1, $2, $3, $4, $5::text::timestamptz, $6, $7, $8) ON CONFLICT DO NOTHING
+RETURNING message_id"""
+
+
+# ----------------------------------------------------------------------------- fake Twitch
+
+class FakeProcess:
+    """`streamerhub fake-twitch` in its own process."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "streamerhub", "fake-twitch"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        assert self.proc.stdout is not None
+        self.urls = json.loads(self.proc.stdout.readline())
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def bodies(count: int, tag: str) -> list[bytes]:
+    """Control-API bodies of BATCH events each: every type in turn, every occurrence distinct."""
+    out, batch = [], []
+    for i in range(count):
+        sub_type = TYPES[i % len(TYPES)]
+        unique = {"channel.follow": {"user_id": f"{tag}{i}"},
+                  "stream.online": {"id": f"{tag}{i}"}}.get(sub_type, {})
+        _, event = sample_event(sub_type, **unique)
+        batch.append({"subscription_type": sub_type, "event": event})
+        if len(batch) == BATCH or i == count - 1:
+            out.append(json.dumps({"events": batch, "reflect": False}).encode())
+            batch = []
+    return out
+
+
+class Sender:
+    def __init__(self, http: aiohttp.ClientSession, url: str) -> None:
+        self.http, self.url = http, url
+        self.delivered: list[str] = []
+
+    async def post(self, body: bytes) -> None:
+        async with self.http.post(f"{self.url}/_fake/events", data=body,
+                                  headers={"Content-Type": "application/json"}) as resp:
+            answer = await resp.json()
+            assert resp.status == 200, answer
+        self.delivered += answer["message_ids"]
+
+
+# ----------------------------------------------------------------------------- sinks
+
+class CountingSink:
+    """No storage: counts what the client hands over (raw_parse_per_s)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def submit(self, item: Any) -> None:
+        self.count += 1
+
+    def dead_letter(self, source: str, reason: str, raw_text: str) -> None:
+        raise AssertionError(f"dead letter during the bench: {reason}")
+
+    def record_gap_start(self, channel_id: str, reason: str, at: Any = None) -> Any:
+        return at
+
+    def record_gap_end(self, channel_id: str, at: Any = None) -> None:
+        pass
+
+    async def drain(self) -> None:
+        pass
+
+
+class NaiveSink(CountingSink):
+    """One transaction per event, written in arrival order by one task."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__()
+        self.db = db
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.stored = 0
+        self.task = asyncio.create_task(self._write())
+
+    def submit(self, item: Any) -> None:
+        self.queue.put_nowait(item)
+
+    async def _write(self) -> None:
+        from streamerhub.bot.events import normalise_frame
+
+        async with self.db.pool.acquire() as conn:
+            while True:
+                item: Normalised = normalise_frame(await self.queue.get())
+                raw = item.raw
+                async with conn.transaction():
+                    new = await conn.fetchval(NAIVE_RAW, raw.message_id, raw.subscription_type,
+                                              raw.subscription_version, raw.channel_id,
+                                              raw.occurred_at, raw.event_key, raw.backfilled,
+                                              raw.payload)
+                    if new:
+                        await insert_typed(conn, [item])
+                self.stored += 1
+
+
+# ----------------------------------------------------------------------------- phases
+
+async def run_phase(ctx: dict[str, Any], sink: Any, body_list: list[bytes], count: int,
+                    done: Any, pace: float | None = None) -> float:
+    """Start a bot on `sink`, send the bodies (paced or flat out), return seconds to `done`."""
+    bot = TwitchBot(BotDeps(ctx["settings"], ctx["db"], ctx["keyring"], sink))
+    await bot.start()
+    try:
+        await wait_for(lambda: _connected(bot), 20)
+        sender = Sender(ctx["http"], ctx["fake"].urls["url"])
+        started = time.perf_counter()
+        for i, body in enumerate(body_list):
+            if pace is not None:
+                await asyncio.sleep(max(0.0, started + i * pace - time.perf_counter()))
+            await sender.post(body)
+        assert len(sender.delivered) == count, f"fake delivered {len(sender.delivered)}/{count}"
+        await wait_for(done, 600)
+        ctx["delivered"] += sender.delivered
+        return time.perf_counter() - started
+    finally:
+        await bot.stop()
+
+
+def _connected(bot: TwitchBot) -> bool:
+    runner = next(iter(bot.runners.values()), None)
+    return bool(runner and runner.client and runner.client.stats.state is State.CONNECTED)
+
+
+async def wait_for(check: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError("bench phase did not finish")
+        await asyncio.sleep(0.005)
+
+
+async def truncate(db: Database) -> None:
+    async with db.pool.acquire() as conn:
+        await conn.execute("TRUNCATE twitch_events CASCADE")
+
+
+async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    cluster = EmbeddedPostgres(workdir)
+    fake: FakeProcess | None = None
+    await cluster.start()
+    try:
+        await cluster.create_database()
+        db = Database(await create_pool(cluster.url, 10), cluster.url)
+        try:
+            await db.upgrade()
+            fake = FakeProcess()
+            return await measure(args, workdir, db, fake)
+        finally:
+            await db.close()
+    finally:
+        if fake is not None:
+            fake.stop()
+        await cluster.stop()
+
+
+async def measure(args: argparse.Namespace, workdir: Path, db: Database,
+                  fake: FakeProcess) -> dict[str, Any]:
+    keyring = Keyring(AESGCM.generate_key(bit_length=256))
+    env = {"STREAMERHUB_TWITCH_CLIENT_ID": "", "STREAMERHUB_TWITCH_API_URL": fake.urls["api_url"],
+           "STREAMERHUB_TWITCH_AUTH_URL": fake.urls["auth_url"],
+           "STREAMERHUB_TWITCH_EVENTSUB_URL": fake.urls["ws_url"]}
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{fake.urls['url']}/_fake/state") as resp:
+            default = (await resp.json())["default_token"]
+        env["STREAMERHUB_TWITCH_CLIENT_ID"] = default["client_id"]
+        (workdir / "config.toml").write_text("")
+        settings = load_settings(workdir / "config.toml", data_dir=str(workdir / "data"), env=env)
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        await TokenStore(db, keyring).save_login("1000", "streamer", "Streamer", Grant(
+            default["access_token"], default["refresh_token"], 14000, ()))
+        ctx = {"settings": settings, "db": db, "keyring": keyring, "http": http, "fake": fake,
+               "delivered": []}
+        n, naive_n = args.events, args.naive_events
+        result: dict[str, Any] = {"events": n, "naive_events": naive_n}
+
+        counting = CountingSink()
+        seconds = await run_phase(ctx, counting, bodies(n, "r"), n, lambda: counting.count >= n)
+        result["raw_parse_per_s"] = round(n / seconds)
+        ctx["delivered"] = []  # nothing of that phase was meant to be stored
+
+        store = EventStore(db, workdir / "spool")
+        (workdir / "spool").mkdir()
+        await store.start()
+        try:
+            seconds = await run_phase(ctx, store, bodies(n, "e"), n,
+                                      lambda: store.counters.stored >= n)
+            result["events_per_s"] = round(n / seconds)
+            result["batches"] = store.counters.batches
+        finally:
+            await store.stop()
+        result["lost"] = await lost(db, ctx["delivered"])
+        await truncate(db)
+
+        naive = NaiveSink(db)
+        try:
+            seconds = await run_phase(ctx, naive, bodies(naive_n, "n"), naive_n,
+                                      lambda: naive.stored >= naive_n)
+            result["naive_events_per_s"] = round(naive_n / seconds)
+        finally:
+            naive.task.cancel()
+            await asyncio.gather(naive.task, return_exceptions=True)
+        await truncate(db)
+        result["speedup"] = round(result["events_per_s"] / result["naive_events_per_s"], 1)
+
+        result.update(await steady(ctx, args, workdir))
+        result["lost"] += result.pop("steady_lost")
+    return result
+
+
+async def steady(ctx: dict[str, Any], args: argparse.Namespace,
+                 workdir: Path) -> dict[str, Any]:
+    """A paced rate for a while: latency from the fake's send to our commit."""
+    latencies: list[float] = []
+
+    def committed(item: dict[str, Any]) -> None:
+        sent = datetime.fromisoformat(item["occurred_at"]).timestamp()
+        latencies.append((time.time() - sent) * 1000)
+
+    per_post = max(1, args.steady_rate // 20)  # 20 posts a second
+    count = int(args.steady_rate * args.steady_seconds)
+    body_list = _rebatch(bodies(count, "s"), per_post)
+    store = EventStore(ctx["db"], workdir / "spool", committed)
+    await store.start()
+    ctx["delivered"] = []
+    try:
+        await run_phase(ctx, store, body_list, count, lambda: len(latencies) >= count,
+                        pace=per_post / args.steady_rate)
+    finally:
+        await store.stop()
+    latencies.sort()
+    return {"steady_events": count, "steady_rate": args.steady_rate,
+            "p50_commit_ms_at_1000": round(statistics.median(latencies), 1),
+            "p99_commit_ms_at_1000": round(latencies[int(len(latencies) * 0.99) - 1], 1),
+            "max_commit_ms_at_1000": round(latencies[-1], 1),
+            "steady_lost": await lost(ctx["db"], ctx["delivered"])}
+
+
+def _rebatch(body_list: list[bytes], size: int) -> list[bytes]:
+    events = [e for body in body_list for e in json.loads(body)["events"]]
+    return [json.dumps({"events": events[i:i + size], "reflect": False}).encode()
+            for i in range(0, len(events), size)]
+
+
+async def lost(db: Database, delivered: list[str]) -> int:
+    async with db.pool.acquire() as conn:
+        stored = await conn.fetchval(
+            "SELECT count(*) FROM twitch_events WHERE message_id = ANY($1::text[])", delivered)
+    return len(set(delivered)) - stored
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=50_000, help="flood size")
+    parser.add_argument("--naive-events", type=int, default=5_000,
+                        help="flood size for the one-commit-per-event path")
+    parser.add_argument("--steady-seconds", type=float, default=60.0)
+    parser.add_argument("--steady-rate", type=int, default=1000, help="events per second")
+    args = parser.parse_args()
+    setup_logging("error", "json")
+    with tempfile.TemporaryDirectory(prefix="streamerhub-ingest-") as tmp:
+        result = asyncio.run(bench(args, Path(tmp)))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

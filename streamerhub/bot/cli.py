@@ -1,0 +1,234 @@
+"""`streamerhub twitch login` (device code in the terminal) and `streamerhub twitch status`.
+
+Imports of aiohttp, asyncpg and the bot happen inside the commands: building the parser must
+stay cheap for every other `streamerhub` command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import time
+import zoneinfo
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+from streamerhub.config import Settings
+from streamerhub.errors import ConfigError
+
+if TYPE_CHECKING:
+    from streamerhub.bot.tokens import DeviceCode
+    from streamerhub.db import Database
+
+# Same list as bot.tokens.LOGIN_SCOPES (kept here so --help needs no import of the bot).
+DEFAULT_SCOPES = (
+    "bits:read", "channel:manage:broadcast", "channel:read:goals", "channel:read:hype_train",
+    "channel:read:polls", "channel:read:predictions", "channel:read:redemptions",
+    "channel:read:stream_key", "channel:read:subscriptions", "moderator:read:followers",
+)
+
+STATUS_FRESH_S = 60.0  # the daemon rewrites its status file every few seconds
+
+
+def add_twitch_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Register `twitch login` and `twitch status` on the top-level subparsers."""
+    twitch = sub.add_parser("twitch", parents=[common], help="Twitch channels and EventSub")
+    actions = twitch.add_subparsers(dest="twitch_command", required=True, metavar="ACTION")
+    login = actions.add_parser("login", parents=[common],
+                               help="connect a Twitch channel (device code, no browser redirect)")
+    login.add_argument("--scopes", nargs="+", metavar="SCOPE", default=list(DEFAULT_SCOPES),
+                       help="scopes to ask for (default: every one StreamerHub can use)")
+    login.set_defaults(handler=cmd_login)
+    status = actions.add_parser("status", parents=[common],
+                                help="per channel: connection, subscriptions, gaps, events today")
+    status.add_argument("--json", action="store_true", help="print JSON instead of text")
+    status.set_defaults(handler=cmd_status)
+
+
+# ----------------------------------------------------------------------------- login
+
+def cmd_login(args: argparse.Namespace, settings: Settings) -> int:
+    from streamerhub.bot.tokens import TokenError
+
+    if not settings.get("twitch", "client_id"):
+        raise ConfigError("twitch.client_id is empty: create an application at "
+                          "https://dev.twitch.tv/console (category 'Other', client type "
+                          "'Public'), then set [twitch] client_id or STREAMERHUB_TWITCH_CLIENT_ID")
+    try:
+        return asyncio.run(_with_db(settings, lambda db: _login(db, settings, tuple(args.scopes))))
+    except TokenError as exc:
+        print(f"streamerhub: Twitch login failed: {exc}")
+        return 1
+
+
+async def _login(db: Database, settings: Settings, scopes: tuple[str, ...]) -> int:
+    import aiohttp
+
+    from streamerhub.bot.tokens import OAuth, TokenStore, login_with_device_code
+    from streamerhub.crypto import load_keyring
+
+    await db.upgrade()
+    keyring = load_keyring(settings.data_dir, os.environ, create=not await _has_secrets(db))
+    async with aiohttp.ClientSession(headers={"User-Agent": "StreamerHub"}) as http:
+        oauth = OAuth(http, settings.get("twitch", "auth_url"), settings.get("twitch", "client_id"),
+                      settings.get("twitch", "client_secret"))
+        stored = await login_with_device_code(oauth, TokenStore(db, keyring),
+                                              settings.get("twitch", "api_url"), _show_code, scopes)
+    print(f"Connected Twitch channel {stored.display_name} (login {stored.login}, id "
+          f"{stored.channel_id}) with {len(stored.scopes)} scope(s).")
+    missing = sorted(set(scopes) - set(stored.scopes))
+    if missing:
+        print(f"Not granted: {', '.join(missing)} (those events will not be captured).")
+    print("A running daemon picks the channel up within a few seconds; tokens are stored "
+          "encrypted.")
+    return 0
+
+
+def _show_code(code: DeviceCode) -> None:
+    print("To connect your Twitch account, open this page in any browser:\n"
+          f"    {code.verification_uri}\n"
+          f"and check that it shows the code:  {code.user_code}\n"
+          f"Waiting for your approval (the code expires in {code.expires_in // 60} min; "
+          "Ctrl-C cancels)…", flush=True)
+
+
+async def _has_secrets(db: Database) -> bool:
+    from streamerhub.db import sealed_columns
+
+    # Like app.crypto_ctx: a new master key only while nothing is sealed under an old one.
+    async with db.pool.acquire() as conn:
+        for table, _key, column in await sealed_columns(conn):
+            if await conn.fetchval(
+                    f'SELECT EXISTS (SELECT 1 FROM "{table}" WHERE "{column}" IS NOT NULL)'):
+                return True
+    return False
+
+
+async def _with_db(settings: Settings, action: Callable[[Database], Awaitable[Any]]) -> Any:
+    from streamerhub.db import open_database
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    async with open_database(settings, own_cluster=False) as db:
+        await db.check_not_newer()
+        return await action(db)
+
+
+# ----------------------------------------------------------------------------- status
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    report = asyncio.run(_with_db(settings, lambda db: _status(db, settings)))
+    live = _live_status(settings)
+    channels = [_merge(row, live) for row in report]
+    if args.json:
+        print(json.dumps({"daemon_running": live is not None, "channels": channels},
+                         default=str, indent=2))
+    else:
+        print(render_status(channels, live is not None))
+    return 0
+
+
+async def _status(db: Database, settings: Settings) -> list[dict[str, Any]]:
+    since = day_start(settings.get("general", "timezone"), settings.get("general", "day_start_hour"))
+    async with db.pool.acquire() as conn:
+        channels = [dict(r) for r in await conn.fetch(STATUS_CHANNELS, since)]
+        subs = await conn.fetch(STATUS_SUBSCRIPTIONS)
+    for channel in channels:
+        mine = [s for s in subs if s["channel_id"] == channel["channel_id"]]
+        channel["subscriptions"] = {
+            "enabled": sum(s["status"] == "enabled" for s in mine),
+            "missing_scope": [s["subscription_type"] for s in mine if s["status"] == "missing_scope"],
+            "revoked": [f"{s['subscription_type']} ({s['status'].split(':', 1)[-1]})"
+                        for s in mine if s["status"].startswith("revoked")],
+            "error": [s["subscription_type"] for s in mine if s["status"] == "error"]}
+    return channels
+
+
+def day_start(timezone: str, hour: int, now: dt.datetime | None = None) -> dt.datetime:
+    """The start of the streamer's current day (time zone and day_start_hour)."""
+    local = (now or dt.datetime.now(dt.timezone.utc)).astimezone(zoneinfo.ZoneInfo(timezone))
+    start = local.replace(hour=hour, minute=0, second=0, microsecond=0)
+    return start if start <= local else start - dt.timedelta(days=1)
+
+
+def _live_status(settings: Settings) -> dict[str, dict[str, Any]] | None:
+    from streamerhub.bot.service import read_status_file
+
+    body = read_status_file(settings.data_dir)
+    if not body or time.time() - float(body.get("written_at") or 0) > STATUS_FRESH_S:
+        return None
+    try:
+        os.kill(int(body["pid"]), 0)
+    except PermissionError:
+        pass  # alive, run by another user (e.g. the systemd service)
+    except (OSError, ValueError, KeyError):
+        return None
+    return {c["channel_id"]: c for c in body.get("channels") or []}
+
+
+def _merge(row: dict[str, Any], live: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
+    runtime = (live or {}).get(row["channel_id"])
+    out = {**row, "connection": runtime["state"] if runtime else "not running",
+           "session_age_s": runtime.get("session_age_s") if runtime else None}
+    if runtime and runtime.get("subscriptions"):
+        out["subscriptions"] = runtime["subscriptions"]
+    if runtime and runtime.get("reason") and not out.get("status_reason"):
+        out["connection_reason"] = runtime["reason"]
+    return out
+
+
+def render_status(channels: list[dict[str, Any]], daemon_running: bool) -> str:
+    """The human-readable `twitch status` text."""
+    if not channels:
+        return "No Twitch channel connected: run `streamerhub twitch login`."
+    lines = [] if daemon_running else ["(the daemon is not running: showing stored state only)"]
+    for c in channels:
+        lines.append(f"{c['display_name']} ({c['login']}, id {c['channel_id']}): {c['status']}"
+                     + (f" — {c['status_reason']}" if c.get("status_reason") else ""))
+        age = f", session age {_age(c['session_age_s'])}" if c.get("session_age_s") else ""
+        why = f" ({c['connection_reason']})" if c.get("connection_reason") else ""
+        lines.append(f"  connection: {c['connection']}{age}{why}")
+        s = c["subscriptions"]
+        lines.append(f"  subscriptions: {s['enabled']} enabled"
+                     f"; missing scope: {', '.join(s['missing_scope']) or 'none'}"
+                     f"; revoked: {', '.join(s['revoked']) or 'none'}"
+                     + (f"; failing: {', '.join(s['error'])}" if s.get("error") else ""))
+        lines.append(f"  last gap: {_gap(c)}")
+        lines.append(f"  events stored today: {c['events_today']:,}")
+    return "\n".join(lines)
+
+
+def _gap(c: dict[str, Any]) -> str:
+    if not c.get("gap_started_at"):
+        return "none"
+    start, end = c["gap_started_at"], c.get("gap_ended_at")
+    span = f"{_age((end - start).total_seconds())}" if end else "still open"
+    filled = (f", {c['gap_backfilled']} event(s) backfilled" if c.get("gap_backfilled_at")
+              else "")
+    return f"{start:%Y-%m-%d %H:%M:%S %Z} ({span}: {c['gap_reason']}){filled}"
+
+
+def _age(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, _ = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
+
+
+STATUS_CHANNELS = """
+SELECT c.channel_id, c.login, c.display_name, c.status, c.status_reason, c.scopes, c.validated_at,
+       g.started_at AS gap_started_at, g.ended_at AS gap_ended_at, g.reason AS gap_reason,
+       g.backfilled_at AS gap_backfilled_at, g.backfilled AS gap_backfilled,
+       (SELECT count(*) FROM twitch_events e
+         WHERE e.channel_id = c.channel_id AND e.received_at >= $1) AS events_today
+  FROM twitch_channels c
+  LEFT JOIN LATERAL (SELECT * FROM eventsub_gaps g WHERE g.channel_id = c.channel_id
+                      ORDER BY started_at DESC LIMIT 1) g ON true
+ ORDER BY c.connected_at"""
+
+STATUS_SUBSCRIPTIONS = """
+SELECT channel_id, subscription_type, status FROM eventsub_subscriptions
+ ORDER BY channel_id, subscription_type"""
