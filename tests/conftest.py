@@ -7,8 +7,10 @@ import itertools
 import os
 import signal
 import socket
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import AsyncIterator, Iterator
@@ -24,15 +26,21 @@ _counter = itertools.count()
 
 
 @pytest.fixture(scope="session")
-def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    """A real PostgreSQL, started once for the whole run and stopped even if tests fail."""
-    cluster = EmbeddedPostgres(tmp_path_factory.mktemp("pg"))
+def pg_cluster() -> Iterator[EmbeddedPostgres]:
+    """A real PostgreSQL, started once for the whole run and stopped even if tests fail.
+
+    Its data dir is outside pytest's basetemp: when tests run as root the server runs as the
+    'streamerhub' user, and every new pytest session resets /tmp/pytest-of-root to 0700.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="streamerhub-test-pg-"))
+    cluster = EmbeddedPostgres(folder)
     asyncio.run(cluster.start())
     try:
         asyncio.run(_create_template(cluster))
         yield cluster
     finally:
         asyncio.run(cluster.stop())
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 async def _create_template(cluster: EmbeddedPostgres) -> None:
