@@ -134,7 +134,70 @@ def build_app(settings: Settings) -> web.Application:
     app[AUTHORIZERS] = [bearer_authorizer(api_token(settings.data_dir))]
     app.add_subapp(PREFIX, build_api(app[MULTISTREAM]))
     app.router.add_get("/api/openapi.json", openapi_json)
+    add_dashboard(app, settings)
     return app
+
+
+def add_dashboard(app: web.Application, settings: Settings) -> None:
+    """The dashboard (web/): pages, sessions and the live feed over the parts above."""
+    from streamerhub.log import MASK
+    from streamerhub.web import auth, setup_web
+    from streamerhub.web.context import Services
+    from streamerhub.web.demo import is_demo
+
+    def resolve(app: web.Application) -> Services:
+        keyring, token = app[KEYRING], api_token(settings.data_dir)
+        key_info = {"id": keyring.current_id, "source": keyring.source,
+                    "retired": len(keyring.retired)}
+        return Services(settings, app[DB], app[HUB], TwitchChannelLink(settings, app[DB], keyring),
+                        multistream=MULTISTREAM in app, demo=is_demo(app),
+                        extra={"key_info": key_info, "api_token_hint": MASK + token[-4:]})
+
+    app[AUTHORIZERS].append(auth.api_session_check)
+    setup_web(app, settings, resolve)
+
+
+class TwitchChannelLink:
+    """web/'s ChannelLink over the bot's token store: a channel connected in the browser is
+    stored sealed like one from `streamerhub twitch login`; the bot picks it up on its next sync."""
+
+    def __init__(self, settings: Settings, db: Database, keyring: Keyring) -> None:
+        from streamerhub.bot.tokens import LOGIN_SCOPES, TokenStore
+
+        self.settings, self.scopes, self.db = settings, LOGIN_SCOPES, db
+        self.store = TokenStore(db, keyring)
+
+    async def connect(self, grant: dict[str, Any]) -> dict[str, str]:
+        from streamerhub.bot.tokens import Grant
+
+        who = grant["validated"]
+        channel_id, login = str(who["user_id"]), str(who["login"])
+        await self.store.save_login(channel_id, login, login, Grant.from_json(grant))
+        return {"channel_id": channel_id, "login": login, "display_name": login}
+
+    async def disconnect(self, channel_id: str) -> None:
+        await self.store.disconnect(channel_id, "disconnected by the owner on the dashboard")
+
+    async def search_categories(self, query: str) -> list[dict[str, str]]:
+        import aiohttp
+
+        from streamerhub.bot.helix import Helix
+        from streamerhub.bot.tokens import OAuth, load_channel_token
+
+        channel = await self.db.pool.fetchval(
+            "SELECT channel_id FROM twitch_channels WHERE status = 'connected' "
+            "AND access_token_sealed IS NOT NULL ORDER BY connected_at LIMIT 1")
+        if channel is None:
+            return []
+        get = self.settings.get
+        async with aiohttp.ClientSession() as http:
+            oauth = OAuth(http, get("twitch", "auth_url"), get("twitch", "client_id"),
+                          get("twitch", "client_secret"))
+            token = await load_channel_token(self.store, oauth, channel)
+            helix = Helix(http, get("twitch", "api_url"), get("twitch", "client_id"), token,
+                          retries=1)
+            body = await helix.request("GET", "/search/categories", {"query": query, "first": "10"})
+        return [{"id": str(c["id"]), "name": str(c["name"])} for c in body.get("data") or []]
 
 
 def prepare_data_dir(path: Path) -> None:

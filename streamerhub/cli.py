@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     common = _common()
 
     run = sub.add_parser("run", parents=[common], help="run the daemon")
+    run.add_argument("--demo", action="store_true",
+                     help="run against a simulated Twitch with a separate demo database "
+                          "(DATA_DIR/demo): a living dashboard without Twitch credentials")
     run.set_defaults(handler=cmd_run)
     sub.add_parser("check", parents=[common], help="check config, data dir, database, FFmpeg"
                    ).set_defaults(handler=cmd_check)
@@ -80,12 +83,22 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
     from streamerhub.app import build_app, on_ready, prepare_data_dir
 
+    demo = None
+    if getattr(args, "demo", False):
+        from streamerhub.web.demo import demo_settings
+
+        settings, demo = demo_settings(settings)
     prepare_data_dir(settings.data_dir)
     host, port = settings.get("web", "host"), settings.get("web", "port")
     ensure_port_free(host, port)
     lock = acquire_daemon_lock(settings.data_dir)
     try:
-        web.run_app(build_app(settings), host=host, port=port, print=on_ready(settings),
+        app = build_app(settings)
+        if demo is not None:
+            from streamerhub.web.demo import add_demo
+
+            add_demo(app, demo)
+        web.run_app(app, host=host, port=port, print=on_ready(settings),
                     access_log=None, shutdown_timeout=10, handler_cancellation=True)
     finally:
         lock.close()

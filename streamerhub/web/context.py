@@ -27,6 +27,10 @@ class ChannelLink(Protocol):
     async def disconnect(self, channel_id: str) -> None:
         """Revoke and forget the channel's tokens; its history stays."""
 
+    async def search_categories(self, query: str) -> list[dict[str, str]]:
+        """Twitch categories matching `query` ([{"id", "name"}]), asked with a connected
+        channel's token; [] when no channel is connected."""
+
 
 @dataclass
 class Services:

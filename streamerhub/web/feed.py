@@ -217,7 +217,7 @@ async def event_feed(request: web.Request) -> web.StreamResponse:
                 return sse
             last = since or (EPOCH, "")
             for row in backlog:
-                last = await _send(sse, row, last, tz)
+                last = await _send(sse, row, last, tz, backlog=since is None)
             await _stream_live(sse, listener, last, tz)
     return sse
 
@@ -230,11 +230,12 @@ async def _stream_live(sse: Any, listener: Listener, last: Cursor, tz: dt.tzinfo
         last = await _send(sse, row, last, tz)
 
 
-async def _send(sse: Any, row: Any, last: Cursor, tz: dt.tzinfo) -> Cursor:
+async def _send(sse: Any, row: Any, last: Cursor, tz: dt.tzinfo, backlog: bool = False) -> Cursor:
     cursor = (row["received_at"], row["message_id"])
     if cursor <= last:
         return last  # already sent by the catch-up
-    await sse.send(json.dumps(event_json(row, tz)), id=cursor_id(cursor), event="twitch")
+    data = {**event_json(row, tz), "backlog": backlog}  # backlog: shown, not highlighted
+    await sse.send(json.dumps(data), id=cursor_id(cursor), event="twitch")
     return cursor
 
 

@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 import aiohttp_jinja2
 from aiohttp import web
 
+from streamerhub.errors import StreamerHubError
 from streamerhub.web import events_query, overview, settings_page, streams_page
 from streamerhub.web.auth import require
 from streamerhub.web.context import services
@@ -154,6 +155,20 @@ async def multistream_page(request: web.Request) -> web.StreamResponse:
         "max_upload": svc.settings.get("ffmpeg", "max_upload_bytes")})
 
 
+@require("owner")
+async def category_search(request: web.Request) -> web.StreamResponse:
+    """GET /multistream/categories?q=…: the job form's category suggestions (JSON)."""
+    query = request.query.get("q", "").strip()
+    link = services(request).channel_link
+    if len(query) < 2 or link is None:
+        return web.json_response([])
+    try:
+        found = await link.search_categories(query[:100])
+    except StreamerHubError as exc:
+        return web.json_response({"error": f"Twitch category search failed: {exc}"}, status=502)
+    return web.json_response(found[:10])
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/", overview.overview_page, name="overview")
     app.router.add_get("/overview/data", overview.overview_data)
@@ -163,6 +178,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/streams/{channel_id}/{stream_id}", streams_page.stream_page,
                        name="stream")
     app.router.add_get("/multistream", multistream_page, name="multistream")
+    app.router.add_get("/multistream/categories", category_search)
     settings_page.add_routes(app)
 
 

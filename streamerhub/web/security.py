@@ -79,7 +79,9 @@ def host_middleware(allowed: Iterable[str]) -> web.middleware:
 
 @web.middleware
 async def headers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Security headers on every answer, errors included."""
+    """Security headers on every answer, errors included, and the server time it took
+    (`Server-Timing: app;dur=…`, shown by browsers' developer tools; bench/web.py reads it)."""
+    started = time.perf_counter()
     try:
         response = await handler(request)
     except web.HTTPException as exc:
@@ -88,6 +90,7 @@ async def headers_middleware(request: web.Request, handler: Handler) -> web.Stre
     if not response.prepared:
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
+        response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.2f}"
     return response
 
 

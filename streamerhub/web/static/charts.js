@@ -16,8 +16,9 @@
     return {width: Math.max(280, target.clientWidth), height: height || 240};
   }
 
-  function bars(fill, stroke) {
-    return {paths: uPlot.paths.bars({size: [0.7, 60]}), fill, stroke, width: 1};
+  // Follows and subs side by side in each bucket (left and right half), not on top of each other.
+  function bars(fill, stroke, align) {
+    return {paths: uPlot.paths.bars({size: [0.4, 40], align}), fill, stroke, width: 1};
   }
 
   // Axis labels in the streamer's time zone (the page says which), not the browser's.
@@ -63,24 +64,30 @@
     if (!series || !events) return;
     zone = series.tz || "UTC";
     const t = series.t;
-    const timeFmt = series.bucket === "hour" ? "{HH}:{mm}" : "{YYYY}-{MM}-{DD}";
+    const timeFmt = {hour: "{HH}:{mm}", day: "{MMM} {D}", week: "{MMM} {D}"}[series.bucket] || "{MMM} {YYYY}";
+    const tipFmt = series.bucket === "hour" ? "{YYYY}-{MM}-{DD} {HH}:{mm}" : "{YYYY}-{MM}-{DD}";
     const axis = {stroke: "#6b6880", grid: {stroke: "#eeebf5"}, ticks: {stroke: "#e3e0ee"}};
     mount(events, {
       height: 240,
       scales: {x: {time: true}, bits: {auto: true}},
-      axes: [{...axis, values: timeValues(timeFmt)}, {...axis, label: "follows · subs"},
+      axes: [{...axis, space: 70, values: timeValues(timeFmt)}, {...axis, label: "follows · subs"},
              {...axis, scale: "bits", side: 1, grid: {show: false}, label: "bits"}],
-      series: [{value: timeFmt},
-               {label: "Follows", stroke: COLORS.follows, ...bars("rgba(2,132,199,.35)", COLORS.follows)},
-               {label: "Subs", stroke: COLORS.subs, ...bars("rgba(124,58,237,.35)", COLORS.subs)},
+      series: [{value: tipFmt},
+               {label: "Follows", stroke: COLORS.follows, ...bars("rgba(2,132,199,.35)", COLORS.follows, -1)},
+               {label: "Subs", stroke: COLORS.subs, ...bars("rgba(124,58,237,.35)", COLORS.subs, 1)},
                {label: "Bits", stroke: COLORS.bits, scale: "bits", width: 2, points: {show: false}}],
       hooks: {drawClear: [shade(gapRanges(series))]},
     }, [t, series.follows, series.subs, series.bits]);
+    if (!series.avg_viewers.some((v) => v !== null)) {
+      viewers.replaceChildren(Object.assign(document.createElement("p"),
+        {className: "chart-empty", textContent: "Not live during this period: no viewer counts."}));
+      return;
+    }
     mount(viewers, {
       height: 220,
       scales: {x: {time: true}},
-      axes: [{...axis, values: timeValues(timeFmt)}, {...axis, label: "viewers"}],
-      series: [{value: timeFmt},
+      axes: [{...axis, space: 70, values: timeValues(timeFmt)}, {...axis, label: "viewers"}],
+      series: [{value: tipFmt},
                {label: "Average", stroke: COLORS.avg, width: 2, fill: "rgba(21,128,61,.10)", spanGaps: false},
                {label: "Peak", stroke: COLORS.peak, width: 1, dash: [4, 3], spanGaps: false}],
       hooks: {drawClear: [shade(gapRanges(series))]},

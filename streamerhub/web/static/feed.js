@@ -21,10 +21,12 @@
     return on.length === boxes.length ? null : on;
   }
 
+  // local_time is "YYYY-MM-DD HH:MM:SS" in the streamer's zone: today shows the time only.
+  const today = () => new Date().toLocaleDateString("sv-SE", {timeZone: list.dataset.tz || "UTC"});
   function item(ev, fresh) {
-    const time = new Date(ev.occurred_at);
+    const shown = ev.local_time.slice(0, 10) === today() ? ev.local_time.slice(11) : ev.local_time.slice(5, 16);
     const li = SH.el("li", {class: `ev-${ev.group}${fresh ? " fresh" : ""}`, dataset: {id: ev.id, type: ev.type}},
-      SH.el("time", {datetime: ev.occurred_at, title: ev.local_time, text: ev.local_time.slice(11)}),
+      SH.el("time", {datetime: ev.occurred_at, title: ev.local_time, text: shown}),
       SH.el("span", {class: `tag tag-${ev.group}`, text: ev.group}),
       SH.el("span", {class: "text", text: ev.text}));
     return li;
@@ -49,7 +51,7 @@
     source.addEventListener("twitch", (msg) => {
       const ev = JSON.parse(msg.data);
       empty.hidden = true;
-      list.prepend(item(ev, opened));
+      list.prepend(item(ev, !ev.backlog));
       while (list.children.length > MAX_ITEMS) list.lastElementChild.remove();
     });
   }

@@ -1,0 +1,308 @@
+"""The dashboard in a real browser: headless Chromium (Debian's) driven by Playwright, against
+`streamerhub run` as a subprocess, the fake Twitch and a local RTMP listener.
+
+Every page visited is saved as a screenshot in test-artifacts/ for a human to look at.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import re
+import secrets
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import aiohttp
+import pytest
+
+from media import make_clip
+from rtmp_server import RtmpServer
+from streamerhub.bot.tokens import Grant, TokenStore
+from streamerhub.crypto import Keyring, write_key_file
+from streamerhub.db import Database, create_pool
+from streamerhub.fake_twitch import FakeTwitch
+from web_support import PASSWORD, add_channel, add_samples, notification, store_events
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+NOW = dt.datetime.now(dt.timezone.utc)
+
+
+def require_chromium() -> None:
+    """On CI a missing browser is a failure (.ci/run installs it); elsewhere a skip."""
+    if os.path.exists(CHROMIUM):
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)")
+
+
+@contextlib.asynccontextmanager
+async def chromium(*extra_args: str) -> AsyncIterator[Any]:
+    from playwright.async_api import async_playwright
+
+    require_chromium()
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM,
+                                           args=[*CHROMIUM_ARGS, *extra_args])
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+async def new_page(browser: Any) -> Any:
+    context = await browser.new_context(viewport={"width": 1360, "height": 900})
+    page = await context.new_page()
+    page.set_default_timeout(15_000)
+    return page
+
+
+async def shot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def setup_link(daemon: Any) -> str:
+    for line in daemon.log().splitlines():
+        if '"setup_link"' in line:
+            return json.loads(line)["url"]
+    raise AssertionError(f"no setup link in the daemon log:\n{daemon.log()}")
+
+
+async def become_owner(page: Any, daemon: Any) -> None:
+    await page.goto(setup_link(daemon))
+    await shot(page, "01-setup")
+    await page.fill("input[name=login]", "owner")
+    await page.fill("input[name=password]", PASSWORD)
+    await page.fill("input[name=confirm]", PASSWORD)
+    await page.click("button[type=submit]")
+    await page.wait_for_url(f"{daemon.url}/")
+
+
+# ----------------------------------------------------------------------------- seeding
+
+async def seed(db_url: str, data_dir: Path, fake: FakeTwitch) -> None:
+    """History for channel 1000, and its tokens sealed under the daemon's future master key."""
+    db = Database(await create_pool(db_url, 2), db_url)
+    try:
+        await add_channel(db)
+        key = secrets.token_bytes(32)
+        write_key_file(data_dir / "master.key", key)
+        token = fake.state.issue_token("1000", client_id=fake.client_id)
+        await TokenStore(db, Keyring(key)).save_login("1000", "streamer", "Streamer",
+                                                      Grant.from_json(token.grant_json()))
+        start = NOW - dt.timedelta(days=20)
+        items = [notification("stream.online", start, id="stream-old")]
+        items += [notification("channel.follow", start + dt.timedelta(minutes=i),
+                               user_id=str(8000 + i), user_login=f"fan{i}") for i in range(40)]
+        items += [notification("channel.cheer", start + dt.timedelta(minutes=50), bits=2500),
+                  notification("channel.subscription.gift", start + dt.timedelta(minutes=55),
+                               total=10),
+                  notification("stream.offline", start + dt.timedelta(hours=2)),
+                  notification("channel.follow", NOW - dt.timedelta(minutes=20),
+                               user_id="9001", user_login="today_fan"),
+                  notification("channel.subscribe", NOW - dt.timedelta(minutes=10))]
+        await store_events(db, data_dir / "seed", items)
+        await add_samples(db, "stream-old", start, [12, 30, 48, 55, 61, 58, 40, 33] * 15)
+    finally:
+        await db.close()
+
+
+def daemon_config(db_url: str, fake: FakeTwitch) -> str:
+    return (f'[database]\nurl = "{db_url}"\n'
+            f'[twitch]\nclient_id = "{fake.client_id}"\napi_url = "{fake.api_url}"\n'
+            f'auth_url = "{fake.auth_url}"\neventsub_url = "{fake.ws_url}"\n')
+
+
+async def card_text(page: Any, key: str) -> str:
+    return await page.inner_text(f'[data-card="{key}"]')
+
+
+# ----------------------------------------------------------------------------- owner journey
+
+async def test_owner_journey_feed_periods_and_guards(daemon_factory, db_url: str,
+                                                     tmp_path: Path) -> None:
+    require_chromium()
+    async with FakeTwitch() as fake:
+        daemon = daemon_factory(daemon_config(db_url, fake))
+        daemon.data_dir.mkdir(parents=True, exist_ok=True)
+        await seed(db_url, daemon.data_dir, fake)
+        daemon.start()
+        async with chromium(f"--host-resolver-rules=MAP rebind.test 127.0.0.1") as browser:
+            page = await new_page(browser)
+            await become_owner(page, daemon)
+
+            # Overview: cards from the seeded history, then the period selector.
+            await page.wait_for_selector('[data-card="followers"]')
+            await page.wait_for_selector("#chart-events canvas")
+            week = await card_text(page, "followers")
+            await shot(page, "02-overview-week")
+            await page.click('a[data-period="all"]')
+            await page.wait_for_url(re.compile(r"period=all"))
+            everything = await card_text(page, "followers")
+            assert "+1 in this period" in week and "+41 in this period" in everything
+            assert "2,500" in await card_text(page, "bits")
+            await shot(page, "03-overview-all-time")
+
+            for path, name in (("/events", "05-events"), ("/streams", "06-streams"),
+                               ("/streams/1000/stream-old", "07-stream"),
+                               ("/settings", "08-settings")):
+                response = await page.goto(daemon.url + path)
+                assert response.status == 200, path
+                await shot(page, name)
+            assert await page.is_visible("text=Connect a Twitch channel")
+
+            # A state-changing request without the page's CSRF token is refused.
+            status = await page.evaluate("""() => fetch('/settings/users', {method: 'POST',
+                body: new URLSearchParams({login: 'mallory', role: 'owner',
+                                           password: 'mallory-password'})}).then(r => r.status)""")
+            assert status == 403
+
+            # Add a viewer through the Settings form, then look around as that viewer.
+            await page.fill("#add-user input[name=login]", "moderator")
+            await page.fill("#add-user input[name=password]", PASSWORD)
+            await page.click("#add-user button[type=submit]")
+            await page.wait_for_selector("text=Added moderator (viewer).")
+            await viewer_cannot_change(browser, daemon)
+
+            # DNS rebinding: a foreign name resolving to 127.0.0.1 gets nothing.
+            rebound = await page.goto(f"http://rebind.test:{daemon.port}/")
+            assert rebound.status == 421
+            assert "does not answer to the host name" in await page.inner_text("body")
+            await shot(page, "12-foreign-host")
+
+            # The live feed: an event delivered by the fake Twitch shows up without a reload.
+            await page.goto(f"{daemon.url}/?period=day")
+            await page.wait_for_selector("#feed-status.live")
+            await wait_for_bot(fake)
+            await post_fake(fake, "channel.cheer", {"user_login": "feed_test", "bits": 4321,
+                                                    "user_name": "Feed_Test"})
+            await page.wait_for_selector("#feed li:has-text('cheered 4321 bits')", timeout=5000)
+            await shot(page, "04-overview-live-feed")
+
+
+async def viewer_cannot_change(browser: Any, daemon: Any) -> None:
+    page = await new_page(browser)
+    await page.goto(f"{daemon.url}/login")
+    await page.fill("input[name=login]", "moderator")
+    await page.fill("input[name=password]", PASSWORD)
+    await page.click("button[type=submit]")
+    await page.wait_for_selector('[data-card="followers"]')
+    nav = await page.inner_text("header nav")
+    assert "Overview" in nav and "Settings" not in nav and "Multistream" not in nav
+    await shot(page, "09-viewer-overview")
+    forbidden = await page.goto(f"{daemon.url}/settings")
+    assert forbidden.status == 403
+    await shot(page, "10-viewer-forbidden")
+    await page.goto(f"{daemon.url}/events")
+    statuses = await page.evaluate("""async () => {
+        const csrf = document.querySelector('meta[name=csrf-token]').content;
+        const h = {'X-CSRF-Token': csrf, 'Content-Type': 'application/json'};
+        const api = await fetch('/api/v1/targets', {method: 'POST', headers: h,
+            body: JSON.stringify({name: 'x', url: 'rtmp://127.0.0.1/live', stream_key: 'k'})});
+        const form = await fetch('/settings/users', {method: 'POST', body: new URLSearchParams(
+            {csrf_token: csrf, login: 'evil', role: 'owner', password: 'evil-password!'})});
+        const logout = await fetch('/settings/password', {method: 'POST', body:
+            new URLSearchParams({csrf_token: csrf, password: 'x'.repeat(12),
+                                 confirm: 'x'.repeat(12)})});
+        return [api.status, form.status, logout.status];
+    }""")
+    assert statuses == [403, 403, 403]
+    await page.context.close()
+
+
+async def wait_for_bot(fake: FakeTwitch, timeout: float = 20) -> None:
+    """Until the daemon's EventSub client holds an enabled channel.cheer subscription."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with aiohttp.ClientSession() as http:
+        while loop.time() < deadline:
+            async with http.get(f"{fake.url}/_fake/state") as resp:
+                state = await resp.json()
+            subs = [s for s in state.get("subscriptions", [])
+                    if s.get("type") == "channel.cheer" and s.get("status") == "enabled"]
+            if subs:
+                return
+            await asyncio.sleep(0.2)
+    raise AssertionError("the daemon's EventSub client never subscribed to the fake Twitch")
+
+
+async def post_fake(fake: FakeTwitch, sub_type: str, overrides: dict[str, Any]) -> None:
+    from streamerhub.fake_twitch import sample_event
+
+    version, event = sample_event(sub_type, **overrides)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{fake.url}/_fake/events", json={
+                "subscription_type": sub_type, "subscription_version": version,
+                "event": event}) as resp:
+            assert resp.status == 200 and (await resp.json())["delivered"] >= 1
+
+
+# ----------------------------------------------------------------------------- multistream
+
+async def test_upload_job_live_and_stop(daemon_factory, db_url: str, tmp_path: Path) -> None:
+    require_chromium()
+    clip = make_clip(tmp_path / "rerun.mp4", seconds=6)
+    bogus = tmp_path / "notes.mp4"
+    bogus.write_text("this is not a video\n" * 50)
+    async with FakeTwitch() as fake, RtmpServer() as ingest:
+        daemon = daemon_factory(daemon_config(db_url, fake)).start()
+        async with chromium() as browser:
+            page = await new_page(browser)
+            await become_owner(page, daemon)
+            await page.goto(f"{daemon.url}/multistream")
+            await page.wait_for_selector("#targets-table td.empty")
+
+            # A bad URL is refused next to the form, in words.
+            await page.fill("#target-form input[name=name]", "Broken")
+            await page.fill("#target-form input[name=url]", "http://example.com/live")
+            await page.fill("#target-form input[name=stream_key]", "abc")
+            await page.click("#target-submit")
+            await page.wait_for_selector("#target-form-error:not([hidden])")
+            assert "rtmp" in (await page.inner_text("#target-form-error")).lower()
+
+            await page.fill("#target-form input[name=name]", "Local ingest")
+            await page.fill("#target-form input[name=url]", ingest.url)
+            await page.fill("#target-form input[name=stream_key]", "live_4242_browsertest")
+            await page.click("#target-submit")
+            await page.wait_for_selector("#targets-table td:has-text('Local ingest')")
+            assert "browsertest" not in await page.content()
+
+            # Upload: the progress bar shows, the video ends `ready`.
+            await page.set_input_files("#upload-file", str(clip))
+            await page.click("#upload-form button[type=submit]")
+            await page.wait_for_selector("#upload-progress:not([hidden])")
+            await page.wait_for_selector("#videos-table .state-ready", timeout=30_000)
+            assert "100" in (await page.get_attribute("#upload-progress", "value") or "")
+            await page.set_input_files("#upload-file", str(bogus))
+            await page.click("#upload-form button[type=submit]")
+            await page.wait_for_selector("#videos-table .state-rejected, #upload-error:not([hidden])",
+                                         timeout=30_000)
+            await shot(page, "13-multistream-library")
+
+            # A job to the local RTMP listener: the target goes live, then stop it.
+            await page.click("#job-create summary")
+            await page.fill("#job-form input[name=name]", "Browser rerun")
+            await page.select_option("#job-video-pick", label="rerun.mp4")
+            await page.click("#job-video-add")
+            await page.check("#job-targets input[type=checkbox]")
+            await page.select_option("#job-loop-mode", "forever")
+            await page.click("#job-form button[type=submit]")
+            await page.wait_for_selector(".job .targets-live .state-live", timeout=30_000)
+            assert await ingest.wait_until(lambda: bool(ingest.sessions), 10)
+            await page.wait_for_selector(".job td.num:has-text('kbit/s')", timeout=15_000)
+            await shot(page, "14-multistream-live")
+            await page.click(".job button:has-text('Stop job')")
+            await page.wait_for_selector(".job .state-stopped", timeout=20_000)
+            await shot(page, "15-multistream-stopped")
