@@ -14,7 +14,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from streamerhub.db import postmaster_pid, _pid_alive
+from streamerhub.db import _pid_alive, load_migrations, postmaster_pid
 
 pytestmark = pytest.mark.e2e
 
@@ -109,7 +109,10 @@ def test_check_and_db_commands(tmp_path: Path) -> None:
 
     status = _cli("db", "status", "--data-dir", data)
     assert "pending  0001_foundation" in status.stdout
-    assert _cli("db", "upgrade", "--data-dir", data).stdout.strip().endswith("1 migration(s) applied")
+    count = len(load_migrations())
+    assert _cli("db", "upgrade", "--data-dir", data).stdout.strip().endswith(
+        f"{count} migration(s) applied")
+    assert _cli("db", "upgrade", "--data-dir", data).stdout.strip() == "schema is up to date"
     assert "applied  0001_foundation" in _cli("db", "status", "--data-dir", data).stdout
     url = _cli("db", "url", "--data-dir", data).stdout.strip()
     assert url.startswith("postgresql://streamerhub@/streamerhub?host=")
