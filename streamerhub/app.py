@@ -7,7 +7,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -149,7 +149,8 @@ def add_dashboard(app: web.Application, settings: Settings) -> None:
         keyring, token = app[KEYRING], api_token(settings.data_dir)
         key_info = {"id": keyring.current_id, "source": keyring.source,
                     "retired": len(keyring.retired)}
-        return Services(settings, app[DB], app[HUB], TwitchChannelLink(settings, app[DB], keyring),
+        link = TwitchChannelLink(settings, app[DB], keyring, lambda: app.get(TWITCH))
+        return Services(settings, app[DB], app[HUB], link,
                         multistream=MULTISTREAM in app, demo=is_demo(app),
                         extra={"key_info": key_info, "api_token_hint": MASK + token[-4:]})
 
@@ -159,12 +160,13 @@ def add_dashboard(app: web.Application, settings: Settings) -> None:
 
 class TwitchChannelLink:
     """web/'s ChannelLink over the bot's token store: a channel connected in the browser is
-    stored sealed like one from `streamerhub twitch login`; the bot picks it up on its next sync."""
+    stored sealed like one from `streamerhub twitch login`, and the bot is asked to sync at once."""
 
-    def __init__(self, settings: Settings, db: Database, keyring: Keyring) -> None:
+    def __init__(self, settings: Settings, db: Database, keyring: Keyring,
+                 bot: Callable[[], Any]) -> None:
         from streamerhub.bot.tokens import LOGIN_SCOPES, TokenStore
 
-        self.settings, self.scopes, self.db = settings, LOGIN_SCOPES, db
+        self.settings, self.scopes, self.db, self.bot = settings, LOGIN_SCOPES, db, bot
         self.store = TokenStore(db, keyring)
 
     async def connect(self, grant: dict[str, Any]) -> dict[str, str]:
@@ -173,10 +175,17 @@ class TwitchChannelLink:
         who = grant["validated"]
         channel_id, login = str(who["user_id"]), str(who["login"])
         await self.store.save_login(channel_id, login, login, Grant.from_json(grant))
+        await self._sync()
         return {"channel_id": channel_id, "login": login, "display_name": login}
 
     async def disconnect(self, channel_id: str) -> None:
         await self.store.disconnect(channel_id, "disconnected by the owner on the dashboard")
+        await self._sync()
+
+    async def _sync(self) -> None:
+        # Start (or stop) the channel's EventSub client now rather than at the bot's next sync.
+        if (bot := self.bot()) is not None:
+            await bot.sync()
 
     async def search_categories(self, query: str) -> list[dict[str, str]]:
         import aiohttp

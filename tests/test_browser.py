@@ -306,3 +306,54 @@ async def test_upload_job_live_and_stop(daemon_factory, db_url: str, tmp_path: P
             await page.click(".job button:has-text('Stop job')")
             await page.wait_for_selector(".job .state-stopped", timeout=20_000)
             await shot(page, "15-multistream-stopped")
+
+
+# ----------------------------------------------------------------------------- demo
+
+async def test_demo_mode_is_alive_and_separate(tmp_path: Path) -> None:
+    """`streamerhub run --demo`: simulated Twitch, its own database, a banner on every page."""
+    import asyncio
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import free_port, kill_postgres_of
+
+    require_chromium()
+    data, port = tmp_path / "data", free_port()
+    (tmp_path / "config.toml").write_text("")
+    log = tmp_path / "demo.log"
+    env = {**os.environ, "STREAMERHUB_WEB_PORT": str(port), "STREAMERHUB_LOG_FORMAT": "json"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "streamerhub", "run", "--demo",
+                                 "--config", str(tmp_path / "config.toml"), "--data-dir",
+                                 str(data)], stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+    try:
+        token_file = data / "demo" / "setup-token"
+        deadline = time.monotonic() + 60
+        while '"ready"' not in log.read_text(errors="replace"):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            await asyncio.sleep(0.2)
+        assert not (data / "postgres").exists(), "demo data must not touch the real database"
+        async with chromium() as browser:
+            page = await new_page(browser)
+            await page.goto(f"http://127.0.0.1:{port}/setup/{token_file.read_text().strip()}")
+            assert "Demo mode" in await page.inner_text(".demo-banner")
+            await page.fill("input[name=password]", PASSWORD)
+            await page.fill("input[name=confirm]", PASSWORD)
+            await page.click("button[type=submit]")
+            await page.wait_for_selector("#feed-status.live")
+            # The simulated show: the stream goes live, then follows and subs arrive.
+            await page.wait_for_selector("#feed li.ev-follows", timeout=30_000)
+            await shot(page, "16-demo-overview")
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)  # with a live feed open: still a prompt, clean stop
+            assert proc.wait(30) == 0
+            assert time.monotonic() - started < 15
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        kill_postgres_of(data / "demo")

@@ -112,8 +112,9 @@ async def test_viewer_can_look_but_not_change(tmp_path: Path, db_url: str) -> No
         assert (await dash.add_user("mod", "viewer")).status == 303
         await dash.logout()
         assert (await dash.login("mod")).status == 303
-        for path in ("/", "/events", "/streams", "/api/v1/targets"):
+        for path in ("/", "/events", "/streams", "/events/export?format=csv"):
             assert (await dash.client.get(path)).status == 200, path
+        assert (await dash.client.get("/api/v1/targets")).status == 403  # multistream: owner's
         for path in ("/settings", "/multistream"):
             page = await dash.client.get(path)
             assert page.status == 403 and "viewer" in await page.text()

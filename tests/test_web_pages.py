@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from web_support import CHANNEL, add_channel, add_samples, dashboard, notification, store_events
+from web_support import add_channel, add_samples, dashboard, notification, store_events
 
 pytestmark = pytest.mark.e2e
 NOW = dt.datetime.now(dt.timezone.utc)

@@ -38,6 +38,7 @@ warnings.filterwarnings("ignore", message="It is recommended to use web.RequestK
 COOKIE = "streamerhub_session"
 SESSION_KEY_FILE = "session.key"
 SETUP_TOKEN_FILE = "setup-token"
+VIEWER_API = "/api/v1/export"  # what a viewer's session may read through the API
 CURRENT = web.RequestKey("web_current_user", object)  # SessionUser | None
 PageHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -174,14 +175,17 @@ def require(role: str) -> Callable[[PageHandler], PageHandler]:
 async def api_session_check(request: web.Request) -> SessionUser | None:
     """The dashboard-session path of the JSON API's auth check: None when not signed in.
 
-    Viewers may read (GET) but not change anything; the CSRF token was already checked by
-    auth_middleware for every state-changing request that relies on the cookie.
+    Viewers (read-only analytics) may only read analytics exports; multistream — targets,
+    videos, jobs — is the owner's. The CSRF token was already checked by auth_middleware for every
+    state-changing request that relies on the cookie.
     """
     who = current(request)
     if who is None:
         return None
-    if request.method not in SAFE_METHODS and not who.user.is_owner:
-        raise web.HTTPForbidden(text="Viewers cannot change anything.")
+    if not who.user.is_owner and (request.method not in SAFE_METHODS or
+                                  not request.path.startswith(VIEWER_API)):
+        raise web.HTTPForbidden(text="Viewers can look at analytics but not change anything; "
+                                     "the multistream API is for the owner.")
     return who
 
 

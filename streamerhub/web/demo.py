@@ -8,15 +8,18 @@ real data; every page carries a banner saying it is a demo.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, AsyncIterator
+from typing import AsyncIterator
 
 from aiohttp import web
 
 from streamerhub.config import Settings
 from streamerhub.fake_twitch import FakeTwitch
+from streamerhub.fake_twitch.simulate import simulate
 from streamerhub.log import get_logger
 from streamerhub.web.context import SERVICES
 
@@ -24,6 +27,7 @@ log = get_logger(__name__)
 
 DEMO_DIR = "demo"
 SPEED = 2.0  # the simulated show runs twice as fast as life: something happens every second
+LISTEN_WAIT = 30.0  # the show starts once the daemon subscribed (or after this long anyway)
 
 
 @dataclass
@@ -68,13 +72,28 @@ def add_demo(app: web.Application, demo: Demo) -> None:
 
 async def fake_twitch_ctx(app: web.Application) -> AsyncIterator[None]:
     demo = app[DEMO]
-    demo.fake = FakeTwitch(port=demo.port, simulate=True, speed=demo.speed)
+    demo.fake = FakeTwitch(port=demo.port, speed=demo.speed)
     await demo.fake.start()
     log.info("demo_fake_twitch_started", url=demo.fake.url, speed=demo.speed)
+    show = asyncio.create_task(_show_when_listened(demo.fake), name="demo_show")
     try:
         yield
     finally:
+        show.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await show
         await demo.fake.stop()
+
+
+async def _show_when_listened(fake: FakeTwitch) -> None:
+    """The simulated stream, started once the daemon's EventSub client listens: a show played
+    to nobody would lose its first follows while the daemon is still starting."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + LISTEN_WAIT
+    while not fake.state.subscriptions and loop.time() < deadline:
+        await asyncio.sleep(0.2)
+    log.info("demo_show_started", subscriptions=len(fake.state.subscriptions))
+    await simulate(fake.state)
 
 
 async def connect_channel_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -92,8 +111,3 @@ async def connect_channel_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def is_demo(app: web.Application) -> bool:
     return DEMO in app
-
-
-def describe(app: web.Application) -> dict[str, Any]:
-    demo = app[DEMO]
-    return {"fake_url": f"http://127.0.0.1:{demo.port}", "speed": demo.speed}

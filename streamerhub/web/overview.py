@@ -123,11 +123,6 @@ async def overview(request: web.Request, channel: str | None) -> dict[str, Any]:
             "window": stats.window}
 
 
-def period_label(data: dict[str, Any], query: Any) -> str:
-    period = data["period"]
-    return LABELS.get(period.kind, period.kind)
-
-
 @require("viewer")
 async def overview_page(request: web.Request) -> web.StreamResponse:
     from streamerhub.web.pages import channels, chosen_channel
@@ -138,7 +133,7 @@ async def overview_page(request: web.Request) -> web.StreamResponse:
     period = data["period"]
     return aiohttp_jinja2.render_template("overview.html", request, {
         "channels": known, "channel": channel, "period": period, "periods": PERIODS,
-        "label": period_label(data, request.query), "period_error": data["error"],
+        "label": LABELS.get(period.kind, period.kind), "period_error": data["error"],
         "data": data, "groups": list(GROUPS), "series": data["series"], "q": request.query,
         "last_day": period.calendar.local(period.end - dt.timedelta(seconds=1)).date()},
         status=400 if data["error"] else 200)

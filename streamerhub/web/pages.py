@@ -18,7 +18,7 @@ from streamerhub.errors import StreamerHubError
 from streamerhub.web import events_query, overview, settings_page, streams_page
 from streamerhub.web.auth import require
 from streamerhub.web.context import services
-from streamerhub.web.eventtext import GROUPS, TYPES, types_for
+from streamerhub.web.eventtext import GROUPS, types_for
 from streamerhub.web.feed import cursor_id, parse_cursor
 from streamerhub.web.render import zone
 
@@ -181,5 +181,3 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/multistream/categories", category_search)
     settings_page.add_routes(app)
 
-
-__all__ = ["add_routes", "channels", "chosen_channel", "parse_day", "TYPES"]

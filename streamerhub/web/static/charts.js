@@ -80,7 +80,7 @@
     }, [t, series.follows, series.subs, series.bits]);
     if (!series.avg_viewers.some((v) => v !== null)) {
       viewers.replaceChildren(Object.assign(document.createElement("p"),
-        {className: "chart-empty", textContent: "Not live during this period: no viewer counts."}));
+        {className: "chart-empty", textContent: "No viewer counts in this period (counts are sampled every minute while live)."}));
       return;
     }
     mount(viewers, {
