@@ -14,7 +14,7 @@ from analytics_data import (
 from streamerhub.analytics import (
     Calendar, calendar_period, get_session, list_sessions, load_period, stat_cards, time_series,
 )
-from streamerhub.analytics.queries import event_totals, viewer_totals
+from streamerhub.analytics.rollups import event_totals, viewer_totals
 from streamerhub.db import Database
 
 PARIS = Calendar("Europe/Paris")

@@ -6,7 +6,7 @@ import asyncio
 import csv
 import io
 import json
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import asyncpg

@@ -18,7 +18,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence
 
 from streamerhub.analytics.periods import UTC, Calendar
-from streamerhub.analytics.queries import event_totals
+from streamerhub.analytics.rollups import event_totals
 from streamerhub.analytics.sessions import close_from_helix, open_from_helix, open_sessions
 from streamerhub.log import get_logger
 

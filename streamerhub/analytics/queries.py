@@ -7,59 +7,19 @@ the raw rows. `conn` is an asyncpg connection or pool (anything with fetch/fetch
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Any
 
 from streamerhub.analytics.periods import (
-    UTC, Calendar, Period, all_time_period, calendar_period, custom_period, split_aligned,
+    UTC, Calendar, Period, all_time_period, calendar_period, custom_period,
+)
+from streamerhub.analytics.rollups import (
+    Range, event_totals, gap_seconds, streamed_seconds, viewer_totals,
 )
 
-EVENT_FIELDS = ("follows", "subs_new", "subs_resub", "subs_gifted", "sub_ends", "cheers", "bits",
-                "raids_in", "raid_viewers_in", "raids_out")
-VIEWER_FIELDS = ("viewer_s", "live_s", "peak", "samples")
-Range = tuple[datetime, datetime]
 
 # ----------------------------------------------------------------------------- SQL
-
-_PIECES = "unnest($2::int[], $3::int[], $4::timestamptz[], $5::timestamptz[]) AS p(idx, res, lo, hi)"
-
-EVENT_TOTALS = f"""
-SELECT p.idx, {", ".join(f"coalesce(sum(r.{f}), 0)::bigint AS {f}" for f in EVENT_FIELDS)}
-  FROM {_PIECES}
- CROSS JOIN LATERAL (SELECT * FROM analytics_event_rollup r
-                      WHERE r.channel_id = $1 AND r.res = p.res
-                        AND r.bucket >= p.lo AND r.bucket < p.hi) r
- WHERE p.res > 0
- GROUP BY p.idx
-UNION ALL
-SELECT p.idx, {", ".join(f"coalesce(sum(f.{f}), 0)::bigint" for f in EVENT_FIELDS)}
-  FROM {_PIECES}
- CROSS JOIN LATERAL analytics_raw_events($1, p.lo, p.hi) f
- WHERE p.res = 0
- GROUP BY p.idx"""
-
-VIEWER_TOTALS = f"""
-SELECT p.idx, coalesce(sum(r.viewer_s), 0)::bigint AS viewer_s,
-       coalesce(sum(r.live_s), 0)::bigint AS live_s, coalesce(max(r.peak), 0) AS peak,
-       coalesce(sum(r.samples), 0)::bigint AS samples
-  FROM {_PIECES}
- CROSS JOIN LATERAL (SELECT * FROM analytics_viewer_rollup r
-                      WHERE r.channel_id = $1 AND r.res = p.res
-                        AND r.bucket >= p.lo AND r.bucket < p.hi) r
- WHERE p.res > 0
- GROUP BY p.idx
-UNION ALL
-SELECT p.idx, v.viewer_s, v.live_s, v.peak, v.samples
-  FROM {_PIECES}
- CROSS JOIN LATERAL analytics_raw_viewers($1, p.lo, p.hi) v
- WHERE p.res = 0"""
-
-SESSION_SPANS = """
-SELECT started_at, ended_at FROM stream_sessions
- WHERE channel_id = $1 AND started_at < $3 AND (ended_at IS NULL OR ended_at > $2)
- ORDER BY started_at"""
 
 # The latest Twitch totals snapshot before each instant.
 TOTALS_AT = """
@@ -104,7 +64,7 @@ SELECT 'events' AS kind, started_at, coalesce(ended_at, $4) AS ended_at, reason
  WHERE channel_id = $1 AND started_at < $3 AND coalesce(ended_at, $4) > $2
 UNION ALL
 SELECT 'viewers', started_at, ended_at, reason FROM viewer_sample_gaps
- WHERE channel_id = $1 AND started_at < $3 AND ended_at > $2
+ WHERE $5 AND channel_id = $1 AND started_at < $3 AND ended_at > $2
  ORDER BY 2, 1"""
 
 FIRST_DATA = """
@@ -114,51 +74,7 @@ SELECT least((SELECT min(bucket) FROM analytics_event_rollup WHERE channel_id = 
              (SELECT min(bucket) FROM analytics_viewer_rollup WHERE channel_id = $1 AND res = 86400))"""
 
 
-# ----------------------------------------------------------------------------- totals over ranges
-
-def _pieces(ranges: Sequence[Range]) -> tuple[list[int], list[int], list[datetime], list[datetime]]:
-    idx, res, lo, hi = [], [], [], []
-    for i, (start, end) in enumerate(ranges):
-        for r, a, b in split_aligned(start, end):
-            idx.append(i)
-            res.append(r)
-            lo.append(a)
-            hi.append(b)
-    return idx, res, lo, hi
-
-
-async def event_totals(conn: Any, channel_id: str, ranges: Sequence[Range]) -> list[dict[str, int]]:
-    """Event counters (EVENT_FIELDS) of each [start, end) range."""
-    out = [dict.fromkeys(EVENT_FIELDS, 0) for _ in ranges]
-    for row in await conn.fetch(EVENT_TOTALS, channel_id, *_pieces(ranges)):
-        for name in EVENT_FIELDS:
-            out[row["idx"]][name] += row[name]
-    return out
-
-
-async def viewer_totals(conn: Any, channel_id: str, ranges: Sequence[Range]) -> list[dict[str, int]]:
-    """viewer_s (watch time), live_s (sampled time), peak and samples of each range."""
-    out = [dict.fromkeys(VIEWER_FIELDS, 0) for _ in ranges]
-    for row in await conn.fetch(VIEWER_TOTALS, channel_id, *_pieces(ranges)):
-        total = out[row["idx"]]
-        total["viewer_s"] += row["viewer_s"]
-        total["live_s"] += row["live_s"]
-        total["samples"] += row["samples"]
-        total["peak"] = max(total["peak"], row["peak"])
-    return out
-
-
-async def streamed_seconds(conn: Any, channel_id: str, ranges: Sequence[Range],
-                           now: datetime) -> list[float]:
-    """Seconds live inside each range: sessions clipped to it (a live one runs until `now`)."""
-    if not ranges:
-        return []
-    lo, hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
-    spans = [(row["started_at"], row["ended_at"] or max(now, row["started_at"]))
-             for row in await conn.fetch(SESSION_SPANS, channel_id, lo, hi)]
-    return [sum(max(0.0, (min(end, b) - max(start, a)).total_seconds()) for start, end in spans)
-            for a, b in ranges]
-
+# ----------------------------------------------------------------------------- periods
 
 async def first_data(conn: Any, channel_id: str) -> datetime | None:
     """When the channel's history starts (events, sessions, samples or totals), if any."""
@@ -324,6 +240,7 @@ class Point:
     hours_streamed: float
     followers_total: int | None
     gap: bool                # some capture was missing inside this bucket
+    gap_seconds: float       # how much (EventSub outages + viewer sampling holes)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -334,6 +251,10 @@ class Point:
 
 @dataclass(frozen=True)
 class Series:
+    """One point per bucket. `gaps` lists every EventSub outage in the period, and the viewer
+    sampling holes too on hourly charts (on coarser ones each point says how much was missing;
+    a session's page lists its holes exactly)."""
+
     channel_id: str
     period: Period
     points: list[Point]
@@ -355,7 +276,9 @@ async def time_series(conn: Any, channel_id: str, period: Period,
     viewers = await viewer_totals(conn, channel_id, ranges)
     streamed = await streamed_seconds(conn, channel_id, ranges, now)
     followers = await _followers_at(conn, channel_id, [min(b.end, now) for b in buckets])
-    gaps = await capture_gaps(conn, channel_id, period.start, period.end, now)
+    missing = await gap_seconds(conn, channel_id, ranges, now)
+    gaps = await capture_gaps(conn, channel_id, period.start, period.end, now,
+                              viewers=period.bucket == "hour")
     points = []
     for i, b in enumerate(buckets):
         e, v = events[i], viewers[i]
@@ -363,7 +286,7 @@ async def time_series(conn: Any, channel_id: str, period: Period,
             b.start, b.end, b.label, e["follows"], e["subs_new"], e["subs_resub"],
             e["subs_gifted"], e["bits"], e["cheers"], e["raids_in"], average_viewers(v),
             v["peak"], round(v["viewer_s"] / 3600, 2), round(streamed[i] / 3600, 2),
-            followers[i] if b.start < now else None, _overlaps(gaps, b.start, b.end)))
+            followers[i] if b.start < now else None, missing[i] > 0, round(missing[i], 1)))
     return Series(channel_id, period, points, gaps)
 
 
@@ -372,14 +295,8 @@ async def _followers_at(conn: Any, channel_id: str, instants: list[datetime]) ->
 
 
 async def capture_gaps(conn: Any, channel_id: str, start: datetime, end: datetime,
-                       now: datetime | None = None) -> list[Gap]:
-    """EventSub outages and viewer-sampling holes overlapping [start, end)."""
+                       now: datetime | None = None, *, viewers: bool = True) -> list[Gap]:
+    """EventSub outages (and, unless viewers=False, viewer-sampling holes) overlapping [start, end)."""
     now = now or datetime.now(UTC)
-    rows = await conn.fetch(GAPS, channel_id, start, end, now)
+    rows = await conn.fetch(GAPS, channel_id, start, end, now, viewers)
     return [Gap(r["kind"], r["started_at"], r["ended_at"], r["reason"]) for r in rows]
-
-
-def _overlaps(gaps: list[Gap], start: datetime, end: datetime) -> bool:
-    starts = [g.start for g in gaps]
-    last = bisect_right(starts, end)
-    return any(g.end > start and g.start < end for g in gaps[:last])

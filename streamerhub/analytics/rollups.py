@@ -1,0 +1,144 @@
+"""Totals of any time ranges, read from the rollups PostgreSQL keeps (migration 0003).
+
+Each range is cut by `periods.split_aligned` into runs of whole days, hours and quarters (one
+index range scan each) plus, at unaligned edges, raw fragments read from the typed rows, so the
+answer is exact for any instants. `conn` is an asyncpg connection or pool.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Sequence
+
+from streamerhub.analytics.periods import split_aligned
+
+EVENT_FIELDS = ("follows", "subs_new", "subs_resub", "subs_gifted", "sub_ends", "cheers", "bits",
+                "raids_in", "raid_viewers_in", "raids_out")
+VIEWER_FIELDS = ("viewer_s", "live_s", "peak", "samples")
+Range = tuple[datetime, datetime]
+
+_PIECES = "unnest($2::int[], $3::int[], $4::timestamptz[], $5::timestamptz[]) AS p(idx, res, lo, hi)"
+
+# The aggregate inside LATERAL keeps each piece an index range scan of its own (a plain join
+# would be flattened into a hash join over the whole rollup table).
+EVENT_TOTALS = f"""
+SELECT p.idx, r.*
+  FROM {_PIECES}
+ CROSS JOIN LATERAL (SELECT {", ".join(f"coalesce(sum(r.{f}), 0)::bigint AS {f}" for f in EVENT_FIELDS)}
+                       FROM analytics_event_rollup r
+                      WHERE r.channel_id = $1 AND r.res = p.res
+                        AND r.bucket >= p.lo AND r.bucket < p.hi) r
+ WHERE p.res > 0
+UNION ALL
+SELECT p.idx, {", ".join(f"coalesce(sum(f.{f}), 0)::bigint" for f in EVENT_FIELDS)}
+  FROM {_PIECES}
+ CROSS JOIN LATERAL analytics_raw_events($1, p.lo, p.hi) f
+ WHERE p.res = 0
+ GROUP BY p.idx"""
+
+VIEWER_TOTALS = f"""
+SELECT p.idx, r.*
+  FROM {_PIECES}
+ CROSS JOIN LATERAL (SELECT coalesce(sum(r.viewer_s), 0)::bigint AS viewer_s,
+                            coalesce(sum(r.live_s), 0)::bigint AS live_s,
+                            coalesce(max(r.peak), 0) AS peak,
+                            coalesce(sum(r.samples), 0)::bigint AS samples
+                       FROM analytics_viewer_rollup r
+                      WHERE r.channel_id = $1 AND r.res = p.res
+                        AND r.bucket >= p.lo AND r.bucket < p.hi) r
+ WHERE p.res > 0
+UNION ALL
+SELECT p.idx, v.viewer_s, v.live_s, v.peak, v.samples
+  FROM {_PIECES}
+ CROSS JOIN LATERAL analytics_raw_viewers($1, p.lo, p.hi) v
+ WHERE p.res = 0"""
+
+# Live seconds inside each range: sessions clipped to it (a live one runs until $4). Only
+# sessions started less than the longest session before the range can reach into it.
+STREAMED = """
+WITH longest AS (
+    SELECT coalesce(max(coalesce(ended_at, $4) - started_at), interval '0') AS d
+      FROM stream_sessions WHERE channel_id = $1)
+SELECT k.i, s.seconds
+  FROM unnest($2::timestamptz[], $3::timestamptz[]) WITH ORDINALITY AS k(lo, hi, i)
+ CROSS JOIN longest
+ CROSS JOIN LATERAL (
+       SELECT coalesce(sum(greatest(0, extract(epoch FROM
+                  least(coalesce(x.ended_at, greatest($4, x.started_at)), k.hi)
+                  - greatest(x.started_at, k.lo)))), 0)::float8 AS seconds
+         FROM stream_sessions x
+        WHERE x.channel_id = $1 AND x.started_at < k.hi
+          AND x.started_at >= k.lo - longest.d) s
+ ORDER BY k.i"""
+
+# Seconds of capture missing inside each range (EventSub outages + sampling holes, overlaps
+# clipped to it), one index range each: holes start at most `longest` before the range.
+GAP_SECONDS = """
+WITH longest AS (
+    SELECT coalesce(max(ended_at - started_at), interval '0') AS d
+      FROM viewer_sample_gaps WHERE channel_id = $1)
+SELECT k.i,
+       coalesce((SELECT sum(greatest(0, extract(epoch FROM least(coalesce(g.ended_at, $4), k.hi)
+                                                  - greatest(g.started_at, k.lo))))
+                   FROM eventsub_gaps g
+                  WHERE g.channel_id = $1 AND g.started_at < k.hi
+                    AND coalesce(g.ended_at, $4) > k.lo), 0)
+     + coalesce((SELECT sum(greatest(0, extract(epoch FROM least(g.ended_at, k.hi)
+                                                  - greatest(g.started_at, k.lo))))
+                   FROM viewer_sample_gaps g
+                  WHERE g.channel_id = $1 AND g.started_at < k.hi
+                    AND g.started_at >= k.lo - longest.d AND g.ended_at > k.lo), 0) AS seconds
+  FROM unnest($2::timestamptz[], $3::timestamptz[]) WITH ORDINALITY AS k(lo, hi, i)
+ CROSS JOIN longest
+ ORDER BY k.i"""
+
+
+# ----------------------------------------------------------------------------- readers
+
+def _pieces(ranges: Sequence[Range]) -> tuple[list[int], list[int], list[datetime], list[datetime]]:
+    idx, res, lo, hi = [], [], [], []
+    for i, (start, end) in enumerate(ranges):
+        for r, a, b in split_aligned(start, end):
+            idx.append(i)
+            res.append(r)
+            lo.append(a)
+            hi.append(b)
+    return idx, res, lo, hi
+
+
+async def event_totals(conn: Any, channel_id: str, ranges: Sequence[Range]) -> list[dict[str, int]]:
+    """Event counters (EVENT_FIELDS) of each [start, end) range."""
+    out = [dict.fromkeys(EVENT_FIELDS, 0) for _ in ranges]
+    for row in await conn.fetch(EVENT_TOTALS, channel_id, *_pieces(ranges)):
+        for name in EVENT_FIELDS:
+            out[row["idx"]][name] += row[name]
+    return out
+
+
+async def viewer_totals(conn: Any, channel_id: str, ranges: Sequence[Range]) -> list[dict[str, int]]:
+    """viewer_s (watch time), live_s (sampled time), peak and samples of each range."""
+    out = [dict.fromkeys(VIEWER_FIELDS, 0) for _ in ranges]
+    for row in await conn.fetch(VIEWER_TOTALS, channel_id, *_pieces(ranges)):
+        total = out[row["idx"]]
+        total["viewer_s"] += row["viewer_s"]
+        total["live_s"] += row["live_s"]
+        total["samples"] += row["samples"]
+        total["peak"] = max(total["peak"], row["peak"])
+    return out
+
+
+async def streamed_seconds(conn: Any, channel_id: str, ranges: Sequence[Range],
+                           now: datetime) -> list[float]:
+    """Seconds live inside each range: sessions clipped to it (a live one runs until `now`)."""
+    if not ranges:
+        return []
+    rows = await conn.fetch(STREAMED, channel_id, [r[0] for r in ranges], [r[1] for r in ranges], now)
+    return [row["seconds"] for row in rows]
+
+
+async def gap_seconds(conn: Any, channel_id: str, ranges: Sequence[Range],
+                      now: datetime) -> list[float]:
+    """Seconds of missing capture inside each range (an outage still going runs until `now`)."""
+    rows = await conn.fetch(GAP_SECONDS, channel_id, [r[0] for r in ranges],
+                            [r[1] for r in ranges], now)
+    return [float(row["seconds"]) for row in rows]
