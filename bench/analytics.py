@@ -44,6 +44,7 @@ CHANNEL = "1000"
 TZ = "Europe/Paris"
 UTC = timezone.utc
 YEARS = 3
+LONG = 6 * 3600   # seconds: a pool's command_timeout (60 s) is far too short for 10M rows
 TRIGGERS = {"twitch_follows": "analytics_follows_ins",
             "twitch_subscriptions": "analytics_subscriptions_ins",
             "twitch_cheers": "analytics_cheers_ins", "twitch_raids": "analytics_raids_ins"}
@@ -185,17 +186,17 @@ async def generate(conn: asyncpg.Connection, events: int, sessions: int, now: da
     started = time.perf_counter()
     for sql in GENERATE:
         try:
-            await conn.execute(sql.format(**params))
+            await conn.execute(sql.format(**params), timeout=LONG)
         except asyncpg.PostgresError as exc:
             raise RuntimeError(f"{exc} in:\n{sql.format(**params)[:400]}") from exc
     for indexdef in secondary:
-        await conn.execute(indexdef)
+        await conn.execute(indexdef, timeout=LONG)
     await conn.execute("DROP TABLE bench_events, bench_mix, bench_sessions")
     await conn.execute("SET session_replication_role = origin")
     loaded = time.perf_counter()
-    await conn.execute("SELECT analytics_rebuild()")
+    await conn.execute("SELECT analytics_rebuild()", timeout=LONG)
     rebuilt = time.perf_counter()
-    await conn.execute("VACUUM ANALYZE")
+    await conn.execute("VACUUM ANALYZE", timeout=LONG)
     return {"load_s": round(loaded - started, 1), "rebuild_s": round(rebuilt - loaded, 1),
             "vacuum_s": round(time.perf_counter() - rebuilt, 1)}
 
@@ -284,7 +285,7 @@ async def measure_queries(pool: Any, now: datetime, runs: int, naive_runs: int) 
     queries["session_detail"] = await timed(one_session, runs)
 
     async def naive() -> Any:
-        return await pool.fetch(NAIVE_ALL_TIME, CHANNEL, TZ)
+        return await pool.fetch(NAIVE_ALL_TIME, CHANNEL, TZ, timeout=LONG)
 
     naive_times = await timed(naive, naive_runs, warmup=1)
     fast = queries["series_all"]

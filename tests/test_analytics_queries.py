@@ -108,6 +108,26 @@ async def test_hourly_chart_of_the_dst_day_has_no_2am_and_marks_gaps(night) -> N
     assert points[-1].followers_total == 1004 and points[0].followers_total == 1000
 
 
+async def test_a_stream_through_the_autumn_change_counts_the_repeated_hour_twice(db: Database) -> None:
+    # 23:30 CEST on 24 Oct → 03:30 CET on the 25th: 5 real hours, 4 on the clock.
+    async with db.pool.acquire() as conn:
+        await add_event(conn, "online", "c1", z("2026-10-24T21:30Z"), stream_id="autumn")
+        await add_samples(conn, "c1", "autumn", z("2026-10-24T21:31Z"), [60] * 299)
+        await add_event(conn, "offline", "c1", z("2026-10-25T02:30Z"))
+        series = await time_series(conn, "c1", calendar_period(PARIS, "day", date(2026, 10, 25)),
+                                   now=z("2026-10-26T12:00Z"))
+        cards = await stat_cards(conn, "c1", calendar_period(PARIS, "day", date(2026, 10, 25)),
+                                 now=z("2026-10-26T12:00Z"))
+    head = [(p.label.strftime("%H%z"), p.hours_streamed) for p in series.points[:5]]
+    assert head == [("00+0200", 1.0), ("01+0200", 1.0), ("02+0200", 1.0), ("02+0100", 1.0),
+                    ("03+0100", 0.5)]
+    assert len(series.points) == 25
+    # Samples 22:00:00Z … 02:29:00Z on the 25th (270 of them, 60 s each) × 60 viewers.
+    assert cards.cards["hours_streamed"].value == 4.5
+    assert cards.cards["watch_hours"].value == round(270 * 60 * 60 / 3600, 2)
+    assert cards.cards["hours_streamed"].previous == 0.5      # 23:30 → 00:00 CEST on the 24th
+
+
 async def test_series_equals_naive_date_trunc_in_the_streamers_zone(db: Database) -> None:
     rng = random.Random(11)
     async with db.pool.acquire() as conn:

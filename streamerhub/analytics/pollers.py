@@ -222,8 +222,10 @@ class TotalsSnapshotter:
             return await call
         except Exception as exc:  # noqa: BLE001 - Helix errors are many; a figure is optional
             status = getattr(exc, "status", None)
-            if status == 429 or (status or 500) >= 500:
-                raise                     # transient: back off the whole round
+            if status == 429:
+                raise                     # the rate limit is everyone's: back off the round
+            # One channel's failure (missing scope, not connected here, a 5xx) skips only its
+            # figure; the next round is 15 minutes away anyway.
             log.warning("totals_snapshot_skipped", channel_id=channel_id, figure=what,
                         status=status, error=str(exc))
             return None
