@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -76,16 +77,19 @@ def free_port() -> int:
 async def prepare_history(url: str, events: int, sessions: int) -> None:
     db = Database(await create_pool(url, 4), url)
     try:
-        if not await db.pool.fetchval("SELECT to_regclass('bench_meta') IS NOT NULL"):
-            await db.upgrade()
-            now = dt.datetime.now(UTC).replace(microsecond=0)
-            async with db.pool.acquire() as conn:
-                await generate(conn, events, sessions, now)
-                await conn.execute("CREATE TABLE bench_meta AS SELECT $1::timestamptz AS now", now)
-        else:
-            await db.upgrade()
+        await db.upgrade()
+        fresh = not await db.pool.fetchval("SELECT to_regclass('bench_meta') IS NOT NULL")
     finally:
         await db.close()
+    if fresh:
+        # A plain connection: the pool's 60 s command timeout is too short for 10M rows.
+        conn = await asyncpg.connect(url)
+        try:
+            now = dt.datetime.now(UTC).replace(microsecond=0)
+            await generate(conn, events, sessions, now)
+            await conn.execute("CREATE TABLE bench_meta AS SELECT $1::timestamptz AS now", now)
+        finally:
+            await conn.close()
 
 
 async def sign_in(http: aiohttp.ClientSession, base: str, data_dir: Path) -> None:

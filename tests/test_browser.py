@@ -103,14 +103,17 @@ async def seed(db_url: str, data_dir: Path, fake: FakeTwitch) -> None:
         start = NOW - dt.timedelta(days=20)
         items = [notification("stream.online", start, id="stream-old")]
         items += [notification("channel.follow", start + dt.timedelta(minutes=i),
-                               user_id=str(8000 + i), user_login=f"fan{i}") for i in range(40)]
-        items += [notification("channel.cheer", start + dt.timedelta(minutes=50), bits=2500),
+                               user_id=str(8000 + i), user_login=f"fan{i}", user_name=f"Fan{i}")
+                  for i in range(40)]
+        items += [notification("channel.cheer", start + dt.timedelta(minutes=50), bits=2500,
+                               user_login="big_cheerer", user_name="Big_Cheerer"),
                   notification("channel.subscription.gift", start + dt.timedelta(minutes=55),
-                               total=10),
+                               total=10, user_login="generous", user_name="Generous"),
                   notification("stream.offline", start + dt.timedelta(hours=2)),
                   notification("channel.follow", NOW - dt.timedelta(minutes=20),
-                               user_id="9001", user_login="today_fan"),
-                  notification("channel.subscribe", NOW - dt.timedelta(minutes=10))]
+                               user_id="9001", user_login="today_fan", user_name="Today_Fan"),
+                  notification("channel.subscribe", NOW - dt.timedelta(minutes=10),
+                               user_login="new_sub", user_name="New_Sub")]
         await store_events(db, data_dir / "seed", items)
         await add_samples(db, "stream-old", start, [12, 30, 48, 55, 61, 58, 40, 33] * 15)
     finally:
@@ -296,6 +299,9 @@ async def test_upload_job_live_and_stop(daemon_factory, db_url: str, tmp_path: P
             await page.fill("#job-form input[name=name]", "Browser rerun")
             await page.select_option("#job-video-pick", label="rerun.mp4")
             await page.click("#job-video-add")
+            await page.click("#job-form button[type=submit]")  # no target chosen: said so
+            await page.wait_for_selector("#job-form-error:not([hidden])")
+            assert "targets" in await page.inner_text("#job-form-error")
             await page.check("#job-targets input[type=checkbox]")
             await page.select_option("#job-loop-mode", "forever")
             await page.click("#job-form button[type=submit]")

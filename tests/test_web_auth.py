@@ -62,6 +62,15 @@ async def test_password_login_cookie_logout(tmp_path: Path, db_url: str) -> None
         replay = await dash.client.get("/settings", allow_redirects=False)
         assert replay.status == 303 and replay.headers["Location"].startswith("/login")
 
+        # A password change ends every session; only the new password works afterwards.
+        await dash.login("owner")
+        changed = await dash.client.post("/settings/password", data={
+            "csrf_token": await dash.csrf("/settings"), "current": PASSWORD,
+            "password": "a brand new passphrase", "confirm": "a brand new passphrase"})
+        assert changed.url.path == "/login" and "Sign in again" in await changed.text()
+        assert (await dash.login("owner")).status == 401
+        assert (await dash.login("owner", "a brand new passphrase")).status == 303
+
 
 async def test_failed_logins_are_slowed_down(tmp_path: Path, db_url: str) -> None:
     async with dashboard(tmp_path, db_url) as dash:

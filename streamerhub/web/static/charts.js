@@ -64,12 +64,15 @@
     if (!series || !events) return;
     zone = series.tz || "UTC";
     const t = series.t;
+    // Half a bucket of room at both ends, so the first and last buckets' bars are not cut off.
+    const step = t.length > 1 ? t[1] - t[0] : 3600;
+    const xRange = (u, min, max) => [min - step * 0.6, max + step * 0.6];
     const timeFmt = {hour: "{HH}:{mm}", day: "{MMM} {D}", week: "{MMM} {D}"}[series.bucket] || "{MMM} {YYYY}";
     const tipFmt = series.bucket === "hour" ? "{YYYY}-{MM}-{DD} {HH}:{mm}" : "{YYYY}-{MM}-{DD}";
     const axis = {stroke: "#6b6880", grid: {stroke: "#eeebf5"}, ticks: {stroke: "#e3e0ee"}};
     mount(events, {
       height: 240,
-      scales: {x: {time: true}, bits: {auto: true}},
+      scales: {x: {time: true, range: xRange}, bits: {auto: true}},
       axes: [{...axis, space: 70, values: timeValues(timeFmt)}, {...axis, label: "follows · subs"},
              {...axis, scale: "bits", side: 1, grid: {show: false}, label: "bits"}],
       series: [{value: tipFmt},
@@ -85,7 +88,7 @@
     }
     mount(viewers, {
       height: 220,
-      scales: {x: {time: true}},
+      scales: {x: {time: true, range: xRange}},
       axes: [{...axis, space: 70, values: timeValues(timeFmt)}, {...axis, label: "viewers"}],
       series: [{value: tipFmt},
                {label: "Average", stroke: COLORS.avg, width: 2, fill: "rgba(21,128,61,.10)", spanGaps: false},
