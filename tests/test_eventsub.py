@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from streamerhub.bot.eventsub import SUBSCRIPTIONS, State
-from streamerhub.bot.service import BotDeps, TwitchBot
+from streamerhub.bot.service import BotDeps, TwitchBot, missed_since_last_run
 from streamerhub.bot.store import EventStore
 from streamerhub.bot.tokens import Grant, TokenStore
 from streamerhub.crypto import Keyring
@@ -371,7 +371,7 @@ async def test_bad_frames_become_dead_letters_and_the_connection_carries_on(rig:
     assert bot.status()[0]["state"] == "connected"
 
 
-async def test_stale_subscriptions_deleted_at_start(rig: Rig) -> None:
+async def test_restart_deletes_stale_subscriptions_and_backfills_the_downtime(rig: Rig) -> None:
     await rig.connect()
     first = await rig.start_bot()
     await rig.wait_subscribed(first)
@@ -379,9 +379,35 @@ async def test_stale_subscriptions_deleted_at_start(rig: Rig) -> None:
     state = await rig.control("state")
     assert state["subscriptions"] and all(s["status"] == "websocket_disconnected"
                                           for s in state["subscriptions"])
+    # While the daemon was down, someone followed.
+    await rig.control("followers", {"followers": [
+        {"user_id": "950", "user_login": "offhours", "user_name": "OffHours",
+         "followed_at": _now_iso()}]})
     second = await rig.start_bot()
     await rig.wait_subscribed(second)
     state = await rig.control("state")
     session = second.runners["1000"].client.stats.session_id
     assert {s["transport"]["session_id"] for s in state["subscriptions"]} == {session}
     assert len(state["subscriptions"]) == len(SUBSCRIPTIONS) + 1
+
+    async def backfilled() -> Any:
+        return await rig.fetch("SELECT reason, ended_at, backfilled FROM eventsub_gaps "
+                               "WHERE backfilled_at IS NOT NULL")
+    gaps = await wait_until(backfilled, 10, "downtime backfilled")
+    assert [(g["reason"], g["backfilled"]) for g in gaps] == [("daemon stopped", 1)]
+    assert await rig.value("SELECT backfilled FROM twitch_follows WHERE user_id = '950'") is True
+
+
+async def test_after_a_crash_the_gap_starts_at_the_last_event_received(rig: Rig) -> None:
+    await rig.connect()
+    async with rig.db.pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO twitch_events (message_id, subscription_type, subscription_version, "
+            "channel_id, occurred_at, received_at, payload) VALUES ('m1', 'channel.cheer', '1', "
+            "'1000', now() - interval '1 minute', now() - interval '1 minute', '{}')")
+    gap = await missed_since_last_run(rig.db, rig.store, "1000")
+    assert gap is not None and "without notice" in gap.reason
+    await rig.store.drain()
+    row = (await rig.fetch("SELECT started_at, ended_at FROM eventsub_gaps"))[0]
+    assert row["started_at"] == gap.started_at and row["ended_at"] is None
+    assert await missed_since_last_run(rig.db, rig.store, "2000") is None  # never captured

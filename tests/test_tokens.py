@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 
 from streamerhub.bot.cli import DEFAULT_SCOPES
+from streamerhub.bot.helix import Helix, HelixError
 from streamerhub.bot.tokens import (LOGIN_SCOPES, OAuth, TokenError, TokenRevoked, TokenStore,
                                     load_channel_token)
 from streamerhub.crypto import aad_for, load_keyring
@@ -165,3 +166,27 @@ async def test_device_login_stores_sealed_tokens_and_never_shows_them(db_url: st
     assert token.access_token.encode() not in row["access_token_sealed"]
     assert keyring.open_str(row["refresh_token_sealed"], aad_for(
         "twitch_channels", "1000", "refresh_token_sealed")) == token.refresh_token
+
+
+async def test_helix_waits_for_ratelimit_reset_and_backs_off_on_5xx(rig: Rig) -> None:
+    await rig.connect()
+    token = await load_channel_token(TokenStore(rig.db, rig.keyring), _oauth(rig), "1000")
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    helix = Helix(rig.http, rig.fake.api_url, rig.fake.client_id, token, sleep=sleep)
+    await rig.control("fail", {"path": "/helix/users", "status": 429, "count": 1})
+    assert (await helix.me())["id"] == "1000"
+    # The fake's Ratelimit-Reset says when the bucket is full again: up to a minute away.
+    assert len(slept) == 1 and 50 <= slept[0] <= 60
+    slept.clear()
+    await rig.control("fail", {"path": "/helix/users", "status": 503, "count": 2})
+    assert (await helix.me())["id"] == "1000"
+    assert len(slept) == 2 and 0.25 <= slept[0] <= 0.75 and 0.5 <= slept[1] <= 1.5
+    await rig.control("fail", {"path": "/helix/users", "status": 500, "count": 10})
+    with pytest.raises(HelixError) as failed:
+        await helix.me()
+    assert failed.value.status == 503 and "gave up after 6 attempts" in str(failed.value)
+    assert await helix.delete_subscription("nope") is False  # 404: already gone

@@ -11,11 +11,9 @@ backfilled. Subs, cheers and raids missed in a gap are gone; the gap row says so
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from streamerhub.bot.events import BadEvent, normalise
 from streamerhub.bot.eventsub import Gap
 from streamerhub.bot.helix import Helix
 from streamerhub.log import get_logger
@@ -27,11 +25,10 @@ MAX_FOLLOW_PAGES = 50  # 5,000 follows in one gap is already a raid of followers
 
 
 class BackfillSink(Protocol):
-    """The store (bot/store.py): takes normalised events and dead letters without waiting."""
+    """The store (bot/store.py): queues an event rebuilt from Helix, marked backfilled."""
 
-    def submit(self, item: Any) -> None: ...
-
-    def dead_letter(self, source: str, reason: str, raw_text: str) -> None: ...
+    def submit_backfill(self, message_id: str, subscription_type: str, version: str,
+                        occurred_at: str, payload: dict[str, Any]) -> None: ...
 
 
 class StreamHistory(Protocol):
@@ -119,12 +116,8 @@ def online_event(channel: Channel, stream: dict[str, Any]) -> tuple[str, str, st
 
 def _submit(sink: BackfillSink, message_id: str, type_: str, version: str, occurred_at: str,
             payload: dict[str, Any]) -> list[str]:
-    try:
-        item = normalise(message_id, type_, version, occurred_at, payload, backfilled=True)
-    except BadEvent as exc:
-        sink.dead_letter("backfill", exc.reason, json.dumps(payload))
-        return []
-    sink.submit(item)
+    # An event Helix gave us in an unusable shape becomes a dead letter in the store.
+    sink.submit_backfill(message_id, type_, version, occurred_at, payload)
     return [message_id]
 
 

@@ -37,6 +37,7 @@ CLOSE_GRACE = 5.0  # how long the old socket may take to echo our close after a 
 FORCE_CLOSE_WAIT = 1.0  # a dead peer does not get to delay the reconnect
 STABLE_AFTER = 30.0  # a session that lived this long resets the backoff
 SUBSCRIBE_CONCURRENCY = 8
+SUBSCRIBE_MARGIN = 1.5  # seconds kept from the keepalive window for the answers to land
 RECENT_IDS = 20_000
 NOTIFICATION, KEEPALIVE = FrameKind.NOTIFICATION, FrameKind.KEEPALIVE
 
@@ -171,6 +172,7 @@ class _Connection:
         self.lost: asyncio.Future[str] = loop.create_future()
         self.reconnect: asyncio.Future[str] = loop.create_future()
         self.last_frame = time.monotonic()
+        self.welcomed_at = self.last_frame
         self.session_id = ""
         self.keepalive = 10.0
         self.reader: asyncio.Task[None] | None = None
@@ -185,6 +187,10 @@ class _Connection:
     def silent_for(self) -> float:
         return time.monotonic() - self.last_frame
 
+    @property
+    def since_welcome(self) -> float:
+        return time.monotonic() - self.welcomed_at
+
 
 class SessionLost(Exception):
     """The connection could not be opened, welcomed or subscribed; retry after a backoff."""
@@ -197,7 +203,7 @@ class EventSubClient:
                  scopes: Callable[[], frozenset[str]], sink: EventSink,
                  on_subscriptions: Callable[[list[SubscriptionResult]], Awaitable[None]] | None = None,
                  on_gap: Callable[[Gap], Awaitable[None]] | None = None,
-                 keepalive_slack: float = KEEPALIVE_SLACK, max_backoff: float = 60.0) -> None:
+                 open_gap: Gap | None = None, keepalive_slack: float = KEEPALIVE_SLACK, max_backoff: float = 60.0) -> None:
         self.channel_id = channel_id
         self.http, self.url, self.helix = http, url, helix
         self.scopes, self.sink = scopes, sink
@@ -208,11 +214,12 @@ class EventSubClient:
         self._known: set[str] = set()  # subscription ids we created (carried over reconnects)
         self._subscribing: str | None = None  # session id being subscribed right now
         self._recent: OrderedDict[str, None] = OrderedDict()
-        self._gap: Gap | None = None
+        # A gap already recorded (the daemon's downtime): closed and backfilled once subscribed.
+        self._gap: Gap | None = open_gap
         self._tasks: set[asyncio.Task[Any]] = set()
         self._conns: set[_Connection] = set()
         self._last_conn: _Connection | None = None
-        self._subscribed_once = False
+        self._subscribed_once = open_gap is not None
 
     # --------------------------------------------------------------------------- supervisor
     async def run(self) -> None:
@@ -315,6 +322,7 @@ class EventSubClient:
             why = conn.lost.result() if conn.lost.done() else f"none within {WELCOME_TIMEOUT:g} s"
             raise SessionLost(f"no session_welcome: {why}")
         self._last_conn = conn
+        conn.welcomed_at = time.monotonic()
         conn.session_id = str(session.get("id") or "")
         conn.keepalive = float(session.get("keepalive_timeout_seconds") or 10)
         self.stats.session_id, self.stats.session_started_at = conn.session_id, time.time()
@@ -492,10 +500,8 @@ class EventSubClient:
         scopes = self.scopes()
         self._known = set()
         self._subscribing = conn.session_id
-        limit = asyncio.Semaphore(SUBSCRIBE_CONCURRENCY)
         try:
-            results = await asyncio.gather(*(self._create(limit, w, conn.session_id, scopes)
-                                             for w in self.plan))
+            results = await self._create_within(conn, scopes)
         finally:
             self._subscribing = None
         self.stats.subscriptions = {r.wanted.label: r for r in results}
@@ -510,6 +516,21 @@ class EventSubClient:
             raise SessionLost(f"no subscription could be created: {failed[0].detail}")
         if failed:
             self._spawn(self._retry_failed(conn, failed))
+
+    async def _create_within(self, conn: _Connection,
+                             scopes: frozenset[str]) -> list[SubscriptionResult]:
+        # Twitch closes an unused session (4003) when the keepalive window ends: what is not
+        # answered by then is given up here and retried in the background.
+        window = max(1.0, conn.keepalive - SUBSCRIBE_MARGIN - conn.since_welcome)
+        limit = asyncio.Semaphore(SUBSCRIBE_CONCURRENCY)
+        tasks = [asyncio.ensure_future(self._create(limit, w, conn.session_id, scopes))
+                 for w in self.plan]
+        _, pending = await asyncio.wait(tasks, timeout=window)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        return [SubscriptionResult(w, "error", detail="no answer within the keepalive window")
+                if task in pending else task.result() for task, w in zip(tasks, self.plan)]
 
     async def _create(self, limit: asyncio.Semaphore, wanted: Wanted, session_id: str,
                       scopes: frozenset[str]) -> SubscriptionResult:

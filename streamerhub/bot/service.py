@@ -77,7 +77,11 @@ class ChannelRunner:
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name=f"twitch-channel-{self.channel_id}")
 
-    async def stop(self) -> None:
+    async def stop(self, why: str = "channel stopped") -> None:
+        client = self.client
+        if client is not None and client.stats.state in (State.CONNECTED, State.RECONNECTING):
+            # From now on events are missed: the next start closes and backfills this gap.
+            self.bot.deps.store.record_gap_start(self.channel_id, why)
         if self.task is not None and not self.task.done():
             self.task.cancel()
             await asyncio.wait([self.task], timeout=STOP_BUDGET)
@@ -112,11 +116,13 @@ class ChannelRunner:
         bot = self.bot
         token = self.token = await load_channel_token(bot.tokens, bot.oauth, self.channel_id)
         await token.validate()
+        downtime = await missed_since_last_run(self.bot.deps.db, self.bot.deps.store,
+                                               self.channel_id)
         helix = self.helix = Helix(bot.http, bot.api_url, bot.oauth.client_id, token)
         self.client = EventSubClient(
             self.channel_id, bot.http, bot.eventsub_url, helix, lambda: token.scopes,
             bot.deps.store, on_subscriptions=self._subscriptions_changed,
-            on_gap=lambda gap: self._backfill(gap, helix))
+            on_gap=lambda gap: self._backfill(gap, helix), open_gap=downtime)
         self.state, self.reason = "running", None
         tasks = [asyncio.create_task(self.client.run()),
                  asyncio.create_task(token.validate_forever(first_delay=True))]
@@ -230,7 +236,7 @@ class TwitchBot:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
             self._loop_task = None
-        await asyncio.gather(*(r.stop() for r in self.runners.values()))
+        await asyncio.gather(*(r.stop("daemon stopped") for r in self.runners.values()))
         self.write_status()
         if self._lock_conn is not None:
             conn, self._lock_conn = self._lock_conn, None
@@ -359,6 +365,21 @@ async def _category(helix: Helix, name: str) -> dict[str, Any]:
     return found
 
 
+async def missed_since_last_run(db: Database, store: BotStore, channel_id: str) -> Gap | None:
+    """The gap this start closes: the one a stop left open, else (after a crash) one from the
+    last event received; None on a first start."""
+    async with db.pool.acquire() as conn:
+        row = await conn.fetchrow(OPEN_GAP, channel_id)
+        if row is not None:
+            return Gap(channel_id, row["started_at"], row["reason"])
+        last = await conn.fetchval(LAST_RECEIVED, channel_id)
+    if last is None:
+        return None
+    reason = "the daemon was not running (it stopped without notice)"
+    store.record_gap_start(channel_id, reason, last)
+    return Gap(channel_id, last, reason)
+
+
 class StreamHistory:
     """The newest stored stream.online/offline of a channel, for stream reconciliation."""
 
@@ -429,6 +450,16 @@ WITH stored AS (SELECT count(*) AS n FROM twitch_events WHERE message_id = ANY($
 UPDATE eventsub_gaps SET backfilled_at = now(), backfilled = backfilled + stored.n
   FROM stored WHERE channel_id = $1 AND started_at = $2
 RETURNING stored.n"""
+
+OPEN_GAP = """
+SELECT started_at, reason FROM eventsub_gaps WHERE channel_id = $1 AND ended_at IS NULL
+ ORDER BY started_at LIMIT 1"""
+
+# The last sign of life: the newest live event, or the end of the newest gap (a resubscription).
+LAST_RECEIVED = """
+SELECT greatest((SELECT max(received_at) FROM twitch_events
+                  WHERE channel_id = $1 AND NOT backfilled),
+                (SELECT max(ended_at) FROM eventsub_gaps WHERE channel_id = $1))"""
 
 LAST_STREAM = """
 SELECT kind, stream_id FROM twitch_streams WHERE channel_id = $1
