@@ -59,11 +59,25 @@ async def chromium(*extra_args: str) -> AsyncIterator[Any]:
             await browser.close()
 
 
+PROBLEMS: list[str] = []  # script errors and CSP refusals seen by any page of the running test
+
+
 async def new_page(browser: Any) -> Any:
     context = await browser.new_context(viewport={"width": 1360, "height": 900})
     page = await context.new_page()
     page.set_default_timeout(15_000)
+    page.on("pageerror", lambda exc: PROBLEMS.append(f"{page.url}: {exc}"))
+    page.on("console", lambda msg: PROBLEMS.append(f"{page.url}: {msg.text}")
+            if msg.type == "error" and "Failed to load resource" not in msg.text else None)
     return page
+
+
+@pytest.fixture(autouse=True)
+def no_script_errors() -> Any:
+    """Every page ran its scripts without an error or a Content-Security-Policy refusal."""
+    PROBLEMS.clear()
+    yield
+    assert not PROBLEMS, PROBLEMS
 
 
 async def shot(page: Any, name: str) -> None:

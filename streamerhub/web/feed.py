@@ -6,6 +6,10 @@ and fans them out to every open feed. The database is the single source of truth
 that resumes with `Last-Event-ID` replays exactly the rows after that id: nothing lost, nothing
 shown twice. Ids are `<received_at µs>_<message_id>`, the order rows are read in (byte order:
 COLLATE "C", so Python and PostgreSQL agree whatever the database's collation).
+
+received_at is when the daemon received a frame, and the store commits in that order. Events
+replayed from the outage spool keep their (old) received_at, so they land behind the cursor:
+they appear on the Events page, not as news in the live feed.
 """
 
 from __future__ import annotations
