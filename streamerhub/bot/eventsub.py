@@ -529,8 +529,18 @@ class EventSubClient:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        return [SubscriptionResult(w, "error", detail="no answer within the keepalive window")
-                if task in pending else task.result() for task, w in zip(tasks, self.plan)]
+        results, errors = [], []
+        for task, wanted in zip(tasks, self.plan):
+            if task in pending:
+                results.append(SubscriptionResult(wanted, "error",
+                                                  detail="no answer within the keepalive window"))
+            elif task.exception() is not None:  # read every one: none is left unretrieved
+                errors.append(task.exception())
+            else:
+                results.append(task.result())
+        if errors:
+            raise errors[0]
+        return results
 
     async def _create(self, limit: asyncio.Semaphore, wanted: Wanted, session_id: str,
                       scopes: frozenset[str]) -> SubscriptionResult:
