@@ -7,7 +7,7 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
     echo "Install it (Debian/Ubuntu: apt-get install python3) or set PYTHON=/path/to/python3.11" >&2
     exit 1
 fi
-extras="${1:-}"
+extras="${EXTRAS:-}"
 stamp=".venv/.installed${extras:+-$extras}"
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
