@@ -91,7 +91,8 @@ async def test_post_without_csrf_token_is_refused(tmp_path: Path, db_url: str) -
         await dash.create_owner()
         form = {"login": "mallory", "role": "owner", "password": PASSWORD}
         refused = await dash.client.post("/settings/users", data=form)
-        assert refused.status == 403 and "security token" in await refused.text()
+        page = await refused.text()
+        assert refused.status == 403 and "security token" in page and "<h1>Not allowed</h1>" in page
         forged = await dash.client.post("/settings/users", data={**form, "csrf_token": "x" * 43})
         assert forged.status == 403
         other_site = await dash.client.post(

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from streamerhub.web.users import UserStore
 from web_support import add_channel, add_samples, dashboard, notification, store_events
 
 pytestmark = pytest.mark.e2e
@@ -223,7 +224,7 @@ async def test_feed_needs_a_session(tmp_path: Path, db_url: str) -> None:
 
 # ----------------------------------------------------------------------------- errors
 
-async def test_errors_end_on_pages_in_words(tmp_path: Path, db_url: str) -> None:
+async def test_errors_end_on_pages_in_words(tmp_path: Path, db_url: str, monkeypatch) -> None:
     async with dashboard(tmp_path, db_url) as dash:
         await signed_in(dash)
         missing = await dash.client.get("/no/such/page")
@@ -235,3 +236,12 @@ async def test_errors_end_on_pages_in_words(tmp_path: Path, db_url: str) -> None
         wrong_method = await dash.client.delete("/events", headers={
             "X-CSRF-Token": await dash.csrf("/")})
         assert wrong_method.status == 405 and "Traceback" not in await wrong_method.text()
+
+        # The database away: a page that says so, not a stack trace.
+        async def refused(*_args: object) -> None:
+            raise ConnectionRefusedError(111, "Connection refused")
+
+        monkeypatch.setattr(UserStore, "session_user", refused)
+        down = await dash.client.get("/events")
+        text = await down.text()
+        assert down.status == 503 and "cannot reach its database" in text and "<h1>" in text

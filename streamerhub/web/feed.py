@@ -53,10 +53,13 @@ SELECT {COLUMNS} FROM twitch_events
    AND ($4::text[] IS NULL OR subscription_type = ANY($4))
    AND ($5::text IS NULL OR channel_id = $5)
  ORDER BY received_at, message_id COLLATE "C" LIMIT $3"""
+# The backlog looks a week back at most: a filter on a type that never happens must not walk
+# years of history every time a dashboard opens.
 LATEST = f"""
 SELECT * FROM (
     SELECT {COLUMNS} FROM twitch_events
-     WHERE ($2::text[] IS NULL OR subscription_type = ANY($2))
+     WHERE received_at > now() - interval '7 days'
+       AND ($2::text[] IS NULL OR subscription_type = ANY($2))
        AND ($3::text IS NULL OR channel_id = $3)
      ORDER BY received_at DESC, message_id COLLATE "C" DESC LIMIT $1) recent
  ORDER BY received_at, message_id COLLATE "C"

@@ -96,7 +96,23 @@ def local_time(ctx: Any, value: Any, fmt: str = "%Y-%m-%d %H:%M") -> str:
 
 # ----------------------------------------------------------------------------- errors
 
+DATABASE_DOWN = ("StreamerHub cannot reach its database right now. Twitch events keep being "
+                 "captured (they wait in the spool) and show up here once it is back: try again "
+                 "in a moment.")
+
+
+def database_down(exc: BaseException) -> bool:
+    """A lost or refused database connection (asyncpg lives behind db.py: judged by name)."""
+    if isinstance(exc, (OSError, TimeoutError)):
+        return True
+    name, module = type(exc).__name__, type(exc).__module__
+    return module.startswith("asyncpg") and any(
+        word in name for word in ("Connection", "CannotConnect", "InterfaceError"))
+
+
 def _status_and_message(exc: BaseException) -> tuple[int, str]:
+    if database_down(exc):
+        return 503, DATABASE_DOWN
     if isinstance(exc, web.HTTPException):
         text = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else ""
         return exc.status, text or DEFAULT_MESSAGES.get(exc.status, exc.reason)
@@ -126,7 +142,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 async def error_response(request: web.Request, exc: BaseException) -> web.StreamResponse:
     status, message = _status_and_message(exc)
     reference = ""
-    if status >= 500:
+    if status == 500:
         reference = uuid.uuid4().hex[:8]
         log.error("web_request_failed", path=request.path, method=request.method,
                   reference=reference, exc_info=exc)
@@ -137,8 +153,12 @@ async def error_response(request: web.Request, exc: BaseException) -> web.Stream
         return web.json_response({"error": message, "status": status}, status=status)
     context = {"status": status, "title": ERROR_TITLES.get(status, "Error"), "message": message}
     try:
+        # The failure may have come before aiohttp-jinja2's own middleware filled the page
+        # context (a refused CSRF token, a database gone): fill it here.
+        context = {**await page_context(request), **context}
         response = aiohttp_jinja2.render_template("error.html", request, context, status=status)
-    except Exception:  # the template itself failed: still say something readable
+    except Exception as render_exc:  # the template itself failed: still say something readable
+        log.warning("web_error_page_failed", error=repr(render_exc))
         response = web.Response(status=status, text=f"{context['title']}: {message}")
     if isinstance(exc, web.HTTPException) and exc.status == 405:
         response.headers["Allow"] = exc.headers.get("Allow", "")
