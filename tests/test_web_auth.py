@@ -150,6 +150,14 @@ async def test_api_accepts_session_or_bearer_never_anonymous(tmp_path: Path, db_
         assert "secretkey" not in await made.text()
         page = await (await dash.client.get("/multistream")).text()
         assert "secretkey" not in page
+        # A wrong token does not fall back to the cookie (that request skipped the CSRF check).
+        wrong = await dash.client.post("/api/v1/targets", headers={
+            "Authorization": "Bearer not-the-token"}, json={"name": "x"})
+        assert wrong.status == 401
+        token = (dash.settings.data_dir / "api-token").read_text().strip()
+        listed = await dash.client.get("/api/v1/targets",
+                                       headers={"Authorization": f"Bearer {token}"})
+        assert listed.status == 200 and [t["name"] for t in await listed.json()] == ["Local"]
 
 
 async def twitch_round_trip(dash, purpose: str):
