@@ -209,7 +209,7 @@ class EventSubClient:
         self.scopes, self.sink = scopes, sink
         self.on_subscriptions, self.on_gap = on_subscriptions, on_gap
         self.keepalive_slack, self.max_backoff = keepalive_slack, max_backoff
-        self.stats = Stats()
+        self.stats = Stats(last_gap=open_gap)
         self.plan = build_plan(channel_id)
         self._known: set[str] = set()  # subscription ids we created (carried over reconnects)
         self._subscribing: str | None = None  # session id being subscribed right now
