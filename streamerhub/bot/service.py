@@ -9,6 +9,7 @@ runs is picked up without a restart. A revoked grant disconnects that channel on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -368,6 +369,10 @@ async def _category(helix: Helix, name: str) -> dict[str, Any]:
 async def missed_since_last_run(db: Database, store: BotStore, channel_id: str) -> Gap | None:
     """The gap this start closes: the one a stop left open, else (after a crash) one from the
     last event received; None on a first start."""
+    # A gap mark queued by a stop just before (a channel restarted in this daemon) is committed
+    # first, so it is found rather than doubled.
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(store.drain(), STOP_BUDGET)
     async with db.pool.acquire() as conn:
         row = await conn.fetchrow(OPEN_GAP, channel_id)
         if row is not None:
