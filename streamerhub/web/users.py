@@ -154,6 +154,7 @@ class UserStore:
             await conn.execute(START_SESSION, session_hash(session_id), user.id, method,
                                dt.timedelta(days=days), (user_agent or "")[:300])
             await conn.execute("UPDATE web_users SET last_login_at = now() WHERE id = $1", user.id)
+            await conn.execute(PURGE_EXPIRED)  # sign-ins are rare: a good moment to tidy up
         return session_id
 
     async def session_user(self, session_id: str) -> SessionUser | None:
@@ -181,6 +182,7 @@ INSERT INTO web_users (login, role, password_hash, twitch_login) VALUES ($1, $2,
 RETURNING *"""
 SET_PASSWORD = "UPDATE web_users SET password_hash = $2, updated_at = now() WHERE id = $1"
 END_USER_SESSIONS = "DELETE FROM web_sessions WHERE user_id = $1"
+PURGE_EXPIRED = "DELETE FROM web_sessions WHERE expires_at < now()"
 START_SESSION = """
 INSERT INTO web_sessions (id_hash, user_id, method, expires_at, user_agent)
 VALUES ($1, $2, $3, now() + $4::interval, $5)"""
