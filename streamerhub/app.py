@@ -12,7 +12,10 @@ from typing import Any, AsyncIterator, Callable
 from aiohttp import web
 
 from streamerhub import __version__, systemd
-from streamerhub.bot.service import BotDeps, TwitchBot, bot_ctx
+from streamerhub.analytics.export import ExportRequest, open_export
+from streamerhub.analytics.periods import Calendar
+from streamerhub.analytics.pollers import AnalyticsPollers, PollerConfig
+from streamerhub.bot.service import BotDeps, BotHelixStats, TwitchBot, bot_ctx
 from streamerhub.bot.store import EventStore
 from streamerhub.config import Settings
 from streamerhub.crypto import Keyring, load_keyring
@@ -74,6 +77,26 @@ async def events_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def analytics_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Viewer samples while live and follower/sub totals, through the bot's Helix clients;
+    started after the bot, stopped before it."""
+    settings = app[SETTINGS]
+    config = PollerConfig(sample_interval_s=settings.get("analytics", "sample_interval"),
+                          totals_interval_s=settings.get("analytics", "totals_interval"))
+    pollers = AnalyticsPollers(app[DB].pool, BotHelixStats(app[TWITCH]),
+                               Calendar.from_settings(settings), config)
+    await pollers.start()
+    yield
+    await pollers.stop()
+
+
+def _exporter(app: web.Application) -> Any:
+    async def open_for(request: ExportRequest) -> Any:
+        return await open_export(app[DB].pool, Calendar.from_settings(app[SETTINGS]), request)
+
+    return open_for
+
+
 def _bot_deps(app: web.Application) -> BotDeps:
     return BotDeps(app[SETTINGS], app[DB], app[KEYRING], app[EVENTS])
 
@@ -127,12 +150,12 @@ def build_app(settings: Settings) -> web.Application:
     app[MULTISTREAM].channel_updater = lambda channel, wanted: app[TWITCH].update_channel(
         channel, wanted)
     app.cleanup_ctx.extend([systemd_ctx, database_ctx, crypto_ctx, multistream_ctx, events_ctx,
-                            bot_ctx(_bot_deps, TWITCH)])
+                            bot_ctx(_bot_deps, TWITCH), analytics_ctx])
     app.on_shutdown.append(_arm_forced_exit)
     app.router.add_get("/healthz", healthz)
     # /api/v1: each authorizer may let a request in; the dashboard appends its session check.
     app[AUTHORIZERS] = [bearer_authorizer(api_token(settings.data_dir))]
-    app.add_subapp(PREFIX, build_api(app[MULTISTREAM]))
+    app.add_subapp(PREFIX, build_api(app[MULTISTREAM], _exporter(app)))
     app.router.add_get("/api/openapi.json", openapi_json)
     add_dashboard(app, settings)
     return app

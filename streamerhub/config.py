@@ -102,6 +102,10 @@ SETTINGS: tuple[Setting, ...] = (
             _url("http", "https", empty_ok=False)),
     Setting("twitch", "eventsub_url", str, "wss://eventsub.wss.twitch.tv/ws",
             "EventSub WebSocket URL.", _url("ws", "wss", empty_ok=False)),
+    Setting("analytics", "sample_interval", float, 60.0, "Seconds between viewer-count samples "
+            "while a channel is live (watch hours are computed from them).", _range(15, 600)),
+    Setting("analytics", "totals_interval", float, 900.0, "Seconds between snapshots of "
+            "Twitch's follower and subscriber totals.", _range(60, 86400)),
     Setting("ffmpeg", "path", str, "", "FFmpeg binary; empty uses ffmpeg on PATH, else the "
             "bundled imageio-ffmpeg binary."),
     Setting("ffmpeg", "max_upload_bytes", int, 20 * 1024**3, "Largest video upload accepted.",

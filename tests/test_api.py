@@ -16,6 +16,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from media import MediaSet, make_clip, media_set, no_leftover_ffmpeg  # noqa: F401
 from rtmp_server import RtmpServer
+from streamerhub.analytics.export import ExportRequest, open_export
+from streamerhub.analytics.periods import Calendar
+from streamerhub.db import Database
 from streamerhub.ffmpeg.service import Multistream
 from streamerhub.web.api import AUTHORIZERS, PREFIX, ROUTES, bearer_authorizer, build_api
 from streamerhub.web.openapi import build_openapi, openapi_json
@@ -47,10 +50,13 @@ class Api:
 
 
 @pytest.fixture
-async def api(multistream: Multistream) -> AsyncIterator[Api]:
+async def api(multistream: Multistream, db: Database) -> AsyncIterator[Api]:
+    async def exporter(request: ExportRequest) -> Any:
+        return await open_export(db.pool, Calendar("Europe/Paris"), request)
+
     app = web.Application()
     app[AUTHORIZERS] = [bearer_authorizer(TOKEN)]
-    app.add_subapp(PREFIX, build_api(multistream))
+    app.add_subapp(PREFIX, build_api(multistream, exporter))
     app.router.add_get("/api/openapi.json", openapi_json)
     async with TestClient(TestServer(app)) as client:
         yield Api(client)
@@ -232,3 +238,34 @@ async def test_openapi_describes_every_route(api: Api) -> None:
     for method, path in described:
         operation = doc["paths"][path][method.lower()]
         assert operation["summary"] and "401" in operation["responses"]
+
+
+async def test_export_streams_the_same_rows_as_the_cli(api: Api, db: Database) -> None:
+    await db.pool.execute(
+        "INSERT INTO twitch_events (message_id, subscription_type, subscription_version, "
+        "channel_id, occurred_at, payload) VALUES ('m1', 'channel.cheer', '1', 'c1', "
+        "'2026-06-01T20:30:00Z', '{\"event\": {\"bits\": 100}}')")
+    query = "/api/v1/export/events?from=2026-06-01&to=2026-06-01&channel=c1"
+    async with api.client.get(query, headers=AUTH) as resp:
+        assert resp.status == 200 and resp.content_type == "text/csv"
+        assert "streamerhub-events.csv" in resp.headers["Content-Disposition"]
+        lines = (await resp.text()).splitlines()
+    assert lines[0].startswith("message_id,channel_id,type,version,occurred_at_utc,")
+    assert len(lines) == 2 and lines[1].startswith("m1,c1,channel.cheer,1,2026-06-01T20:30:00Z,")
+    assert "2026-06-01T22:30:00+02:00" in lines[1]  # the streamer's wall clock (Europe/Paris)
+    async with api.client.get(query + "&format=json", headers=AUTH) as resp:
+        assert [row["message_id"] for row in await resp.json()] == ["m1"]
+
+
+@pytest.mark.parametrize("query, message", [
+    ("events?from=yesterday", "from 'yesterday': expected a day"),
+    ("events?format=xml", "unknown export format 'xml'"),
+    ("streams", "unknown export 'streams'"),
+    ("series?bucket=fortnight", "unknown bucket 'fortnight'"),
+])
+async def test_export_refuses_bad_parameters_in_words(api: Api, query: str, message: str) -> None:
+    async with api.client.get(f"/api/v1/export/{query}", headers=AUTH) as resp:
+        assert resp.status == 400
+        assert message in (await resp.json())["error"]
+    async with api.client.get("/api/v1/export/events") as resp:
+        assert resp.status == 401

@@ -4,24 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import sys
-from datetime import date, datetime, timedelta
-from typing import Any, AsyncIterator, BinaryIO
+from datetime import datetime
+from typing import Any, BinaryIO
 
-from streamerhub.analytics.export import (
-    FORMATS, KINDS, ExportError, export_events, export_series, export_sessions,
-)
-from streamerhub.analytics.periods import BUCKET_SIZES, UTC, Calendar, Period, range_period
-from streamerhub.analytics.queries import first_data
-
-FIND_CHANNEL = """
-SELECT channel_id FROM twitch_channels WHERE channel_id = $1 OR lower(login) = lower($1)"""
-KNOWN_CHANNELS = """
-SELECT channel_id FROM twitch_channels
- UNION SELECT DISTINCT channel_id FROM stream_sessions
- UNION SELECT DISTINCT channel_id FROM analytics_event_rollup WHERE res = 86400
- ORDER BY 1"""
+from streamerhub.analytics.export import FORMATS, KINDS, ExportRequest, open_export
+from streamerhub.analytics.periods import BUCKET_SIZES, Calendar
 
 
 def add_export_command(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -55,59 +43,14 @@ async def run_export(args: argparse.Namespace, settings: Any, out: BinaryIO,
     from streamerhub.app import prepare_data_dir
     from streamerhub.db import open_database
 
-    now = now or datetime.now(UTC)
-    cal = Calendar.from_settings(settings)
-    start = parse_when(cal, args.start, "--from", end=False) if args.start else None
-    end = parse_when(cal, args.end, "--to", end=True) if args.end else now
+    request = ExportRequest(args.what, args.format, args.start, args.end, args.channel,
+                            args.bucket)
     prepare_data_dir(settings.data_dir)
     async with open_database(settings, own_cluster=False) as db:
         await db.check_not_newer()
-        channel = await resolve_channel(db.pool, args.channel, required=args.what == "series")
-        async for chunk in await _chunks(db.pool, cal, args, channel, start, end, now):
+        chunks = await open_export(db.pool, Calendar.from_settings(settings), request, now,
+                                   names=("--from", "--to"))
+        async for chunk in chunks:
             out.write(chunk)
         out.flush()
     return 0
-
-
-async def _chunks(pool: Any, cal: Calendar, args: argparse.Namespace, channel: str | None,
-                  start: datetime | None, end: datetime, now: datetime) -> AsyncIterator[bytes]:
-    if args.what == "events":
-        return export_events(pool, cal, start or _BEGINNING, end, args.format, channel)
-    if args.what == "sessions":
-        return export_sessions(pool, cal, start or _BEGINNING, end, args.format, channel, now)
-    assert channel is not None
-    start = start or await first_data(pool, channel) or end - timedelta(days=1)
-    period = range_period(cal, start, max(end, start + timedelta(seconds=1)))
-    if args.bucket:
-        period = Period(period.kind, period.start, period.end, args.bucket, cal)
-    return export_series(pool, channel, period, args.format, now)
-
-
-_BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def parse_when(cal: Calendar, text: str, flag: str, *, end: bool) -> datetime:
-    """A day (the streamer's; as an end, included) or an ISO time (naive: the streamer's zone)."""
-    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-        day = date.fromisoformat(text)
-        return cal.day_start(day + timedelta(days=1) if end else day)
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ExportError(f"{flag} {text!r}: expected a day (2026-03-29) or a time "
-                          "(2026-03-29T20:00, 2026-03-29T18:00Z)") from None
-    return cal.resolve(when) if when.tzinfo is None else when.astimezone(UTC)
-
-
-async def resolve_channel(pool: Any, wanted: str | None, *, required: bool) -> str | None:
-    """--channel as an id or a login; without it, the only channel there is (if required)."""
-    if wanted:
-        return await pool.fetchval(FIND_CHANNEL, wanted) or wanted
-    if not required:
-        return None
-    known = [r["channel_id"] for r in await pool.fetch(KNOWN_CHANNELS)]
-    if len(known) == 1:
-        return known[0]
-    if not known:
-        raise ExportError("no channel has any data yet: connect one with `streamerhub twitch login`")
-    raise ExportError(f"several channels have data ({', '.join(known)}): choose one with --channel")

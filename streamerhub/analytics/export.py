@@ -12,11 +12,13 @@ import contextlib
 import csv
 import io
 import json
-from datetime import datetime
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from typing import Any, AsyncIterator, Iterable, Sequence
 
-from streamerhub.analytics.periods import UTC, Calendar, Period
-from streamerhub.analytics.queries import time_series
+from streamerhub.analytics.periods import BUCKET_SIZES, UTC, Calendar, Period, range_period
+from streamerhub.analytics.queries import first_data, time_series
 from streamerhub.analytics.sessions import SESSION_COLUMNS, SESSION_JOINS, _summary
 from streamerhub.errors import StreamerHubError
 
@@ -236,3 +238,81 @@ def check_export(kind: str, fmt: str) -> None:
 def media_type(fmt: str) -> str:
     """Content-Type for an HTTP response carrying this export."""
     return "text/csv; charset=utf-8" if fmt == "csv" else "application/json"
+
+
+# ----------------------------------------------------------------------------- requests
+# One reading of "what to export" for both `streamerhub export` and GET /api/v1/export/{kind}.
+
+FIND_CHANNEL = """
+SELECT channel_id FROM twitch_channels WHERE channel_id = $1 OR lower(login) = lower($1)"""
+KNOWN_CHANNELS = """
+SELECT channel_id FROM twitch_channels
+ UNION SELECT DISTINCT channel_id FROM stream_sessions
+ UNION SELECT DISTINCT channel_id FROM analytics_event_rollup WHERE res = 86400
+ ORDER BY 1"""
+_BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """An export as a user asks for it: texts straight from the command line or query string."""
+
+    kind: str
+    fmt: str = "csv"
+    start: str | None = None     # a day (YYYY-MM-DD) or an ISO time; None: the beginning
+    end: str | None = None       # a day (included) or an ISO time (excluded); None: now
+    channel: str | None = None   # an id or a login; None: all (series: the only one)
+    bucket: str | None = None    # series bucket size; None: chosen to fit the range
+
+
+async def open_export(pool: Any, cal: Calendar, req: ExportRequest, now: datetime | None = None,
+                      names: tuple[str, str] = ("from", "to")) -> AsyncIterator[bytes]:
+    """Validate the request (raising ExportError before any byte) and return its chunk stream.
+
+    `names` are what the user typed for start and end (--from/--to, or query parameters), so
+    a bad value is reported under the name the user knows.
+    """
+    now = now or datetime.now(UTC)
+    check_export(req.kind, req.fmt)
+    if req.bucket is not None and req.bucket not in BUCKET_SIZES:
+        raise ExportError(f"unknown bucket {req.bucket!r}: one of {', '.join(BUCKET_SIZES)}")
+    start = parse_when(cal, req.start, names[0], end=False) if req.start else None
+    end = parse_when(cal, req.end, names[1], end=True) if req.end else now
+    channel = await resolve_channel(pool, req.channel, required=req.kind == "series")
+    if req.kind == "events":
+        return export_events(pool, cal, start or _BEGINNING, end, req.fmt, channel)
+    if req.kind == "sessions":
+        return export_sessions(pool, cal, start or _BEGINNING, end, req.fmt, channel, now)
+    assert channel is not None
+    start = start or await first_data(pool, channel) or end - timedelta(days=1)
+    period = range_period(cal, start, max(end, start + timedelta(seconds=1)))
+    if req.bucket:
+        period = Period(period.kind, period.start, period.end, req.bucket, cal)
+    return export_series(pool, channel, period, req.fmt, now)
+
+
+def parse_when(cal: Calendar, text: str, name: str, *, end: bool) -> datetime:
+    """A day (the streamer's; as an end, included) or an ISO time (naive: the streamer's zone)."""
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        day = date.fromisoformat(text)
+        return cal.day_start(day + timedelta(days=1) if end else day)
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ExportError(f"{name} {text!r}: expected a day (2026-03-29) or a time "
+                          "(2026-03-29T20:00, 2026-03-29T18:00Z)") from None
+    return cal.resolve(when) if when.tzinfo is None else when.astimezone(UTC)
+
+
+async def resolve_channel(pool: Any, wanted: str | None, *, required: bool) -> str | None:
+    """A channel as an id or a login; without one, the only channel there is (if required)."""
+    if wanted:
+        return await pool.fetchval(FIND_CHANNEL, wanted) or wanted
+    if not required:
+        return None
+    known = [r["channel_id"] for r in await pool.fetch(KNOWN_CHANNELS)]
+    if len(known) == 1:
+        return known[0]
+    if not known:
+        raise ExportError("no channel has any data yet: connect one with `streamerhub twitch login`")
+    raise ExportError(f"several channels have data ({', '.join(known)}): choose one by id or login")

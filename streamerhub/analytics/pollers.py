@@ -52,6 +52,7 @@ class PollerConfig:
         return max(1, min(900, int(self.sample_interval_s + self.sample_slack_s)))
 
 
+RETRY_SOON_S = 20.0  # a totals round that met a channel not connected yet is retried this soon
 CONNECTED_CHANNELS = "SELECT channel_id FROM twitch_channels WHERE status = 'connected' ORDER BY 1"
 
 INSERT_SAMPLES = """
@@ -200,11 +201,13 @@ class TotalsSnapshotter:
                  clock: Callable[[], datetime] = utcnow) -> None:
         self.pool, self.helix, self.calendar = pool, helix, calendar
         self.channels, self.clock = channels, clock
+        self.retry_soon = False
 
     async def snapshot_once(self) -> int:
         """One snapshot per channel (a missing scope leaves that figure empty); returns count."""
         now = self.clock().astimezone(UTC)
         stored = 0
+        self.retry_soon = False
         for channel_id in await self.channels():
             followers = await self._optional(self.helix.fetch_follower_total(channel_id),
                                              channel_id, "followers")
@@ -225,7 +228,9 @@ class TotalsSnapshotter:
             if status == 429:
                 raise                     # the rate limit is everyone's: back off the round
             # One channel's failure (missing scope, not connected here, a 5xx) skips only its
-            # figure; the next round is 15 minutes away anyway.
+            # figure. Without an HTTP status the channel is not connected yet (the daemon is
+            # starting): try again soon rather than a whole interval later.
+            self.retry_soon = self.retry_soon or status is None
             log.warning("totals_snapshot_skipped", channel_id=channel_id, figure=what,
                         status=status, error=str(exc))
             return None
@@ -318,6 +323,8 @@ class AnalyticsPollers:
                 await self.totals.snapshot_once()
                 await self.totals.check_due()
                 backoff.reset()
+                if self.totals.retry_soon:
+                    delay = min(delay, RETRY_SOON_S)
             except Exception as exc:  # noqa: BLE001
                 delay = backoff.next_delay(exc)
                 log.warning("totals_snapshot_failed", status=getattr(exc, "status", None),

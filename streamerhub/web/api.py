@@ -15,6 +15,7 @@ from urllib.parse import unquote
 from aiohttp import BodyPartReader, web
 from aiohttp.typedefs import Handler
 
+from streamerhub.analytics.export import ExportRequest, media_type
 from streamerhub.errors import StreamerHubError
 from streamerhub.log import get_logger, redact
 
@@ -51,6 +52,9 @@ class MultistreamApi(Protocol):
 
 
 SERVICE = web.AppKey("api_multistream", MultistreamApi)
+# Opens an analytics export (app.py binds it to the database and the streamer's calendar).
+Exporter = Callable[[ExportRequest], Awaitable[AsyncIterator[bytes]]]
+EXPORTER = web.AppKey("api_exporter", Callable)
 
 
 # ----------------------------------------------------------------------------- auth + errors
@@ -266,6 +270,25 @@ async def stop_job_target(request: web.Request) -> web.Response:
     return _json(await ms.job_json(job))
 
 
+# ----------------------------------------------------------------------------- exports
+
+async def export(request: web.Request) -> web.StreamResponse:
+    """GET /export/{kind}?from=&to=&format=&channel=&bucket= — the same as `streamerhub export`,
+    streamed in constant memory; a bad parameter is a 400 before any byte is sent."""
+    query, kind = request.query, request.match_info["kind"]
+    wanted = ExportRequest(kind, query.get("format", "csv"), query.get("from"), query.get("to"),
+                           query.get("channel"), query.get("bucket"))
+    chunks = await request.config_dict[EXPORTER](wanted)
+    response = web.StreamResponse(headers={
+        "Content-Type": media_type(wanted.fmt),
+        "Content-Disposition": f'attachment; filename="streamerhub-{kind}.{wanted.fmt}"'})
+    await response.prepare(request)
+    async for chunk in chunks:
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
 # ----------------------------------------------------------------------------- assembly
 
 ROUTES: tuple[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]], ...] = (
@@ -289,13 +312,15 @@ ROUTES: tuple[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamRespon
     ("POST", "/jobs/{id:\\d+}/stop", stop_job),
     ("POST", "/jobs/{id:\\d+}/targets/{target_id:\\d+}/start", start_job_target),
     ("POST", "/jobs/{id:\\d+}/targets/{target_id:\\d+}/stop", stop_job_target),
+    ("GET", "/export/{kind}", export),
 )
 
 
-def build_api(service: MultistreamApi) -> web.Application:
+def build_api(service: MultistreamApi, exporter: Exporter) -> web.Application:
     """The /api/v1 sub-application; mount it with app.add_subapp(PREFIX, build_api(…))."""
     api = web.Application(middlewares=[api_middleware])
     api[SERVICE] = service
+    api[EXPORTER] = exporter
     for method, path, handler in ROUTES:
         api.router.add_route(method, path, handler)
     api.router.add_route("*", "/{tail:.*}", not_found)

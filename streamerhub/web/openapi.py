@@ -231,7 +231,28 @@ def _paths() -> dict[str, Any]:
         "/jobs/{id}/targets/{target_id}/stop": {"parameters": [_id(), _id("target_id")],
                                                 "post": _op(
             "Stop one target of a job; the others are untouched", _JOB, extra=("404",))},
+        "/export/{kind}": {"parameters": [
+            {"name": "kind", "in": "path", "required": True,
+             "schema": {"enum": ["events", "sessions", "series"]}},
+            _query("format", "csv (default) or json", enum=["csv", "json"]),
+            _query("from", "A day (YYYY-MM-DD, from its start in [general] timezone) or an ISO "
+                           "time; default: the beginning"),
+            _query("to", "A day (included) or an ISO time (excluded); default: now"),
+            _query("channel", "A channel id or login; default: all (series: the only one)"),
+            _query("bucket", "Series bucket size; default: chosen to fit the range",
+                   enum=["hour", "day", "week", "month"])],
+            "get": {"summary": "Stream an export (the same as `streamerhub export`); columns "
+                               "are listed in the README and never renamed",
+                    "responses": {"200": {"description": "CSV or a JSON array, streamed",
+                                          "content": {"text/csv": {}, "application/json": {}}},
+                                  **ERRORS}}},
     }
+
+
+def _query(name: str, text: str, enum: list[str] | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string", **({"enum": enum} if enum else {})}
+    return {"name": name, "in": "query", "required": False, "description": text,
+            "schema": schema}
 
 
 def build_openapi() -> dict[str, Any]:
@@ -239,7 +260,8 @@ def build_openapi() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "StreamerHub API", "version": __version__,
-                 "description": "Multistream targets, video library and stream jobs. Errors "
+                 "description": "Multistream targets, video library, stream jobs and analytics "
+                                "exports. Errors "
                                 "are {\"error\": \"…\"} with a 4xx status."},
         "servers": [{"url": PREFIX}],
         "security": [{"bearer": []}],
