@@ -267,7 +267,6 @@ DECLARE
     lo timestamptz := date_bin('1 day', p_lo, timestamptz 'epoch');
     hi timestamptz := date_bin('1 day', p_hi, timestamptz 'epoch') + interval '1 day';
     c text;
-    r record;
 BEGIN
     IF p_lo IS NULL THEN
         RETURN;
@@ -284,12 +283,9 @@ BEGIN
          CROSS JOIN (VALUES (900, interval '15 minutes'), (3600, interval '1 hour'),
                             (86400, interval '1 day')) l(res, stride)
          GROUP BY 1, 2, 3;
-        FOR r IN SELECT s.stream_id FROM stream_sessions s
-                  WHERE s.channel_id = c AND s.started_at < hi
-                    AND (s.ended_at IS NULL OR s.ended_at > lo)
-        LOOP
-            PERFORM analytics_refresh_session_events(c, r.stream_id);
-        END LOOP;
+        PERFORM analytics_refresh_session_events(array_agg(s.channel_id), array_agg(s.stream_id))
+           FROM stream_sessions s
+          WHERE s.channel_id = c AND s.started_at < hi AND (s.ended_at IS NULL OR s.ended_at > lo);
     END LOOP;
 END $$;
 
@@ -620,75 +616,85 @@ CREATE TRIGGER analytics_samples_del AFTER DELETE ON viewer_samples
 
 -- ----------------------------------------------------------------------------- sessions
 
--- Recompute one session's event counters from the typed rows in its window.
-CREATE FUNCTION analytics_refresh_session_events(p_channel text, p_stream text) RETURNS void
+-- The sessions (channel, stream) pairs name, with where each one's window ends for its event
+-- counters: its end, else the next session's start.
+CREATE FUNCTION analytics_session_windows(p_channels text[], p_streams text[])
+RETURNS TABLE (channel_id text, stream_id text, started_at timestamptz, ended_at timestamptz,
+               end_source text, next_start timestamptz)
+LANGUAGE sql STABLE AS $$
+    SELECT s.channel_id, s.stream_id, s.started_at, s.ended_at, s.end_source, n.next_start
+      FROM (SELECT DISTINCT c, st FROM unnest(p_channels, p_streams) k(c, st)) k
+      JOIN stream_sessions s ON s.channel_id = k.c AND s.stream_id = k.st
+      LEFT JOIN LATERAL (SELECT min(x.started_at) AS next_start FROM stream_sessions x
+                          WHERE x.channel_id = s.channel_id
+                            AND (x.started_at, x.stream_id) > (s.started_at, s.stream_id)) n ON true
+$$;
+
+-- Recompute the sessions' event counters from the typed rows in their windows, in one statement.
+CREATE FUNCTION analytics_refresh_session_events(p_channels text[], p_streams text[]) RETURNS void
 LANGUAGE plpgsql AS $$
-DECLARE
-    s stream_sessions;
-    hi timestamptz;
 BEGIN
-    SELECT * INTO s FROM stream_sessions WHERE channel_id = p_channel AND stream_id = p_stream;
-    IF NOT FOUND THEN
-        RETURN;
-    END IF;
-    SELECT least(coalesce(s.ended_at, 'infinity'), coalesce(min(x.started_at), 'infinity')) INTO hi
-      FROM stream_sessions x
-     WHERE x.channel_id = p_channel AND (x.started_at, x.stream_id) > (s.started_at, s.stream_id);
     UPDATE stream_sessions t SET
            follows = a.follows, subs_new = a.subs_new, subs_resub = a.subs_resub,
            subs_gifted = a.subs_gifted, sub_ends = a.sub_ends, cheers = a.cheers, bits = a.bits,
            raids_in = a.raids_in, raid_viewers_in = a.raid_viewers_in, raids_out = a.raids_out,
            updated_at = now()
-      FROM (SELECT coalesce(sum(f.follows), 0) AS follows, coalesce(sum(f.subs_new), 0) AS subs_new,
+      FROM analytics_session_windows(p_channels, p_streams) w
+     CROSS JOIN LATERAL (
+            SELECT coalesce(sum(f.follows), 0) AS follows, coalesce(sum(f.subs_new), 0) AS subs_new,
                    coalesce(sum(f.subs_resub), 0) AS subs_resub,
                    coalesce(sum(f.subs_gifted), 0) AS subs_gifted,
                    coalesce(sum(f.sub_ends), 0) AS sub_ends, coalesce(sum(f.cheers), 0) AS cheers,
                    coalesce(sum(f.bits), 0) AS bits, coalesce(sum(f.raids_in), 0) AS raids_in,
                    coalesce(sum(f.raid_viewers_in), 0) AS raid_viewers_in,
                    coalesce(sum(f.raids_out), 0) AS raids_out
-              FROM analytics_raw_events(p_channel, s.started_at, hi) f) a
-     WHERE t.channel_id = p_channel AND t.stream_id = p_stream;
+              FROM analytics_raw_events(w.channel_id, w.started_at,
+                                        least(coalesce(w.ended_at, 'infinity'),
+                                              coalesce(w.next_start, 'infinity'))) f) a
+     WHERE t.channel_id = w.channel_id AND t.stream_id = w.stream_id;
 END $$;
 
--- Where the session ends: the first stream.offline after its start (and not after the next
+-- Where each session ends: the first stream.offline after its start (and not after the next
 -- session's start), else an end found by the Helix poller, else the next session's start.
-CREATE FUNCTION analytics_settle_session(p_channel text, p_stream text) RETURNS boolean
+-- One statement for all of them (a session's end depends on the others' starts, never on
+-- their ends). Returns how many changed.
+CREATE FUNCTION analytics_settle_sessions(p_channels text[], p_streams text[]) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
-    s stream_sessions;
-    next_start timestamptz;
-    offline_at timestamptz;
-    new_end timestamptz;
-    new_source text;
+    changed integer;
 BEGIN
-    SELECT * INTO s FROM stream_sessions WHERE channel_id = p_channel AND stream_id = p_stream FOR UPDATE;
-    IF NOT FOUND THEN
-        RETURN false;
-    END IF;
-    SELECT min(x.started_at) INTO next_start FROM stream_sessions x
-     WHERE x.channel_id = p_channel AND (x.started_at, x.stream_id) > (s.started_at, s.stream_id);
-    SELECT min(o.occurred_at) INTO offline_at FROM twitch_streams o
-     WHERE o.channel_id = p_channel AND o.kind = 'offline' AND o.occurred_at > s.started_at
-       AND (next_start IS NULL OR o.occurred_at <= next_start);
-    IF offline_at IS NOT NULL THEN
-        new_end := offline_at; new_source := 'offline';
-    ELSIF s.end_source = 'helix' THEN
-        new_end := least(s.ended_at, next_start); new_source := 'helix';
-    ELSIF next_start IS NOT NULL THEN
-        -- never saw it end: it was live at its last sample at least, and over by the next stream
-        new_end := least(next_start, greatest(s.started_at,
+    -- Lock in one order: concurrent writers never deadlock.
+    PERFORM 1 FROM stream_sessions s
+      JOIN (SELECT DISTINCT c, st FROM unnest(p_channels, p_streams) k(c, st)) k
+        ON s.channel_id = k.c AND s.stream_id = k.st
+     ORDER BY s.channel_id, s.started_at, s.stream_id FOR UPDATE OF s;
+    WITH w AS MATERIALIZED (
+        SELECT w.*, (SELECT min(o.occurred_at) FROM twitch_streams o
+                      WHERE o.channel_id = w.channel_id AND o.kind = 'offline'
+                        AND o.occurred_at > w.started_at
+                        AND o.occurred_at <= coalesce(w.next_start, 'infinity')) AS offline_at
+          FROM analytics_session_windows(p_channels, p_streams) w),
+    settled AS (
+        SELECT w.channel_id, w.stream_id, w.ended_at, w.end_source,
+               CASE WHEN w.offline_at IS NOT NULL THEN w.offline_at
+                    WHEN w.end_source = 'helix' THEN least(w.ended_at, w.next_start)
+                    -- never saw it end: it was live at its last sample at least, and over by
+                    -- the next stream
+                    WHEN w.next_start IS NOT NULL THEN coalesce(least(w.next_start, greatest(w.started_at,
                          (SELECT max(v.sampled_at + make_interval(secs => v.max_span_s)) FROM viewer_samples v
-                           WHERE v.channel_id = p_channel AND v.stream_id = p_stream)));
-        new_end := coalesce(new_end, next_start); new_source := 'next_stream';
-    ELSE
-        new_end := NULL; new_source := NULL;
-    END IF;
-    IF new_end IS NOT DISTINCT FROM s.ended_at AND new_source IS NOT DISTINCT FROM s.end_source THEN
-        RETURN false;
-    END IF;
-    UPDATE stream_sessions SET ended_at = new_end, end_source = new_source, updated_at = now()
-     WHERE channel_id = p_channel AND stream_id = p_stream;
-    RETURN true;
+                           WHERE v.channel_id = w.channel_id AND v.stream_id = w.stream_id))), w.next_start)
+               END AS new_end,
+               CASE WHEN w.offline_at IS NOT NULL THEN 'offline'
+                    WHEN w.end_source = 'helix' THEN 'helix'
+                    WHEN w.next_start IS NOT NULL THEN 'next_stream'
+               END AS new_source
+          FROM w)
+    UPDATE stream_sessions s SET ended_at = x.new_end, end_source = x.new_source, updated_at = now()
+      FROM settled x
+     WHERE s.channel_id = x.channel_id AND s.stream_id = x.stream_id
+       AND (x.new_end IS DISTINCT FROM x.ended_at OR x.new_source IS DISTINCT FROM x.end_source);
+    GET DIAGNOSTICS changed = ROW_COUNT;
+    RETURN changed;
 END $$;
 
 -- Sessions around the given instants changed (created, started, ended): settle the latest session
@@ -696,29 +702,24 @@ END $$;
 CREATE FUNCTION analytics_settle_around(p_channels text[], p_times timestamptz[]) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
-    r record;
-    cs text[] := '{}';
-    ss text[] := '{}';
+    cs text[];
+    ss text[];
 BEGIN
-    FOR r IN
-        SELECT DISTINCT a.channel_id, a.stream_id, a.started_at FROM unnest(p_channels, p_times) k(c, t)
-        CROSS JOIN LATERAL (
-            (SELECT x.channel_id, x.stream_id, x.started_at FROM stream_sessions x
-              WHERE x.channel_id = k.c AND x.started_at <= k.t
-              ORDER BY x.started_at DESC, x.stream_id DESC LIMIT 2)
-            UNION ALL
-            (SELECT x.channel_id, x.stream_id, x.started_at FROM stream_sessions x
-              WHERE x.channel_id = k.c AND x.started_at > k.t
-              ORDER BY x.started_at, x.stream_id LIMIT 1)) a
-        ORDER BY a.channel_id, a.started_at, a.stream_id
-    LOOP
-        PERFORM analytics_settle_session(r.channel_id, r.stream_id);
-        cs := cs || r.channel_id;
-        ss := ss || r.stream_id;
-    END LOOP;
-    FOR i IN 1 .. coalesce(cardinality(cs), 0) LOOP
-        PERFORM analytics_refresh_session_events(cs[i], ss[i]);
-    END LOOP;
+    SELECT array_agg(a.channel_id), array_agg(a.stream_id) INTO cs, ss
+      FROM (SELECT DISTINCT a.channel_id, a.stream_id FROM unnest(p_channels, p_times) k(c, t)
+            CROSS JOIN LATERAL (
+                (SELECT x.channel_id, x.stream_id FROM stream_sessions x
+                  WHERE x.channel_id = k.c AND x.started_at <= k.t
+                  ORDER BY x.started_at DESC, x.stream_id DESC LIMIT 2)
+                UNION ALL
+                (SELECT x.channel_id, x.stream_id FROM stream_sessions x
+                  WHERE x.channel_id = k.c AND x.started_at > k.t
+                  ORDER BY x.started_at, x.stream_id LIMIT 1)) a) a;
+    IF cs IS NULL THEN
+        RETURN;
+    END IF;
+    PERFORM analytics_settle_sessions(cs, ss);
+    PERFORM analytics_refresh_session_events(cs, ss);
     PERFORM analytics_refresh_streams(cs, ss);
 END $$;
 
@@ -758,18 +759,40 @@ BEGIN
     END IF;
 END $$;
 
+-- New stream.online/offline rows: open or correct their sessions (as analytics_open_session does
+-- for each), then settle everything around the changed instants in ONE pass: a batch with many
+-- streams pays the settling (and the viewer refresh) once, not once per stream. When a stream
+-- appears twice in a statement, its latest row wins, as it would row by row.
 CREATE FUNCTION analytics_streams_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-    r record;
+    cs text[];
+    ts timestamptz[];
 BEGIN
-    FOR r IN SELECT n.channel_id, coalesce(n.stream_id, 'message:' || n.message_id) AS stream_id,
-                    coalesce(n.started_at, n.occurred_at) AS started_at
-               FROM new_rows n WHERE n.kind = 'online' ORDER BY n.occurred_at
-    LOOP
-        PERFORM analytics_open_session(r.channel_id, r.stream_id, r.started_at, 'eventsub');
-    END LOOP;
-    PERFORM analytics_settle_around(array_agg(n.channel_id), array_agg(n.occurred_at))
-       FROM new_rows n WHERE n.kind = 'offline';
+    WITH online AS (
+        SELECT DISTINCT ON (1, 2) n.channel_id, coalesce(n.stream_id, 'message:' || n.message_id) AS stream_id,
+               coalesce(n.started_at, n.occurred_at) AS started_at
+          FROM new_rows n WHERE n.kind = 'online'
+         ORDER BY 1, 2, n.occurred_at DESC, n.message_id DESC),
+    prior AS (   -- the statement's snapshot: sessions as they were before this upsert
+        SELECT s.channel_id, s.stream_id, s.started_at FROM online o
+          JOIN stream_sessions s ON s.channel_id = o.channel_id AND s.stream_id = o.stream_id),
+    opened AS (
+        INSERT INTO stream_sessions AS s (channel_id, stream_id, started_at, start_source)
+        SELECT o.channel_id, o.stream_id, o.started_at, 'eventsub' FROM online o ORDER BY 1, 2
+            ON CONFLICT (channel_id, stream_id) DO UPDATE
+           SET started_at = excluded.started_at, start_source = 'eventsub'
+         WHERE s.start_source <> 'eventsub' OR s.started_at <> excluded.started_at
+        RETURNING s.channel_id, s.stream_id, s.started_at)
+    SELECT array_agg(k.c), array_agg(k.t) INTO cs, ts FROM (
+        SELECT o.channel_id AS c, o.started_at AS t FROM opened o
+        UNION ALL
+        SELECT p.channel_id, p.started_at FROM prior p
+          JOIN opened o ON o.channel_id = p.channel_id AND o.stream_id = p.stream_id
+        UNION ALL
+        SELECT n.channel_id, n.occurred_at FROM new_rows n WHERE n.kind = 'offline') k;
+    IF cs IS NOT NULL THEN
+        PERFORM analytics_settle_around(cs, ts);
+    END IF;
     RETURN NULL;
 END $$;
 
@@ -822,12 +845,10 @@ BEGIN
      ORDER BY 1, 2, o.occurred_at
     ON CONFLICT (channel_id, stream_id) DO UPDATE SET started_at = excluded.started_at,
            start_source = 'eventsub';
-    PERFORM analytics_settle_session(s.channel_id, s.stream_id)
-       FROM (SELECT channel_id, stream_id FROM stream_sessions
-              WHERE p_channel IS NULL OR channel_id = p_channel
-              ORDER BY channel_id, started_at, stream_id) s;
-    PERFORM analytics_refresh_session_events(s.channel_id, s.stream_id)
-       FROM stream_sessions s WHERE p_channel IS NULL OR s.channel_id = p_channel;
+    SELECT array_agg(channel_id), array_agg(stream_id) INTO cs, ss
+      FROM stream_sessions WHERE p_channel IS NULL OR channel_id = p_channel;
+    PERFORM analytics_settle_sessions(coalesce(cs, '{}'), coalesce(ss, '{}'));
+    PERFORM analytics_refresh_session_events(coalesce(cs, '{}'), coalesce(ss, '{}'));
 
     -- Samples: spans, viewer rollups, session viewer figures, gaps.
     DELETE FROM analytics_viewer_rollup WHERE p_channel IS NULL OR channel_id = p_channel;
