@@ -23,7 +23,7 @@ from streamerhub.db import Database
 from streamerhub.ffmpeg.jobs import Schedule, parse_job, parse_schedule
 from streamerhub.ffmpeg.probe import parse_input_info
 from streamerhub.ffmpeg.service import Multistream
-from streamerhub.ffmpeg.supervisor import RestartPolicy
+from streamerhub.ffmpeg.supervisor import RestartPolicy, RunnerTiming
 from streamerhub.ffmpeg.targets import Conflict, InvalidInput
 
 PARIS = zoneinfo.ZoneInfo("Europe/Paris")
@@ -115,7 +115,7 @@ def keyring() -> Keyring:
 
 
 def new_multistream(tmp_path: Path, updates: list[tuple[str, dict[str, Any]]],
-                    config: str = "") -> Multistream:
+                    config: str = "", timing: RunnerTiming = RunnerTiming()) -> Multistream:
     async def set_channel_info(channel_id: str, wanted: dict[str, Any]) -> str:
         updates.append((channel_id, wanted))
         if wanted.get("category") == "Nonexistent":
@@ -123,7 +123,7 @@ def new_multistream(tmp_path: Path, updates: list[tuple[str, dict[str, Any]]],
         return "title, category and tags updated"
 
     settings = make_settings(tmp_path, config or '[general]\ntimezone = "Europe/Paris"\n')
-    return Multistream(settings, policy=FAST, channel_updater=set_channel_info)
+    return Multistream(settings, policy=FAST, timing=timing, channel_updater=set_channel_info)
 
 
 @pytest.fixture
@@ -257,6 +257,57 @@ async def test_two_targets_are_isolated_and_recover(
     assert failed and failed[-1]["stderr_tail"]
     assert_no_key(runs, final, await db.pool.fetch("SELECT * FROM stream_runs"))
     assert "rtmp://127.0.0.1" in "".join(r["stderr_tail"] for r in runs)  # URLs kept, keys not
+
+
+@pytest.mark.ffmpeg
+async def test_a_frozen_ingest_is_restarted_without_touching_the_other_target(
+        db: Database, tmp_path: Path, keyring: Keyring, media_set: MediaSet,
+        updates: list[tuple[str, dict[str, Any]]]) -> None:
+    # A frozen ingest keeps its socket open and reads nothing: FFmpeg stays alive, prints
+    # progress that does not advance and ignores `q`. With the default 512 KiB send buffer a
+    # ~550 kbit/s test file keeps "advancing" for ~16 s while the buffers fill (26 s to
+    # detect); a 64 KiB buffer fills in ~4 s, and a 5 s stall limit keeps this test short.
+    timing = RunnerTiming(stall_after=5.0, send_buffer=64 * 1024)
+    ms = new_multistream(tmp_path, updates, timing=timing)
+    async with ms.running(db, keyring):
+        await _freeze_one_of_two(ms, media_set)
+
+
+async def _freeze_one_of_two(ms: Multistream, media_set: MediaSet) -> None:
+    video = await ready_video(ms, media_set.ready)
+    async with RtmpServer(keys={KEY_A}) as a, RtmpServer(keys={KEY_B}) as b:
+        ta, tb = await add_target(ms, "A", a, KEY_A), await add_target(ms, "B", b, KEY_B)
+        job = await ms.create_job({"name": "frozen", "videos": [video], "targets": [ta, tb],
+                                   "loop": "forever"})
+        await ms.start_job(job.id)
+        await wait_state(ms, job.id, ta, "live")
+        b_pid = (await wait_state(ms, job.id, tb, "live"))["pid"]
+
+        a.freeze()
+        frozen_at = time.monotonic()
+        left = await wait_state(ms, job.id, ta, "backoff", "starting", timeout=15)
+        print(f"frozen target left live after {time.monotonic() - frozen_at:.1f} s: "
+              f"{left['failure_class']}, {left['last_error']}")
+        assert left["restarts"] >= 1
+        assert left["failure_class"] == "timeout"
+        b_now = await target_state(ms, job.id, tb)
+        assert (b_now["state"], b_now["pid"]) == ("live", b_pid)
+
+        a.unfreeze()
+        thawed_at = time.monotonic()
+        back = await wait_state(ms, job.id, ta, "live", timeout=15)
+        print(f"live again {time.monotonic() - thawed_at:.1f} s after the thaw, "
+              f"restarts={back['restarts']}")
+        b_now = await target_state(ms, job.id, tb)
+        assert (b_now["state"], b_now["pid"]) == ("live", b_pid)
+        await ms.stop_job(job.id)
+
+    await asyncio.sleep(0.3)  # run records are written in the background
+    stalled = [r for r in await ms.jobs.runs(job.id) if r["target_id"] == ta
+               and r["failure_class"]]
+    assert stalled and stalled[-1]["failure_class"] == "timeout"
+    assert "no progress" in stalled[-1]["error"] or "timed out" in stalled[-1]["error"].lower()
+    assert_no_key(stalled)
 
 
 @pytest.mark.ffmpeg
