@@ -12,8 +12,7 @@ import collections
 import contextlib
 import datetime as dt
 import shutil
-import time
-from typing import Any, AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any, AsyncIterator, Callable
 
 from streamerhub.config import Settings
 from streamerhub.crypto import Keyring
@@ -21,34 +20,26 @@ from streamerhub.db import Database
 from streamerhub.errors import StreamerHubError
 from streamerhub.ffmpeg.argv import EncodeProfile
 from streamerhub.ffmpeg.binary import FFmpegBinary, find_ffmpeg
-from streamerhub.ffmpeg.jobs import Job, JobStore
+from streamerhub.ffmpeg.channels import ChannelUpdater, update_channels
+from streamerhub.ffmpeg.jobs import Job
+from streamerhub.ffmpeg.jobstore import JobStore
 from streamerhub.ffmpeg.library import Library, probe_from_json
-from streamerhub.ffmpeg.supervisor import (RestartPolicy, RunnerTiming, RunRecord, TargetRunner,
-                                           TargetState, TargetStatus)
+from streamerhub.ffmpeg.policy import RestartPolicy, RunnerTiming
+from streamerhub.ffmpeg.scheduler import Scheduler, now_utc
+from streamerhub.ffmpeg.status import RunRecord, TargetState, TargetStatus
+from streamerhub.ffmpeg.supervisor import TargetRunner
 from streamerhub.ffmpeg.targets import (Conflict, InvalidInput, NotFound, Target, TargetStore,
                                         output_url)
+from streamerhub.ffmpeg.tasks import BackgroundTasks
+from streamerhub.ffmpeg.view import job_state, status_json
 from streamerhub.log import get_logger, redact
 
 log = get_logger(__name__)
 
-# app.py passes the bot's Helix "modify channel information" here: (channel id, {"title",
-# "category" (a name or id, as the user typed it), "tags"}) → a short description of what was
-# done; raise with a readable message when Twitch refused. ffmpeg/ must not import bot/.
-ChannelUpdater = Callable[[str, dict[str, Any]], Awaitable[str]]
 Publish = Callable[[dict[str, Any]], None]
 STOP_BUDGET = 15.0  # seconds for every child to stop when the daemon stops
-HELIX_TIMEOUT = 15.0
 JOB_DIR = "jobs"
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-def _wall_iso(seconds: float | None, tz: dt.tzinfo) -> str | None:
-    if seconds is None:
-        return None
-    return dt.datetime.fromtimestamp(seconds, tz).isoformat(timespec="seconds")
+__all__ = ["ChannelUpdater", "Multistream", "Publish"]
 
 
 class Multistream:
@@ -67,12 +58,12 @@ class Multistream:
         self._targets: TargetStore | None = None
         self._library: Library | None = None
         self._jobs: JobStore | None = None
+        self._schedule: Scheduler | None = None
         self._runners: dict[tuple[int, int], TargetRunner] = {}
         self._locks: collections.defaultdict[int, asyncio.Lock] = collections.defaultdict(
             asyncio.Lock)
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = BackgroundTasks()
         self._scheduler: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
 
     # ----------------------------------------------------------------------------- parts
 
@@ -99,17 +90,21 @@ class Multistream:
         self.ffmpeg = find_ffmpeg(self.settings.get("ffmpeg", "path") or None)
         log.info("ffmpeg_found", path=self.ffmpeg.path, version=self.ffmpeg.version,
                  source=self.ffmpeg.source)
-        profile = EncodeProfile(self.settings.get("ffmpeg", "video_kbps"),
-                                self.settings.get("ffmpeg", "audio_kbps"))
-        self._targets = TargetStore(db, keyring)
-        self._library = Library(db, self.data_dir, self.ffmpeg, profile=profile,
-                                max_upload_bytes=self.settings.get("ffmpeg", "max_upload_bytes"),
-                                publish=self.publish)
-        self._jobs = JobStore(db, self.settings.get("general", "timezone"))
+        self._open_stores(db, keyring, self.ffmpeg)
         await self.targets.register_all_keys()
         await self.library.start()
         await self.restore()
-        self._scheduler = asyncio.create_task(self._schedule_loop(), name="job-scheduler")
+        self._scheduler = asyncio.create_task(_ready(self._schedule).run(), name="job-scheduler")
+
+    def _open_stores(self, db: Database, keyring: Keyring, ffmpeg: FFmpegBinary) -> None:
+        setting = self.settings.get
+        profile = EncodeProfile(setting("ffmpeg", "video_kbps"), setting("ffmpeg", "audio_kbps"))
+        self._targets = TargetStore(db, keyring)
+        self._library = Library(db, self.data_dir, ffmpeg, profile=profile,
+                                max_upload_bytes=setting("ffmpeg", "max_upload_bytes"),
+                                publish=self.publish)
+        self._jobs = JobStore(db, setting("general", "timezone"))
+        self._schedule = Scheduler(self._jobs, self.start_job, self.stop_job)
 
     async def stop(self) -> None:
         """Stop the scheduler and every child (bounded), keeping desired states; idempotent."""
@@ -118,15 +113,10 @@ class Multistream:
             scheduler.cancel()
             await asyncio.gather(scheduler, return_exceptions=True)
         runners = list(self._runners.values())
-        if runners:
-            done, pending = await asyncio.wait(
-                [asyncio.ensure_future(r.stop()) for r in runners], timeout=STOP_BUDGET)
-            if pending:
-                log.error("ffmpeg_stop_abandoned", children=len(pending))
+        await _stop_abandoning(runners, STOP_BUDGET)
         if self._library is not None:
             await self._library.stop()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=5)
+        await self._tasks.wait(timeout=5)
         log.info("multistream_stopped", children=len(runners))
 
     @contextlib.asynccontextmanager
@@ -140,7 +130,7 @@ class Multistream:
 
     async def restore(self) -> None:
         """Bring back the jobs that were running when the daemon last stopped (or died)."""
-        now = _now()
+        now = now_utc()
         for job in await self.jobs.with_desired("running"):
             if job.stop_deadline and job.stop_deadline <= now:
                 await self.jobs.set_stopped(job.id, "stop time passed while the daemon was down")
@@ -161,37 +151,43 @@ class Multistream:
         if not {"url", "stream_key", "enabled"} & set(body):
             return target
         for job in await self.jobs.with_desired("running"):
-            if job.target_desired(target_id) is None:
-                continue
-            async with self._locks[job.id]:
-                runner = self._runners.get((job.id, target_id))
-                if runner is not None:
-                    await runner.stop()
-                if job.target_desired(target_id) == "running" and target.enabled:
-                    await self._start_runner(job, target)
+            if job.target_desired(target_id) is not None:
+                await self._reapply_target(job, target)
         return target
 
+    async def _reapply_target(self, job: Job, target: Target) -> None:
+        async with self._locks[job.id]:
+            runner = self._runners.get((job.id, target.id))
+            if runner is not None:
+                await runner.stop()
+            if job.target_desired(target.id) == "running" and target.enabled:
+                await self._start_runner(job, target)
+
     async def delete_target(self, target_id: int) -> None:
-        await self.targets.delete(target_id)  # refused while a job uses it
+        """Delete a target; refused while a job uses it."""
+        await self.targets.delete(target_id)
 
     # ----------------------------------------------------------------------------- jobs
 
     async def create_job(self, body: Any) -> Job:
+        """Store a new job; the scheduler looks at it at once."""
         job = await self.jobs.create(body)
-        self._wake.set()
+        self._nudge_scheduler()
         return job
 
     async def update_job(self, job_id: int, body: Any) -> Job:
+        """Edit a job; the scheduler looks at it at once."""
         job = await self.jobs.update(job_id, body)
-        self._wake.set()
+        self._nudge_scheduler()
         return job
 
     async def delete_job(self, job_id: int) -> None:
+        """Stop a job, delete it and its runners' playlist files."""
         await self.stop_job(job_id, reason="deleted")
         await self.jobs.delete(job_id)
         self._runners = {k: r for k, r in self._runners.items() if k[0] != job_id}
         for folder in (self.data_dir / JOB_DIR).glob(f"{job_id}-*"):
-            shutil.rmtree(folder, ignore_errors=True)  # the runners' playlist files
+            shutil.rmtree(folder, ignore_errors=True)
 
     async def start_job(self, job_id: int, *, deadline: dt.datetime | None = None,
                         fired: dt.datetime | None = None) -> Job:
@@ -200,20 +196,21 @@ class Multistream:
             job = await self.jobs.get(job_id)
             await self._check_startable(job)
             if fired is None:
-                deadline = job.schedule.deadline_for_manual_start(_now())
+                deadline = job.schedule.deadline_for_manual_start(now_utc())
             await self.jobs.set_running(job_id, deadline, fired)
             job = await self.jobs.get(job_id)
             await self._launch(job)
         log.info("job_started", job=job_id, name=job.name, scheduled=fired is not None)
-        self._background(self._update_channels(job))
-        self._wake.set()
+        self._tasks.spawn(update_channels(self.jobs, self.channel_updater, job))
+        self._nudge_scheduler()
         return job
 
     async def stop_job(self, job_id: int, reason: str = "stopped by user") -> Job:
+        """Stop every target of a job and remember why."""
         async with self._locks[job_id]:
-            job = await self.jobs.get(job_id)
+            await self.jobs.get(job_id)
             await self.jobs.set_stopped(job_id, reason)
-            await self._stop_runners([r for (j, _), r in self._runners.items() if j == job_id])
+            await _stop_runners(self._runners_of(job_id))
         log.info("job_stopped", job=job_id, reason=reason)
         return await self.jobs.get(job_id)
 
@@ -235,6 +232,7 @@ class Multistream:
         return await self.jobs.get(job_id)
 
     async def stop_job_target(self, job_id: int, target_id: int) -> Job:
+        """Stop one target of a job; the others are not touched."""
         async with self._locks[job_id]:
             job = await self.jobs.get(job_id)
             await self._member(job, target_id)
@@ -243,6 +241,14 @@ class Multistream:
             if runner is not None:
                 await runner.stop()
         return await self.jobs.get(job_id)
+
+    async def tick(self, now: dt.datetime) -> float:
+        """Fire due starts and stops; return seconds until the next thing to do (≤ 30)."""
+        return await _ready(self._schedule).tick(now)
+
+    def _nudge_scheduler(self) -> None:
+        if self._schedule is not None:
+            self._schedule.wake.set()
 
     async def _member(self, job: Job, target_id: int) -> Target:
         if job.target_desired(target_id) is None:
@@ -270,32 +276,36 @@ class Multistream:
 
     async def _start_runner(self, job: Job, target: Target) -> None:
         files = await self.library.ready_files(job.videos)
-        videos = [await self.library.get(v) for v in job.videos]
-        duration = sum(probe_from_json(v.prepared_probe or {}).duration or 0 for v in videos)
+        duration = await self._playlist_duration(job)
         key = await self.targets.open_key(target.id)
         old = self._runners.get((job.id, target.id))
         if old is not None:
             await old.stop()
         runner = TargetRunner(
             _ready(self.ffmpeg), output_url(target.url, key), files, key=key,
-            name=f"{job.name}/{target.name}", loop=job.loop, playlist_duration=duration or None,
+            name=f"{job.name}/{target.name}", loop=job.loop,
+            playlist_duration=duration,
             work_dir=self.data_dir / JOB_DIR / f"{job.id}-{target.id}", timing=self.timing,
             policy=self.policy, on_status=lambda s: self._on_status(job.id, target.id, s),
             on_run_end=lambda r: self._on_run_end(job.id, target.id, r))
         self._runners[(job.id, target.id)] = runner
         runner.start()
-        self._background(self._watch_end(job.id, runner))
+        self._tasks.spawn(self._watch_end(job.id, runner))
 
-    async def _stop_runners(self, runners: list[TargetRunner]) -> None:
-        if runners:
-            await asyncio.gather(*(r.stop() for r in runners))
+    async def _playlist_duration(self, job: Job) -> float | None:
+        videos = [await self.library.get(v) for v in job.videos]
+        duration = sum(probe_from_json(v.prepared_probe or {}).duration or 0 for v in videos)
+        return duration or None
+
+    def _runners_of(self, job_id: int) -> list[TargetRunner]:
+        return [r for (j, _), r in self._runners.items() if j == job_id]
 
     def _on_status(self, job_id: int, target_id: int, status: TargetStatus) -> None:
         self.publish({"type": "target", "job_id": job_id, "target_id": target_id,
-                      **self._status_json(status)})
+                      **status_json(status, self.tz)})
 
     def _on_run_end(self, job_id: int, target_id: int, record: RunRecord) -> None:
-        self._background(self._record_run(job_id, target_id, record))
+        self._tasks.spawn(self._record_run(job_id, target_id, record))
 
     async def _record_run(self, job_id: int, target_id: int, record: RunRecord) -> None:
         tail = redact("\n".join(record.stderr_tail))
@@ -309,89 +319,19 @@ class Multistream:
         await runner.wait()
         if not (runner.last_run and runner.last_run.finished):
             return
-        mine = [r for (j, _), r in self._runners.items() if j == job_id]
-        if all(r.status.state is TargetState.STOPPED for r in mine):
+        if all(r.status.state is TargetState.STOPPED for r in self._runners_of(job_id)):
             job = await self.jobs.get(job_id)
             if job.running:
                 await self.jobs.set_stopped(job_id, "playlist finished")
                 log.info("job_finished", job=job_id)
 
-    # ----------------------------------------------------------------------------- Twitch
-
-    async def _update_channels(self, job: Job) -> None:
-        wanted = {k: v for k, v in (("title", job.title), ("category", job.category),
-                                    ("tags", list(job.tags) or None)) if v}
-        if not wanted:
-            return
-        for target_id, channel_id in await self.jobs.connected_channels(
-                [t for t, _ in job.targets]):
-            ok, detail = await self._call_updater(channel_id, wanted)
-            await self.jobs.record_channel_update(job.id, channel_id, wanted, ok, detail)
-            log.info("channel_info_set", job=job.id, channel=channel_id, ok=ok, detail=detail)
-
-    async def _call_updater(self, channel_id: str, wanted: dict[str, Any]) -> tuple[bool, str]:
-        if self.channel_updater is None:
-            return False, "no Twitch client in this daemon: title and category not set"
-        try:
-            return True, str(await asyncio.wait_for(self.channel_updater(channel_id, wanted),
-                                                    HELIX_TIMEOUT))
-        except asyncio.TimeoutError:
-            return False, f"Twitch did not answer within {HELIX_TIMEOUT:g} s"
-        except Exception as exc:  # the updater's failure is recorded, never fatal to the job
-            return False, redact(str(exc)) or type(exc).__name__
-
-    # ----------------------------------------------------------------------------- schedule
-
-    async def _schedule_loop(self) -> None:
-        while True:
-            try:
-                delay = await self.tick(_now())
-            except (StreamerHubError, OSError) as exc:  # e.g. the database restarting
-                log.warning("scheduler_tick_failed", error=redact(str(exc)))
-                delay = 5.0
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), delay)
-            except asyncio.TimeoutError:
-                pass
-
-    async def tick(self, now: dt.datetime) -> float:
-        """Fire due starts and stops; return seconds until the next thing to do (≤ 30)."""
-        upcoming = [now + dt.timedelta(seconds=30)]
-        for job in await self.jobs.scheduled():
-            await self._tick_job(job, now)
-            job = await self.jobs.get(job.id)
-            upcoming += [m for m in (job.stop_deadline, job.schedule.next_start(now, self.tz))
-                         if m is not None]
-        return max(0.2, min((m - now).total_seconds() for m in upcoming))
-
-    async def _tick_job(self, job: Job, now: dt.datetime) -> None:
-        if job.running and job.stop_deadline and now >= job.stop_deadline:
-            await self.stop_job(job.id, reason="stop time reached")
-            return
-        occurrence = job.schedule.current(now, self.tz)
-        if occurrence is None or (job.last_fired_at and job.last_fired_at >= occurrence[0]):
-            return
-        start, end = occurrence
-        if job.running:  # started by hand inside the window: the window's end still applies
-            await self.jobs.mark_fired(job.id, start, end)
-            return
-        try:
-            await self.start_job(job.id, deadline=end, fired=start)
-        except StreamerHubError as exc:
-            log.error("scheduled_start_failed", job=job.id, error=redact(str(exc)))
-            await self.jobs.mark_fired(job.id, start, None)
-            await self.jobs.set_stopped(job.id, f"scheduled start failed: {exc}")
-
     # ----------------------------------------------------------------------------- reading
 
     async def job_json(self, job: Job, detail: bool = False) -> dict[str, Any]:
         """A job with the live state of each of its targets (and history when detail)."""
-        now = _now()
-        body = job.to_json(self.tz, now)
+        body = job.to_json(self.tz, now_utc())
         body["targets"] = [await self._target_json(job, t, d) for t, d in job.targets]
-        states = [t["state"] for t in body["targets"]]
-        body["state"] = _job_state(job, states)
+        body["state"] = job_state(job, [t["state"] for t in body["targets"]])
         if detail:
             body["runs"] = await self.jobs.runs(job.id)
             body["channel_updates"] = await self.jobs.channel_updates(job.id)
@@ -407,47 +347,24 @@ class Multistream:
         finished = bool(runner and runner.last_run and runner.last_run.finished
                         and status.state is TargetState.STOPPED)
         return {"target_id": target_id, "name": target.name, "enabled": target.enabled,
-                "desired": desired, **self._status_json(status), "state": state,
+                "desired": desired, **status_json(status, self.tz), "state": state,
                 "finished": finished}
 
-    def _status_json(self, s: TargetStatus) -> dict[str, Any]:
-        tz = self.tz
-        return {"state": s.state.value, "pid": s.pid, "run": s.run,
-                "started_at": _wall_iso(s.started_at, tz),
-                "live_since": _wall_iso(s.live_since, tz), "uptime_s": s.uptime,
-                "out_time_s": s.out_time, "bitrate_kbps": s.bitrate_kbps, "fps": s.fps,
-                "speed": s.speed, "drop_frames": s.drop_frames, "dup_frames": s.dup_frames,
-                "restarts": s.restarts, "last_error": s.last_error and redact(s.last_error),
-                "failure_class": s.failure.value if s.failure else None,
-                "next_retry_at": _wall_iso(s.next_retry_at, tz),
-                "next_retry_in_s": None if s.next_retry_at is None else
-                max(0.0, round(s.next_retry_at - time.time(), 1))}
 
-    # ----------------------------------------------------------------------------- plumbing
-
-    def _background(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("multistream_task_failed", error=redact(repr(task.exception())))
+async def _stop_runners(runners: list[TargetRunner]) -> None:
+    """Stop runners side by side; a supervisor's crash reaches the caller."""
+    if runners:
+        await asyncio.gather(*(r.stop() for r in runners))
 
 
-def _job_state(job: Job, states: list[str]) -> str:
-    """One word for the dashboard: stopped, idle, live, degraded, starting or failing."""
-    active = [s for s in states if s not in ("stopped", "disabled")]
-    if not job.running:
-        return "stopped"
-    if not active:
-        return "idle"
-    if all(s == "live" for s in active):
-        return "live"
-    if "live" in active:
-        return "degraded"
-    return "starting" if all(s == "starting" for s in active) else "failing"
+async def _stop_abandoning(runners: list[TargetRunner], budget: float) -> None:
+    """Stop runners side by side, giving up (logged) on those slower than the budget."""
+    if not runners:
+        return
+    _done, pending = await asyncio.wait([asyncio.ensure_future(r.stop()) for r in runners],
+                                        timeout=budget)
+    if pending:
+        log.error("ffmpeg_stop_abandoned", children=len(pending))
 
 
 def _ready(part: Any) -> Any:

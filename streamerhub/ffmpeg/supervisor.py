@@ -17,109 +17,24 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from enum import Enum
 from pathlib import Path
 
 from streamerhub.ffmpeg.argv import (build_concat_list, build_push_argv, masked_url, resume_point,
                                      url_secrets)
 from streamerhub.ffmpeg.binary import (FFmpegBinary, StopMethod, ffmpeg_path, iter_lines, spawn,
                                        stop_process)
+from streamerhub.ffmpeg.policy import UNREACHABLE, RestartPolicy, RunnerTiming
 from streamerhub.ffmpeg.progress import (FailureClass, Progress, ProgressParser, classify_failure,
                                          first_error)
+from streamerhub.ffmpeg.status import RunRecord, TargetState, TargetStatus
 from streamerhub.log import MASK, get_logger, redact, register_secret
 
 log = get_logger(__name__)
 
+# Callers (service.py, tests, bench/) take the runner's types from here too.
+__all__ = ["UNREACHABLE", "RestartPolicy", "RunRecord", "RunnerTiming", "TargetRunner",
+           "TargetState", "TargetStatus"]
 
-class TargetState(str, Enum):
-    STARTING = "starting"  # a child is being started or has not shown progress yet
-    LIVE = "live"          # progress is advancing
-    BACKOFF = "backoff"    # the last run ended badly; waiting until next_retry_at
-    FAILED = "failed"      # crash loop: waiting for retry()
-    STOPPED = "stopped"    # stopped, or the playlist finished
-
-
-# Failures whose cause is outside the daemon (the ingest or the network): retried forever at
-# most backoff_max apart, so a target comes back by itself soon after its ingest does.
-UNREACHABLE = frozenset({FailureClass.CONNECTION_REFUSED, FailureClass.DNS, FailureClass.TIMEOUT})
-
-
-@dataclass(frozen=True)
-class RunnerTiming:
-    stall_after: float = 10.0      # no out_time advance for this long → kill and restart
-    progress_period: float = 1.0   # -stats_period
-    io_timeout: float = 10.0       # -rw_timeout: FFmpeg's own bound on a blocked socket
-    send_buffer: int | None = 512 * 1024  # bounded, so a frozen ingest stalls progress fast
-    quit_wait: float = 3.0         # stop(): q → wait → SIGTERM → wait → SIGKILL
-    term_wait: float = 3.0
-    stall_quit_wait: float = 1.0   # after a stall the child is usually wedged: shorter waits
-    stall_term_wait: float = 2.0
-
-
-@dataclass(frozen=True)
-class RestartPolicy:
-    backoff_initial: float = 1.0
-    backoff_max: float = 8.0          # with jitter ≤ 9.6 s: live again ≤ ~12 s after the ingest
-    jitter: float = 0.2               # ± this fraction of each delay
-    key_rejected_initial: float = 60.0  # a wrong key is not a blip: do not hammer the ingest
-    key_rejected_max: float = 600.0
-    breaker_restarts: int = 5         # more than this many crashes…
-    breaker_window: float = 300.0     # …within this many seconds → failed
-    healthy_after: float = 30.0       # a run live this long resets the backoff and is no crash
-
-    def delay(self, failure: FailureClass, streak: int, rand: float) -> float:
-        """Seconds to wait before attempt `streak` (1 = first retry) after `failure`."""
-        if failure is FailureClass.KEY_REJECTED:
-            base, cap = self.key_rejected_initial, self.key_rejected_max
-        else:
-            base, cap = self.backoff_initial, self.backoff_max
-        raw = min(cap, base * 2 ** max(0, streak - 1))
-        return round(raw * (1 + self.jitter * (2 * rand - 1)), 3)
-
-
-@dataclass(frozen=True)
-class TargetStatus:
-    """A snapshot for the dashboard; on_status fires only when a field outside progress changes."""
-
-    name: str
-    state: TargetState
-    pid: int | None = None
-    run: int = 0
-    started_at: float | None = None  # wall clock (time.time()) of the current run's start
-    live_since: float | None = None  # wall clock of the current run going live
-    uptime: float | None = None      # seconds live in the current run
-    out_time: float | None = None    # seconds of media pushed by the current run
-    bitrate_kbps: float | None = None
-    fps: float | None = None
-    speed: float | None = None
-    drop_frames: int = 0
-    dup_frames: int = 0
-    restarts: int = 0
-    last_error: str | None = None
-    failure: FailureClass | None = None
-    next_retry_at: float | None = None  # wall clock
-
-    def key(self) -> tuple[object, ...]:
-        """The fields whose change is worth publishing."""
-        return (self.state, self.pid, self.run, self.restarts, self.last_error, self.failure,
-                self.next_retry_at)
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """One finished child: what to store per run and show when it went wrong."""
-
-    run: int
-    started_at: float
-    ended_at: float
-    exit_code: int | None
-    went_live: bool
-    out_time: float | None
-    failure: FailureClass | None  # None: ended cleanly (stopped or finished)
-    error: str | None
-    stopped_by: StopMethod | None
-    stderr_tail: tuple[str, ...]
-    finished: bool = False  # a finite playlist played to its end
 
 
 @dataclass
@@ -275,18 +190,12 @@ class TargetRunner:
         try:
             await asyncio.wait({exited, stop, stall}, return_when=asyncio.FIRST_COMPLETED)
             if not exited.done():
-                t, stalled = self.timing, stall.done()
-                stopped_by = await stop_process(
-                    proc, quit_wait=t.stall_quit_wait if stalled else t.quit_wait,
-                    term_wait=t.stall_term_wait if stalled else t.term_wait)
+                quit_wait, term_wait = self.timing.stop_waits(stall.done())
+                stopped_by = await stop_process(proc, quit_wait=quit_wait, term_wait=term_wait)
         finally:
             for task in (exited, stop, stall):
                 task.cancel()
-            if proc.returncode is None:  # cancelled from outside: never leave a child behind
-                await stop_process(proc, quit_wait=0, term_wait=1.0)
-            await asyncio.wait(readers, timeout=2.0)
-            for task in readers:
-                task.cancel()
+            await _reap(proc, readers)
         return stopped_by
 
     async def _wait_for_stop(self) -> None:
@@ -366,8 +275,7 @@ class TargetRunner:
 
     async def _pause_after(self, record: RunRecord) -> None:
         assert record.failure is not None
-        lived = (record.ended_at - record.started_at) if record.went_live else 0.0
-        healthy = lived >= self.policy.healthy_after
+        healthy = record.lived >= self.policy.healthy_after
         self._streak = 1 if healthy else self._streak + 1
         if not healthy and record.failure not in UNREACHABLE and self._crash_loop():
             await self._fail(record)
@@ -434,3 +342,12 @@ class TargetRunner:
         if self._own_dir is not None:
             shutil.rmtree(self._own_dir, ignore_errors=True)
             self._own_dir = None
+
+
+async def _reap(proc: asyncio.subprocess.Process, readers: list[asyncio.Future[None]]) -> None:
+    """Make sure the child is gone and its pipes drained (bounded), whatever happened."""
+    if proc.returncode is None:  # cancelled from outside: never leave a child behind
+        await stop_process(proc, quit_wait=0, term_wait=1.0)
+    await asyncio.wait(readers, timeout=2.0)
+    for task in readers:
+        task.cancel()

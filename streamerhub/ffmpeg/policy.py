@@ -1,0 +1,50 @@
+"""How a target's FFmpeg child is watched and restarted: timings and the restart policy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streamerhub.ffmpeg.progress import FailureClass
+
+# Failures whose cause is outside the daemon (the ingest or the network): retried forever at
+# most backoff_max apart, so a target comes back by itself soon after its ingest does.
+UNREACHABLE = frozenset({FailureClass.CONNECTION_REFUSED, FailureClass.DNS, FailureClass.TIMEOUT})
+
+
+@dataclass(frozen=True)
+class RunnerTiming:
+    stall_after: float = 10.0      # no out_time advance for this long → kill and restart
+    progress_period: float = 1.0   # -stats_period
+    io_timeout: float = 10.0       # -rw_timeout: FFmpeg's own bound on a blocked socket
+    send_buffer: int | None = 512 * 1024  # bounded, so a frozen ingest stalls progress fast
+    quit_wait: float = 3.0         # stop(): q → wait → SIGTERM → wait → SIGKILL
+    term_wait: float = 3.0
+    stall_quit_wait: float = 1.0   # after a stall the child is usually wedged: shorter waits
+    stall_term_wait: float = 2.0
+
+    def stop_waits(self, stalled: bool) -> tuple[float, float]:
+        """(quit wait, SIGTERM wait) for stopping a child, shorter when it stalled."""
+        if stalled:
+            return self.stall_quit_wait, self.stall_term_wait
+        return self.quit_wait, self.term_wait
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    backoff_initial: float = 1.0
+    backoff_max: float = 8.0          # with jitter ≤ 9.6 s: live again ≤ ~12 s after the ingest
+    jitter: float = 0.2               # ± this fraction of each delay
+    key_rejected_initial: float = 60.0  # a wrong key is not a blip: do not hammer the ingest
+    key_rejected_max: float = 600.0
+    breaker_restarts: int = 5         # more than this many crashes…
+    breaker_window: float = 300.0     # …within this many seconds → failed
+    healthy_after: float = 30.0       # a run live this long resets the backoff and is no crash
+
+    def delay(self, failure: FailureClass, streak: int, rand: float) -> float:
+        """Seconds to wait before attempt `streak` (1 = first retry) after `failure`."""
+        if failure is FailureClass.KEY_REJECTED:
+            base, cap = self.key_rejected_initial, self.key_rejected_max
+        else:
+            base, cap = self.backoff_initial, self.backoff_max
+        raw = min(cap, base * 2 ** max(0, streak - 1))
+        return round(raw * (1 + self.jitter * (2 * rand - 1)), 3)
