@@ -10,11 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from streamerhub.ffmpeg.schedule import (DAYS, Schedule, iso, parse_days,  # noqa: F401
                                          parse_moment, parse_schedule)
-from streamerhub.ffmpeg.targets import InvalidInput
+from streamerhub.ffmpeg.targets import InvalidInput, check_body
 
 FIELDS = ("name", "videos", "targets", "loop", "title", "category", "tags", "schedule")
 REQUIRED = ("name", "videos", "targets")
@@ -98,7 +98,7 @@ def _tags(value: Any) -> tuple[str, ...]:
 
 def parse_job(body: Any, tz: dt.tzinfo, now: dt.datetime, partial: bool = False) -> dict[str, Any]:
     """Validate a create request (name, videos, targets required) or an edit (any subset)."""
-    _check_fields(body, partial)
+    check_body(body, FIELDS, REQUIRED, partial)
     checks = {"name": lambda v: _text(v, "name", 100), "videos": lambda v: _ids(v, "videos"),
               "targets": lambda v: tuple(dict.fromkeys(_ids(v, "targets"))), "loop": _loop,
               "title": lambda v: _text(v, "title", 140),
@@ -108,14 +108,3 @@ def parse_job(body: Any, tz: dt.tzinfo, now: dt.datetime, partial: bool = False)
     if "name" in body and not fields["name"]:
         raise InvalidInput("name: give the job a name")
     return fields
-
-
-def _check_fields(body: Any, partial: bool) -> None:
-    if not isinstance(body, Mapping):
-        raise InvalidInput("send a JSON object with name, videos, targets")
-    unknown = sorted(set(body) - set(FIELDS))
-    if unknown:
-        raise InvalidInput(f"unknown field {unknown[0]!r} (known: {', '.join(FIELDS)})")
-    missing = [] if partial else [f for f in REQUIRED if f not in body]
-    if missing:
-        raise InvalidInput(f"{missing[0]}: required")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -120,16 +120,21 @@ _CHECKS = {"name": check_name, "url": check_url, "stream_key": check_key,
            "enabled": check_enabled, "channel_id": check_channel}
 
 
-def parse_target(body: Any, partial: bool = False) -> dict[str, Any]:
-    """Validate a create (all of name, url, stream_key) or an edit (any subset) request."""
+def check_body(body: Any, known: Sequence[str], required: Sequence[str], partial: bool) -> None:
+    """A JSON object with only known fields and, unless partial, every required one."""
     if not isinstance(body, Mapping):
-        raise InvalidInput("send a JSON object with name, url, stream_key")
-    unknown = sorted(set(body) - set(FIELDS))
+        raise InvalidInput(f"send a JSON object with {', '.join(required)}")
+    unknown = sorted(set(body) - set(known))
     if unknown:
-        raise InvalidInput(f"unknown field {unknown[0]!r} (known: {', '.join(FIELDS)})")
-    missing = [] if partial else [f for f in ("name", "url", "stream_key") if f not in body]
+        raise InvalidInput(f"unknown field {unknown[0]!r} (known: {', '.join(known)})")
+    missing = [] if partial else [f for f in required if f not in body]
     if missing:
         raise InvalidInput(f"{missing[0]}: required")
+
+
+def parse_target(body: Any, partial: bool = False) -> dict[str, Any]:
+    """Validate a create (all of name, url, stream_key) or an edit (any subset) request."""
+    check_body(body, FIELDS, ("name", "url", "stream_key"), partial)
     return {field: _CHECKS[field](value) for field, value in body.items()}
 
 
