@@ -11,12 +11,28 @@ from streamerhub.ffmpeg.progress import FailureClass
 UNREACHABLE = frozenset({FailureClass.CONNECTION_REFUSED, FailureClass.DNS, FailureClass.TIMEOUT})
 
 
+MIN_SEND_BUFFER = 64 * 1024
+MAX_SEND_BUFFER = 512 * 1024
+
+
+def send_buffer_for(bitrate_kbps: float | None, seconds: float = 1.0) -> int:
+    """About `seconds` of the stream, within [64 KiB, 512 KiB].
+
+    A frozen ingest is only noticed once FFmpeg's socket buffer is full and its progress stops:
+    a fixed 512 KiB held ~8 s of a 500 kbit/s stream, which pushed detection past 25 s.
+    """
+    if not bitrate_kbps:
+        return MAX_SEND_BUFFER
+    wanted = bitrate_kbps * 1000 / 8 * seconds
+    return int(min(MAX_SEND_BUFFER, max(MIN_SEND_BUFFER, wanted)))
+
+
 @dataclass(frozen=True)
 class RunnerTiming:
     stall_after: float = 10.0      # no out_time advance for this long → kill and restart
     progress_period: float = 1.0   # -stats_period
     io_timeout: float = 10.0       # -rw_timeout: FFmpeg's own bound on a blocked socket
-    send_buffer: int | None = 512 * 1024  # bounded, so a frozen ingest stalls progress fast
+    send_buffer: int | None = MAX_SEND_BUFFER  # bounded; per job: send_buffer_for(bitrate)
     quit_wait: float = 3.0         # stop(): q → wait → SIGTERM → wait → SIGKILL
     term_wait: float = 3.0
     stall_quit_wait: float = 1.0   # after a stall the child is usually wedged: shorter waits

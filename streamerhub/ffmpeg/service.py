@@ -12,6 +12,7 @@ import collections
 import contextlib
 import datetime as dt
 import shutil
+from dataclasses import replace
 from typing import Any, AsyncIterator, Callable
 
 from streamerhub.config import Settings
@@ -24,7 +25,8 @@ from streamerhub.ffmpeg.channels import ChannelUpdater, update_channels
 from streamerhub.ffmpeg.jobs import Job
 from streamerhub.ffmpeg.jobstore import JobStore
 from streamerhub.ffmpeg.library import Library, probe_from_json
-from streamerhub.ffmpeg.policy import RestartPolicy, RunnerTiming
+from streamerhub.ffmpeg.policy import (MAX_SEND_BUFFER, RestartPolicy, RunnerTiming,
+                                      send_buffer_for)
 from streamerhub.ffmpeg.scheduler import Scheduler, now_utc
 from streamerhub.ffmpeg.status import RunRecord, TargetState, TargetStatus
 from streamerhub.ffmpeg.supervisor import TargetRunner
@@ -276,7 +278,7 @@ class Multistream:
 
     async def _start_runner(self, job: Job, target: Target) -> None:
         files = await self.library.ready_files(job.videos)
-        duration = await self._playlist_duration(job)
+        duration, bitrate = await self._playlist_figures(job)
         key = await self.targets.open_key(target.id)
         old = self._runners.get((job.id, target.id))
         if old is not None:
@@ -285,17 +287,27 @@ class Multistream:
             _ready(self.ffmpeg), output_url(target.url, key), files, key=key,
             name=f"{job.name}/{target.name}", loop=job.loop,
             playlist_duration=duration,
-            work_dir=self.data_dir / JOB_DIR / f"{job.id}-{target.id}", timing=self.timing,
+            work_dir=self.data_dir / JOB_DIR / f"{job.id}-{target.id}",
+            timing=self._timing_for(bitrate),
             policy=self.policy, on_status=lambda s: self._on_status(job.id, target.id, s),
             on_run_end=lambda r: self._on_run_end(job.id, target.id, r))
         self._runners[(job.id, target.id)] = runner
         runner.start()
         self._tasks.spawn(self._watch_end(job.id, runner))
 
-    async def _playlist_duration(self, job: Job) -> float | None:
-        videos = [await self.library.get(v) for v in job.videos]
-        duration = sum(probe_from_json(v.prepared_probe or {}).duration or 0 for v in videos)
-        return duration or None
+    async def _playlist_figures(self, job: Job) -> tuple[float | None, float | None]:
+        """(total duration, highest bitrate in kbit/s) of the job's prepared files."""
+        probes = [probe_from_json((await self.library.get(v)).prepared_probe or {})
+                  for v in job.videos]
+        duration = sum(p.duration or 0 for p in probes)
+        bitrate = max((p.bitrate_kbps or 0 for p in probes), default=0)
+        return duration or None, bitrate or None
+
+    def _timing_for(self, bitrate_kbps: float | None) -> RunnerTiming:
+        # A configured buffer (tests, benchmarks) wins; the default follows the stream's rate.
+        if self.timing.send_buffer != MAX_SEND_BUFFER:
+            return self.timing
+        return replace(self.timing, send_buffer=send_buffer_for(bitrate_kbps))
 
     def _runners_of(self, job_id: int) -> list[TargetRunner]:
         return [r for (j, _), r in self._runners.items() if j == job_id]
