@@ -16,7 +16,8 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from streamerhub.bot.eventsub import SUBSCRIPTIONS, State
-from streamerhub.bot.service import BotDeps, TwitchBot, missed_since_last_run
+from streamerhub.bot.ownership import LOCK_SPACE
+from streamerhub.bot.service import SYNC_EVERY, BotDeps, TwitchBot, missed_since_last_run
 from streamerhub.bot.store import EventStore
 from streamerhub.bot.tokens import Grant, TokenStore
 from streamerhub.crypto import Keyring
@@ -411,3 +412,65 @@ async def test_after_a_crash_the_gap_starts_at_the_last_event_received(rig: Rig)
     row = (await rig.fetch("SELECT started_at, ended_at FROM eventsub_gaps"))[0]
     assert row["started_at"] == gap.started_at and row["ended_at"] is None
     assert await missed_since_last_run(rig.db, rig.store, "2000") is None  # never captured
+
+
+async def test_a_channel_connected_or_disconnected_elsewhere_is_picked_up_at_once(
+        rig: Rig) -> None:
+    bot = await rig.start_bot()
+    assert bot.status() == []
+    # As `streamerhub twitch login` in another process does: only the row, no call to the bot.
+    started = time.monotonic()
+    await rig.connect()
+    await rig.wait_subscribed(bot, timeout=SYNC_EVERY / 3)
+    assert time.monotonic() - started < SYNC_EVERY / 3
+    await TokenStore(rig.db, rig.keyring).disconnect("1000", "disconnected on the dashboard")
+    await wait_until(lambda: "1000" not in bot.runners, SYNC_EVERY / 3, "channel stopped")
+    assert not (await rig.control("state"))["sessions"], "the socket was left open"
+
+
+LOCKS = """
+SELECT array_agg(pid) FILTER (WHERE granted), count(*) FILTER (WHERE NOT granted) FROM pg_locks
+ WHERE locktype = 'advisory'
+   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"""
+
+
+async def _lock_holders(rig: Rig) -> list[int]:
+    return (await rig.fetch(LOCKS))[0][0] or []
+
+
+async def _lock_waiters(rig: Rig) -> int:
+    return (await rig.fetch(LOCKS))[0][1]
+
+
+async def test_a_lost_lock_connection_is_replaced_and_a_taken_channel_handed_over(
+        rig: Rig) -> None:
+    await rig.connect()
+    bot = await rig.start_bot()
+    await rig.wait_subscribed(bot)
+    runner = bot.runners["1000"]
+    [first] = await _lock_holders(rig)
+    await rig.value("SELECT pg_terminate_backend($1, 5000)", first)
+
+    async def retaken() -> bool:
+        holders = await _lock_holders(rig)
+        return bool(holders) and first not in holders
+    await wait_until(retaken, 5, "channel lock taken again on a new connection")
+    assert bot.runners["1000"] is runner and runner.client.stats.connections == 1
+    assert bot.status()[0]["state"] == "connected"
+
+    # Another daemon waits for the lock, so it wins it when our connection dies: the channel is
+    # its now, without a gap on our side.
+    [second] = await _lock_holders(rig)
+    async with rig.db.pool.acquire() as other:
+        waiting = asyncio.ensure_future(other.fetchval(
+            "SELECT pg_advisory_lock(hashtextextended($1, 0))", LOCK_SPACE + "1000"))
+        await wait_until(lambda: _lock_waiters(rig), 5, "the other daemon queued for the lock")
+        await rig.value("SELECT pg_terminate_backend($1, 5000)", second)
+        await asyncio.wait_for(waiting, 5)
+        await wait_until(lambda: "1000" not in bot.runners, 5, "channel handed over")
+        assert not (await rig.control("state"))["sessions"], "both daemons would be connected"
+        assert await rig.value("SELECT count(*) FROM eventsub_gaps") == 0
+        await bot.sync()
+        assert "1000" not in bot.runners
+    await bot.sync()  # the other daemon let go
+    await rig.wait_subscribed(bot)

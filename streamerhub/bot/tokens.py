@@ -1,170 +1,35 @@
-"""OAuth for the bot: device-code login, sealed token storage, refresh on 401, hourly validation.
+"""The bot's OAuth tokens: sealed storage in twitch_channels, refresh on 401, hourly validation.
 
 Refresh runs behind a real `asyncio.Lock` per channel: concurrent 401s cause one refresh, the
 others reuse its result, and a refresh that fails (network, 5xx, cancellation) releases the lock
 so the next caller tries again. twitchAPI's flag-based "lock" stays set after one failure and
-hangs every later refresh, which is why none of this goes through twitchAPI.
+hangs every later refresh, which is why none of this goes through twitchAPI. The endpoints
+themselves are in bot/oauth.py.
+
+A login or disconnect NOTIFYs CHANNELS_CHANGED in the same statement, so a running daemon
+(bot/ownership.py listens) starts or stops the channel at once, whichever process wrote it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 import aiohttp
 
+from streamerhub.bot.oauth import (LOGIN_SCOPES, OAUTH_TIMEOUT, DeviceCode, Grant, OAuth,
+                                   TokenError, TokenRevoked, in_seconds)
 from streamerhub.crypto import Keyring, aad_for
 from streamerhub.db import Database
-from streamerhub.errors import StreamerHubError
 from streamerhub.log import get_logger, register_secret
 
 log = get_logger(__name__)
 
-DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
-OAUTH_TIMEOUT = aiohttp.ClientTimeout(total=20, sock_connect=10)
 VALIDATE_EVERY = 3600.0  # Twitch requires validating at start and every hour
 REFRESH_AHEAD = 300  # refresh proactively when validation says fewer seconds are left
-
-# Every scope an EventSub type in eventsub.SUBSCRIPTIONS needs, plus what the dashboard uses
-# (title/category changes, the stream key for multistreaming).
-LOGIN_SCOPES: tuple[str, ...] = (
-    "bits:read", "channel:manage:broadcast", "channel:read:goals", "channel:read:hype_train",
-    "channel:read:polls", "channel:read:predictions", "channel:read:redemptions",
-    "channel:read:stream_key", "channel:read:subscriptions", "moderator:read:followers",
-)
-
-
-class TokenError(StreamerHubError):
-    """Twitch's OAuth endpoint failed in a way that may pass (network, 5xx)."""
-
-
-class TokenRevoked(TokenError):
-    """The grant is gone (refresh token rejected): the user has to log in again."""
-
-    def __init__(self, channel_id: str, reason: str) -> None:
-        super().__init__(f"channel {channel_id}: {reason}")
-        self.channel_id, self.reason = channel_id, reason
-
-
-@dataclass(frozen=True)
-class Grant:
-    """What the token endpoint answers: an access/refresh pair and its scopes."""
-
-    access_token: str
-    refresh_token: str
-    expires_in: int
-    scopes: tuple[str, ...]
-
-    @classmethod
-    def from_json(cls, body: dict[str, Any]) -> "Grant":
-        grant = cls(str(body["access_token"]), str(body.get("refresh_token") or ""),
-                    int(body.get("expires_in") or 0), tuple(body.get("scope") or ()))
-        register_secret(grant.access_token)
-        register_secret(grant.refresh_token)
-        return grant
-
-    @property
-    def expires_at(self) -> dt.datetime | None:
-        return _in_seconds(self.expires_in) if self.expires_in else None
-
-
-@dataclass(frozen=True)
-class DeviceCode:
-    """A started device-code flow: show user_code and verification_uri to the user."""
-
-    device_code: str
-    user_code: str
-    verification_uri: str
-    interval: float
-    expires_in: int
-
-
-class OAuth:
-    """Twitch's OAuth endpoints (id.twitch.tv/oauth2, or the fake's)."""
-
-    def __init__(self, session: aiohttp.ClientSession, auth_url: str, client_id: str,
-                 client_secret: str = "") -> None:
-        self.session = session
-        self.auth_url = auth_url.rstrip("/")
-        self.client_id = client_id
-        self.client_secret = client_secret
-
-    async def start_device(self, scopes: tuple[str, ...] = LOGIN_SCOPES) -> DeviceCode:
-        """POST /device: begin a device-code login."""
-        status, body = await self._post("/device", {"client_id": self.client_id,
-                                                    "scopes": " ".join(scopes)})
-        if status != 200:
-            raise TokenError(f"Twitch refused to start the device login ({status}: "
-                             f"{body.get('message')}): check [twitch] client_id")
-        return DeviceCode(str(body["device_code"]), str(body["user_code"]),
-                          str(body["verification_uri"]), float(body.get("interval") or 5),
-                          int(body.get("expires_in") or 1800))
-
-    async def wait_device(self, code: DeviceCode, scopes: tuple[str, ...] = LOGIN_SCOPES,
-                          sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> Grant:
-        """Poll /token until the user has entered the code (or the code expires)."""
-        deadline = time.monotonic() + code.expires_in
-        interval = code.interval
-        form = {"client_id": self.client_id, "device_code": code.device_code,
-                "grant_type": DEVICE_GRANT, "scopes": " ".join(scopes)}
-        while time.monotonic() < deadline:
-            status, body = await self._post("/token", form)
-            if status == 200:
-                return Grant.from_json(body)
-            message = str(body.get("message") or "")
-            if message == "slow_down":
-                interval += 5
-            elif message != "authorization_pending":
-                raise TokenError(f"device login failed ({status}: {message})")
-            await sleep(interval)
-        raise TokenError("the device code expired before it was entered: run the login again")
-
-    async def refresh(self, channel_id: str, refresh_token: str) -> Grant:
-        """POST /token grant_type=refresh_token; TokenRevoked when Twitch rejects the grant."""
-        form = {"grant_type": "refresh_token", "refresh_token": refresh_token,
-                "client_id": self.client_id}
-        if self.client_secret:
-            form["client_secret"] = self.client_secret
-        status, body = await self._post("/token", form)
-        if status == 200:
-            return Grant.from_json(body)
-        if status in (400, 401):
-            raise TokenRevoked(channel_id, f"Twitch rejected the refresh token "
-                                           f"({body.get('message') or status})")
-        raise TokenError(f"token refresh failed with {status}: {body.get('message')}")
-
-    async def validate(self, access_token: str) -> dict[str, Any] | None:
-        """GET /validate: the token's user, scopes and lifetime; None when it is invalid."""
-        try:
-            async with self.session.get(f"{self.auth_url}/validate", timeout=OAUTH_TIMEOUT,
-                                        headers={"Authorization": f"OAuth {access_token}"}) as r:
-                if r.status == 401:
-                    return None
-                if r.status != 200:
-                    raise TokenError(f"token validation failed with {r.status}")
-                return await r.json(content_type=None)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise TokenError(f"token validation failed: {type(exc).__name__}: {exc}") from None
-
-    async def _post(self, path: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
-        try:
-            async with self.session.post(self.auth_url + path, data=form,
-                                         timeout=OAUTH_TIMEOUT) as resp:
-                try:
-                    body = await resp.json(content_type=None)
-                except ValueError:
-                    body = {"message": resp.reason}
-                return resp.status, body if isinstance(body, dict) else {}
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise TokenError(f"Twitch OAuth {path} unreachable: {type(exc).__name__}: "
-                             f"{exc}") from None
-
-
-def _in_seconds(seconds: float) -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=seconds)
+CHANNELS_CHANGED = "streamerhub_twitch_channels"  # NOTIFY channel: a channel (dis)connected
 
 
 # ----------------------------------------------------------------------------- storage
@@ -206,7 +71,7 @@ class TokenStore:
         access, refresh = self._seal(channel_id, grant)
         async with self.db.pool.acquire() as conn:
             await conn.execute(SAVE_LOGIN, channel_id, login, display_name, list(grant.scopes),
-                               access, refresh, grant.expires_at)
+                               access, refresh, grant.expires_at, CHANNELS_CHANGED)
 
     async def save_refresh(self, channel_id: str, grant: Grant) -> None:
         """Store a refreshed pair (Twitch rotates the refresh token every time)."""
@@ -219,12 +84,12 @@ class TokenStore:
                               expires_in: int) -> None:
         async with self.db.pool.acquire() as conn:
             await conn.execute(SAVE_VALIDATION, channel_id, login, list(scopes),
-                               _in_seconds(expires_in) if expires_in else None)
+                               in_seconds(expires_in) if expires_in else None)
 
     async def disconnect(self, channel_id: str, reason: str) -> None:
         """Mark the channel disconnected with the reason and forget its dead tokens."""
         async with self.db.pool.acquire() as conn:
-            await conn.execute(DISCONNECT, channel_id, reason)
+            await conn.execute(DISCONNECT, channel_id, reason, CHANNELS_CHANGED)
         log.warning("twitch_channel_disconnected", channel_id=channel_id, reason=reason)
 
     async def load(self, channel_id: str) -> StoredToken | None:
@@ -245,7 +110,9 @@ class TokenStore:
                            access, refresh, row["status"], row["status_reason"])
 
 
+# Login and disconnect NOTIFY in the same statement: delivered on commit, never before.
 SAVE_LOGIN = """
+WITH saved AS (
 INSERT INTO twitch_channels (channel_id, login, display_name, scopes, access_token_sealed,
                              refresh_token_sealed, token_expires_at, status, status_reason,
                              connected_at, validated_at, updated_at)
@@ -255,7 +122,9 @@ ON CONFLICT (channel_id) DO UPDATE SET
     access_token_sealed = EXCLUDED.access_token_sealed,
     refresh_token_sealed = EXCLUDED.refresh_token_sealed,
     token_expires_at = EXCLUDED.token_expires_at, status = 'connected', status_reason = NULL,
-    connected_at = now(), validated_at = now(), updated_at = now()"""
+    connected_at = now(), validated_at = now(), updated_at = now()
+RETURNING channel_id)
+SELECT pg_notify($8, channel_id) FROM saved"""
 
 SAVE_REFRESH = """
 UPDATE twitch_channels SET access_token_sealed = $2, refresh_token_sealed = $3,
@@ -268,9 +137,12 @@ UPDATE twitch_channels SET login = $2, scopes = $3, token_expires_at = COALESCE(
  WHERE channel_id = $1"""
 
 DISCONNECT = """
+WITH gone AS (
 UPDATE twitch_channels SET status = 'disconnected', status_reason = $2,
        access_token_sealed = NULL, refresh_token_sealed = NULL, updated_at = now()
- WHERE channel_id = $1"""
+ WHERE channel_id = $1
+RETURNING channel_id)
+SELECT pg_notify($3, channel_id) FROM gone"""
 
 LOAD = """
 SELECT login, display_name, scopes, access_token_sealed, refresh_token_sealed, status, status_reason

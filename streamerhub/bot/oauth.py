@@ -1,0 +1,160 @@
+"""Twitch's OAuth endpoints for the bot: device-code login, refresh, validation.
+
+Plain aiohttp, as in bot/helix.py: twitchAPI's flag-based refresh "lock" stays set after one
+failure and hangs every later refresh (see bot/tokens.py for the lock that replaces it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+import aiohttp
+
+from streamerhub.errors import StreamerHubError
+from streamerhub.log import register_secret
+
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+OAUTH_TIMEOUT = aiohttp.ClientTimeout(total=20, sock_connect=10)
+
+# Every scope an EventSub type in subscriptions.SUBSCRIPTIONS needs, plus what the dashboard uses
+# (title/category changes, the stream key for multistreaming).
+LOGIN_SCOPES: tuple[str, ...] = (
+    "bits:read", "channel:manage:broadcast", "channel:read:goals", "channel:read:hype_train",
+    "channel:read:polls", "channel:read:predictions", "channel:read:redemptions",
+    "channel:read:stream_key", "channel:read:subscriptions", "moderator:read:followers",
+)
+
+
+class TokenError(StreamerHubError):
+    """Twitch's OAuth endpoint failed in a way that may pass (network, 5xx)."""
+
+
+class TokenRevoked(TokenError):
+    """The grant is gone (refresh token rejected): the user has to log in again."""
+
+    def __init__(self, channel_id: str, reason: str) -> None:
+        super().__init__(f"channel {channel_id}: {reason}")
+        self.channel_id, self.reason = channel_id, reason
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What the token endpoint answers: an access/refresh pair and its scopes."""
+
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    scopes: tuple[str, ...]
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> "Grant":
+        grant = cls(str(body["access_token"]), str(body.get("refresh_token") or ""),
+                    int(body.get("expires_in") or 0), tuple(body.get("scope") or ()))
+        register_secret(grant.access_token)
+        register_secret(grant.refresh_token)
+        return grant
+
+    @property
+    def expires_at(self) -> dt.datetime | None:
+        return in_seconds(self.expires_in) if self.expires_in else None
+
+
+@dataclass(frozen=True)
+class DeviceCode:
+    """A started device-code flow: show user_code and verification_uri to the user."""
+
+    device_code: str
+    user_code: str
+    verification_uri: str
+    interval: float
+    expires_in: int
+
+
+class OAuth:
+    """Twitch's OAuth endpoints (id.twitch.tv/oauth2, or the fake's)."""
+
+    def __init__(self, session: aiohttp.ClientSession, auth_url: str, client_id: str,
+                 client_secret: str = "") -> None:
+        self.session = session
+        self.auth_url = auth_url.rstrip("/")
+        self.client_id = client_id
+        self.client_secret = client_secret
+
+    async def start_device(self, scopes: tuple[str, ...] = LOGIN_SCOPES) -> DeviceCode:
+        """POST /device: begin a device-code login."""
+        status, body = await self._post("/device", {"client_id": self.client_id,
+                                                    "scopes": " ".join(scopes)})
+        if status != 200:
+            raise TokenError(f"Twitch refused to start the device login ({status}: "
+                             f"{body.get('message')}): check [twitch] client_id")
+        return DeviceCode(str(body["device_code"]), str(body["user_code"]),
+                          str(body["verification_uri"]), float(body.get("interval") or 5),
+                          int(body.get("expires_in") or 1800))
+
+    async def wait_device(self, code: DeviceCode, scopes: tuple[str, ...] = LOGIN_SCOPES,
+                          sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> Grant:
+        """Poll /token until the user has entered the code (or the code expires)."""
+        deadline = time.monotonic() + code.expires_in
+        interval = code.interval
+        form = {"client_id": self.client_id, "device_code": code.device_code,
+                "grant_type": DEVICE_GRANT, "scopes": " ".join(scopes)}
+        while time.monotonic() < deadline:
+            status, body = await self._post("/token", form)
+            if status == 200:
+                return Grant.from_json(body)
+            message = str(body.get("message") or "")
+            if message == "slow_down":
+                interval += 5
+            elif message != "authorization_pending":
+                raise TokenError(f"device login failed ({status}: {message})")
+            await sleep(interval)
+        raise TokenError("the device code expired before it was entered: run the login again")
+
+    async def refresh(self, channel_id: str, refresh_token: str) -> Grant:
+        """POST /token grant_type=refresh_token; TokenRevoked when Twitch rejects the grant."""
+        form = {"grant_type": "refresh_token", "refresh_token": refresh_token,
+                "client_id": self.client_id}
+        if self.client_secret:
+            form["client_secret"] = self.client_secret
+        status, body = await self._post("/token", form)
+        if status == 200:
+            return Grant.from_json(body)
+        if status in (400, 401):
+            raise TokenRevoked(channel_id, f"Twitch rejected the refresh token "
+                                           f"({body.get('message') or status})")
+        raise TokenError(f"token refresh failed with {status}: {body.get('message')}")
+
+    async def validate(self, access_token: str) -> dict[str, Any] | None:
+        """GET /validate: the token's user, scopes and lifetime; None when it is invalid."""
+        try:
+            async with self.session.get(f"{self.auth_url}/validate", timeout=OAUTH_TIMEOUT,
+                                        headers={"Authorization": f"OAuth {access_token}"}) as r:
+                if r.status == 401:
+                    return None
+                if r.status != 200:
+                    raise TokenError(f"token validation failed with {r.status}")
+                return await r.json(content_type=None)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise TokenError(f"token validation failed: {type(exc).__name__}: {exc}") from None
+
+    async def _post(self, path: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        try:
+            async with self.session.post(self.auth_url + path, data=form,
+                                         timeout=OAUTH_TIMEOUT) as resp:
+                try:
+                    body = await resp.json(content_type=None)
+                except ValueError:
+                    body = {"message": resp.reason}
+                return resp.status, body if isinstance(body, dict) else {}
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise TokenError(f"Twitch OAuth {path} unreachable: {type(exc).__name__}: "
+                             f"{exc}") from None
+
+
+def in_seconds(seconds: float) -> dt.datetime:
+    """The moment `seconds` from now, in UTC."""
+    return dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=seconds)

@@ -1,0 +1,237 @@
+"""The EventSub subscriptions a channel wants: creating them on a session, and recording them.
+
+Twitch closes an unused session (4003) when its keepalive window ends, so a fresh session's
+subscriptions are created concurrently inside that window; what is not answered by then is given
+up and retried in the background by the client. At start no session of ours exists yet, so every
+WebSocket subscription of the token is stale and deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from streamerhub.bot.helix import Helix, HelixError
+from streamerhub.db import Database
+from streamerhub.log import get_logger
+
+log = get_logger(__name__)
+
+SUBSCRIBE_CONCURRENCY = 8
+
+# type, version, scope (None = public). Raids are subscribed twice: received and sent.
+SUBSCRIPTIONS: tuple[tuple[str, str, str | None], ...] = (
+    ("channel.follow", "2", "moderator:read:followers"),
+    ("channel.subscribe", "1", "channel:read:subscriptions"),
+    ("channel.subscription.gift", "1", "channel:read:subscriptions"),
+    ("channel.subscription.message", "1", "channel:read:subscriptions"),
+    ("channel.subscription.end", "1", "channel:read:subscriptions"),
+    ("channel.cheer", "1", "bits:read"),
+    ("stream.online", "1", None),
+    ("stream.offline", "1", None),
+    ("channel.raid", "1", None),
+    ("channel.channel_points_custom_reward_redemption.add", "1", "channel:read:redemptions"),
+    ("channel.channel_points_custom_reward_redemption.update", "1", "channel:read:redemptions"),
+    ("channel.update", "2", None),
+    *((f"channel.hype_train.{p}", "2", "channel:read:hype_train")
+      for p in ("begin", "progress", "end")),
+    *((f"channel.poll.{p}", "1", "channel:read:polls") for p in ("begin", "progress", "end")),
+    *((f"channel.prediction.{p}", "1", "channel:read:predictions")
+      for p in ("begin", "progress", "lock", "end")),
+    *((f"channel.goal.{p}", "1", "channel:read:goals") for p in ("begin", "progress", "end")),
+)
+KNOWN_TYPES = frozenset(t for t, _, _ in SUBSCRIPTIONS)
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """One subscription to create: type, version, the scope it needs and its condition."""
+
+    type: str
+    version: str
+    scope: str | None
+    condition: tuple[tuple[str, str], ...]
+
+    @property
+    def label(self) -> str:
+        """The type, plus the raid direction (two raid subscriptions share a type)."""
+        keys = dict(self.condition)
+        if "to_broadcaster_user_id" in keys:
+            return f"{self.type} (received)"
+        if "from_broadcaster_user_id" in keys:
+            return f"{self.type} (sent)"
+        return self.type
+
+
+def build_plan(channel_id: str) -> list[Wanted]:
+    """Every subscription a channel wants, conditions filled in."""
+    plan = []
+    for type_, version, scope in SUBSCRIPTIONS:
+        if type_ == "channel.raid":
+            for key in ("to_broadcaster_user_id", "from_broadcaster_user_id"):
+                plan.append(Wanted(type_, version, scope, ((key, channel_id),)))
+            continue
+        condition = [("broadcaster_user_id", channel_id)]
+        if type_ == "channel.follow":
+            condition.append(("moderator_user_id", channel_id))
+        plan.append(Wanted(type_, version, scope, tuple(condition)))
+    return plan
+
+
+@dataclass
+class SubscriptionResult:
+    """What Twitch answered for one wanted subscription."""
+
+    wanted: Wanted
+    status: str  # enabled, missing_scope, revoked:<reason>, error
+    twitch_id: str | None = None
+    detail: str | None = None
+
+
+class Subscriber:
+    """Creates one channel's subscriptions on a session and knows which ids are ours."""
+
+    def __init__(self, channel_id: str, helix: Helix,
+                 scopes: Callable[[], frozenset[str]]) -> None:
+        self.channel_id, self.helix, self.scopes = channel_id, helix, scopes
+        self.plan = build_plan(channel_id)
+        self.known: set[str] = set()  # subscription ids we created (carried over reconnects)
+        self.subscribing: str | None = None  # session id being subscribed right now
+
+    async def create_all(self, session_id: str, window: float) -> list[SubscriptionResult]:
+        """The whole plan, concurrently; what is not answered within `window` s is an error."""
+        scopes = self.scopes()
+        self.known = set()
+        self.subscribing = session_id
+        limit = asyncio.Semaphore(SUBSCRIBE_CONCURRENCY)
+        tasks = [asyncio.ensure_future(self._create(limit, w, session_id, scopes))
+                 for w in self.plan]
+        try:
+            _, pending = await asyncio.wait(tasks, timeout=window)
+        finally:
+            # Also when we are cancelled (the channel stops): no request outlives this call.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.subscribing = None
+        return _collect(tasks, self.plan, pending)
+
+    async def create_each(self, wanted: list[Wanted], session_id: str) -> list[SubscriptionResult]:
+        """Create these subscriptions again (a retry of those that failed)."""
+        limit = asyncio.Semaphore(SUBSCRIBE_CONCURRENCY)
+        return list(await asyncio.gather(*(self._create(limit, w, session_id, self.scopes())
+                                           for w in wanted)))
+
+    def racing(self, sub: dict[str, Any], session_id: str) -> bool:
+        """A notification may beat our POST's answer: ours if we are subscribing its session."""
+        transport = sub.get("transport") or {}
+        if self.subscribing and transport.get("session_id") == self.subscribing == session_id:
+            self.known.add(str(sub.get("id")))
+            return True
+        return False
+
+    async def _create(self, limit: asyncio.Semaphore, wanted: Wanted, session_id: str,
+                      scopes: frozenset[str]) -> SubscriptionResult:
+        if wanted.scope and wanted.scope not in scopes:
+            return SubscriptionResult(wanted, "missing_scope", detail=f"needs {wanted.scope}")
+        async with limit:
+            try:
+                sub = await self.helix.create_subscription(
+                    wanted.type, wanted.version, dict(wanted.condition), session_id)
+            except HelixError as exc:
+                return _failed(wanted, exc)
+        self.known.add(str(sub["id"]))
+        return SubscriptionResult(wanted, "enabled", str(sub["id"]))
+
+    async def delete_stale(self) -> None:
+        """At start no session of ours exists: every WebSocket subscription of the token is stale."""
+        try:
+            subs = await self.helix.subscriptions()
+        except HelixError as exc:
+            log.warning("eventsub_stale_list_failed", channel_id=self.channel_id, error=str(exc))
+            return
+        stale = [s["id"] for s in subs if (s.get("transport") or {}).get("method") == "websocket"]
+        limit = asyncio.Semaphore(SUBSCRIBE_CONCURRENCY)
+        await asyncio.gather(*(self._delete(limit, s) for s in stale))
+        if stale:
+            log.info("eventsub_stale_deleted", channel_id=self.channel_id, count=len(stale))
+
+    async def _delete(self, limit: asyncio.Semaphore, sub_id: str) -> None:
+        async with limit:
+            try:
+                await self.helix.delete_subscription(sub_id)
+            except HelixError as exc:
+                log.warning("eventsub_stale_delete_failed", channel_id=self.channel_id,
+                            error=str(exc))
+
+
+def _collect(tasks: list[asyncio.Future[SubscriptionResult]], plan: list[Wanted],
+             pending: set[asyncio.Future[SubscriptionResult]]) -> list[SubscriptionResult]:
+    """The answers in plan order: unanswered ones are errors, the first exception is raised."""
+    results, errors = [], []
+    for task, wanted in zip(tasks, plan):
+        if task in pending:
+            results.append(SubscriptionResult(wanted, "error",
+                                              detail="no answer within the keepalive window"))
+        elif task.exception() is not None:  # read every one: none is left unretrieved
+            errors.append(task.exception())
+        else:
+            results.append(task.result())
+    if errors:
+        raise errors[0]
+    return results
+
+
+def _failed(wanted: Wanted, exc: HelixError) -> SubscriptionResult:
+    if exc.status == 403:
+        return SubscriptionResult(wanted, "missing_scope", detail=exc.message)
+    if exc.status == 409:  # already there (a resent POST): it is enabled on this session
+        return SubscriptionResult(wanted, "enabled", detail="already existed")
+    return SubscriptionResult(wanted, "error", detail=f"{exc.status}: {exc.message}")
+
+
+# ----------------------------------------------------------------------------- recording
+
+def summarise_subscriptions(results: list[SubscriptionResult]) -> dict[str, Any]:
+    """enabled count plus the labels that are missing a scope, revoked or failing."""
+    out: dict[str, Any] = {"enabled": 0, "missing_scope": [], "revoked": [], "error": []}
+    for result in results:
+        if result.status == "enabled":
+            out["enabled"] += 1
+        elif result.status.startswith("revoked"):
+            out["revoked"].append(result.wanted.label)
+        elif result.status == "missing_scope":
+            out["missing_scope"].append(result.wanted.label)
+        else:
+            out["error"].append(result.wanted.label)
+    return out
+
+
+async def save_subscriptions(db: Database, channel_id: str,
+                             results: list[SubscriptionResult]) -> None:
+    """Upsert eventsub_subscriptions; the two raid subscriptions share one (type, version) row."""
+    rows: dict[tuple[str, str], list[SubscriptionResult]] = {}
+    for result in results:
+        rows.setdefault((result.wanted.type, result.wanted.version), []).append(result)
+    args = [(channel_id, type_, version, *_row(group)) for (type_, version), group in rows.items()]
+    async with db.pool.acquire() as conn:
+        await conn.executemany(SAVE_SUBSCRIPTION, args)
+
+
+def _row(group: list[SubscriptionResult]) -> tuple[str, str | None, str | None]:
+    """status (the worst of the group), twitch ids and details of one stored row."""
+    worst = next((r for r in group if r.status != "enabled"), group[0])
+    ids = ",".join(r.twitch_id for r in group if r.twitch_id) or None
+    details = "; ".join(f"{r.wanted.label}: {r.detail}" if len(group) > 1 else r.detail
+                        for r in group if r.detail) or None
+    return worst.status, ids, details
+
+
+SAVE_SUBSCRIPTION = """
+INSERT INTO eventsub_subscriptions (channel_id, subscription_type, version, status, twitch_id,
+                                    detail, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, now())
+ON CONFLICT (channel_id, subscription_type, version) DO UPDATE SET
+    status = EXCLUDED.status, twitch_id = EXCLUDED.twitch_id, detail = EXCLUDED.detail,
+    updated_at = now()"""
