@@ -181,18 +181,25 @@ def kill_postgres_of(data_dir: Path) -> None:
 
 
 @pytest.fixture
-def daemon_factory(tmp_path: Path) -> Iterator:
-    """Make daemons with a temp data dir; every one is stopped at the end, pass or fail."""
+def daemon_factory() -> Iterator:
+    """Make daemons with a temp data dir; every one is stopped at the end, pass or fail.
+
+    The folder is outside pytest's basetemp for the reason given in pg_cluster.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="streamerhub-test-daemon-"))
     made: list[Daemon] = []
 
     def make(config: str = "", env: dict[str, str] | None = None,
              data_dir: Path | None = None) -> Daemon:
-        config_path = tmp_path / f"config-{len(made)}.toml"
+        config_path = folder / f"config-{len(made)}.toml"
         config_path.write_text(config)
-        daemon = Daemon(data_dir or tmp_path / "data", config_path, env)
+        daemon = Daemon(data_dir or folder / "data", config_path, env)
         made.append(daemon)
         return daemon
 
-    yield make
-    for daemon in made:
-        daemon.stop()
+    try:
+        yield make
+    finally:
+        for daemon in made:
+            daemon.stop()
+        shutil.rmtree(folder, ignore_errors=True)
