@@ -10,7 +10,6 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from streamerhub.bot.cli import DEFAULT_SCOPES
 from streamerhub.bot.helix import Helix, HelixError
 from streamerhub.bot.tokens import (LOGIN_SCOPES, OAuth, TokenError, TokenRevoked, TokenStore,
                                     load_channel_token)
@@ -124,8 +123,13 @@ async def test_validation_of_a_revoked_grant_disconnects(rig: Rig) -> None:
     assert await rig.value("SELECT status FROM twitch_channels") == "disconnected"
 
 
-def test_login_scopes_match_the_cli_default() -> None:
-    assert DEFAULT_SCOPES == LOGIN_SCOPES
+def test_login_asks_only_for_scopes_it_uses() -> None:
+    from streamerhub.bot.subscriptions import SUBSCRIPTIONS
+
+    # Every EventSub type's scope, plus setting a multistream job's title: nothing unused.
+    needed = {scope for _type, _version, scope in SUBSCRIPTIONS if scope}
+    needed.add("channel:manage:broadcast")
+    assert set(LOGIN_SCOPES) == needed
 
 
 async def test_device_login_stores_sealed_tokens_and_never_shows_them(db_url: str,

@@ -15,6 +15,7 @@ import time
 import zoneinfo
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
+from streamerhub.bot.oauth import LOGIN_SCOPES
 from streamerhub.config import Settings
 from streamerhub.errors import ConfigError
 
@@ -22,12 +23,6 @@ if TYPE_CHECKING:
     from streamerhub.bot.tokens import DeviceCode
     from streamerhub.db import Database
 
-# Same list as bot.tokens.LOGIN_SCOPES (kept here so --help needs no import of the bot).
-DEFAULT_SCOPES = (
-    "bits:read", "channel:manage:broadcast", "channel:read:goals", "channel:read:hype_train",
-    "channel:read:polls", "channel:read:predictions", "channel:read:redemptions",
-    "channel:read:stream_key", "channel:read:subscriptions", "moderator:read:followers",
-)
 
 STATUS_FRESH_S = 60.0  # the daemon rewrites its status file every few seconds
 
@@ -38,7 +33,7 @@ def add_twitch_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     actions = twitch.add_subparsers(dest="twitch_command", required=True, metavar="ACTION")
     login = actions.add_parser("login", parents=[common],
                                help="connect a Twitch channel (device code, no browser redirect)")
-    login.add_argument("--scopes", nargs="+", metavar="SCOPE", default=list(DEFAULT_SCOPES),
+    login.add_argument("--scopes", nargs="+", metavar="SCOPE", default=list(LOGIN_SCOPES),
                        help="scopes to ask for (default: every one StreamerHub can use)")
     login.set_defaults(handler=cmd_login)
     status = actions.add_parser("status", parents=[common],

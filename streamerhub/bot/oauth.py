@@ -20,12 +20,12 @@ from streamerhub.log import register_secret
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 OAUTH_TIMEOUT = aiohttp.ClientTimeout(total=20, sock_connect=10)
 
-# Every scope an EventSub type in subscriptions.SUBSCRIPTIONS needs, plus what the dashboard uses
-# (title/category changes, the stream key for multistreaming).
+# Every scope an EventSub type in subscriptions.SUBSCRIPTIONS needs, plus channel:manage:broadcast
+# (a multistream job sets the title/category). Nothing more: no scope we would not use.
 LOGIN_SCOPES: tuple[str, ...] = (
     "bits:read", "channel:manage:broadcast", "channel:read:goals", "channel:read:hype_train",
     "channel:read:polls", "channel:read:predictions", "channel:read:redemptions",
-    "channel:read:stream_key", "channel:read:subscriptions", "moderator:read:followers",
+    "channel:read:subscriptions", "moderator:read:followers",
 )
 
 
