@@ -22,7 +22,39 @@ from streamerhub.config import Settings, load_settings
 from streamerhub.db import Database, EmbeddedPostgres, create_pool
 
 TEMPLATE = "streamerhub_template"
+TEST_PREFIX = "streamerhub-test-"
+OWNER_FILE = "owner.pid"
 _counter = itertools.count()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A SIGTERM (a CI timeout, a stopped job) should tear down like Ctrl-C does, so session
+    # fixtures stop their PostgreSQL instead of leaving it running.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+def reap_orphans() -> None:
+    """Stop servers left by an earlier test run that was killed before its teardown ran."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{TEST_PREFIX}*"):
+        try:
+            owner = int((folder / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if _alive(owner):
+            continue
+        for pgdata_parent in (folder, folder / "data", folder / "data" / "demo"):
+            kill_postgres_of(pgdata_parent)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +64,9 @@ def pg_cluster() -> Iterator[EmbeddedPostgres]:
     Its data dir is outside pytest's basetemp: when tests run as root the server runs as the
     'streamerhub' user, and every new pytest session resets /tmp/pytest-of-root to 0700.
     """
-    folder = Path(tempfile.mkdtemp(prefix="streamerhub-test-pg-"))
+    reap_orphans()
+    folder = Path(tempfile.mkdtemp(prefix=f"{TEST_PREFIX}pg-"))
+    (folder / OWNER_FILE).write_text(str(os.getpid()))
     cluster = EmbeddedPostgres(folder)
     asyncio.run(cluster.start())
     try:
@@ -186,7 +220,8 @@ def daemon_factory() -> Iterator:
 
     The folder is outside pytest's basetemp for the reason given in pg_cluster.
     """
-    folder = Path(tempfile.mkdtemp(prefix="streamerhub-test-daemon-"))
+    folder = Path(tempfile.mkdtemp(prefix=f"{TEST_PREFIX}daemon-"))
+    (folder / OWNER_FILE).write_text(str(os.getpid()))
     made: list[Daemon] = []
 
     def make(config: str = "", env: dict[str, str] | None = None,
