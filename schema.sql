@@ -563,21 +563,28 @@ BEGIN
                raid_viewers_in = r.raid_viewers_in + excluded.raid_viewers_in,
                raids_out = r.raids_out + excluded.raids_out),
     -- An event belongs to the latest session started at or before it, unless that one had
-    -- ended. The candidates are found once per statement: the last session started by the
-    -- earliest event, and those started between the earliest and the latest event.
+    -- ended. The candidates are found once per statement: the last sessions started by the
+    -- earliest event (all of those sharing that start: lead() below gives each tie but the
+    -- last an empty window; the index has no stream_id to find the last one alone), and those
+    -- started between the earliest and the latest event.
     span AS (SELECT f.channel_id, min(f.at) AS lo, max(f.at) AS hi FROM f GROUP BY 1),
     candidates AS (
         SELECT c.channel_id, c.stream_id, c.started_at, c.ended_at,
                lead(c.started_at) OVER (PARTITION BY c.channel_id ORDER BY c.started_at, c.stream_id) AS next_start
           FROM span
          CROSS JOIN LATERAL (
-               (SELECT x.channel_id, x.stream_id, x.started_at, x.ended_at FROM stream_sessions x
-                 WHERE x.channel_id = span.channel_id AND x.started_at <= span.lo
-                 ORDER BY x.started_at DESC, x.stream_id DESC LIMIT 1)
+               SELECT x.channel_id, x.stream_id, x.started_at, x.ended_at FROM stream_sessions x
+                WHERE x.channel_id = span.channel_id AND x.started_at <= span.hi
+                  AND x.started_at >= (SELECT max(y.started_at) FROM stream_sessions y
+                                        WHERE y.channel_id = span.channel_id
+                                          AND y.started_at <= span.lo)
                UNION ALL
-               (SELECT x.channel_id, x.stream_id, x.started_at, x.ended_at FROM stream_sessions x
-                 WHERE x.channel_id = span.channel_id AND x.started_at > span.lo
-                   AND x.started_at <= span.hi)) c),
+               SELECT x.channel_id, x.stream_id, x.started_at, x.ended_at FROM stream_sessions x
+                WHERE x.channel_id = span.channel_id AND x.started_at <= span.hi
+                  AND NOT EXISTS (SELECT 1 FROM stream_sessions y
+                                   WHERE y.channel_id = span.channel_id
+                                     AND y.started_at <= span.lo)
+               OFFSET 0) c),             -- index range scans, whatever the statistics say
     d AS (
         SELECT c.channel_id, c.stream_id, sum(f.follows) AS follows,
                sum(f.subs_new) AS subs_new, sum(f.subs_resub) AS subs_resub,
@@ -838,10 +845,9 @@ BEGIN
                least(s.ended_at, n.started_at) AS end_at       -- least() skips nulls
           FROM streams k
           JOIN stream_sessions s ON s.channel_id = k.c AND s.stream_id = k.st
-          LEFT JOIN LATERAL (SELECT x.started_at FROM stream_sessions x
+          LEFT JOIN LATERAL (SELECT min(x.started_at) AS started_at FROM stream_sessions x
                               WHERE x.channel_id = s.channel_id
-                                AND (x.started_at, x.stream_id) > (s.started_at, s.stream_id)
-                              ORDER BY x.started_at, x.stream_id LIMIT 1) n ON true),
+                                AND (x.started_at, x.stream_id) > (s.started_at, s.stream_id)) n ON true),
     wanted AS (
         SELECT v.channel_id, v.sampled_at, v.span_s AS old_span,
                greatest(0, least(v.max_span_s::numeric, coalesce(floor(extract(epoch FROM
@@ -875,7 +881,11 @@ BEGIN
                    max(v.viewer_count) AS peak, count(*) AS n, max(v.sampled_at) AS last_at,
                    (array_agg(v.viewer_count ORDER BY v.sampled_at DESC))[1] AS last_count
               FROM viewer_samples v WHERE v.channel_id = k.c AND v.stream_id = k.st) a ON true
-     WHERE s.channel_id = k.c AND s.stream_id = k.st;
+     WHERE s.channel_id = k.c AND s.stream_id = k.st
+       -- rows whose figures stay as they are are not rewritten
+       AND (s.viewer_s, s.sampled_s, s.peak_viewers, s.samples, s.last_viewer_count, s.last_sample_at)
+           IS DISTINCT FROM (coalesce(a.viewer_s, 0), coalesce(a.sampled_s, 0), coalesce(a.peak, 0),
+                             coalesce(a.n, 0), a.last_count, a.last_at);
 
     DELETE FROM viewer_sample_gaps g USING unnest(p_channels, p_streams) k(c, st)
      WHERE g.channel_id = k.c AND g.stream_id = k.st;
@@ -891,10 +901,9 @@ BEGIN
                   FROM (SELECT DISTINCT c, st FROM unnest(p_channels, p_streams) k(c, st)) k
                   JOIN viewer_samples v ON v.channel_id = k.c AND v.stream_id = k.st
                   LEFT JOIN stream_sessions s ON s.channel_id = v.channel_id AND s.stream_id = v.stream_id
-                  LEFT JOIN LATERAL (SELECT y.started_at FROM stream_sessions y
+                  LEFT JOIN LATERAL (SELECT min(y.started_at) AS started_at FROM stream_sessions y
                                       WHERE y.channel_id = s.channel_id
-                                        AND (y.started_at, y.stream_id) > (s.started_at, s.stream_id)
-                                      ORDER BY y.started_at, y.stream_id LIMIT 1) n ON true
+                                        AND (y.started_at, y.stream_id) > (s.started_at, s.stream_id)) n ON true
                 WINDOW w AS (PARTITION BY v.channel_id, v.stream_id ORDER BY v.sampled_at)) x
          WHERE x.next_at > x.sampled_at + make_interval(secs => x.max_span_s)
         UNION ALL
@@ -965,7 +974,8 @@ RETURNS TABLE (channel_id text, stream_id text, started_at timestamptz, ended_at
 LANGUAGE sql STABLE AS $$
     SELECT s.channel_id, s.stream_id, s.started_at, s.ended_at, s.end_source, n.next_start
       FROM (SELECT DISTINCT c, st FROM unnest(p_channels, p_streams) k(c, st)) k
-      JOIN stream_sessions s ON s.channel_id = k.c AND s.stream_id = k.st
+     CROSS JOIN LATERAL (SELECT * FROM stream_sessions x      -- by primary key, never a scan
+                          WHERE x.channel_id = k.c AND x.stream_id = k.st OFFSET 0) s
       LEFT JOIN LATERAL (SELECT min(x.started_at) AS next_start FROM stream_sessions x
                           WHERE x.channel_id = s.channel_id
                             AND (x.started_at, x.stream_id) > (s.started_at, s.stream_id)) n ON true
@@ -992,7 +1002,12 @@ BEGIN
               FROM analytics_raw_events(w.channel_id, w.started_at,
                                         least(coalesce(w.ended_at, 'infinity'),
                                               coalesce(w.next_start, 'infinity'))) f) a
-     WHERE t.channel_id = w.channel_id AND t.stream_id = w.stream_id;
+     WHERE t.channel_id = w.channel_id AND t.stream_id = w.stream_id
+       -- rows whose counters stay as they are are not rewritten
+       AND (t.follows, t.subs_new, t.subs_resub, t.subs_gifted, t.sub_ends, t.cheers, t.bits,
+            t.raids_in, t.raid_viewers_in, t.raids_out)
+           IS DISTINCT FROM (a.follows, a.subs_new, a.subs_resub, a.subs_gifted, a.sub_ends,
+                             a.cheers, a.bits, a.raids_in, a.raid_viewers_in, a.raids_out);
 END $$;
 
 -- Where each session ends: the first stream.offline after its start (and not after the next
@@ -1020,10 +1035,13 @@ BEGIN
                CASE WHEN w.offline_at IS NOT NULL THEN w.offline_at
                     WHEN w.end_source = 'helix' THEN least(w.ended_at, w.next_start)
                     -- never saw it end: it was live at its last sample at least, and over by
-                    -- the next stream
-                    WHEN w.next_start IS NOT NULL THEN coalesce(least(w.next_start, greatest(w.started_at,
-                         (SELECT max(v.sampled_at + make_interval(secs => v.max_span_s)) FROM viewer_samples v
-                           WHERE v.channel_id = w.channel_id AND v.stream_id = w.stream_id))), w.next_start)
+                    -- the next stream; without samples, until the next stream (greatest()
+                    -- skips a NULL: left bare, that case ended the session at its start)
+                    WHEN w.next_start IS NOT NULL THEN least(w.next_start, greatest(w.started_at,
+                         coalesce((SELECT max(v.sampled_at + make_interval(secs => v.max_span_s))
+                                     FROM viewer_samples v
+                                    WHERE v.channel_id = w.channel_id AND v.stream_id = w.stream_id),
+                                  w.next_start)))
                END AS new_end,
                CASE WHEN w.offline_at IS NOT NULL THEN 'offline'
                     WHEN w.end_source = 'helix' THEN 'helix'
@@ -1046,16 +1064,29 @@ DECLARE
     cs text[];
     ss text[];
 BEGIN
-    SELECT array_agg(a.channel_id), array_agg(a.stream_id) INTO cs, ss
-      FROM (SELECT DISTINCT a.channel_id, a.stream_id FROM unnest(p_channels, p_times) k(c, t)
-            CROSS JOIN LATERAL (
-                (SELECT x.channel_id, x.stream_id FROM stream_sessions x
-                  WHERE x.channel_id = k.c AND x.started_at <= k.t
-                  ORDER BY x.started_at DESC, x.stream_id DESC LIMIT 2)
-                UNION ALL
-                (SELECT x.channel_id, x.stream_id FROM stream_sessions x
-                  WHERE x.channel_id = k.c AND x.started_at > k.t
-                  ORDER BY x.started_at, x.stream_id LIMIT 1)) a) a;
+    -- Per channel, every session from the second latest started at or before the earliest
+    -- instant to the first started after the latest one: each instant's two latest sessions at
+    -- or before it and its first one after are among them, and settling a session that is
+    -- already right changes nothing. One index range scan per channel, however many instants a
+    -- batch brings (a stream.online or offline each). EXECUTE plans it for this call: a generic
+    -- plan cached while stream_sessions was small scans the whole table once it has grown,
+    -- until the next ANALYZE.
+    EXECUTE $q$
+        SELECT array_agg(x.channel_id), array_agg(x.stream_id)
+          FROM (SELECT c, min(t) AS lo, max(t) AS hi FROM unnest($1::text[], $2::timestamptz[]) k(c, t)
+                 GROUP BY c) k
+         CROSS JOIN LATERAL (
+               SELECT x.channel_id, x.stream_id FROM stream_sessions x
+                WHERE x.channel_id = k.c
+                  AND x.started_at >= coalesce((SELECT y.started_at FROM stream_sessions y
+                                                 WHERE y.channel_id = k.c AND y.started_at <= k.lo
+                                                 ORDER BY y.started_at DESC OFFSET 1 LIMIT 1),
+                                               '-infinity')
+                  AND x.started_at <= coalesce((SELECT min(y.started_at) FROM stream_sessions y
+                                                 WHERE y.channel_id = k.c AND y.started_at > k.hi),
+                                               k.hi)
+               OFFSET 0) x$q$
+       INTO cs, ss USING p_channels, p_times;
     IF cs IS NULL THEN
         RETURN;
     END IF;
