@@ -4,11 +4,21 @@
 Prints one JSON object:
 - events_per_s: a flood through the fake's WebSocket as fast as it goes, until every event is
   committed raw + typed (EventStore: batched transactions);
-- naive_events_per_s: the same path with one INSERT + COMMIT per event, in the same run;
+- naive_events_per_s: the same path with one transaction per event (the store's SQL for a
+  batch of one), in the same run;
 - raw_parse_per_s: frames received and parsed by the client, nothing stored;
 - p99_commit_ms_at_1000: a steady 1,000 events/s for --steady-seconds (60 by default), latency
   from the frame's message_timestamp (set by the fake as it sends) to the commit of its row;
-- lost: events the fake delivered that are not in the database.
+- lost: events the fake delivered that are not in the database;
+- what the analytics triggers cost ingest (issue 5: at most 20 %), two ways, in the same run:
+  trigger_slowdown_pct compares events_per_s with events_per_s_without_triggers, floods with
+  the triggers disabled alternated with the measured ones (on, off, off, on, …), which other
+  load on this shared machine makes noisy; time_in_triggers_pct is the share of the measured
+  floods' time PostgreSQL spent inside the trigger functions (track_functions), on the writer's
+  path since a batch waits for its statement, and which such noise barely moves;
+- cpu_us_per_event: CPU of this process, of PostgreSQL (every process of the cluster) and of
+  the fake, per event of the measured floods (wall-clock alone follows the shared machine).
+Every flood starts from an empty database, after one warm-up flood that is not counted.
 The fake runs as its own process (`streamerhub fake-twitch`) so it does not share our CPU; the
 database is a fresh embedded PostgreSQL in a temp dir, stopped at the end even on error.
 Target: events_per_s ≥ 5,000.
@@ -18,12 +28,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -32,9 +45,11 @@ import aiohttp
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from streamerhub.bot.eventsub import SUBSCRIPTIONS, State
-from streamerhub.bot.events import Normalised
+from streamerhub.bot.batch import write_batch
+from streamerhub.bot.events import normalise_frame
+from streamerhub.bot.spool import Entry
 from streamerhub.bot.service import BotDeps, TwitchBot
-from streamerhub.bot.store import EventStore, insert_typed
+from streamerhub.bot.store import EventStore
 from streamerhub.bot.tokens import Grant, TokenStore
 from streamerhub.config import load_settings
 from streamerhub.crypto import Keyring
@@ -42,15 +57,10 @@ from streamerhub.db import Database, EmbeddedPostgres, create_pool
 from streamerhub.fake_twitch import sample_event
 from streamerhub.log import setup_logging
 
+from ingest_store import cluster_cpu_s
+
 BATCH = 500  # events per control request to the fake
 TYPES = [t for t, _, _ in SUBSCRIPTIONS]
-
-NAIVE_RAW = """
-INSERT INTO twitch_events (message_id, subscription_type, subscription_version, channel_id,
-                           occurred_at, event_key, backfilled, payload)
-VALUES ($1, $2, $3, $4, $5::text::timestamptz, $6, $7, $8) ON CONFLICT DO NOTHING
-RETURNING message_id"""
-
 
 # ----------------------------------------------------------------------------- fake Twitch
 
@@ -140,19 +150,11 @@ class NaiveSink(CountingSink):
         self.queue.put_nowait(item)
 
     async def _write(self) -> None:
-        from streamerhub.bot.events import normalise_frame
-
         async with self.db.pool.acquire() as conn:
             while True:
-                item: Normalised = normalise_frame(await self.queue.get())
-                raw = item.raw
-                async with conn.transaction():
-                    new = await conn.fetchval(NAIVE_RAW, raw.message_id, raw.subscription_type,
-                                              raw.subscription_version, raw.channel_id,
-                                              raw.occurred_at, raw.event_key, raw.backfilled,
-                                              raw.payload)
-                    if new:
-                        await insert_typed(conn, [item])
+                entry = Entry(normalise_frame(await self.queue.get()), time.time())
+                async with conn.transaction():  # the store's own SQL, one event at a time
+                    await write_batch(conn, [entry])
                 self.stored += 1
 
 
@@ -193,8 +195,62 @@ async def wait_for(check: Any, timeout: float) -> None:
 
 
 async def truncate(db: Database) -> None:
+    """Empty the events and what the triggers derived from them: every flood starts alike."""
     async with db.pool.acquire() as conn:
-        await conn.execute("TRUNCATE twitch_events CASCADE")
+        await conn.execute("TRUNCATE twitch_events, stream_sessions, analytics_event_rollup, "
+                           "viewer_sample_gaps CASCADE")
+
+
+# The analytics triggers on the typed tables (0003_analytics.sql), for the A/B floods.
+TRIGGERS = {"twitch_follows": "analytics_follows_ins",
+            "twitch_subscriptions": "analytics_subscriptions_ins",
+            "twitch_cheers": "analytics_cheers_ins", "twitch_raids": "analytics_raids_ins",
+            "twitch_streams": "analytics_streams_ins"}
+
+
+TRIGGER_FUNCTIONS = ("analytics_follows_changed", "analytics_subscriptions_changed",
+                     "analytics_cheers_changed", "analytics_raids_changed",
+                     "analytics_streams_changed")
+
+
+async def set_triggers(db: Database, enabled: bool) -> None:
+    async with db.pool.acquire() as conn:
+        for table, trigger in TRIGGERS.items():
+            await conn.execute(f"ALTER TABLE {table} {'ENABLE' if enabled else 'DISABLE'} "
+                               f"TRIGGER {trigger}")
+
+
+async def flush_stats(db: Database) -> None:
+    """Have every pooled connection publish its pending statistics (function times)."""
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(db.pool.get_size()):
+            conn = await stack.enter_async_context(db.pool.acquire())
+            await conn.execute("SELECT pg_stat_force_next_flush()")
+            await conn.execute("SELECT 1")
+
+
+async def trigger_seconds(db: Database) -> float:
+    """Seconds spent so far inside the analytics trigger functions (nested calls included)."""
+    await flush_stats(db)
+    async with db.pool.acquire() as conn:
+        return float(await conn.fetchval(
+            "SELECT coalesce(sum(total_time), 0) / 1000 FROM pg_stat_user_functions "
+            "WHERE funcname = ANY($1::text[])", list(TRIGGER_FUNCTIONS)))
+
+
+async def function_times(db: Database) -> dict[str, list[float]]:
+    """[total ms, self ms, calls] of each PL/pgSQL function so far (--functions), largest first."""
+    await flush_stats(db)
+    async with db.pool.acquire() as conn:
+        rows = await conn.fetch("SELECT funcname, total_time, self_time, calls "
+                                "FROM pg_stat_user_functions ORDER BY total_time DESC LIMIT 12")
+    return {r["funcname"]: [round(r["total_time"]), round(r["self_time"]), r["calls"]]
+            for r in rows}
+
+
+def process_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -206,8 +262,12 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         db = Database(await create_pool(cluster.url, 10), cluster.url)
         try:
             await db.upgrade()
+            # Time inside the trigger functions (new sessions get the setting: a new pool).
+            await db.pool.execute("ALTER DATABASE streamerhub SET track_functions = 'pl'")
+            await db.close()
+            db = Database(await create_pool(cluster.url, 10), cluster.url)
             fake = FakeProcess()
-            return await measure(args, workdir, db, fake)
+            return await measure(args, workdir, db, fake, cluster)
         finally:
             await db.close()
     finally:
@@ -217,7 +277,7 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 
 async def measure(args: argparse.Namespace, workdir: Path, db: Database,
-                  fake: FakeProcess) -> dict[str, Any]:
+                  fake: FakeProcess, cluster: EmbeddedPostgres) -> dict[str, Any]:
     keyring = Keyring(AESGCM.generate_key(bit_length=256))
     env = {"STREAMERHUB_TWITCH_CLIENT_ID": "", "STREAMERHUB_TWITCH_API_URL": fake.urls["api_url"],
            "STREAMERHUB_TWITCH_AUTH_URL": fake.urls["auth_url"],
@@ -232,7 +292,7 @@ async def measure(args: argparse.Namespace, workdir: Path, db: Database,
         await TokenStore(db, keyring).save_login("1000", "streamer", "Streamer", Grant(
             default["access_token"], default["refresh_token"], 14000, ()))
         ctx = {"settings": settings, "db": db, "keyring": keyring, "http": http, "fake": fake,
-               "delivered": []}
+               "cluster": cluster, "delivered": []}
         n, naive_n = args.events, args.naive_events
         result: dict[str, Any] = {"events": n, "naive_events": naive_n}
 
@@ -241,33 +301,101 @@ async def measure(args: argparse.Namespace, workdir: Path, db: Database,
         result["raw_parse_per_s"] = round(n / seconds)
         ctx["delivered"] = []  # nothing of that phase was meant to be stored
 
-        store = EventStore(db, workdir / "spool")
-        (workdir / "spool").mkdir()
-        await store.start()
-        try:
-            seconds = await run_phase(ctx, store, bodies(n, "e"), n,
-                                      lambda: store.counters.stored >= n)
-            result["events_per_s"] = round(n / seconds)
-            result["batches"] = store.counters.batches
-        finally:
-            await store.stop()
-        result["lost"] = await lost(db, ctx["delivered"])
-        await truncate(db)
+        result.update(await floods(ctx, args, workdir))
 
-        naive = NaiveSink(db)
-        try:
-            seconds = await run_phase(ctx, naive, bodies(naive_n, "n"), naive_n,
-                                      lambda: naive.stored >= naive_n)
-            result["naive_events_per_s"] = round(naive_n / seconds)
-        finally:
-            naive.task.cancel()
-            await asyncio.gather(naive.task, return_exceptions=True)
-        await truncate(db)
-        result["speedup"] = round(result["events_per_s"] / result["naive_events_per_s"], 1)
+        if naive_n:
+            naive = NaiveSink(db)
+            try:
+                seconds = await run_phase(ctx, naive, bodies(naive_n, "n"), naive_n,
+                                          lambda: naive.stored >= naive_n)
+                result["naive_events_per_s"] = round(naive_n / seconds)
+            finally:
+                naive.task.cancel()
+                await asyncio.gather(naive.task, return_exceptions=True)
+            await truncate(db)
+            result["speedup"] = round(result["events_per_s"] / result["naive_events_per_s"], 1)
 
-        result.update(await steady(ctx, args, workdir))
-        result["lost"] += result.pop("steady_lost")
+        if args.steady_seconds > 0:
+            result.update(await steady(ctx, args, workdir))
+            result["lost"] += result.pop("steady_lost")
     return result
+
+
+@dataclass
+class Flood:
+    """One flood's figures."""
+
+    seconds: float
+    cpu: dict[str, float]   # CPU seconds used by this process, PostgreSQL and the fake
+    trigger_s: float        # seconds PostgreSQL spent inside the analytics triggers
+    batches: int
+    lost: int
+
+
+async def floods(ctx: dict[str, Any], args: argparse.Namespace,
+                 workdir: Path) -> dict[str, Any]:
+    """The store flood with the analytics triggers on, and (ABBA) off, from an empty database."""
+    order = [True, False, False, True] * args.trigger_rounds if args.trigger_rounds else [True]
+    await flood(ctx, args, workdir / "spool-warm-up", "w-")  # first-flood costs, measured nowhere
+    await truncate(ctx["db"])
+    runs: dict[bool, list[Flood]] = {True: [], False: []}
+    for i, enabled in enumerate(order):
+        await set_triggers(ctx["db"], enabled)
+        runs[enabled].append(await flood(ctx, args, workdir / f"spool-{i}", f"e{i}-"))
+        await truncate(ctx["db"])
+    await set_triggers(ctx["db"], True)
+    out = summary(runs, args.events)
+    if args.functions:
+        out["functions_ms"] = await function_times(ctx["db"])
+    return out
+
+
+def summary(runs: dict[bool, list[Flood]], n: int) -> dict[str, Any]:
+    """Medians over the floods of each side; the triggers' cost two ways (see the docstring)."""
+    def rates(floods: list[Flood]) -> list[int]:
+        return [round(n / f.seconds) for f in floods]
+
+    def cpu(floods: list[Flood]) -> dict[str, float]:
+        return {k: round(sum(f.cpu[k] for f in floods) / (len(floods) * n) * 1e6, 1)
+                for k in floods[0].cpu}
+
+    on, off = runs[True], runs[False]
+    out: dict[str, Any] = {
+        "lost": sum(f.lost for f in on + off), "batches": sum(f.batches for f in on),
+        "events_per_s": round(statistics.median(rates(on))), "events_per_s_runs": rates(on),
+        "cpu_us_per_event": cpu(on),
+        "time_in_triggers_pct": round(100 * sum(f.trigger_s for f in on)
+                                      / sum(f.seconds for f in on), 1)}
+    if off:
+        out.update({
+            "events_per_s_without_triggers": round(statistics.median(rates(off))),
+            "events_per_s_without_triggers_runs": rates(off),
+            "trigger_slowdown_pct": round(100 * (1 - statistics.median(rates(on))
+                                                 / statistics.median(rates(off))), 1),
+            "cpu_us_per_event_without_triggers": cpu(off)})
+    return out
+
+
+async def flood(ctx: dict[str, Any], args: argparse.Namespace, spool: Path, tag: str) -> Flood:
+    """One flood of args.events through EventStore."""
+    spool.mkdir()
+    n, db = args.events, ctx["db"]
+    body_list = bodies(n, tag)
+    store = EventStore(db, spool, **({"batch_size": args.batch_size} if args.batch_size else {}))
+    await store.start()
+    fake_pid = ctx["fake"].proc.pid
+    ctx["delivered"] = []
+    try:
+        in_triggers = await trigger_seconds(db)
+        before = (time.process_time(), cluster_cpu_s(ctx["cluster"]), process_cpu_s(fake_pid))
+        seconds = await run_phase(ctx, store, body_list, n, lambda: store.counters.stored >= n)
+        after = (time.process_time(), cluster_cpu_s(ctx["cluster"]), process_cpu_s(fake_pid))
+        in_triggers = await trigger_seconds(db) - in_triggers
+        batches = store.counters.batches
+    finally:
+        await store.stop()
+    cpu = {k: b - a for k, a, b in zip(("python", "postgres", "fake"), before, after)}
+    return Flood(seconds, cpu, in_triggers, batches, await lost(db, ctx["delivered"]))
 
 
 async def steady(ctx: dict[str, Any], args: argparse.Namespace,
@@ -315,9 +443,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=50_000, help="flood size")
     parser.add_argument("--naive-events", type=int, default=5_000,
-                        help="flood size for the one-commit-per-event path")
-    parser.add_argument("--steady-seconds", type=float, default=60.0)
+                        help="flood size for the one-commit-per-event path (0: skip)")
+    parser.add_argument("--steady-seconds", type=float, default=60.0, help="0: skip")
     parser.add_argument("--steady-rate", type=int, default=1000, help="events per second")
+    parser.add_argument("--trigger-rounds", type=int, default=1,
+                        help="ABBA rounds of floods with the analytics triggers on/off "
+                             "(0: one flood, triggers on)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="the store's batch_size for the floods (default: the store's own)")
+    parser.add_argument("--functions", action="store_true",
+                        help="also print [total ms, self ms, calls] per PL/pgSQL function")
     args = parser.parse_args()
     setup_logging("error", "json")
     with tempfile.TemporaryDirectory(prefix="streamerhub-ingest-") as tmp:

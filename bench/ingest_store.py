@@ -24,18 +24,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from streamerhub.bot.batch import write_batch
 from streamerhub.bot.events import normalise_frame, parse_frame
-from streamerhub.bot.store import TYPED_INSERTS, EventStore
+from streamerhub.bot.spool import Entry
+from streamerhub.bot.store import EventStore
 from streamerhub.db import Database, EmbeddedPostgres, create_pool, postmaster_pid
 from streamerhub.fake_twitch import SUBSCRIPTION_TYPES, sample_event
-
-NAIVE_RAW = """
-INSERT INTO twitch_events (message_id, subscription_type, subscription_version, channel_id,
-                           occurred_at, event_key, backfilled, payload)
-VALUES ($1, $2, $3, $4, $5::text::timestamptz, $6, $7, $8)
-    ON CONFLICT DO NOTHING
-RETURNING message_id"""
-
 
 # A busy channel's mix per 100 events; stream.online/offline and channel.update are a few a day.
 MIX = {"channel.follow": 24, "channel.subscribe": 10, "channel.subscription.gift": 3,
@@ -135,16 +129,12 @@ async def batched(db: Database, texts: list[str], spool_dir: Path, batch_size: i
 
 
 async def naive(db: Database, texts: list[str]) -> dict[str, Any]:
+    """The store's SQL for a batch of one, one transaction per event."""
     began = time.perf_counter()
     for text in texts:
-        item = normalise_frame(parse_frame(text))
-        raw = item.raw
+        entry = Entry(normalise_frame(parse_frame(text)), time.time())
         async with db.pool.acquire() as conn, conn.transaction():
-            new = await conn.fetchval(NAIVE_RAW, raw.message_id, raw.subscription_type,
-                                      raw.subscription_version, raw.channel_id, raw.occurred_at,
-                                      raw.event_key, raw.backfilled, raw.payload)
-            if new and item.typed:
-                await conn.execute(TYPED_INSERTS[item.typed.table], [item.typed.columns])
+            await write_batch(conn, [entry])
     elapsed = time.perf_counter() - began
     return {"naive_events_per_s": round(len(texts) / elapsed)}
 
@@ -166,7 +156,7 @@ def spool_append_per_frame_us(folder: Path, count: int = 2000) -> dict[str, floa
     return out
 
 
-async def main(events: int, naive_events: int, batch_size: int = 500) -> dict[str, Any]:
+async def main(events: int, naive_events: int, batch_size: int = 2000) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="streamerhub-bench-") as tmp:
         cluster = EmbeddedPostgres(Path(tmp))
         try:
@@ -194,7 +184,7 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--naive-events", type=int, default=None,
                         help="events for the one-commit-per-event run (default: min(events, 3000))")
-    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--batch-size", type=int, default=2000)
     args = parser.parse_args()
     naive_events = args.naive_events or min(args.events, 3000)
     print(json.dumps(asyncio.run(main(args.events, naive_events, args.batch_size))))

@@ -7,8 +7,11 @@ order and deleted once replayed. Every call runs in a worker thread (asyncio.to_
 event loop never waits on fsync.
 
 synchronous=FULL: each append is fsync'd before it returns. The spool is only written per
-batch (up to hundreds of items), so the one fsync is amortised; NORMAL would skip it and could
-lose the last appends on a power cut, which is exactly when the spool matters.
+batch (up to thousands of items), so the one fsync is amortised; NORMAL would skip it and could
+lose the last appends on a power cut, which is exactly when the spool matters. Frames are not
+written ahead one by one: measured 30-80 µs per frame on the loop even with synchronous=NORMAL,
+0.3-1.7 ms with an fsync each (bench/ingest_store.py), a cost on every event for a window Twitch
+itself never covers (it does not redeliver after a disconnect).
 """
 
 from __future__ import annotations

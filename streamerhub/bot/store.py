@@ -2,9 +2,11 @@
 
 `EventStore.submit()` is what the EventSub reader calls: synchronous, never blocks, never raises.
 A writer task takes what is queued every few ms (or as soon as `batch_size` items wait) and
-commits it in ONE transaction: raw rows with ON CONFLICT DO NOTHING (message_id and the event_key
-index dedupe), typed rows for the raw rows actually inserted, dead letters and gap marks. Only
-after the commit are the new events published to the live feed.
+commits it in ONE transaction (bot/batch.py): raw rows with ON CONFLICT DO NOTHING (message_id
+and the event_key index dedupe), typed rows for the raw rows actually inserted, dead letters and
+gap marks. Only after the commit are the new events published to the live feed.
+Batches grow with the load: a few events when idle, up to `batch_size` (2,000) in a flood, so the
+fixed costs of a statement, a commit and the analytics triggers are spread over many events.
 
 When PostgreSQL is unreachable (refused, shutting down, pool errors, or a commit slower than
 `commit_timeout`), every batch goes to the spool (fsync'd) instead, and a recovery task retries
@@ -13,10 +15,8 @@ replay idempotent) and new batches go straight to the database again.
 
 Durability: an item is durable once committed or spooled. The writer takes what is queued at
 most `flush_interval` (5 ms) after it arrived, so `kill -9` loses at most that window plus the
-batch being committed (a few ms idle; ~50 ms for a full 500-event batch in a burst). Frames are
-not written ahead one by one: measured 30-80 µs per frame on the loop even with sqlite
-synchronous=NORMAL, 0.3-1.7 ms with an fsync each (bench/ingest_store.py), a cost on every event
-for a window Twitch itself never covers (it does not redeliver after a disconnect).
+batch being committed (a few ms idle; ~0.2 s for a full 2,000-event batch in a burst); spool.py
+says why frames are not written ahead one by one.
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from streamerhub.bot.events import (TYPED_TABLES, BadEvent, Frame, Normalised, live_item,
-                                    normalise, normalise_frame)
-from streamerhub.bot.spool import (SPOOL_FILE, DeadLetter, Entry, GapMark, Spool, encodable,
-                                   encode, decode, make_letter, rejected)
+from streamerhub.bot.batch import Committed, commit_isolating, is_transient, rebuild_typed
+from streamerhub.bot.events import BadEvent, Frame, Normalised, live_item, normalise, normalise_frame
+from streamerhub.bot.spool import (SPOOL_FILE, DeadLetter, Entry, GapMark, Spool, decode, encodable,
+                                   encode, make_letter)
 from streamerhub.log import get_logger
 
 if TYPE_CHECKING:
@@ -63,72 +63,13 @@ Item = Normalised | Frame | DeadLetter | GapMark
 __all__ = ["EventStore", "StoreCounters", "DeadLetter", "GapMark", "Item",
            "rebuild_typed", "is_transient"]
 
-# ----------------------------------------------------------------------------- SQL
-
-# received_at is left to the database's now(): the live feed reads rows in (received_at,
-# message_id) order, so a row replayed from the spool must sort after what it already showed.
-INSERT_EVENTS = """
-INSERT INTO twitch_events (message_id, subscription_type, subscription_version, channel_id,
-                           occurred_at, event_key, backfilled, payload)
-SELECT message_id, subscription_type, subscription_version, channel_id,
-       occurred_at, event_key, backfilled, payload
-  FROM jsonb_populate_recordset(NULL::twitch_events, $1::jsonb)
-    ON CONFLICT DO NOTHING
-RETURNING message_id"""
-
-INSERT_DEAD_LETTERS = """
-INSERT INTO dead_letters (letter_key, received_at, source, reason, raw)
-SELECT letter_key, received_at, source, reason, raw
-  FROM jsonb_populate_recordset(NULL::dead_letters, $1::jsonb)
-    ON CONFLICT (letter_key) DO NOTHING"""
-
-INSERT_GAP_START = """
-INSERT INTO eventsub_gaps (channel_id, started_at, reason)
-SELECT $1, $2, $3
- WHERE NOT EXISTS (SELECT 1 FROM eventsub_gaps WHERE channel_id = $1 AND started_at = $2)"""
-
-CLOSE_GAPS = """
-UPDATE eventsub_gaps SET ended_at = $2
- WHERE channel_id = $1 AND ended_at IS NULL AND started_at <= $2"""
-
-SELECT_RAW = """
-SELECT message_id, subscription_type, subscription_version, occurred_at, backfilled, payload
-  FROM twitch_events ORDER BY occurred_at, message_id"""
-
-
-def _typed_insert(table: str) -> str:
-    # Identifiers come from the constant TYPED_TABLES and the table's own row type; values are
-    # always the $1 parameter. jsonb_populate_recordset casts text to each column's type.
-    return (f"INSERT INTO {table} SELECT * FROM jsonb_populate_recordset(NULL::{table}, $1::jsonb)")
-
-
-TYPED_INSERTS = {table: _typed_insert(table) for table in TYPED_TABLES}
-TYPED_DELETES = {table: f"DELETE FROM {table}" for table in TYPED_TABLES}
-
-# Errors caused by the rows themselves: data exception, integrity violation, program limit
-# (e.g. a jsonb too deep). Anything else means the database is away or broken: keep the rows.
-_DATA_ERROR_CLASSES = ("22", "23", "54")
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True when the database is unreachable or going away; False when the rows are at fault."""
-    if isinstance(exc, (OSError, TimeoutError)):
-        return True
-    state = getattr(exc, "sqlstate", None)
-    if isinstance(state, str) and state:
-        return state[:2] not in _DATA_ERROR_CLASSES
-    # asyncpg's client-side errors: a closed connection or pool is transient, a value it could
-    # not encode (its DataError is a ValueError) is the row's fault.
-    return type(exc).__module__.startswith("asyncpg") and not isinstance(exc, (ValueError, TypeError))
-
-
 # ----------------------------------------------------------------------------- the store
 
 class EventStore:
     """Batches submitted events into PostgreSQL; spools them to disk while it is away."""
 
     def __init__(self, db: Database, data_dir: Path,
-                 publish: Any = None, *, batch_size: int = 500, flush_interval: float = 0.005,
+                 publish: Any = None, *, batch_size: int = 2000, flush_interval: float = 0.005,
                  commit_timeout: float = 2.0, replay_timeout: float = 60.0,
                  retry_initial: float = 0.2, retry_max: float = 10.0) -> None:
         self._db = db
@@ -280,11 +221,14 @@ class EventStore:
                 return []
             self._has_items.clear()
             await self._has_items.wait()
-        if len(self._queue) < self.batch_size and not self._stopping:
-            # Let a burst gather for a few ms: one commit for many events.
+        # Let a burst gather: one commit for many events. What queued up during the last commit
+        # has gathered already and goes at once; nothing waits longer than flush_interval (min():
+        # `at` is wall-clock time, which may step back).
+        wait = min(self.flush_interval, self._queue[0].at + self.flush_interval - time.time())
+        if wait > 0 and len(self._queue) < self.batch_size and not self._stopping:
             self._full.clear()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.flush_interval):
+                async with asyncio.timeout(wait):
                     await self._full.wait()
         count = min(len(self._queue), self.batch_size)
         return [self._queue.popleft() for _ in range(count)]
@@ -386,34 +330,15 @@ class EventStore:
     # -- commit
 
     async def _commit_isolating(self, entries: list[Entry], timeout: float) -> None:
-        """Commit; when the rows themselves are rejected, split until the bad one is found."""
-        try:
-            await self._commit(entries, timeout)
-        except Exception as exc:
-            if is_transient(exc):
-                raise
-            if len(entries) > 1:
-                middle = len(entries) // 2
-                await self._commit_isolating(entries[:middle], timeout)
-                await self._commit_isolating(entries[middle:], timeout)
-            elif isinstance(entries[0].item, DeadLetter):
-                log.error("dead_letter_rejected", error=repr(exc), letter=entries[0].item.key)
-            else:
-                log.warning("event_rejected", error=repr(exc))
-                await self._commit_isolating([rejected(entries[0], exc)], timeout)
+        await commit_isolating(self._db, entries, timeout, self._committed)
 
-    async def _commit(self, entries: list[Entry], timeout: float) -> None:
-        started = time.perf_counter()
-        async with asyncio.timeout(timeout):
-            async with self._db.pool.acquire() as conn, conn.transaction():
-                inserted, letters = await write_batch(conn, entries)
-        self.counters.last_commit_ms = round((time.perf_counter() - started) * 1000, 2)
+    def _committed(self, done: Committed) -> None:
+        self.counters.last_commit_ms = done.ms
         self.counters.batches += 1
-        events = sum(isinstance(e.item, Normalised) for e in entries)
-        self.counters.stored += len(inserted)
-        self.counters.duplicates += events - len(inserted)
-        self.counters.dead_letters += letters
-        self._announce(inserted)
+        self.counters.stored += len(done.inserted)
+        self.counters.duplicates += done.events - len(done.inserted)
+        self.counters.dead_letters += done.letters
+        self._announce(done.inserted)
 
     def _announce(self, inserted: list[Normalised]) -> None:
         if self._publish is None:
@@ -435,10 +360,9 @@ class EventStore:
             done, _ = await asyncio.wait({writer}, timeout=timeout)
             if not done:
                 await self._abandon(writer)
-        for task in (recovery,):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        if recovery is not None:
+            recovery.cancel()
+            await asyncio.gather(recovery, return_exceptions=True)
         await self.spool.close()
         log.info("event_store_stopped", **self.status())
 
@@ -460,87 +384,3 @@ class EventStore:
             log.warning("store_stop_spooled", items=len(left))
         except (OSError, sqlite3.Error) as exc:
             log.error("store_stop_lost", items=len(left), error=str(exc))
-
-
-# ----------------------------------------------------------------------------- batch SQL
-
-async def write_batch(conn: Any, entries: list[Entry]) -> tuple[list[Normalised], int]:
-    """Write one batch inside the caller's transaction; returns (inserted events, letters)."""
-    events = [e.item for e in entries if isinstance(e.item, Normalised)]
-    inserted: list[Normalised] = []
-    if events:
-        rows = [_raw_json(item) for item in events]
-        new_ids = {row["message_id"] for row in await conn.fetch(INSERT_EVENTS, rows)}
-        inserted = _first_of_each(item for item in events if item.raw.message_id in new_ids)
-        await insert_typed(conn, inserted)
-    letters = [_letter_json(e.item, e.at) for e in entries if isinstance(e.item, DeadLetter)]
-    if letters:
-        await conn.execute(INSERT_DEAD_LETTERS, letters)
-    for mark in (e.item for e in entries if isinstance(e.item, GapMark)):
-        if mark.reason is not None:
-            await conn.execute(INSERT_GAP_START, mark.channel_id, mark.at, mark.reason)
-        else:
-            await conn.execute(CLOSE_GAPS, mark.channel_id, mark.at)
-    return inserted, len(letters)
-
-
-async def insert_typed(conn: Any, items: list[Normalised]) -> None:
-    """One INSERT per typed table for these (newly stored) events."""
-    by_table: dict[str, list[dict[str, Any]]] = {}
-    for item in items:
-        if item.typed is not None:
-            by_table.setdefault(item.typed.table, []).append(item.typed.columns)
-    for table, rows in by_table.items():
-        await conn.execute(TYPED_INSERTS[table], rows)
-
-
-async def rebuild_typed(db: Database, chunk: int = 1000) -> tuple[int, int]:
-    """Rebuild every typed table from twitch_events with normalise(); returns (rows, skipped)."""
-    built = skipped = 0
-    async with db.pool.acquire() as conn, conn.transaction():
-        for delete in TYPED_DELETES.values():
-            await conn.execute(delete)
-        cursor = await conn.cursor(SELECT_RAW)
-        while rows := await cursor.fetch(chunk):
-            items = []
-            for row in rows:
-                try:
-                    items.append(normalise(row["message_id"], row["subscription_type"],
-                                           row["subscription_version"],
-                                           row["occurred_at"].isoformat(), row["payload"],
-                                           backfilled=row["backfilled"]))
-                except BadEvent:
-                    skipped += 1
-            await insert_typed(conn, items)
-            built += sum(item.typed is not None for item in items)
-    return built, skipped
-
-
-def _first_of_each(items: Any) -> list[Normalised]:
-    # The same message_id twice in one batch is inserted once and reported once.
-    seen: set[str] = set()
-    out = []
-    for item in items:
-        if item.raw.message_id not in seen:
-            seen.add(item.raw.message_id)
-            out.append(item)
-    return out
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat()
-
-
-def _raw_json(item: Normalised) -> dict[str, Any]:
-    raw = item.raw
-    return {"message_id": raw.message_id, "subscription_type": raw.subscription_type,
-            "subscription_version": raw.subscription_version, "channel_id": raw.channel_id,
-            "occurred_at": raw.occurred_at, "event_key": raw.event_key,
-            "backfilled": raw.backfilled, "payload": raw.payload}
-
-
-def _letter_json(letter: DeadLetter, at: float) -> dict[str, Any]:
-    return {"letter_key": letter.key, "received_at": _iso(at), "source": letter.source,
-            "reason": letter.reason, "raw": letter.raw}
-
-
