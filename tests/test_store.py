@@ -319,6 +319,28 @@ async def test_outage_mid_burst_spools_then_stores_everything_once(
     assert order[0][0] is True
 
 
+async def test_thirty_second_outage_during_a_burst_loses_nothing(
+        db: Database, db_url: str, pg_cluster: EmbeddedPostgres, tmp_path: Path) -> None:
+    """The daemon's own retry pacing (not the tests' fast one) through a 30 s outage."""
+    name = db_name(db_url)
+    try:
+        async with EventStore(db, tmp_path) as store:
+            for i in range(200):
+                store.submit(cheer(i))
+            await cut(pg_cluster, name)
+            for second in range(30):                       # events keep arriving all along
+                for i in range(200 + second * 100, 300 + second * 100):
+                    store.submit(cheer(i))
+                await asyncio.sleep(1)
+            assert store.status()["mode"] == "spooling"
+            await restore(pg_cluster, name)
+            await asyncio.wait_for(store.drain(), 30)
+            assert store.status()["spool_items"] == 0
+    finally:
+        await restore(pg_cluster, name)
+    assert await count(db, "twitch_events") == 3200 and await count(db, "twitch_cheers") == 3200
+
+
 async def test_stopped_during_an_outage_replays_on_next_start(
         db: Database, db_url: str, pg_cluster: EmbeddedPostgres, tmp_path: Path) -> None:
     name = db_name(db_url)
