@@ -80,15 +80,8 @@ def frames(count: int, start: int = 0) -> list[str]:
 
 
 async def new_database(cluster: EmbeddedPostgres, name: str) -> Database:
-    import asyncpg  # the bench sets up its own databases; the app goes through db.py
-
-    conn = await asyncpg.connect(host=str(cluster.socket_dir), user="streamerhub",
-                                 database="postgres")
-    try:
-        await conn.execute(f"CREATE DATABASE {name}")
-    finally:
-        await conn.close()
-    url = f"postgresql://streamerhub@/{name}?host={cluster.socket_dir}"
+    await cluster.create_database(name)
+    url = cluster.url_for(name)
     db = Database(await create_pool(url, 4), url)
     await db.upgrade()
     return db

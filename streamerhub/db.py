@@ -118,7 +118,11 @@ class EmbeddedPostgres:
 
     @property
     def url(self) -> str:
-        return f"postgresql://{DB_USER}@/{DB_NAME}?host={quote(str(self.socket_dir), safe='/')}"
+        return self.url_for(DB_NAME)
+
+    def url_for(self, database: str) -> str:
+        """URL of one database of this cluster, through its Unix socket."""
+        return f"postgresql://{DB_USER}@/{database}?host={quote(str(self.socket_dir), safe='/')}"
 
     def is_running(self) -> bool:
         """True when a live postmaster owns our data directory (postmaster.pid + live pid)."""
@@ -157,12 +161,12 @@ class EmbeddedPostgres:
                         what="create the embedded PostgreSQL cluster")
         log.info("embedded_postgres_initialised", pgdata=str(self.pgdata))
 
-    async def create_database(self) -> None:
-        """Create the application database inside the cluster if it is not there yet."""
+    async def create_database(self, name: str = DB_NAME) -> None:
+        """Create a database (the application's by default) if it is not there yet."""
         conn = await asyncpg.connect(host=str(self.socket_dir), user=DB_USER, database="postgres")
         try:
-            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DB_NAME):
-                await conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+                await conn.execute(f'CREATE DATABASE "{name}"')
         finally:
             await conn.close()
 

@@ -78,21 +78,12 @@ def pg_cluster() -> Iterator[EmbeddedPostgres]:
 
 
 async def _create_template(cluster: EmbeddedPostgres) -> None:
-    conn = await asyncpg.connect(host=str(cluster.socket_dir), user="streamerhub",
-                                 database="postgres")
-    try:
-        await conn.execute(f"CREATE DATABASE {TEMPLATE}")
-    finally:
-        await conn.close()
-    db = Database(await create_pool(cluster_url(cluster, TEMPLATE), 2), "")
+    await cluster.create_database(TEMPLATE)
+    db = Database(await create_pool(cluster.url_for(TEMPLATE), 2), "")
     try:
         await db.upgrade()
     finally:
         await db.close()
-
-
-def cluster_url(cluster: EmbeddedPostgres, name: str) -> str:
-    return f"postgresql://streamerhub@/{name}?host={cluster.socket_dir}"
 
 
 @pytest.fixture
@@ -110,7 +101,7 @@ def db_url(pg_cluster: EmbeddedPostgres) -> Iterator[str]:
 
     asyncio.run(run(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}"))
     try:
-        yield cluster_url(pg_cluster, name)
+        yield pg_cluster.url_for(name)
     finally:
         asyncio.run(run(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
 

@@ -13,7 +13,6 @@ import pytest
 from streamerhub.db import MIGRATIONS_TABLE, Database, create_pool, load_migrations
 from streamerhub.errors import DatabaseError
 
-from conftest import cluster_url
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,10 +21,10 @@ async def _fresh(cluster, name: str) -> Database:
     conn = await asyncpg.connect(host=str(cluster.socket_dir), user="streamerhub", database="postgres")
     try:
         await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await conn.execute(f"CREATE DATABASE {name}")
     finally:
         await conn.close()
-    return Database(await create_pool(cluster_url(cluster, name), 2), cluster_url(cluster, name))
+    await cluster.create_database(name)
+    return Database(await create_pool(cluster.url_for(name), 2), cluster.url_for(name))
 
 
 def _dump(cluster, name: str) -> str:
