@@ -34,9 +34,9 @@ from typing import Any, Awaitable, Callable
 
 import asyncpg
 
-from streamerhub.analytics import (
-    Calendar, get_session, list_sessions, load_period, stat_cards, time_series,
-)
+from streamerhub.analytics.periods import Calendar
+from streamerhub.analytics.queries import load_period, stat_cards, time_series
+from streamerhub.analytics.sessions import get_session, list_sessions
 from streamerhub.db import Database, EmbeddedPostgres, create_pool
 from streamerhub.log import setup_logging
 

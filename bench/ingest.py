@@ -43,21 +43,22 @@ from typing import Any
 
 import aiohttp
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from ingest_store import cluster_cpu_s
 
-from streamerhub.bot.eventsub import SUBSCRIPTIONS, State
-from streamerhub.bot.batch import write_batch
-from streamerhub.bot.events import normalise_frame
-from streamerhub.bot.spool import Entry
+from streamerhub.bot.eventsub import State
+from streamerhub.bot.oauth import Grant
 from streamerhub.bot.service import BotDeps, TwitchBot
-from streamerhub.bot.store import EventStore
-from streamerhub.bot.tokens import Grant, TokenStore
+from streamerhub.bot.subscriptions import SUBSCRIPTIONS
+from streamerhub.bot.tokens import TokenStore
 from streamerhub.config import load_settings
 from streamerhub.crypto import Keyring
 from streamerhub.db import Database, EmbeddedPostgres, create_pool
+from streamerhub.events.batch import write_batch
+from streamerhub.events.items import Entry
+from streamerhub.events.normalise import normalise_frame
+from streamerhub.events.store import EventStore
 from streamerhub.fake_twitch import sample_event
 from streamerhub.log import setup_logging
-
-from ingest_store import cluster_cpu_s
 
 BATCH = 500  # events per control request to the fake
 TYPES = [t for t, _, _ in SUBSCRIPTIONS]

@@ -24,11 +24,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from streamerhub.bot.batch import write_batch
-from streamerhub.bot.events import normalise_frame, parse_frame
-from streamerhub.bot.spool import Entry
-from streamerhub.bot.store import EventStore
 from streamerhub.db import Database, EmbeddedPostgres, create_pool, postmaster_pid
+from streamerhub.events.batch import write_batch
+from streamerhub.events.frames import parse_frame
+from streamerhub.events.items import Entry
+from streamerhub.events.normalise import normalise_frame
+from streamerhub.events.store import EventStore
 from streamerhub.fake_twitch import SUBSCRIPTION_TYPES, sample_event
 
 # A busy channel's mix per 100 events; stream.online/offline and channel.update are a few a day.

@@ -35,11 +35,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from streamerhub.ffmpeg.argv import EncodeProfile, build_global_args, build_progress_args
-from streamerhub.ffmpeg.binary import FFmpegBinary, find_ffmpeg, iter_lines, spawn, stop_process
+from streamerhub.ffmpeg.argv import (
+    EncodeProfile,
+    build_global_args,
+    build_progress_args,
+)
+from streamerhub.ffmpeg.binary import (
+    FFmpegBinary,
+    find_ffmpeg,
+    iter_lines,
+    spawn,
+    stop_process,
+)
 from streamerhub.ffmpeg.prepare import prepare
 from streamerhub.ffmpeg.progress import ProgressParser
-from streamerhub.ffmpeg.supervisor import TargetRunner, TargetState
+from streamerhub.ffmpeg.status import TargetState
+from streamerhub.ffmpeg.supervisor import TargetRunner
 from streamerhub.log import setup_logging
 
 ROOT = Path(__file__).resolve().parent.parent

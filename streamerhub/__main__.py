@@ -2,6 +2,6 @@
 
 import sys
 
-from streamerhub.cli import main
+from streamerhub.commands.main import main
 
 sys.exit(main())

@@ -6,8 +6,7 @@ import asyncio
 import os
 import signal
 import time
-from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator
 
 from aiohttp import web
 
@@ -15,16 +14,18 @@ from streamerhub import __version__, systemd
 from streamerhub.analytics.export import ExportRequest, open_export
 from streamerhub.analytics.periods import Calendar
 from streamerhub.analytics.pollers import AnalyticsPollers, PollerConfig
+from streamerhub.bot.link import TwitchChannelLink
 from streamerhub.bot.service import BotDeps, BotHelixStats, TwitchBot, bot_ctx
-from streamerhub.bot.store import EventStore
 from streamerhub.config import Settings
 from streamerhub.crypto import Keyring, load_keyring
-from streamerhub.db import Database, open_database, sealed_columns
-from streamerhub.ffmpeg.cli import api_token
+from streamerhub.db import Database, open_database
+from streamerhub.events.store import EventStore
 from streamerhub.ffmpeg.service import Multistream
+from streamerhub.keys import has_sealed_secrets
 from streamerhub.log import get_logger
 from streamerhub.pubsub import Hub
 from streamerhub.web.api import AUTHORIZERS, PREFIX, bearer_authorizer, build_api
+from streamerhub.web.auth import api_token
 from streamerhub.web.openapi import openapi_json
 
 log = get_logger(__name__)
@@ -37,6 +38,8 @@ HUB = web.AppKey("hub", Hub)
 MULTISTREAM = web.AppKey("multistream", Multistream)
 EVENTS = web.AppKey("events", EventStore)
 TWITCH = web.AppKey("twitch", TwitchBot)
+# Set by demo.py (the only module that loads the fake Twitch) when `run --demo` adds it.
+DEMO_MODE = web.AppKey("demo_mode", bool)
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -53,14 +56,6 @@ async def crypto_ctx(app: web.Application) -> AsyncIterator[None]:
     has_secrets = await has_sealed_secrets(app[DB])
     app[KEYRING] = load_keyring(settings.data_dir, os.environ, create=not has_secrets)
     yield
-
-
-async def has_sealed_secrets(db: Database) -> bool:
-    async with db.pool.acquire() as conn:
-        for table, _key, column in await sealed_columns(conn):
-            if await conn.fetchval(f'SELECT EXISTS (SELECT 1 FROM "{table}" WHERE "{column}" IS NOT NULL)'):
-                return True
-    return False
 
 
 async def multistream_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -166,7 +161,6 @@ def add_dashboard(app: web.Application, settings: Settings) -> None:
     from streamerhub.log import MASK
     from streamerhub.web import auth, setup_web
     from streamerhub.web.context import Services
-    from streamerhub.web.demo import is_demo
 
     def resolve(app: web.Application) -> Services:
         keyring, token = app[KEYRING], api_token(settings.data_dir)
@@ -174,76 +168,11 @@ def add_dashboard(app: web.Application, settings: Settings) -> None:
                     "retired": len(keyring.retired)}
         link = TwitchChannelLink(settings, app[DB], keyring, lambda: app.get(TWITCH))
         return Services(settings, app[DB], app[HUB], link,
-                        multistream=MULTISTREAM in app, demo=is_demo(app),
+                        multistream=MULTISTREAM in app, demo=app.get(DEMO_MODE, False),
                         extra={"key_info": key_info, "api_token_hint": MASK + token[-4:]})
 
     app[AUTHORIZERS].append(auth.api_session_check)
     setup_web(app, settings, resolve)
-
-
-class TwitchChannelLink:
-    """web/'s ChannelLink over the bot's token store: a channel connected in the browser is
-    stored sealed like one from `streamerhub twitch login`, and the bot is asked to sync at once."""
-
-    def __init__(self, settings: Settings, db: Database, keyring: Keyring,
-                 bot: Callable[[], Any]) -> None:
-        from streamerhub.bot.tokens import LOGIN_SCOPES, TokenStore
-
-        self.settings, self.scopes, self.db, self.bot = settings, LOGIN_SCOPES, db, bot
-        self.store = TokenStore(db, keyring)
-
-    async def connect(self, grant: dict[str, Any]) -> dict[str, str]:
-        from streamerhub.bot.tokens import Grant
-
-        who = grant["validated"]
-        channel_id, login = str(who["user_id"]), str(who["login"])
-        await self.store.save_login(channel_id, login, login, Grant.from_json(grant))
-        await self._sync()
-        return {"channel_id": channel_id, "login": login, "display_name": login}
-
-    async def disconnect(self, channel_id: str) -> None:
-        await self.store.disconnect(channel_id, "disconnected by the owner on the dashboard")
-        await self._sync()
-
-    async def _sync(self) -> None:
-        # Start (or stop) the channel's EventSub client now rather than at the bot's next sync.
-        if (bot := self.bot()) is not None:
-            await bot.sync()
-
-    async def search_categories(self, query: str) -> list[dict[str, str]]:
-        import aiohttp
-
-        from streamerhub.bot.helix import Helix
-        from streamerhub.bot.tokens import OAuth, load_channel_token
-
-        channel = await self.db.pool.fetchval(
-            "SELECT channel_id FROM twitch_channels WHERE status = 'connected' "
-            "AND access_token_sealed IS NOT NULL ORDER BY connected_at LIMIT 1")
-        if channel is None:
-            return []
-        get = self.settings.get
-        async with aiohttp.ClientSession() as http:
-            oauth = OAuth(http, get("twitch", "auth_url"), get("twitch", "client_id"),
-                          get("twitch", "client_secret"))
-            token = await load_channel_token(self.store, oauth, channel)
-            helix = Helix(http, get("twitch", "api_url"), get("twitch", "client_id"), token,
-                          retries=1)
-            body = await helix.request("GET", "/search/categories", {"query": query, "first": "10"})
-        return [{"id": str(c["id"]), "name": str(c["name"])} for c in body.get("data") or []]
-
-
-def prepare_data_dir(path: Path) -> None:
-    """Create the data dir (0700) and prove it is writable, naming the path when it is not."""
-    from streamerhub.errors import ConfigError
-
-    try:
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        probe = path / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(f"data dir {path} is not writable ({exc.strerror}): set "
-                          "[general] data_dir / --data-dir to a folder this user owns") from None
 
 
 def on_ready(settings: Settings) -> Any:

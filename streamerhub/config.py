@@ -263,3 +263,15 @@ def _toml_literal(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml_literal(v) for v in value) + "]"
     return repr(value)
+
+
+def prepare_data_dir(path: Path) -> None:
+    """Create the data dir (0700) and prove it is writable, naming the path when it is not."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        probe = path / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"data dir {path} is not writable ({exc.strerror}): set "
+                          "[general] data_dir / --data-dir to a folder this user owns") from None

@@ -33,3 +33,12 @@ async def rotate_master_key(db: Database, data_dir: Path, keyring: Keyring) -> t
     forget_retired(data_dir)
     log.info("master_key_rotated", key_id=new.current_id, resealed=count)
     return Keyring(new.current, {}, new.source), count
+
+
+async def has_sealed_secrets(db: Database) -> bool:
+    """Whether any *_sealed column holds a secret (then a missing master key is an error)."""
+    async with db.pool.acquire() as conn:
+        for table, _key, column in await sealed_columns(conn):
+            if await conn.fetchval(f'SELECT EXISTS (SELECT 1 FROM "{table}" WHERE "{column}" IS NOT NULL)'):
+                return True
+    return False

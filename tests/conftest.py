@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import shutil
 import signal
 import socket
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -195,7 +195,7 @@ class Daemon:
 
 
 def kill_postgres_of(data_dir: Path) -> None:
-    from streamerhub.db import postmaster_pid, _pid_alive
+    from streamerhub.db import _pid_alive, postmaster_pid
 
     pid = postmaster_pid(data_dir / "postgres")
     if pid and _pid_alive(pid):

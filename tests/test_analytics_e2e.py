@@ -5,16 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.request
-from pathlib import Path
 
 import aiohttp
 import asyncpg
 import pytest
-
-from streamerhub.fake_twitch import FakeTwitch
-
 from test_eventsub import wait_until
 from test_twitch_e2e import _store_channel
+
+from streamerhub.fake_twitch import FakeTwitch
 
 pytestmark = pytest.mark.e2e
 

@@ -7,7 +7,13 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 
 from streamerhub.analytics.periods import (
-    RAW, Calendar, PeriodError, all_time_period, calendar_period, choose_bucket, custom_period,
+    RAW,
+    Calendar,
+    PeriodError,
+    all_time_period,
+    calendar_period,
+    choose_bucket,
+    custom_period,
     split_aligned,
 )
 

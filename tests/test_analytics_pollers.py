@@ -7,8 +7,15 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from analytics_data import add_event, z
-from streamerhub.analytics import AnalyticsPollers, Calendar, PollerConfig
-from streamerhub.analytics.pollers import Backoff, TotalsSnapshotter, ViewerSampler
+
+from streamerhub.analytics.periods import Calendar
+from streamerhub.analytics.pollers import (
+    AnalyticsPollers,
+    Backoff,
+    PollerConfig,
+    TotalsSnapshotter,
+    ViewerSampler,
+)
 from streamerhub.db import Database
 
 T0 = z("2026-03-29T20:00:00Z")

@@ -6,15 +6,22 @@ import random
 from datetime import date, timedelta
 
 import pytest
-
 from analytics_data import (
-    COUNTERS, add_event, add_samples, naive_event_totals, naive_sessions, naive_spans,
-    naive_viewers, raw_samples, z,
+    COUNTERS,
+    add_event,
+    add_samples,
+    naive_event_totals,
+    naive_sessions,
+    naive_spans,
+    naive_viewers,
+    raw_samples,
+    z,
 )
-from streamerhub.analytics import (
-    Calendar, calendar_period, get_session, list_sessions, load_period, stat_cards, time_series,
-)
+
+from streamerhub.analytics.periods import Calendar, calendar_period
+from streamerhub.analytics.queries import load_period, stat_cards, time_series
 from streamerhub.analytics.rollups import event_totals, viewer_totals
+from streamerhub.analytics.sessions import get_session, list_sessions
 from streamerhub.db import Database
 
 PARIS = Calendar("Europe/Paris")

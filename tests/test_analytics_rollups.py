@@ -6,9 +6,19 @@ import random
 from datetime import datetime, timedelta
 
 from analytics_data import (
-    COUNTERS, add_event, add_samples, naive_event_buckets, naive_event_totals, naive_sessions,
-    naive_spans, naive_viewers, raw_samples, rollup_event_buckets, z,
+    COUNTERS,
+    add_event,
+    add_samples,
+    naive_event_buckets,
+    naive_event_totals,
+    naive_sessions,
+    naive_spans,
+    naive_viewers,
+    raw_samples,
+    rollup_event_buckets,
+    z,
 )
+
 from streamerhub.db import Database
 
 LEVELS = (900, 3600, 86400)

@@ -7,14 +7,16 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-
 from analytics_data import add_event, add_samples, z
-from streamerhub.bot.events import parse_frame
-from streamerhub.bot.store import EventStore
-from streamerhub.db import Database
-
-from test_analytics_rollups import assert_events_match_naive, assert_sessions_match_naive
+from test_analytics_rollups import (
+    assert_events_match_naive,
+    assert_sessions_match_naive,
+)
 from test_events import EVENTS, frame_text
+
+from streamerhub.db import Database
+from streamerhub.events.frames import parse_frame
+from streamerhub.events.store import EventStore
 
 CHANNEL = "1337"  # the broadcaster of test_events' events
 BASE = z("2026-03-27T20:00Z")

@@ -13,16 +13,22 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-
 from media import MediaSet, make_clip, media_set, no_leftover_ffmpeg  # noqa: F401
 from rtmp_server import RtmpServer
+from test_jobs import keyring, multistream, updates  # noqa: F401  (fixtures)
+
 from streamerhub.analytics.export import ExportRequest, open_export
 from streamerhub.analytics.periods import Calendar
 from streamerhub.db import Database
 from streamerhub.ffmpeg.service import Multistream
-from streamerhub.web.api import AUTHORIZERS, PREFIX, ROUTES, bearer_authorizer, build_api
+from streamerhub.web.api import (
+    AUTHORIZERS,
+    PREFIX,
+    ROUTES,
+    bearer_authorizer,
+    build_api,
+)
 from streamerhub.web.openapi import build_openapi, openapi_json
-from test_jobs import keyring, multistream, updates  # noqa: F401  (fixtures)
 
 TOKEN = "test-token-" + "x" * 32
 KEY = "live_55555_TopSecretApiKey9z"

@@ -17,14 +17,15 @@ from typing import Any, AsyncIterator
 
 import aiohttp
 import pytest
-
 from media import make_clip
 from rtmp_server import RtmpServer
-from streamerhub.bot.tokens import Grant, TokenStore
+from web_support import PASSWORD, add_channel, add_samples, notification, store_events
+
+from streamerhub.bot.oauth import Grant
+from streamerhub.bot.tokens import TokenStore
 from streamerhub.crypto import Keyring, write_key_file
 from streamerhub.db import Database, create_pool
 from streamerhub.fake_twitch import FakeTwitch
-from web_support import PASSWORD, add_channel, add_samples, notification, store_events
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
@@ -154,7 +155,7 @@ async def test_owner_journey_feed_periods_and_guards(daemon_factory, db_url: str
         daemon.data_dir.mkdir(parents=True, exist_ok=True)
         await seed(db_url, daemon.data_dir, fake)
         daemon.start()
-        async with chromium(f"--host-resolver-rules=MAP rebind.test 127.0.0.1") as browser:
+        async with chromium("--host-resolver-rules=MAP rebind.test 127.0.0.1") as browser:
             page = await new_page(browser)
             await become_owner(page, daemon)
 

@@ -6,12 +6,11 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from conftest import make_settings
 
-from streamerhub.cli import main
+from streamerhub.commands.main import main
 from streamerhub.config import SETTINGS, load_settings, render_default_config
 from streamerhub.errors import ConfigError
-
-from conftest import make_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from streamerhub.crypto import (KEY_FILE, aad_for, load_keyring, write_key_file)
+from streamerhub.crypto import KEY_FILE, aad_for, load_keyring, write_key_file
 from streamerhub.db import Database
 from streamerhub.errors import CryptoError
 from streamerhub.keys import rotate_master_key

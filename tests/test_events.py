@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from streamerhub.bot.events import (MAX_FRAME_BYTES, BadEvent, BadFrame, FrameKind, live_item,
-                                    normalise, normalise_frame, parse_frame)
+from streamerhub.events.frames import MAX_FRAME_BYTES, BadFrame, FrameKind, parse_frame
+from streamerhub.events.normalise import BadEvent, live_item, normalise, normalise_frame
 
 STAMP = "2026-03-01T20:15:42.123456789Z"
 B = {"broadcaster_user_id": "1337", "broadcaster_user_login": "streamer",

@@ -13,18 +13,20 @@ from typing import Any, AsyncIterator, Callable
 
 import aiohttp
 import pytest
+from conftest import make_settings
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from streamerhub.bot.eventsub import SUBSCRIPTIONS, State
+from streamerhub.bot.channel import missed_since_last_run
+from streamerhub.bot.eventsub import State
+from streamerhub.bot.oauth import Grant
 from streamerhub.bot.ownership import LOCK_SPACE
-from streamerhub.bot.service import SYNC_EVERY, BotDeps, TwitchBot, missed_since_last_run
-from streamerhub.bot.store import EventStore
-from streamerhub.bot.tokens import Grant, TokenStore
+from streamerhub.bot.service import SYNC_EVERY, BotDeps, TwitchBot
+from streamerhub.bot.subscriptions import SUBSCRIPTIONS
+from streamerhub.bot.tokens import TokenStore
 from streamerhub.crypto import Keyring
 from streamerhub.db import Database
+from streamerhub.events.store import EventStore
 from streamerhub.fake_twitch import FakeTwitch, sample_event
-
-from conftest import make_settings
 
 EVERY_TYPE = [t for t, _, _ in SUBSCRIPTIONS]
 

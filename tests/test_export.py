@@ -11,15 +11,20 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-
 from analytics_data import add_event, z
-from streamerhub.analytics import (
-    EVENT_COLUMNS, SERIES_COLUMNS, SESSION_EXPORT_COLUMNS, Calendar, calendar_period,
-    export_events, export_series, export_sessions,
-)
-from streamerhub.cli import main
-from streamerhub.db import Database
 from test_analytics_queries import build_dst_night
+
+from streamerhub.analytics.export import (
+    EVENT_COLUMNS,
+    SERIES_COLUMNS,
+    SESSION_EXPORT_COLUMNS,
+    export_events,
+    export_series,
+    export_sessions,
+)
+from streamerhub.analytics.periods import Calendar, calendar_period
+from streamerhub.commands.main import main
+from streamerhub.db import Database
 
 PARIS = Calendar("Europe/Paris")
 

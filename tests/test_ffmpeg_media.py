@@ -6,11 +6,11 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from media import MediaSet, ffmpeg_children, ffmpeg_exe, media_set, no_leftover_ffmpeg  # noqa: F401
 
-from media import MediaSet, ffmpeg_exe, ffmpeg_children, media_set, no_leftover_ffmpeg  # noqa: F401
 from streamerhub.ffmpeg.argv import EncodeProfile
 from streamerhub.ffmpeg.prepare import PrepareError, prepare
-from streamerhub.ffmpeg.probe import ProbeError, complies, compliance_issues, probe
+from streamerhub.ffmpeg.probe import ProbeError, compliance_issues, complies, probe
 
 pytestmark = [pytest.mark.ffmpeg, pytest.mark.usefixtures("no_leftover_ffmpeg")]
 

@@ -13,15 +13,22 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-
-from media import (MediaSet, ffmpeg_exe, is_running, media_set,  # noqa: F401
-                   no_leftover_ffmpeg, wait_gone)
+from media import (  # noqa: F401
+    MediaSet,
+    ffmpeg_exe,
+    is_running,
+    media_set,
+    no_leftover_ffmpeg,
+    wait_gone,
+)
 from rtmp_server import RtmpServer, RtmpServerProcess
+
 from streamerhub.ffmpeg.binary import StopMethod
+from streamerhub.ffmpeg.policy import RestartPolicy, RunnerTiming
 from streamerhub.ffmpeg.probe import probe
 from streamerhub.ffmpeg.progress import FailureClass
-from streamerhub.ffmpeg.supervisor import (RestartPolicy, RunnerTiming, TargetRunner,
-                                           TargetState, TargetStatus)
+from streamerhub.ffmpeg.status import TargetState, TargetStatus
+from streamerhub.ffmpeg.supervisor import TargetRunner
 
 pytestmark = [pytest.mark.ffmpeg, pytest.mark.usefixtures("no_leftover_ffmpeg")]
 

@@ -8,14 +8,30 @@ from pathlib import Path
 import pytest
 
 from streamerhub.errors import StreamerHubError
-from streamerhub.ffmpeg.argv import (EncodeProfile, build_concat_list, build_prepare_argv,
-                                     build_push_argv, build_remux_argv, masked_url, plan_video,
-                                     resume_point, url_secrets)
+from streamerhub.ffmpeg.argv import (
+    EncodeProfile,
+    build_concat_list,
+    build_prepare_argv,
+    build_push_argv,
+    build_remux_argv,
+    masked_url,
+    plan_video,
+    resume_point,
+    url_secrets,
+)
 from streamerhub.ffmpeg.binary import FFmpegNotFound, find_ffmpeg
-from streamerhub.ffmpeg.probe import keyframe_gap, parse_input_info, parse_keyframe_times
-from streamerhub.ffmpeg.progress import (FailureClass, ProgressParser, classify_failure,
-                                         first_error)
-from streamerhub.ffmpeg.supervisor import RestartPolicy
+from streamerhub.ffmpeg.policy import RestartPolicy
+from streamerhub.ffmpeg.probe import (
+    keyframe_gap,
+    parse_input_info,
+    parse_keyframe_times,
+)
+from streamerhub.ffmpeg.progress import (
+    FailureClass,
+    ProgressParser,
+    classify_failure,
+    first_error,
+)
 
 URL = "rtmp://live.example.com/app/live_123456_SecretKeyAbc"
 

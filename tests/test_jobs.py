@@ -14,16 +14,17 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 import pytest
-
 from conftest import make_settings
 from media import MediaSet, ffmpeg_exe, media_set, no_leftover_ffmpeg  # noqa: F401
 from rtmp_server import RtmpServer
+
 from streamerhub.crypto import Keyring
 from streamerhub.db import Database
-from streamerhub.ffmpeg.jobs import Schedule, parse_job, parse_schedule
+from streamerhub.ffmpeg.jobs import parse_job
+from streamerhub.ffmpeg.policy import RestartPolicy, RunnerTiming
 from streamerhub.ffmpeg.probe import parse_input_info
+from streamerhub.ffmpeg.schedule import Schedule, parse_schedule
 from streamerhub.ffmpeg.service import Multistream
-from streamerhub.ffmpeg.supervisor import RestartPolicy, RunnerTiming
 from streamerhub.ffmpeg.targets import Conflict, InvalidInput
 
 PARIS = zoneinfo.ZoneInfo("Europe/Paris")

@@ -9,8 +9,15 @@ from pathlib import Path
 from typing import AsyncIterator
 
 import pytest
+from media import (  # noqa: F401
+    MediaSet,
+    ffmpeg_children,
+    ffmpeg_exe,
+    make_clip,
+    media_set,
+    no_leftover_ffmpeg,
+)
 
-from media import MediaSet, ffmpeg_children, ffmpeg_exe, make_clip, media_set, no_leftover_ffmpeg  # noqa: F401
 from streamerhub.db import Database
 from streamerhub.ffmpeg.library import Library, TooLarge, Video, safe_label
 from streamerhub.ffmpeg.targets import InvalidInput, NotFound

@@ -17,7 +17,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-
 from media import MediaSet, is_running, media_set  # noqa: F401
 from rtmp_server import RtmpServer
 

@@ -13,7 +13,6 @@ import pytest
 from streamerhub.db import MIGRATIONS_TABLE, Database, create_pool, load_migrations
 from streamerhub.errors import DatabaseError
 
-
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -7,7 +7,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from streamerhub.bot.spool import SPOOL_FILE, Spool
+from streamerhub.events.spool import SPOOL_FILE, Spool
 
 
 async def opened(folder: Path) -> Spool:

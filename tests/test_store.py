@@ -12,14 +12,15 @@ from typing import Any, AsyncIterator
 
 import asyncpg
 import pytest
-
-from streamerhub.bot.events import TYPED_TABLES, parse_frame
-from streamerhub.bot.spool import SPOOL_FILE, Spool
-from streamerhub.bot.store import EventStore, rebuild_typed
-from streamerhub.db import Database, EmbeddedPostgres
-from streamerhub.pubsub import Topic
-
 from test_events import EVENTS, frame_text
+
+from streamerhub.db import Database, EmbeddedPostgres
+from streamerhub.events.batch import rebuild_typed
+from streamerhub.events.frames import parse_frame
+from streamerhub.events.spool import SPOOL_FILE, Spool
+from streamerhub.events.store import EventStore
+from streamerhub.events.typed import TYPED_TABLES
+from streamerhub.pubsub import Topic
 
 TESTS = Path(__file__).resolve().parent
 
@@ -360,8 +361,8 @@ async def test_stopped_during_an_outage_replays_on_next_start(
 
 CRASHER = """
 import asyncio, sys
-from streamerhub.bot.events import parse_frame
-from streamerhub.bot.store import EventStore
+from streamerhub.events.normalise import parse_frame
+from streamerhub.events.store import EventStore
 from streamerhub.db import Database, create_pool
 from streamerhub.log import setup_logging
 from test_events import EVENTS, frame_text

@@ -9,8 +9,15 @@ import pytest
 
 from streamerhub.crypto import Keyring
 from streamerhub.db import Database, sealed_columns
-from streamerhub.ffmpeg.targets import (Conflict, InvalidInput, NotFound, TargetStore, key_hint,
-                                        output_url, parse_target)
+from streamerhub.ffmpeg.targets import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    TargetStore,
+    key_hint,
+    output_url,
+    parse_target,
+)
 from streamerhub.keys import rotate_master_key
 from streamerhub.log import redact
 

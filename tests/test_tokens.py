@@ -9,14 +9,13 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from test_eventsub import Rig, _count_is, rig, wait_until  # noqa: F401 - rig is a fixture
 
 from streamerhub.bot.helix import Helix, HelixError
-from streamerhub.bot.tokens import (LOGIN_SCOPES, OAuth, TokenError, TokenRevoked, TokenStore,
-                                    load_channel_token)
+from streamerhub.bot.oauth import LOGIN_SCOPES, OAuth, TokenError, TokenRevoked
+from streamerhub.bot.tokens import TokenStore, load_channel_token
 from streamerhub.crypto import aad_for, load_keyring
 from streamerhub.fake_twitch import FakeTwitch, sample_event
-
-from test_eventsub import Rig, _count_is, rig, wait_until  # noqa: F401 - rig is a fixture
 
 
 async def _stored_access(rig: Rig, channel_id: str) -> str | None:

@@ -12,15 +12,14 @@ from pathlib import Path
 import asyncpg
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from test_eventsub import wait_until
 
-from streamerhub.bot.eventsub import SUBSCRIPTIONS
-from streamerhub.bot.tokens import Grant, TokenStore
+from streamerhub.bot.oauth import Grant
+from streamerhub.bot.subscriptions import SUBSCRIPTIONS
+from streamerhub.bot.tokens import TokenStore
 from streamerhub.crypto import Keyring, write_key_file
 from streamerhub.db import Database, create_pool
-from streamerhub.fake_twitch import FakeTwitch, sample_event
-from streamerhub.fake_twitch import delivery
-
-from test_eventsub import wait_until
+from streamerhub.fake_twitch import FakeTwitch, delivery, sample_event
 
 pytestmark = pytest.mark.e2e
 

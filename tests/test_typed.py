@@ -7,13 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from streamerhub.bot.events import TYPED_TABLES, normalise, parse_frame
-from streamerhub.bot.store import EventStore, rebuild_typed
-from streamerhub.bot.typed import TABLE_OF
-from streamerhub.db import Database
-
 from test_events import EVENTS, frame_text, payload
+
+from streamerhub.db import Database
+from streamerhub.events.batch import rebuild_typed
+from streamerhub.events.frames import parse_frame
+from streamerhub.events.normalise import normalise
+from streamerhub.events.store import EventStore
+from streamerhub.events.typed import TABLE_OF, TYPED_TABLES
 
 
 def at(text: str) -> datetime:

@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
+from web_support import PASSWORD, add_channel, csrf_of, dashboard
 from yarl import URL
 
 from streamerhub.fake_twitch import FakeTwitch
-from web_support import PASSWORD, add_channel, csrf_of, dashboard
 
 pytestmark = pytest.mark.e2e
 

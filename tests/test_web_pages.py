@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from web_support import add_channel, add_samples, dashboard, notification, store_events
 
 from streamerhub.web.users import UserStore
-from web_support import add_channel, add_samples, dashboard, notification, store_events
 
 pytestmark = pytest.mark.e2e
 NOW = dt.datetime.now(dt.timezone.utc)

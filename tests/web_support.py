@@ -12,9 +12,9 @@ from typing import Any, AsyncIterator
 from aiohttp.test_utils import TestClient, TestServer
 
 from streamerhub.app import DB, HUB, build_app
-from streamerhub.bot.events import normalise
-from streamerhub.bot.store import EventStore
 from streamerhub.config import Settings, load_settings
+from streamerhub.events.normalise import normalise
+from streamerhub.events.store import EventStore
 from streamerhub.fake_twitch import sample_event
 from streamerhub.web.auth import SETUP_TOKEN_FILE
 

@@ -17,7 +17,13 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, AsyncIterator, Iterable, Sequence
 
-from streamerhub.analytics.periods import BUCKET_SIZES, UTC, Calendar, Period, range_period
+from streamerhub.analytics.periods import (
+    BUCKET_SIZES,
+    UTC,
+    Calendar,
+    Period,
+    range_period,
+)
 from streamerhub.analytics.queries import first_data, time_series
 from streamerhub.analytics.sessions import SESSION_COLUMNS, SESSION_JOINS, _summary
 from streamerhub.errors import StreamerHubError

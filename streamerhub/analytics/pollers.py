@@ -19,7 +19,11 @@ from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence
 
 from streamerhub.analytics.periods import UTC, Calendar
 from streamerhub.analytics.rollups import event_totals
-from streamerhub.analytics.sessions import close_from_helix, open_from_helix, open_sessions
+from streamerhub.analytics.sessions import (
+    close_from_helix,
+    open_from_helix,
+    open_sessions,
+)
 from streamerhub.log import get_logger
 
 log = get_logger(__name__)

@@ -12,12 +12,20 @@ from datetime import datetime
 from typing import Any
 
 from streamerhub.analytics.periods import (
-    UTC, Calendar, Period, all_time_period, calendar_period, custom_period,
+    UTC,
+    Calendar,
+    Period,
+    all_time_period,
+    calendar_period,
+    custom_period,
 )
 from streamerhub.analytics.rollups import (
-    Range, event_totals, gap_seconds, streamed_seconds, viewer_totals,
+    Range,
+    event_totals,
+    gap_seconds,
+    streamed_seconds,
+    viewer_totals,
 )
-
 
 # ----------------------------------------------------------------------------- SQL
 

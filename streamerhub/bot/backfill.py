@@ -25,7 +25,7 @@ MAX_FOLLOW_PAGES = 50  # 5,000 follows in one gap is already a raid of followers
 
 
 class BackfillSink(Protocol):
-    """The store (bot/store.py): queues an event rebuilt from Helix, marked backfilled."""
+    """The store (events/store.py): queues an event rebuilt from Helix, marked backfilled."""
 
     def submit_backfill(self, message_id: str, subscription_type: str, version: str,
                         occurred_at: str, payload: dict[str, Any]) -> None: ...

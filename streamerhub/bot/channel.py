@@ -21,10 +21,13 @@ import aiohttp
 from streamerhub.bot import backfill
 from streamerhub.bot.eventsub import EventSink, EventSubClient, Gap, State, Stats
 from streamerhub.bot.helix import Helix, backoff
-from streamerhub.bot.subscriptions import (SubscriptionResult, save_subscriptions,
-                                           summarise_subscriptions)
-from streamerhub.bot.tokens import (ChannelToken, OAuth, TokenError, TokenRevoked, TokenStore,
-                                    load_channel_token)
+from streamerhub.bot.oauth import OAuth, TokenError, TokenRevoked
+from streamerhub.bot.subscriptions import (
+    SubscriptionResult,
+    save_subscriptions,
+    summarise_subscriptions,
+)
+from streamerhub.bot.tokens import ChannelToken, TokenStore, load_channel_token
 from streamerhub.db import Database
 from streamerhub.errors import CryptoError
 from streamerhub.log import get_logger
@@ -37,7 +40,7 @@ COUNTERS = ("connections", "reconnects", "frames", "notifications", "duplicates"
 
 
 class BotStore(EventSink, backfill.BackfillSink, Protocol):
-    """What the bot needs from the event store (bot/store.py's EventStore)."""
+    """What the bot needs from the event store (events/store.py's EventStore)."""
 
     async def drain(self) -> None: ...
 

@@ -24,13 +24,15 @@ from typing import Any, Awaitable, Callable, Protocol
 
 import aiohttp
 
-from streamerhub.bot.events import BadFrame, Frame, FrameKind, parse_frame
 from streamerhub.bot.helix import Helix, HelixError, backoff
+from streamerhub.bot.oauth import TokenError, TokenRevoked
 from streamerhub.bot.session import Session, SessionLost, open_socket
-# Re-exported: the subscription plan and its results were long imported from here.
-from streamerhub.bot.subscriptions import (KNOWN_TYPES, SUBSCRIPTIONS, Subscriber,  # noqa: F401
-                                           SubscriptionResult, Wanted, build_plan)
-from streamerhub.bot.tokens import TokenError, TokenRevoked
+from streamerhub.bot.subscriptions import (
+    KNOWN_TYPES,
+    Subscriber,
+    SubscriptionResult,
+)
+from streamerhub.events.frames import BadFrame, Frame, FrameKind, parse_frame
 from streamerhub.log import get_logger
 
 log = get_logger(__name__)
@@ -44,7 +46,7 @@ NOTIFICATION, KEEPALIVE = FrameKind.NOTIFICATION, FrameKind.KEEPALIVE
 
 
 class EventSink(Protocol):
-    """The storage side (bot/store.py's EventStore): every method returns without waiting."""
+    """The storage side (events/store.py's EventStore): every method returns without waiting."""
 
     def submit(self, item: Any) -> None: ...
 

@@ -22,13 +22,16 @@ from typing import Any, AsyncIterator, Callable
 import aiohttp
 from aiohttp import web
 
-# Re-exported: these lived here before the split into channel.py and subscriptions.py.
-from streamerhub.bot.channel import (STOP_BUDGET, BotStore, ChannelRunner,  # noqa: F401
-                                     ChannelState, Shared, StreamHistory, missed_since_last_run)
+from streamerhub.bot.channel import (
+    BotStore,
+    ChannelRunner,
+    ChannelState,
+    Shared,
+)
 from streamerhub.bot.helix import Helix
-from streamerhub.bot.ownership import LOCK_SPACE, Ownership  # noqa: F401
-from streamerhub.bot.subscriptions import save_subscriptions, summarise_subscriptions  # noqa: F401
-from streamerhub.bot.tokens import OAuth, TokenStore
+from streamerhub.bot.oauth import OAuth
+from streamerhub.bot.ownership import Ownership
+from streamerhub.bot.tokens import TokenStore
 from streamerhub.config import Settings
 from streamerhub.crypto import Keyring
 from streamerhub.db import Database

@@ -19,8 +19,16 @@ from typing import Any, Awaitable, Callable
 
 import aiohttp
 
-from streamerhub.bot.oauth import (LOGIN_SCOPES, OAUTH_TIMEOUT, DeviceCode, Grant, OAuth,
-                                   TokenError, TokenRevoked, in_seconds)
+from streamerhub.bot.oauth import (
+    LOGIN_SCOPES,
+    OAUTH_TIMEOUT,
+    DeviceCode,
+    Grant,
+    OAuth,
+    TokenError,
+    TokenRevoked,
+    in_seconds,
+)
 from streamerhub.crypto import Keyring, aad_for
 from streamerhub.db import Database
 from streamerhub.log import get_logger, register_secret

@@ -11,6 +11,7 @@ from .delivery import deliver
 from .replies import ApiError, json_body, require
 from .state import Token
 
+
 def _public(user: dict, token: Token) -> dict:
     shown = dict(user)
     if user["id"] != token.user_id or "user:read:email" not in token.scopes:

@@ -12,8 +12,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from streamerhub.ffmpeg.schedule import (DAYS, Schedule, iso, parse_days,  # noqa: F401
-                                         parse_moment, parse_schedule)
+from streamerhub.ffmpeg.schedule import (
+    Schedule,
+    iso,
+    parse_schedule,
+)
 from streamerhub.ffmpeg.targets import InvalidInput, check_body
 
 FIELDS = ("name", "videos", "targets", "loop", "title", "category", "tags", "schedule")

@@ -25,8 +25,14 @@ from streamerhub.db import Database
 from streamerhub.ffmpeg.argv import EncodeProfile
 from streamerhub.ffmpeg.binary import FFmpegBinary
 from streamerhub.ffmpeg.prepare import PrepareError, prepare
-from streamerhub.ffmpeg.probe import (AudioInfo, MediaProbe, ProbeError, VideoInfo,
-                                      playlist_issues, probe)
+from streamerhub.ffmpeg.probe import (
+    AudioInfo,
+    MediaProbe,
+    ProbeError,
+    VideoInfo,
+    playlist_issues,
+    probe,
+)
 from streamerhub.ffmpeg.targets import Conflict, InvalidInput, NotFound
 from streamerhub.log import get_logger, redact
 

@@ -19,9 +19,19 @@ from pathlib import Path
 from typing import Literal
 
 from streamerhub.errors import StreamerHubError
-from streamerhub.ffmpeg.argv import (EncodeProfile, build_prepare_argv, build_remux_argv,
-                                     plan_video)
-from streamerhub.ffmpeg.binary import FFmpegBinary, ffmpeg_path, iter_lines, spawn, stop_process
+from streamerhub.ffmpeg.argv import (
+    EncodeProfile,
+    build_prepare_argv,
+    build_remux_argv,
+    plan_video,
+)
+from streamerhub.ffmpeg.binary import (
+    FFmpegBinary,
+    ffmpeg_path,
+    iter_lines,
+    spawn,
+    stop_process,
+)
 from streamerhub.ffmpeg.probe import MediaProbe, compliance_issues, probe
 from streamerhub.ffmpeg.progress import ProgressParser, first_error
 from streamerhub.log import redact

@@ -25,13 +25,23 @@ from streamerhub.ffmpeg.channels import ChannelUpdater, update_channels
 from streamerhub.ffmpeg.jobs import Job
 from streamerhub.ffmpeg.jobstore import JobStore
 from streamerhub.ffmpeg.library import Library, probe_from_json
-from streamerhub.ffmpeg.policy import (MAX_SEND_BUFFER, RestartPolicy, RunnerTiming,
-                                      send_buffer_for)
+from streamerhub.ffmpeg.policy import (
+    MAX_SEND_BUFFER,
+    RestartPolicy,
+    RunnerTiming,
+    send_buffer_for,
+)
 from streamerhub.ffmpeg.scheduler import Scheduler, now_utc
 from streamerhub.ffmpeg.status import RunRecord, TargetState, TargetStatus
 from streamerhub.ffmpeg.supervisor import TargetRunner
-from streamerhub.ffmpeg.targets import (Conflict, InvalidInput, NotFound, Target, TargetStore,
-                                        output_url)
+from streamerhub.ffmpeg.targets import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    Target,
+    TargetStore,
+    output_url,
+)
 from streamerhub.ffmpeg.tasks import BackgroundTasks
 from streamerhub.ffmpeg.view import job_state, status_json
 from streamerhub.log import get_logger, redact

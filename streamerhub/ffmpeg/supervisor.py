@@ -19,13 +19,29 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from streamerhub.ffmpeg.argv import (build_concat_list, build_push_argv, masked_url, resume_point,
-                                     url_secrets)
-from streamerhub.ffmpeg.binary import (FFmpegBinary, StopMethod, ffmpeg_path, iter_lines, spawn,
-                                       stop_process)
+from streamerhub.ffmpeg.argv import (
+    build_concat_list,
+    build_push_argv,
+    masked_url,
+    resume_point,
+    url_secrets,
+)
+from streamerhub.ffmpeg.binary import (
+    FFmpegBinary,
+    StopMethod,
+    ffmpeg_path,
+    iter_lines,
+    spawn,
+    stop_process,
+)
 from streamerhub.ffmpeg.policy import UNREACHABLE, RestartPolicy, RunnerTiming
-from streamerhub.ffmpeg.progress import (FailureClass, Progress, ProgressParser, classify_failure,
-                                         first_error)
+from streamerhub.ffmpeg.progress import (
+    FailureClass,
+    Progress,
+    ProgressParser,
+    classify_failure,
+    first_error,
+)
 from streamerhub.ffmpeg.status import RunRecord, TargetState, TargetStatus
 from streamerhub.log import MASK, get_logger, redact, register_secret
 

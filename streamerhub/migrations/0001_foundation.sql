@@ -1,5 +1,5 @@
 -- 0001: Twitch capture. Every notification is kept raw in twitch_events; the typed twitch_*
--- tables can always be rebuilt from it (see streamerhub/bot/events.py).
+-- tables can always be rebuilt from it (see streamerhub/events/normalise.py).
 
 CREATE TABLE twitch_channels (
     channel_id          text PRIMARY KEY,            -- Twitch broadcaster user id

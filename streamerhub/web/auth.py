@@ -8,6 +8,7 @@ for real. Cookies are HttpOnly and SameSite=Strict (aiohttp-session's default se
 from __future__ import annotations
 
 import functools
+import os
 import secrets
 import sys
 import warnings
@@ -23,10 +24,17 @@ from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
 from streamerhub.config import Settings
 from streamerhub.crypto import read_key_file, write_key_file
-from streamerhub.log import get_logger
+from streamerhub.errors import StreamerHubError
+from streamerhub.log import get_logger, register_secret
 from streamerhub.web.context import services
-from streamerhub.web.security import (SAFE_METHODS, csrf_matches, new_csrf_token,
-                                      presented_csrf, public_url, same_origin)
+from streamerhub.web.security import (
+    SAFE_METHODS,
+    csrf_matches,
+    new_csrf_token,
+    presented_csrf,
+    public_url,
+    same_origin,
+)
 from streamerhub.web.users import SessionUser, User, UserStore
 
 log = get_logger(__name__)
@@ -38,6 +46,7 @@ warnings.filterwarnings("ignore", message="It is recommended to use web.RequestK
 COOKIE = "streamerhub_session"
 SESSION_KEY_FILE = "session.key"
 SETUP_TOKEN_FILE = "setup-token"
+API_TOKEN_FILE = "api-token"
 VIEWER_API = "/api/v1/export"  # what a viewer's session may read through the API
 CURRENT = web.RequestKey("web_current_user", object)  # SessionUser | None
 PageHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -245,3 +254,27 @@ async def announce_setup_link(settings: Settings, store: UserStore) -> str | Non
           file=sys.stderr, flush=True)
     log.info("setup_link", url=link)
     return link
+
+
+def api_token(data_dir: Path, create: bool = True) -> str:
+    """The local admin token from DATA_DIR/api-token (0600), created on first use."""
+    path = data_dir / API_TOKEN_FILE
+    try:
+        token = path.read_text().strip()
+    except FileNotFoundError:
+        token = ""
+    except OSError as exc:
+        raise StreamerHubError(f"cannot read the API token {path}: {exc.strerror} (run as the "
+                               "user the daemon runs as)") from None
+    if len(token) < 32:
+        if not create:
+            raise StreamerHubError(f"no API token in {path}: start the daemon once, or run "
+                                   "`streamerhub api-token`")
+        token = secrets.token_urlsafe(32)
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(token + "\n")
+    os.chmod(path, 0o600)
+    register_secret(token)
+    return token

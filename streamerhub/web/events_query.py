@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
 from streamerhub.db import Database
-from streamerhub.web.eventtext import event_json, who, describe
+from streamerhub.events.text import describe, event_json, who
 
 PAGE = 50
 COLUMNS = ("message_id, subscription_type, channel_id, occurred_at, received_at, backfilled, "

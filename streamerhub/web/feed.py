@@ -26,11 +26,11 @@ from aiohttp import web
 from aiohttp_sse import sse_response
 
 from streamerhub.db import Database
+from streamerhub.events.text import event_json, types_for
 from streamerhub.log import get_logger
 from streamerhub.pubsub import Hub
 from streamerhub.web.auth import require
 from streamerhub.web.context import SERVICES, services
-from streamerhub.web.eventtext import event_json, types_for
 
 log = get_logger(__name__)
 

@@ -10,11 +10,22 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from streamerhub.log import get_logger
-from streamerhub.web.auth import (current, forget_setup_token, setup_token_matches, sign_in,
-                                  sign_out)
+from streamerhub.web.auth import (
+    current,
+    forget_setup_token,
+    setup_token_matches,
+    sign_in,
+    sign_out,
+)
 from streamerhub.web.context import services
 from streamerhub.web.security import LoginThrottle
-from streamerhub.web.users import UserError, UserStore, check_login, check_password, verify_password
+from streamerhub.web.users import (
+    UserError,
+    UserStore,
+    check_login,
+    check_password,
+    verify_password,
+)
 
 log = get_logger(__name__)
 

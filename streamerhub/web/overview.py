@@ -9,11 +9,16 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from streamerhub.analytics import (Calendar, PeriodError, StatCards, calendar_period, load_period,
-                                   stat_cards, time_series)
+from streamerhub.analytics.periods import Calendar, PeriodError, calendar_period
+from streamerhub.analytics.queries import (
+    StatCards,
+    load_period,
+    stat_cards,
+    time_series,
+)
+from streamerhub.events.text import GROUPS
 from streamerhub.web.auth import require
 from streamerhub.web.context import services
-from streamerhub.web.eventtext import GROUPS
 
 PERIODS = (("day", "Today"), ("week", "This week"), ("month", "This month"), ("all", "All time"))
 LABELS = {"day": "Today", "week": "This week", "month": "This month", "all": "All time",

@@ -15,10 +15,10 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from streamerhub.errors import StreamerHubError
+from streamerhub.events.text import GROUPS, types_for
 from streamerhub.web import events_query, overview, settings_page, streams_page
 from streamerhub.web.auth import require
 from streamerhub.web.context import services
-from streamerhub.web.eventtext import GROUPS, types_for
 from streamerhub.web.feed import cursor_id, parse_cursor
 from streamerhub.web.render import zone
 

@@ -9,10 +9,10 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from streamerhub.analytics import get_session, list_sessions
+from streamerhub.analytics.sessions import get_session, list_sessions
+from streamerhub.events.text import event_json
 from streamerhub.web.auth import require
 from streamerhub.web.context import services
-from streamerhub.web.eventtext import event_json
 from streamerhub.web.render import zone
 
 PAGE = 50

@@ -20,8 +20,14 @@ from aiohttp_session import get_session
 
 from streamerhub.errors import StreamerHubError
 from streamerhub.log import get_logger, register_secret
-from streamerhub.web.auth import (current, flash, forget_setup_token, require, setup_token_matches,
-                                  sign_in)
+from streamerhub.web.auth import (
+    current,
+    flash,
+    forget_setup_token,
+    require,
+    setup_token_matches,
+    sign_in,
+)
 from streamerhub.web.context import services
 from streamerhub.web.security import public_url
 from streamerhub.web.users import User, UserError, UserStore

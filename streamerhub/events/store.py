@@ -2,7 +2,7 @@
 
 `EventStore.submit()` is what the EventSub reader calls: synchronous, never blocks, never raises.
 A writer task takes what is queued every few ms (or as soon as `batch_size` items wait) and
-commits it in ONE transaction (bot/batch.py): raw rows with ON CONFLICT DO NOTHING (message_id
+commits it in ONE transaction (events/batch.py): raw rows with ON CONFLICT DO NOTHING (message_id
 and the event_key index dedupe), typed rows for the raw rows actually inserted, dead letters and
 gap marks. Only after the commit are the new events published to the live feed.
 Batches grow with the load: a few events when idle, up to `batch_size` (2,000) in a flood, so the
@@ -33,10 +33,30 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from streamerhub.bot.batch import Committed, commit_isolating, is_transient, rebuild_typed
-from streamerhub.bot.events import BadEvent, Frame, Normalised, live_item, normalise, normalise_frame
-from streamerhub.bot.spool import (SPOOL_FILE, DeadLetter, Entry, GapMark, Spool, decode, encodable,
-                                   encode, make_letter)
+from streamerhub.events.batch import (
+    Committed,
+    commit_isolating,
+    is_transient,
+    rebuild_typed,
+)
+from streamerhub.events.frames import Frame
+from streamerhub.events.items import (
+    DeadLetter,
+    Entry,
+    GapMark,
+    decode,
+    encodable,
+    encode,
+    make_letter,
+)
+from streamerhub.events.normalise import (
+    BadEvent,
+    Normalised,
+    live_item,
+    normalise,
+    normalise_frame,
+)
+from streamerhub.events.spool import SPOOL_FILE, Spool
 from streamerhub.log import get_logger
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from streamerhub.config import Settings
 from streamerhub.errors import ConfigError
 
 if TYPE_CHECKING:
-    from streamerhub.bot.tokens import DeviceCode
+    from streamerhub.bot.oauth import DeviceCode
     from streamerhub.db import Database
 
 
@@ -45,7 +45,7 @@ def add_twitch_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 # ----------------------------------------------------------------------------- login
 
 def cmd_login(args: argparse.Namespace, settings: Settings) -> int:
-    from streamerhub.bot.tokens import TokenError
+    from streamerhub.bot.oauth import TokenError
 
     if not settings.get("twitch", "client_id"):
         raise ConfigError("twitch.client_id is empty: create an application at "
@@ -61,7 +61,8 @@ def cmd_login(args: argparse.Namespace, settings: Settings) -> int:
 async def _login(db: Database, settings: Settings, scopes: tuple[str, ...]) -> int:
     import aiohttp
 
-    from streamerhub.bot.tokens import OAuth, TokenStore, login_with_device_code
+    from streamerhub.bot.oauth import OAuth
+    from streamerhub.bot.tokens import TokenStore, login_with_device_code
     from streamerhub.crypto import load_keyring
 
     await db.upgrade()

@@ -17,6 +17,7 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
+from streamerhub.app import DEMO_MODE
 from streamerhub.config import Settings
 from streamerhub.fake_twitch import FakeTwitch
 from streamerhub.fake_twitch.simulate import simulate
@@ -66,6 +67,7 @@ def demo_settings(settings: Settings) -> tuple[Settings, Demo]:
 def add_demo(app: web.Application, demo: Demo) -> None:
     """Start the fake before every other part, and connect its channel once the web part is up."""
     app[DEMO] = demo
+    app[DEMO_MODE] = True
     app.cleanup_ctx.insert(0, fake_twitch_ctx)
     app.cleanup_ctx.append(connect_channel_ctx)
 
@@ -107,7 +109,3 @@ async def connect_channel_ctx(app: web.Application) -> AsyncIterator[None]:
             "user_id": "1000", "login": "streamer"}})
         log.info("demo_channel_connected", channel_id="1000")
     yield
-
-
-def is_demo(app: web.Application) -> bool:
-    return DEMO in app

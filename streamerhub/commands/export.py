@@ -40,7 +40,7 @@ def cmd_export(args: argparse.Namespace, settings: Any) -> int:
 
 async def run_export(args: argparse.Namespace, settings: Any, out: BinaryIO,
                      now: datetime | None = None) -> int:
-    from streamerhub.app import prepare_data_dir
+    from streamerhub.config import prepare_data_dir
     from streamerhub.db import open_database
 
     request = ExportRequest(args.what, args.format, args.start, args.end, args.channel,

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import fcntl
 import os
-import socket
 import sys
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from streamerhub import __version__
@@ -40,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--demo", action="store_true",
                      help="run against a simulated Twitch with a separate demo database "
                           "(DATA_DIR/demo): a living dashboard without Twitch credentials")
+    from streamerhub.commands.run import cmd_run
+
     run.set_defaults(handler=cmd_run)
     sub.add_parser("check", parents=[common], help="check config, data dir, database, FFmpeg"
                    ).set_defaults(handler=cmd_check)
@@ -58,15 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
     keys_sub.add_parser("rotate", parents=[common], help="re-seal every secret under a new key"
                         ).set_defaults(handler=cmd_keys_rotate)
 
-    from streamerhub.ffmpeg.cli import add_commands
+    from streamerhub.commands.client import add_commands
 
     add_commands(sub, common)
 
-    from streamerhub.bot.cli import add_twitch_commands
+    from streamerhub.commands.twitch import add_twitch_commands
 
     add_twitch_commands(sub, common)
 
-    from streamerhub.analytics.cli import add_export_command
+    from streamerhub.commands.export import add_export_command
 
     add_export_command(sub, common)
 
@@ -74,66 +73,6 @@ def build_parser() -> argparse.ArgumentParser:
                           add_help=False)
     fake.set_defaults(handler=None)
     return parser
-
-
-# ----------------------------------------------------------------------------- run
-
-def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from aiohttp import web
-
-    from streamerhub.app import build_app, on_ready, prepare_data_dir
-
-    demo = None
-    if getattr(args, "demo", False):
-        from streamerhub.web.demo import demo_settings
-
-        settings, demo = demo_settings(settings)
-    prepare_data_dir(settings.data_dir)
-    host, port = settings.get("web", "host"), settings.get("web", "port")
-    ensure_port_free(host, port)
-    lock = acquire_daemon_lock(settings.data_dir)
-    try:
-        app = build_app(settings)
-        if demo is not None:
-            from streamerhub.web.demo import add_demo
-
-            add_demo(app, demo)
-        web.run_app(app, host=host, port=port, print=on_ready(settings),
-                    access_log=None, shutdown_timeout=10, handler_cancellation=True)
-    finally:
-        lock.close()
-    return 0
-
-
-def ensure_port_free(host: str, port: int) -> None:
-    """Fail before starting anything when the dashboard port is taken, naming the setting."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise ConfigError(f"web.port = {port}: cannot listen on {host}:{port} "
-                              f"({exc.strerror}): stop the program using it or choose another "
-                              "[web] port / STREAMERHUB_WEB_PORT") from None
-
-
-def acquire_daemon_lock(data_dir: Path) -> Any:
-    """One daemon per data dir: a second one would share (and then stop) the same database."""
-    handle = open(data_dir / "streamerhub.lock", "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        other = handle.read().strip() or "?"
-        handle.close()
-        raise StreamerHubError(f"another streamerhub (pid {other}) is already running with data "
-                               f"dir {data_dir}: stop it first or use another --data-dir") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(str(os.getpid()))
-    handle.flush()
-    return handle
 
 
 # ----------------------------------------------------------------------------- db / keys
@@ -185,7 +124,7 @@ def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _with_db(settings: Settings, action: Callable[[Any], Any]) -> int:
-    from streamerhub.app import prepare_data_dir
+    from streamerhub.config import prepare_data_dir
     from streamerhub.db import open_database
 
     prepare_data_dir(settings.data_dir)
@@ -194,7 +133,7 @@ async def _with_db(settings: Settings, action: Callable[[Any], Any]) -> int:
 
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
-    from streamerhub.checks import run_checks
+    from streamerhub.commands.check import run_checks
 
     return asyncio.run(run_checks(settings))
 

@@ -11,46 +11,17 @@ import argparse
 import asyncio
 import getpass
 import json
-import os
 import re
-import secrets
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
 from streamerhub.config import Settings
 from streamerhub.errors import StreamerHubError
-from streamerhub.log import register_secret
+from streamerhub.web.auth import api_token
 
-TOKEN_FILE = "api-token"
 API = "/api/v1"
 Handler = Callable[[argparse.Namespace, Settings], int]
-
-
-# ----------------------------------------------------------------------------- the token
-
-def api_token(data_dir: Path, create: bool = True) -> str:
-    """The local admin token from DATA_DIR/api-token (0600), created on first use."""
-    path = data_dir / TOKEN_FILE
-    try:
-        token = path.read_text().strip()
-    except FileNotFoundError:
-        token = ""
-    except OSError as exc:
-        raise StreamerHubError(f"cannot read the API token {path}: {exc.strerror} (run as the "
-                               "user the daemon runs as)") from None
-    if len(token) < 32:
-        if not create:
-            raise StreamerHubError(f"no API token in {path}: start the daemon once, or run "
-                                   "`streamerhub api-token`")
-        token = secrets.token_urlsafe(32)
-        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(token + "\n")
-    os.chmod(path, 0o600)
-    register_secret(token)
-    return token
 
 
 def cmd_api_token(args: argparse.Namespace, settings: Settings) -> int:

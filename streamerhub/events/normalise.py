@@ -1,7 +1,7 @@
 """EventSub normalisation: a notification → its raw twitch_events row, checked for its typed table.
 
 Pure functions, no I/O. The typed rows are built by PostgreSQL from the stored raw row
-(bot/typed.py: one SQL definition for live events, spool replays and rebuilds); `normalise` checks
+(events/typed.py: one SQL definition for live events, spool replays and rebuilds); `normalise` checks
 that an event carries every field its typed table reads, with the right JSON type, and says why
 when it does not, so a bad event becomes a dead letter and never fails a batch.
 
@@ -15,10 +15,17 @@ import json
 from datetime import datetime, timezone
 from typing import Any, Callable, NamedTuple
 
-# The frame layer (eventsub.py imports it from here).
-from streamerhub.bot.frames import MAX_FRAME_BYTES, BadFrame, Frame, FrameKind, parse_frame
-from streamerhub.bot.typed import TABLE_OF, TYPED_TABLES
 from streamerhub.errors import StreamerHubError
+
+# The frame layer (eventsub.py imports it from here).
+from streamerhub.events.frames import (
+    MAX_FRAME_BYTES,
+    BadFrame,
+    Frame,
+    FrameKind,
+    parse_frame,
+)
+from streamerhub.events.typed import TABLE_OF, TYPED_TABLES
 
 __all__ = ["MAX_FRAME_BYTES", "TYPED_TABLES", "BadFrame", "BadEvent", "FrameKind", "Frame",
            "RawRow", "Normalised", "parse_frame", "normalise", "normalise_frame", "summarise",
@@ -132,7 +139,7 @@ def _timestamp(value: Any, field: str) -> str:
 
 
 # ----------------------------------------------------------------------------- field checks
-# What each typed projection in bot/typed.py reads, with its JSON type. `where` names the object.
+# What each typed projection in events/typed.py reads, with its JSON type. `where` names the object.
 
 def _text(obj: dict[str, Any], key: str, null: bool = False, where: str = "event") -> None:
     value = obj.get(key)

@@ -29,7 +29,7 @@ def check_config(settings: Settings) -> Result:
 
 
 def check_data_dir(settings: Settings) -> Result:
-    from streamerhub.app import prepare_data_dir
+    from streamerhub.config import prepare_data_dir
 
     prepare_data_dir(settings.data_dir)
     mode = stat.S_IMODE(settings.data_dir.stat().st_mode)

@@ -3,7 +3,7 @@
 A batch's events go to PostgreSQL as eight parallel arrays, the payload as the JSON text it
 arrived in (a frame's text is never decoded and re-encoded on our side). ONE statement inserts
 the raw rows (ON CONFLICT DO NOTHING: message_id and the event_key index dedupe) and projects
-the rows it actually inserted into their typed tables (bot/typed.py); stream.online/offline rows
+the rows it actually inserted into their typed tables (events/typed.py); stream.online/offline rows
 follow in a second statement (see typed.STREAMS). Then dead letters and gap marks. Python reads
 nothing back but the new rows' message ids.
 """
@@ -16,10 +16,15 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable
 
-from streamerhub.bot.events import BadEvent, Normalised, normalise
-from streamerhub.bot.spool import DeadLetter, Entry, GapMark, rejected
-from streamerhub.bot.typed import (DELETES, NEW_EVENT_COLUMNS, PROJECT_STORED,
-                                   PROJECT_STORED_STREAMS, PROJECTIONS)
+from streamerhub.events.items import DeadLetter, Entry, GapMark, rejected
+from streamerhub.events.normalise import BadEvent, Normalised, normalise
+from streamerhub.events.typed import (
+    DELETES,
+    NEW_EVENT_COLUMNS,
+    PROJECT_STORED,
+    PROJECT_STORED_STREAMS,
+    PROJECTIONS,
+)
 from streamerhub.log import get_logger
 
 if TYPE_CHECKING:
@@ -156,7 +161,7 @@ async def insert_events(conn: Any, events: list[Normalised]) -> list[Normalised]
 
 
 async def rebuild_typed(db: Database, chunk: int = 1000) -> tuple[int, int]:
-    """Rebuild every typed table from twitch_events with the store's own projections (bot/typed.py);
+    """Rebuild every typed table from twitch_events with the store's own projections (events/typed.py);
     returns (rows, skipped): a raw row whose event fails normalise() gets no typed row."""
     built = skipped = 0
     async with db.pool.acquire() as conn, conn.transaction():

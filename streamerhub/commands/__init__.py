@@ -1,0 +1,1 @@
+"""The `streamerhub` command line: one module per group of subcommands."""

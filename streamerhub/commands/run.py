@@ -1,0 +1,72 @@
+"""`streamerhub run`: one daemon per data dir, its port checked before anything starts."""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from streamerhub.config import Settings
+from streamerhub.errors import ConfigError, StreamerHubError
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from aiohttp import web
+
+    from streamerhub.app import build_app, on_ready
+    from streamerhub.config import prepare_data_dir
+
+    demo = None
+    if getattr(args, "demo", False):
+        from streamerhub.demo import demo_settings
+
+        settings, demo = demo_settings(settings)
+    prepare_data_dir(settings.data_dir)
+    host, port = settings.get("web", "host"), settings.get("web", "port")
+    ensure_port_free(host, port)
+    lock = acquire_daemon_lock(settings.data_dir)
+    try:
+        app = build_app(settings)
+        if demo is not None:
+            from streamerhub.demo import add_demo
+
+            add_demo(app, demo)
+        web.run_app(app, host=host, port=port, print=on_ready(settings),
+                    access_log=None, shutdown_timeout=10, handler_cancellation=True)
+    finally:
+        lock.close()
+    return 0
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    """Fail before starting anything when the dashboard port is taken, naming the setting."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(f"web.port = {port}: cannot listen on {host}:{port} "
+                              f"({exc.strerror}): stop the program using it or choose another "
+                              "[web] port / STREAMERHUB_WEB_PORT") from None
+
+
+def acquire_daemon_lock(data_dir: Path) -> Any:
+    """One daemon per data dir: a second one would share (and then stop) the same database."""
+    handle = open(data_dir / "streamerhub.lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        other = handle.read().strip() or "?"
+        handle.close()
+        raise StreamerHubError(f"another streamerhub (pid {other}) is already running with data "
+                               f"dir {data_dir}: stop it first or use another --data-dir") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
