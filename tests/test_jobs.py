@@ -20,12 +20,12 @@ from rtmp_server import RtmpServer
 
 from streamerhub.crypto import Keyring
 from streamerhub.db import Database
+from streamerhub.errors import Conflict, InvalidInput
 from streamerhub.ffmpeg.jobs import parse_job
 from streamerhub.ffmpeg.policy import RestartPolicy, RunnerTiming
 from streamerhub.ffmpeg.probe import parse_input_info
 from streamerhub.ffmpeg.schedule import Schedule, parse_schedule
 from streamerhub.ffmpeg.service import Multistream
-from streamerhub.ffmpeg.targets import Conflict, InvalidInput
 
 PARIS = zoneinfo.ZoneInfo("Europe/Paris")
 UTC = dt.timezone.utc

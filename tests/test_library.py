@@ -19,8 +19,8 @@ from media import (  # noqa: F401
 )
 
 from streamerhub.db import Database
-from streamerhub.ffmpeg.library import Library, TooLarge, Video, safe_label
-from streamerhub.ffmpeg.targets import InvalidInput, NotFound
+from streamerhub.errors import InvalidInput, NotFound, TooLarge
+from streamerhub.ffmpeg.library import Library, Video, safe_label
 
 pytestmark = [pytest.mark.ffmpeg, pytest.mark.usefixtures("no_leftover_ffmpeg")]
 

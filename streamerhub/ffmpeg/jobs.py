@@ -12,12 +12,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from streamerhub.errors import InvalidInput
 from streamerhub.ffmpeg.schedule import (
     Schedule,
     iso,
     parse_schedule,
 )
-from streamerhub.ffmpeg.targets import InvalidInput, check_body
+from streamerhub.ffmpeg.targets import check_body
 
 FIELDS = ("name", "videos", "targets", "loop", "title", "category", "tags", "schedule")
 REQUIRED = ("name", "videos", "targets")

@@ -9,9 +9,9 @@ from typing import Any
 import asyncpg
 
 from streamerhub.db import Database
+from streamerhub.errors import Conflict, InvalidInput, NotFound
 from streamerhub.ffmpeg.jobs import EDITABLE_WHILE_RUNNING, Job, parse_job
 from streamerhub.ffmpeg.schedule import Schedule, iso
-from streamerhub.ffmpeg.targets import Conflict, InvalidInput, NotFound
 
 _SELECT = """
 SELECT j.*,

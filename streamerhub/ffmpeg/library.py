@@ -22,6 +22,7 @@ from typing import Any, AsyncIterable, Callable, Sequence
 import asyncpg
 
 from streamerhub.db import Database
+from streamerhub.errors import Conflict, InvalidInput, NotFound, TooLarge
 from streamerhub.ffmpeg.argv import EncodeProfile
 from streamerhub.ffmpeg.binary import FFmpegBinary
 from streamerhub.ffmpeg.prepare import PrepareError, prepare
@@ -33,7 +34,6 @@ from streamerhub.ffmpeg.probe import (
     playlist_issues,
     probe,
 )
-from streamerhub.ffmpeg.targets import Conflict, InvalidInput, NotFound
 from streamerhub.log import get_logger, redact
 
 log = get_logger(__name__)
@@ -41,10 +41,6 @@ log = get_logger(__name__)
 VIDEOS_DIR = "videos"
 EXTENSIONS = {"mp4", "m4v", "mov", "mkv", "webm", "ogg", "ogv", "avi", "wmv", "flv", "ts", "mts"}
 Publish = Callable[[dict[str, Any]], None]
-
-
-class TooLarge(InvalidInput):
-    kind = "too_large"
 
 
 @dataclass(frozen=True)

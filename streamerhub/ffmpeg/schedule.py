@@ -7,7 +7,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from streamerhub.ffmpeg.targets import InvalidInput
+from streamerhub.errors import InvalidInput
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 SCHEDULE_FIELDS = ("start_at", "stop_at", "duration_s", "days")

@@ -18,7 +18,7 @@ from typing import Any, AsyncIterator, Callable
 from streamerhub.config import Settings
 from streamerhub.crypto import Keyring
 from streamerhub.db import Database
-from streamerhub.errors import StreamerHubError
+from streamerhub.errors import Conflict, InvalidInput, NotFound, StreamerHubError
 from streamerhub.ffmpeg.argv import EncodeProfile
 from streamerhub.ffmpeg.binary import FFmpegBinary, find_ffmpeg
 from streamerhub.ffmpeg.channels import ChannelUpdater, update_channels
@@ -35,9 +35,6 @@ from streamerhub.ffmpeg.scheduler import Scheduler, now_utc
 from streamerhub.ffmpeg.status import RunRecord, TargetState, TargetStatus
 from streamerhub.ffmpeg.supervisor import TargetRunner
 from streamerhub.ffmpeg.targets import (
-    Conflict,
-    InvalidInput,
-    NotFound,
     Target,
     TargetStore,
     output_url,

@@ -15,28 +15,11 @@ import asyncpg
 
 from streamerhub.crypto import Keyring, aad_for
 from streamerhub.db import Database
-from streamerhub.errors import StreamerHubError
+from streamerhub.errors import Conflict, InvalidInput, NotFound
 from streamerhub.log import MASK, register_secret
 
 TABLE, KEY_COLUMN = "stream_targets", "stream_key_sealed"
 FIELDS = ("name", "url", "stream_key", "enabled", "channel_id")
-
-
-# The API maps these by their `kind` (web/ must not import ffmpeg/): 400, 404, 409, 413.
-class InvalidInput(StreamerHubError):
-    """A request the user can fix: the message says which field and how."""
-
-    kind = "invalid"
-
-
-class NotFound(StreamerHubError):
-    kind = "not_found"
-
-
-class Conflict(StreamerHubError):
-    """The request clashes with the current state (a name taken, a target in use, …)."""
-
-    kind = "conflict"
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from aiohttp import BodyPartReader, web
 from aiohttp.typedefs import Handler
 
 from streamerhub.analytics.export import ExportRequest, media_type
-from streamerhub.errors import StreamerHubError
+from streamerhub.errors import Conflict, InvalidInput, NotFound, StreamerHubError, TooLarge
 from streamerhub.log import get_logger, redact
 
 log = get_logger(__name__)
@@ -28,8 +28,10 @@ Authorizer = Callable[[web.Request], Awaitable[Any]]
 AUTHORIZERS = web.AppKey("api_authorizers", list)
 UPLOAD_CHUNK = 256 * 1024
 FORM_FIELDS = ("video_kbps", "audio_kbps")
-# StreamerHubError subclasses of ffmpeg/ carry a `kind`; anything else is a 400.
-STATUS_OF_KIND = {"invalid": 400, "not_found": 404, "conflict": 409, "too_large": 413}
+# The status of a StreamerHubError, by class, most specific first (TooLarge is an InvalidInput);
+# any other StreamerHubError is a 400.
+STATUS_OF_ERROR: tuple[tuple[type[StreamerHubError], int], ...] = (
+    (TooLarge, 413), (InvalidInput, 400), (NotFound, 404), (Conflict, 409))
 
 
 class MultistreamApi(Protocol):
@@ -99,10 +101,15 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
             _default_message(exc)
         return error(exc.status, text, headers)
     except StreamerHubError as exc:
-        return error(STATUS_OF_KIND.get(getattr(exc, "kind", "invalid"), 400), str(exc))
+        return error(status_of(exc), str(exc))
     except Exception:
         log.exception("api_internal_error", path=request.path, method=request.method)
         return error(500, "internal error: the daemon log has the details")
+
+
+def status_of(exc: StreamerHubError) -> int:
+    """The HTTP status that answers `exc`: 413, 400, 404 or 409 by its class, else 400."""
+    return next((status for cls, status in STATUS_OF_ERROR if isinstance(exc, cls)), 400)
 
 
 def _default_message(exc: web.HTTPException) -> str:
