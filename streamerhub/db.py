@@ -253,6 +253,59 @@ def _allow_traversal(folder: Path) -> None:
             parent.chmod(mode | 0o001)
 
 
+# ----------------------------------------------------------------------------- error classes
+
+# The connection to the server is lost, refused or never made, or the server cannot take it.
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, TimeoutError,
+    asyncpg.ClientCannotConnectError,            # 08001
+    asyncpg.ConnectionRejectionError,            # 08004
+    asyncpg.ConnectionDoesNotExistError,         # 08003
+    asyncpg.ConnectionFailureError,              # 08006
+    asyncpg.CannotConnectNowError,               # 57P03: the server is starting or stopping
+    asyncpg.TooManyConnectionsError,             # 53300
+    asyncpg.FDWUnableToEstablishConnectionError,  # HV00N
+)
+# These count as themselves only, not their subclasses: asyncpg raises a bare InterfaceError for
+# a closed connection or pool ("connection is closed", "pool is closed") while its subclasses are
+# client misuse (DataError: a value it cannot encode); a bare PostgresConnectionError is an
+# unnamed SQLSTATE of class 08, its subclasses ProtocolViolationError (08P01) and
+# TransactionResolutionUnknownError (08007) have never been counted as "database away".
+_CONNECTION_ERRORS_EXACTLY: tuple[type[BaseException], ...] = (
+    asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
+# Every error asyncpg itself raises (server errors carry a SQLSTATE; the rest are client-side).
+_ASYNCPG_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InterfaceWarning,
+    asyncpg.InternalClientError, asyncpg.pgproto.pgproto.BufferError)
+# SQLSTATE classes caused by the rows themselves: data exception, integrity violation, program
+# limit (e.g. a jsonb too deep).
+_DATA_ERROR_CLASSES = ("22", "23", "54")
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """True when `exc` says the database cannot be reached: a socket error or timeout, a lost,
+    refused or closed connection or pool, a server that is starting up or full.
+
+    False for everything else, including SQL errors and values asyncpg cannot encode.
+    """
+    return isinstance(exc, _CONNECTION_ERRORS) or type(exc) in _CONNECTION_ERRORS_EXACTLY
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when a write failed because the database is unreachable or going away, so the same
+    rows may succeed later; False when the rows are at fault (a data exception, an integrity
+    violation, a program limit, a value asyncpg cannot encode) or `exc` is not a database error.
+    """
+    if isinstance(exc, (OSError, TimeoutError)):
+        return True
+    state = getattr(exc, "sqlstate", None)
+    if isinstance(state, str) and state:
+        return state[:2] not in _DATA_ERROR_CLASSES
+    # asyncpg's client-side errors: a closed connection or pool is transient, a value it could
+    # not encode (its DataError is a ValueError) is the row's fault.
+    return isinstance(exc, _ASYNCPG_ERRORS) and not isinstance(exc, (ValueError, TypeError))
+
+
 # ----------------------------------------------------------------------------- pool + migrations
 
 class Database:
