@@ -13,7 +13,7 @@ import contextlib
 import datetime as dt
 import shutil
 from dataclasses import replace
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, TypeVar
 
 from streamerhub.config import Settings
 from streamerhub.crypto import Keyring
@@ -26,6 +26,8 @@ from streamerhub.ffmpeg.jobs import Job
 from streamerhub.ffmpeg.jobstore import JobStore
 from streamerhub.ffmpeg.library import Library, probe_from_json
 from streamerhub.ffmpeg.policy import (
+    DEFAULT_POLICY,
+    DEFAULT_TIMING,
     MAX_SEND_BUFFER,
     RestartPolicy,
     RunnerTiming,
@@ -44,6 +46,7 @@ from streamerhub.ffmpeg.view import job_state, status_json
 from streamerhub.log import get_logger, redact
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 Publish = Callable[[dict[str, Any]], None]
 STOP_BUDGET = 15.0  # seconds for every child to stop when the daemon stops
@@ -56,8 +59,8 @@ class Multistream:
 
     def __init__(self, settings: Settings, *, publish: Publish | None = None,
                  channel_updater: ChannelUpdater | None = None,
-                 timing: RunnerTiming = RunnerTiming(),
-                 policy: RestartPolicy = RestartPolicy()) -> None:
+                 timing: RunnerTiming = DEFAULT_TIMING,
+                 policy: RestartPolicy = DEFAULT_POLICY) -> None:
         self.settings = settings
         self.data_dir = settings.data_dir
         self.publish = publish or (lambda _event: None)
@@ -386,7 +389,7 @@ async def _stop_abandoning(runners: list[TargetRunner], budget: float) -> None:
         log.error("ffmpeg_stop_abandoned", children=len(pending))
 
 
-def _ready(part: Any) -> Any:
+def _ready(part: T | None) -> T:
     if part is None:
         raise StreamerHubError("multistream is not started yet")
     return part

@@ -169,6 +169,7 @@ class TargetStore:
                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING """ + _COLUMNS,
                 target_id, fields["name"], fields["url"], sealed, key_hint(key),
                 fields.get("enabled", True), fields.get("channel_id"))
+        assert row is not None  # INSERT … RETURNING always returns the new row
         return Target(**row)
 
     async def update(self, target_id: int, body: Any) -> Target:
