@@ -82,8 +82,9 @@ def find_pg_bindir() -> Path:
     if shutil.which("pg_config"):
         out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True)
         candidates.append(Path(out.stdout.strip()))
-    if shutil.which("pg_ctl"):
-        candidates.append(Path(shutil.which("pg_ctl")).resolve().parent)  # type: ignore[arg-type]
+    pg_ctl = shutil.which("pg_ctl")
+    if pg_ctl:
+        candidates.append(Path(pg_ctl).resolve().parent)
     versions = glob.glob("/usr/lib/postgresql/*/bin")
     candidates += [Path(p) for p in sorted(versions, key=_version_key, reverse=True)]
     for folder in candidates:
@@ -318,7 +319,7 @@ class Database:
     async def ping(self) -> bool:
         try:
             async with self.pool.acquire(timeout=2) as conn:
-                return await conn.fetchval("SELECT 1") == 1
+                return bool(await conn.fetchval("SELECT 1") == 1)
         except (OSError, asyncpg.PostgresError, asyncio.TimeoutError, asyncpg.InterfaceError):
             return False
 
@@ -355,7 +356,8 @@ class Database:
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
             await conn.execute(MIGRATIONS_TABLE)
-            applied = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+            rows = await conn.fetch("SELECT version FROM schema_migrations")
+            applied = {r["version"] for r in rows}
             todo = [m for m in migrations if m.version not in applied]
             if not applied and todo:
                 await conn.execute(schema_path().read_text())
@@ -408,8 +410,10 @@ async def create_pool(url: str, size: int, timeout: float = 10) -> asyncpg.Pool:
 
 
 async def connect_with_retry(url: str, size: int, deadline_s: float,
-                             sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> asyncpg.Pool:
-    """Keep trying an unreachable server with capped exponential backoff instead of crash-looping."""
+                             sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                             ) -> asyncpg.Pool:
+    """Keep trying an unreachable server with capped exponential backoff instead of
+    crash-looping."""
     started = time.monotonic()
     attempt = 0
     while True:
@@ -421,7 +425,8 @@ async def connect_with_retry(url: str, size: int, deadline_s: float,
             waited = time.monotonic() - started
             if waited >= deadline_s:
                 raise DatabaseError(f"database {redact_url(url)} unreachable for {waited:.0f} s "
-                                    f"({exc}): check [database] url and that the server runs") from None
+                                    f"({exc}): check [database] url and that the server "
+                                    "runs") from None
             delay = min(30.0, 0.5 * 2 ** min(attempt, 6)) * random.uniform(0.8, 1.2)
             log.warning("database_unreachable", url=redact_url(url), attempt=attempt,
                         error=str(exc), retry_in_s=round(delay, 1))

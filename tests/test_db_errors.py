@@ -30,7 +30,8 @@ def _old_is_transient(exc: BaseException) -> bool:
     state = getattr(exc, "sqlstate", None)
     if isinstance(state, str) and state:
         return state[:2] not in ("22", "23", "54")
-    return type(exc).__module__.startswith("asyncpg") and not isinstance(exc, (ValueError, TypeError))
+    return (type(exc).__module__.startswith("asyncpg")
+            and not isinstance(exc, (ValueError, TypeError)))
 
 
 def _asyncpg_exception_classes() -> list[type[BaseException]]:

@@ -53,7 +53,8 @@ class Client:
                 answer = await resp.json(content_type=None) if resp.status != 204 else None
         except aiohttp.ClientConnectionError as exc:
             raise StreamerHubError(f"cannot reach the daemon at {self.base} ({exc}): is "
-                                   "`streamerhub run` running? (--url to point elsewhere)") from None
+                                   "`streamerhub run` running? (--url to point "
+                                   "elsewhere)") from None
         except ValueError:
             raise StreamerHubError(f"the daemon at {self.base} did not answer JSON") from None
         if resp.status >= 400:

@@ -56,7 +56,7 @@ class MultistreamApi(Protocol):
 SERVICE = web.AppKey("api_multistream", MultistreamApi)
 # Opens an analytics export (app.py binds it to the database and the streamer's calendar).
 Exporter = Callable[[ExportRequest], Awaitable[AsyncIterator[bytes]]]
-EXPORTER = web.AppKey("api_exporter", Callable)
+EXPORTER: web.AppKey[Exporter] = web.AppKey("api_exporter")
 
 
 # ----------------------------------------------------------------------------- auth + errors
