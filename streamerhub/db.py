@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 from urllib.parse import quote
 
 import asyncpg
@@ -438,8 +438,18 @@ def redact_url(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:••••@", url)
 
 
+class DatabaseSettings(Protocol):
+    """What db.py reads of config.Settings (a sibling leaf it does not import)."""
+
+    @property
+    def data_dir(self) -> Path: ...
+
+    def get(self, section: str, key: str) -> Any: ...
+
+
 @contextlib.asynccontextmanager
-async def open_database(settings: Any, own_cluster: bool = True) -> AsyncIterator[Database]:
+async def open_database(settings: DatabaseSettings,
+                        own_cluster: bool = True) -> AsyncIterator[Database]:
     """Yield a Database for the settings (embedded or external).
 
     The daemon owns the embedded cluster and stops it on exit, even one it adopted after a
@@ -468,6 +478,6 @@ async def open_database(settings: Any, own_cluster: bool = True) -> AsyncIterato
             await embedded.stop()
 
 
-def embedded_url(settings: Any) -> str:
+def embedded_url(settings: DatabaseSettings) -> str:
     """The URL the daemon uses (for `streamerhub db url`), without starting anything."""
     return settings.get("database", "url") or EmbeddedPostgres(settings.data_dir).url
