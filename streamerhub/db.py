@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 from urllib.parse import quote
 
 import asyncpg
@@ -82,8 +82,9 @@ def find_pg_bindir() -> Path:
     if shutil.which("pg_config"):
         out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True)
         candidates.append(Path(out.stdout.strip()))
-    if shutil.which("pg_ctl"):
-        candidates.append(Path(shutil.which("pg_ctl")).resolve().parent)  # type: ignore[arg-type]
+    pg_ctl = shutil.which("pg_ctl")
+    if pg_ctl:
+        candidates.append(Path(pg_ctl).resolve().parent)
     versions = glob.glob("/usr/lib/postgresql/*/bin")
     candidates += [Path(p) for p in sorted(versions, key=_version_key, reverse=True)]
     for folder in candidates:
@@ -253,6 +254,59 @@ def _allow_traversal(folder: Path) -> None:
             parent.chmod(mode | 0o001)
 
 
+# ----------------------------------------------------------------------------- error classes
+
+# The connection to the server is lost, refused or never made, or the server cannot take it.
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, TimeoutError,
+    asyncpg.ClientCannotConnectError,            # 08001
+    asyncpg.ConnectionRejectionError,            # 08004
+    asyncpg.ConnectionDoesNotExistError,         # 08003
+    asyncpg.ConnectionFailureError,              # 08006
+    asyncpg.CannotConnectNowError,               # 57P03: the server is starting or stopping
+    asyncpg.TooManyConnectionsError,             # 53300
+    asyncpg.FDWUnableToEstablishConnectionError,  # HV00N
+)
+# These count as themselves only, not their subclasses: asyncpg raises a bare InterfaceError for
+# a closed connection or pool ("connection is closed", "pool is closed") while its subclasses are
+# client misuse (DataError: a value it cannot encode); a bare PostgresConnectionError is an
+# unnamed SQLSTATE of class 08, its subclasses ProtocolViolationError (08P01) and
+# TransactionResolutionUnknownError (08007) have never been counted as "database away".
+_CONNECTION_ERRORS_EXACTLY: tuple[type[BaseException], ...] = (
+    asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
+# Every error asyncpg itself raises (server errors carry a SQLSTATE; the rest are client-side).
+_ASYNCPG_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InterfaceWarning,
+    asyncpg.InternalClientError, asyncpg.pgproto.pgproto.BufferError)
+# SQLSTATE classes caused by the rows themselves: data exception, integrity violation, program
+# limit (e.g. a jsonb too deep).
+_DATA_ERROR_CLASSES = ("22", "23", "54")
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """True when `exc` says the database cannot be reached: a socket error or timeout, a lost,
+    refused or closed connection or pool, a server that is starting up or full.
+
+    False for everything else, including SQL errors and values asyncpg cannot encode.
+    """
+    return isinstance(exc, _CONNECTION_ERRORS) or type(exc) in _CONNECTION_ERRORS_EXACTLY
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when a write failed because the database is unreachable or going away, so the same
+    rows may succeed later; False when the rows are at fault (a data exception, an integrity
+    violation, a program limit, a value asyncpg cannot encode) or `exc` is not a database error.
+    """
+    if isinstance(exc, (OSError, TimeoutError)):
+        return True
+    state = getattr(exc, "sqlstate", None)
+    if isinstance(state, str) and state:
+        return state[:2] not in _DATA_ERROR_CLASSES
+    # asyncpg's client-side errors: a closed connection or pool is transient, a value it could
+    # not encode (its DataError is a ValueError) is the row's fault.
+    return isinstance(exc, _ASYNCPG_ERRORS) and not isinstance(exc, (ValueError, TypeError))
+
+
 # ----------------------------------------------------------------------------- pool + migrations
 
 class Database:
@@ -265,7 +319,7 @@ class Database:
     async def ping(self) -> bool:
         try:
             async with self.pool.acquire(timeout=2) as conn:
-                return await conn.fetchval("SELECT 1") == 1
+                return bool(await conn.fetchval("SELECT 1") == 1)
         except (OSError, asyncpg.PostgresError, asyncio.TimeoutError, asyncpg.InterfaceError):
             return False
 
@@ -302,7 +356,8 @@ class Database:
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
             await conn.execute(MIGRATIONS_TABLE)
-            applied = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+            rows = await conn.fetch("SELECT version FROM schema_migrations")
+            applied = {r["version"] for r in rows}
             todo = [m for m in migrations if m.version not in applied]
             if not applied and todo:
                 await conn.execute(schema_path().read_text())
@@ -355,8 +410,10 @@ async def create_pool(url: str, size: int, timeout: float = 10) -> asyncpg.Pool:
 
 
 async def connect_with_retry(url: str, size: int, deadline_s: float,
-                             sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> asyncpg.Pool:
-    """Keep trying an unreachable server with capped exponential backoff instead of crash-looping."""
+                             sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                             ) -> asyncpg.Pool:
+    """Keep trying an unreachable server with capped exponential backoff instead of
+    crash-looping."""
     started = time.monotonic()
     attempt = 0
     while True:
@@ -368,7 +425,8 @@ async def connect_with_retry(url: str, size: int, deadline_s: float,
             waited = time.monotonic() - started
             if waited >= deadline_s:
                 raise DatabaseError(f"database {redact_url(url)} unreachable for {waited:.0f} s "
-                                    f"({exc}): check [database] url and that the server runs") from None
+                                    f"({exc}): check [database] url and that the server "
+                                    "runs") from None
             delay = min(30.0, 0.5 * 2 ** min(attempt, 6)) * random.uniform(0.8, 1.2)
             log.warning("database_unreachable", url=redact_url(url), attempt=attempt,
                         error=str(exc), retry_in_s=round(delay, 1))
@@ -380,8 +438,18 @@ def redact_url(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:••••@", url)
 
 
+class DatabaseSettings(Protocol):
+    """What db.py reads of config.Settings (a sibling leaf it does not import)."""
+
+    @property
+    def data_dir(self) -> Path: ...
+
+    def get(self, section: str, key: str) -> Any: ...
+
+
 @contextlib.asynccontextmanager
-async def open_database(settings: Any, own_cluster: bool = True) -> AsyncIterator[Database]:
+async def open_database(settings: DatabaseSettings,
+                        own_cluster: bool = True) -> AsyncIterator[Database]:
     """Yield a Database for the settings (embedded or external).
 
     The daemon owns the embedded cluster and stops it on exit, even one it adopted after a
@@ -410,6 +478,6 @@ async def open_database(settings: Any, own_cluster: bool = True) -> AsyncIterato
             await embedded.stop()
 
 
-def embedded_url(settings: Any) -> str:
+def embedded_url(settings: DatabaseSettings) -> str:
     """The URL the daemon uses (for `streamerhub db url`), without starting anything."""
     return settings.get("database", "url") or EmbeddedPostgres(settings.data_dir).url

@@ -39,6 +39,7 @@ async def has_sealed_secrets(db: Database) -> bool:
     """Whether any *_sealed column holds a secret (then a missing master key is an error)."""
     async with db.pool.acquire() as conn:
         for table, _key, column in await sealed_columns(conn):
-            if await conn.fetchval(f'SELECT EXISTS (SELECT 1 FROM "{table}" WHERE "{column}" IS NOT NULL)'):
+            sql = f'SELECT EXISTS (SELECT 1 FROM "{table}" WHERE "{column}" IS NOT NULL)'
+            if await conn.fetchval(sql):
                 return True
     return False

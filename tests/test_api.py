@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from media import MediaSet, make_clip, media_set, no_leftover_ffmpeg  # noqa: F401
+from media import MediaSet, make_clip, media_set, no_leftover_ffmpeg  # noqa: F401  (fixtures)
 from rtmp_server import RtmpServer
 from test_jobs import keyring, multistream, updates  # noqa: F401  (fixtures)
 

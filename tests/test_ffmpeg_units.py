@@ -152,7 +152,8 @@ def test_progress_parser_handles_na_and_end() -> None:
     assert p is not None and p.ended
     assert (p.bitrate_kbps, p.total_size, p.out_time_us, p.speed) == (None, None, None, None)
     parser.feed("out_time=00:01:02.500000")
-    assert parser.feed("progress=continue").out_time == 62.5  # type: ignore[union-attr]
+    p = parser.feed("progress=continue")
+    assert p is not None and p.out_time == 62.5
 
 
 # -------------------------------------------------------------------------------- failures

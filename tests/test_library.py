@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import AsyncIterator
 
 import pytest
-from media import (  # noqa: F401
+from media import (  # noqa: F401  (pytest fixtures are imported by name)
     MediaSet,
     ffmpeg_children,
     ffmpeg_exe,
@@ -19,8 +19,8 @@ from media import (  # noqa: F401
 )
 
 from streamerhub.db import Database
-from streamerhub.ffmpeg.library import Library, TooLarge, Video, safe_label
-from streamerhub.ffmpeg.targets import InvalidInput, NotFound
+from streamerhub.errors import InvalidInput, NotFound, TooLarge
+from streamerhub.ffmpeg.library import Library, Video, safe_label
 
 pytestmark = [pytest.mark.ffmpeg, pytest.mark.usefixtures("no_leftover_ffmpeg")]
 
@@ -124,7 +124,7 @@ async def test_a_path_traversal_file_name_is_only_a_label(
 async def test_preparation_encodes_a_non_compliant_file_with_progress(
         library: Library, media_set: MediaSet) -> None:
     seen: list[float] = []
-    library._on_progress = lambda vid, fraction: seen.append(fraction)  # type: ignore[method-assign]
+    library._on_progress = lambda vid, fraction: seen.append(fraction)  # type: ignore[method-assign]  # a spy
     video = await library.import_path({"path": str(media_set.long_gop)})
     assert video.source == "import" and video.label == "long_gop.mp4"
     ready = await wait_status(library, video.id, "ready", "rejected")

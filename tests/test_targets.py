@@ -9,10 +9,8 @@ import pytest
 
 from streamerhub.crypto import Keyring
 from streamerhub.db import Database, sealed_columns
+from streamerhub.errors import Conflict, InvalidInput, NotFound
 from streamerhub.ffmpeg.targets import (
-    Conflict,
-    InvalidInput,
-    NotFound,
     TargetStore,
     key_hint,
     output_url,

@@ -14,13 +14,15 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from streamerhub.config import Settings
 from streamerhub.errors import StreamerHubError
 from streamerhub.web.auth import api_token
 
 API = "/api/v1"
+if TYPE_CHECKING:  # argparse has no public name for it, nor is it subscriptable at run time
+    Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]  # add_subparsers()
 Handler = Callable[[argparse.Namespace, Settings], int]
 
 
@@ -53,7 +55,8 @@ class Client:
                 answer = await resp.json(content_type=None) if resp.status != 204 else None
         except aiohttp.ClientConnectionError as exc:
             raise StreamerHubError(f"cannot reach the daemon at {self.base} ({exc}): is "
-                                   "`streamerhub run` running? (--url to point elsewhere)") from None
+                                   "`streamerhub run` running? (--url to point "
+                                   "elsewhere)") from None
         except ValueError:
             raise StreamerHubError(f"the daemon at {self.base} did not answer JSON") from None
         if resp.status >= 400:
@@ -251,7 +254,7 @@ def cmd_jobs_rm(args: argparse.Namespace, settings: Settings) -> int:
 
 # ----------------------------------------------------------------------------- parser
 
-def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+def add_commands(sub: Subcommands, common: argparse.ArgumentParser) -> None:
     """Register api-token, targets, videos and jobs on the `streamerhub` parser."""
     sub.add_parser("api-token", parents=[common], help="print the local admin API token"
                    ).set_defaults(handler=cmd_api_token)
@@ -263,12 +266,12 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     _jobs(sub, client)
 
 
-def _group(sub: Any, name: str, text: str) -> Any:
+def _group(sub: Subcommands, name: str, text: str) -> Subcommands:
     return sub.add_parser(name, help=text).add_subparsers(dest=f"{name}_command",
                                                           required=True, metavar="ACTION")
 
 
-def _targets(sub: Any, client: argparse.ArgumentParser) -> None:
+def _targets(sub: Subcommands, client: argparse.ArgumentParser) -> None:
     group = _group(sub, "targets", "RTMP targets (stream keys are write-only)")
     group.add_parser("list", parents=[client], help="list targets").set_defaults(
         handler=cmd_targets_list)
@@ -295,7 +298,7 @@ def _targets(sub: Any, client: argparse.ArgumentParser) -> None:
     rm.set_defaults(handler=cmd_targets_rm)
 
 
-def _videos(sub: Any, client: argparse.ArgumentParser) -> None:
+def _videos(sub: Subcommands, client: argparse.ArgumentParser) -> None:
     group = _group(sub, "videos", "the video library")
     profile = argparse.ArgumentParser(add_help=False)
     profile.add_argument("--video-kbps", type=int)
@@ -320,7 +323,7 @@ def _videos(sub: Any, client: argparse.ArgumentParser) -> None:
     prep.set_defaults(handler=cmd_videos_prepare)
 
 
-def _jobs(sub: Any, client: argparse.ArgumentParser) -> None:
+def _jobs(sub: Subcommands, client: argparse.ArgumentParser) -> None:
     group = _group(sub, "jobs", "stream jobs")
     group.add_parser("list", parents=[client], help="jobs and their targets' state"
                      ).set_defaults(handler=cmd_jobs_list)

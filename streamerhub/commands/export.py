@@ -6,13 +6,17 @@ import argparse
 import asyncio
 import sys
 from datetime import datetime
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from streamerhub.analytics.export import FORMATS, KINDS, ExportRequest, open_export
 from streamerhub.analytics.periods import BUCKET_SIZES, Calendar
+from streamerhub.config import Settings
+
+if TYPE_CHECKING:
+    from streamerhub.commands.client import Subcommands
 
 
-def add_export_command(sub: Any, common: argparse.ArgumentParser) -> None:
+def add_export_command(sub: Subcommands, common: argparse.ArgumentParser) -> None:
     parser = sub.add_parser(
         "export", parents=[common], help="write events, sessions or a time series as CSV/JSON",
         description="Stream an export to stdout. Times are given in UTC and in [general] timezone.")
@@ -31,14 +35,14 @@ def add_export_command(sub: Any, common: argparse.ArgumentParser) -> None:
     parser.set_defaults(handler=cmd_export)
 
 
-def cmd_export(args: argparse.Namespace, settings: Any) -> int:
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     try:
         return asyncio.run(run_export(args, settings, sys.stdout.buffer))
     except BrokenPipeError:          # `| head`: the reader left, which is fine
         return 0
 
 
-async def run_export(args: argparse.Namespace, settings: Any, out: BinaryIO,
+async def run_export(args: argparse.Namespace, settings: Settings, out: BinaryIO,
                      now: datetime | None = None) -> int:
     from streamerhub.config import prepare_data_dir
     from streamerhub.db import open_database

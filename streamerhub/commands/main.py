@@ -6,12 +6,15 @@ import argparse
 import asyncio
 import os
 import sys
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Awaitable, Callable, Sequence
 
 from streamerhub import __version__
 from streamerhub.config import Settings, load_settings
 from streamerhub.errors import ConfigError, StreamerHubError
 from streamerhub.log import setup_logging
+
+if TYPE_CHECKING:  # imported lazily at run time: most commands need no database
+    from streamerhub.db import Database
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -80,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_db_status(args: argparse.Namespace, settings: Settings) -> int:
     from streamerhub.db import load_migrations, redact_url
 
-    async def status(db: Any) -> int:
+    async def status(db: Database) -> int:
         applied = await db.applied_versions()
         print(f"database: {redact_url(db.url)}")
         for m in load_migrations():
@@ -92,7 +95,7 @@ def cmd_db_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
-    async def upgrade(db: Any) -> int:
+    async def upgrade(db: Database) -> int:
         done = await db.upgrade()
         for m in done:
             print(f"applied  {m.version:04d}_{m.name}")
@@ -113,7 +116,7 @@ def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
     from streamerhub.crypto import load_keyring
     from streamerhub.keys import rotate_master_key
 
-    async def rotate(db: Any) -> int:
+    async def rotate(db: Database) -> int:
         await db.check_not_newer()
         keyring = load_keyring(settings.data_dir, os.environ, create=False)
         new, count = await rotate_master_key(db, settings.data_dir, keyring)
@@ -123,7 +126,7 @@ def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(_with_db(settings, rotate))
 
 
-async def _with_db(settings: Settings, action: Callable[[Any], Any]) -> int:
+async def _with_db(settings: Settings, action: Callable[[Database], Awaitable[int]]) -> int:
     from streamerhub.config import prepare_data_dir
     from streamerhub.db import open_database
 
@@ -150,7 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(args.config, args.data_dir)
         setup_logging(settings.get("log", "level"), settings.get("log", "format"))
-        return args.handler(args, settings)
+        handler: Handler = args.handler
+        return handler(args, settings)
     except ConfigError as exc:
         print(f"streamerhub: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -7,7 +7,7 @@ import fcntl
 import os
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TextIO
 
 from streamerhub.config import Settings
 from streamerhub.errors import ConfigError, StreamerHubError
@@ -54,7 +54,7 @@ def ensure_port_free(host: str, port: int) -> None:
                               "[web] port / STREAMERHUB_WEB_PORT") from None
 
 
-def acquire_daemon_lock(data_dir: Path) -> Any:
+def acquire_daemon_lock(data_dir: Path) -> TextIO:
     """One daemon per data dir: a second one would share (and then stop) the same database."""
     handle = open(data_dir / "streamerhub.lock", "a+")
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Sequence, TypeVar
 
 from aiohttp import web
 
@@ -12,6 +13,8 @@ from .replies import ApiError, int_param, require
 from .state import State, Token
 
 _UNAUTHORIZED = {"WWW-Authenticate": 'OAuth realm="TwitchTV", error="invalid_token"'}
+
+T = TypeVar("T")
 
 
 def authenticate(request: web.Request, scope: str | None = None) -> tuple[State, Token]:
@@ -41,7 +44,7 @@ def own_channel(request: web.Request, token: Token) -> str:
     return broadcaster_id
 
 
-def page(request: web.Request, items: list) -> tuple[list, dict]:
+def page(request: web.Request, items: Sequence[T]) -> tuple[Sequence[T], dict[str, str]]:
     """Slice items by `first` and the opaque `after` cursor; returns (page, pagination)."""
     first = int_param(request, "first", 20, 1, 100)
     offset = _decode_cursor(request.query.get("after"))

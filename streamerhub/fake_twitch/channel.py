@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from .frames import rfc3339_ns
 
@@ -57,7 +57,7 @@ class Channel:
         """End the stream."""
         self.live, self.viewer_count, self.started_at, self.stream_id = False, 0, None, None
 
-    def stream_json(self, user: dict) -> dict:
+    def stream_json(self, user: dict[str, Any]) -> dict[str, Any]:
         """The Helix GET /streams entry for this channel (call only when live)."""
         return {
             "id": self.stream_id, "user_id": self.user_id, "user_login": user["login"],
@@ -70,7 +70,7 @@ class Channel:
             "tag_ids": [], "is_mature": False,
         }
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         """Everything but the stream key, for /_fake/state."""
         shown = asdict(self)
         del shown["stream_key"]
@@ -100,7 +100,7 @@ class Subscriber:
     gifter_login: str = ""
     gifter_name: str = ""
 
-    def to_json(self, broadcaster: dict) -> dict:
+    def to_json(self, broadcaster: dict[str, Any]) -> dict[str, Any]:
         """The Helix entry, broadcaster fields included."""
         plan = {"1000": "Tier 1", "2000": "Tier 2", "3000": "Tier 3"}.get(self.tier, "Tier 1")
         return {"broadcaster_id": broadcaster["id"], "broadcaster_login": broadcaster["login"],
@@ -135,19 +135,28 @@ def _seconds(timestamp: str | None) -> str | None:
     return timestamp.split(".")[0] + "Z"
 
 
-def _user(event: dict, prefix: str = "user") -> tuple[str, str, str]:
+class World(Protocol):
+    """What an event changes in the fake's state (state.State, which imports this module)."""
+
+    followers: dict[str, dict[str, Follower]]
+    subscribers: dict[str, dict[str, Subscriber]]
+
+    def channel(self, user_id: str) -> Channel: ...
+
+
+def _user(event: dict[str, Any], prefix: str = "user") -> tuple[str, str, str]:
     return (str(event.get(f"{prefix}_id") or ""), event.get(f"{prefix}_login") or "",
             event.get(f"{prefix}_name") or "")
 
 
-def _on_follow(state: Any, event: dict) -> None:
+def _on_follow(state: World, event: dict[str, Any]) -> None:
     follows = state.followers.setdefault(str(event["broadcaster_user_id"]), {})
     user_id, login, name = _user(event)
     follows.pop(user_id, None)  # a re-follow moves to the newest end
     follows[user_id] = Follower(user_id, login, name, event.get("followed_at") or rfc3339_ns())
 
 
-def _on_subscribe(state: Any, event: dict) -> None:
+def _on_subscribe(state: World, event: dict[str, Any]) -> None:
     subs = state.subscribers.setdefault(str(event["broadcaster_user_id"]), {})
     user_id, login, name = _user(event)
     if user_id not in subs:
@@ -155,20 +164,20 @@ def _on_subscribe(state: Any, event: dict) -> None:
                                    bool(event.get("is_gift")))
 
 
-def _on_sub_end(state: Any, event: dict) -> None:
+def _on_sub_end(state: World, event: dict[str, Any]) -> None:
     state.subscribers.get(str(event["broadcaster_user_id"]), {}).pop(_user(event)[0], None)
 
 
-def _on_online(state: Any, event: dict) -> None:
+def _on_online(state: World, event: dict[str, Any]) -> None:
     state.channel(str(event["broadcaster_user_id"])).go_live(
         event.get("id"), event.get("started_at"))
 
 
-def _on_offline(state: Any, event: dict) -> None:
+def _on_offline(state: World, event: dict[str, Any]) -> None:
     state.channel(str(event["broadcaster_user_id"])).go_offline()
 
 
-def _on_update(state: Any, event: dict) -> None:
+def _on_update(state: World, event: dict[str, Any]) -> None:
     channel = state.channel(str(event["broadcaster_user_id"]))
     channel.title = event.get("title", channel.title)
     channel.language = event.get("language", channel.language)
@@ -177,13 +186,13 @@ def _on_update(state: Any, event: dict) -> None:
     channel.content_classification_labels = list(event.get("content_classification_labels") or [])
 
 
-def _on_raid(state: Any, event: dict) -> None:
+def _on_raid(state: World, event: dict[str, Any]) -> None:
     channel = state.channel(str(event["to_broadcaster_user_id"]))
     if channel.live:
         channel.viewer_count += int(event.get("viewers") or 0)
 
 
-_EFFECTS: dict[str, Callable[[Any, dict], None]] = {
+_EFFECTS: dict[str, Callable[[World, dict[str, Any]], None]] = {
     "channel.follow": _on_follow,
     "channel.subscribe": _on_subscribe,
     "channel.subscription.message": _on_subscribe,
@@ -195,7 +204,7 @@ _EFFECTS: dict[str, Callable[[Any, dict], None]] = {
 }
 
 
-def apply_event(state: Any, subscription_type: str, event: dict) -> None:
+def apply_event(state: World, subscription_type: str, event: dict[str, Any]) -> None:
     """Make Helix agree with an event that just happened (follow lists, subs, live state)."""
     effect = _EFFECTS.get(subscription_type)
     if effect is not None:

@@ -29,7 +29,7 @@ class Outcome:
     message_ids: list[str]
 
 
-def parse_item(item: Any) -> tuple[str, str, dict, str | None]:
+def parse_item(item: Any) -> tuple[str, str, dict[str, Any], str | None]:
     """(type, version, event, message_id) from one control item, version defaulting."""
     if not isinstance(item, dict) or not isinstance(item.get("event"), dict):
         raise DeliveryError("each item needs subscription_type and an event object")
@@ -65,10 +65,10 @@ class _Batch:
         self.state = state
         self.stamper = frames.Stamper()
         self.frames: dict[Session, tuple[list[str], list[str]]] = {}
-        self._routes: dict[tuple, list[tuple[Session, str]]] = {}
+        self._routes: dict[tuple[str, ...], list[tuple[Session, str]]] = {}
         self._heads: dict[tuple[str, str], tuple[str, str]] = {}
 
-    def add(self, subscription_type: str, version: str, event: dict,
+    def add(self, subscription_type: str, version: str, event: dict[str, Any],
             message_id: str | None) -> None:
         """Queue one event's frames for every recipient."""
         recipients = self._recipients(subscription_type, version, event)
@@ -85,7 +85,7 @@ class _Batch:
             ids.append(mid)
 
     def _recipients(self, subscription_type: str, version: str,
-                    event: dict) -> list[tuple[Session, str]]:
+                    event: dict[str, Any]) -> list[tuple[Session, str]]:
         key = (subscription_type, version, *route_key(event))
         if key not in self._routes:
             self._routes[key] = [
@@ -108,7 +108,8 @@ async def broadcast_raw(state: State, text: str, session_id: str | None = None) 
     return sent
 
 
-async def request_reconnect(state: State, ws_base: str, session_id: str | None = None) -> dict:
+async def request_reconnect(state: State, ws_base: str,
+                            session_id: str | None = None) -> dict[str, Any]:
     """Send session_reconnect; each reconnect_url opens a session that inherits subscriptions."""
     urls = {}
     for session in _targets(state, session_id):

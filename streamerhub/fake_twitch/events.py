@@ -37,40 +37,40 @@ def _base(viewer: bool = True) -> dict[str, Any]:
     return {**event, **_who("broadcaster_user", BROADCASTER)}
 
 
-def _follow() -> dict:
+def _follow() -> dict[str, Any]:
     return {**_base(), "followed_at": _at()}
 
 
-def _subscribe() -> dict:
+def _subscribe() -> dict[str, Any]:
     return {**_base(), "tier": "1000", "is_gift": False}
 
 
-def _gift() -> dict:
+def _gift() -> dict[str, Any]:
     return {**_base(), "total": 5, "tier": "1000", "cumulative_total": 25, "is_anonymous": False}
 
 
-def _resub() -> dict:
+def _resub() -> dict[str, Any]:
     message = {"text": "Love the stream! Kappa", "emotes": [{"begin": 17, "end": 21, "id": "25"}]}
     return {**_base(), "tier": "1000", "message": message, "cumulative_months": 15,
             "streak_months": 3, "duration_months": 1}
 
 
-def _cheer() -> dict:
+def _cheer() -> dict[str, Any]:
     return {"is_anonymous": False, **_base(), "message": "Cheer100 great play!", "bits": 100}
 
 
-def _online() -> dict:
+def _online() -> dict[str, Any]:
     return {"id": str(40_000_000_000 + time.time_ns() % 1_000_000_000),
             **_base(viewer=False), "type": "live", "started_at": _at()}
 
 
-def _raid() -> dict:
+def _raid() -> dict[str, Any]:
     return {**_who("from_broadcaster_user", RAIDER), **_who("to_broadcaster_user", BROADCASTER),
             "viewers": 42}
 
 
-def _redemption(status: str) -> Callable[[], dict]:
-    def build() -> dict:
+def _redemption(status: str) -> Callable[[], dict[str, Any]]:
+    def build() -> dict[str, Any]:
         reward = {"id": "92af127c-7326-4483-a52b-b0da0be61c01", "title": "Hydrate!",
                   "cost": 500, "prompt": "Make the streamer drink some water"}
         return {"id": new_id(), **_base(viewer=False), **_who("user", VIEWER),
@@ -78,23 +78,24 @@ def _redemption(status: str) -> Callable[[], dict]:
     return build
 
 
-def _update() -> dict:
+def _update() -> dict[str, Any]:
     return {**_base(viewer=False), "title": "Ranked grind until diamond", "language": "en",
             "category_id": "516575", "category_name": "VALORANT",
             "content_classification_labels": []}
 
 
-def _contribution(kind: str, total: int) -> dict:
+def _contribution(kind: str, total: int) -> dict[str, Any]:
     return {**_who("user", VIEWER), "type": kind, "total": total}
 
 
-def _hype(stage: str) -> Callable[[], dict]:
-    def build() -> dict:
-        event = {"id": new_id(), **_base(viewer=False), "total": 1750, "progress": 350,
-                 "goal": 1800, "top_contributions": [_contribution("bits", 1000),
-                                                     _contribution("subscription", 500)],
-                 "shared_train_participants": None, "level": 2, "started_at": _at(-120),
-                 "expires_at": _at(180), "is_shared_train": False, "type": "regular"}
+def _hype(stage: str) -> Callable[[], dict[str, Any]]:
+    def build() -> dict[str, Any]:
+        event: dict[str, Any] = {
+            "id": new_id(), **_base(viewer=False), "total": 1750, "progress": 350,
+            "goal": 1800, "top_contributions": [_contribution("bits", 1000),
+                                                _contribution("subscription", 500)],
+            "shared_train_participants": None, "level": 2, "started_at": _at(-120),
+            "expires_at": _at(180), "is_shared_train": False, "type": "regular"}
         if stage == "begin":
             event.update(total=500, progress=500, goal=1000, level=1,
                          top_contributions=[_contribution("bits", 500)],
@@ -111,9 +112,9 @@ def _hype(stage: str) -> Callable[[], dict]:
 _CHOICES = (("a1", "Yes"), ("a2", "No"), ("a3", "Maybe"))
 
 
-def _poll(stage: str) -> Callable[[], dict]:
-    def build() -> dict:
-        choices = [{"id": cid, "title": title} for cid, title in _CHOICES]
+def _poll(stage: str) -> Callable[[], dict[str, Any]]:
+    def build() -> dict[str, Any]:
+        choices: list[dict[str, Any]] = [{"id": cid, "title": title} for cid, title in _CHOICES]
         if stage != "begin":
             for i, choice in enumerate(choices):
                 votes = (12, 7, 3)[i] * (10 if stage == "end" else 1)
@@ -131,13 +132,13 @@ def _poll(stage: str) -> Callable[[], dict]:
     return build
 
 
-def _outcomes(stage: str) -> list[dict]:
-    outcomes = [{"id": "o-blue", "title": "Win", "color": "blue"},
-                {"id": "o-pink", "title": "Lose", "color": "pink"}]
+def _outcomes(stage: str) -> list[dict[str, Any]]:
+    outcomes: list[dict[str, Any]] = [{"id": "o-blue", "title": "Win", "color": "blue"},
+                                      {"id": "o-pink", "title": "Lose", "color": "pink"}]
     if stage == "begin":
         return outcomes
     won = stage == "end"
-    for outcome, users, points in zip(outcomes, (10, 8), (15000, 13000)):
+    for outcome, users, points in zip(outcomes, (10, 8), (15000, 13000), strict=True):
         predictor = {**_who("user", VIEWER), "channel_points_used": points // users,
                      "channel_points_won": (points * 2 if won and outcome["color"] == "blue"
                                             else None)}
@@ -145,8 +146,8 @@ def _outcomes(stage: str) -> list[dict]:
     return outcomes
 
 
-def _prediction(stage: str) -> Callable[[], dict]:
-    def build() -> dict:
+def _prediction(stage: str) -> Callable[[], dict[str, Any]]:
+    def build() -> dict[str, Any]:
         event = {"id": new_id(), **_base(viewer=False), "title": "Will we win this round?",
                  "outcomes": _outcomes(stage), "started_at": _at(-120)}
         if stage in ("begin", "progress"):
@@ -159,8 +160,8 @@ def _prediction(stage: str) -> Callable[[], dict]:
     return build
 
 
-def _goal(stage: str) -> Callable[[], dict]:
-    def build() -> dict:
+def _goal(stage: str) -> Callable[[], dict[str, Any]]:
+    def build() -> dict[str, Any]:
         event = {"id": new_id(), **_base(viewer=False), "type": "follower",
                  "description": "Road to 1000 followers",
                  "current_amount": 0 if stage == "begin" else 640, "target_amount": 1000,
@@ -171,7 +172,7 @@ def _goal(stage: str) -> Callable[[], dict]:
     return build
 
 
-_BUILDERS: dict[str, Callable[[], dict]] = {
+_BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
     "channel.follow": _follow,
     "channel.subscribe": _subscribe,
     "channel.subscription.gift": _gift,
@@ -195,7 +196,7 @@ _ANONYMOUS_NULLS = {"channel.subscription.gift": ("user_id", "user_login", "user
                     "channel.cheer": ("user_id", "user_login", "user_name")}
 
 
-def sample_event(subscription_type: str, **overrides: Any) -> tuple[str, dict]:
+def sample_event(subscription_type: str, **overrides: Any) -> tuple[str, dict[str, Any]]:
     """(version, event) for a subscription type, with top-level fields overridden."""
     row = catalog.current(subscription_type)
     if row is None or subscription_type not in _BUILDERS:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from . import catalog
@@ -63,7 +65,7 @@ def _session(state: State, transport: object, token: Token) -> Session:
     return session
 
 
-def _authorize(row: catalog.SubscriptionType, condition: dict, token: Token) -> None:
+def _authorize(row: catalog.SubscriptionType, condition: dict[str, Any], token: Token) -> None:
     if row.scope is None:
         return
     if row.scope not in token.scopes:
@@ -74,7 +76,7 @@ def _authorize(row: catalog.SubscriptionType, condition: dict, token: Token) -> 
         raise ApiError(403, "subscription missing proper authorization")
 
 
-def _check_duplicate(state: State, row: catalog.SubscriptionType, condition: dict,
+def _check_duplicate(state: State, row: catalog.SubscriptionType, condition: dict[str, Any],
                      session: Session) -> None:
     for sub in state.session_subscriptions(session.id):
         if sub.type == row.type and sub.version == row.version and sub.condition == condition:
@@ -91,7 +93,7 @@ def _check_limits(state: State, token: Token, session: Session, cost: int) -> No
         raise ApiError(429, "total cost exceeded")
 
 
-def _channels_of(condition: dict) -> set[str]:
+def _channels_of(condition: dict[str, Any]) -> set[str]:
     return {condition[k] for k in _BROADCASTER_KEYS if k in condition}
 
 
@@ -100,7 +102,7 @@ def _owned(state: State, token: Token) -> list[Subscription]:
             if s.owner_id == token.user_id and s.client_id == token.client_id]
 
 
-def _totals(state: State, token: Token, listed: list[Subscription] | None = None) -> dict:
+def _totals(state: State, token: Token, listed: list[Subscription] | None = None) -> dict[str, Any]:
     owned = _owned(state, token)
     return {"total": len(owned if listed is None else listed),
             "total_cost": sum(s.cost for s in owned if s.status == "enabled"),

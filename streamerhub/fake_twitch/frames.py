@@ -54,7 +54,7 @@ class Stamper:
         return f"{self._prefix}{fraction:09d}Z"
 
 
-def _frame(message_type: str, payload: dict, extra: dict | None = None) -> str:
+def _frame(message_type: str, payload: dict[str, Any], extra: dict[str, Any] | None = None) -> str:
     metadata = {
         "message_id": new_id(),
         "message_type": message_type,
@@ -65,7 +65,7 @@ def _frame(message_type: str, payload: dict, extra: dict | None = None) -> str:
 
 
 def session_payload(session_id: str, status: str, connected_at: str,
-                    keepalive: float | None, reconnect_url: str | None) -> dict:
+                    keepalive: float | None, reconnect_url: str | None) -> dict[str, Any]:
     """The payload.session object shared by welcome and reconnect frames."""
     if isinstance(keepalive, float) and keepalive.is_integer():
         keepalive = int(keepalive)
@@ -95,7 +95,7 @@ def reconnect(session_id: str, connected_at: str, url: str) -> str:
                   session_payload(session_id, "reconnecting", connected_at, None, url))
 
 
-def revocation(subscription: dict) -> str:
+def revocation(subscription: dict[str, Any]) -> str:
     """A revocation frame for one subscription (its status already set to the reason)."""
     extra = {"subscription_type": subscription["type"],
              "subscription_version": subscription["version"]}

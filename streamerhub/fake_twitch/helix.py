@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from . import eventsub_api
@@ -12,7 +14,7 @@ from .replies import ApiError, json_body, require
 from .state import Token
 
 
-def _public(user: dict, token: Token) -> dict:
+def _public(user: dict[str, Any], token: Token) -> dict[str, Any]:
     shown = dict(user)
     if user["id"] != token.user_id or "user:read:email" not in token.scopes:
         shown.pop("email", None)
@@ -92,7 +94,7 @@ async def patch_channel(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def _update_channel(channel: Channel, body: dict) -> None:
+def _update_channel(channel: Channel, body: dict[str, Any]) -> None:
     if "title" in body:
         if not str(body["title"]).strip():
             raise ApiError(400, "The title field may not be empty")

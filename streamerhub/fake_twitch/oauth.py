@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import string
 import time
+from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from aiohttp import web
@@ -53,7 +54,7 @@ async def token(request: web.Request) -> web.Response:
     return web.json_response(grants[grant_type](state, params))
 
 
-def _code_grant(state: State, params: dict) -> dict:
+def _code_grant(state: State, params: dict[str, Any]) -> dict[str, Any]:
     grant = state.auth_codes.pop(params.get("code", ""), None)
     if grant is None or grant["client_id"] != params.get("client_id"):
         raise ApiError(400, "Invalid authorization code")
@@ -62,7 +63,7 @@ def _code_grant(state: State, params: dict) -> dict:
     return state.issue_token(grant["user_id"], grant["scopes"], grant["client_id"]).grant_json()
 
 
-def _refresh_grant(state: State, params: dict) -> dict:
+def _refresh_grant(state: State, params: dict[str, Any]) -> dict[str, Any]:
     old = state.refresh_tokens.get(params.get("refresh_token", ""))
     if old is not None and params.get("client_id") not in (None, old.client_id):
         raise ApiError(400, "Invalid refresh token")
@@ -72,7 +73,7 @@ def _refresh_grant(state: State, params: dict) -> dict:
     return fresh.grant_json()
 
 
-def _device_grant(state: State, params: dict) -> dict:
+def _device_grant(state: State, params: dict[str, Any]) -> dict[str, Any]:
     grant = state.device_codes.get(params.get("device_code", ""))
     if grant is None or grant["expires_at"] < time.time():
         raise ApiError(400, "invalid device code")
@@ -85,7 +86,7 @@ def _device_grant(state: State, params: dict) -> dict:
     return state.issue_token(grant["user_id"], grant["scopes"], grant["client_id"]).grant_json()
 
 
-def _client_grant(state: State, params: dict) -> dict:
+def _client_grant(state: State, params: dict[str, Any]) -> dict[str, Any]:
     return state.issue_app_token(require(params, "client_id")).grant_json()
 
 

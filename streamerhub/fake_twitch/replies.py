@@ -31,7 +31,7 @@ def _phrase(status: int) -> str:
         return "Error"
 
 
-async def json_body(request: web.Request) -> dict:
+async def json_body(request: web.Request) -> dict[str, Any]:
     """The request's JSON object body; an empty body is {}."""
     if not request.can_read_body:
         return {}

@@ -155,5 +155,6 @@ async def simulation_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     task.cancel()
     await asyncio.wait([task])
-    if not task.cancelled() and task.exception() is not None:
-        raise task.exception()  # a broken script should fail loudly, not go quiet
+    failure = None if task.cancelled() else task.exception()
+    if failure is not None:
+        raise failure  # a broken script should fail loudly, not go quiet

@@ -10,6 +10,8 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiohttp import web
+
 from .catalog import ALL_SCOPES
 from .channel import Channel, Follower, Subscriber
 from .frames import rfc3339_ns
@@ -55,7 +57,7 @@ class Token:
         """Seconds left, never negative."""
         return max(0, int(self.expires_at - time.time()))
 
-    def grant_json(self) -> dict:
+    def grant_json(self) -> dict[str, Any]:
         """The OAuth token endpoint's answer for this token (app tokens have no refresh)."""
         grant = {"access_token": self.access_token, "expires_in": self.expires_in(),
                  "refresh_token": self.refresh_token, "scope": list(self.scopes),
@@ -70,10 +72,11 @@ class Session:
     """One EventSub WebSocket connection."""
 
     id: str
-    ws: Any
+    ws: web.WebSocketResponse
     keepalive: float
     connected_at: str
-    transport: Any = None  # the connection's asyncio transport, for chunked frame writes
+    # The connection's asyncio transport, for chunked frame writes.
+    transport: asyncio.Transport | None = None
     welcomed_at: float = 0.0  # time.monotonic() of the welcome
     last_sent: float = 0.0  # time.monotonic() of the last data frame (pings don't count)
     used: bool = False  # has held a subscription; otherwise 4003 at the deadline
@@ -84,9 +87,9 @@ class Session:
     last_ping: float = field(default_factory=time.monotonic)
     ping_sent_at: float | None = None  # outstanding ping, cleared by a pong
     close_code: int | None = None  # set when the server starts closing
-    closing_task: Any = None  # the task running the server-side close
+    closing_task: asyncio.Task[Any] | None = None  # the task running the server-side close
 
-    def snapshot(self, subscriptions: int) -> dict:
+    def snapshot(self, subscriptions: int) -> dict[str, Any]:
         """Public view for /_fake/state."""
         return {"id": self.id, "status": self.status, "connected_at": self.connected_at,
                 "keepalive_timeout_seconds": self.keepalive, "frames_sent": self.frames_sent,
@@ -108,16 +111,16 @@ class Subscription:
     created_at: str = field(default_factory=rfc3339_ns)
     status: str = "enabled"
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         """The subscription object as Twitch writes it in notifications and Helix."""
         return {"id": self.id, "status": self.status, "type": self.type,
                 "version": self.version, "cost": self.cost, "condition": dict(self.condition),
                 "transport": {"method": "websocket", "session_id": self.session_id},
                 "created_at": self.created_at}
 
-    def matches(self, event: dict) -> bool:
+    def matches(self, event: dict[str, Any]) -> bool:
         """True when the event is for the channel (and reward) this condition names."""
-        for key, value in zip(_ROUTED, route_key(event)):
+        for key, value in zip(_ROUTED, route_key(event), strict=True):
             if key in self.condition and value != self.condition[key]:
                 return False
         return True
@@ -127,7 +130,7 @@ _ROUTED = ("broadcaster_user_id", "to_broadcaster_user_id", "from_broadcaster_us
            "reward_id")
 
 
-def route_key(event: dict) -> tuple[str, str, str, str]:
+def route_key(event: dict[str, Any]) -> tuple[str, str, str, str]:
     """The event fields a subscription condition can filter on, as strings, in _ROUTED order."""
     reward = event.get("reward")
     reward_id = reward.get("id") if isinstance(reward, dict) else None
@@ -177,14 +180,14 @@ class State:
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
-        self.users: dict[str, dict] = {}
+        self.users: dict[str, dict[str, Any]] = {}
         self.tokens: dict[str, Token] = {}
         self.refresh_tokens: dict[str, Token] = {}
-        self.auth_codes: dict[str, dict] = {}
-        self.device_codes: dict[str, dict] = {}
+        self.auth_codes: dict[str, dict[str, Any]] = {}
+        self.device_codes: dict[str, dict[str, Any]] = {}
         self.sessions: dict[str, Session] = {}
         self.reconnects: dict[str, Session] = {}
-        self.closed_sessions: deque[dict] = deque(maxlen=200)
+        self.closed_sessions: deque[dict[str, Any]] = deque(maxlen=200)
         self.subscriptions: dict[str, Subscription] = {}
         self.channels: dict[str, Channel] = {}
         self.followers: dict[str, dict[str, Follower]] = {}
@@ -200,7 +203,7 @@ class State:
         self.default_token = self.issue_token(DEFAULT_USER["id"])
 
     # Users and channels -------------------------------------------------------------------
-    def add_user(self, id: str, login: str, display_name: str, **extra: Any) -> dict:
+    def add_user(self, id: str, login: str, display_name: str, **extra: Any) -> dict[str, Any]:
         """Register a Helix user (GET /users shape)."""
         user = {"id": id, "login": login, "display_name": display_name, "type": "",
                 "broadcaster_type": "", "description": f"{display_name}'s channel",
@@ -210,11 +213,11 @@ class State:
         self.users[id] = user
         return user
 
-    def user_by_login(self, login: str) -> dict | None:
+    def user_by_login(self, login: str) -> dict[str, Any] | None:
         """Find a user by login, case-insensitively."""
         return next((u for u in self.users.values() if u["login"] == login.lower()), None)
 
-    def user_or_stub(self, user_id: str) -> dict:
+    def user_or_stub(self, user_id: str) -> dict[str, Any]:
         """The user, or a made-up one for ids only events have mentioned."""
         return self.users.get(user_id) or {"id": user_id, "login": f"user{user_id}",
                                            "display_name": f"User{user_id}"}
@@ -258,7 +261,8 @@ class State:
         self.refresh_tokens.pop(token.refresh_token, None)
 
     # Sessions and subscriptions ---------------------------------------------------------------
-    def session_subscriptions(self, session_id: str, enabled_only: bool = True) -> list:
+    def session_subscriptions(self, session_id: str,
+                              enabled_only: bool = True) -> list[Subscription]:
         """The subscriptions whose transport is this session."""
         return [s for s in self.subscriptions.values() if s.session_id == session_id
                 and (s.status == "enabled" or not enabled_only)]
@@ -283,9 +287,10 @@ class State:
                                      "close_code": None if close_code is None else int(close_code),
                                      "frames_sent": session.frames_sent})
 
-    def recipients(self, subscription_type: str, version: str, event: dict) -> list:
+    def recipients(self, subscription_type: str, version: str,
+                   event: dict[str, Any]) -> list[tuple[Session, Subscription]]:
         """(session, subscription) pairs that should get this event."""
-        found = []
+        found: list[tuple[Session, Subscription]] = []
         for sub in self.subscriptions.values():
             if (sub.type == subscription_type and sub.version == version
                     and sub.status == "enabled" and sub.matches(event)):
@@ -306,7 +311,7 @@ class State:
         return None
 
     # Introspection ------------------------------------------------------------------------
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         """Everything a test or demo may want to look at, as JSON-able data."""
         return {
             "sessions": [s.snapshot(len(self.session_subscriptions(s.id)))

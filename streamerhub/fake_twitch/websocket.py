@@ -7,6 +7,7 @@ import secrets
 import struct
 import time
 from collections.abc import Iterable
+from typing import Literal
 
 from aiohttp import WSMsgType, web
 
@@ -52,12 +53,13 @@ async def eventsub_ws(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-async def _stop_ticker(ticker: asyncio.Task | None, session: Session) -> None:
+async def _stop_ticker(ticker: asyncio.Task[None] | None, session: Session) -> None:
     if ticker is None:
         return
-    if session.closing_task is not ticker:
-        ticker.cancel()
     # A ticker that is itself closing the socket finishes that close handshake first.
+    closing_itself = session.closing_task is ticker
+    if not closing_itself:
+        ticker.cancel()
     await asyncio.wait([ticker])
 
 
@@ -71,7 +73,7 @@ def _keepalive_from(request: web.Request, state: State) -> float:
         raise web.HTTPBadRequest(text="keepalive_timeout_seconds must be an integer") from None
 
 
-def _reconnect_source(state: State, request: web.Request) -> Session | None | bool:
+def _reconnect_source(state: State, request: web.Request) -> Session | Literal[False] | None:
     """The session a reconnect_url points at; False when the URL is stale or made up."""
     token = request.query.get("reconnect")
     if token is None:

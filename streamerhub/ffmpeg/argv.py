@@ -43,6 +43,9 @@ class EncodeProfile:
             raise ValueError(f"keyframe_seconds {self.keyframe_seconds} is outside 0.5..10")
 
 
+DEFAULT_PROFILE = EncodeProfile()  # frozen: safe to share as a default argument
+
+
 @dataclass(frozen=True)
 class VideoPlan:
     """Output geometry of a normalisation: even dimensions, capped height and frame rate."""
@@ -182,12 +185,13 @@ def resume_point(position: float, duration: float | None,
 
 def plan_video(width: int, height: int, fps: float | None, profile: EncodeProfile) -> VideoPlan:
     """Keep the source size and rate, capped at the profile's height and fps, dims even."""
+    scaled_width: float = width
     if height > profile.max_height:
-        width, height = width * profile.max_height / height, profile.max_height
+        scaled_width, height = width * profile.max_height / height, profile.max_height
     rate = fps_fraction(fps if fps and fps > 0 else 30.0)
     if rate > Fraction(profile.max_fps).limit_denominator(1001):
         rate = Fraction(profile.max_fps).limit_denominator(1001)
-    return VideoPlan(_even(width), _even(height), rate)
+    return VideoPlan(_even(scaled_width), _even(height), rate)
 
 
 def fps_fraction(fps: float) -> Fraction:

@@ -27,7 +27,8 @@ _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 
 
 class FFmpegNotFound(StreamerHubError):
-    """No usable FFmpeg binary: none configured, none on PATH, no bundled one, or it does not run."""
+    """No usable FFmpeg binary: none configured, none on PATH, no bundled one, or it does not
+    run."""
 
 
 @dataclass(frozen=True)

@@ -10,14 +10,15 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
+from streamerhub.errors import InvalidInput
 from streamerhub.ffmpeg.schedule import (
     Schedule,
     iso,
     parse_schedule,
 )
-from streamerhub.ffmpeg.targets import InvalidInput, check_body
+from streamerhub.ffmpeg.targets import check_body
 
 FIELDS = ("name", "videos", "targets", "loop", "title", "category", "tags", "schedule")
 REQUIRED = ("name", "videos", "targets")
@@ -102,11 +103,12 @@ def _tags(value: Any) -> tuple[str, ...]:
 def parse_job(body: Any, tz: dt.tzinfo, now: dt.datetime, partial: bool = False) -> dict[str, Any]:
     """Validate a create request (name, videos, targets required) or an edit (any subset)."""
     check_body(body, FIELDS, REQUIRED, partial)
-    checks = {"name": lambda v: _text(v, "name", 100), "videos": lambda v: _ids(v, "videos"),
-              "targets": lambda v: tuple(dict.fromkeys(_ids(v, "targets"))), "loop": _loop,
-              "title": lambda v: _text(v, "title", 140),
-              "category": lambda v: _text(v, "category", 200), "tags": _tags,
-              "schedule": lambda v: parse_schedule(v, tz, now)}
+    checks: dict[str, Callable[[Any], Any]] = {
+        "name": lambda v: _text(v, "name", 100), "videos": lambda v: _ids(v, "videos"),
+        "targets": lambda v: tuple(dict.fromkeys(_ids(v, "targets"))), "loop": _loop,
+        "title": lambda v: _text(v, "title", 140),
+        "category": lambda v: _text(v, "category", 200), "tags": _tags,
+        "schedule": lambda v: parse_schedule(v, tz, now)}
     fields = {k: checks[k](v) for k, v in body.items()}
     if "name" in body and not fields["name"]:
         raise InvalidInput("name: give the job a name")

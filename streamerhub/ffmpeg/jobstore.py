@@ -9,9 +9,9 @@ from typing import Any
 import asyncpg
 
 from streamerhub.db import Database
+from streamerhub.errors import Conflict, InvalidInput, NotFound
 from streamerhub.ffmpeg.jobs import EDITABLE_WHILE_RUNNING, Job, parse_job
 from streamerhub.ffmpeg.schedule import Schedule, iso
-from streamerhub.ffmpeg.targets import Conflict, InvalidInput, NotFound
 
 _SELECT = """
 SELECT j.*,
@@ -37,7 +37,7 @@ UPDATE stream_jobs SET name = $2, loop_count = $3, title = $4, category = $5, ta
 
 def _job(row: asyncpg.Record) -> Job:
     return Job(id=row["id"], name=row["name"], videos=tuple(row["video_ids"]),
-               targets=tuple(zip(row["target_ids"], row["target_desired"])),
+               targets=tuple(zip(row["target_ids"], row["target_desired"], strict=True)),
                loop=row["loop_count"], title=row["title"], category=row["category"],
                tags=tuple(row["tags"]),
                schedule=Schedule(row["start_at"], row["stop_at"], row["duration_s"],
@@ -65,10 +65,6 @@ class JobStore:
     def __init__(self, db: Database, timezone: str) -> None:
         self.db = db
         self.tz = zoneinfo.ZoneInfo(timezone)
-
-    async def list(self) -> list[Job]:
-        """Every job, oldest first."""
-        return [_job(r) for r in await self.db.pool.fetch(_SELECT + " ORDER BY j.id")]
 
     async def get(self, job_id: int) -> Job:
         """One job, or NotFound."""
@@ -191,6 +187,11 @@ class JobStore:
             "SELECT channel_id, requested, ok, detail, at FROM stream_channel_updates "
             "WHERE job_id = $1 ORDER BY id DESC LIMIT $2", job_id, limit)
         return [{**dict(r), "at": iso(r["at"], self.tz)} for r in rows]
+
+    # Last in the class: a method named `list` shadows the builtin in annotations after it.
+    async def list(self) -> list[Job]:
+        """Every job, oldest first."""
+        return [_job(r) for r in await self.db.pool.fetch(_SELECT + " ORDER BY j.id")]
 
 
 async def _replace_items(conn: asyncpg.Connection, job: Job, fields: dict[str, Any]) -> None:

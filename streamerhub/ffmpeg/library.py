@@ -9,6 +9,7 @@ kept in memory and cancellable. A video is streamable only when `ready`.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import dataclasses
 import datetime as dt
 import os
@@ -22,7 +23,8 @@ from typing import Any, AsyncIterable, Callable, Sequence
 import asyncpg
 
 from streamerhub.db import Database
-from streamerhub.ffmpeg.argv import EncodeProfile
+from streamerhub.errors import Conflict, InvalidInput, NotFound, TooLarge
+from streamerhub.ffmpeg.argv import DEFAULT_PROFILE, EncodeProfile
 from streamerhub.ffmpeg.binary import FFmpegBinary
 from streamerhub.ffmpeg.prepare import PrepareError, prepare
 from streamerhub.ffmpeg.probe import (
@@ -33,7 +35,6 @@ from streamerhub.ffmpeg.probe import (
     playlist_issues,
     probe,
 )
-from streamerhub.ffmpeg.targets import Conflict, InvalidInput, NotFound
 from streamerhub.log import get_logger, redact
 
 log = get_logger(__name__)
@@ -41,10 +42,6 @@ log = get_logger(__name__)
 VIDEOS_DIR = "videos"
 EXTENSIONS = {"mp4", "m4v", "mov", "mkv", "webm", "ogg", "ogv", "avi", "wmv", "flv", "ts", "mts"}
 Publish = Callable[[dict[str, Any]], None]
-
-
-class TooLarge(InvalidInput):
-    kind = "too_large"
 
 
 @dataclass(frozen=True)
@@ -127,7 +124,7 @@ class Library:
     """Videos on disk and in PostgreSQL, plus the preparation queue (one video at a time)."""
 
     def __init__(self, db: Database, data_dir: Path, ffmpeg: FFmpegBinary | str, *,
-                 max_upload_bytes: int, profile: EncodeProfile = EncodeProfile(),
+                 max_upload_bytes: int, profile: EncodeProfile = DEFAULT_PROFILE,
                  publish: Publish | None = None) -> None:
         self.db = db
         self.data_dir = data_dir
@@ -248,7 +245,7 @@ class Library:
         progress = self.progress.get(video.id) if video.status == "preparing" else None
         return dataclasses.replace(video, progress=progress)
 
-    async def ready_files(self, video_ids: Sequence[int]) -> list[Path]:
+    async def ready_files(self, video_ids: Sequence[int]) -> builtins.list[Path]:
         """The prepared files of a playlist, in order; InvalidInput if one is not streamable."""
         videos = [await self.get(v) for v in video_ids]
         for video in videos:
@@ -385,9 +382,9 @@ class Library:
         self.publish({"type": "video", "id": video_id, "status": status, "reason": reason})
 
 
-def _human(size: int) -> str:
+def _human(size: float) -> str:
     for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
         if size < 1024 or unit == "TiB":
             return f"{size:g} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1024  # type: ignore[assignment]
+        size /= 1024
     return str(size)

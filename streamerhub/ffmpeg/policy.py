@@ -62,5 +62,11 @@ class RestartPolicy:
             base, cap = self.key_rejected_initial, self.key_rejected_max
         else:
             base, cap = self.backoff_initial, self.backoff_max
-        raw = min(cap, base * 2 ** max(0, streak - 1))
+        factor: int = 2 ** max(0, streak - 1)
+        raw = min(cap, base * factor)
         return round(raw * (1 + self.jitter * (2 * rand - 1)), 3)
+
+
+# Frozen: safe to share as default arguments.
+DEFAULT_TIMING = RunnerTiming()
+DEFAULT_POLICY = RestartPolicy()

@@ -20,6 +20,7 @@ from typing import Literal
 
 from streamerhub.errors import StreamerHubError
 from streamerhub.ffmpeg.argv import (
+    DEFAULT_PROFILE,
     EncodeProfile,
     build_prepare_argv,
     build_remux_argv,
@@ -55,7 +56,7 @@ class PreparedMedia:
 
 
 async def prepare(ffmpeg: FFmpegBinary | str, src: Path, dst: Path,
-                  profile: EncodeProfile = EncodeProfile(), *,
+                  profile: EncodeProfile = DEFAULT_PROFILE, *,
                   source: MediaProbe | None = None,
                   on_progress: ProgressCallback | None = None,
                   force_encode: bool = False) -> PreparedMedia:

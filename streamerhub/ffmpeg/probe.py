@@ -10,6 +10,7 @@ shows up as read errors even when the header looks whole).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import re
 from collections.abc import Sequence
@@ -230,7 +231,9 @@ def parse_audio_stream(rest: str) -> AudioInfo:
 
 def split_top_level(text: str) -> list[str]:
     """Split on commas outside parentheses and brackets."""
-    parts, depth, current = [], 0, []
+    parts: list[str] = []
+    depth = 0
+    current: list[str] = []
     for char in text:
         if char in "([":
             depth += 1
@@ -295,7 +298,7 @@ def keyframe_gap(scan: tuple[list[float], float]) -> float | None:
     if not keys:
         return None
     marks = [*keys, max(end, keys[-1])]
-    return round(max(b - a for a, b in zip(marks, marks[1:])) if len(marks) > 1 else 0.0, 3)
+    return round(max(b - a for a, b in itertools.pairwise(marks)) if len(marks) > 1 else 0.0, 3)
 
 
 # ------------------------------------------------------------------------------ compliance

@@ -7,7 +7,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from streamerhub.ffmpeg.targets import InvalidInput
+from streamerhub.errors import InvalidInput
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 SCHEDULE_FIELDS = ("start_at", "stop_at", "duration_s", "days")
@@ -44,7 +44,8 @@ class Schedule:
                    if day.isoweekday() in self.days)
         return [moment for moment in moments if moment >= self.start_at]
 
-    def current(self, now: dt.datetime, tz: dt.tzinfo) -> tuple[dt.datetime, dt.datetime | None] | None:
+    def current(self, now: dt.datetime,
+                tz: dt.tzinfo) -> tuple[dt.datetime, dt.datetime | None] | None:
         """The latest occurrence that has begun and not ended: (start, end or None)."""
         begun = [s for s in self.starts(tz, now) if s <= now]
         if not begun:

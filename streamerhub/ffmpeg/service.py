@@ -13,12 +13,12 @@ import contextlib
 import datetime as dt
 import shutil
 from dataclasses import replace
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, TypeVar
 
 from streamerhub.config import Settings
 from streamerhub.crypto import Keyring
 from streamerhub.db import Database
-from streamerhub.errors import StreamerHubError
+from streamerhub.errors import Conflict, InvalidInput, NotFound, StreamerHubError
 from streamerhub.ffmpeg.argv import EncodeProfile
 from streamerhub.ffmpeg.binary import FFmpegBinary, find_ffmpeg
 from streamerhub.ffmpeg.channels import ChannelUpdater, update_channels
@@ -26,6 +26,8 @@ from streamerhub.ffmpeg.jobs import Job
 from streamerhub.ffmpeg.jobstore import JobStore
 from streamerhub.ffmpeg.library import Library, probe_from_json
 from streamerhub.ffmpeg.policy import (
+    DEFAULT_POLICY,
+    DEFAULT_TIMING,
     MAX_SEND_BUFFER,
     RestartPolicy,
     RunnerTiming,
@@ -35,9 +37,6 @@ from streamerhub.ffmpeg.scheduler import Scheduler, now_utc
 from streamerhub.ffmpeg.status import RunRecord, TargetState, TargetStatus
 from streamerhub.ffmpeg.supervisor import TargetRunner
 from streamerhub.ffmpeg.targets import (
-    Conflict,
-    InvalidInput,
-    NotFound,
     Target,
     TargetStore,
     output_url,
@@ -47,6 +46,7 @@ from streamerhub.ffmpeg.view import job_state, status_json
 from streamerhub.log import get_logger, redact
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 Publish = Callable[[dict[str, Any]], None]
 STOP_BUDGET = 15.0  # seconds for every child to stop when the daemon stops
@@ -59,8 +59,8 @@ class Multistream:
 
     def __init__(self, settings: Settings, *, publish: Publish | None = None,
                  channel_updater: ChannelUpdater | None = None,
-                 timing: RunnerTiming = RunnerTiming(),
-                 policy: RestartPolicy = RestartPolicy()) -> None:
+                 timing: RunnerTiming = DEFAULT_TIMING,
+                 policy: RestartPolicy = DEFAULT_POLICY) -> None:
         self.settings = settings
         self.data_dir = settings.data_dir
         self.publish = publish or (lambda _event: None)
@@ -389,7 +389,7 @@ async def _stop_abandoning(runners: list[TargetRunner], budget: float) -> None:
         log.error("ffmpeg_stop_abandoned", children=len(pending))
 
 
-def _ready(part: Any) -> Any:
+def _ready(part: T | None) -> T:
     if part is None:
         raise StreamerHubError("multistream is not started yet")
     return part

@@ -34,7 +34,13 @@ from streamerhub.ffmpeg.binary import (
     spawn,
     stop_process,
 )
-from streamerhub.ffmpeg.policy import UNREACHABLE, RestartPolicy, RunnerTiming
+from streamerhub.ffmpeg.policy import (
+    DEFAULT_POLICY,
+    DEFAULT_TIMING,
+    UNREACHABLE,
+    RestartPolicy,
+    RunnerTiming,
+)
 from streamerhub.ffmpeg.progress import (
     FailureClass,
     Progress,
@@ -72,7 +78,7 @@ class TargetRunner:
     def __init__(self, ffmpeg: FFmpegBinary | str, url: str, inputs: Sequence[Path], *,
                  name: str = "", key: str | None = None, loop: int | None = None,
                  playlist_duration: float | None = None, work_dir: Path | None = None,
-                 timing: RunnerTiming = RunnerTiming(), policy: RestartPolicy = RestartPolicy(),
+                 timing: RunnerTiming = DEFAULT_TIMING, policy: RestartPolicy = DEFAULT_POLICY,
                  on_status: Callable[[TargetStatus], None] | None = None,
                  on_run_end: Callable[[RunRecord], None] | None = None,
                  clock: Callable[[], float] = time.monotonic,
@@ -336,7 +342,7 @@ class TargetRunner:
     # plumbing -------------------------------------------------------------------------------
     def _publish(self, **changes: object) -> None:
         before = self._status
-        self._status = replace(before, **changes)  # type: ignore[arg-type]
+        self._status = replace(before, **changes)  # type: ignore[arg-type]  # checked at run time
         if self._status.key() != before.key() and self._on_status is not None:
             self._call(self._on_status, self.status)
 
@@ -360,7 +366,7 @@ class TargetRunner:
             self._own_dir = None
 
 
-async def _reap(proc: asyncio.subprocess.Process, readers: list[asyncio.Future[None]]) -> None:
+async def _reap(proc: asyncio.subprocess.Process, readers: Sequence[asyncio.Future[None]]) -> None:
     """Make sure the child is gone and its pipes drained (bounded), whatever happened."""
     if proc.returncode is None:  # cancelled from outside: never leave a child behind
         await stop_process(proc, quit_wait=0, term_wait=1.0)

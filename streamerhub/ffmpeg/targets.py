@@ -15,28 +15,11 @@ import asyncpg
 
 from streamerhub.crypto import Keyring, aad_for
 from streamerhub.db import Database
-from streamerhub.errors import StreamerHubError
+from streamerhub.errors import Conflict, InvalidInput, NotFound
 from streamerhub.log import MASK, register_secret
 
 TABLE, KEY_COLUMN = "stream_targets", "stream_key_sealed"
 FIELDS = ("name", "url", "stream_key", "enabled", "channel_id")
-
-
-# The API maps these by their `kind` (web/ must not import ffmpeg/): 400, 404, 409, 413.
-class InvalidInput(StreamerHubError):
-    """A request the user can fix: the message says which field and how."""
-
-    kind = "invalid"
-
-
-class NotFound(StreamerHubError):
-    kind = "not_found"
-
-
-class Conflict(StreamerHubError):
-    """The request clashes with the current state (a name taken, a target in use, …)."""
-
-    kind = "conflict"
 
 
 @dataclass(frozen=True)
@@ -186,6 +169,7 @@ class TargetStore:
                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING """ + _COLUMNS,
                 target_id, fields["name"], fields["url"], sealed, key_hint(key),
                 fields.get("enabled", True), fields.get("channel_id"))
+        assert row is not None  # INSERT … RETURNING always returns the new row
         return Target(**row)
 
     async def update(self, target_id: int, body: Any) -> Target:

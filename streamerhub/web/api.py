@@ -9,14 +9,23 @@ app.py hands over the multistream service, which this module sees through `Multi
 from __future__ import annotations
 
 import hmac
-from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
+from typing import (
+    Any,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Protocol,
+    Sequence,
+    TypeVar,
+)
 from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, web
 from aiohttp.typedefs import Handler
 
 from streamerhub.analytics.export import ExportRequest, media_type
-from streamerhub.errors import StreamerHubError
+from streamerhub.errors import Conflict, InvalidInput, NotFound, StreamerHubError, TooLarge
 from streamerhub.log import get_logger, redact
 
 log = get_logger(__name__)
@@ -27,34 +36,82 @@ PREFIX = "/api/v1"
 Authorizer = Callable[[web.Request], Awaitable[Any]]
 AUTHORIZERS = web.AppKey("api_authorizers", list)
 UPLOAD_CHUNK = 256 * 1024
+JobT = TypeVar("JobT")
+JobT_co = TypeVar("JobT_co", covariant=True)
 FORM_FIELDS = ("video_kbps", "audio_kbps")
-# StreamerHubError subclasses of ffmpeg/ carry a `kind`; anything else is a 400.
-STATUS_OF_KIND = {"invalid": 400, "not_found": 404, "conflict": 409, "too_large": 413}
+# The status of a StreamerHubError, by class, most specific first (TooLarge is an InvalidInput);
+# any other StreamerHubError is a 400.
+STATUS_OF_ERROR: tuple[tuple[type[StreamerHubError], int], ...] = (
+    (TooLarge, 413), (InvalidInput, 400), (NotFound, 404), (Conflict, 409))
 
 
-class MultistreamApi(Protocol):
-    """What the API needs from ffmpeg/service.py's Multistream (see there for behaviour)."""
+class Shown(Protocol):
+    """A target or a video: the API answers with its to_json()."""
 
-    targets: Any   # list/get/create
-    library: Any   # list/get/store_upload/import_path/prepare_again/cancel/delete
-    jobs: Any      # list/get
+    def to_json(self) -> dict[str, Any]: ...
 
-    async def update_target(self, target_id: int, body: Any) -> Any: ...
+
+class TargetsApi(Protocol):
+    """ffmpeg/targets.py's TargetStore, as far as the API reads it."""
+
+    async def list(self) -> Sequence[Shown]: ...
+    async def get(self, target_id: int) -> Shown: ...
+    async def create(self, body: Any) -> Shown: ...
+
+
+class LibraryApi(Protocol):
+    """ffmpeg/library.py's Library, as far as the API uses it."""
+
+    @property
+    def max_upload_bytes(self) -> int: ...
+
+    async def list(self) -> Sequence[Shown]: ...
+    async def get(self, video_id: int) -> Shown: ...
+    async def store_upload(self, filename: str | None, chunks: AsyncIterable[bytes],
+                           body: Any = None) -> Shown: ...
+    async def import_path(self, body: Any) -> Shown: ...
+    async def prepare_again(self, video_id: int, body: Any = None) -> Shown: ...
+    async def cancel(self, video_id: int) -> Shown: ...
+    async def delete(self, video_id: int) -> None: ...
+
+
+class JobsApi(Protocol[JobT_co]):
+    """ffmpeg/jobstore.py's JobStore, as far as the API reads it."""
+
+    async def list(self) -> Sequence[JobT_co]: ...
+    async def get(self, job_id: int) -> JobT_co: ...
+
+
+class MultistreamApi(Protocol[JobT]):
+    """What the API needs from ffmpeg/service.py's Multistream (see there for behaviour).
+
+    A job is opaque here: the API only hands it back to job_json() to show it.
+    """
+
+    @property
+    def targets(self) -> TargetsApi: ...
+    @property
+    def library(self) -> LibraryApi: ...
+    @property
+    def jobs(self) -> JobsApi[JobT]: ...
+
+    async def update_target(self, target_id: int, body: Any) -> Shown: ...
     async def delete_target(self, target_id: int) -> None: ...
-    async def create_job(self, body: Any) -> Any: ...
-    async def update_job(self, job_id: int, body: Any) -> Any: ...
+    async def create_job(self, body: Any) -> JobT: ...
+    async def update_job(self, job_id: int, body: Any) -> JobT: ...
     async def delete_job(self, job_id: int) -> None: ...
-    async def start_job(self, job_id: int) -> Any: ...
-    async def stop_job(self, job_id: int) -> Any: ...
-    async def start_job_target(self, job_id: int, target_id: int) -> Any: ...
-    async def stop_job_target(self, job_id: int, target_id: int) -> Any: ...
-    async def job_json(self, job: Any, detail: bool = False) -> dict[str, Any]: ...
+    async def start_job(self, job_id: int) -> JobT: ...
+    async def stop_job(self, job_id: int) -> JobT: ...
+    async def start_job_target(self, job_id: int, target_id: int) -> JobT: ...
+    async def stop_job_target(self, job_id: int, target_id: int) -> JobT: ...
+    async def job_json(self, job: JobT, detail: bool = False) -> dict[str, Any]: ...
 
 
-SERVICE = web.AppKey("api_multistream", MultistreamApi)
+# Any: whatever job type the service has (the API never looks inside one).
+SERVICE: web.AppKey[MultistreamApi[Any]] = web.AppKey("api_multistream", MultistreamApi)
 # Opens an analytics export (app.py binds it to the database and the streamer's calendar).
 Exporter = Callable[[ExportRequest], Awaitable[AsyncIterator[bytes]]]
-EXPORTER = web.AppKey("api_exporter", Callable)
+EXPORTER: web.AppKey[Exporter] = web.AppKey("api_exporter")
 
 
 # ----------------------------------------------------------------------------- auth + errors
@@ -99,10 +156,15 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
             _default_message(exc)
         return error(exc.status, text, headers)
     except StreamerHubError as exc:
-        return error(STATUS_OF_KIND.get(getattr(exc, "kind", "invalid"), 400), str(exc))
+        return error(status_of(exc), str(exc))
     except Exception:
         log.exception("api_internal_error", path=request.path, method=request.method)
         return error(500, "internal error: the daemon log has the details")
+
+
+def status_of(exc: StreamerHubError) -> int:
+    """The HTTP status that answers `exc`: 413, 400, 404 or 409 by its class, else 400."""
+    return next((status for cls, status in STATUS_OF_ERROR if isinstance(exc, cls)), 400)
 
 
 def _default_message(exc: web.HTTPException) -> str:
@@ -111,7 +173,7 @@ def _default_message(exc: web.HTTPException) -> str:
     return exc.reason
 
 
-def _ms(request: web.Request) -> MultistreamApi:
+def _ms(request: web.Request) -> MultistreamApi[Any]:
     return request.config_dict[SERVICE]
 
 
@@ -316,7 +378,7 @@ ROUTES: tuple[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamRespon
 )
 
 
-def build_api(service: MultistreamApi, exporter: Exporter) -> web.Application:
+def build_api(service: MultistreamApi[Any], exporter: Exporter) -> web.Application:
     """The /api/v1 sub-application; mount it with app.add_subapp(PREFIX, build_api(…))."""
     api = web.Application(middlewares=[api_middleware])
     api[SERVICE] = service

@@ -17,7 +17,7 @@ from typing import Awaitable, Callable
 from urllib.parse import quote
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 from aiohttp.web_exceptions import NotAppKeyWarning
 from aiohttp_session import Session, get_session, new_session, session_middleware
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
@@ -76,7 +76,7 @@ def session_storage(settings: Settings) -> EncryptedCookieStorage:
         max_age=settings.get("web", "session_days") * 86400)
 
 
-def session_middlewares(settings: Settings, inner: list[web.middleware]) -> list[web.middleware]:
+def session_middlewares(settings: Settings, inner: list[Middleware]) -> list[Middleware]:
     """Sessions, then `inner` (the error pages need the session), then the user and CSRF check."""
     return [session_middleware(session_storage(settings)), *inner, auth_middleware]
 
@@ -114,7 +114,8 @@ async def csrf_token(request: web.Request) -> str:
     session = await get_session(request)
     if not session.get("csrf"):
         session["csrf"] = new_csrf_token()
-    return session["csrf"]
+    token: str = session["csrf"]  # aiohttp_session has no types: Any
+    return token
 
 
 async def sign_in(request: web.Request, user: User, method: str) -> None:
@@ -148,7 +149,7 @@ async def take_flash(request: web.Request) -> dict[str, str] | None:
 
 
 def current(request: web.Request) -> SessionUser | None:
-    return request.get(CURRENT)  # type: ignore[return-value]
+    return request.get(CURRENT)
 
 
 # ----------------------------------------------------------------------------- roles

@@ -6,11 +6,11 @@ from __future__ import annotations
 import hmac
 import secrets
 import time
-from typing import Iterable
+from typing import Callable, Iterable
 from urllib.parse import urlsplit
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 from streamerhub.config import Settings
 
@@ -41,7 +41,8 @@ def public_url(settings: Settings) -> str | None:
 
 
 def allowed_hosts(settings: Settings) -> frozenset[str]:
-    """Host names a request may name: loopback, the bind address, [web] allowed_hosts, public_url."""
+    """Host names a request may name: loopback, the bind address, [web] allowed_hosts and
+    public_url."""
     names = {*LOCAL_HOSTS, *(h.strip().lower() for h in settings.get("web", "allowed_hosts"))}
     bind = settings.get("web", "host").lower()
     if bind not in WILDCARD_BINDS:
@@ -60,7 +61,7 @@ def host_name(host_header: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
-def host_middleware(allowed: Iterable[str]) -> web.middleware:
+def host_middleware(allowed: Iterable[str]) -> Middleware:
     """Refuse requests naming a host we do not serve: a rebound DNS name cannot reach us."""
     names = frozenset(allowed)
 
@@ -113,7 +114,9 @@ async def presented_csrf(request: web.Request) -> str:
 
 
 def csrf_matches(expected: str | None, presented: str) -> bool:
-    return bool(expected) and hmac.compare_digest(expected.encode(), presented.encode())
+    if not expected:
+        return False
+    return hmac.compare_digest(expected.encode(), presented.encode())
 
 
 def same_origin(request: web.Request) -> bool:
@@ -129,7 +132,7 @@ class LoginThrottle:
     1, 2, 4 … s up to `cap`; forgotten after `window` s without failures or on success."""
 
     def __init__(self, free: int = 3, cap: float = 30.0, window: float = 900.0,
-                 clock=time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.free, self.cap, self.window, self.clock = free, cap, window, clock
         self._failures: dict[str, tuple[int, float]] = {}
 
