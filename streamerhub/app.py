@@ -14,8 +14,14 @@ from streamerhub import __version__, systemd
 from streamerhub.analytics.export import ExportRequest, open_export
 from streamerhub.analytics.periods import Calendar
 from streamerhub.analytics.pollers import AnalyticsPollers, PollerConfig
-from streamerhub.bot.link import TwitchChannelLink
-from streamerhub.bot.service import BotDeps, BotHelixStats, TwitchBot, bot_ctx
+from streamerhub.bot.link import TwitchChannelLink, TwitchOverviewFacts
+from streamerhub.bot.service import (
+    BotChannelUpdater,
+    BotDeps,
+    BotHelixStats,
+    TwitchBot,
+    bot_ctx,
+)
 from streamerhub.config import Settings
 from streamerhub.crypto import Keyring, load_keyring
 from streamerhub.db import Database, open_database
@@ -38,6 +44,9 @@ HUB = web.AppKey("hub", Hub)
 MULTISTREAM = web.AppKey("multistream", Multistream)
 EVENTS = web.AppKey("events", EventStore)
 TWITCH = web.AppKey("twitch", TwitchBot)
+# The dashboard's Twitch link (sign-in, connecting channels, category search); demo.py connects
+# its fake channel through it too.
+CHANNEL_LINK = web.AppKey("channel_link", TwitchChannelLink)
 # Set by demo.py (the only module that loads the fake Twitch) when `run --demo` adds it.
 DEMO_MODE = web.AppKey("demo_mode", bool)
 
@@ -83,6 +92,13 @@ async def analytics_ctx(app: web.Application) -> AsyncIterator[None]:
     await pollers.start()
     yield
     await pollers.stop()
+
+
+async def channel_link_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The one Twitch link of this daemon, over the bot's token store (once keys are loaded)."""
+    app[CHANNEL_LINK] = TwitchChannelLink(app[SETTINGS], app[DB], app[KEYRING],
+                                          lambda: app.get(TWITCH))
+    yield
 
 
 def _exporter(app: web.Application) -> Any:
@@ -140,12 +156,13 @@ def build_app(settings: Settings) -> web.Application:
     app[STARTED_AT] = time.monotonic()
     app[HUB] = Hub()
     app[MULTISTREAM] = Multistream(settings, publish=app[HUB].streams.publish)
-    # A job's title/category/tags go to its Twitch channels through the bot's Helix "modify
-    # channel information" call (ffmpeg/service.py ChannelUpdater).
-    app[MULTISTREAM].channel_updater = lambda channel, wanted: app[TWITCH].update_channel(
-        channel, wanted)
-    app.cleanup_ctx.extend([systemd_ctx, database_ctx, crypto_ctx, multistream_ctx, events_ctx,
-                            bot_ctx(_bot_deps, TWITCH), analytics_ctx])
+    # A job's title/category/tags go to its connected Twitch channels through the bot's Helix
+    # "modify channel information" call (ffmpeg/channels.py ChannelUpdater).
+    app[MULTISTREAM].channel_updater = BotChannelUpdater(lambda: app.get(TWITCH),
+                                                         lambda: app[DB])
+    app.cleanup_ctx.extend([systemd_ctx, database_ctx, crypto_ctx, channel_link_ctx,
+                            multistream_ctx, events_ctx, bot_ctx(_bot_deps, TWITCH),
+                            analytics_ctx])
     app.on_shutdown.append(_arm_forced_exit)
     app.router.add_get("/healthz", healthz)
     # /api/v1: each authorizer may let a request in; the dashboard appends its session check.
@@ -166,10 +183,11 @@ def add_dashboard(app: web.Application, settings: Settings) -> None:
         keyring, token = app[KEYRING], api_token(settings.data_dir)
         key_info = {"id": keyring.current_id, "source": keyring.source,
                     "retired": len(keyring.retired)}
-        link = TwitchChannelLink(settings, app[DB], keyring, lambda: app.get(TWITCH))
+        link = app[CHANNEL_LINK]
         return Services(settings, app[DB], app[HUB], link,
                         multistream=MULTISTREAM in app, demo=app.get(DEMO_MODE, False),
-                        extra={"key_info": key_info, "api_token_hint": MASK + token[-4:]})
+                        extra={"key_info": key_info, "api_token_hint": MASK + token[-4:]},
+                        twitch_auth=link, twitch_overview=TwitchOverviewFacts(app[DB]))
 
     app[AUTHORIZERS].append(auth.api_session_check)
     setup_web(app, settings, resolve)

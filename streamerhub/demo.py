@@ -17,12 +17,13 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
-from streamerhub.app import DEMO_MODE
+from streamerhub.app import CHANNEL_LINK, DEMO_MODE
+from streamerhub.bot.oauth import Grant, Identity
+from streamerhub.bot.registry import has_channels
 from streamerhub.config import Settings
 from streamerhub.fake_twitch import FakeTwitch
 from streamerhub.fake_twitch.simulate import simulate
 from streamerhub.log import get_logger
-from streamerhub.web.context import SERVICES
 
 log = get_logger(__name__)
 
@@ -46,7 +47,8 @@ DEMO = web.AppKey("web_demo", Demo)
 def _free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def demo_settings(settings: Settings) -> tuple[Settings, Demo]:
@@ -100,12 +102,10 @@ async def _show_when_listened(fake: FakeTwitch) -> None:
 
 async def connect_channel_ctx(app: web.Application) -> AsyncIterator[None]:
     """Connect the fake's channel (user 1000, "streamer") with a token it issued, once."""
-    svc, demo = app[SERVICES], app[DEMO]
-    async with svc.db.pool.acquire() as conn:
-        known = await conn.fetchval("SELECT count(*) FROM twitch_channels")
-    if not known and svc.channel_link is not None and demo.fake is not None:
+    link, demo = app[CHANNEL_LINK], app[DEMO]
+    if not await has_channels(link.db) and demo.fake is not None:
         token = demo.fake.state.issue_token("1000", client_id="streamerhub-demo")
-        await svc.channel_link.connect({**token.grant_json(), "validated": {
-            "user_id": "1000", "login": "streamer"}})
+        await link.connect_grant(Grant.from_json(token.grant_json()),
+                                 Identity("1000", "streamer"))
         log.info("demo_channel_connected", channel_id="1000")
     yield

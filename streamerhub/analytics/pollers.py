@@ -4,8 +4,9 @@ One sampler serves every channel: each tick it asks `GET /streams` (100 channels
 channels believed live, and every few minutes for all connected channels (a stream.online that
 EventSub missed). A failed call backs off (429: until the reset Twitch names; 5xx and network
 errors: exponentially); the samples it did not take show up as sampling gaps, never as
-interpolated values. The Helix client is someone else's: anything with the three coroutines of
-`HelixStats` fits. Errors may carry `.status` (HTTP status) and `.retry_after` (seconds).
+interpolated values. The Helix client is someone else's: anything with the coroutines of
+`HelixStats` fits, and which channels are connected is its to say too. Errors may carry
+`.status` (HTTP status) and `.retry_after` (seconds).
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ log = get_logger(__name__)
 
 
 class HelixStats(Protocol):
+    async def connected_channel_ids(self) -> list[str]:
+        """Every connected channel (the bot's registry says which), by id."""
+
     async def fetch_streams(self, channel_ids: Sequence[str]) -> list[dict[str, Any]]:
         """GET /streams?user_id=…: the live ones (user_id, id, viewer_count, started_at, title,
         game_id, game_name)."""
@@ -57,7 +61,6 @@ class PollerConfig:
 
 
 RETRY_SOON_S = 20.0  # a totals round that met a channel not connected yet is retried this soon
-CONNECTED_CHANNELS = "SELECT channel_id FROM twitch_channels WHERE status = 'connected' ORDER BY 1"
 
 INSERT_SAMPLES = """
 INSERT INTO viewer_samples (channel_id, stream_id, sampled_at, viewer_count, max_span_s, title,
@@ -282,7 +285,7 @@ class AnalyticsPollers:
                  channels: Callable[[], Awaitable[list[str]]] | None = None,
                  clock: Callable[[], datetime] = utcnow) -> None:
         self.config = config
-        channels = channels or (lambda: _connected_channels(pool))
+        channels = channels or helix.connected_channel_ids
         self.sampler = ViewerSampler(pool, helix, config, channels, clock)
         self.totals = TotalsSnapshotter(pool, helix, calendar, channels, clock)
         self._stop = asyncio.Event()
@@ -340,10 +343,6 @@ class AnalyticsPollers:
             await asyncio.wait_for(self._stop.wait(), timeout=max(0.0, seconds))
         except asyncio.TimeoutError:
             pass
-
-
-async def _connected_channels(pool: Any) -> list[str]:
-    return [row["channel_id"] for row in await pool.fetch(CONNECTED_CHANNELS)]
 
 
 def _instant(value: str | datetime) -> datetime:

@@ -78,7 +78,8 @@ async def backfill_follows(gap: Gap, channel: Channel, helix: Helix,
     return ids
 
 
-def follow_event(channel: Channel, follow: dict[str, Any]) -> tuple[str, str, str, str, dict]:
+def follow_event(channel: Channel,
+                 follow: dict[str, Any]) -> tuple[str, str, str, str, dict[str, Any]]:
     """A channel.follow v2 notification rebuilt from a Helix follower entry."""
     followed_at = str(follow["followed_at"])
     message_id = f"backfill:follow:{channel.id}:{follow['user_id']}:{followed_at}"
@@ -105,7 +106,8 @@ async def reconcile_stream(gap: Gap, channel: Channel, helix: Helix, sink: Backf
     return []
 
 
-def online_event(channel: Channel, stream: dict[str, Any]) -> tuple[str, str, str, str, dict]:
+def online_event(channel: Channel,
+                 stream: dict[str, Any]) -> tuple[str, str, str, str, dict[str, Any]]:
     """A stream.online notification rebuilt from GET /streams."""
     stream_id, started_at = str(stream["id"]), str(stream.get("started_at"))
     event = {"id": stream_id, **channel.broadcaster(), "type": stream.get("type") or "live",

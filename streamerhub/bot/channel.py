@@ -30,6 +30,7 @@ from streamerhub.bot.subscriptions import (
 from streamerhub.bot.tokens import ChannelToken, TokenStore, load_channel_token
 from streamerhub.db import Database
 from streamerhub.errors import CryptoError
+from streamerhub.events import history
 from streamerhub.log import get_logger
 
 log = get_logger(__name__)
@@ -153,11 +154,10 @@ class ChannelRunner:
         await store.drain()  # the gap row and the last live stream events are committed
         channel = backfill.Channel(self.channel_id, self.token.login, self.token.display_name)
         ids = await backfill.backfill_gap(gap, channel, helix, self.token.scopes, store,
-                                          StreamHistory(db))
+                                          history.StreamHistory(db))
         await store.drain()
-        async with db.pool.acquire() as conn:
-            # Only what was new: a follow also received live dedupes on its event key.
-            count = await conn.fetchval(GAP_BACKFILLED, self.channel_id, gap.started_at, ids)
+        # Only what was new: a follow also received live dedupes on its event key.
+        count = await history.note_gap_backfilled(db, self.channel_id, gap.started_at, ids)
         log.info("eventsub_gap_backfilled", channel_id=self.channel_id, submitted=len(ids),
                  stored=count, started_at=gap.started_at.isoformat())
 
@@ -220,46 +220,12 @@ async def missed_since_last_run(db: Database, store: BotStore, channel_id: str) 
     # first, so it is found rather than doubled.
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(store.drain(), STOP_BUDGET)
-    async with db.pool.acquire() as conn:
-        row = await conn.fetchrow(OPEN_GAP, channel_id)
-        if row is not None:
-            return Gap(channel_id, row["started_at"], row["reason"])
-        last = await conn.fetchval(LAST_RECEIVED, channel_id)
+    still_open = await history.open_gap(db, channel_id)
+    if still_open is not None:
+        return Gap(channel_id, *still_open)
+    last = await history.last_received(db, channel_id)
     if last is None:
         return None
     reason = "the daemon was not running (it stopped without notice)"
     store.record_gap_start(channel_id, reason, last)
     return Gap(channel_id, last, reason)
-
-
-class StreamHistory:
-    """The newest stored stream.online/offline of a channel, for stream reconciliation."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    async def last_stream(self, channel_id: str) -> tuple[str, str | None] | None:
-        async with self.db.pool.acquire() as conn:
-            row = await conn.fetchrow(LAST_STREAM, channel_id)
-        return (row["kind"], row["stream_id"]) if row else None
-
-
-GAP_BACKFILLED = """
-WITH stored AS (SELECT count(*) AS n FROM twitch_events WHERE message_id = ANY($3::text[]))
-UPDATE eventsub_gaps SET backfilled_at = now(), backfilled = backfilled + stored.n
-  FROM stored WHERE channel_id = $1 AND started_at = $2
-RETURNING stored.n"""
-
-OPEN_GAP = """
-SELECT started_at, reason FROM eventsub_gaps WHERE channel_id = $1 AND ended_at IS NULL
- ORDER BY started_at LIMIT 1"""
-
-# The last sign of life: the newest live event, or the end of the newest gap (a resubscription).
-LAST_RECEIVED = """
-SELECT greatest((SELECT max(received_at) FROM twitch_events
-                  WHERE channel_id = $1 AND NOT backfilled),
-                (SELECT max(ended_at) FROM eventsub_gaps WHERE channel_id = $1))"""
-
-LAST_STREAM = """
-SELECT kind, stream_id FROM twitch_streams WHERE channel_id = $1
- ORDER BY occurred_at DESC LIMIT 1"""

@@ -1,6 +1,7 @@
 """Our EventSub WebSocket client: one connection per channel, on the main loop, forever.
 
-Protocol notes in /work/shared/reference/twitch-eventsub.md. What this module guarantees:
+The Twitch protocol facts this relies on are in docs/twitch-eventsub.md. What this module
+guarantees:
 - subscriptions are (re)created on every fresh session, within the welcome's keepalive window;
 - `session_reconnect` opens the new URL while the old socket is still read; the old one is closed
   only after the new welcome, with a close handshake so frames still in flight are read, not lost;
@@ -261,7 +262,7 @@ class EventSubClient:
 
     def _on_notification(self, conn: Session, frame: Frame) -> None:
         if frame.subscription_type not in KNOWN_TYPES:
-            return self._bad(f"unknown subscription type {frame.subscription_type[:80]!r}",
+            return self._bad(f"unknown subscription type {(frame.subscription_type or '')[:80]!r}",
                              frame.text)
         sub, subscriber = frame.subscription, self.subscriber
         if sub.get("id") not in subscriber.known and not subscriber.racing(sub, conn.session_id):

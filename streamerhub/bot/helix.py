@@ -1,8 +1,8 @@
 """The Helix calls the bot needs: users, EventSub subscriptions, followers and streams.
 
 Plain aiohttp rather than twitchAPI's `Twitch`: its token refresh "lock" wedges after one failed
-refresh (see /work/shared/reference/twitch-eventsub.md), and every call here has to share the one
-refresh path of `tokens.ChannelToken`. 429 waits for `Ratelimit-Reset`; 5xx, timeouts and dropped
+refresh (see docs/twitch-eventsub.md), and every call here has to share the one refresh path of
+`tokens.ChannelToken`. 429 waits for `Ratelimit-Reset`; 5xx, timeouts and dropped
 connections are retried with capped exponential backoff and jitter; a 401 refreshes the token once.
 """
 
@@ -50,9 +50,16 @@ class _Retry(Exception):
         self.why, self.delay = why, delay
 
 
+class _Unauthorized(_Retry):
+    """401 without "missing scope": the access token expired or was refreshed elsewhere."""
+
+    def __init__(self) -> None:
+        super().__init__("unauthorized")
+
+
 def backoff(attempt: int, base: float = 0.5, cap: float = 60.0) -> float:
     """Capped exponential backoff with jitter: attempt 0 → ~base, doubling up to cap."""
-    return min(cap, base * 2 ** min(attempt, 16) * random.uniform(0.5, 1.5))
+    return min(cap, base * 2.0 ** min(attempt, 16) * random.uniform(0.5, 1.5))
 
 
 class Helix:
@@ -76,13 +83,13 @@ class Helix:
             access = self.token.access_token()
             try:
                 return await self._once(method, path, params, json, access)
+            except _Unauthorized:
+                if refreshed:
+                    raise HelixError(401, "token rejected right after a refresh", path) from None
+                await self.token.refresh(access)
+                refreshed = True
+                continue
             except _Retry as retry:
-                if retry.why == "unauthorized":
-                    if refreshed:
-                        raise HelixError(401, "token rejected right after a refresh", path)
-                    await self.token.refresh(access)
-                    refreshed = True
-                    continue
                 if attempt == self.retries:
                     raise HelixError(503, f"gave up after {attempt + 1} attempts: {retry.why}",
                                      path) from None
@@ -111,7 +118,7 @@ class Helix:
             message = str((await _json(resp)).get("message") or "")
             if message.lower().startswith("missing scope"):  # a refresh would not help
                 raise HelixError(401, message, path)
-            raise _Retry("unauthorized")
+            raise _Unauthorized()
         if resp.status == 429:
             raise _Retry("rate limited", ratelimit_wait(resp.headers.get("Ratelimit-Reset")))
         if resp.status >= 500:
@@ -132,7 +139,9 @@ class Helix:
         """POST /eventsub/subscriptions on a WebSocket session; returns the subscription."""
         body = {"type": type, "version": version, "condition": condition,
                 "transport": {"method": "websocket", "session_id": session_id}}
-        return (await self.request("POST", "/eventsub/subscriptions", json=body))["data"][0]
+        created: dict[str, Any] = (await self.request("POST", "/eventsub/subscriptions",
+                                                      json=body))["data"][0]
+        return created
 
     async def subscriptions(self, **filters: str) -> list[dict[str, Any]]:
         """Every subscription of this token (all pages), optionally filtered by status/type."""
@@ -183,7 +192,8 @@ class Helix:
         data = (await self.request("GET", "/search/categories",
                                    params={"query": name, "first": "20"})).get("data") or []
         exact = [c for c in data if str(c.get("name", "")).lower() == name.lower()]
-        return (exact or data or [None])[0]
+        found: dict[str, Any] | None = (exact or data or [None])[0]
+        return found
 
     async def modify_channel(self, broadcaster_id: str, changes: dict[str, Any]) -> None:
         """PATCH /channels: title, game_id, tags (needs channel:manage:broadcast)."""

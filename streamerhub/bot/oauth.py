@@ -1,4 +1,5 @@
-"""Twitch's OAuth endpoints for the bot: device-code login, refresh, validation.
+"""Twitch's OAuth endpoints, the one client for all of them: the browser's authorization-code flow
+(authorize URL, code exchange), the terminal's device-code login, refresh, validation, revocation.
 
 Plain aiohttp, as in bot/helix.py: twitchAPI's flag-based refresh "lock" stays set after one
 failure and hangs every later refresh (see bot/tokens.py for the lock that replaces it).
@@ -11,6 +12,7 @@ import datetime as dt
 import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
+from urllib.parse import urlencode
 
 import aiohttp
 
@@ -31,6 +33,22 @@ LOGIN_SCOPES: tuple[str, ...] = (
 
 class TokenError(StreamerHubError):
     """Twitch's OAuth endpoint failed in a way that may pass (network, 5xx)."""
+
+
+class TwitchUnreachable(TokenError):
+    """The OAuth endpoint could not be reached (network error or timeout)."""
+
+    def __init__(self, what: str, exc: BaseException) -> None:
+        super().__init__(f"{what}: {type(exc).__name__}: {exc}")
+        self.cause = type(exc).__name__
+
+
+class CodeRejected(TokenError):
+    """The token endpoint refused an authorization code (or answered without a token)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"Twitch refused the authorization code ({status}: {message})")
+        self.status, self.message = status, message
 
 
 class TokenRevoked(TokenError):
@@ -74,6 +92,14 @@ class DeviceCode:
     expires_in: int
 
 
+@dataclass(frozen=True)
+class Identity:
+    """Whom a token belongs to, as GET /validate says."""
+
+    user_id: str
+    login: str
+
+
 class OAuth:
     """Twitch's OAuth endpoints (id.twitch.tv/oauth2, or the fake's)."""
 
@@ -83,6 +109,25 @@ class OAuth:
         self.auth_url = auth_url.rstrip("/")
         self.client_id = client_id
         self.client_secret = client_secret
+
+    def authorize_url(self, redirect_uri: str, scopes: tuple[str, ...], state: str,
+                      force_verify: bool = False) -> str:
+        """Where the browser goes to authorise us (authorization-code flow)."""
+        return authorize_url(self.auth_url, self.client_id, redirect_uri, scopes, state,
+                             force_verify)
+
+    async def exchange_code(self, code: str, redirect_uri: str) -> Grant:
+        """POST /token grant_type=authorization_code; CodeRejected when Twitch refuses it."""
+        status, body = await self._post("/token", {
+            "client_id": self.client_id, "client_secret": self.client_secret, "code": code,
+            "grant_type": "authorization_code", "redirect_uri": redirect_uri})
+        if status != 200 or not body.get("access_token"):
+            raise CodeRejected(status, str(body.get("message", "no reason given")))
+        return Grant.from_json(body)
+
+    async def revoke(self, access_token: str) -> None:
+        """POST /revoke: the token stops working now rather than when it expires."""
+        await self._post("/revoke", {"client_id": self.client_id, "token": access_token})
 
     async def start_device(self, scopes: tuple[str, ...] = LOGIN_SCOPES) -> DeviceCode:
         """POST /device: begin a device-code login."""
@@ -137,9 +182,10 @@ class OAuth:
                     return None
                 if r.status != 200:
                     raise TokenError(f"token validation failed with {r.status}")
-                return await r.json(content_type=None)
+                body = await r.json(content_type=None)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise TokenError(f"token validation failed: {type(exc).__name__}: {exc}") from None
+            raise TwitchUnreachable("token validation failed", exc) from None
+        return body if isinstance(body, dict) else {}
 
     async def _post(self, path: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
         try:
@@ -151,8 +197,18 @@ class OAuth:
                     body = {"message": resp.reason}
                 return resp.status, body if isinstance(body, dict) else {}
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise TokenError(f"Twitch OAuth {path} unreachable: {type(exc).__name__}: "
-                             f"{exc}") from None
+            raise TwitchUnreachable(f"Twitch OAuth {path} unreachable", exc) from None
+
+
+def authorize_url(auth_url: str, client_id: str, redirect_uri: str, scopes: tuple[str, ...],
+                  state: str, force_verify: bool = False) -> str:
+    """GET /authorize with our client id: where the browser goes to authorise us. force_verify
+    makes Twitch ask again even for an account that already did (to pick which one)."""
+    query = {"client_id": client_id, "redirect_uri": redirect_uri, "response_type": "code",
+             "scope": " ".join(scopes), "state": state}
+    if force_verify:
+        query["force_verify"] = "true"
+    return f"{auth_url.rstrip('/')}/authorize?{urlencode(query)}"
 
 
 def in_seconds(seconds: float) -> dt.datetime:

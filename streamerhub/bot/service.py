@@ -17,7 +17,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Sequence
 
 import aiohttp
 from aiohttp import web
@@ -31,7 +31,8 @@ from streamerhub.bot.channel import (
 from streamerhub.bot.helix import Helix
 from streamerhub.bot.oauth import OAuth
 from streamerhub.bot.ownership import Ownership
-from streamerhub.bot.tokens import TokenStore
+from streamerhub.bot.registry import connected_channels
+from streamerhub.bot.tokens import ChannelToken, TokenStore
 from streamerhub.config import Settings
 from streamerhub.crypto import Keyring
 from streamerhub.db import Database
@@ -73,9 +74,10 @@ class TwitchBot:
         self.status_path = settings.data_dir / STATUS_FILE
         self.tokens = TokenStore(deps.db, deps.keyring)
         self.runners: dict[str, ChannelRunner] = {}
-        self.http: aiohttp.ClientSession = None  # type: ignore[assignment]
-        self.oauth: OAuth = None  # type: ignore[assignment]
-        self.shared: Shared = None  # type: ignore[assignment]
+        # Set by start(), before the bot is handed to anyone (bot_ctx): never read as None.
+        self.http: aiohttp.ClientSession = None  # type: ignore[assignment]  # see above
+        self.oauth: OAuth = None  # type: ignore[assignment]  # see above
+        self.shared: Shared = None  # type: ignore[assignment]  # see above
         self._wake = asyncio.Event()
         self.ownership = Ownership(deps.db, self._wake.set)
         # One sync at a time: the dashboard's, a NOTIFY's and the timer's may coincide.
@@ -115,9 +117,7 @@ class TwitchBot:
         async with self._syncing:
             for channel_id in await self.ownership.ensure():
                 await self._hand_over(channel_id)
-            async with self.deps.db.pool.acquire() as conn:
-                rows = await conn.fetch(CONNECTED_CHANNELS)
-            wanted = {r["channel_id"]: r["connected_at"] for r in rows}
+            wanted = {c.channel_id: c.connected_at for c in await connected_channels(self.deps.db)}
             await self._stop_changed(wanted)
             await self._start_new(wanted)
 
@@ -182,6 +182,17 @@ class TwitchBot:
         shown = {**changes, **({"category": wanted["category"]} if "game_id" in changes else {})}
         return "set " + ", ".join(f"{k}={v!r}" for k, v in shown.items() if k != "game_id")
 
+    @property
+    def running(self) -> bool:
+        """Started and not stopped: its HTTP session (and OAuth client) may be used."""
+        return self.http is not None and not self.http.closed
+
+    def live_token(self, channel_id: str) -> ChannelToken | None:
+        """The token holder of a channel this daemon runs (its one refresher), if usable."""
+        runner = self.runners.get(channel_id)
+        token = runner.token if runner is not None else None
+        return token if token is not None and not token.revoked else None
+
     def status(self) -> list[dict[str, Any]]:
         """One entry per channel this daemon runs (see ChannelRunner.status)."""
         return [runner.status() for runner in self.runners.values()]
@@ -215,7 +226,11 @@ class BotHelixStats:
                 return runner.helix
         raise TwitchError(f"channel {channel_id or '(any)'} is not connected in this daemon")
 
-    async def fetch_streams(self, channel_ids: Any) -> list[dict[str, Any]]:
+    async def connected_channel_ids(self) -> list[str]:
+        """Every connected channel (bot/registry.py), by id."""
+        return sorted(c.channel_id for c in await connected_channels(self.bot.deps.db))
+
+    async def fetch_streams(self, channel_ids: Sequence[str]) -> list[dict[str, Any]]:
         return await self._helix().streams(list(channel_ids)) if channel_ids else []
 
     async def fetch_follower_total(self, channel_id: str) -> int:
@@ -223,6 +238,24 @@ class BotHelixStats:
 
     async def fetch_subscriptions(self, channel_id: str) -> dict[str, int]:
         return await self._helix(channel_id).subscription_totals(channel_id)
+
+
+class BotChannelUpdater:
+    """ffmpeg/channels.py's ChannelUpdater: a multistream job's title / category / tags go to
+    its connected channels through the running bot (TwitchBot.update_channel)."""
+
+    def __init__(self, bot: Callable[[], TwitchBot | None], db: Callable[[], Database]) -> None:
+        self.bot, self.db = bot, db
+
+    async def __call__(self, channel_id: str, wanted: dict[str, Any]) -> str:
+        bot = self.bot()
+        if bot is None:
+            raise TwitchError("the Twitch bot is not running in this daemon")
+        return await bot.update_channel(channel_id, wanted)
+
+    async def connected_channel_ids(self) -> list[str]:
+        """Every connected channel (bot/registry.py), by id."""
+        return [c.channel_id for c in await connected_channels(self.db())]
 
 
 async def _channel_changes(helix: Helix, wanted: dict[str, Any]) -> dict[str, Any]:
@@ -266,11 +299,8 @@ def bot_ctx(deps: Callable[[web.Application], BotDeps],
 def read_status_file(data_dir: Path) -> dict[str, Any] | None:
     """The daemon's last published status, or None when there is none."""
     try:
-        return json.loads((data_dir / STATUS_FILE).read_text())
+        body = json.loads((data_dir / STATUS_FILE).read_text())
     except (OSError, ValueError):
         return None
+    return body if isinstance(body, dict) else None
 
-
-CONNECTED_CHANNELS = """
-SELECT channel_id, connected_at FROM twitch_channels
- WHERE status = 'connected' AND access_token_sealed IS NOT NULL ORDER BY connected_at"""

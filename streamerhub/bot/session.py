@@ -34,7 +34,8 @@ OnBad = Callable[[str, str], None]
 class Session:
     """One WebSocket with its reader task and the futures the supervisor waits on."""
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse,
+                 loop: asyncio.AbstractEventLoop) -> None:
         self.ws = ws
         self.welcome: asyncio.Future[dict[str, Any] | None] = loop.create_future()
         self.lost: asyncio.Future[str] = loop.create_future()

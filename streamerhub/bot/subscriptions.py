@@ -9,8 +9,9 @@ WebSocket subscription of the token is stale and deleted.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Collection, Sequence
 
 from streamerhub.bot.helix import Helix, HelixError
 from streamerhub.db import Database
@@ -145,7 +146,8 @@ class Subscriber:
         return SubscriptionResult(wanted, "enabled", str(sub["id"]))
 
     async def delete_stale(self) -> None:
-        """At start no session of ours exists: every WebSocket subscription of the token is stale."""
+        """At start no session of ours exists: every WebSocket subscription of the token is
+        stale."""
         try:
             subs = await self.helix.subscriptions()
         except HelixError as exc:
@@ -166,16 +168,17 @@ class Subscriber:
                             error=str(exc))
 
 
-def _collect(tasks: list[asyncio.Future[SubscriptionResult]], plan: list[Wanted],
-             pending: set[asyncio.Future[SubscriptionResult]]) -> list[SubscriptionResult]:
+def _collect(tasks: Sequence[asyncio.Future[SubscriptionResult]], plan: list[Wanted],
+             pending: Collection[asyncio.Future[SubscriptionResult]]) -> list[SubscriptionResult]:
     """The answers in plan order: unanswered ones are errors, the first exception is raised."""
-    results, errors = [], []
-    for task, wanted in zip(tasks, plan):
+    results: list[SubscriptionResult] = []
+    errors: list[BaseException] = []
+    for task, wanted in zip(tasks, plan, strict=True):
         if task in pending:
             results.append(SubscriptionResult(wanted, "error",
                                               detail="no answer within the keepalive window"))
-        elif task.exception() is not None:  # read every one: none is left unretrieved
-            errors.append(task.exception())
+        elif (error := task.exception()) is not None:  # read every one: none left unretrieved
+            errors.append(error)
         else:
             results.append(task.result())
     if errors:
@@ -235,3 +238,67 @@ VALUES ($1, $2, $3, $4, $5, $6, now())
 ON CONFLICT (channel_id, subscription_type, version) DO UPDATE SET
     status = EXCLUDED.status, twitch_id = EXCLUDED.twitch_id, detail = EXCLUDED.detail,
     updated_at = now()"""
+
+
+# ----------------------------------------------------------------------------- reading
+
+@dataclass(frozen=True)
+class StoredSubscription:
+    """One row of eventsub_subscriptions."""
+
+    channel_id: str
+    subscription_type: str
+    version: str
+    status: str
+    detail: str | None
+    updated_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class SubscriptionHealth:
+    """A channel's stored subscriptions counted by status."""
+
+    channel_id: str
+    expected: int
+    enabled: int
+    missing_scope: int
+    revoked: int
+    failing: int
+
+
+async def stored_subscriptions(db: Database,
+                               problems_only: bool = False) -> list[StoredSubscription]:
+    """Every stored subscription (or those not enabled), by channel and type."""
+    async with db.pool.acquire() as conn:
+        rows = await conn.fetch(PROBLEMS if problems_only else STORED)
+    return [StoredSubscription(r["channel_id"], r["subscription_type"], r["version"],
+                               r["status"], r["detail"], r["updated_at"]) for r in rows]
+
+
+async def subscription_health(db: Database) -> dict[str, SubscriptionHealth]:
+    """Each channel's subscriptions counted by status, by channel id."""
+    async with db.pool.acquire() as conn:
+        rows = await conn.fetch(HEALTH)
+    return {r["channel_id"]: SubscriptionHealth(r["channel_id"], r["expected"], r["enabled"],
+                                                r["missing_scope"], r["revoked"], r["failing"])
+            for r in rows}
+
+
+STORED = """
+SELECT channel_id, subscription_type, version, status, detail, updated_at
+  FROM eventsub_subscriptions ORDER BY channel_id, subscription_type"""
+
+PROBLEMS = """
+SELECT channel_id, subscription_type, version, status, detail, updated_at
+  FROM eventsub_subscriptions WHERE status <> 'enabled'
+ ORDER BY channel_id, subscription_type"""
+
+HEALTH = """
+SELECT channel_id,
+       count(*) AS expected,
+       count(*) FILTER (WHERE status = 'enabled') AS enabled,
+       count(*) FILTER (WHERE status = 'missing_scope') AS missing_scope,
+       count(*) FILTER (WHERE status LIKE 'revoked%') AS revoked,
+       count(*) FILTER (WHERE status NOT IN ('enabled', 'missing_scope')
+                          AND status NOT LIKE 'revoked%') AS failing
+  FROM eventsub_subscriptions GROUP BY channel_id"""

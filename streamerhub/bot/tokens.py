@@ -140,7 +140,8 @@ UPDATE twitch_channels SET access_token_sealed = $2, refresh_token_sealed = $3,
  WHERE channel_id = $1"""
 
 SAVE_VALIDATION = """
-UPDATE twitch_channels SET login = $2, scopes = $3, token_expires_at = COALESCE($4, token_expires_at),
+UPDATE twitch_channels SET login = $2, scopes = $3,
+       token_expires_at = COALESCE($4, token_expires_at),
        validated_at = now(), updated_at = now()
  WHERE channel_id = $1"""
 

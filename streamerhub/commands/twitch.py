@@ -52,7 +52,9 @@ def cmd_login(args: argparse.Namespace, settings: Settings) -> int:
                           "https://dev.twitch.tv/console (category 'Other', client type "
                           "'Public'), then set [twitch] client_id or STREAMERHUB_TWITCH_CLIENT_ID")
     try:
-        return asyncio.run(_with_db(settings, lambda db: _login(db, settings, tuple(args.scopes))))
+        code: int = asyncio.run(_with_db(settings,
+                                         lambda db: _login(db, settings, tuple(args.scopes))))
+        return code
     except TokenError as exc:
         print(f"streamerhub: Twitch login failed: {exc}")
         return 1
@@ -64,9 +66,12 @@ async def _login(db: Database, settings: Settings, scopes: tuple[str, ...]) -> i
     from streamerhub.bot.oauth import OAuth
     from streamerhub.bot.tokens import TokenStore, login_with_device_code
     from streamerhub.crypto import load_keyring
+    from streamerhub.keys import has_sealed_secrets
 
     await db.upgrade()
-    keyring = load_keyring(settings.data_dir, os.environ, create=not await _has_secrets(db))
+    # Like app.crypto_ctx: a new master key only while nothing is sealed under an old one.
+    keyring = load_keyring(settings.data_dir, os.environ,
+                           create=not await has_sealed_secrets(db))
     async with aiohttp.ClientSession(headers={"User-Agent": "StreamerHub"}) as http:
         oauth = OAuth(http, settings.get("twitch", "auth_url"), settings.get("twitch", "client_id"),
                       settings.get("twitch", "client_secret"))
@@ -88,18 +93,6 @@ def _show_code(code: DeviceCode) -> None:
           f"and check that it shows the code:  {code.user_code}\n"
           f"Waiting for your approval (the code expires in {code.expires_in // 60} min; "
           "Ctrl-C cancels)…", flush=True)
-
-
-async def _has_secrets(db: Database) -> bool:
-    from streamerhub.db import sealed_columns
-
-    # Like app.crypto_ctx: a new master key only while nothing is sealed under an old one.
-    async with db.pool.acquire() as conn:
-        for table, _key, column in await sealed_columns(conn):
-            if await conn.fetchval(
-                    f'SELECT EXISTS (SELECT 1 FROM "{table}" WHERE "{column}" IS NOT NULL)'):
-                return True
-    return False
 
 
 async def _with_db(settings: Settings, action: Callable[[Database], Awaitable[Any]]) -> Any:
@@ -126,18 +119,38 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _status(db: Database, settings: Settings) -> list[dict[str, Any]]:
-    since = day_start(settings.get("general", "timezone"), settings.get("general", "day_start_hour"))
-    async with db.pool.acquire() as conn:
-        channels = [dict(r) for r in await conn.fetch(STATUS_CHANNELS, since)]
-        subs = await conn.fetch(STATUS_SUBSCRIPTIONS)
-    for channel in channels:
-        mine = [s for s in subs if s["channel_id"] == channel["channel_id"]]
-        channel["subscriptions"] = {
-            "enabled": sum(s["status"] == "enabled" for s in mine),
-            "missing_scope": [s["subscription_type"] for s in mine if s["status"] == "missing_scope"],
-            "revoked": [f"{s['subscription_type']} ({s['status'].split(':', 1)[-1]})"
-                        for s in mine if s["status"].startswith("revoked")],
-            "error": [s["subscription_type"] for s in mine if s["status"] == "error"]}
+    """Per channel, the stored state: registry row, latest gap, events today, subscriptions."""
+    from streamerhub.bot.registry import all_channels
+    from streamerhub.bot.subscriptions import stored_subscriptions
+    from streamerhub.events.history import events_received_since, latest_gaps
+
+    get = settings.get
+    since = day_start(get("general", "timezone"), get("general", "day_start_hour"))
+    registry = await all_channels(db)
+    gaps = await latest_gaps(db)
+    today = await events_received_since(db, since)
+    subs = await stored_subscriptions(db)
+    channels = []
+    for c in registry:
+        gap = gaps.get(c.channel_id)
+        mine = [s for s in subs if s.channel_id == c.channel_id]
+        channels.append({
+            "channel_id": c.channel_id, "login": c.login, "display_name": c.display_name,
+            "status": c.status, "status_reason": c.status_reason, "scopes": list(c.scopes),
+            "validated_at": c.validated_at,
+            "gap_started_at": gap.started_at if gap else None,
+            "gap_ended_at": gap.ended_at if gap else None,
+            "gap_reason": gap.reason if gap else None,
+            "gap_backfilled_at": gap.backfilled_at if gap else None,
+            "gap_backfilled": gap.backfilled if gap else None,
+            "events_today": today.get(c.channel_id, 0),
+            "subscriptions": {
+                "enabled": sum(s.status == "enabled" for s in mine),
+                "missing_scope": [s.subscription_type for s in mine
+                                  if s.status == "missing_scope"],
+                "revoked": [f"{s.subscription_type} ({s.status.split(':', 1)[-1]})"
+                            for s in mine if s.status.startswith("revoked")],
+                "error": [s.subscription_type for s in mine if s.status == "error"]}})
     return channels
 
 
@@ -213,18 +226,3 @@ def _age(seconds: float) -> str:
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
 
-
-STATUS_CHANNELS = """
-SELECT c.channel_id, c.login, c.display_name, c.status, c.status_reason, c.scopes, c.validated_at,
-       g.started_at AS gap_started_at, g.ended_at AS gap_ended_at, g.reason AS gap_reason,
-       g.backfilled_at AS gap_backfilled_at, g.backfilled AS gap_backfilled,
-       (SELECT count(*) FROM twitch_events e
-         WHERE e.channel_id = c.channel_id AND e.received_at >= $1) AS events_today
-  FROM twitch_channels c
-  LEFT JOIN LATERAL (SELECT * FROM eventsub_gaps g WHERE g.channel_id = c.channel_id
-                      ORDER BY started_at DESC LIMIT 1) g ON true
- ORDER BY c.connected_at"""
-
-STATUS_SUBSCRIPTIONS = """
-SELECT channel_id, subscription_type, status FROM eventsub_subscriptions
- ORDER BY channel_id, subscription_type"""

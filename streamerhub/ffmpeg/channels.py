@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Collection, Protocol, runtime_checkable
 
 from streamerhub.ffmpeg.jobs import Job
 from streamerhub.ffmpeg.jobstore import JobStore
@@ -18,6 +18,14 @@ ChannelUpdater = Callable[[str, dict[str, Any]], Awaitable[str]]
 HELIX_TIMEOUT = 15.0
 
 
+@runtime_checkable
+class ConnectedChannels(Protocol):
+    """An updater that also knows which channels are connected (app.py wires the bot's
+    BotChannelUpdater): linked channels that are not connected are skipped, not failed."""
+
+    async def connected_channel_ids(self) -> Collection[str]: ...
+
+
 def channel_info(job: Job) -> dict[str, Any]:
     """The channel information a job sets: only what the user filled in."""
     return {k: v for k, v in (("title", job.title), ("category", job.category),
@@ -29,7 +37,12 @@ async def update_channels(jobs: JobStore, updater: ChannelUpdater | None, job: J
     wanted = channel_info(job)
     if not wanted:
         return
-    for _target_id, channel_id in await jobs.connected_channels([t for t, _ in job.targets]):
+    linked = await jobs.linked_channels([t for t, _ in job.targets])
+    knows: object = updater  # a ChannelUpdater may also be ConnectedChannels
+    if isinstance(knows, ConnectedChannels):
+        connected = set(await knows.connected_channel_ids())
+        linked = [(t, c) for t, c in linked if c in connected]
+    for _target_id, channel_id in linked:
         ok, detail = await call_updater(updater, channel_id, wanted)
         await jobs.record_channel_update(job.id, channel_id, wanted, ok, detail)
         log.info("channel_info_set", job=job.id, channel=channel_id, ok=ok, detail=detail)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
-from typing import Any
+from typing import Any, Sequence
 
 import asyncpg
 
@@ -166,12 +166,12 @@ class JobStore:
         return [{**dict(r), "started_at": iso(r["started_at"], self.tz),
                  "ended_at": iso(r["ended_at"], self.tz)} for r in rows]
 
-    async def connected_channels(self, target_ids: list[int]) -> list[tuple[int, str]]:
-        """(target id, channel id) of targets linked to a connected Twitch channel."""
+    async def linked_channels(self, target_ids: Sequence[int]) -> Sequence[tuple[int, str]]:
+        """(target id, channel id) of targets linked to a Twitch channel; whether that channel
+        is connected is the bot's to say (ffmpeg/channels.py asks it)."""
         rows = await self.db.pool.fetch(
-            "SELECT t.id, t.channel_id FROM stream_targets t JOIN twitch_channels c "
-            "ON c.channel_id = t.channel_id WHERE t.id = ANY($1) AND c.status = 'connected' "
-            "ORDER BY t.id", target_ids)
+            "SELECT id, channel_id FROM stream_targets WHERE id = ANY($1) "
+            "AND channel_id IS NOT NULL ORDER BY id", target_ids)
         return [(r["id"], r["channel_id"]) for r in rows]
 
     async def record_channel_update(self, job_id: int, channel_id: str,

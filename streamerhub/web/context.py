@@ -1,13 +1,18 @@
 """What the dashboard needs from the rest of the daemon, handed over by app.py (the only root).
 
-web/ never imports bot/ or ffmpeg/: connecting a Twitch channel goes through `ChannelLink`, a small
-protocol app.py implements with the bot's token store.
+web/ never imports bot/ or ffmpeg/: Twitch goes through the protocols below, which bot/link.py
+implements over the bot's one OAuth client, token store and registry:
+- `TwitchAuth`: the browser's authorization-code flow for signing in;
+- `ChannelLink`: connecting and disconnecting a channel, and the category search;
+- `TwitchOverview`: what the Settings page shows about channels, subscriptions and gaps.
+Their failures are `StreamerHubError`s whose message is meant for the page.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Mapping, Protocol, Sequence
 
 from aiohttp import web
 
@@ -16,20 +21,170 @@ from streamerhub.db import Database
 from streamerhub.pubsub import Hub
 
 
+class TwitchGrant(Protocol):
+    """A token the authorization-code flow got."""
+
+    @property
+    def access_token(self) -> str: ...
+
+
+class TwitchIdentity(Protocol):
+    """Whom a token belongs to."""
+
+    @property
+    def user_id(self) -> str: ...
+
+    @property
+    def login(self) -> str: ...
+
+
+class LinkedChannel(Protocol):
+    """A channel just connected."""
+
+    @property
+    def channel_id(self) -> str: ...
+
+    @property
+    def login(self) -> str: ...
+
+    @property
+    def display_name(self) -> str: ...
+
+
+class TwitchAuth(Protocol):
+    """Twitch's OAuth endpoints for signing in to the dashboard."""
+
+    def authorize_url(self, redirect_uri: str, scopes: tuple[str, ...], state: str,
+                      force_verify: bool = False) -> str:
+        """Where to send the browser to authorise us."""
+
+    async def exchange_code(self, code: str, redirect_uri: str) -> TwitchGrant:
+        """The token for the code Twitch sent back."""
+
+    async def validate(self, access_token: str) -> TwitchIdentity:
+        """Whom the token belongs to (an error when Twitch does not validate it)."""
+
+    async def revoke(self, access_token: str) -> None:
+        """Give the token back; a failure is only logged (the token expires anyway)."""
+
+
 class ChannelLink(Protocol):
-    """Connect or disconnect a Twitch channel from a token grant got in the browser."""
+    """Connect or disconnect a Twitch channel from the browser; search categories with it."""
 
-    scopes: tuple[str, ...]
+    @property
+    def scopes(self) -> tuple[str, ...]: ...
 
-    async def connect(self, grant: dict[str, Any]) -> dict[str, str]:
-        """Store the grant sealed; return {"channel_id", "login", "display_name"}."""
+    async def connect(self, code: str, redirect_uri: str) -> LinkedChannel:
+        """Swap the code for a token, store it sealed, and start capturing the channel."""
 
     async def disconnect(self, channel_id: str) -> None:
         """Revoke and forget the channel's tokens; its history stays."""
 
+    async def is_channel_login(self, login: str) -> bool:
+        """Whether `login` (lower case) is a connected (or once connected) channel's own."""
+
     async def search_categories(self, query: str) -> list[dict[str, str]]:
         """Twitch categories matching `query` ([{"id", "name"}]), asked with a connected
         channel's token; [] when no channel is connected."""
+
+
+class ChannelSummary(Protocol):
+    @property
+    def channel_id(self) -> str: ...
+
+    @property
+    def login(self) -> str: ...
+
+    @property
+    def display_name(self) -> str: ...
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def status_reason(self) -> str | None: ...
+
+    @property
+    def connected_at(self) -> dt.datetime: ...
+
+    @property
+    def validated_at(self) -> dt.datetime | None: ...
+
+
+class SubscriptionCounts(Protocol):
+    @property
+    def expected(self) -> int: ...
+
+    @property
+    def enabled(self) -> int: ...
+
+    @property
+    def missing_scope(self) -> int: ...
+
+    @property
+    def revoked(self) -> int: ...
+
+    @property
+    def failing(self) -> int: ...
+
+
+class SubscriptionProblem(Protocol):
+    @property
+    def channel_id(self) -> str: ...
+
+    @property
+    def subscription_type(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def detail(self) -> str | None: ...
+
+    @property
+    def updated_at(self) -> dt.datetime: ...
+
+
+class GapSummary(Protocol):
+    @property
+    def channel_id(self) -> str: ...
+
+    @property
+    def started_at(self) -> dt.datetime: ...
+
+    @property
+    def ended_at(self) -> dt.datetime | None: ...
+
+    @property
+    def reason(self) -> str: ...
+
+    @property
+    def backfilled(self) -> int: ...
+
+    @property
+    def backfilled_at(self) -> dt.datetime | None: ...
+
+
+class TwitchOverview(Protocol):
+    """The Settings page's Twitch facts."""
+
+    async def channels(self) -> Sequence[ChannelSummary]:
+        """Every channel, connected or not, oldest first."""
+
+    async def subscription_health(self) -> Mapping[str, SubscriptionCounts]:
+        """Each channel's stored subscriptions counted by status, by channel id."""
+
+    async def subscription_problems(self) -> Sequence[SubscriptionProblem]:
+        """The stored subscriptions that are not enabled."""
+
+    async def recent_gaps(self, limit: int) -> Sequence[GapSummary]:
+        """The newest capture gaps, newest first."""
+
+    async def events_stored(self) -> int:
+        """How many events are stored in all."""
 
 
 @dataclass
@@ -43,6 +198,8 @@ class Services:
     multistream: bool = False   # the /api/v1 multistream service is mounted
     demo: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    twitch_auth: TwitchAuth | None = None
+    twitch_overview: TwitchOverview | None = None
 
 
 SERVICES = web.AppKey("web_services", Services)

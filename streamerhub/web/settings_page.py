@@ -15,44 +15,36 @@ from streamerhub.web.security import public_url
 from streamerhub.web.twitch_oauth import redirect_uri
 from streamerhub.web.users import UserError, UserStore, check_password, verify_password
 
-HEALTH = """
-SELECT channel_id,
-       count(*) AS expected,
-       count(*) FILTER (WHERE status = 'enabled') AS enabled,
-       count(*) FILTER (WHERE status = 'missing_scope') AS missing_scope,
-       count(*) FILTER (WHERE status LIKE 'revoked%') AS revoked,
-       count(*) FILTER (WHERE status NOT IN ('enabled', 'missing_scope')
-                          AND status NOT LIKE 'revoked%') AS failing
-  FROM eventsub_subscriptions GROUP BY channel_id"""
-PROBLEMS = """
-SELECT channel_id, subscription_type, version, status, detail, updated_at
-  FROM eventsub_subscriptions WHERE status <> 'enabled'
- ORDER BY channel_id, subscription_type"""
-GAPS = """
-SELECT channel_id, started_at, ended_at, reason, backfilled, backfilled_at
-  FROM eventsub_gaps ORDER BY started_at DESC LIMIT 10"""
-CHANNELS = """
-SELECT channel_id, login, display_name, status, status_reason, cardinality(scopes) AS scopes,
-       connected_at, validated_at FROM twitch_channels ORDER BY connected_at"""
-DB_FACTS = """
-SELECT current_setting('server_version') AS version, pg_database_size(current_database()) AS size,
-       (SELECT count(*) FROM twitch_events) AS events,
-       (SELECT max(version) FROM schema_migrations) AS schema_version"""
+GAPS_SHOWN = 10
+
+# Server facts only: the tables' figures come from their owners (TwitchOverview, Database).
+SERVER_FACTS = """
+SELECT current_setting('server_version') AS version, pg_database_size(current_database()) AS size"""
 
 
 async def _facts(request: web.Request) -> dict[str, Any]:
     svc = services(request)
+    twitch = svc.twitch_overview
     async with svc.db.pool.acquire() as conn:
-        return {"channels": [dict(r) for r in await conn.fetch(CHANNELS)],
-                "health": {r["channel_id"]: dict(r) for r in await conn.fetch(HEALTH)},
-                "problems": [dict(r) for r in await conn.fetch(PROBLEMS)],
-                "gaps": [dict(r) for r in await conn.fetch(GAPS)],
-                "database": dict(await conn.fetchrow(DB_FACTS))}
+        server = await conn.fetchrow(SERVER_FACTS)
+    database = {"version": server["version"], "size": server["size"],
+                "events": await twitch.events_stored() if twitch else 0,
+                "schema_version": max(await svc.db.applied_versions(), default=None)}
+    if twitch is None:
+        return {"channels": [], "health": {}, "problems": [], "gaps": [], "database": database}
+    return {"channels": await twitch.channels(), "health": await twitch.subscription_health(),
+            "problems": await twitch.subscription_problems(),
+            "gaps": await twitch.recent_gaps(GAPS_SHOWN), "database": database}
 
 
 @require("owner")
-async def settings_view(request: web.Request, errors: dict[str, str] | None = None,
-                        status: int = 200) -> web.StreamResponse:
+async def settings_view(request: web.Request) -> web.StreamResponse:
+    return await _settings_page(request)
+
+
+async def _settings_page(request: web.Request, errors: dict[str, str] | None = None,
+                         status: int = 200) -> web.StreamResponse:
+    """The page, with a form's errors (the handlers calling it checked the role already)."""
     svc = services(request)
     facts = await _facts(request)
     facts["database"].update(url=redact_url(svc.db.url),
@@ -81,8 +73,8 @@ async def add_user(request: web.Request) -> web.StreamResponse:
         await store.create(str(form.get("login", "")), str(form.get("role", "viewer")),
                            check_password(password) if password else None, twitch)
     except UserError as exc:
-        return await settings_view.__wrapped__(request, {"users": str(exc)}, 400)
-    await flash(request, f"Added {form.get('login')} ({form.get('role', 'viewer')}).")
+        return await _settings_page(request, {"users": str(exc)}, 400)
+    await flash(request, f"Added {form.get('login')!s} ({form.get('role', 'viewer')!s}).")
     raise web.HTTPSeeOther("/settings#users")
 
 
@@ -92,7 +84,7 @@ async def delete_user(request: web.Request) -> web.StreamResponse:
     try:
         await store.delete(int(request.match_info["user_id"]))
     except UserError as exc:
-        return await settings_view.__wrapped__(request, {"users": str(exc)}, 400)
+        return await _settings_page(request, {"users": str(exc)}, 400)
     await flash(request, "User removed; their sessions ended.")
     raise web.HTTPSeeOther("/settings#users")
 
@@ -111,7 +103,7 @@ async def change_password(request: web.Request) -> web.StreamResponse:
             raise UserError("The current password is wrong.")
         password = check_password(str(form.get("password", "")), str(form.get("confirm", "")))
     except UserError as exc:
-        return await settings_view.__wrapped__(request, {"password": str(exc)}, 400)
+        return await _settings_page(request, {"password": str(exc)}, 400)
     await store.set_password(who.user.id, password)
     await flash(request, "Password changed. Sign in again with the new one.")
     raise web.HTTPSeeOther("/login")
