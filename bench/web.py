@@ -225,7 +225,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         app = build_app(settings)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        port = settings.get("web", "port")
+        port = settings.web.port
         await web.TCPSite(runner, "127.0.0.1", port).start()
         base = f"http://127.0.0.1:{port}"
         # unsafe=True: aiohttp's cookie jar ignores cookies from an IP address otherwise.

@@ -85,8 +85,8 @@ async def analytics_ctx(app: web.Application) -> AsyncIterator[None]:
     """Viewer samples while live and follower/sub totals, through the bot's Helix clients;
     started after the bot, stopped before it."""
     settings = app[SETTINGS]
-    config = PollerConfig(sample_interval_s=settings.get("analytics", "sample_interval"),
-                          totals_interval_s=settings.get("analytics", "totals_interval"))
+    config = PollerConfig(sample_interval_s=settings.analytics.sample_interval,
+                          totals_interval_s=settings.analytics.totals_interval)
     pollers = AnalyticsPollers(app[DB].pool, BotHelixStats(app[TWITCH]),
                                Calendar.from_settings(settings), config)
     await pollers.start()
@@ -167,7 +167,8 @@ def build_app(settings: Settings) -> web.Application:
     app.router.add_get("/healthz", healthz)
     # /api/v1: each authorizer may let a request in; the dashboard appends its session check.
     app[AUTHORIZERS] = [bearer_authorizer(api_token(settings.data_dir))]
-    app.add_subapp(PREFIX, build_api(app[MULTISTREAM], _exporter(app)))
+    multistream: Multistream = app[MULTISTREAM]
+    app.add_subapp(PREFIX, build_api(multistream, _exporter(app)))
     app.router.add_get("/api/openapi.json", openapi_json)
     add_dashboard(app, settings)
     return app
@@ -197,9 +198,9 @@ def on_ready(settings: Settings) -> Any:
     """Called by web.run_app once the sockets listen: log the URL and tell systemd."""
 
     def ready(_message: str) -> None:
-        host = settings.get("web", "host")
+        host = settings.web.host
         shown = f"[{host}]" if ":" in host else host
-        log.info("ready", url=f"http://{shown}:{settings.get('web', 'port')}/",
+        log.info("ready", url=f"http://{shown}:{settings.web.port}/",
                  data_dir=str(settings.data_dir), version=__version__)
         systemd.notify("READY=1")
 

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import tomllib
 import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 from urllib.parse import urlsplit
 
 from streamerhub.errors import ConfigError
 
+_T = TypeVar("_T")
 SEARCH_PATHS = (Path("config.toml"), Path("/etc/streamerhub/config.toml"))
 
 
@@ -120,15 +122,105 @@ _BY_NAME = {(s.section, s.key): s for s in SETTINGS}
 
 
 @dataclass(frozen=True)
+class GeneralSettings:
+    data_dir: str
+    timezone: str
+    day_start_hour: int
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    host: str
+    port: int
+    allowed_hosts: list[str]
+    public_url: str
+    session_days: int
+    twitch_logins: list[str]
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str
+    pool_size: int
+    connect_timeout: float
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    level: str
+    format: str
+
+
+@dataclass(frozen=True)
+class TwitchSettings:
+    client_id: str
+    client_secret: str
+    api_url: str
+    auth_url: str
+    eventsub_url: str
+
+
+@dataclass(frozen=True)
+class AnalyticsSettings:
+    sample_interval: float
+    totals_interval: float
+
+
+@dataclass(frozen=True)
+class FFmpegSettings:
+    path: str
+    max_upload_bytes: int
+    video_kbps: int
+    audio_kbps: int
+
+
+# One typed view per [section] of SETTINGS; a test holds the two in step.
+SECTIONS: dict[str, type] = {
+    "general": GeneralSettings, "web": WebSettings, "database": DatabaseSettings,
+    "log": LogSettings, "twitch": TwitchSettings, "analytics": AnalyticsSettings,
+    "ffmpeg": FFmpegSettings,
+}
+
+
+@dataclass(frozen=True)
 class Settings:
-    """The validated configuration; read values with settings.get('web', 'port')."""
+    """The validated configuration, read per section: settings.web.port, settings.twitch.api_url."""
 
     values: Mapping[tuple[str, str], Any]
     source: Path | None = None
     data_dir: Path = field(default=Path("."))
 
-    def get(self, section: str, key: str) -> Any:
-        return self.values[(section, key)]
+    def _section(self, name: str, view: type[_T]) -> _T:
+        fields = {key: value for (section, key), value in self.values.items() if section == name}
+        return view(**fields)
+
+    @functools.cached_property
+    def general(self) -> GeneralSettings:
+        return self._section("general", GeneralSettings)
+
+    @functools.cached_property
+    def web(self) -> WebSettings:
+        return self._section("web", WebSettings)
+
+    @functools.cached_property
+    def database(self) -> DatabaseSettings:
+        return self._section("database", DatabaseSettings)
+
+    @functools.cached_property
+    def log(self) -> LogSettings:
+        return self._section("log", LogSettings)
+
+    @functools.cached_property
+    def twitch(self) -> TwitchSettings:
+        return self._section("twitch", TwitchSettings)
+
+    @functools.cached_property
+    def analytics(self) -> AnalyticsSettings:
+        return self._section("analytics", AnalyticsSettings)
+
+    @functools.cached_property
+    def ffmpeg(self) -> FFmpegSettings:
+        return self._section("ffmpeg", FFmpegSettings)
 
 
 def find_config(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:

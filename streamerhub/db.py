@@ -455,7 +455,7 @@ async def open_database(settings: DatabaseSettings,
     The daemon owns the embedded cluster and stops it on exit, even one it adopted after a
     kill -9; a CLI command stops it only if it had to start it (the daemon may be using it).
     """
-    url = settings.get("database", "url")
+    url = settings.database.url
     embedded = None
     if not url:
         embedded = EmbeddedPostgres(settings.data_dir)
@@ -463,8 +463,8 @@ async def open_database(settings: DatabaseSettings,
         await embedded.create_database()
         url = embedded.url
     try:
-        pool = await connect_with_retry(url, settings.get("database", "pool_size"),
-                                        settings.get("database", "connect_timeout"))
+        pool = await connect_with_retry(url, settings.database.pool_size,
+                                        settings.database.connect_timeout)
     except BaseException:
         if embedded and embedded.started_here:
             await embedded.stop()
@@ -480,4 +480,4 @@ async def open_database(settings: DatabaseSettings,
 
 def embedded_url(settings: DatabaseSettings) -> str:
     """The URL the daemon uses (for `streamerhub db url`), without starting anything."""
-    return settings.get("database", "url") or EmbeddedPostgres(settings.data_dir).url
+    return settings.database.url or EmbeddedPostgres(settings.data_dir).url

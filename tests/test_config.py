@@ -17,25 +17,25 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_defaults_bind_localhost_8080(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
-    assert settings.get("web", "host") == "127.0.0.1"
-    assert settings.get("web", "port") == 8080
-    assert settings.get("database", "url") == ""
+    assert settings.web.host == "127.0.0.1"
+    assert settings.web.port == 8080
+    assert settings.database.url == ""
     assert settings.data_dir == tmp_path / "data"
 
 
 def test_file_then_env_override(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, '[web]\nport = 9000\n[general]\ntimezone = "Europe/Paris"\n',
                              STREAMERHUB_WEB_PORT="9100")
-    assert settings.get("web", "port") == 9100
-    assert settings.get("general", "timezone") == "Europe/Paris"
+    assert settings.web.port == 9100
+    assert settings.general.timezone == "Europe/Paris"
 
 
 def test_database_url_env_and_ours_wins(tmp_path: Path) -> None:
     s = make_settings(tmp_path, DATABASE_URL="postgresql://a@h/db")
-    assert s.get("database", "url") == "postgresql://a@h/db"
+    assert s.database.url == "postgresql://a@h/db"
     s = make_settings(tmp_path, DATABASE_URL="postgresql://a@h/db",
                       STREAMERHUB_DATABASE_URL="postgresql://b@h/db")
-    assert s.get("database", "url") == "postgresql://b@h/db"
+    assert s.database.url == "postgresql://b@h/db"
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -74,7 +74,7 @@ def test_config_found_through_env_variable(tmp_path: Path) -> None:
     path = tmp_path / "elsewhere.toml"
     path.write_text("[web]\nport = 8123\n")
     settings = load_settings(None, env={"STREAMERHUB_CONFIG": str(path)})
-    assert settings.source == path and settings.get("web", "port") == 8123
+    assert settings.source == path and settings.web.port == 8123
 
 
 def test_shipped_config_lists_every_setting() -> None:
@@ -92,3 +92,23 @@ def test_cli_reports_config_error_without_traceback(tmp_path: Path, capsys) -> N
     err = capsys.readouterr().err
     assert "web.port = 0 must be between 1 and 65535" in err
     assert "Traceback" not in err
+
+
+def test_each_section_view_has_exactly_the_settings_of_its_section() -> None:
+    import dataclasses
+    import typing
+
+    from streamerhub.config import SECTIONS, SETTINGS
+
+    assert set(SECTIONS) == {s.section for s in SETTINGS}
+    for name, view in SECTIONS.items():
+        hints = typing.get_type_hints(view)
+        declared = {f.name: typing.get_origin(hints[f.name]) or hints[f.name]
+                    for f in dataclasses.fields(view)}
+        assert declared == {s.key: s.type for s in SETTINGS if s.section == name}, name
+
+
+def test_settings_read_per_section_with_their_types(tmp_path: Path) -> None:
+    settings = load_settings(None, str(tmp_path), env={"STREAMERHUB_WEB_PORT": "9090"})
+    assert settings.web.port == 9090 and settings.twitch.api_url.startswith("https://")
+    assert settings.database.connect_timeout == 120.0 and settings.web.allowed_hosts == []

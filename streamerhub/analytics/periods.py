@@ -43,7 +43,7 @@ class Calendar:
 
     @classmethod
     def from_settings(cls, settings: Any) -> "Calendar":
-        return cls(settings.get("general", "timezone"), settings.get("general", "day_start_hour"))
+        return cls(settings.general.timezone, settings.general.day_start_hour)
 
     def local(self, instant: datetime) -> datetime:
         """The instant on the streamer's wall clock."""

@@ -75,9 +75,8 @@ class TwitchChannelLink:
         self.settings, self.db, self.bot = settings, db, bot
         self.scopes = LOGIN_SCOPES
         self.store = TokenStore(db, keyring)
-        get = settings.get
-        self.auth_url, self.client_id = get("twitch", "auth_url"), get("twitch", "client_id")
-        self.client_secret = get("twitch", "client_secret")
+        self.auth_url, self.client_id = settings.twitch.auth_url, settings.twitch.client_id
+        self.client_secret = settings.twitch.client_secret
 
     def _running_bot(self) -> TwitchBot | None:
         bot = self.bot()
@@ -170,7 +169,7 @@ class TwitchChannelLink:
             async with self._oauth() as oauth:
                 token: ChannelToken = await load_channel_token(self.store, oauth,
                                                                channels[0].channel_id)
-                helix = Helix(oauth.session, self.settings.get("twitch", "api_url"),
+                helix = Helix(oauth.session, self.settings.twitch.api_url,
                               oauth.client_id, token, retries=1)
                 body = await helix.request("GET", "/search/categories", params)
         return [{"id": str(c["id"]), "name": str(c["name"])} for c in body.get("data") or []]

@@ -67,10 +67,10 @@ class TwitchBot:
     def __init__(self, deps: BotDeps) -> None:
         self.deps = deps
         settings = deps.settings
-        self.client_id = settings.get("twitch", "client_id")
-        self.api_url = settings.get("twitch", "api_url")
-        self.eventsub_url = settings.get("twitch", "eventsub_url")
-        self.auth_url = settings.get("twitch", "auth_url")
+        self.client_id = settings.twitch.client_id
+        self.api_url = settings.twitch.api_url
+        self.eventsub_url = settings.twitch.eventsub_url
+        self.auth_url = settings.twitch.auth_url
         self.status_path = settings.data_dir / STATUS_FILE
         self.tokens = TokenStore(deps.db, deps.keyring)
         self.runners: dict[str, ChannelRunner] = {}
@@ -87,7 +87,7 @@ class TwitchBot:
     async def start(self) -> None:
         self.http = aiohttp.ClientSession(headers={"User-Agent": "StreamerHub"})
         self.oauth = OAuth(self.http, self.auth_url, self.client_id,
-                           self.deps.settings.get("twitch", "client_secret"))
+                           self.deps.settings.twitch.client_secret)
         self.shared = Shared(self.deps.db, self.deps.store, self.tokens, self.oauth, self.http,
                              self.api_url, self.eventsub_url)
         if not self.client_id:

@@ -52,7 +52,7 @@ def check_master_key(settings: Settings) -> Result:
 async def check_database(settings: Settings) -> Result:
     from streamerhub.db import find_pg_bindir, open_database, redact_url
 
-    where = "embedded" if not settings.get("database", "url") else "external"
+    where = "embedded" if not settings.database.url else "external"
     if where == "embedded":
         find_pg_bindir()
     async with open_database(settings, own_cluster=False) as db:
@@ -66,7 +66,7 @@ async def check_database(settings: Settings) -> Result:
 def check_ffmpeg(settings: Settings) -> Result:
     from streamerhub.ffmpeg.binary import find_ffmpeg
 
-    found = find_ffmpeg(settings.get("ffmpeg", "path") or None)
+    found = find_ffmpeg(settings.ffmpeg.path or None)
     return Result("ffmpeg", True, f"{found.version} ({found.source}: {found.path})")
 
 

@@ -37,10 +37,10 @@ class Client:
     """A few JSON calls to the daemon; API errors become StreamerHubError with its message."""
 
     def __init__(self, settings: Settings, base: str | None = None) -> None:
-        host = settings.get("web", "host")
+        host = settings.web.host
         host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         shown = f"[{host}]" if ":" in host else host
-        self.base = (base or f"http://{shown}:{settings.get('web', 'port')}").rstrip("/")
+        self.base = (base or f"http://{shown}:{settings.web.port}").rstrip("/")
         self.token = api_token(settings.data_dir, create=False)
 
     async def call(self, method: str, path: str, body: Any = None, data: Any = None) -> Any:

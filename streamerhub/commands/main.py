@@ -152,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings(args.config, args.data_dir)
-        setup_logging(settings.get("log", "level"), settings.get("log", "format"))
+        setup_logging(settings.log.level, settings.log.format)
         handler: Handler = args.handler
         return handler(args, settings)
     except ConfigError as exc:

@@ -25,7 +25,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
         settings, demo = demo_settings(settings)
     prepare_data_dir(settings.data_dir)
-    host, port = settings.get("web", "host"), settings.get("web", "port")
+    host, port = settings.web.host, settings.web.port
     ensure_port_free(host, port)
     lock = acquire_daemon_lock(settings.data_dir)
     try:

@@ -47,7 +47,7 @@ def add_twitch_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 def cmd_login(args: argparse.Namespace, settings: Settings) -> int:
     from streamerhub.bot.oauth import TokenError
 
-    if not settings.get("twitch", "client_id"):
+    if not settings.twitch.client_id:
         raise ConfigError("twitch.client_id is empty: create an application at "
                           "https://dev.twitch.tv/console (category 'Other', client type "
                           "'Public'), then set [twitch] client_id or STREAMERHUB_TWITCH_CLIENT_ID")
@@ -73,10 +73,10 @@ async def _login(db: Database, settings: Settings, scopes: tuple[str, ...]) -> i
     keyring = load_keyring(settings.data_dir, os.environ,
                            create=not await has_sealed_secrets(db))
     async with aiohttp.ClientSession(headers={"User-Agent": "StreamerHub"}) as http:
-        oauth = OAuth(http, settings.get("twitch", "auth_url"), settings.get("twitch", "client_id"),
-                      settings.get("twitch", "client_secret"))
+        oauth = OAuth(http, settings.twitch.auth_url, settings.twitch.client_id,
+                      settings.twitch.client_secret)
         stored = await login_with_device_code(oauth, TokenStore(db, keyring),
-                                              settings.get("twitch", "api_url"), _show_code, scopes)
+                                              settings.twitch.api_url, _show_code, scopes)
     print(f"Connected Twitch channel {stored.display_name} (login {stored.login}, id "
           f"{stored.channel_id}) with {len(stored.scopes)} scope(s).")
     missing = sorted(set(scopes) - set(stored.scopes))
@@ -123,9 +123,7 @@ async def _status(db: Database, settings: Settings) -> list[dict[str, Any]]:
     from streamerhub.bot.registry import all_channels
     from streamerhub.bot.subscriptions import stored_subscriptions
     from streamerhub.events.history import events_received_since, latest_gaps
-
-    get = settings.get
-    since = day_start(get("general", "timezone"), get("general", "day_start_hour"))
+    since = day_start(settings.general.timezone, settings.general.day_start_hour)
     registry = await all_channels(db)
     gaps = await latest_gaps(db)
     today = await events_received_since(db, since)

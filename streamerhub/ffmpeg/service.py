@@ -99,7 +99,7 @@ class Multistream:
 
     async def start(self, db: Database, keyring: Keyring) -> None:
         """Open the stores, resume the preparation queue, restore running jobs, schedule."""
-        self.ffmpeg = find_ffmpeg(self.settings.get("ffmpeg", "path") or None)
+        self.ffmpeg = find_ffmpeg(self.settings.ffmpeg.path or None)
         log.info("ffmpeg_found", path=self.ffmpeg.path, version=self.ffmpeg.version,
                  source=self.ffmpeg.source)
         self._open_stores(db, keyring, self.ffmpeg)
@@ -109,13 +109,12 @@ class Multistream:
         self._scheduler = asyncio.create_task(_ready(self._schedule).run(), name="job-scheduler")
 
     def _open_stores(self, db: Database, keyring: Keyring, ffmpeg: FFmpegBinary) -> None:
-        setting = self.settings.get
-        profile = EncodeProfile(setting("ffmpeg", "video_kbps"), setting("ffmpeg", "audio_kbps"))
+        profile = EncodeProfile(self.settings.ffmpeg.video_kbps, self.settings.ffmpeg.audio_kbps)
         self._targets = TargetStore(db, keyring)
         self._library = Library(db, self.data_dir, ffmpeg, profile=profile,
-                                max_upload_bytes=setting("ffmpeg", "max_upload_bytes"),
+                                max_upload_bytes=self.settings.ffmpeg.max_upload_bytes,
                                 publish=self.publish)
-        self._jobs = JobStore(db, setting("general", "timezone"))
+        self._jobs = JobStore(db, self.settings.general.timezone)
         self._schedule = Scheduler(self._jobs, self.start_job, self.stop_job)
 
     async def stop(self) -> None:

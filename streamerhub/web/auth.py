@@ -73,7 +73,7 @@ def session_storage(settings: Settings) -> EncryptedCookieStorage:
     return EncryptedCookieStorage(
         load_session_key(settings.data_dir), cookie_name=COOKIE, httponly=True,
         samesite="Strict", secure=url.startswith("https://") or None,
-        max_age=settings.get("web", "session_days") * 86400)
+        max_age=settings.web.session_days * 86400)
 
 
 def session_middlewares(settings: Settings, inner: list[Middleware]) -> list[Middleware]:
@@ -121,7 +121,7 @@ async def csrf_token(request: web.Request) -> str:
 async def sign_in(request: web.Request, user: User, method: str) -> None:
     """Start a fresh session (new cookie, new CSRF token: nothing carried over from before)."""
     store = UserStore(services(request).db)
-    days = services(request).settings.get("web", "session_days")
+    days = services(request).settings.web.session_days
     sid = await store.start_session(user, method, days, request.headers.get("User-Agent"))
     session = await new_session(request)
     session["sid"] = sid
@@ -238,10 +238,10 @@ def dashboard_url(settings: Settings) -> str:
     url = public_url(settings)
     if url:
         return url
-    host = settings.get("web", "host")
+    host = settings.web.host
     host = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host
     shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
-    return f"http://{shown}:{settings.get('web', 'port')}"
+    return f"http://{shown}:{settings.web.port}"
 
 
 async def announce_setup_link(settings: Settings, store: UserStore) -> str | None:

@@ -213,7 +213,7 @@ async def catch_up(db: Database, flt: Filter, since: Cursor | None) -> list[Any]
 async def event_feed(request: web.Request) -> web.StreamResponse:
     """GET /feed/events?types=follows,subs&channel=ID — SSE; honours Last-Event-ID."""
     feed, svc = request.app[FEED], services(request)
-    tz = zoneinfo.ZoneInfo(svc.settings.get("general", "timezone"))
+    tz = zoneinfo.ZoneInfo(svc.settings.general.timezone)
     flt = Filter.from_query(request.query)
     since = parse_cursor(request.headers.get("Last-Event-ID") or request.query.get("after"))
     with feed.listen(flt) as listener:

@@ -41,7 +41,7 @@ def safe_next(value: str | None) -> str:
 
 
 def _twitch_ready(request: web.Request) -> bool:
-    return bool(services(request).settings.get("twitch", "client_id"))
+    return bool(services(request).settings.twitch.client_id)
 
 
 # ----------------------------------------------------------------------------- setup

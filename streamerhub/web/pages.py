@@ -152,7 +152,7 @@ async def multistream_page(request: web.Request) -> web.StreamResponse:
     svc = services(request)
     return aiohttp_jinja2.render_template("multistream.html", request, {
         "channels": await channels(request), "available": svc.multistream,
-        "max_upload": svc.settings.get("ffmpeg", "max_upload_bytes")})
+        "max_upload": svc.settings.ffmpeg.max_upload_bytes})
 
 
 @require("owner")

@@ -51,12 +51,12 @@ async def page_context(request: web.Request) -> dict[str, Any]:
     nav = [n for n in NAV if who and (n[3] == "viewer" or role == "owner")]
     return {"request": request, "me": who.user if who else None, "nav": nav,
             "csrf": await csrf_token(request), "demo": bool(svc and svc.demo),
-            "timezone": svc.settings.get("general", "timezone") if svc else "UTC",
+            "timezone": svc.settings.general.timezone if svc else "UTC",
             "active": request.match_info.route.name or "", "flash": await take_flash(request)}
 
 
 def zone(request: web.Request) -> zoneinfo.ZoneInfo:
-    return zoneinfo.ZoneInfo(request.config_dict[SERVICES].settings.get("general", "timezone"))
+    return zoneinfo.ZoneInfo(request.config_dict[SERVICES].settings.general.timezone)
 
 
 # ----------------------------------------------------------------------------- filters

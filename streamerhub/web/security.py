@@ -36,15 +36,15 @@ SECURITY_HEADERS = {
 
 def public_url(settings: Settings) -> str | None:
     """[web] public_url without a trailing slash, or None when the dashboard is reached directly."""
-    value = settings.get("web", "public_url")
+    value = settings.web.public_url
     return value.rstrip("/") if value else None
 
 
 def allowed_hosts(settings: Settings) -> frozenset[str]:
     """Host names a request may name: loopback, the bind address, [web] allowed_hosts and
     public_url."""
-    names = {*LOCAL_HOSTS, *(h.strip().lower() for h in settings.get("web", "allowed_hosts"))}
-    bind = settings.get("web", "host").lower()
+    names = {*LOCAL_HOSTS, *(h.strip().lower() for h in settings.web.allowed_hosts)}
+    bind = settings.web.host.lower()
     if bind not in WILDCARD_BINDS:
         names.add(f"[{bind}]" if ":" in bind else bind)
     url = public_url(settings)

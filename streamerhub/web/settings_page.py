@@ -48,16 +48,16 @@ async def _settings_page(request: web.Request, errors: dict[str, str] | None = N
     svc = services(request)
     facts = await _facts(request)
     facts["database"].update(url=redact_url(svc.db.url),
-                             embedded=not svc.settings.get("database", "url"))
+                             embedded=not svc.settings.database.url)
     return aiohttp_jinja2.render_template("settings.html", request, {
         **facts, "errors": errors or {}, "users": await UserStore(svc.db).list(),
         "can_connect": svc.channel_link is not None and bool(
-            svc.settings.get("twitch", "client_id")),
+            svc.settings.twitch.client_id),
         "bot_running": svc.channel_link is not None,
         "redirect_uri": redirect_uri(request), "public_url": public_url(svc.settings),
         "key": svc.extra.get("key_info", {}), "api_token_hint": svc.extra.get("api_token_hint"),
         "data_dir": str(svc.settings.data_dir),
-        "allowed_twitch": svc.settings.get("web", "twitch_logins")}, status=status)
+        "allowed_twitch": svc.settings.web.twitch_logins}, status=status)
 
 
 @require("owner")

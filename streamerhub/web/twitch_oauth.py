@@ -57,7 +57,7 @@ async def start(request: web.Request) -> web.StreamResponse:
     """GET /auth/twitch?purpose=signin|setup|connect: off to Twitch with a fresh state nonce."""
     svc = services(request)
     purpose = request.query.get("purpose", "signin")
-    client_id = svc.settings.get("twitch", "client_id")
+    client_id = svc.settings.twitch.client_id
     if purpose not in PURPOSES:
         raise web.HTTPBadRequest(text="Unknown Twitch sign-in purpose.")
     if not client_id:
@@ -154,7 +154,7 @@ async def allowed_role(svc: Services, login: str) -> str | None:
     """Owner for a connected channel's own login, viewer for [web] twitch_logins, else None."""
     if svc.channel_link is not None and await svc.channel_link.is_channel_login(login):
         return "owner"
-    allowed = {name.strip().lower() for name in svc.settings.get("web", "twitch_logins")}
+    allowed = {name.strip().lower() for name in svc.settings.web.twitch_logins}
     return "viewer" if login in allowed else None
 
 
