@@ -44,12 +44,12 @@ from aiohttp import web
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from analytics import generate  # noqa: E402  (bench/analytics.py: the shared history generator)
 
-from streamerhub.app import DB, HUB, build_app  # noqa: E402
-from streamerhub.config import load_settings  # noqa: E402
-from streamerhub.db import Database, EmbeddedPostgres, create_pool  # noqa: E402
-from streamerhub.events.normalise import normalise  # noqa: E402
-from streamerhub.events.store import EventStore  # noqa: E402
-from streamerhub.log import setup_logging  # noqa: E402
+from streamerhub.app import DB, HUB, build_app  # noqa: E402 - below sys.path
+from streamerhub.config import load_settings  # noqa: E402 - below sys.path
+from streamerhub.db import Database, EmbeddedPostgres, create_pool  # noqa: E402 - below sys.path
+from streamerhub.events.normalise import normalise  # noqa: E402 - below sys.path
+from streamerhub.events.store import EventStore  # noqa: E402 - below sys.path
+from streamerhub.log import setup_logging  # noqa: E402 - below sys.path
 
 CHANNEL = "1000"
 PASSWORD = "bench-password-123"
