@@ -44,12 +44,12 @@ from aiohttp import web
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from analytics import generate  # noqa: E402  (bench/analytics.py: the shared history generator)
 
-from streamerhub.app import DB, HUB, build_app  # noqa: E402
-from streamerhub.config import load_settings  # noqa: E402
-from streamerhub.db import Database, EmbeddedPostgres, create_pool  # noqa: E402
-from streamerhub.events.normalise import normalise  # noqa: E402
-from streamerhub.events.store import EventStore  # noqa: E402
-from streamerhub.log import setup_logging  # noqa: E402
+from streamerhub.app import DB, HUB, build_app  # noqa: E402 - below sys.path
+from streamerhub.config import load_settings  # noqa: E402 - below sys.path
+from streamerhub.db import Database, EmbeddedPostgres, create_pool  # noqa: E402 - below sys.path
+from streamerhub.events.normalise import normalise  # noqa: E402 - below sys.path
+from streamerhub.events.store import EventStore  # noqa: E402 - below sys.path
+from streamerhub.log import setup_logging  # noqa: E402 - below sys.path
 
 CHANNEL = "1000"
 PASSWORD = "bench-password-123"
@@ -164,13 +164,18 @@ async def measure_feed(http: aiohttp.ClientSession, base: str, app: web.Applicat
                        data_dir: Path, clients: int, rate: int, seconds: float) -> dict[str, Any]:
     hub = app[HUB]
     committed: dict[str, float] = {}
+    submitted: list[str] = []  # message ids in submit order: the store commits in that order
+    stores: list[EventStore] = []
     original = hub.events.publish
 
-    def publish(item: dict[str, Any]) -> None:  # the store calls this right after its commit
-        committed[item["message_id"]] = time.perf_counter()
+    def publish(item: dict[str, Any]) -> None:  # the store's wake-up, right after its commit
+        stored = stores[0].counters.stored if stores else 0
+        now = time.perf_counter()
+        for message_id in submitted[len(committed):stored]:
+            committed[message_id] = now
         original(item)
 
-    hub.events.publish = publish  # type: ignore[method-assign]
+    hub.events.publish = publish  # type: ignore[method-assign]  # timing hook, restored below
     received: list[tuple[str, float]] = []
     readies = [asyncio.Event() for _ in range(clients)]
     tasks = [asyncio.create_task(feed_client(http, f"{base}/feed/events?types=follows",
@@ -181,9 +186,12 @@ async def measure_feed(http: aiohttp.ClientSession, base: str, app: web.Applicat
     received.clear()
     total = int(rate * seconds)
     async with EventStore(db, data_dir / "bench-store", publish=hub.events) as store:
+        stores.append(store)
         began = time.perf_counter()
         for n in range(total):
-            store.submit(follow(n))
+            item = follow(n)
+            submitted.append(item.raw.message_id)
+            store.submit(item)
             await asyncio.sleep(max(0.0, began + (n + 1) / rate - time.perf_counter()))
         await store.drain()
     deadline = time.perf_counter() + 5
@@ -192,7 +200,7 @@ async def measure_feed(http: aiohttp.ClientSession, base: str, app: web.Applicat
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    hub.events.publish = original  # type: ignore[method-assign]
+    hub.events.publish = original  # type: ignore[method-assign]  # undo the timing hook
     # A row can reach a feed before publish() is called (the 1 s database poll ran between the
     # commit and the store's publish): that is a delay of ~0, not a missing delivery.
     delays = [max(0.0, (at - committed[i]) * 1000) for i, at in received if i in committed]

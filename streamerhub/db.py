@@ -17,11 +17,12 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
+from typing import Any, AsyncIterator, Awaitable, Callable
 from urllib.parse import quote
 
 import asyncpg
 
+from streamerhub.config import Settings
 from streamerhub.errors import DatabaseError
 from streamerhub.log import get_logger
 
@@ -438,17 +439,8 @@ def redact_url(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:••••@", url)
 
 
-class DatabaseSettings(Protocol):
-    """What db.py reads of config.Settings (a sibling leaf it does not import)."""
-
-    @property
-    def data_dir(self) -> Path: ...
-
-    def get(self, section: str, key: str) -> Any: ...
-
-
 @contextlib.asynccontextmanager
-async def open_database(settings: DatabaseSettings,
+async def open_database(settings: Settings,
                         own_cluster: bool = True) -> AsyncIterator[Database]:
     """Yield a Database for the settings (embedded or external).
 
@@ -478,6 +470,6 @@ async def open_database(settings: DatabaseSettings,
             await embedded.stop()
 
 
-def embedded_url(settings: DatabaseSettings) -> str:
+def embedded_url(settings: Settings) -> str:
     """The URL the daemon uses (for `streamerhub db url`), without starting anything."""
     return settings.database.url or EmbeddedPostgres(settings.data_dir).url

@@ -14,6 +14,7 @@ from streamerhub.analytics.periods import (
     calendar_period,
     choose_bucket,
     custom_period,
+    parse_day,
     split_aligned,
 )
 
@@ -132,3 +133,10 @@ def test_naive_datetimes_and_bad_kinds_are_refused() -> None:
         calendar_period(PARIS, "fortnight")
     with pytest.raises(PeriodError, match="ends before it starts"):
         custom_period(PARIS, date(2026, 2, 2), date(2026, 2, 1))
+
+
+@pytest.mark.parametrize("text", ["2025-13-01", "yesterday", "2025-6-1", "20250601", ""])
+def test_one_date_parser_names_the_field_it_refuses(text: str) -> None:
+    with pytest.raises(PeriodError, match=f"To: {text!r} is not a date like 2025-06-01"):
+        parse_day(text, "To")
+    assert parse_day(" 2025-06-01 ", "From") == date(2025, 6, 1)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from streamerhub.events.frames import MAX_FRAME_BYTES, BadFrame, FrameKind, parse_frame
-from streamerhub.events.normalise import BadEvent, live_item, normalise, normalise_frame
+from streamerhub.events.normalise import BadEvent, normalise, normalise_frame
 
 STAMP = "2026-03-01T20:15:42.123456789Z"
 B = {"broadcaster_user_id": "1337", "broadcaster_user_login": "streamer",
@@ -265,19 +265,6 @@ def test_missing_event_or_timestamp_is_a_bad_event() -> None:
         normalise("m-1", "channel.follow", "2", None, payload("channel.follow"))
     with pytest.raises(BadEvent, match="not a notification"):
         normalise_frame(parse_frame(session_frame("session_keepalive", {})))
-
-
-# ----------------------------------------------------------------------------- live feed
-
-def test_live_item_is_compact_and_readable() -> None:
-    item = live_item(norm("channel.subscription.gift", message_id="m-7"))
-    assert item["id"] == item["message_id"] == "m-7"
-    assert (item["type"], item["channel_id"]) == ("channel.subscription.gift", "1337")
-    assert item["summary"] == "Anonymous gifted 5 Tier 1 subs"
-    assert item["event"]["total"] == 5 and item["occurred_at"].startswith("2026-03-01T20:15:42")
-    assert live_item(norm("channel.raid"))["summary"] == "Raider raided Streamer with 420 viewers"
-    resub = live_item(norm("channel.subscription.message"))["summary"]
-    assert resub == "Cool_Viewer resubscribed for 15 months (Tier 1): 15 months, still here!"
 
 
 def test_fake_twitch_samples_all_normalise() -> None:

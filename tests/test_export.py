@@ -67,6 +67,22 @@ async def test_events_csv_has_both_timestamps_across_the_dst_change(db: Database
     assert len(read_csv(everyone)) == 5
 
 
+async def test_events_filtered_as_the_events_page_asks_newest_first(db: Database) -> None:
+    async with db.pool.acquire() as conn:
+        await add_event(conn, "follow", "c1", z("2026-03-29T00:30Z"), user="early_bird")
+        await add_event(conn, "cheer", "c1", z("2026-03-29T01:30Z"), user="rich", bits=500)
+        await add_event(conn, "cheer", "c1", z("2026-03-29T02:30Z"), user="rich", bits=100)
+        await add_event(conn, "cheer", "c2", z("2026-03-29T02:40Z"), user="rich", bits=1)
+        await add_event(conn, "follow", "c1", z("2026-03-29T03:00Z"), user="late")
+    data, _ = await collect(export_events(db.pool, PARIS, None, None, "csv", "c1",
+                                          types=["channel.cheer"], user="rich",
+                                          newest_first=True))
+    assert [r["bits"] for r in read_csv(data)] == ["100", "500"]
+    data, _ = await collect(export_events(db.pool, PARIS, z("2026-03-29T01:00Z"), None, "json",
+                                          "c1", types=["channel.follow", "channel.cheer"]))
+    assert [r["user_login"] for r in json.loads(data)] == ["rich", "rich", "late"]
+
+
 async def test_events_json_is_one_array_streamed_in_chunks(db: Database) -> None:
     async with db.pool.acquire() as conn:
         await conn.execute(

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from web_support import add_channel, add_samples, dashboard, notification, store_events
 
+from streamerhub.analytics.export import EVENT_COLUMNS
 from streamerhub.web.users import UserStore
 
 pytestmark = pytest.mark.e2e
@@ -107,10 +108,12 @@ async def test_events_filters_pages_and_export(tmp_path: Path, db_url: str) -> N
         exported = await dash.client.get("/events/export?format=csv&type=follows")
         rows = list(csv.DictReader(io.StringIO(await exported.text())))
         assert len(rows) == 120 and rows[0]["type"] == "channel.follow"
-        assert rows[0]["occurred_at_utc"].endswith("+00:00")
+        assert rows[0]["occurred_at_utc"].endswith("Z") and list(rows[0]) == list(EVENT_COLUMNS)
+        assert rows[0]["user_login"] == "fan119"  # newest first, as the page lists them
         as_json = json.loads(await (await dash.client.get(
             "/events/export?format=json&type=cheers")).text())
-        assert [e["user"] for e in as_json] == ["Cool_Viewer"] and as_json[0]["event"]["bits"] == 500
+        assert [e["user_login"] for e in as_json] == ["whale"] and as_json[0]["bits"] == 500
+        assert as_json[0]["event"]["bits"] == 500
 
 
 # ----------------------------------------------------------------------------- streams

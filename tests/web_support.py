@@ -16,7 +16,9 @@ from streamerhub.config import Settings, load_settings
 from streamerhub.events.normalise import normalise
 from streamerhub.events.store import EventStore
 from streamerhub.fake_twitch import sample_event
+from streamerhub.ffmpeg.jobstore import RunHistory
 from streamerhub.web.auth import SETUP_TOKEN_FILE
+from streamerhub.web.context import SERVICES
 
 PASSWORD = "correct horse battery staple"
 CHANNEL = "1000"
@@ -83,8 +85,17 @@ class Dash:
 async def dashboard(tmp_path: Path, db_url: str, extra: str = "") -> AsyncIterator[Dash]:
     settings = settings_for(tmp_path, db_url, extra)
     app = build_app(settings)
+    app.on_startup.append(_hand_over_multistream_history)
     async with TestClient(TestServer(app)) as client:
         yield Dash(client, settings)
+
+
+async def _hand_over_multistream_history(app: Any) -> None:
+    """What app.py does once Services has its `multistream_history` field (web/services.py);
+    a no-op from then on."""
+    svc = app[SERVICES]
+    if getattr(svc, "multistream_history", None) is None:
+        svc.multistream_history = RunHistory(app[DB])
 
 
 # ----------------------------------------------------------------------------- seeding

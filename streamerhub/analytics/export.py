@@ -1,6 +1,7 @@
 """Streamed exports of events, sessions and series as CSV or JSON, in constant memory.
 
-Each export is an async generator of byte chunks (for `streamerhub export` and the HTTP API):
+Each export is an async generator of byte chunks (for `streamerhub export`, the HTTP API and the
+Events page's export, which is `export_events` with the page's filter):
 rows come through a server-side cursor a few hundred at a time. Every instant is given twice, in
 UTC (`…_utc`, ending in Z) and on the streamer's wall clock (`…_local`, with its offset). The
 column names below are a stable interface: add columns at the end, never rename.
@@ -12,16 +13,18 @@ import contextlib
 import csv
 import io
 import json
-import re
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, AsyncIterator, Iterable, Sequence
 
+from streamerhub.analytics.browse import EventFilter, where_clause
 from streamerhub.analytics.periods import (
     BUCKET_SIZES,
+    DAY,
     UTC,
     Calendar,
     Period,
+    parse_day,
     range_period,
 )
 from streamerhub.analytics.queries import first_data, time_series
@@ -50,14 +53,12 @@ class ExportError(StreamerHubError):
     """An export that cannot be made (unknown kind or format)."""
 
 
-_EVENT_SELECT = """
-SELECT e.message_id, e.channel_id, e.subscription_type, e.subscription_version, e.occurred_at,
-       e.received_at, e.backfilled, e.payload -> 'event' AS event
-  FROM twitch_events e
- WHERE {where} e.occurred_at >= $1 AND e.occurred_at < $2
- ORDER BY e.occurred_at, e.message_id"""
-EVENTS_ALL = _EVENT_SELECT.format(where="")
-EVENTS_OF_CHANNEL = _EVENT_SELECT.format(where="e.channel_id = $3 AND")
+EVENTS = """
+SELECT message_id, channel_id, subscription_type, subscription_version, occurred_at,
+       received_at, backfilled, payload -> 'event' AS event
+  FROM twitch_events
+ WHERE {where}
+ ORDER BY occurred_at {order}, message_id {order}"""
 
 SESSIONS = f"""
 SELECT {SESSION_COLUMNS}
@@ -94,7 +95,8 @@ def event_row(row: Any, calendar: Calendar) -> dict[str, Any]:
         "user_id": event.get(f"{prefix}user_id"), "user_login": event.get(f"{prefix}user_login"),
         "user_name": event.get(f"{prefix}user_name"), "tier": event.get("tier"),
         "bits": event.get("bits"),
-        "gift_total": event.get("total") if row["subscription_type"] == "channel.subscription.gift" else None,
+        "gift_total": event.get("total")
+        if row["subscription_type"] == "channel.subscription.gift" else None,
         "raid_viewers": event.get("viewers") if raid else None,
         "backfilled": row["backfilled"], "event": event,
     }
@@ -104,7 +106,8 @@ def session_row(row: Any, calendar: Calendar, now: datetime) -> dict[str, Any]:
     s = _summary(row, now)
     return {
         "channel_id": s.channel_id, "stream_id": s.stream_id,
-        "started_at_utc": utc_text(s.started_at), "started_at_local": local_text(calendar, s.started_at),
+        "started_at_utc": utc_text(s.started_at),
+        "started_at_local": local_text(calendar, s.started_at),
         "ended_at_utc": utc_text(s.ended_at), "ended_at_local": local_text(calendar, s.ended_at),
         "duration_s": s.duration_s, "live": s.live, "title": s.title, "category": s.category,
         "viewers_avg": s.viewers_avg, "viewers_peak": s.viewers_peak,
@@ -183,12 +186,16 @@ async def _cursor_rows(conn: Any, query: str, args: Sequence[Any]) -> AsyncItera
             yield rows
 
 
-async def export_events(conn: Any, calendar: Calendar, start: datetime, end: datetime,
-                        fmt: str = "csv", channel_id: str | None = None) -> AsyncIterator[bytes]:
-    """Every stored event (raw, all types) with occurred_at in [start, end), oldest first."""
+async def export_events(conn: Any, calendar: Calendar, start: datetime | None,
+                        end: datetime | None, fmt: str = "csv", channel_id: str | None = None,
+                        *, types: Sequence[str] = (), user: str | None = None,
+                        newest_first: bool = False) -> AsyncIterator[bytes]:
+    """Every stored event (raw, all types unless `types`) with occurred_at in [start, end),
+    oldest first (`newest_first`: as the Events page lists them); `user` is a login."""
     enc = _Encoder(fmt, EVENT_COLUMNS)
-    query, args = (EVENTS_ALL, [start, end]) if channel_id is None else \
-        (EVENTS_OF_CHANNEL, [start, end, channel_id])
+    args: list[Any] = []
+    flt = EventFilter(channel_id, tuple(types), user, start, end)
+    query = EVENTS.format(where=where_clause(flt, args), order="DESC" if newest_first else "ASC")
     yield enc.begin()
     async for rows in _cursor_rows(conn, query, args):
         yield enc.rows(event_row(r, calendar) for r in rows)
@@ -299,8 +306,8 @@ async def open_export(pool: Any, cal: Calendar, req: ExportRequest, now: datetim
 
 def parse_when(cal: Calendar, text: str, name: str, *, end: bool) -> datetime:
     """A day (the streamer's; as an end, included) or an ISO time (naive: the streamer's zone)."""
-    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-        day = date.fromisoformat(text)
+    if DAY.fullmatch(text):
+        day = parse_day(text, name)
         return cal.day_start(day + timedelta(days=1) if end else day)
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -313,12 +320,14 @@ def parse_when(cal: Calendar, text: str, name: str, *, end: bool) -> datetime:
 async def resolve_channel(pool: Any, wanted: str | None, *, required: bool) -> str | None:
     """A channel as an id or a login; without one, the only channel there is (if required)."""
     if wanted:
-        return await pool.fetchval(FIND_CHANNEL, wanted) or wanted
+        found: str | None = await pool.fetchval(FIND_CHANNEL, wanted)
+        return found or wanted
     if not required:
         return None
-    known = [r["channel_id"] for r in await pool.fetch(KNOWN_CHANNELS)]
+    known: list[str] = [r["channel_id"] for r in await pool.fetch(KNOWN_CHANNELS)]
     if len(known) == 1:
         return known[0]
     if not known:
-        raise ExportError("no channel has any data yet: connect one with `streamerhub twitch login`")
+        raise ExportError("no channel has any data yet: connect one with "
+                          "`streamerhub twitch login`")
     raise ExportError(f"several channels have data ({', '.join(known)}): choose one by id or login")

@@ -9,6 +9,7 @@ first occurrence.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
@@ -110,7 +111,8 @@ class Calendar:
         return out
 
     def shift(self, instant: datetime, *, days: int = 0, months: int = 0) -> datetime:
-        """The same wall-clock time `days`/`months` later (month ends clamp: 31 Mar - 1 → 28 Feb)."""
+        """The same wall-clock time `days`/`months` later (month ends clamp: 31 Mar - 1 → 28
+        Feb)."""
         wall = self.local(instant).replace(tzinfo=None)
         moved = _add_months(wall.date(), months) + timedelta(days=days)
         return self.resolve(datetime.combine(moved, wall.time()))
@@ -207,6 +209,21 @@ def custom_period(cal: Calendar, first_day: date, last_day: date) -> Period:
     return Period("custom", start, end, choose_bucket(start, end), cal)
 
 
+DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def parse_day(text: str, label: str) -> date:
+    """A day as a user types it (YYYY-MM-DD; surrounding spaces ignored), the one date parser of
+    the dashboard, the API and the CLI. PeriodError names the field (`label`) and the format."""
+    value = text.strip()
+    if DAY.fullmatch(value):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise PeriodError(f"{label}: {text!r} is not a date like 2025-06-01.")
+
+
 def range_period(cal: Calendar, start: datetime, end: datetime) -> Period:
     """Any range of instants (exports, the API): buckets chosen to fit, edges kept exact."""
     start, end = _aware(start).astimezone(UTC), _aware(end).astimezone(UTC)
@@ -244,7 +261,8 @@ def split_aligned(lo: datetime, hi: datetime) -> list[tuple[int, datetime, datet
     return pieces
 
 
-def _split_grid(lo: datetime, hi: datetime, levels: tuple[int, ...]) -> list[tuple[int, datetime, datetime]]:
+def _split_grid(lo: datetime, hi: datetime,
+                levels: tuple[int, ...]) -> list[tuple[int, datetime, datetime]]:
     res, finer = levels[0], levels[1:]
     a, b = _ceil(lo, res), _floor(hi, res)
     if a >= b:

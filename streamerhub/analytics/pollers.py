@@ -110,7 +110,7 @@ class Backoff:
         retry_after = getattr(exc, "retry_after", None)
         if getattr(exc, "status", None) == 429 and retry_after:
             return min(self.max_s, max(1.0, float(retry_after)))
-        delay = min(self.max_s, self.base_s * 2 ** (self.failures - 1))
+        delay: float = min(self.max_s, self.base_s * 2 ** (self.failures - 1))
         return delay * random.uniform(0.8, 1.2)
 
 

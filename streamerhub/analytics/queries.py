@@ -79,14 +79,16 @@ FIRST_DATA = """
 SELECT least((SELECT min(bucket) FROM analytics_event_rollup WHERE channel_id = $1 AND res = 86400),
              (SELECT min(started_at) FROM stream_sessions WHERE channel_id = $1),
              (SELECT min(taken_at) FROM twitch_totals WHERE channel_id = $1),
-             (SELECT min(bucket) FROM analytics_viewer_rollup WHERE channel_id = $1 AND res = 86400))"""
+             (SELECT min(bucket) FROM analytics_viewer_rollup
+               WHERE channel_id = $1 AND res = 86400))"""
 
 
 # ----------------------------------------------------------------------------- periods
 
 async def first_data(conn: Any, channel_id: str) -> datetime | None:
     """When the channel's history starts (events, sessions, samples or totals), if any."""
-    return await conn.fetchval(FIRST_DATA, channel_id)
+    first: datetime | None = await conn.fetchval(FIRST_DATA, channel_id)
+    return first
 
 
 async def load_period(conn: Any, calendar: Calendar, channel_id: str, kind: str,
@@ -200,7 +202,8 @@ async def _totals_at(conn: Any, channel_id: str, instants: list[datetime]) -> li
     followers = await conn.fetch(TOTALS_AT, channel_id, instants)
     subs = await conn.fetch(SUBS_AT, channel_id, instants)
     return [{"followers": f["followers"], "subscribers": s["subscribers"],
-             "subscriber_points": s["subscriber_points"]} for f, s in zip(followers, subs)]
+             "subscriber_points": s["subscriber_points"]}
+            for f, s in zip(followers, subs, strict=False)]
 
 
 async def current_viewers(conn: Any, channel_id: str, now: datetime) -> int | None:
@@ -304,7 +307,8 @@ async def _followers_at(conn: Any, channel_id: str, instants: list[datetime]) ->
 
 async def capture_gaps(conn: Any, channel_id: str, start: datetime, end: datetime,
                        now: datetime | None = None, *, viewers: bool = True) -> list[Gap]:
-    """EventSub outages (and, unless viewers=False, viewer-sampling holes) overlapping [start, end)."""
+    """EventSub outages (and, unless viewers=False, viewer-sampling holes) overlapping
+    [start, end)."""
     now = now or datetime.now(UTC)
     rows = await conn.fetch(GAPS, channel_id, start, end, now, viewers)
     return [Gap(r["kind"], r["started_at"], r["ended_at"], r["reason"]) for r in rows]

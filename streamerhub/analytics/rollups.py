@@ -17,14 +17,16 @@ EVENT_FIELDS = ("follows", "subs_new", "subs_resub", "subs_gifted", "sub_ends", 
 VIEWER_FIELDS = ("viewer_s", "live_s", "peak", "samples")
 Range = tuple[datetime, datetime]
 
-_PIECES = "unnest($2::int[], $3::int[], $4::timestamptz[], $5::timestamptz[]) AS p(idx, res, lo, hi)"
+_PIECES = ("unnest($2::int[], $3::int[], $4::timestamptz[], $5::timestamptz[]) "
+           "AS p(idx, res, lo, hi)")
 
 # The aggregate inside LATERAL keeps each piece an index range scan of its own (a plain join
 # would be flattened into a hash join over the whole rollup table).
+_EVENT_SUMS = ", ".join(f"coalesce(sum(r.{f}), 0)::bigint AS {f}" for f in EVENT_FIELDS)
 EVENT_TOTALS = f"""
 SELECT p.idx, r.*
   FROM {_PIECES}
- CROSS JOIN LATERAL (SELECT {", ".join(f"coalesce(sum(r.{f}), 0)::bigint AS {f}" for f in EVENT_FIELDS)}
+ CROSS JOIN LATERAL (SELECT {_EVENT_SUMS}
                        FROM analytics_event_rollup r
                       WHERE r.channel_id = $1 AND r.res = p.res
                         AND r.bucket >= p.lo AND r.bucket < p.hi) r
@@ -115,7 +117,8 @@ async def event_totals(conn: Any, channel_id: str, ranges: Sequence[Range]) -> l
     return out
 
 
-async def viewer_totals(conn: Any, channel_id: str, ranges: Sequence[Range]) -> list[dict[str, int]]:
+async def viewer_totals(conn: Any, channel_id: str,
+                        ranges: Sequence[Range]) -> list[dict[str, int]]:
     """viewer_s (watch time), live_s (sampled time), peak and samples of each range."""
     out = [dict.fromkeys(VIEWER_FIELDS, 0) for _ in ranges]
     for row in await conn.fetch(VIEWER_TOTALS, channel_id, *_pieces(ranges)):
@@ -132,7 +135,8 @@ async def streamed_seconds(conn: Any, channel_id: str, ranges: Sequence[Range],
     """Seconds live inside each range: sessions clipped to it (a live one runs until `now`)."""
     if not ranges:
         return []
-    rows = await conn.fetch(STREAMED, channel_id, [r[0] for r in ranges], [r[1] for r in ranges], now)
+    rows = await conn.fetch(STREAMED, channel_id, [r[0] for r in ranges],
+                            [r[1] for r in ranges], now)
     return [row["seconds"] for row in rows]
 
 

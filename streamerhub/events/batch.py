@@ -81,7 +81,8 @@ def is_transient(exc: BaseException) -> bool:
         return state[:2] not in _DATA_ERROR_CLASSES
     # asyncpg's client-side errors: a closed connection or pool is transient, a value it could
     # not encode (its DataError is a ValueError) is the row's fault.
-    return type(exc).__module__.startswith("asyncpg") and not isinstance(exc, (ValueError, TypeError))
+    return type(exc).__module__.startswith("asyncpg") and \
+        not isinstance(exc, (ValueError, TypeError))
 
 
 @dataclass(frozen=True)
@@ -161,8 +162,9 @@ async def insert_events(conn: Any, events: list[Normalised]) -> list[Normalised]
 
 
 async def rebuild_typed(db: Database, chunk: int = 1000) -> tuple[int, int]:
-    """Rebuild every typed table from twitch_events with the store's own projections (events/typed.py);
-    returns (rows, skipped): a raw row whose event fails normalise() gets no typed row."""
+    """Rebuild every typed table from twitch_events with the store's own projections
+    (events/typed.py); returns (rows, skipped): a raw row whose event fails normalise() gets no
+    typed row."""
     built = skipped = 0
     async with db.pool.acquire() as conn, conn.transaction():
         for delete in DELETES.values():
@@ -170,7 +172,7 @@ async def rebuild_typed(db: Database, chunk: int = 1000) -> tuple[int, int]:
         streams: list[str] = []
         cursor = await conn.cursor(SELECT_RAW)
         while rows := await cursor.fetch(chunk):
-            ids = []
+            ids: list[str] = []
             for row in rows:
                 try:
                     item = normalise(row["message_id"], row["subscription_type"],

@@ -1,9 +1,9 @@
 """EventSub normalisation: a notification → its raw twitch_events row, checked for its typed table.
 
 Pure functions, no I/O. The typed rows are built by PostgreSQL from the stored raw row
-(events/typed.py: one SQL definition for live events, spool replays and rebuilds); `normalise` checks
-that an event carries every field its typed table reads, with the right JSON type, and says why
-when it does not, so a bad event becomes a dead letter and never fails a batch.
+(events/typed.py: one SQL definition for live events, spool replays and rebuilds); `normalise`
+checks that an event carries every field its typed table reads, with the right JSON type, and says
+why when it does not, so a bad event becomes a dead letter and never fails a batch.
 
 This runs for every notification on the reader's loop, so it builds two small objects (a RawRow
 and a Normalised) and encodes nothing: the frame's text is what goes to PostgreSQL.
@@ -28,8 +28,7 @@ from streamerhub.events.frames import (
 from streamerhub.events.typed import TABLE_OF, TYPED_TABLES
 
 __all__ = ["MAX_FRAME_BYTES", "TYPED_TABLES", "BadFrame", "BadEvent", "FrameKind", "Frame",
-           "RawRow", "Normalised", "parse_frame", "normalise", "normalise_frame", "summarise",
-           "live_item"]
+           "RawRow", "Normalised", "parse_frame", "normalise", "normalise_frame"]
 
 _INT4 = (-2**31, 2**31 - 1)
 
@@ -56,7 +55,8 @@ class RawRow(NamedTuple):
 
     @property
     def event(self) -> dict[str, Any]:
-        return self.payload["event"]
+        event: dict[str, Any] = self.payload["event"]
+        return event
 
 
 class Normalised(NamedTuple):
@@ -171,8 +171,8 @@ def _time(event: dict[str, Any], key: str, null: bool = False) -> None:
     value = event.get(key)
     if value is None and null:
         return
-    if _parse_time(value, f"event.{key}").tzinfo is None:
-        raise BadEvent(f"event.{key} is not an RFC 3339 time (no UTC offset): {value[:40]!r}")
+    if _parse_time(value, f"event.{key}").tzinfo is None:  # so value is a str
+        raise BadEvent(f"event.{key} is not an RFC 3339 time (no UTC offset): {str(value)[:40]!r}")
 
 
 def _list(event: dict[str, Any], key: str) -> None:
@@ -309,9 +309,11 @@ def _follow_key(event: dict[str, Any]) -> str | None:
     # Helix lists followed_at to the second, EventSub to the nanosecond: key on the second so a
     # backfilled follow and the live one dedupe.
     user, at = event.get("user_id"), event.get("followed_at")
+    if not isinstance(at, str):
+        return None
     try:
-        stamp = datetime.fromisoformat(at).astimezone(timezone.utc)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+        stamp = datetime.fromisoformat(at).astimezone(timezone.utc)
+    except ValueError:
         return None
     return f"{user}@{stamp:%Y-%m-%dT%H:%M:%SZ}" if isinstance(user, str) else None
 
@@ -326,60 +328,3 @@ _EVENT_KEYS: dict[str, Callable[[dict[str, Any]], str | None]] = {
        for phase in ("begin", "end")},
     **{f"channel.prediction.{phase}": _own_id for phase in ("begin", "lock", "end")},
 }
-
-
-# ----------------------------------------------------------------------------- live feed
-
-def summarise(item: Normalised) -> str:
-    """One short human line for the dashboard's live feed."""
-    raw = item.raw
-    line = _LINES.get(item.table or "")
-    return line(raw.event, raw.subscription_type) if line else raw.subscription_type
-
-
-def _who(e: dict[str, Any]) -> str:
-    return e.get("user_name") or "Anonymous"
-
-
-def _phase(sub_type: str) -> str:
-    return sub_type.rsplit(".", 1)[1]
-
-
-def _sub_line(e: dict[str, Any], sub_type: str) -> str:
-    who, tier = _who(e), f"Tier {str(e.get('tier') or '1000')[0]}"
-    if sub_type == "channel.subscription.gift":
-        return f"{who} gifted {e.get('total')} {tier} subs"
-    if sub_type == "channel.subscription.message":
-        text = (e.get("message") or {}).get("text")
-        return f"{who} resubscribed for {e.get('cumulative_months')} months ({tier})" + (
-            f": {text}" if text else "")
-    if sub_type == "channel.subscription.end":
-        return f"{who}'s subscription ended"
-    return f"{who} subscribed ({tier})"
-
-
-_LINES: dict[str, Callable[[dict[str, Any], str], str]] = {
-    "twitch_follows": lambda e, t: f"{_who(e)} followed",
-    "twitch_cheers": lambda e, t: f"{_who(e)} cheered {e['bits']} bits",
-    "twitch_streams": lambda e, t: f"stream went {_phase(t)}",
-    "twitch_raids": lambda e, t: f"{e['from_broadcaster_user_name']} raided "
-                                 f"{e['to_broadcaster_user_name']} with {e['viewers']} viewers",
-    "twitch_redemptions": lambda e, t: f"{_who(e)} redeemed {e['reward']['title']}" + (
-        "" if t.endswith(".add") else f": {e['status']}"),
-    "twitch_channel_updates": lambda e, t: f"title: {e['title']} · "
-                                           f"{e.get('category_name') or '-'}",
-    "twitch_hype_trains": lambda e, t: f"hype train {_phase(t)}: level {e.get('level')}",
-    "twitch_polls": lambda e, t: f"poll {_phase(t)}: {e['title']}",
-    "twitch_predictions": lambda e, t: f"prediction {_phase(t)}: {e['title']}",
-    "twitch_goals": lambda e, t: f"{e['type']} goal {_phase(t)}: "
-                                 f"{e.get('current_amount')}/{e.get('target_amount')}",
-    "twitch_subscriptions": _sub_line,
-}
-
-
-def live_item(item: Normalised) -> dict[str, Any]:
-    """The compact dict published on Hub.events once the event is committed."""
-    raw = item.raw
-    return {"id": raw.message_id, "message_id": raw.message_id, "type": raw.subscription_type,
-            "channel_id": raw.channel_id, "occurred_at": raw.occurred_at,
-            "summary": summarise(item), "backfilled": raw.backfilled, "event": raw.event}

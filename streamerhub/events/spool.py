@@ -118,7 +118,8 @@ class Spool:
 
     def _read(self, max_items: int, after: int) -> list[tuple[int, str]]:
         rows = self._db().execute(READ, {"after": after, "limit": max(1, max_items)}).fetchall()
-        picked, total = [], 0
+        picked: list[tuple[int, str]] = []
+        total = 0
         for row_id, count, text in rows:
             if picked and total + count > max_items:
                 break
@@ -127,7 +128,8 @@ class Spool:
         return picked
 
     def _stats(self) -> tuple[int, int, float | None]:
-        return self._db().execute(STATS).fetchone()
+        items, events, oldest = self._db().execute(STATS).fetchone()
+        return items, events, oldest
 
     def _close(self) -> None:
         if self._conn is not None:

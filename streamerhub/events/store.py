@@ -4,7 +4,8 @@
 A writer task takes what is queued every few ms (or as soon as `batch_size` items wait) and
 commits it in ONE transaction (events/batch.py): raw rows with ON CONFLICT DO NOTHING (message_id
 and the event_key index dedupe), typed rows for the raw rows actually inserted, dead letters and
-gap marks. Only after the commit are the new events published to the live feed.
+gap marks. Only after a commit that stored new events is a bare wake-up published (Hub.events):
+the live feed then reads the committed rows from the database, its one source of truth.
 Batches grow with the load: a few events when idle, up to `batch_size` (2,000) in a flood, so the
 fixed costs of a statement, a commit and the analytics triggers are spread over many events.
 
@@ -52,12 +53,12 @@ from streamerhub.events.items import (
 from streamerhub.events.normalise import (
     BadEvent,
     Normalised,
-    live_item,
     normalise,
     normalise_frame,
 )
 from streamerhub.events.spool import SPOOL_FILE, Spool
 from streamerhub.log import get_logger
+from streamerhub.pubsub import Topic
 
 if TYPE_CHECKING:
     from streamerhub.db import Database
@@ -89,12 +90,14 @@ class EventStore:
     """Batches submitted events into PostgreSQL; spools them to disk while it is away."""
 
     def __init__(self, db: Database, data_dir: Path,
-                 publish: Any = None, *, batch_size: int = 2000, flush_interval: float = 0.005,
+                 publish: Topic[dict[str, Any]] | Callable[[dict[str, Any]], None] | None = None,
+                 *, batch_size: int = 2000, flush_interval: float = 0.005,
                  commit_timeout: float = 2.0, replay_timeout: float = 60.0,
                  retry_initial: float = 0.2, retry_max: float = 10.0) -> None:
         self._db = db
         self.spool = Spool(Path(data_dir) / SPOOL_FILE)
-        self._publish: Callable[[dict[str, Any]], None] | None = getattr(publish, "publish", publish)
+        self._publish: Callable[[dict[str, Any]], None] | None = \
+            publish.publish if isinstance(publish, Topic) else publish
         self.batch_size, self.flush_interval = batch_size, flush_interval
         # Live batches give up fast (they still have the spool); replays have nowhere better to
         # go, so a slow but working database still drains the spool.
@@ -208,10 +211,11 @@ class EventStore:
 
     def _accept(self, item: Item) -> Normalised | DeadLetter | GapMark:
         if isinstance(item, Frame):
+            frame = item
             try:
-                item = normalise_frame(item)
+                item = normalise_frame(frame)
             except BadEvent as exc:
-                return make_letter("eventsub", exc.reason, item.text)
+                return make_letter("eventsub", exc.reason, frame.text)
         if isinstance(item, Normalised):
             self.counters.received += 1
         elif not isinstance(item, (DeadLetter, GapMark)):
@@ -361,13 +365,13 @@ class EventStore:
         self._announce(done.inserted)
 
     def _announce(self, inserted: list[Normalised]) -> None:
-        if self._publish is None:
+        """Wake the live feed once per commit that stored new events (it reads the rows)."""
+        if self._publish is None or not inserted:
             return
-        for item in inserted:
-            try:
-                self._publish(live_item(item))
-            except Exception:  # a broken subscriber must not stop the write path
-                log.exception("publish_failed", message_id=item.raw.message_id)
+        try:
+            self._publish({})
+        except Exception:  # a broken subscriber must not stop the write path
+            log.exception("publish_failed", events=len(inserted))
 
     # -- stop
 

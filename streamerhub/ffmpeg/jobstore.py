@@ -214,3 +214,45 @@ async def _write_items(conn: asyncpg.Connection, job_id: int, videos: Any, targe
             [(job_id, t) for t in targets])
     except asyncpg.ForeignKeyViolationError:
         raise InvalidInput("targets: one of the ids is not a target") from None
+
+
+# ----------------------------------------------------------------------------- runs by time
+# For the Streams page (web/services.py `MultistreamHistory`): which targets were up, restarted
+# or down during a Twitch stream.
+
+from dataclasses import dataclass  # noqa: E402 - kept with this addition: the file's head untouched
+
+RUNS_BETWEEN = """
+SELECT j.name AS job, t.name AS target, r.started_at, r.ended_at, r.failure_class, r.error,
+       row_number() OVER (PARTITION BY r.job_id, r.target_id ORDER BY r.started_at) AS nth
+  FROM stream_runs r
+  JOIN stream_targets t ON t.id = r.target_id
+  JOIN stream_jobs j ON j.id = r.job_id
+ WHERE r.started_at < $2 AND coalesce(r.ended_at, now()) > $1
+ ORDER BY r.started_at"""
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One FFmpeg run of a job to a target; `nth` is 1 for the first run of that pair."""
+
+    job: str
+    target: str
+    started_at: dt.datetime
+    ended_at: dt.datetime | None
+    failure_class: str | None
+    error: str | None
+    nth: int
+
+
+class RunHistory:
+    """Multistream runs by time, read from the job store's tables."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def runs_between(self, start: dt.datetime, end: dt.datetime) -> list[RunSummary]:
+        """Runs that overlap [start, end) (a running one counts until now), by start time."""
+        rows = await self.db.pool.fetch(RUNS_BETWEEN, start, end)
+        return [RunSummary(r["job"], r["target"], r["started_at"], r["ended_at"],
+                           r["failure_class"], r["error"], r["nth"]) for r in rows]

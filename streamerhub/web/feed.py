@@ -5,7 +5,8 @@ as soon as the store commits, and once a second anyway (another daemon may share
 and fans them out to every open feed. The database is the single source of truth, so a feed
 that resumes with `Last-Event-ID` replays exactly the rows after that id: nothing lost, nothing
 shown twice. Ids are `<received_at µs>_<message_id>`, the order rows are read in (byte order:
-COLLATE "C", so Python and PostgreSQL agree whatever the database's collation).
+COLLATE "C", so Python and PostgreSQL agree whatever the database's collation); the reads are
+analytics/browse.py's.
 
 received_at is when the daemon received a frame, and the store commits in that order. Events
 replayed from the outage spool keep their (old) received_at, so they land behind the cursor:
@@ -20,11 +21,18 @@ import datetime as dt
 import json
 import zoneinfo
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterator, Mapping
 
 from aiohttp import web
-from aiohttp_sse import sse_response
+from aiohttp_sse import EventSourceResponse, sse_response
 
+from streamerhub.analytics.browse import (
+    Cursor,
+    EventRow,
+    arrived_after,
+    latest_arrivals,
+    newest_arrival,
+)
 from streamerhub.db import Database
 from streamerhub.events.text import event_json, types_for
 from streamerhub.log import get_logger
@@ -34,41 +42,12 @@ from streamerhub.web.context import SERVICES, services
 
 log = get_logger(__name__)
 
-Cursor = tuple[dt.datetime, str]
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 BATCH = 500
 BACKLOG = 25          # events shown when a feed opens without Last-Event-ID
 RESUME_LIMIT = 5000   # more missed than this: the page is told to reload instead
 POLL_EVERY = 1.0      # safety net when no hub wakes us (another daemon writes)
 COALESCE = 0.01       # gather a burst into one query
-COLUMNS = "message_id, subscription_type, channel_id, occurred_at, received_at, backfilled, payload"
-
-AFTER = f"""
-SELECT {COLUMNS} FROM twitch_events
- WHERE (received_at, message_id COLLATE "C") > ($1, $2)
- ORDER BY received_at, message_id COLLATE "C" LIMIT $3"""
-AFTER_FILTERED = f"""
-SELECT {COLUMNS} FROM twitch_events
- WHERE (received_at, message_id COLLATE "C") > ($1, $2)
-   AND ($4::text[] IS NULL OR subscription_type = ANY($4))
-   AND ($5::text IS NULL OR channel_id = $5)
- ORDER BY received_at, message_id COLLATE "C" LIMIT $3"""
-# The backlog looks a week back at most: a filter on a type that never happens must not walk
-# years of history every time a dashboard opens.
-LATEST = f"""
-SELECT * FROM (
-    SELECT {COLUMNS} FROM twitch_events
-     WHERE received_at > now() - interval '7 days'
-       AND ($2::text[] IS NULL OR subscription_type = ANY($2))
-       AND ($3::text IS NULL OR channel_id = $3)
-     ORDER BY received_at DESC, message_id COLLATE "C" DESC LIMIT $1) recent
- ORDER BY received_at, message_id COLLATE "C"
-"""
-NEWEST = """
-SELECT received_at, message_id FROM twitch_events
- ORDER BY received_at DESC, message_id COLLATE "C" DESC LIMIT 1"""
-
-
 def cursor_id(cursor: Cursor) -> str:
     moment, message_id = cursor
     micros = (moment - EPOCH) // dt.timedelta(microseconds=1)
@@ -91,12 +70,12 @@ class Filter:
     types: list[str] | None = None
     channel_id: str | None = None
 
-    def accepts(self, row: Any) -> bool:
+    def accepts(self, row: EventRow) -> bool:
         return ((self.types is None or row["subscription_type"] in self.types) and
                 (self.channel_id is None or row["channel_id"] == self.channel_id))
 
     @classmethod
-    def from_query(cls, query: Any) -> "Filter":
+    def from_query(cls, query: Mapping[str, str]) -> Filter:
         names = [n for n in query.get("types", "").split(",") if n.strip()]
         return cls(types_for(names) if names else None, query.get("channel") or None)
 
@@ -104,7 +83,8 @@ class Filter:
 @dataclass(eq=False)  # identity: each open feed is its own listener
 class Listener:
     filter: Filter
-    queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(maxsize=10_000))
+    queue: asyncio.Queue[EventRow | None] = field(
+        default_factory=lambda: asyncio.Queue(maxsize=10_000))
     overflowed: bool = False
 
 
@@ -118,9 +98,7 @@ class FeedBroadcaster:
         self.closing = asyncio.Event()
 
     async def run(self) -> None:
-        async with self.db.pool.acquire() as conn:
-            newest = await conn.fetchrow(NEWEST)
-        self.cursor = (newest["received_at"], newest["message_id"]) if newest else (EPOCH, "")
+        self.cursor = await newest_arrival(self.db) or (EPOCH, "")
         async with self.hub.events.subscribe() as wakeups:
             while not self.closing.is_set():
                 await self._wait(wakeups)
@@ -131,7 +109,7 @@ class FeedBroadcaster:
                 except Exception as exc:  # asyncpg errors: keep the feed alive, say why
                     log.warning("feed_read_failed", error=f"{type(exc).__name__}: {exc}")
 
-    async def _wait(self, wakeups: asyncio.Queue) -> None:
+    async def _wait(self, wakeups: asyncio.Queue[dict[str, Any]]) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(wakeups.get(), POLL_EVERY)
             await asyncio.sleep(COALESCE)
@@ -141,8 +119,7 @@ class FeedBroadcaster:
     async def _read_new(self) -> None:
         assert self.cursor is not None
         while True:
-            async with self.db.pool.acquire() as conn:
-                rows = await conn.fetch(AFTER, *self.cursor, BATCH)
+            rows = await arrived_after(self.db, self.cursor, BATCH)
             if not rows:
                 return
             self.cursor = (rows[-1]["received_at"], rows[-1]["message_id"])
@@ -152,7 +129,7 @@ class FeedBroadcaster:
                 return
 
     @staticmethod
-    def _hand(listener: Listener, rows: list[Any]) -> None:
+    def _hand(listener: Listener, rows: list[EventRow]) -> None:
         for row in rows:
             if not listener.filter.accepts(row):
                 continue
@@ -162,7 +139,7 @@ class FeedBroadcaster:
             listener.queue.put_nowait(row)
 
     @contextlib.contextmanager
-    def listen(self, flt: Filter) -> Any:
+    def listen(self, flt: Filter) -> Iterator[Listener]:
         listener = Listener(flt)
         self.listeners.add(listener)
         try:
@@ -199,14 +176,12 @@ async def close_feeds(app: web.Application) -> None:
         app[FEED].close()
 
 
-async def catch_up(db: Database, flt: Filter, since: Cursor | None) -> list[Any] | None:
+async def catch_up(db: Database, flt: Filter, since: Cursor | None) -> list[EventRow] | None:
     """Rows a feed must send before going live; None when too many were missed to replay."""
-    async with db.pool.acquire() as conn:
-        if since is None:
-            return list(await conn.fetch(LATEST, BACKLOG, flt.types, flt.channel_id))
-        rows = await conn.fetch(AFTER_FILTERED, *since, RESUME_LIMIT + 1, flt.types,
-                                flt.channel_id)
-    return None if len(rows) > RESUME_LIMIT else list(rows)
+    if since is None:
+        return await latest_arrivals(db, BACKLOG, flt.types, flt.channel_id)
+    rows = await arrived_after(db, since, RESUME_LIMIT + 1, flt.types, flt.channel_id)
+    return None if len(rows) > RESUME_LIMIT else rows
 
 
 @require("viewer")
@@ -229,7 +204,8 @@ async def event_feed(request: web.Request) -> web.StreamResponse:
     return sse
 
 
-async def _stream_live(sse: Any, listener: Listener, last: Cursor, tz: dt.tzinfo) -> None:
+async def _stream_live(sse: EventSourceResponse, listener: Listener, last: Cursor,
+                       tz: dt.tzinfo) -> None:
     while sse.is_connected():
         row = await listener.queue.get()
         if row is None or listener.overflowed:
@@ -237,7 +213,8 @@ async def _stream_live(sse: Any, listener: Listener, last: Cursor, tz: dt.tzinfo
         last = await _send(sse, row, last, tz)
 
 
-async def _send(sse: Any, row: Any, last: Cursor, tz: dt.tzinfo, backlog: bool = False) -> Cursor:
+async def _send(sse: EventSourceResponse, row: EventRow, last: Cursor, tz: dt.tzinfo,
+                backlog: bool = False) -> Cursor:
     cursor = (row["received_at"], row["message_id"])
     if cursor <= last:
         return last  # already sent by the catch-up

@@ -4,13 +4,20 @@ the period and channel selectors, and the live feed panel."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Mapping
 
 import aiohttp_jinja2
 from aiohttp import web
 
-from streamerhub.analytics.periods import Calendar, PeriodError, calendar_period
+from streamerhub.analytics.periods import (
+    Calendar,
+    Period,
+    PeriodError,
+    calendar_period,
+    parse_day,
+)
 from streamerhub.analytics.queries import (
+    Series,
     StatCards,
     load_period,
     stat_cards,
@@ -18,6 +25,7 @@ from streamerhub.analytics.queries import (
 )
 from streamerhub.events.text import GROUPS
 from streamerhub.web.auth import require
+from streamerhub.web.channel_picker import channels, chosen_channel
 from streamerhub.web.context import services
 
 PERIODS = (("day", "Today"), ("week", "This week"), ("month", "This month"), ("all", "All time"))
@@ -25,15 +33,8 @@ LABELS = {"day": "Today", "week": "This week", "month": "This month", "all": "Al
           "custom": "Custom range"}
 
 
-def _day(value: str, label: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(value.strip())
-    except ValueError:
-        raise PeriodError(f"{label}: {value!r} is not a date like 2025-06-01.") from None
-
-
 async def resolve(conn: Any, cal: Calendar, channel: str | None,
-                  query: Any) -> tuple[Any, str | None]:
+                  query: Mapping[str, str]) -> tuple[Period, str | None]:
     """The period asked for, or this week and a message saying what was wrong."""
     kind = query.get("period", "week")
     try:
@@ -43,7 +44,7 @@ async def resolve(conn: Any, cal: Calendar, channel: str | None,
         if kind == "custom":
             if not query.get("from") or not query.get("to"):
                 raise PeriodError("Custom period: give both a From and a To date.")
-            first, last = _day(query["from"], "From"), _day(query["to"], "To")
+            first, last = parse_day(query["from"], "From"), parse_day(query["to"], "To")
             if last < first:
                 raise PeriodError("Custom period: From must be on or before To.")
         if channel is None and kind in ("all", "custom"):
@@ -99,7 +100,7 @@ def card_view(stats: StatCards) -> list[dict[str, Any]]:
     ]
 
 
-def series_view(series: Any, tz: str) -> dict[str, Any]:
+def series_view(series: Series, tz: str) -> dict[str, Any]:
     """Columns for uPlot: one value per bucket (zeros kept), viewer lines broken off-stream."""
     points = series.points
     live = [p.hours_streamed > 0 or p.viewers_peak > 0 for p in points]
@@ -107,8 +108,10 @@ def series_view(series: Any, tz: str) -> dict[str, Any]:
             "follows": [p.follows for p in points],
             "subs": [p.subs_new + p.subs_resub + p.subs_gifted for p in points],
             "bits": [p.bits for p in points],
-            "avg_viewers": [p.viewers_avg if on else None for p, on in zip(points, live)],
-            "peak_viewers": [p.viewers_peak if on else None for p, on in zip(points, live)],
+            "avg_viewers": [p.viewers_avg if on else None
+                            for p, on in zip(points, live, strict=True)],
+            "peak_viewers": [p.viewers_peak if on else None
+                             for p, on in zip(points, live, strict=True)],
             "gap": [p.gap for p in points], "bucket": series.period.bucket, "tz": tz}
 
 
@@ -130,8 +133,6 @@ async def overview(request: web.Request, channel: str | None) -> dict[str, Any]:
 
 @require("viewer")
 async def overview_page(request: web.Request) -> web.StreamResponse:
-    from streamerhub.web.pages import channels, chosen_channel
-
     known = await channels(request)
     channel = chosen_channel(request, known)
     data = await overview(request, channel)
@@ -147,8 +148,6 @@ async def overview_page(request: web.Request) -> web.StreamResponse:
 @require("viewer")
 async def overview_data(request: web.Request) -> web.StreamResponse:
     """GET /overview/data?period=…&channel=…: the page's numbers as JSON (scripts, tests)."""
-    from streamerhub.web.pages import channels, chosen_channel
-
     channel = chosen_channel(request, await channels(request))
     data = await overview(request, channel)
     if data["error"]:

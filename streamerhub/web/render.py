@@ -91,7 +91,8 @@ def local_time(ctx: Any, value: Any, fmt: str = "%Y-%m-%d %H:%M") -> str:
         return "—"
     if isinstance(value, str):
         value = dt.datetime.fromisoformat(value)
-    return value.astimezone(zoneinfo.ZoneInfo(ctx.get("timezone", "UTC"))).strftime(fmt)
+    text: str = value.astimezone(zoneinfo.ZoneInfo(ctx.get("timezone", "UTC"))).strftime(fmt)
+    return text
 
 
 # ----------------------------------------------------------------------------- errors

@@ -4,41 +4,29 @@ events during it and multistream markers (target up / down / restarted) on the s
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Sequence
 
 import aiohttp_jinja2
 from aiohttp import web
 
-from streamerhub.analytics.sessions import get_session, list_sessions
+from streamerhub.analytics.browse import events_during
+from streamerhub.analytics.sessions import SessionSummary, get_session, list_sessions
 from streamerhub.events.text import event_json
 from streamerhub.web.auth import require
-from streamerhub.web.context import services
+from streamerhub.web.channel_picker import channels, chosen_channel
+from streamerhub.web.context import Services, services
 from streamerhub.web.render import zone
+from streamerhub.web.services import MultistreamHistory, RunSummary
 
 PAGE = 50
-EVENTS = """
-SELECT message_id, subscription_type, channel_id, occurred_at, received_at, backfilled, payload
-  FROM twitch_events
- WHERE channel_id = $1 AND occurred_at >= $2 AND occurred_at < $3
-   AND subscription_type NOT LIKE '%.progress'
- ORDER BY occurred_at LIMIT 1000"""
-RUNS = """
-SELECT r.id, r.job_id, j.name AS job, r.target_id, t.name AS target, r.started_at, r.ended_at,
-       r.failure_class, r.error,
-       row_number() OVER (PARTITION BY r.job_id, r.target_id ORDER BY r.started_at) AS nth
-  FROM stream_runs r JOIN stream_targets t ON t.id = r.target_id JOIN stream_jobs j ON j.id = r.job_id
- WHERE r.started_at < $2 AND coalesce(r.ended_at, now()) > $1
- ORDER BY r.started_at"""
 
 
 @require("viewer")
 async def streams_page(request: web.Request) -> web.StreamResponse:
-    from streamerhub.web.pages import channels, chosen_channel
-
     known = await channels(request)
     channel = chosen_channel(request, known)
     before = _instant(request.query.get("before"))
-    sessions: list[Any] = []
+    sessions: list[SessionSummary] = []
     if channel:
         async with services(request).db.pool.acquire() as conn:
             sessions = await list_sessions(conn, channel, limit=PAGE + 1, before=before)
@@ -57,35 +45,43 @@ def _instant(value: str | None) -> dt.datetime | None:
         raise web.HTTPBadRequest(text="This page link is damaged: open Streams again.") from None
 
 
-def markers(runs: list[Any]) -> list[dict[str, Any]]:
+def markers(runs: Sequence[RunSummary]) -> list[dict[str, Any]]:
     """Multistream markers from FFmpeg runs: up (first run), restarted (later runs), down."""
     found = []
     for run in runs:
-        kind = "up" if run["nth"] == 1 else "restarted"
-        found.append({"t": run["started_at"].timestamp(), "kind": kind, "target": run["target"],
-                      "job": run["job"], "at": run["started_at"], "detail": ""})
-        if run["ended_at"] is not None:
-            detail = run["failure_class"] or run["error"] or "stopped"
-            found.append({"t": run["ended_at"].timestamp(), "kind": "down",
-                          "target": run["target"], "job": run["job"], "at": run["ended_at"],
+        kind = "up" if run.nth == 1 else "restarted"
+        found.append({"t": run.started_at.timestamp(), "kind": kind, "target": run.target,
+                      "job": run.job, "at": run.started_at, "detail": ""})
+        if run.ended_at is not None:
+            detail = run.failure_class or run.error or "stopped"
+            found.append({"t": run.ended_at.timestamp(), "kind": "down",
+                          "target": run.target, "job": run.job, "at": run.ended_at,
                           "detail": detail})
     return sorted(found, key=lambda m: m["t"])
+
+
+def _history(svc: Services) -> MultistreamHistory | None:
+    # Services gains `multistream_history` in web/context.py (app.py fills it); until then a
+    # dashboard without it shows no markers.
+    history: MultistreamHistory | None = getattr(svc, "multistream_history", None)
+    return history
 
 
 @require("viewer")
 async def stream_page(request: web.Request) -> web.StreamResponse:
     channel, stream = request.match_info["channel_id"], request.match_info["stream_id"]
     tz = zone(request)
-    async with services(request).db.pool.acquire() as conn:
+    svc = services(request)
+    async with svc.db.pool.acquire() as conn:
         detail = await get_session(conn, channel, stream)
         if detail is None:
             raise web.HTTPNotFound(text="No such stream session: it may belong to a channel "
                                         "that is no longer stored.")
         s = detail.summary
         end = s.ended_at or dt.datetime.now(dt.timezone.utc)
-        events = await conn.fetch(EVENTS, channel, s.started_at, end)
-        runs = await conn.fetch(RUNS, s.started_at, end)
-    marks = markers(list(runs))
+        events = await events_during(conn, channel, s.started_at, end)
+    history = _history(svc)
+    marks = markers(await history.runs_between(s.started_at, end) if history else [])
     chart = {"t": [int(at.timestamp()) for at, _ in detail.samples],
              "viewers": [count for _, count in detail.samples],
              "start": s.started_at.timestamp(), "end": end.timestamp(), "tz": str(tz),
