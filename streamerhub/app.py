@@ -15,6 +15,7 @@ from streamerhub.analytics.export import ExportRequest, open_export
 from streamerhub.analytics.periods import Calendar
 from streamerhub.analytics.pollers import AnalyticsPollers, PollerConfig
 from streamerhub.bot.link import TwitchChannelLink, TwitchOverviewFacts
+from streamerhub.bot.registry import all_channels
 from streamerhub.bot.service import (
     BotChannelUpdater,
     BotDeps,
@@ -26,6 +27,7 @@ from streamerhub.config import Settings
 from streamerhub.crypto import Keyring, load_keyring
 from streamerhub.db import Database, open_database
 from streamerhub.events.store import EventStore
+from streamerhub.ffmpeg.jobstore import RunHistory
 from streamerhub.ffmpeg.service import Multistream
 from streamerhub.keys import has_sealed_secrets
 from streamerhub.log import get_logger
@@ -103,7 +105,9 @@ async def channel_link_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def _exporter(app: web.Application) -> Any:
     async def open_for(request: ExportRequest) -> Any:
-        return await open_export(app[DB].pool, Calendar.from_settings(app[SETTINGS]), request)
+        db = app[DB]
+        return await open_export(db.pool, Calendar.from_settings(app[SETTINGS]),
+                                 lambda: all_channels(db), request)
 
     return open_for
 
@@ -188,7 +192,8 @@ def add_dashboard(app: web.Application, settings: Settings) -> None:
         return Services(settings, app[DB], app[HUB], link,
                         multistream=MULTISTREAM in app, demo=app.get(DEMO_MODE, False),
                         extra={"key_info": key_info, "api_token_hint": MASK + token[-4:]},
-                        twitch_auth=link, twitch_overview=TwitchOverviewFacts(app[DB]))
+                        twitch_auth=link, twitch_overview=TwitchOverviewFacts(app[DB]),
+                        multistream_history=RunHistory(app[DB]))
 
     app[AUTHORIZERS].append(auth.api_session_check)
     setup_web(app, settings, resolve)

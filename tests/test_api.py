@@ -18,6 +18,7 @@ from rtmp_server import RtmpServer
 from test_jobs import keyring, multistream, updates  # noqa: F401  (fixtures)
 
 from streamerhub.analytics.export import ExportRequest, open_export
+from streamerhub.bot.registry import all_channels
 from streamerhub.analytics.periods import Calendar
 from streamerhub.db import Database
 from streamerhub.ffmpeg.service import Multistream
@@ -58,7 +59,8 @@ class Api:
 @pytest.fixture
 async def api(multistream: Multistream, db: Database) -> AsyncIterator[Api]:
     async def exporter(request: ExportRequest) -> Any:
-        return await open_export(db.pool, Calendar("Europe/Paris"), request)
+        return await open_export(db.pool, Calendar("Europe/Paris"), lambda: all_channels(db),
+                                 request)
 
     app = web.Application()
     app[AUTHORIZERS] = [bearer_authorizer(TOKEN)]

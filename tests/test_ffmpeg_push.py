@@ -235,7 +235,8 @@ async def test_a_crash_loop_opens_the_breaker_until_retry(tmp_path: Path, runner
 PARENT = """
 import asyncio, sys
 sys.path[:0] = [{tests!r}, {root!r}]
-from streamerhub.ffmpeg.supervisor import TargetRunner, TargetState
+from streamerhub.ffmpeg.status import TargetState
+from streamerhub.ffmpeg.supervisor import TargetRunner
 async def main():
     runner = TargetRunner({ffmpeg!r}, {url!r}, [{clip!r}])
     runner.start()

@@ -358,7 +358,7 @@ async def test_stopped_during_an_outage_replays_on_next_start(
 
 CRASHER = """
 import asyncio, sys
-from streamerhub.events.normalise import parse_frame
+from streamerhub.events.frames import parse_frame
 from streamerhub.events.store import EventStore
 from streamerhub.db import Database, create_pool
 from streamerhub.log import setup_logging

@@ -85,17 +85,8 @@ class Dash:
 async def dashboard(tmp_path: Path, db_url: str, extra: str = "") -> AsyncIterator[Dash]:
     settings = settings_for(tmp_path, db_url, extra)
     app = build_app(settings)
-    app.on_startup.append(_hand_over_multistream_history)
     async with TestClient(TestServer(app)) as client:
         yield Dash(client, settings)
-
-
-async def _hand_over_multistream_history(app: Any) -> None:
-    """What app.py does once Services has its `multistream_history` field (web/services.py);
-    a no-op from then on."""
-    svc = app[SERVICES]
-    if getattr(svc, "multistream_history", None) is None:
-        svc.multistream_history = RunHistory(app[DB])
 
 
 # ----------------------------------------------------------------------------- seeding

@@ -15,7 +15,7 @@ import io
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, AsyncIterator, Iterable, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Protocol, Sequence
 
 from streamerhub.analytics.browse import EventFilter, where_clause
 from streamerhub.analytics.periods import (
@@ -256,11 +256,8 @@ def media_type(fmt: str) -> str:
 # ----------------------------------------------------------------------------- requests
 # One reading of "what to export" for both `streamerhub export` and GET /api/v1/export/{kind}.
 
-FIND_CHANNEL = """
-SELECT channel_id FROM twitch_channels WHERE channel_id = $1 OR lower(login) = lower($1)"""
 KNOWN_CHANNELS = """
-SELECT channel_id FROM twitch_channels
- UNION SELECT DISTINCT channel_id FROM stream_sessions
+SELECT DISTINCT channel_id FROM stream_sessions
  UNION SELECT DISTINCT channel_id FROM analytics_event_rollup WHERE res = 86400
  ORDER BY 1"""
 _BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
@@ -278,7 +275,8 @@ class ExportRequest:
     bucket: str | None = None    # series bucket size; None: chosen to fit the range
 
 
-async def open_export(pool: Any, cal: Calendar, req: ExportRequest, now: datetime | None = None,
+async def open_export(pool: Any, cal: Calendar, channels: ChannelLister, req: ExportRequest,
+                      now: datetime | None = None,
                       names: tuple[str, str] = ("from", "to")) -> AsyncIterator[bytes]:
     """Validate the request (raising ExportError before any byte) and return its chunk stream.
 
@@ -291,7 +289,7 @@ async def open_export(pool: Any, cal: Calendar, req: ExportRequest, now: datetim
         raise ExportError(f"unknown bucket {req.bucket!r}: one of {', '.join(BUCKET_SIZES)}")
     start = parse_when(cal, req.start, names[0], end=False) if req.start else None
     end = parse_when(cal, req.end, names[1], end=True) if req.end else now
-    channel = await resolve_channel(pool, req.channel, required=req.kind == "series")
+    channel = await resolve_channel(pool, channels, req.channel, required=req.kind == "series")
     if req.kind == "events":
         return export_events(pool, cal, start or _BEGINNING, end, req.fmt, channel)
     if req.kind == "sessions":
@@ -317,14 +315,30 @@ def parse_when(cal: Calendar, text: str, name: str, *, end: bool) -> datetime:
     return cal.resolve(when) if when.tzinfo is None else when.astimezone(UTC)
 
 
-async def resolve_channel(pool: Any, wanted: str | None, *, required: bool) -> str | None:
+class ChannelRef(Protocol):
+    """A channel as the bot's registry knows it (the exporter may not read bot/'s table)."""
+
+    @property
+    def channel_id(self) -> str: ...
+
+    @property
+    def login(self) -> str: ...
+
+
+ChannelLister = Callable[[], Awaitable[Sequence[ChannelRef]]]
+
+
+async def resolve_channel(pool: Any, channels: ChannelLister, wanted: str | None, *,
+                          required: bool) -> str | None:
     """A channel as an id or a login; without one, the only channel there is (if required)."""
+    registered = await channels()
     if wanted:
-        found: str | None = await pool.fetchval(FIND_CHANNEL, wanted)
-        return found or wanted
+        return next((c.channel_id for c in registered if wanted in (c.channel_id, c.login)
+                     or c.login.lower() == wanted.lower()), wanted)
     if not required:
         return None
-    known: list[str] = [r["channel_id"] for r in await pool.fetch(KNOWN_CHANNELS)]
+    with_data = {r["channel_id"] for r in await pool.fetch(KNOWN_CHANNELS)}
+    known = sorted(with_data | {c.channel_id for c in registered})
     if len(known) == 1:
         return known[0]
     if not known:

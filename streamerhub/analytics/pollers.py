@@ -77,7 +77,8 @@ VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING"""
 SNAPSHOT_NEAR = """
 SELECT taken_at, followers FROM twitch_totals
  WHERE channel_id = $1 AND followers IS NOT NULL
-   AND taken_at > $2::timestamptz - interval '1 day' AND taken_at < $2::timestamptz + interval '1 day'
+   AND taken_at > $2::timestamptz - interval '1 day'
+   AND taken_at < $2::timestamptz + interval '1 day'
  ORDER BY abs(extract(epoch FROM taken_at - $2::timestamptz)), taken_at LIMIT 1"""
 
 UPSERT_CHECK = """
@@ -142,7 +143,8 @@ class ViewerSampler:
                 if s.get("user_id") in wanted and s.get("type", "live") == "live"}
         async with self.pool.acquire() as conn, conn.transaction():
             for channel_id, stream in live.items():
-                await open_from_helix(conn, channel_id, stream["id"], _instant(stream["started_at"]))
+                started = _instant(stream["started_at"])
+                await open_from_helix(conn, channel_id, stream["id"], started)
             if live:
                 await conn.execute(INSERT_SAMPLES, *self._sample_columns(live, now))
             for session in believed_live:
@@ -163,7 +165,7 @@ class ViewerSampler:
         rows = [(channel_id, s["id"], now, int(s.get("viewer_count") or 0), self.config.max_span_s,
                  s.get("title"), s.get("game_id") or None, s.get("game_name") or None)
                 for channel_id, s in sorted(live.items())]
-        return [list(column) for column in zip(*rows)]
+        return [list(column) for column in zip(*rows, strict=True)]
 
     async def _check_still_live(self, conn: Any, session: Any, live: dict[str, Any],
                                 now: datetime) -> None:

@@ -75,7 +75,7 @@ SELECT channel_id, login, display_name, connected_at FROM twitch_channels
 
 ALL = """
 SELECT channel_id, login, display_name, status, status_reason, scopes, connected_at, validated_at
-  FROM twitch_channels ORDER BY connected_at"""
+  FROM twitch_channels ORDER BY connected_at, channel_id"""
 
 LOGIN_KNOWN = "SELECT EXISTS (SELECT 1 FROM twitch_channels WHERE lower(login) = $1)"
 

@@ -44,6 +44,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
 async def run_export(args: argparse.Namespace, settings: Settings, out: BinaryIO,
                      now: datetime | None = None) -> int:
+    from streamerhub.bot.registry import all_channels
     from streamerhub.config import prepare_data_dir
     from streamerhub.db import open_database
 
@@ -52,7 +53,8 @@ async def run_export(args: argparse.Namespace, settings: Settings, out: BinaryIO
     prepare_data_dir(settings.data_dir)
     async with open_database(settings, own_cluster=False) as db:
         await db.check_not_newer()
-        chunks = await open_export(db.pool, Calendar.from_settings(settings), request, now,
+        chunks = await open_export(db.pool, Calendar.from_settings(settings),
+                                   lambda: all_channels(db), request, now,
                                    names=("--from", "--to"))
         async for chunk in chunks:
             out.write(chunk)

@@ -28,7 +28,7 @@ from streamerhub.events.typed import (
 from streamerhub.log import get_logger
 
 if TYPE_CHECKING:
-    from streamerhub.db import Database
+    from streamerhub.db import Database, is_transient
 
 log = get_logger(__name__)
 
@@ -67,22 +67,6 @@ SELECT_RAW = """
 SELECT message_id, subscription_type, subscription_version, occurred_at, backfilled, payload
   FROM twitch_events ORDER BY occurred_at, message_id"""
 
-# Errors caused by the rows themselves: data exception, integrity violation, program limit
-# (e.g. a jsonb too deep). Anything else means the database is away or broken: keep the rows.
-_DATA_ERROR_CLASSES = ("22", "23", "54")
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True when the database is unreachable or going away; False when the rows are at fault."""
-    if isinstance(exc, (OSError, TimeoutError)):
-        return True
-    state = getattr(exc, "sqlstate", None)
-    if isinstance(state, str) and state:
-        return state[:2] not in _DATA_ERROR_CLASSES
-    # asyncpg's client-side errors: a closed connection or pool is transient, a value it could
-    # not encode (its DataError is a ValueError) is the row's fault.
-    return type(exc).__module__.startswith("asyncpg") and \
-        not isinstance(exc, (ValueError, TypeError))
 
 
 @dataclass(frozen=True)

@@ -19,16 +19,10 @@ from streamerhub.errors import StreamerHubError
 
 # The frame layer (eventsub.py imports it from here).
 from streamerhub.events.frames import (
-    MAX_FRAME_BYTES,
-    BadFrame,
     Frame,
     FrameKind,
-    parse_frame,
 )
-from streamerhub.events.typed import TABLE_OF, TYPED_TABLES
-
-__all__ = ["MAX_FRAME_BYTES", "TYPED_TABLES", "BadFrame", "BadEvent", "FrameKind", "Frame",
-           "RawRow", "Normalised", "parse_frame", "normalise", "normalise_frame"]
+from streamerhub.events.typed import TABLE_OF
 
 _INT4 = (-2**31, 2**31 - 1)
 

@@ -37,8 +37,6 @@ from typing import TYPE_CHECKING, Any, Callable
 from streamerhub.events.batch import (
     Committed,
     commit_isolating,
-    is_transient,
-    rebuild_typed,
 )
 from streamerhub.events.frames import Frame
 from streamerhub.events.items import (
@@ -81,8 +79,6 @@ class StoreCounters:
 
 
 Item = Normalised | Frame | DeadLetter | GapMark
-__all__ = ["EventStore", "StoreCounters", "DeadLetter", "GapMark", "Item",
-           "rebuild_typed", "is_transient"]
 
 # ----------------------------------------------------------------------------- the store
 

@@ -53,9 +53,6 @@ from streamerhub.log import MASK, get_logger, redact, register_secret
 
 log = get_logger(__name__)
 
-# Callers (service.py, tests, bench/) take the runner's types from here too.
-__all__ = ["UNREACHABLE", "RestartPolicy", "RunRecord", "RunnerTiming", "TargetRunner",
-           "TargetState", "TargetStatus"]
 
 
 

@@ -8,19 +8,13 @@ from aiohttp import web
 
 from streamerhub.web.context import services
 
-# twitch_channels belongs to bot/ (the ownership check reports this line): the read stays here until
-# the dashboard gets channels through a service protocol, as it gets multistream runs
-# (web/services.py).
-CHANNELS = """
-SELECT channel_id, login, display_name, status FROM twitch_channels
- ORDER BY connected_at, channel_id"""
-
 
 async def channels(request: web.Request) -> list[dict[str, Any]]:
     """Connected (and formerly connected) channels, for the channel selector."""
-    async with services(request).db.pool.acquire() as conn:
-        rows = await conn.fetch(CHANNELS)
-    return [dict(r) for r in rows]
+    overview = services(request).twitch_overview
+    known = await overview.channels() if overview is not None else []
+    return [{"channel_id": c.channel_id, "login": c.login, "display_name": c.display_name,
+             "status": c.status} for c in known]
 
 
 def chosen_channel(request: web.Request, known: list[dict[str, Any]]) -> str | None:

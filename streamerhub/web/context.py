@@ -19,6 +19,7 @@ from aiohttp import web
 from streamerhub.config import Settings
 from streamerhub.db import Database
 from streamerhub.pubsub import Hub
+from streamerhub.web.services import MultistreamHistory
 
 
 class TwitchGrant(Protocol):
@@ -200,6 +201,7 @@ class Services:
     extra: dict[str, Any] = field(default_factory=dict)
     twitch_auth: TwitchAuth | None = None
     twitch_overview: TwitchOverview | None = None
+    multistream_history: MultistreamHistory | None = None
 
 
 SERVICES = web.AppKey("web_services", Services)

@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from streamerhub import __version__
+from streamerhub.db import is_connection_error
 from streamerhub.errors import StreamerHubError
 from streamerhub.log import get_logger, redact
 from streamerhub.web.auth import csrf_token, current, take_flash, wants_json
@@ -102,17 +103,8 @@ DATABASE_DOWN = ("StreamerHub cannot reach its database right now. Twitch events
                  "in a moment.")
 
 
-def database_down(exc: BaseException) -> bool:
-    """A lost or refused database connection (asyncpg lives behind db.py: judged by name)."""
-    if isinstance(exc, (OSError, TimeoutError)):
-        return True
-    name, module = type(exc).__name__, type(exc).__module__
-    return module.startswith("asyncpg") and any(
-        word in name for word in ("Connection", "CannotConnect", "InterfaceError"))
-
-
 def _status_and_message(exc: BaseException) -> tuple[int, str]:
-    if database_down(exc):
+    if is_connection_error(exc):
         return 503, DATABASE_DOWN
     if isinstance(exc, web.HTTPException):
         text = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else ""

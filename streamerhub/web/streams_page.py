@@ -14,9 +14,9 @@ from streamerhub.analytics.sessions import SessionSummary, get_session, list_ses
 from streamerhub.events.text import event_json
 from streamerhub.web.auth import require
 from streamerhub.web.channel_picker import channels, chosen_channel
-from streamerhub.web.context import Services, services
+from streamerhub.web.context import services
 from streamerhub.web.render import zone
-from streamerhub.web.services import MultistreamHistory, RunSummary
+from streamerhub.web.services import RunSummary
 
 PAGE = 50
 
@@ -60,13 +60,6 @@ def markers(runs: Sequence[RunSummary]) -> list[dict[str, Any]]:
     return sorted(found, key=lambda m: m["t"])
 
 
-def _history(svc: Services) -> MultistreamHistory | None:
-    # Services gains `multistream_history` in web/context.py (app.py fills it); until then a
-    # dashboard without it shows no markers.
-    history: MultistreamHistory | None = getattr(svc, "multistream_history", None)
-    return history
-
-
 @require("viewer")
 async def stream_page(request: web.Request) -> web.StreamResponse:
     channel, stream = request.match_info["channel_id"], request.match_info["stream_id"]
@@ -80,7 +73,7 @@ async def stream_page(request: web.Request) -> web.StreamResponse:
         s = detail.summary
         end = s.ended_at or dt.datetime.now(dt.timezone.utc)
         events = await events_during(conn, channel, s.started_at, end)
-    history = _history(svc)
+    history = svc.multistream_history
     marks = markers(await history.runs_between(s.started_at, end) if history else [])
     chart = {"t": [int(at.timestamp()) for at, _ in detail.samples],
              "viewers": [count for _, count in detail.samples],
