@@ -44,17 +44,26 @@ CHANNEL = "1000"
 TZ = "Europe/Paris"
 UTC = timezone.utc
 YEARS = 3
-LONG = 6 * 3600   # seconds: a pool's command_timeout (60 s) is far too short for 10M rows
-TRIGGERS = {"twitch_follows": "analytics_follows_ins",
-            "twitch_subscriptions": "analytics_subscriptions_ins",
-            "twitch_cheers": "analytics_cheers_ins", "twitch_raids": "analytics_raids_ins"}
+LONG = 6 * 3600  # seconds: a pool's command_timeout (60 s) is far too short for 10M rows
+TRIGGERS = {
+    "twitch_follows": "analytics_follows_ins",
+    "twitch_subscriptions": "analytics_subscriptions_ins",
+    "twitch_cheers": "analytics_cheers_ins",
+    "twitch_raids": "analytics_raids_ins",
+}
 
 # Share of each kind of event: (kind, subscription type, version, share).
-MIX = [("follow", "channel.follow", "2", 0.35), ("sub", "channel.subscribe", "1", 0.08),
-       ("gifted", "channel.subscribe", "1", 0.05), ("resub", "channel.subscription.message", "1", 0.07),
-       ("gift", "channel.subscription.gift", "1", 0.01), ("end", "channel.subscription.end", "1", 0.03),
-       ("cheer", "channel.cheer", "1", 0.405), ("raid_in", "channel.raid", "1", 0.004),
-       ("raid_out", "channel.raid", "1", 0.001)]
+MIX = [
+    ("follow", "channel.follow", "2", 0.35),
+    ("sub", "channel.subscribe", "1", 0.08),
+    ("gifted", "channel.subscribe", "1", 0.05),
+    ("resub", "channel.subscription.message", "1", 0.07),
+    ("gift", "channel.subscription.gift", "1", 0.01),
+    ("end", "channel.subscription.end", "1", 0.03),
+    ("cheer", "channel.cheer", "1", 0.405),
+    ("raid_in", "channel.raid", "1", 0.004),
+    ("raid_out", "channel.raid", "1", 0.001),
+]
 
 
 def _kind_case() -> str:
@@ -166,22 +175,42 @@ GENERATE = [
 ]
 
 
-async def generate(conn: asyncpg.Connection, events: int, sessions: int, now: datetime) -> dict[str, float]:
+async def generate(
+    conn: asyncpg.Connection, events: int, sessions: int, now: datetime
+) -> dict[str, float]:
     """Load the history with triggers and FK checks off, then rebuild every rollup."""
     start = now - timedelta(days=365 * YEARS)
-    params = {"ch": CHANNEL, "start": f"timestamptz '{start.isoformat()}'",
-              "now": f"timestamptz '{now.isoformat()}'", "span_s": int((now - start).total_seconds()),
-              "sessions": sessions, "events": events, "follows": int(events * MIX[0][3])}
-    await conn.execute("CREATE UNLOGGED TABLE bench_mix (i int, kind text, type text, version text)")
-    await conn.executemany("INSERT INTO bench_mix VALUES ($1, $2, $3, $4)",
-                           [(i, kind, t, v) for i, (kind, t, v, _) in enumerate(MIX)])
-    secondary = [r["indexdef"] for r in await conn.fetch(
-        "SELECT indexdef FROM pg_indexes WHERE tablename = 'twitch_events' "
-        "AND indexname <> 'twitch_events_pkey'")]
+    params = {
+        "ch": CHANNEL,
+        "start": f"timestamptz '{start.isoformat()}'",
+        "now": f"timestamptz '{now.isoformat()}'",
+        "span_s": int((now - start).total_seconds()),
+        "sessions": sessions,
+        "events": events,
+        "follows": int(events * MIX[0][3]),
+    }
+    await conn.execute(
+        "CREATE UNLOGGED TABLE bench_mix (i int, kind text, type text, version text)"
+    )
+    await conn.executemany(
+        "INSERT INTO bench_mix VALUES ($1, $2, $3, $4)",
+        [(i, kind, t, v) for i, (kind, t, v, _) in enumerate(MIX)],
+    )
+    secondary = [
+        r["indexdef"]
+        for r in await conn.fetch(
+            "SELECT indexdef FROM pg_indexes WHERE tablename = 'twitch_events' "
+            "AND indexname <> 'twitch_events_pkey'"
+        )
+    ]
     await conn.execute("SET session_replication_role = replica")  # triggers and FK checks off
-    for name in [r["indexname"] for r in await conn.fetch(
+    for name in [
+        r["indexname"]
+        for r in await conn.fetch(
             "SELECT indexname FROM pg_indexes WHERE tablename = 'twitch_events' "
-            "AND indexname <> 'twitch_events_pkey'")]:
+            "AND indexname <> 'twitch_events_pkey'"
+        )
+    ]:
         await conn.execute(f'DROP INDEX "{name}"')
     started = time.perf_counter()
     for sql in GENERATE:
@@ -197,18 +226,24 @@ async def generate(conn: asyncpg.Connection, events: int, sessions: int, now: da
     await conn.execute("SELECT analytics_rebuild()", timeout=LONG)
     rebuilt = time.perf_counter()
     await conn.execute("VACUUM ANALYZE", timeout=LONG)
-    return {"load_s": round(loaded - started, 1), "rebuild_s": round(rebuilt - loaded, 1),
-            "vacuum_s": round(time.perf_counter() - rebuilt, 1)}
+    return {
+        "load_s": round(loaded - started, 1),
+        "rebuild_s": round(rebuilt - loaded, 1),
+        "vacuum_s": round(time.perf_counter() - rebuilt, 1),
+    }
 
 
 # ----------------------------------------------------------------------------- timing
+
 
 def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
 
 
-async def timed(action: Callable[[], Awaitable[Any]], runs: int, warmup: int = 2) -> dict[str, float]:
+async def timed(
+    action: Callable[[], Awaitable[Any]], runs: int, warmup: int = 2
+) -> dict[str, float]:
     for _ in range(warmup):
         await action()
     times = []
@@ -216,8 +251,12 @@ async def timed(action: Callable[[], Awaitable[Any]], runs: int, warmup: int = 2
         began = time.perf_counter()
         await action()
         times.append((time.perf_counter() - began) * 1000)
-    return {"p50_ms": round(statistics.median(times), 2), "p95_ms": round(percentile(times, 95), 2),
-            "max_ms": round(max(times), 2), "runs": runs}
+    return {
+        "p50_ms": round(statistics.median(times), 2),
+        "p95_ms": round(percentile(times, 95), 2),
+        "max_ms": round(max(times), 2),
+        "runs": runs,
+    }
 
 
 NAIVE_ALL_TIME = """
@@ -265,13 +304,16 @@ async def measure_queries(pool: Any, now: datetime, runs: int, naive_runs: int) 
             async with pool.acquire() as conn:
                 period = await load_period(conn, cal, CHANNEL, kind, now)
                 return await fetch(conn, CHANNEL, period, now)
+
         return action
 
     for kind in ("day", "week", "month", "all"):
         queries[f"cards_{kind}"] = await timed(dashboard(kind, stat_cards), runs)
         queries[f"series_{kind}"] = await timed(dashboard(kind, time_series), runs)
-    latest = await pool.fetchval("SELECT stream_id FROM stream_sessions WHERE ended_at IS NOT NULL "
-                                 "ORDER BY started_at DESC LIMIT 1")
+    latest = await pool.fetchval(
+        "SELECT stream_id FROM stream_sessions WHERE ended_at IS NOT NULL "
+        "ORDER BY started_at DESC LIMIT 1"
+    )
 
     async def sessions_page() -> Any:
         async with pool.acquire() as conn:
@@ -292,14 +334,24 @@ async def measure_queries(pool: Any, now: datetime, runs: int, naive_runs: int) 
     series = await dashboard("all", time_series)()
     naive_rows = {r["m"].date(): r for r in await naive()}
     matches = all(
-        (p.follows, p.bits, p.subs_new, p.subs_gifted) == (
-            int(naive_rows[p.label.date()]["follows"] or 0), int(naive_rows[p.label.date()]["bits"] or 0),
-            int(naive_rows[p.label.date()]["subs_new"] or 0), int(naive_rows[p.label.date()]["subs_gifted"] or 0))
-        for p in series.points if p.label.date() in naive_rows)
-    return {"queries": queries, "naive_all_time": naive_times,
-            "all_time_speedup": round(naive_times["p50_ms"] / fast["p50_ms"], 1),
-            "all_time_speedup_p95": round(naive_times["p95_ms"] / fast["p95_ms"], 1),
-            "all_time_matches_naive": matches, "all_time_buckets": len(series.points)}
+        (p.follows, p.bits, p.subs_new, p.subs_gifted)
+        == (
+            int(naive_rows[p.label.date()]["follows"] or 0),
+            int(naive_rows[p.label.date()]["bits"] or 0),
+            int(naive_rows[p.label.date()]["subs_new"] or 0),
+            int(naive_rows[p.label.date()]["subs_gifted"] or 0),
+        )
+        for p in series.points
+        if p.label.date() in naive_rows
+    )
+    return {
+        "queries": queries,
+        "naive_all_time": naive_times,
+        "all_time_speedup": round(naive_times["p50_ms"] / fast["p50_ms"], 1),
+        "all_time_speedup_p95": round(naive_times["p95_ms"] / fast["p95_ms"], 1),
+        "all_time_matches_naive": matches,
+        "all_time_buckets": len(series.points),
+    }
 
 
 # ----------------------------------------------------------------------------- ingest
@@ -323,31 +375,73 @@ class Ingest:
     def __init__(self) -> None:
         self.n = 0
         self.rng = random.Random(1)
-        self.token = uuid.uuid4().hex[:8]         # a reused history keeps earlier runs' rows
+        self.token = uuid.uuid4().hex[:8]  # a reused history keeps earlier runs' rows
 
     def batch(self, size: int) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
         raw, typed = [], {"twitch_follows": [], "twitch_subscriptions": [], "twitch_cheers": []}
         now = datetime.now(UTC)
         for _ in range(size):
             self.n += 1
-            mid, at = f"live-{self.token}-{self.n}", (now - timedelta(seconds=self.rng.random() * 60)).isoformat()
+            mid, at = (
+                f"live-{self.token}-{self.n}",
+                (now - timedelta(seconds=self.rng.random() * 60)).isoformat(),
+            )
             kind = self.rng.choice(["follow", "follow", "sub", "cheer", "cheer"])
-            user = {"user_id": f"lu{self.n}", "user_login": f"luser{self.n}", "user_name": f"LUser{self.n}"}
-            sub_type = {"follow": "channel.follow", "sub": "channel.subscribe", "cheer": "channel.cheer"}[kind]
-            raw.append({"message_id": mid, "subscription_type": sub_type, "subscription_version": "1",
-                        "channel_id": CHANNEL, "occurred_at": at, "received_at": at,
-                        "payload": {"subscription": {"type": sub_type}, "event": {**user, "bits": 100}}})
+            user = {
+                "user_id": f"lu{self.n}",
+                "user_login": f"luser{self.n}",
+                "user_name": f"LUser{self.n}",
+            }
+            sub_type = {
+                "follow": "channel.follow",
+                "sub": "channel.subscribe",
+                "cheer": "channel.cheer",
+            }[kind]
+            raw.append(
+                {
+                    "message_id": mid,
+                    "subscription_type": sub_type,
+                    "subscription_version": "1",
+                    "channel_id": CHANNEL,
+                    "occurred_at": at,
+                    "received_at": at,
+                    "payload": {"subscription": {"type": sub_type}, "event": {**user, "bits": 100}},
+                }
+            )
             if kind == "follow":
-                typed["twitch_follows"].append({"message_id": mid, "channel_id": CHANNEL, **user,
-                                                "followed_at": at, "backfilled": False})
+                typed["twitch_follows"].append(
+                    {
+                        "message_id": mid,
+                        "channel_id": CHANNEL,
+                        **user,
+                        "followed_at": at,
+                        "backfilled": False,
+                    }
+                )
             elif kind == "sub":
-                typed["twitch_subscriptions"].append({"message_id": mid, "channel_id": CHANNEL,
-                                                      "kind": "sub", **user, "tier": "1000",
-                                                      "is_gift": False, "is_anonymous": False,
-                                                      "occurred_at": at})
+                typed["twitch_subscriptions"].append(
+                    {
+                        "message_id": mid,
+                        "channel_id": CHANNEL,
+                        "kind": "sub",
+                        **user,
+                        "tier": "1000",
+                        "is_gift": False,
+                        "is_anonymous": False,
+                        "occurred_at": at,
+                    }
+                )
             else:
-                typed["twitch_cheers"].append({"message_id": mid, "channel_id": CHANNEL, **user,
-                                               "is_anonymous": False, "bits": 100, "occurred_at": at})
+                typed["twitch_cheers"].append(
+                    {
+                        "message_id": mid,
+                        "channel_id": CHANNEL,
+                        **user,
+                        "is_anonymous": False,
+                        "bits": 100,
+                        "occurred_at": at,
+                    }
+                )
         return raw, typed
 
     async def run(self, conn: Any, batches: int, size: int) -> list[float]:
@@ -380,7 +474,9 @@ async def trigger_seconds(conn: Any) -> float:
 
 async def set_triggers(pool: Any, enabled: bool) -> None:
     for table, trigger in TRIGGERS.items():
-        await pool.execute(f"ALTER TABLE {table} {'ENABLE' if enabled else 'DISABLE'} TRIGGER {trigger}")
+        await pool.execute(
+            f"ALTER TABLE {table} {'ENABLE' if enabled else 'DISABLE'} TRIGGER {trigger}"
+        )
 
 
 async def measure_ingest(pool: Any, rounds: int) -> dict[str, Any]:
@@ -398,9 +494,9 @@ async def measure_ingest(pool: Any, rounds: int) -> dict[str, Any]:
         for size, batches in ((500, 10), (50, 40)):
             times: dict[bool, list[float]] = {True: [], False: []}
             in_triggers = 0.0
-            await ingest.run(conn, 4, size)                           # warm up
+            await ingest.run(conn, 4, size)  # warm up
             for i in range(rounds * 2):
-                enabled = (i % 4) in (0, 3)                           # on off off on …
+                enabled = (i % 4) in (0, 3)  # on off off on …
                 await set_triggers(pool, enabled)
                 before = await trigger_seconds(conn)
                 times[enabled] += await ingest.run(conn, batches, size)
@@ -413,14 +509,20 @@ async def measure_ingest(pool: Any, rounds: int) -> dict[str, Any]:
                 "throughput_slowdown_pct": round(100 * (1 - med[False] / med[True]), 1),
                 "time_in_triggers_pct": round(100 * in_triggers / sum(times[True]), 1),
                 "trigger_ms_per_batch": round(1000 * in_triggers / len(times[True]), 3),
-                "batches_per_side": len(times[True])}
+                "batches_per_side": len(times[True]),
+            }
     return out
 
 
 # ----------------------------------------------------------------------------- main
 
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    data_dir = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="sh-bench-analytics-"))
+    data_dir = (
+        Path(args.data_dir)
+        if args.data_dir
+        else Path(tempfile.mkdtemp(prefix="sh-bench-analytics-"))
+    )
     cluster = EmbeddedPostgres(data_dir)
     try:
         await cluster.start()
@@ -435,23 +537,36 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 now = datetime.now(UTC).replace(microsecond=0)
                 async with pool.acquire() as conn:
                     result.update(await generate(conn, args.events, args.sessions, now))
-                    await conn.execute("CREATE TABLE bench_meta AS SELECT $1::timestamptz AS now", now)
+                    await conn.execute(
+                        "CREATE TABLE bench_meta AS SELECT $1::timestamptz AS now", now
+                    )
             now = await pool.fetchval("SELECT now FROM bench_meta")
-            result["rows"] = {t: await pool.fetchval(f"SELECT count(*) FROM {t}") for t in (
-                "twitch_events", "viewer_samples", "stream_sessions", "analytics_event_rollup",
-                "analytics_viewer_rollup")}
+            result["rows"] = {
+                t: await pool.fetchval(f"SELECT count(*) FROM {t}")
+                for t in (
+                    "twitch_events",
+                    "viewer_samples",
+                    "stream_sessions",
+                    "analytics_event_rollup",
+                    "analytics_viewer_rollup",
+                )
+            }
             result.update(await measure_queries(pool, now, args.runs, args.naive_runs))
             if not args.skip_ingest:
                 ingest = await measure_ingest(pool, args.ingest_rounds)
                 result["ingest"] = ingest
                 # The store's batch size under load (throughput only matters under load).
                 result["ingest_slowdown_pct"] = ingest["batch_500"]["time_in_triggers_pct"]
-                result["ingest_throughput_slowdown_pct"] = ingest["batch_500"]["throughput_slowdown_pct"]
+                result["ingest_throughput_slowdown_pct"] = ingest["batch_500"][
+                    "throughput_slowdown_pct"
+                ]
             worst = max(q["p95_ms"] for q in result["queries"].values())
             result["worst_query_p95_ms"] = worst
             result["targets_met"] = {
-                "query_p95_le_50ms": worst <= 50, "all_time_speedup_ge_20": result["all_time_speedup"] >= 20,
-                "ingest_slowdown_le_20pct": result.get("ingest_slowdown_pct", 0) <= 20}
+                "query_p95_le_50ms": worst <= 50,
+                "all_time_speedup_ge_20": result["all_time_speedup"] >= 20,
+                "ingest_slowdown_le_20pct": result.get("ingest_slowdown_pct", 0) <= 20,
+            }
         finally:
             await pool.close()
         return result
@@ -462,16 +577,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=20, help="timed runs per dashboard query")
     parser.add_argument("--naive-runs", type=int, default=5)
-    parser.add_argument("--ingest-rounds", type=int, default=6, help="rounds per side and batch size")
+    parser.add_argument(
+        "--ingest-rounds", type=int, default=6, help="rounds per side and batch size"
+    )
     parser.add_argument("--skip-ingest", action="store_true")
-    parser.add_argument("--data-dir", help="keep the cluster here (and reuse a history generated there)")
+    parser.add_argument(
+        "--data-dir", help="keep the cluster here (and reuse a history generated there)"
+    )
     args = parser.parse_args()
-    setup_logging("warning", "json")                 # stdout carries the one JSON object only
+    setup_logging("warning", "json")  # stdout carries the one JSON object only
     result = asyncio.run(run(args))
     json.dump(result, sys.stdout, indent=2)
     print()

@@ -65,13 +65,17 @@ TYPES = [t for t, _, _ in SUBSCRIPTIONS]
 
 # ----------------------------------------------------------------------------- fake Twitch
 
+
 class FakeProcess:
     """`streamerhub fake-twitch` in its own process."""
 
     def __init__(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "streamerhub", "fake-twitch"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streamerhub", "fake-twitch"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         assert self.proc.stdout is not None
         self.urls = json.loads(self.proc.stdout.readline())
 
@@ -90,8 +94,10 @@ def bodies(count: int, tag: str) -> list[bytes]:
     out, batch = [], []
     for i in range(count):
         sub_type = TYPES[i % len(TYPES)]
-        unique = {"channel.follow": {"user_id": f"{tag}{i}"},
-                  "stream.online": {"id": f"{tag}{i}"}}.get(sub_type, {})
+        unique = {
+            "channel.follow": {"user_id": f"{tag}{i}"},
+            "stream.online": {"id": f"{tag}{i}"},
+        }.get(sub_type, {})
         _, event = sample_event(sub_type, **unique)
         batch.append({"subscription_type": sub_type, "event": event})
         if len(batch) == BATCH or i == count - 1:
@@ -106,14 +112,16 @@ class Sender:
         self.delivered: list[str] = []
 
     async def post(self, body: bytes) -> None:
-        async with self.http.post(f"{self.url}/_fake/events", data=body,
-                                  headers={"Content-Type": "application/json"}) as resp:
+        async with self.http.post(
+            f"{self.url}/_fake/events", data=body, headers={"Content-Type": "application/json"}
+        ) as resp:
             answer = await resp.json()
             assert resp.status == 200, answer
         self.delivered += answer["message_ids"]
 
 
 # ----------------------------------------------------------------------------- sinks
+
 
 class CountingSink:
     """No storage: counts what the client hands over (raw_parse_per_s)."""
@@ -161,8 +169,15 @@ class NaiveSink(CountingSink):
 
 # ----------------------------------------------------------------------------- phases
 
-async def run_phase(ctx: dict[str, Any], sink: Any, body_list: list[bytes], count: int,
-                    done: Any, pace: float | None = None) -> float:
+
+async def run_phase(
+    ctx: dict[str, Any],
+    sink: Any,
+    body_list: list[bytes],
+    count: int,
+    done: Any,
+    pace: float | None = None,
+) -> float:
     """Start a bot on `sink`, send the bodies (paced or flat out), return seconds to `done`."""
     bot = TwitchBot(BotDeps(ctx["settings"], ctx["db"], ctx["keyring"], sink))
     await bot.start()
@@ -198,27 +213,37 @@ async def wait_for(check: Any, timeout: float) -> None:
 async def truncate(db: Database) -> None:
     """Empty the events and what the triggers derived from them: every flood starts alike."""
     async with db.pool.acquire() as conn:
-        await conn.execute("TRUNCATE twitch_events, stream_sessions, analytics_event_rollup, "
-                           "viewer_sample_gaps CASCADE")
+        await conn.execute(
+            "TRUNCATE twitch_events, stream_sessions, analytics_event_rollup, "
+            "viewer_sample_gaps CASCADE"
+        )
 
 
 # The analytics triggers on the typed tables (0003_analytics.sql), for the A/B floods.
-TRIGGERS = {"twitch_follows": "analytics_follows_ins",
-            "twitch_subscriptions": "analytics_subscriptions_ins",
-            "twitch_cheers": "analytics_cheers_ins", "twitch_raids": "analytics_raids_ins",
-            "twitch_streams": "analytics_streams_ins"}
+TRIGGERS = {
+    "twitch_follows": "analytics_follows_ins",
+    "twitch_subscriptions": "analytics_subscriptions_ins",
+    "twitch_cheers": "analytics_cheers_ins",
+    "twitch_raids": "analytics_raids_ins",
+    "twitch_streams": "analytics_streams_ins",
+}
 
 
-TRIGGER_FUNCTIONS = ("analytics_follows_changed", "analytics_subscriptions_changed",
-                     "analytics_cheers_changed", "analytics_raids_changed",
-                     "analytics_streams_changed")
+TRIGGER_FUNCTIONS = (
+    "analytics_follows_changed",
+    "analytics_subscriptions_changed",
+    "analytics_cheers_changed",
+    "analytics_raids_changed",
+    "analytics_streams_changed",
+)
 
 
 async def set_triggers(db: Database, enabled: bool) -> None:
     async with db.pool.acquire() as conn:
         for table, trigger in TRIGGERS.items():
-            await conn.execute(f"ALTER TABLE {table} {'ENABLE' if enabled else 'DISABLE'} "
-                               f"TRIGGER {trigger}")
+            await conn.execute(
+                f"ALTER TABLE {table} {'ENABLE' if enabled else 'DISABLE'} TRIGGER {trigger}"
+            )
 
 
 async def flush_stats(db: Database) -> None:
@@ -234,19 +259,26 @@ async def trigger_seconds(db: Database) -> float:
     """Seconds spent so far inside the analytics trigger functions (nested calls included)."""
     await flush_stats(db)
     async with db.pool.acquire() as conn:
-        return float(await conn.fetchval(
-            "SELECT coalesce(sum(total_time), 0) / 1000 FROM pg_stat_user_functions "
-            "WHERE funcname = ANY($1::text[])", list(TRIGGER_FUNCTIONS)))
+        return float(
+            await conn.fetchval(
+                "SELECT coalesce(sum(total_time), 0) / 1000 FROM pg_stat_user_functions "
+                "WHERE funcname = ANY($1::text[])",
+                list(TRIGGER_FUNCTIONS),
+            )
+        )
 
 
 async def function_times(db: Database) -> dict[str, list[float]]:
     """[total ms, self ms, calls] of each PL/pgSQL function so far (--functions), largest first."""
     await flush_stats(db)
     async with db.pool.acquire() as conn:
-        rows = await conn.fetch("SELECT funcname, total_time, self_time, calls "
-                                "FROM pg_stat_user_functions ORDER BY total_time DESC LIMIT 12")
-    return {r["funcname"]: [round(r["total_time"]), round(r["self_time"]), r["calls"]]
-            for r in rows}
+        rows = await conn.fetch(
+            "SELECT funcname, total_time, self_time, calls "
+            "FROM pg_stat_user_functions ORDER BY total_time DESC LIMIT 12"
+        )
+    return {
+        r["funcname"]: [round(r["total_time"]), round(r["self_time"]), r["calls"]] for r in rows
+    }
 
 
 def process_cpu_s(pid: int) -> float:
@@ -277,12 +309,20 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         await cluster.stop()
 
 
-async def measure(args: argparse.Namespace, workdir: Path, db: Database,
-                  fake: FakeProcess, cluster: EmbeddedPostgres) -> dict[str, Any]:
+async def measure(
+    args: argparse.Namespace,
+    workdir: Path,
+    db: Database,
+    fake: FakeProcess,
+    cluster: EmbeddedPostgres,
+) -> dict[str, Any]:
     keyring = Keyring(AESGCM.generate_key(bit_length=256))
-    env = {"STREAMERHUB_TWITCH_CLIENT_ID": "", "STREAMERHUB_TWITCH_API_URL": fake.urls["api_url"],
-           "STREAMERHUB_TWITCH_AUTH_URL": fake.urls["auth_url"],
-           "STREAMERHUB_TWITCH_EVENTSUB_URL": fake.urls["ws_url"]}
+    env = {
+        "STREAMERHUB_TWITCH_CLIENT_ID": "",
+        "STREAMERHUB_TWITCH_API_URL": fake.urls["api_url"],
+        "STREAMERHUB_TWITCH_AUTH_URL": fake.urls["auth_url"],
+        "STREAMERHUB_TWITCH_EVENTSUB_URL": fake.urls["ws_url"],
+    }
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{fake.urls['url']}/_fake/state") as resp:
             default = (await resp.json())["default_token"]
@@ -290,10 +330,21 @@ async def measure(args: argparse.Namespace, workdir: Path, db: Database,
         (workdir / "config.toml").write_text("")
         settings = load_settings(workdir / "config.toml", data_dir=str(workdir / "data"), env=env)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        await TokenStore(db, keyring).save_login("1000", "streamer", "Streamer", Grant(
-            default["access_token"], default["refresh_token"], 14000, ()))
-        ctx = {"settings": settings, "db": db, "keyring": keyring, "http": http, "fake": fake,
-               "cluster": cluster, "delivered": []}
+        await TokenStore(db, keyring).save_login(
+            "1000",
+            "streamer",
+            "Streamer",
+            Grant(default["access_token"], default["refresh_token"], 14000, ()),
+        )
+        ctx = {
+            "settings": settings,
+            "db": db,
+            "keyring": keyring,
+            "http": http,
+            "fake": fake,
+            "cluster": cluster,
+            "delivered": [],
+        }
         n, naive_n = args.events, args.naive_events
         result: dict[str, Any] = {"events": n, "naive_events": naive_n}
 
@@ -307,8 +358,9 @@ async def measure(args: argparse.Namespace, workdir: Path, db: Database,
         if naive_n:
             naive = NaiveSink(db)
             try:
-                seconds = await run_phase(ctx, naive, bodies(naive_n, "n"), naive_n,
-                                          lambda: naive.stored >= naive_n)
+                seconds = await run_phase(
+                    ctx, naive, bodies(naive_n, "n"), naive_n, lambda: naive.stored >= naive_n
+                )
                 result["naive_events_per_s"] = round(naive_n / seconds)
             finally:
                 naive.task.cancel()
@@ -327,14 +379,13 @@ class Flood:
     """One flood's figures."""
 
     seconds: float
-    cpu: dict[str, float]   # CPU seconds used by this process, PostgreSQL and the fake
-    trigger_s: float        # seconds PostgreSQL spent inside the analytics triggers
+    cpu: dict[str, float]  # CPU seconds used by this process, PostgreSQL and the fake
+    trigger_s: float  # seconds PostgreSQL spent inside the analytics triggers
     batches: int
     lost: int
 
 
-async def floods(ctx: dict[str, Any], args: argparse.Namespace,
-                 workdir: Path) -> dict[str, Any]:
+async def floods(ctx: dict[str, Any], args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """The store flood with the analytics triggers on, and (ABBA) off, from an empty database."""
     order = [True, False, False, True] * args.trigger_rounds if args.trigger_rounds else [True]
     await flood(ctx, args, workdir / "spool-warm-up", "w-")  # first-flood costs, measured nowhere
@@ -353,27 +404,38 @@ async def floods(ctx: dict[str, Any], args: argparse.Namespace,
 
 def summary(runs: dict[bool, list[Flood]], n: int) -> dict[str, Any]:
     """Medians over the floods of each side; the triggers' cost two ways (see the docstring)."""
+
     def rates(floods: list[Flood]) -> list[int]:
         return [round(n / f.seconds) for f in floods]
 
     def cpu(floods: list[Flood]) -> dict[str, float]:
-        return {k: round(sum(f.cpu[k] for f in floods) / (len(floods) * n) * 1e6, 1)
-                for k in floods[0].cpu}
+        return {
+            k: round(sum(f.cpu[k] for f in floods) / (len(floods) * n) * 1e6, 1)
+            for k in floods[0].cpu
+        }
 
     on, off = runs[True], runs[False]
     out: dict[str, Any] = {
-        "lost": sum(f.lost for f in on + off), "batches": sum(f.batches for f in on),
-        "events_per_s": round(statistics.median(rates(on))), "events_per_s_runs": rates(on),
+        "lost": sum(f.lost for f in on + off),
+        "batches": sum(f.batches for f in on),
+        "events_per_s": round(statistics.median(rates(on))),
+        "events_per_s_runs": rates(on),
         "cpu_us_per_event": cpu(on),
-        "time_in_triggers_pct": round(100 * sum(f.trigger_s for f in on)
-                                      / sum(f.seconds for f in on), 1)}
+        "time_in_triggers_pct": round(
+            100 * sum(f.trigger_s for f in on) / sum(f.seconds for f in on), 1
+        ),
+    }
     if off:
-        out.update({
-            "events_per_s_without_triggers": round(statistics.median(rates(off))),
-            "events_per_s_without_triggers_runs": rates(off),
-            "trigger_slowdown_pct": round(100 * (1 - statistics.median(rates(on))
-                                                 / statistics.median(rates(off))), 1),
-            "cpu_us_per_event_without_triggers": cpu(off)})
+        out.update(
+            {
+                "events_per_s_without_triggers": round(statistics.median(rates(off))),
+                "events_per_s_without_triggers_runs": rates(off),
+                "trigger_slowdown_pct": round(
+                    100 * (1 - statistics.median(rates(on)) / statistics.median(rates(off))), 1
+                ),
+                "cpu_us_per_event_without_triggers": cpu(off),
+            }
+        )
     return out
 
 
@@ -399,8 +461,7 @@ async def flood(ctx: dict[str, Any], args: argparse.Namespace, spool: Path, tag:
     return Flood(seconds, cpu, in_triggers, batches, await lost(db, ctx["delivered"]))
 
 
-async def steady(ctx: dict[str, Any], args: argparse.Namespace,
-                 workdir: Path) -> dict[str, Any]:
+async def steady(ctx: dict[str, Any], args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """A paced rate for a while: latency from the fake's send to our commit."""
     latencies: list[float] = []
 
@@ -415,45 +476,71 @@ async def steady(ctx: dict[str, Any], args: argparse.Namespace,
     await store.start()
     ctx["delivered"] = []
     try:
-        await run_phase(ctx, store, body_list, count, lambda: len(latencies) >= count,
-                        pace=per_post / args.steady_rate)
+        await run_phase(
+            ctx,
+            store,
+            body_list,
+            count,
+            lambda: len(latencies) >= count,
+            pace=per_post / args.steady_rate,
+        )
     finally:
         await store.stop()
     latencies.sort()
-    return {"steady_events": count, "steady_rate": args.steady_rate,
-            "p50_commit_ms_at_1000": round(statistics.median(latencies), 1),
-            "p99_commit_ms_at_1000": round(latencies[int(len(latencies) * 0.99) - 1], 1),
-            "max_commit_ms_at_1000": round(latencies[-1], 1),
-            "steady_lost": await lost(ctx["db"], ctx["delivered"])}
+    return {
+        "steady_events": count,
+        "steady_rate": args.steady_rate,
+        "p50_commit_ms_at_1000": round(statistics.median(latencies), 1),
+        "p99_commit_ms_at_1000": round(latencies[int(len(latencies) * 0.99) - 1], 1),
+        "max_commit_ms_at_1000": round(latencies[-1], 1),
+        "steady_lost": await lost(ctx["db"], ctx["delivered"]),
+    }
 
 
 def _rebatch(body_list: list[bytes], size: int) -> list[bytes]:
     events = [e for body in body_list for e in json.loads(body)["events"]]
-    return [json.dumps({"events": events[i:i + size], "reflect": False}).encode()
-            for i in range(0, len(events), size)]
+    return [
+        json.dumps({"events": events[i : i + size], "reflect": False}).encode()
+        for i in range(0, len(events), size)
+    ]
 
 
 async def lost(db: Database, delivered: list[str]) -> int:
     async with db.pool.acquire() as conn:
         stored = await conn.fetchval(
-            "SELECT count(*) FROM twitch_events WHERE message_id = ANY($1::text[])", delivered)
+            "SELECT count(*) FROM twitch_events WHERE message_id = ANY($1::text[])", delivered
+        )
     return len(set(delivered)) - stored
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=50_000, help="flood size")
-    parser.add_argument("--naive-events", type=int, default=5_000,
-                        help="flood size for the one-commit-per-event path (0: skip)")
+    parser.add_argument(
+        "--naive-events",
+        type=int,
+        default=5_000,
+        help="flood size for the one-commit-per-event path (0: skip)",
+    )
     parser.add_argument("--steady-seconds", type=float, default=60.0, help="0: skip")
     parser.add_argument("--steady-rate", type=int, default=1000, help="events per second")
-    parser.add_argument("--trigger-rounds", type=int, default=1,
-                        help="ABBA rounds of floods with the analytics triggers on/off "
-                             "(0: one flood, triggers on)")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="the store's batch_size for the floods (default: the store's own)")
-    parser.add_argument("--functions", action="store_true",
-                        help="also print [total ms, self ms, calls] per PL/pgSQL function")
+    parser.add_argument(
+        "--trigger-rounds",
+        type=int,
+        default=1,
+        help="ABBA rounds of floods with the analytics triggers on/off (0: one flood, triggers on)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="the store's batch_size for the floods (default: the store's own)",
+    )
+    parser.add_argument(
+        "--functions",
+        action="store_true",
+        help="also print [total ms, self ms, calls] per PL/pgSQL function",
+    )
     args = parser.parse_args()
     setup_logging("error", "json")
     with tempfile.TemporaryDirectory(prefix="streamerhub-ingest-") as tmp:

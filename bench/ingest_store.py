@@ -33,23 +33,44 @@ from streamerhub.events.store import EventStore
 from streamerhub.fake_twitch import SUBSCRIPTION_TYPES, sample_event
 
 # A busy channel's mix per 100 events; stream.online/offline and channel.update are a few a day.
-MIX = {"channel.follow": 24, "channel.subscribe": 10, "channel.subscription.gift": 3,
-       "channel.subscription.message": 8, "channel.subscription.end": 2, "channel.cheer": 15,
-       "channel.channel_points_custom_reward_redemption.add": 12,
-       "channel.channel_points_custom_reward_redemption.update": 5, "channel.raid": 1,
-       "channel.hype_train.progress": 5, "channel.poll.progress": 5,
-       "channel.prediction.progress": 5, "channel.goal.progress": 5}
-RARE = ["channel.hype_train.begin", "channel.hype_train.end", "channel.poll.begin",
-        "channel.poll.end", "channel.prediction.begin", "channel.prediction.lock",
-        "channel.prediction.end", "channel.goal.begin", "channel.goal.end", "channel.update",
-        "stream.online", "stream.offline"]
+MIX = {
+    "channel.follow": 24,
+    "channel.subscribe": 10,
+    "channel.subscription.gift": 3,
+    "channel.subscription.message": 8,
+    "channel.subscription.end": 2,
+    "channel.cheer": 15,
+    "channel.channel_points_custom_reward_redemption.add": 12,
+    "channel.channel_points_custom_reward_redemption.update": 5,
+    "channel.raid": 1,
+    "channel.hype_train.progress": 5,
+    "channel.poll.progress": 5,
+    "channel.prediction.progress": 5,
+    "channel.goal.progress": 5,
+}
+RARE = [
+    "channel.hype_train.begin",
+    "channel.hype_train.end",
+    "channel.poll.begin",
+    "channel.poll.end",
+    "channel.prediction.begin",
+    "channel.prediction.lock",
+    "channel.prediction.end",
+    "channel.goal.begin",
+    "channel.goal.end",
+    "channel.update",
+    "stream.online",
+    "stream.offline",
+]
 
 
 def mix(count: int, start: int) -> list[str]:
     """Types for events start..start+count: MIX, plus each RARE type once per 2,000 events."""
     cycle = [t for t, n in MIX.items() for _ in range(n)]
-    return [RARE[(i // 2000) % len(RARE)] if i % 2000 == 1999 else cycle[i % len(cycle)]
-            for i in range(start, start + count)]
+    return [
+        RARE[(i // 2000) % len(RARE)] if i % 2000 == 1999 else cycle[i % len(cycle)]
+        for i in range(start, start + count)
+    ]
 
 
 def frames(count: int, start: int = 0) -> list[str]:
@@ -62,21 +83,38 @@ def frames(count: int, start: int = 0) -> list[str]:
         # would rightly be deduplicated by the event key.
         unique = {"channel.follow": {"user_id": f"u{i}"}, "stream.online": {"id": f"s{i}"}}
         version, event = sample_event(row.type, **unique.get(row.type, {}))
-        condition = {key: event.get("broadcaster_user_id") or event.get(key) for key in row.condition}
+        condition = {
+            key: event.get("broadcaster_user_id") or event.get(key) for key in row.condition
+        }
         if row.type == "channel.raid":
             condition = {"to_broadcaster_user_id": event["to_broadcaster_user_id"]}
         now = datetime.now(timezone.utc).isoformat()
-        out.append(json.dumps({
-            "metadata": {"message_id": str(uuid.uuid4()), "message_type": "notification",
-                         "message_timestamp": now, "subscription_type": row.type,
-                         "subscription_version": version},
-            "payload": {"subscription": {"id": str(uuid.uuid4()), "status": "enabled",
-                                         "type": row.type, "version": version, "cost": 0,
-                                         "condition": condition,
-                                         "transport": {"method": "websocket",
-                                                       "session_id": "bench"},
-                                         "created_at": now},
-                        "event": event}}))
+        out.append(
+            json.dumps(
+                {
+                    "metadata": {
+                        "message_id": str(uuid.uuid4()),
+                        "message_type": "notification",
+                        "message_timestamp": now,
+                        "subscription_type": row.type,
+                        "subscription_version": version,
+                    },
+                    "payload": {
+                        "subscription": {
+                            "id": str(uuid.uuid4()),
+                            "status": "enabled",
+                            "type": row.type,
+                            "version": version,
+                            "cost": 0,
+                            "condition": condition,
+                            "transport": {"method": "websocket", "session_id": "bench"},
+                            "created_at": now,
+                        },
+                        "event": event,
+                    },
+                }
+            )
+        )
     return out
 
 
@@ -101,8 +139,9 @@ def cluster_cpu_s(cluster: EmbeddedPostgres) -> float:
     return total
 
 
-async def batched(db: Database, texts: list[str], spool_dir: Path, batch_size: int,
-                  cluster: EmbeddedPostgres) -> dict[str, Any]:
+async def batched(
+    db: Database, texts: list[str], spool_dir: Path, batch_size: int, cluster: EmbeddedPostgres
+) -> dict[str, Any]:
     async with EventStore(db, spool_dir, batch_size=batch_size) as store:
         began, cpu, pg_cpu = time.perf_counter(), time.process_time(), cluster_cpu_s(cluster)
         for n, text in enumerate(texts):
@@ -111,15 +150,20 @@ async def batched(db: Database, texts: list[str], spool_dir: Path, batch_size: i
                 await asyncio.sleep(0)
         await store.drain()
         elapsed = time.perf_counter() - began
-        cpu_us = {"python": (time.process_time() - cpu) / len(texts) * 1e6,
-                  "postgres": (cluster_cpu_s(cluster) - pg_cpu) / len(texts) * 1e6}
+        cpu_us = {
+            "python": (time.process_time() - cpu) / len(texts) * 1e6,
+            "postgres": (cluster_cpu_s(cluster) - pg_cpu) / len(texts) * 1e6,
+        }
         status = store.status()
     assert status["stored"] == len(texts), status
     # Python and PostgreSQL run on different cores: with both cores free, the slower side bounds.
-    return {"events_per_s": round(len(texts) / elapsed), "batches": status["batches"],
-            "last_commit_ms": status["last_commit_ms"],
-            "cpu_us_per_event": {k: round(v, 1) for k, v in cpu_us.items()},
-            "cpu_bound_events_per_s": round(1e6 / max(cpu_us.values()))}
+    return {
+        "events_per_s": round(len(texts) / elapsed),
+        "batches": status["batches"],
+        "last_commit_ms": status["last_commit_ms"],
+        "cpu_us_per_event": {k: round(v, 1) for k, v in cpu_us.items()},
+        "cpu_bound_events_per_s": round(1e6 / max(cpu_us.values())),
+    }
 
 
 async def naive(db: Database, texts: list[str]) -> dict[str, Any]:
@@ -158,10 +202,15 @@ async def main(events: int, naive_events: int, batch_size: int = 2000) -> dict[s
             store_db = await new_database(cluster, "bench_store")
             naive_db = await new_database(cluster, "bench_naive")
             try:
-                result: dict[str, Any] = {"events": events, "naive_events": naive_events,
-                                          "batch_size": batch_size,
-                                          "load_average": round(os.getloadavg()[0], 2)}
-                result.update(await batched(store_db, frames(events), Path(tmp), batch_size, cluster))
+                result: dict[str, Any] = {
+                    "events": events,
+                    "naive_events": naive_events,
+                    "batch_size": batch_size,
+                    "load_average": round(os.getloadavg()[0], 2),
+                }
+                result.update(
+                    await batched(store_db, frames(events), Path(tmp), batch_size, cluster)
+                )
                 result.update(await naive(naive_db, frames(naive_events)))
             finally:
                 await store_db.close()
@@ -176,8 +225,12 @@ async def main(events: int, naive_events: int, batch_size: int = 2000) -> dict[s
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--naive-events", type=int, default=None,
-                        help="events for the one-commit-per-event run (default: min(events, 3000))")
+    parser.add_argument(
+        "--naive-events",
+        type=int,
+        default=None,
+        help="events for the one-commit-per-event run (default: min(events, 3000))",
+    )
     parser.add_argument("--batch-size", type=int, default=2000)
     args = parser.parse_args()
     naive_events = args.naive_events or min(args.events, 3000)

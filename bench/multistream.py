@@ -70,14 +70,53 @@ def cpu_seconds(pid: int | None) -> float:
 
 def make_source(ffmpeg: str, path: Path, seconds: int) -> Path:
     """1080p30 H.264 at a true constant 6000 kbit/s (filler NALs), 2 s GOP, AAC 48 kHz."""
-    subprocess.run([
-        ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-nostdin",
-        "-f", "lavfi", "-i", f"testsrc2=size=1920x1080:rate=30:duration={seconds}",
-        "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}",
-        "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
-        "-b:v", "5800k", "-maxrate", "5800k", "-bufsize", "5800k", "-x264-params", "nal-hrd=cbr",
-        "-g", "60", "-keyint_min", "60", "-sc_threshold", "0",
-        "-c:a", "aac", "-b:a", "160k", "-ac", "2", str(path)], check=True, timeout=600)
+    subprocess.run(
+        [
+            ffmpeg,
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-nostdin",
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc2=size=1920x1080:rate=30:duration={seconds}",
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency=440:sample_rate=48000:duration={seconds}",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-b:v",
+            "5800k",
+            "-maxrate",
+            "5800k",
+            "-bufsize",
+            "5800k",
+            "-x264-params",
+            "nal-hrd=cbr",
+            "-g",
+            "60",
+            "-keyint_min",
+            "60",
+            "-sc_threshold",
+            "0",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "160k",
+            "-ac",
+            "2",
+            str(path),
+        ],
+        check=True,
+        timeout=600,
+    )
     return path
 
 
@@ -91,8 +130,13 @@ class Listener:
     async def start(self) -> float:
         """Start and return the monotonic time at which it listens."""
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, str(LISTENER), "--port", str(self.port),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+            sys.executable,
+            str(LISTENER),
+            "--port",
+            str(self.port),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
         assert self.proc.stdout is not None
         while True:
             line = await asyncio.wait_for(self.proc.stdout.readline(), 30)
@@ -136,10 +180,13 @@ async def next_progress(runner: TargetRunner) -> tuple[float, float]:
     return time.monotonic(), now
 
 
-async def measure_copy(ffmpeg: FFmpegBinary, video: Path, listener: Listener, targets: int,
-                       seconds: float) -> dict[str, Any]:
-    runners = [TargetRunner(ffmpeg, listener.url(f"bench-copy-{i}"), [video],
-                            name=f"copy-{i}") for i in range(targets)]
+async def measure_copy(
+    ffmpeg: FFmpegBinary, video: Path, listener: Listener, targets: int, seconds: float
+) -> dict[str, Any]:
+    runners = [
+        TargetRunner(ffmpeg, listener.url(f"bench-copy-{i}"), [video], name=f"copy-{i}")
+        for i in range(targets)
+    ]
     for runner in runners:
         runner.start()
     try:
@@ -153,20 +200,51 @@ async def measure_copy(ffmpeg: FFmpegBinary, video: Path, listener: Listener, ta
         cpu1, elapsed = [cpu_seconds(p) for p in pids], time.monotonic() - t0
         same = [r.status.pid for r in runners] == pids
         speeds = [round((m1 - m0) / (t1 - t0), 3) for (t0, m0), (t1, m1) in zip(first, last)]
-        return {"cpu_pct": round(100 * (sum(cpu1) - sum(cpu0)) / elapsed / targets, 2),
-                "speeds": speeds, "ffmpeg_speeds": [r.status.speed for r in runners],
-                "restarts": sum(r.status.restarts for r in runners) + (0 if same else 1)}
+        return {
+            "cpu_pct": round(100 * (sum(cpu1) - sum(cpu0)) / elapsed / targets, 2),
+            "speeds": speeds,
+            "ffmpeg_speeds": [r.status.speed for r in runners],
+            "restarts": sum(r.status.restarts for r in runners) + (0 if same else 1),
+        }
     finally:
         await asyncio.gather(*(r.stop() for r in runners))
 
 
-async def measure_transcode(ffmpeg: FFmpegBinary, video: Path, listener: Listener,
-                            seconds: float) -> dict[str, Any]:
-    argv = [*build_global_args(ffmpeg.path), "-re", "-stream_loop", "-1", "-i", str(video),
-            *build_progress_args(), "-map", "0:v:0", "-map", "0:a:0",
-            "-c:v", "libx264", "-preset", "veryfast", "-b:v", "6000k", "-maxrate", "6000k",
-            "-bufsize", "12000k", "-g", "60", "-c:a", "aac", "-b:a", "160k", "-f", "flv",
-            listener.url("bench-transcode")]
+async def measure_transcode(
+    ffmpeg: FFmpegBinary, video: Path, listener: Listener, seconds: float
+) -> dict[str, Any]:
+    argv = [
+        *build_global_args(ffmpeg.path),
+        "-re",
+        "-stream_loop",
+        "-1",
+        "-i",
+        str(video),
+        *build_progress_args(),
+        "-map",
+        "0:v:0",
+        "-map",
+        "0:a:0",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-b:v",
+        "6000k",
+        "-maxrate",
+        "6000k",
+        "-bufsize",
+        "12000k",
+        "-g",
+        "60",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "160k",
+        "-f",
+        "flv",
+        listener.url("bench-transcode"),
+    ]
     proc = await spawn(argv, stderr=subprocess.DEVNULL)
     parser = ProgressParser()
 
@@ -187,8 +265,11 @@ async def measure_transcode(ffmpeg: FFmpegBinary, video: Path, listener: Listene
         speed = (media1 - media0) / elapsed
         # A transcoder that cannot keep up is starved, not cheap: count the CPU it would need
         # to push in real time (CPU per second of media).
-        return {"cpu_pct": round(raw / min(1.0, max(speed, 0.01)), 1),
-                "raw_cpu_pct": round(raw, 1), "speed": round(speed, 3)}
+        return {
+            "cpu_pct": round(raw / min(1.0, max(speed, 0.01)), 1),
+            "raw_cpu_pct": round(raw, 1),
+            "speed": round(speed, 3),
+        }
     finally:
         await stop_process(proc)
         reader.cancel()
@@ -211,8 +292,12 @@ async def measure_recovery(ffmpeg: FFmpegBinary, video: Path, down: float) -> di
         await asyncio.sleep(down)
         back = await listener.start()
         await wait_live([runner], timeout=60)
-        return {"down_s": down, "recovery_s": round(time.monotonic() - back, 2),
-                "state_while_down": noticed, "restarts": runner.status.restarts}
+        return {
+            "down_s": down,
+            "recovery_s": round(time.monotonic() - back, 2),
+            "state_while_down": noticed,
+            "restarts": runner.status.restarts,
+        }
     finally:
         await runner.stop()
         await listener.kill()
@@ -227,10 +312,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         ready = await prepare(ffmpeg, source, work / "prepared.mp4", EncodeProfile(video_kbps=6000))
         await listener.start()
         copy = await measure_copy(ffmpeg, ready.path, listener, args.targets, args.seconds)
-        transcode = await measure_transcode(ffmpeg, ready.path, listener,
-                                            min(args.seconds, args.transcode_seconds))
-        recovery = [await measure_recovery(ffmpeg, ready.path, float(down))
-                    for down in args.down_seconds.split(",")]
+        transcode = await measure_transcode(
+            ffmpeg, ready.path, listener, min(args.seconds, args.transcode_seconds)
+        )
+        recovery = [
+            await measure_recovery(ffmpeg, ready.path, float(down))
+            for down in args.down_seconds.split(",")
+        ]
     finally:
         await listener.kill()
         shutil.rmtree(work, ignore_errors=True)
@@ -243,15 +331,25 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "min_speed_8_targets": min(copy["speeds"]) if args.targets == 8 else None,
         "recovery_s": max(r["recovery_s"] for r in recovery),
         "detail": {
-            "seconds": args.seconds, "targets": args.targets, "speeds": copy["speeds"],
-            "ffmpeg_reported_speeds": copy["ffmpeg_speeds"], "copy_restarts": copy["restarts"],
+            "seconds": args.seconds,
+            "targets": args.targets,
+            "speeds": copy["speeds"],
+            "ffmpeg_reported_speeds": copy["ffmpeg_speeds"],
+            "copy_restarts": copy["restarts"],
             "transcode_speed": transcode["speed"],
-            "transcode_raw_cpu_pct": transcode["raw_cpu_pct"], "recovery": recovery,
-            "file": {"width": media.video.width, "height": media.video.height,
-                     "fps": media.video.fps, "video_kbps": media.video_kbps,
-                     "prepared_mode": ready.mode},
-            "ffmpeg": ffmpeg.version, "cpus": os.cpu_count(),
-            "load_average_1m": round(os.getloadavg()[0], 2)},
+            "transcode_raw_cpu_pct": transcode["raw_cpu_pct"],
+            "recovery": recovery,
+            "file": {
+                "width": media.video.width,
+                "height": media.video.height,
+                "fps": media.video.fps,
+                "video_kbps": media.video_kbps,
+                "prepared_mode": ready.mode,
+            },
+            "ffmpeg": ffmpeg.version,
+            "cpus": os.cpu_count(),
+            "load_average_1m": round(os.getloadavg()[0], 2),
+        },
     }
 
 
@@ -260,10 +358,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60, help="copy-mode window (60)")
     parser.add_argument("--targets", type=int, default=8)
     parser.add_argument("--transcode-seconds", type=float, default=20)
-    parser.add_argument("--clip-seconds", type=int, default=10,
-                        help="length of the generated file (pushed in a loop)")
-    parser.add_argument("--down-seconds", default="4,20",
-                        help="how long the ingest stays dead, per recovery trial (4,20)")
+    parser.add_argument(
+        "--clip-seconds",
+        type=int,
+        default=10,
+        help="length of the generated file (pushed in a loop)",
+    )
+    parser.add_argument(
+        "--down-seconds",
+        default="4,20",
+        help="how long the ingest stays dead, per recovery trial (4,20)",
+    )
     setup_logging("info", "pretty")  # logs on stderr: stdout carries the JSON only
     print(json.dumps(asyncio.run(run(parser.parse_args()))))
 

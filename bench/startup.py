@@ -29,9 +29,13 @@ def free_port() -> int:
 def start(data_dir: Path, port: int) -> tuple[subprocess.Popen[bytes], float]:
     env = {**os.environ, "STREAMERHUB_WEB_PORT": str(port), "STREAMERHUB_LOG_FORMAT": "json"}
     began = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "streamerhub", "run", "--data-dir",
-                             str(data_dir)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, cwd=data_dir.parent)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamerhub", "run", "--data-dir", str(data_dir)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=data_dir.parent,
+    )
     while time.monotonic() - began < 60:
         if proc.poll() is not None:
             raise SystemExit(f"daemon exited with {proc.returncode}")
@@ -76,9 +80,17 @@ def main() -> None:
             finally:
                 stop(proc)
     warm.sort()
-    print(json.dumps({"first_start_s": round(first, 3), "ready_s": round(warm[len(warm) // 2], 3),
-                      "ready_s_max": round(warm[-1], 3), "rss_mb": round(max(rss), 1),
-                      "runs": args.runs}))
+    print(
+        json.dumps(
+            {
+                "first_start_s": round(first, 3),
+                "ready_s": round(warm[len(warm) // 2], 3),
+                "ready_s_max": round(warm[-1], 3),
+                "rss_mb": round(max(rss), 1),
+                "runs": args.runs,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

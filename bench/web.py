@@ -62,8 +62,12 @@ def percentile(values: list[float], pct: float) -> float:
 
 
 def summary(values: list[float]) -> dict[str, float]:
-    return {"p50_ms": round(statistics.median(values), 2), "p95_ms": round(percentile(values, 95), 2),
-            "max_ms": round(max(values), 2), "runs": len(values)}
+    return {
+        "p50_ms": round(statistics.median(values), 2),
+        "p95_ms": round(percentile(values, 95), 2),
+        "max_ms": round(max(values), 2),
+        "runs": len(values),
+    }
 
 
 def free_port() -> int:
@@ -73,6 +77,7 @@ def free_port() -> int:
 
 
 # ----------------------------------------------------------------------------- history + app
+
 
 async def prepare_history(url: str, events: int, sessions: int) -> None:
     db = Database(await create_pool(url, 4), url)
@@ -98,13 +103,16 @@ async def sign_in(http: aiohttp.ClientSession, base: str, data_dir: Path) -> Non
         link = f"{base}/setup/{token_file.read_text().strip()}"
         page = await (await http.get(link)).text()
         csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-        resp = await http.post(link, data={"csrf_token": csrf, "login": "bench",
-                                           "password": PASSWORD, "confirm": PASSWORD})
+        resp = await http.post(
+            link,
+            data={"csrf_token": csrf, "login": "bench", "password": PASSWORD, "confirm": PASSWORD},
+        )
     else:
         page = await (await http.get(f"{base}/login")).text()
         csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-        resp = await http.post(f"{base}/login", data={"csrf_token": csrf, "login": "bench",
-                                                      "password": PASSWORD})
+        resp = await http.post(
+            f"{base}/login", data={"csrf_token": csrf, "login": "bench", "password": PASSWORD}
+        )
     assert resp.url.path == "/", f"sign-in failed: {resp.status} {resp.url}"
 
 
@@ -121,16 +129,19 @@ async def measure_pages(http: aiohttp.ClientSession, base: str, runs: int) -> di
     for period in ("day", "week", "month", "all"):
         times = [(await server_ms(http, f"{base}/?period={period}"))[0] for _ in range(runs + 2)]
         out[f"overview_{period}"] = summary(times[2:])
-    year_ago = (dt.datetime.now(UTC) - dt.timedelta(days=365))
+    year_ago = dt.datetime.now(UTC) - dt.timedelta(days=365)
     cursor = f"{int(year_ago.timestamp() * 1_000_000)}_zzzz"
     login = await http.get(f"{base}/events?type=cheers")
     user = re.findall(r"<td>(User\d+)</td>", await login.text())
-    pages = {"events_first": "/events", "events_type": "/events?type=raids",
-             "events_user": f"/events?user={user[0] if user else 'user1'}",
-             "events_range": f"/events?from={(year_ago - dt.timedelta(days=7)).date()}"
-                             f"&to={year_ago.date()}",
-             "events_deep": f"/events?before={cursor}",
-             "events_deep_follows": f"/events?type=follows&before={cursor}"}
+    pages = {
+        "events_first": "/events",
+        "events_type": "/events?type=raids",
+        "events_user": f"/events?user={user[0] if user else 'user1'}",
+        "events_range": f"/events?from={(year_ago - dt.timedelta(days=7)).date()}"
+        f"&to={year_ago.date()}",
+        "events_deep": f"/events?before={cursor}",
+        "events_deep_follows": f"/events?type=follows&before={cursor}",
+    }
     for name, path in pages.items():
         times = [(await server_ms(http, base + path))[0] for _ in range(runs + 2)]
         out[name] = summary(times[2:])
@@ -139,19 +150,32 @@ async def measure_pages(http: aiohttp.ClientSession, base: str, runs: int) -> di
 
 # ----------------------------------------------------------------------------- feed delay
 
+
 def follow(n: int) -> Any:
     now = dt.datetime.now(UTC).isoformat()
-    event = {"user_id": str(10_000_000 + n), "user_login": f"feedbench{n}",
-             "user_name": f"FeedBench{n}", "broadcaster_user_id": CHANNEL,
-             "broadcaster_user_login": "streamer", "broadcaster_user_name": "Streamer",
-             "followed_at": now}
-    payload = {"subscription": {"type": "channel.follow", "version": "2",
-                                "condition": {"broadcaster_user_id": CHANNEL}}, "event": event}
+    event = {
+        "user_id": str(10_000_000 + n),
+        "user_login": f"feedbench{n}",
+        "user_name": f"FeedBench{n}",
+        "broadcaster_user_id": CHANNEL,
+        "broadcaster_user_login": "streamer",
+        "broadcaster_user_name": "Streamer",
+        "followed_at": now,
+    }
+    payload = {
+        "subscription": {
+            "type": "channel.follow",
+            "version": "2",
+            "condition": {"broadcaster_user_id": CHANNEL},
+        },
+        "event": event,
+    }
     return normalise(str(uuid.uuid4()), "channel.follow", "2", now, payload)
 
 
-async def feed_client(http: aiohttp.ClientSession, url: str, ready: asyncio.Event,
-                      received: list[tuple[str, float]]) -> None:
+async def feed_client(
+    http: aiohttp.ClientSession, url: str, ready: asyncio.Event, received: list[tuple[str, float]]
+) -> None:
     async with http.get(url, timeout=aiohttp.ClientTimeout(total=None)) as resp:
         ready.set()
         async for raw in resp.content:
@@ -160,8 +184,16 @@ async def feed_client(http: aiohttp.ClientSession, url: str, ready: asyncio.Even
                 received.append((json.loads(line[5:])["id"], time.perf_counter()))
 
 
-async def measure_feed(http: aiohttp.ClientSession, base: str, app: web.Application, db: Any,
-                       data_dir: Path, clients: int, rate: int, seconds: float) -> dict[str, Any]:
+async def measure_feed(
+    http: aiohttp.ClientSession,
+    base: str,
+    app: web.Application,
+    db: Any,
+    data_dir: Path,
+    clients: int,
+    rate: int,
+    seconds: float,
+) -> dict[str, Any]:
     hub = app[HUB]
     committed: dict[str, float] = {}
     submitted: list[str] = []  # message ids in submit order: the store commits in that order
@@ -171,16 +203,19 @@ async def measure_feed(http: aiohttp.ClientSession, base: str, app: web.Applicat
     def publish(item: dict[str, Any]) -> None:  # the store's wake-up, right after its commit
         stored = stores[0].counters.stored if stores else 0
         now = time.perf_counter()
-        for message_id in submitted[len(committed):stored]:
+        for message_id in submitted[len(committed) : stored]:
             committed[message_id] = now
         original(item)
 
     hub.events.publish = publish  # type: ignore[method-assign]  # timing hook, restored below
     received: list[tuple[str, float]] = []
     readies = [asyncio.Event() for _ in range(clients)]
-    tasks = [asyncio.create_task(feed_client(http, f"{base}/feed/events?types=follows",
-                                             readies[i], received))
-             for i in range(clients)]
+    tasks = [
+        asyncio.create_task(
+            feed_client(http, f"{base}/feed/events?types=follows", readies[i], received)
+        )
+        for i in range(clients)
+    ]
     await asyncio.gather(*(r.wait() for r in readies))
     await asyncio.sleep(1.0)  # backlogs sent
     received.clear()
@@ -204,13 +239,21 @@ async def measure_feed(http: aiohttp.ClientSession, base: str, app: web.Applicat
     # A row can reach a feed before publish() is called (the 1 s database poll ran between the
     # commit and the store's publish): that is a delay of ~0, not a missing delivery.
     delays = [max(0.0, (at - committed[i]) * 1000) for i, at in received if i in committed]
-    return {"clients": clients, "rate_per_s": rate, "events": total,
-            "deliveries": len(delays), "expected_deliveries": total * clients,
-            "p50_ms": round(percentile(delays, 50), 1), "p95_ms": round(percentile(delays, 95), 1),
-            "p99_ms": round(percentile(delays, 99), 1), "max_ms": round(max(delays), 1)}
+    return {
+        "clients": clients,
+        "rate_per_s": rate,
+        "events": total,
+        "deliveries": len(delays),
+        "expected_deliveries": total * clients,
+        "p50_ms": round(percentile(delays, 50), 1),
+        "p95_ms": round(percentile(delays, 95), 1),
+        "p99_ms": round(percentile(delays, 99), 1),
+        "max_ms": round(max(delays), 1),
+    }
 
 
 # ----------------------------------------------------------------------------- main
+
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     setup_logging("warning", "json")
@@ -226,9 +269,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await prepare_history(cluster.url, args.events, args.sessions)
         result["history_s"] = round(time.perf_counter() - started, 1)
         config = root / "config.toml"
-        config.write_text(f'[database]\nurl = "{cluster.url}"\n[general]\ntimezone = "Europe/Paris"\n')
-        settings = load_settings(config, data_dir=str(root / "daemon"),
-                                 env={"STREAMERHUB_WEB_PORT": str(free_port())})
+        config.write_text(
+            f'[database]\nurl = "{cluster.url}"\n[general]\ntimezone = "Europe/Paris"\n'
+        )
+        settings = load_settings(
+            config, data_dir=str(root / "daemon"), env={"STREAMERHUB_WEB_PORT": str(free_port())}
+        )
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         app = build_app(settings)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -240,17 +286,29 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
             await sign_in(http, base, settings.data_dir)
             result["pages"] = await measure_pages(http, base, args.runs)
-            result["feed"] = await measure_feed(http, base, app, app[DB], settings.data_dir,
-                                                args.clients, args.rate, args.feed_seconds)
+            result["feed"] = await measure_feed(
+                http,
+                base,
+                app,
+                app[DB],
+                settings.data_dir,
+                args.clients,
+                args.rate,
+                args.feed_seconds,
+            )
         pages = result["pages"]
-        result["overview_p95_ms"] = max(v["p95_ms"] for k, v in pages.items()
-                                        if k.startswith("overview"))
-        result["events_p95_ms"] = max(v["p95_ms"] for k, v in pages.items()
-                                      if k.startswith("events"))
+        result["overview_p95_ms"] = max(
+            v["p95_ms"] for k, v in pages.items() if k.startswith("overview")
+        )
+        result["events_p95_ms"] = max(
+            v["p95_ms"] for k, v in pages.items() if k.startswith("events")
+        )
         result["feed_delay_p95_ms"] = result["feed"]["p95_ms"]
-        result["targets_met"] = {"overview_p95_le_150ms": result["overview_p95_ms"] <= 150,
-                                 "events_p95_le_150ms": result["events_p95_ms"] <= 150,
-                                 "feed_delay_p95_le_1000ms": result["feed_delay_p95_ms"] <= 1000}
+        result["targets_met"] = {
+            "overview_p95_le_150ms": result["overview_p95_ms"] <= 150,
+            "events_p95_le_150ms": result["events_p95_ms"] <= 150,
+            "feed_delay_p95_le_1000ms": result["feed_delay_p95_ms"] <= 1000,
+        }
         return result
     finally:
         if runner is not None:
@@ -261,8 +319,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=20, help="timed requests per page")

@@ -87,10 +87,13 @@ async def analytics_ctx(app: web.Application) -> AsyncIterator[None]:
     """Viewer samples while live and follower/sub totals, through the bot's Helix clients;
     started after the bot, stopped before it."""
     settings = app[SETTINGS]
-    config = PollerConfig(sample_interval_s=settings.analytics.sample_interval,
-                          totals_interval_s=settings.analytics.totals_interval)
-    pollers = AnalyticsPollers(app[DB].pool, BotHelixStats(app[TWITCH]),
-                               Calendar.from_settings(settings), config)
+    config = PollerConfig(
+        sample_interval_s=settings.analytics.sample_interval,
+        totals_interval_s=settings.analytics.totals_interval,
+    )
+    pollers = AnalyticsPollers(
+        app[DB].pool, BotHelixStats(app[TWITCH]), Calendar.from_settings(settings), config
+    )
     await pollers.start()
     yield
     await pollers.stop()
@@ -98,16 +101,18 @@ async def analytics_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def channel_link_ctx(app: web.Application) -> AsyncIterator[None]:
     """The one Twitch link of this daemon, over the bot's token store (once keys are loaded)."""
-    app[CHANNEL_LINK] = TwitchChannelLink(app[SETTINGS], app[DB], app[KEYRING],
-                                          lambda: app.get(TWITCH))
+    app[CHANNEL_LINK] = TwitchChannelLink(
+        app[SETTINGS], app[DB], app[KEYRING], lambda: app.get(TWITCH)
+    )
     yield
 
 
 def _exporter(app: web.Application) -> Any:
     async def open_for(request: ExportRequest) -> Any:
         db = app[DB]
-        return await open_export(db.pool, Calendar.from_settings(app[SETTINGS]),
-                                 lambda: all_channels(db), request)
+        return await open_export(
+            db.pool, Calendar.from_settings(app[SETTINGS]), lambda: all_channels(db), request
+        )
 
     return open_for
 
@@ -148,8 +153,12 @@ async def healthz(request: web.Request) -> web.Response:
     """Liveness for monitors: version, database reachability, uptime."""
     app = request.app
     db_ok = await app[DB].ping()
-    body = {"status": "ok" if db_ok else "degraded", "version": __version__,
-            "database": {"ok": db_ok}, "uptime_s": round(time.monotonic() - app[STARTED_AT], 1)}
+    body = {
+        "status": "ok" if db_ok else "degraded",
+        "version": __version__,
+        "database": {"ok": db_ok},
+        "uptime_s": round(time.monotonic() - app[STARTED_AT], 1),
+    }
     return web.json_response(body, status=200 if db_ok else 503)
 
 
@@ -162,11 +171,19 @@ def build_app(settings: Settings) -> web.Application:
     app[MULTISTREAM] = Multistream(settings, publish=app[HUB].streams.publish)
     # A job's title/category/tags go to its connected Twitch channels through the bot's Helix
     # "modify channel information" call (ffmpeg/channels.py ChannelUpdater).
-    app[MULTISTREAM].channel_updater = BotChannelUpdater(lambda: app.get(TWITCH),
-                                                         lambda: app[DB])
-    app.cleanup_ctx.extend([systemd_ctx, database_ctx, crypto_ctx, channel_link_ctx,
-                            multistream_ctx, events_ctx, bot_ctx(_bot_deps, TWITCH),
-                            analytics_ctx])
+    app[MULTISTREAM].channel_updater = BotChannelUpdater(lambda: app.get(TWITCH), lambda: app[DB])
+    app.cleanup_ctx.extend(
+        [
+            systemd_ctx,
+            database_ctx,
+            crypto_ctx,
+            channel_link_ctx,
+            multistream_ctx,
+            events_ctx,
+            bot_ctx(_bot_deps, TWITCH),
+            analytics_ctx,
+        ]
+    )
     app.on_shutdown.append(_arm_forced_exit)
     app.router.add_get("/healthz", healthz)
     # /api/v1: each authorizer may let a request in; the dashboard appends its session check.
@@ -186,14 +203,24 @@ def add_dashboard(app: web.Application, settings: Settings) -> None:
 
     def resolve(app: web.Application) -> Services:
         keyring, token = app[KEYRING], api_token(settings.data_dir)
-        key_info = {"id": keyring.current_id, "source": keyring.source,
-                    "retired": len(keyring.retired)}
+        key_info = {
+            "id": keyring.current_id,
+            "source": keyring.source,
+            "retired": len(keyring.retired),
+        }
         link = app[CHANNEL_LINK]
-        return Services(settings, app[DB], app[HUB], link,
-                        multistream=MULTISTREAM in app, demo=app.get(DEMO_MODE, False),
-                        extra={"key_info": key_info, "api_token_hint": MASK + token[-4:]},
-                        twitch_auth=link, twitch_overview=TwitchOverviewFacts(app[DB]),
-                        multistream_history=RunHistory(app[DB]))
+        return Services(
+            settings,
+            app[DB],
+            app[HUB],
+            link,
+            multistream=MULTISTREAM in app,
+            demo=app.get(DEMO_MODE, False),
+            extra={"key_info": key_info, "api_token_hint": MASK + token[-4:]},
+            twitch_auth=link,
+            twitch_overview=TwitchOverviewFacts(app[DB]),
+            multistream_history=RunHistory(app[DB]),
+        )
 
     app[AUTHORIZERS].append(auth.api_session_check)
     setup_web(app, settings, resolve)
@@ -205,8 +232,12 @@ def on_ready(settings: Settings) -> Any:
     def ready(_message: str) -> None:
         host = settings.web.host
         shown = f"[{host}]" if ":" in host else host
-        log.info("ready", url=f"http://{shown}:{settings.web.port}/",
-                 data_dir=str(settings.data_dir), version=__version__)
+        log.info(
+            "ready",
+            url=f"http://{shown}:{settings.web.port}/",
+            data_dir=str(settings.data_dir),
+            version=__version__,
+        )
         systemd.notify("READY=1")
 
     return ready

@@ -68,54 +68,181 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("general", "data_dir", str, "", "Where the database, spool, videos and keys live "
-            "(default: $STATE_DIRECTORY under systemd, else $XDG_DATA_HOME/streamerhub)."),
-    Setting("general", "timezone", str, "UTC", "The streamer's IANA time zone, for charts, "
-            "schedules and exports.", _timezone),
-    Setting("general", "day_start_hour", int, 0, "Hour at which a 'day' starts in charts "
-            "(e.g. 6 for streams that run past midnight).", _range(0, 23)),
-    Setting("web", "host", str, "127.0.0.1", "Address the dashboard listens on. Keep 127.0.0.1 "
-            "unless a reverse proxy with TLS sits in front."),
+    Setting(
+        "general",
+        "data_dir",
+        str,
+        "",
+        "Where the database, spool, videos and keys live "
+        "(default: $STATE_DIRECTORY under systemd, else $XDG_DATA_HOME/streamerhub).",
+    ),
+    Setting(
+        "general",
+        "timezone",
+        str,
+        "UTC",
+        "The streamer's IANA time zone, for charts, schedules and exports.",
+        _timezone,
+    ),
+    Setting(
+        "general",
+        "day_start_hour",
+        int,
+        0,
+        "Hour at which a 'day' starts in charts (e.g. 6 for streams that run past midnight).",
+        _range(0, 23),
+    ),
+    Setting(
+        "web",
+        "host",
+        str,
+        "127.0.0.1",
+        "Address the dashboard listens on. Keep 127.0.0.1 "
+        "unless a reverse proxy with TLS sits in front.",
+    ),
     Setting("web", "port", int, 8080, "Port of the dashboard.", _port),
-    Setting("web", "allowed_hosts", list, [], "Extra Host header values accepted besides "
-            "localhost/127.0.0.1 (DNS-rebinding protection)."),
-    Setting("web", "public_url", str, "", "URL browsers use to reach the dashboard when it is "
-            "not http://host:port (e.g. https://stats.example.com behind a TLS proxy); sets the "
-            "Twitch redirect URL and Secure cookies.", _url("http", "https")),
+    Setting(
+        "web",
+        "allowed_hosts",
+        list,
+        [],
+        "Extra Host header values accepted besides localhost/127.0.0.1 (DNS-rebinding protection).",
+    ),
+    Setting(
+        "web",
+        "public_url",
+        str,
+        "",
+        "URL browsers use to reach the dashboard when it is "
+        "not http://host:port (e.g. https://stats.example.com behind a TLS proxy); sets the "
+        "Twitch redirect URL and Secure cookies.",
+        _url("http", "https"),
+    ),
     Setting("web", "session_days", int, 30, "Days a dashboard sign-in lasts.", _range(1, 365)),
-    Setting("web", "twitch_logins", list, [], "Twitch logins that may sign in with Twitch as "
-            "viewers (read-only); connected channels' own logins sign in as owner."),
-    Setting("database", "url", str, "", "PostgreSQL 14+ URL; empty runs a private embedded "
-            "cluster in the data dir.", _url("postgres", "postgresql")),
+    Setting(
+        "web",
+        "twitch_logins",
+        list,
+        [],
+        "Twitch logins that may sign in with Twitch as "
+        "viewers (read-only); connected channels' own logins sign in as owner.",
+    ),
+    Setting(
+        "database",
+        "url",
+        str,
+        "",
+        "PostgreSQL 14+ URL; empty runs a private embedded cluster in the data dir.",
+        _url("postgres", "postgresql"),
+    ),
     Setting("database", "pool_size", int, 10, "Maximum database connections.", _range(2, 100)),
-    Setting("database", "connect_timeout", float, 120.0, "Seconds to keep retrying an "
-            "unreachable database at start before giving up.", _range(1, 86400)),
-    Setting("log", "level", str, "info", "Log level.",
-            _choice("debug", "info", "warning", "error")),
-    Setting("log", "format", str, "auto", "auto (pretty on a terminal, JSON otherwise), "
-            "pretty or json.", _choice("auto", "pretty", "json")),
-    Setting("twitch", "client_id", str, "", "Client ID of your application in the Twitch "
-            "developer console."),
-    Setting("twitch", "client_secret", str, "", "Client secret of that application; prefer the "
-            "STREAMERHUB_TWITCH_CLIENT_SECRET environment variable.", secret=True),
-    Setting("twitch", "api_url", str, "https://api.twitch.tv/helix", "Helix base URL.",
-            _url("http", "https", empty_ok=False)),
-    Setting("twitch", "auth_url", str, "https://id.twitch.tv/oauth2", "OAuth base URL.",
-            _url("http", "https", empty_ok=False)),
-    Setting("twitch", "eventsub_url", str, "wss://eventsub.wss.twitch.tv/ws",
-            "EventSub WebSocket URL.", _url("ws", "wss", empty_ok=False)),
-    Setting("analytics", "sample_interval", float, 60.0, "Seconds between viewer-count samples "
-            "while a channel is live (watch hours are computed from them).", _range(15, 600)),
-    Setting("analytics", "totals_interval", float, 900.0, "Seconds between snapshots of "
-            "Twitch's follower and subscriber totals.", _range(60, 86400)),
-    Setting("ffmpeg", "path", str, "", "FFmpeg binary; empty uses ffmpeg on PATH, else the "
-            "bundled imageio-ffmpeg binary."),
-    Setting("ffmpeg", "max_upload_bytes", int, 20 * 1024**3, "Largest video upload accepted.",
-            _range(1, 2**50)),
-    Setting("ffmpeg", "video_kbps", int, 2500, "Default video bitrate (kbit/s) a video is "
-            "prepared at; each upload may ask for another.", _range(100, 50000)),
-    Setting("ffmpeg", "audio_kbps", int, 160, "Default audio bitrate (kbit/s) of prepared "
-            "videos.", _range(32, 512)),
+    Setting(
+        "database",
+        "connect_timeout",
+        float,
+        120.0,
+        "Seconds to keep retrying an unreachable database at start before giving up.",
+        _range(1, 86400),
+    ),
+    Setting(
+        "log", "level", str, "info", "Log level.", _choice("debug", "info", "warning", "error")
+    ),
+    Setting(
+        "log",
+        "format",
+        str,
+        "auto",
+        "auto (pretty on a terminal, JSON otherwise), pretty or json.",
+        _choice("auto", "pretty", "json"),
+    ),
+    Setting(
+        "twitch",
+        "client_id",
+        str,
+        "",
+        "Client ID of your application in the Twitch developer console.",
+    ),
+    Setting(
+        "twitch",
+        "client_secret",
+        str,
+        "",
+        "Client secret of that application; prefer the "
+        "STREAMERHUB_TWITCH_CLIENT_SECRET environment variable.",
+        secret=True,
+    ),
+    Setting(
+        "twitch",
+        "api_url",
+        str,
+        "https://api.twitch.tv/helix",
+        "Helix base URL.",
+        _url("http", "https", empty_ok=False),
+    ),
+    Setting(
+        "twitch",
+        "auth_url",
+        str,
+        "https://id.twitch.tv/oauth2",
+        "OAuth base URL.",
+        _url("http", "https", empty_ok=False),
+    ),
+    Setting(
+        "twitch",
+        "eventsub_url",
+        str,
+        "wss://eventsub.wss.twitch.tv/ws",
+        "EventSub WebSocket URL.",
+        _url("ws", "wss", empty_ok=False),
+    ),
+    Setting(
+        "analytics",
+        "sample_interval",
+        float,
+        60.0,
+        "Seconds between viewer-count samples "
+        "while a channel is live (watch hours are computed from them).",
+        _range(15, 600),
+    ),
+    Setting(
+        "analytics",
+        "totals_interval",
+        float,
+        900.0,
+        "Seconds between snapshots of Twitch's follower and subscriber totals.",
+        _range(60, 86400),
+    ),
+    Setting(
+        "ffmpeg",
+        "path",
+        str,
+        "",
+        "FFmpeg binary; empty uses ffmpeg on PATH, else the bundled imageio-ffmpeg binary.",
+    ),
+    Setting(
+        "ffmpeg",
+        "max_upload_bytes",
+        int,
+        20 * 1024**3,
+        "Largest video upload accepted.",
+        _range(1, 2**50),
+    ),
+    Setting(
+        "ffmpeg",
+        "video_kbps",
+        int,
+        2500,
+        "Default video bitrate (kbit/s) a video is prepared at; each upload may ask for another.",
+        _range(100, 50000),
+    ),
+    Setting(
+        "ffmpeg",
+        "audio_kbps",
+        int,
+        160,
+        "Default audio bitrate (kbit/s) of prepared videos.",
+        _range(32, 512),
+    ),
 )
 
 _BY_NAME = {(s.section, s.key): s for s in SETTINGS}
@@ -176,8 +303,12 @@ class FFmpegSettings:
 
 # One typed view per [section] of SETTINGS; a test holds the two in step.
 SECTIONS: dict[str, type] = {
-    "general": GeneralSettings, "web": WebSettings, "database": DatabaseSettings,
-    "log": LogSettings, "twitch": TwitchSettings, "analytics": AnalyticsSettings,
+    "general": GeneralSettings,
+    "web": WebSettings,
+    "database": DatabaseSettings,
+    "log": LogSettings,
+    "twitch": TwitchSettings,
+    "analytics": AnalyticsSettings,
     "ffmpeg": FFmpegSettings,
 }
 
@@ -229,8 +360,10 @@ def find_config(explicit: str | os.PathLike[str] | None, env: Mapping[str, str])
     if chosen:
         path = Path(chosen)
         if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist: create it (the shipped "
-                              "config.toml is a commented template) or fix --config")
+            raise ConfigError(
+                f"config file {path} does not exist: create it (the shipped "
+                "config.toml is a commented template) or fix --config"
+            )
         return path
     return next((p for p in SEARCH_PATHS if p.is_file()), None)
 
@@ -253,8 +386,9 @@ def _coerce(setting: Setting, raw: Any, where: str) -> Any:
     if isinstance(raw, str) and setting.type is not str:
         raw = _parse_env_value(setting, raw, where)
     if not isinstance(raw, setting.type) or (isinstance(raw, bool) and setting.type is not bool):
-        raise ConfigError(f"{where}: {name} = {_show(setting, raw)} must be a "
-                          f"{setting.type.__name__}")
+        raise ConfigError(
+            f"{where}: {name} = {_show(setting, raw)} must be a {setting.type.__name__}"
+        )
     problem = setting.check(raw) if setting.check else None
     if problem:
         raise ConfigError(f"{where}: {name} = {_show(setting, raw)} {problem}")
@@ -265,14 +399,16 @@ def _parse_env_value(setting: Setting, raw: str, where: str) -> Any:
     name = f"{setting.section}.{setting.key}"
     try:
         if setting.type is bool:
-            return {"1": True, "true": True, "yes": True, "0": False, "false": False,
-                    "no": False}[raw.strip().lower()]
+            return {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}[
+                raw.strip().lower()
+            ]
         if setting.type is list:
             return [item.strip() for item in raw.split(",") if item.strip()]
         return setting.type(raw)
     except (KeyError, ValueError):
-        raise ConfigError(f"{where}: {name} = {_show(setting, raw)} must be a "
-                          f"{setting.type.__name__}") from None
+        raise ConfigError(
+            f"{where}: {name} = {_show(setting, raw)} must be a {setting.type.__name__}"
+        ) from None
 
 
 def _show(setting: Setting, value: Any) -> str:
@@ -284,14 +420,17 @@ def _from_file(doc: dict[str, Any], path: Path) -> dict[tuple[str, str], Any]:
     sections = {s.section for s in SETTINGS}
     for section, table in doc.items():
         if section not in sections or not isinstance(table, dict):
-            raise ConfigError(f"{path}: unknown section [{section}]; known sections: "
-                              f"{', '.join(sorted(sections))}")
+            raise ConfigError(
+                f"{path}: unknown section [{section}]; known sections: "
+                f"{', '.join(sorted(sections))}"
+            )
         for key, raw in table.items():
             setting = _BY_NAME.get((section, key))
             if setting is None:
                 known = ", ".join(s.key for s in SETTINGS if s.section == section)
-                raise ConfigError(f"{path}: unknown setting {section}.{key}; known in "
-                                  f"[{section}]: {known}")
+                raise ConfigError(
+                    f"{path}: unknown setting {section}.{key}; known in [{section}]: {known}"
+                )
             values[(section, key)] = _coerce(setting, raw, str(path))
     return values
 
@@ -301,11 +440,13 @@ def _from_env(env: Mapping[str, str]) -> dict[tuple[str, str], Any]:
     for setting in SETTINGS:
         if setting.env in env:
             values[(setting.section, setting.key)] = _coerce(
-                setting, env[setting.env], f"environment {setting.env}")
+                setting, env[setting.env], f"environment {setting.env}"
+            )
     # The conventional DATABASE_URL (Heroku, Supabase docs) counts when ours is not set.
     if "DATABASE_URL" in env and ("database", "url") not in values:
         values[("database", "url")] = _coerce(
-            _BY_NAME[("database", "url")], env["DATABASE_URL"], "environment DATABASE_URL")
+            _BY_NAME[("database", "url")], env["DATABASE_URL"], "environment DATABASE_URL"
+        )
     return values
 
 
@@ -317,8 +458,11 @@ def default_data_dir(env: Mapping[str, str]) -> Path:
     return Path(base) / "streamerhub"
 
 
-def load_settings(config: str | os.PathLike[str] | None = None, data_dir: str | None = None,
-                  env: Mapping[str, str] | None = None) -> Settings:
+def load_settings(
+    config: str | os.PathLike[str] | None = None,
+    data_dir: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
     """Load defaults ← config file ← environment ← command line, validating every value."""
     env = os.environ if env is None else env
     path = find_config(config, env)
@@ -335,8 +479,11 @@ def load_settings(config: str | os.PathLike[str] | None = None, data_dir: str | 
 
 def render_default_config() -> str:
     """The shipped config.toml: every setting with its default and help, commented out."""
-    lines = ["# StreamerHub configuration. Every setting is optional; the values shown are the",
-             "# defaults. Any setting can be overridden by STREAMERHUB_<SECTION>_<KEY>.", ""]
+    lines = [
+        "# StreamerHub configuration. Every setting is optional; the values shown are the",
+        "# defaults. Any setting can be overridden by STREAMERHUB_<SECTION>_<KEY>.",
+        "",
+    ]
     section = None
     for s in SETTINGS:
         if s.section != section:
@@ -365,5 +512,7 @@ def prepare_data_dir(path: Path) -> None:
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
-        raise ConfigError(f"data dir {path} is not writable ({exc.strerror}): set "
-                          "[general] data_dir / --data-dir to a folder this user owns") from None
+        raise ConfigError(
+            f"data dir {path} is not writable ({exc.strerror}): set "
+            "[general] data_dir / --data-dir to a folder this user owns"
+        ) from None

@@ -39,8 +39,10 @@ def _decode_key(raw: bytes, where: Path) -> bytes:
     except (binascii.Error, ValueError):
         key = b""
     if len(key) != 32:
-        raise CryptoError(f"master key {where} is not a 32-byte key (base64 or raw): restore the "
-                          "right file from your backup")
+        raise CryptoError(
+            f"master key {where} is not a 32-byte key (base64 or raw): restore the "
+            "right file from your backup"
+        )
     return key
 
 
@@ -52,8 +54,10 @@ def read_key_file(path: Path) -> bytes:
     except OSError as exc:
         raise CryptoError(f"cannot read master key {path}: {exc.strerror}") from None
     if mode & 0o077 and not str(path).startswith(os.environ.get("CREDENTIALS_DIRECTORY", "\0")):
-        raise CryptoError(f"master key {path} is readable by other users (mode "
-                          f"{oct(mode & 0o777)}): run chmod 600 {path}")
+        raise CryptoError(
+            f"master key {path} is readable by other users (mode "
+            f"{oct(mode & 0o777)}): run chmod 600 {path}"
+        )
     return _decode_key(raw, path)
 
 
@@ -95,14 +99,18 @@ class Keyring:
         kid, nonce, sealed = blob[1:9], blob[9:21], blob[21:]
         key = self.current if kid == key_id(self.current) else self.retired.get(kid)
         if key is None:
-            raise CryptoError(f"secret of {aad} was sealed with master key {kid.hex()}, but the "
-                              f"key in use is {self.current_id}: restore the master key this "
-                              "database was created with")
+            raise CryptoError(
+                f"secret of {aad} was sealed with master key {kid.hex()}, but the "
+                f"key in use is {self.current_id}: restore the master key this "
+                "database was created with"
+            )
         try:
             return AESGCM(key).decrypt(nonce, sealed, aad.encode())
         except InvalidTag:
-            raise CryptoError(f"secret of {aad} does not open with master key {kid.hex()}: "
-                              "the data was altered or copied from another row") from None
+            raise CryptoError(
+                f"secret of {aad} does not open with master key {kid.hex()}: "
+                "the data was altered or copied from another row"
+            ) from None
 
     def open_str(self, blob: bytes, aad: str) -> str:
         return self.open(blob, aad).decode()
@@ -122,9 +130,11 @@ def load_keyring(data_dir: Path, env: Mapping[str, str], create: bool) -> Keyrin
     if path.is_file():
         return Keyring(read_key_file(path), retired, str(path))
     if not create:
-        raise CryptoError(f"master key {path} is missing but the database holds sealed secrets: "
-                          "restore master.key from your backup (or the systemd credential "
-                          f"'{CREDENTIAL_NAME}'); without it stream keys and tokens are lost")
+        raise CryptoError(
+            f"master key {path} is missing but the database holds sealed secrets: "
+            "restore master.key from your backup (or the systemd credential "
+            f"'{CREDENTIAL_NAME}'); without it stream keys and tokens are lost"
+        )
     key = AESGCM.generate_key(bit_length=256)
     write_key_file(path, key)
     return Keyring(key, retired, str(path))
@@ -140,8 +150,10 @@ def _load_retired(folder: Path) -> dict[bytes, bytes]:
 def retire_and_replace(data_dir: Path, keyring: Keyring) -> Keyring:
     """Move the current key to retired-keys/ and write a fresh master.key; returns the new ring."""
     if keyring.source.startswith("systemd credential"):
-        raise CryptoError("the master key comes from a systemd credential: rotate it by "
-                          "replacing the credential file, not with streamerhub keys rotate")
+        raise CryptoError(
+            "the master key comes from a systemd credential: rotate it by "
+            "replacing the credential file, not with streamerhub keys rotate"
+        )
     write_key_file(data_dir / RETIRED_DIR / f"{keyring.current_id}.key", keyring.current)
     new = AESGCM.generate_key(bit_length=256)
     write_key_file(data_dir / KEY_FILE, new)

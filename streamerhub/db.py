@@ -32,11 +32,14 @@ DB_NAME = "streamerhub"
 DB_USER = "streamerhub"
 SERVICE_USER = "streamerhub"  # who runs the embedded server when the daemon runs as root
 MIGRATION_LOCK = 0x5354_4D48  # pg_advisory_lock key: several daemons may share one database
-INSTALL_HINT = ("install PostgreSQL 14+ (Debian/Ubuntu: apt-get install postgresql; or pip "
-                "install pgserver on Python ≤ 3.12), or set [database] url to a server you run")
+INSTALL_HINT = (
+    "install PostgreSQL 14+ (Debian/Ubuntu: apt-get install postgresql; or pip "
+    "install pgserver on Python ≤ 3.12), or set [database] url to a server you run"
+)
 
 
 # ----------------------------------------------------------------------------- SQL files
+
 
 def _package_file(name: str) -> Path | None:
     path = Path(str(resources.files("streamerhub") / name))
@@ -47,8 +50,9 @@ def schema_path() -> Path:
     """schema.sql: inside the installed wheel, else at the top of the source checkout."""
     found = _package_file("schema.sql") or Path(__file__).resolve().parent.parent / "schema.sql"
     if not found.is_file():
-        raise DatabaseError(f"schema.sql not found (looked in the package and at {found}): "
-                            "reinstall StreamerHub")
+        raise DatabaseError(
+            f"schema.sql not found (looked in the package and at {found}): reinstall StreamerHub"
+        )
     return found
 
 
@@ -71,6 +75,7 @@ def load_migrations() -> list[Migration]:
 
 
 # ----------------------------------------------------------------------------- binaries
+
 
 def find_pg_bindir() -> Path:
     """pgserver's bundled binaries, else the system's (pg_config, PATH, /usr/lib/postgresql)."""
@@ -100,6 +105,7 @@ def _version_key(path: str) -> int:
 
 
 # ----------------------------------------------------------------------------- embedded cluster
+
 
 class EmbeddedPostgres:
     """A private cluster in DATA_DIR/postgres, reachable only through a Unix socket."""
@@ -136,14 +142,29 @@ class EmbeddedPostgres:
         if not (self.pgdata / "PG_VERSION").is_file():
             await self._initdb()
         if self.is_running():
-            log.info("embedded_postgres_adopted", pgdata=str(self.pgdata),
-                     pid=postmaster_pid(self.pgdata))
+            log.info(
+                "embedded_postgres_adopted",
+                pgdata=str(self.pgdata),
+                pid=postmaster_pid(self.pgdata),
+            )
             return
         self.socket_dir.mkdir(parents=True, exist_ok=True)
         _hand_to_service_user(self.socket_dir, self.pgdata, self.logfile)
         opts = f"-k {self.socket_dir} -c listen_addresses='' -c unix_socket_permissions=0700"
-        await self._run("pg_ctl", "-D", str(self.pgdata), "-l", str(self.logfile), "-w",
-                        "-t", "60", "-o", opts, "start", what="start the embedded PostgreSQL")
+        await self._run(
+            "pg_ctl",
+            "-D",
+            str(self.pgdata),
+            "-l",
+            str(self.logfile),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            opts,
+            "start",
+            what="start the embedded PostgreSQL",
+        )
         self.started_here = True
         log.info("embedded_postgres_started", pgdata=str(self.pgdata))
 
@@ -151,16 +172,36 @@ class EmbeddedPostgres:
         """Fast shutdown (rolls back open transactions, flushes WAL); idempotent."""
         if not self.is_running():
             return
-        await self._run("pg_ctl", "-D", str(self.pgdata), "-w", "-t", "30", "-m", "fast", "stop",
-                        what="stop the embedded PostgreSQL")
+        await self._run(
+            "pg_ctl",
+            "-D",
+            str(self.pgdata),
+            "-w",
+            "-t",
+            "30",
+            "-m",
+            "fast",
+            "stop",
+            what="stop the embedded PostgreSQL",
+        )
         log.info("embedded_postgres_stopped", pgdata=str(self.pgdata))
 
     async def _initdb(self) -> None:
         self.pgdata.mkdir(parents=True, exist_ok=True, mode=0o700)
         _hand_to_service_user(self.pgdata)
-        await self._run("initdb", "-D", str(self.pgdata), "-U", DB_USER, "--auth=trust",
-                        "-E", "UTF8", "--locale=C", "--no-instructions",
-                        what="create the embedded PostgreSQL cluster")
+        await self._run(
+            "initdb",
+            "-D",
+            str(self.pgdata),
+            "-U",
+            DB_USER,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-instructions",
+            what="create the embedded PostgreSQL cluster",
+        )
         log.info("embedded_postgres_initialised", pgdata=str(self.pgdata))
 
     async def create_database(self, name: str = DB_NAME) -> None:
@@ -174,13 +215,19 @@ class EmbeddedPostgres:
 
     async def _run(self, tool: str, *args: str, what: str) -> None:
         proc = await asyncio.create_subprocess_exec(
-            str(self.bindir / tool), *args, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, start_new_session=True, **_run_as_kwargs())
+            str(self.bindir / tool),
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+            **_run_as_kwargs(),
+        )
         out, _ = await proc.communicate()
         if proc.returncode != 0:
             tail = out.decode(errors="replace").strip().splitlines()[-5:]
-            raise DatabaseError(f"could not {what} in {self.pgdata}: {' / '.join(tail)} "
-                                f"(full log: {self.logfile})")
+            raise DatabaseError(
+                f"could not {what} in {self.pgdata}: {' / '.join(tail)} (full log: {self.logfile})"
+            )
 
 
 def _socket_dir(data_dir: Path) -> Path:
@@ -213,7 +260,7 @@ def _pid_alive(pid: int) -> bool:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return True
-    name, state = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2]
+    name, state = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2]
     return name in ("postgres", "postmaster") and state not in "ZX"
 
 
@@ -224,8 +271,18 @@ def _service_user() -> pwd.struct_passwd | None:
     try:
         return pwd.getpwnam(SERVICE_USER)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                        SERVICE_USER], check=True, capture_output=True)
+        subprocess.run(
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                SERVICE_USER,
+            ],
+            check=True,
+            capture_output=True,
+        )
         return pwd.getpwnam(SERVICE_USER)
 
 
@@ -259,13 +316,14 @@ def _allow_traversal(folder: Path) -> None:
 
 # The connection to the server is lost, refused or never made, or the server cannot take it.
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    OSError, TimeoutError,
-    asyncpg.ClientCannotConnectError,            # 08001
-    asyncpg.ConnectionRejectionError,            # 08004
-    asyncpg.ConnectionDoesNotExistError,         # 08003
-    asyncpg.ConnectionFailureError,              # 08006
-    asyncpg.CannotConnectNowError,               # 57P03: the server is starting or stopping
-    asyncpg.TooManyConnectionsError,             # 53300
+    OSError,
+    TimeoutError,
+    asyncpg.ClientCannotConnectError,  # 08001
+    asyncpg.ConnectionRejectionError,  # 08004
+    asyncpg.ConnectionDoesNotExistError,  # 08003
+    asyncpg.ConnectionFailureError,  # 08006
+    asyncpg.CannotConnectNowError,  # 57P03: the server is starting or stopping
+    asyncpg.TooManyConnectionsError,  # 53300
     asyncpg.FDWUnableToEstablishConnectionError,  # HV00N
 )
 # These count as themselves only, not their subclasses: asyncpg raises a bare InterfaceError for
@@ -274,11 +332,17 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 # unnamed SQLSTATE of class 08, its subclasses ProtocolViolationError (08P01) and
 # TransactionResolutionUnknownError (08007) have never been counted as "database away".
 _CONNECTION_ERRORS_EXACTLY: tuple[type[BaseException], ...] = (
-    asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+)
 # Every error asyncpg itself raises (server errors carry a SQLSTATE; the rest are client-side).
 _ASYNCPG_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InterfaceWarning,
-    asyncpg.InternalClientError, asyncpg.pgproto.pgproto.BufferError)
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InterfaceWarning,
+    asyncpg.InternalClientError,
+    asyncpg.pgproto.pgproto.BufferError,
+)
 # SQLSTATE classes caused by the rows themselves: data exception, integrity violation, program
 # limit (e.g. a jsonb too deep).
 _DATA_ERROR_CLASSES = ("22", "23", "54")
@@ -309,6 +373,7 @@ def is_transient(exc: BaseException) -> bool:
 
 
 # ----------------------------------------------------------------------------- pool + migrations
+
 
 class Database:
     """The asyncpg pool in use plus schema management; the only module that talks to asyncpg."""
@@ -348,7 +413,8 @@ class Database:
             raise DatabaseError(
                 f"the database schema is newer than this StreamerHub (it has migration "
                 f"{unknown[-1]:04d}_{applied[unknown[-1]]}, this version knows up to "
-                f"{max(known):04d}): upgrade StreamerHub, or point [database] url elsewhere")
+                f"{max(known):04d}): upgrade StreamerHub, or point [database] url elsewhere"
+            )
 
     async def upgrade(self) -> list[Migration]:
         """Bring the schema up to date; a fresh database gets schema.sql in one go."""
@@ -367,7 +433,8 @@ class Database:
                     await conn.execute(migration.sql)
             await conn.executemany(
                 "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-                [(m.version, m.name) for m in todo])
+                [(m.version, m.name) for m in todo],
+            )
         for migration in todo:
             log.info("migration_applied", version=migration.version, name=migration.name)
         return todo
@@ -401,18 +468,23 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     import json
 
     for codec in ("json", "jsonb"):
-        await conn.set_type_codec(codec, encoder=json.dumps, decoder=json.loads,
-                                  schema="pg_catalog")
+        await conn.set_type_codec(
+            codec, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+        )
 
 
 async def create_pool(url: str, size: int, timeout: float = 10) -> asyncpg.Pool:
-    return await asyncpg.create_pool(url, min_size=1, max_size=size, init=_init_connection,
-                                     timeout=timeout, command_timeout=60)
+    return await asyncpg.create_pool(
+        url, min_size=1, max_size=size, init=_init_connection, timeout=timeout, command_timeout=60
+    )
 
 
-async def connect_with_retry(url: str, size: int, deadline_s: float,
-                             sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                             ) -> asyncpg.Pool:
+async def connect_with_retry(
+    url: str,
+    size: int,
+    deadline_s: float,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> asyncpg.Pool:
     """Keep trying an unreachable server with capped exponential backoff instead of
     crash-looping."""
     started = time.monotonic()
@@ -421,16 +493,27 @@ async def connect_with_retry(url: str, size: int, deadline_s: float,
         attempt += 1
         try:
             return await create_pool(url, size)
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError,
-                asyncpg.InterfaceError) as exc:
+        except (
+            OSError,
+            asyncpg.PostgresError,
+            asyncio.TimeoutError,
+            asyncpg.InterfaceError,
+        ) as exc:
             waited = time.monotonic() - started
             if waited >= deadline_s:
-                raise DatabaseError(f"database {redact_url(url)} unreachable for {waited:.0f} s "
-                                    f"({exc}): check [database] url and that the server "
-                                    "runs") from None
+                raise DatabaseError(
+                    f"database {redact_url(url)} unreachable for {waited:.0f} s "
+                    f"({exc}): check [database] url and that the server "
+                    "runs"
+                ) from None
             delay = min(30.0, 0.5 * 2 ** min(attempt, 6)) * random.uniform(0.8, 1.2)
-            log.warning("database_unreachable", url=redact_url(url), attempt=attempt,
-                        error=str(exc), retry_in_s=round(delay, 1))
+            log.warning(
+                "database_unreachable",
+                url=redact_url(url),
+                attempt=attempt,
+                error=str(exc),
+                retry_in_s=round(delay, 1),
+            )
             await sleep(delay)
 
 
@@ -440,8 +523,7 @@ def redact_url(url: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def open_database(settings: Settings,
-                        own_cluster: bool = True) -> AsyncIterator[Database]:
+async def open_database(settings: Settings, own_cluster: bool = True) -> AsyncIterator[Database]:
     """Yield a Database for the settings (embedded or external).
 
     The daemon owns the embedded cluster and stops it on exit, even one it adopted after a
@@ -455,8 +537,9 @@ async def open_database(settings: Settings,
         await embedded.create_database()
         url = embedded.url
     try:
-        pool = await connect_with_retry(url, settings.database.pool_size,
-                                        settings.database.connect_timeout)
+        pool = await connect_with_retry(
+            url, settings.database.pool_size, settings.database.connect_timeout
+        )
     except BaseException:
         if embedded and embedded.started_here:
             await embedded.stop()

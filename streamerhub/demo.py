@@ -55,15 +55,16 @@ def demo_settings(settings: Settings) -> tuple[Settings, Demo]:
     """The same settings pointed at a fake Twitch and a separate embedded database."""
     demo = Demo(_free_port())
     base = f"http://127.0.0.1:{demo.port}"
-    values = {**settings.values,
-              ("database", "url"): "",
-              ("twitch", "client_id"): "streamerhub-demo",
-              ("twitch", "client_secret"): "",
-              ("twitch", "api_url"): f"{base}/helix",
-              ("twitch", "auth_url"): f"{base}/oauth2",
-              ("twitch", "eventsub_url"): f"ws://127.0.0.1:{demo.port}/ws"}
-    return Settings(MappingProxyType(values), settings.source,
-                    settings.data_dir / DEMO_DIR), demo
+    values = {
+        **settings.values,
+        ("database", "url"): "",
+        ("twitch", "client_id"): "streamerhub-demo",
+        ("twitch", "client_secret"): "",
+        ("twitch", "api_url"): f"{base}/helix",
+        ("twitch", "auth_url"): f"{base}/oauth2",
+        ("twitch", "eventsub_url"): f"ws://127.0.0.1:{demo.port}/ws",
+    }
+    return Settings(MappingProxyType(values), settings.source, settings.data_dir / DEMO_DIR), demo
 
 
 def add_demo(app: web.Application, demo: Demo) -> None:
@@ -105,7 +106,6 @@ async def connect_channel_ctx(app: web.Application) -> AsyncIterator[None]:
     link, demo = app[CHANNEL_LINK], app[DEMO]
     if not await has_channels(link.db) and demo.fake is not None:
         token = demo.fake.state.issue_token("1000", client_id="streamerhub-demo")
-        await link.connect_grant(Grant.from_json(token.grant_json()),
-                                 Identity("1000", "streamer"))
+        await link.connect_grant(Grant.from_json(token.grant_json()), Identity("1000", "streamer"))
         log.info("demo_channel_connected", channel_id="1000")
     yield

@@ -23,12 +23,14 @@ async def rotate_master_key(db: Database, data_dir: Path, keyring: Keyring) -> t
         for table, key, column in await sealed_columns(conn):
             rows = await conn.fetch(
                 f'SELECT "{key}" AS id, "{column}" AS blob FROM "{table}" '
-                f'WHERE "{column}" IS NOT NULL FOR UPDATE')
+                f'WHERE "{column}" IS NOT NULL FOR UPDATE'
+            )
             for row in rows:
                 aad = aad_for(table, row["id"], column)
                 blob = new.seal(new.open(row["blob"], aad), aad)
-                await conn.execute(f'UPDATE "{table}" SET "{column}" = $1 WHERE "{key}" = $2',
-                                   blob, row["id"])
+                await conn.execute(
+                    f'UPDATE "{table}" SET "{column}" = $1 WHERE "{key}" = $2', blob, row["id"]
+                )
                 count += 1
     forget_retired(data_dir)
     log.info("master_key_rotated", key_id=new.current_id, resealed=count)

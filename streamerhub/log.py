@@ -17,7 +17,9 @@ MASK = "••••"
 _PATTERNS = [
     re.compile(r"live_\d+_[A-Za-z0-9]+"),
     re.compile(r"(?i)(bearer|oauth)\s+[A-Za-z0-9._~+/=-]{8,}"),
-    re.compile(r"(?i)((?:access_token|refresh_token|client_secret|token|code|password)=)[^&\s\"']+"),
+    re.compile(
+        r"(?i)((?:access_token|refresh_token|client_secret|token|code|password)=)[^&\s\"']+"
+    ),
 ]
 
 

@@ -50,5 +50,5 @@ class Hub:
     """The named topics of one daemon (hung on the app under one AppKey)."""
 
     def __init__(self) -> None:
-        self.events: Topic[dict[str, Any]] = Topic()   # committed Twitch events
+        self.events: Topic[dict[str, Any]] = Topic()  # committed Twitch events
         self.streams: Topic[dict[str, Any]] = Topic()  # multistream target status changes

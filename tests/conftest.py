@@ -92,8 +92,9 @@ def db_url(pg_cluster: EmbeddedPostgres) -> Iterator[str]:
     name = f"test_{os.getpid()}_{next(_counter)}"
 
     async def run(sql: str) -> None:
-        conn = await asyncpg.connect(host=str(pg_cluster.socket_dir), user="streamerhub",
-                                     database="postgres")
+        conn = await asyncpg.connect(
+            host=str(pg_cluster.socket_dir), user="streamerhub", database="postgres"
+        )
         try:
             await conn.execute(sql)
         finally:
@@ -135,8 +136,12 @@ class Daemon:
         self.data_dir = data_dir
         self.config = config
         self.port = free_port()
-        self.env = {**os.environ, "STREAMERHUB_WEB_PORT": str(self.port),
-                    "STREAMERHUB_LOG_FORMAT": "json", **(env or {})}
+        self.env = {
+            **os.environ,
+            "STREAMERHUB_WEB_PORT": str(self.port),
+            "STREAMERHUB_LOG_FORMAT": "json",
+            **(env or {}),
+        }
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"daemon-{self.port}.log"
 
@@ -148,9 +153,21 @@ class Daemon:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamerhub", "run", "--config", str(self.config),
-             "--data-dir", str(self.data_dir)], stdout=log, stderr=subprocess.STDOUT,
-            env=self.env, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "streamerhub",
+                "run",
+                "--config",
+                str(self.config),
+                "--data-dir",
+                str(self.data_dir),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            start_new_session=True,
+        )
         log.close()
         if wait:
             self.wait_healthy(timeout)
@@ -215,8 +232,9 @@ def daemon_factory() -> Iterator:
     (folder / OWNER_FILE).write_text(str(os.getpid()))
     made: list[Daemon] = []
 
-    def make(config: str = "", env: dict[str, str] | None = None,
-             data_dir: Path | None = None) -> Daemon:
+    def make(
+        config: str = "", env: dict[str, str] | None = None, data_dir: Path | None = None
+    ) -> Daemon:
         config_path = folder / f"config-{len(made)}.toml"
         config_path.write_text(config)
         daemon = Daemon(data_dir or folder / "data", config_path, env)

@@ -21,22 +21,51 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def make_clip(path: Path, *, seconds: float = 4, size: str = "320x240", rate: int = 30,
-              gop_seconds: float = 2, audio_rate: int | None = 48000, video: bool = True,
-              video_kbps: int = 400, tone: int = 440) -> Path:
+def make_clip(
+    path: Path,
+    *,
+    seconds: float = 4,
+    size: str = "320x240",
+    rate: int = 30,
+    gop_seconds: float = 2,
+    audio_rate: int | None = 48000,
+    video: bool = True,
+    video_kbps: int = 400,
+    tone: int = 440,
+) -> Path:
     """Write an H.264/AAC MP4: testsrc2 video with a fixed GOP, a sine tone (or none)."""
     args = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-nostdin"]
     if video:
         args += ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds}"]
     if audio_rate:
-        args += ["-f", "lavfi", "-i", f"sine=frequency={tone}:sample_rate={audio_rate}"
-                 f":duration={seconds}"]
+        args += [
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency={tone}:sample_rate={audio_rate}:duration={seconds}",
+        ]
     if video:
         gop = str(round(rate * gop_seconds))
-        args += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
-                 "-b:v", f"{video_kbps}k", "-maxrate", f"{video_kbps}k",
-                 "-bufsize", f"{video_kbps}k", "-g", gop, "-keyint_min", gop,
-                 "-sc_threshold", "0"]
+        args += [
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-b:v",
+            f"{video_kbps}k",
+            "-maxrate",
+            f"{video_kbps}k",
+            "-bufsize",
+            f"{video_kbps}k",
+            "-g",
+            gop,
+            "-keyint_min",
+            gop,
+            "-sc_threshold",
+            "0",
+        ]
     if audio_rate:
         args += ["-c:a", "aac", "-b:a", "96k", "-ac", "2"]
     subprocess.run([*args, "-t", str(seconds), str(path)], check=True, timeout=60)
@@ -46,15 +75,15 @@ def make_clip(path: Path, *, seconds: float = 4, size: str = "320x240", rate: in
 @dataclass(frozen=True)
 class MediaSet:
     folder: Path
-    ready: Path          # 6 s, keyframe every 2 s, AAC 48 kHz: stream-ready as it is
-    clip_a: Path         # 3 s each, same shape as each other: a gapless playlist
+    ready: Path  # 6 s, keyframe every 2 s, AAC 48 kHz: stream-ready as it is
+    clip_a: Path  # 3 s each, same shape as each other: a gapless playlist
     clip_b: Path
-    long_gop: Path       # 4 s, one keyframe every 8 s, 44.1 kHz audio: must be encoded
-    silent: Path         # video only: preparation adds a silent track
+    long_gop: Path  # 4 s, one keyframe every 8 s, 44.1 kHz audio: must be encoded
+    silent: Path  # video only: preparation adds a silent track
     audio_only: Path
     empty: Path
     text: Path
-    truncated: Path      # moov atom at the end, cut in half
+    truncated: Path  # moov atom at the end, cut in half
 
 
 def build_media_set(folder: Path) -> MediaSet:
@@ -69,13 +98,17 @@ def build_media_set(folder: Path) -> MediaSet:
     text = folder / "notes.mp4"
     text.write_text("this is not a video\n" * 20)
     return MediaSet(
-        folder=folder, ready=ready,
+        folder=folder,
+        ready=ready,
         clip_a=make_clip(folder / "clip_a.mp4", seconds=3, tone=440),
         clip_b=make_clip(folder / "clip_b.mp4", seconds=3, tone=880),
         long_gop=long_gop,
         silent=make_clip(folder / "silent.mp4", seconds=3, audio_rate=None),
         audio_only=make_clip(folder / "audio_only.m4a", seconds=2, video=False),
-        empty=empty, text=text, truncated=truncated)
+        empty=empty,
+        text=text,
+        truncated=truncated,
+    )
 
 
 _made: list[MediaSet] = []

@@ -109,7 +109,8 @@ def amf_encode(value: Any) -> bytes:
         return b"\x02" + struct.pack(">H", len(raw)) + raw
     if isinstance(value, dict):
         body = b"".join(
-            struct.pack(">H", len(k.encode())) + k.encode() + amf_encode(v) for k, v in value.items()
+            struct.pack(">H", len(k.encode())) + k.encode() + amf_encode(v)
+            for k, v in value.items()
         )
         return b"\x03" + body + b"\x00\x00\x09"
     raise TypeError(f"cannot AMF0-encode {type(value).__name__}")
@@ -395,8 +396,11 @@ class _Connection(asyncio.Protocol):
         if not self.server.key_allowed(key):
             self.server.stats.rejected += 1
             self.server.emit("rejected", key=key)
-            status = {"level": "error", "code": "NetStream.Publish.BadName",
-                      "description": "Publish rejected: invalid stream key"}
+            status = {
+                "level": "error",
+                "code": "NetStream.Publish.BadName",
+                "description": "Publish rejected: invalid stream key",
+            }
             self._send_command(5, 1, ["onStatus", 0, None, status])
             loop = asyncio.get_running_loop()
             loop.call_later(0.2, self.close)  # let the refusal reach the client first
@@ -405,16 +409,20 @@ class _Connection(asyncio.Protocol):
         self.session = self.server._new_session(key)
         self._flv = FlvWriter(self.session.path) if self.session.path else None
         self._send_message(2, 4, 0, struct.pack(">HI", 0, 1))  # StreamBegin, stream 1
-        status = {"level": "status", "code": "NetStream.Publish.Start",
-                  "description": f"Publishing {key}."}
+        status = {
+            "level": "status",
+            "code": "NetStream.Publish.Start",
+            "description": f"Publishing {key}.",
+        }
         self._send_command(5, 1, ["onStatus", 0, None, status])
         self.server.emit("publish", key=key, path=str(self.session.path or ""))
 
     def _end_session(self) -> None:
         if self.session and self.session.ended_at is None:
             self.session.ended_at = time.monotonic()
-            self.server.emit("unpublish", key=self.session.key,
-                             video_messages=self.session.video_messages)
+            self.server.emit(
+                "unpublish", key=self.session.key, video_messages=self.session.video_messages
+            )
         if self._flv:
             self._flv.close()
             self._flv = None
@@ -590,8 +598,14 @@ class RtmpServerProcess:
     on the same port again. ``events`` collects every JSON line the child printed.
     """
 
-    def __init__(self, *, port: int = 0, keys: Iterable[str] | None = None,
-                 record_dir: Path | None = None, app: str = "live") -> None:
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        keys: Iterable[str] | None = None,
+        record_dir: Path | None = None,
+        app: str = "live",
+    ) -> None:
         self.port, self.app = port, app
         self.keys = list(keys) if keys is not None else None
         self.record_dir = record_dir
@@ -603,8 +617,16 @@ class RtmpServerProcess:
     def start(self, timeout: float = 15.0) -> int:
         if self.running:
             return self.port
-        argv = [sys.executable, str(Path(__file__).resolve()), "--port", str(self.port),
-                "--app", self.app, "--keys", ",".join(self.keys or [])]
+        argv = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--port",
+            str(self.port),
+            "--app",
+            self.app,
+            "--keys",
+            ",".join(self.keys or []),
+        ]
         if self.record_dir:
             argv += ["--record", str(self.record_dir)]
         self._ready.clear()
@@ -688,9 +710,14 @@ def _print_event(event: dict[str, Any]) -> None:
 
 async def _serve(args: argparse.Namespace) -> None:
     keys = [k for k in args.keys.split(",") if k] if args.keys else None
-    server = RtmpServer(host=args.host, port=args.port, keys=keys,
-                        record_dir=Path(args.record) if args.record else None,
-                        app=args.app, on_event=_print_event)
+    server = RtmpServer(
+        host=args.host,
+        port=args.port,
+        keys=keys,
+        record_dir=Path(args.record) if args.record else None,
+        app=args.app,
+        on_event=_print_event,
+    )
     done = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -41,8 +41,7 @@ def test_spring_forward_day_has_23_hourly_buckets_without_2am() -> None:
 def test_fall_back_day_has_25_hourly_buckets_with_2am_twice() -> None:
     day = calendar_period(PARIS, "day", date(2026, 10, 25))
     assert (day.start, day.end) == (z("2026-10-24T22:00Z"), z("2026-10-25T23:00Z"))
-    assert labels(day)[:5] == ["00:00+0200", "01:00+0200", "02:00+0200", "02:00+0100",
-                               "03:00+0100"]
+    assert labels(day)[:5] == ["00:00+0200", "01:00+0200", "02:00+0200", "02:00+0100", "03:00+0100"]
     assert len(day.buckets()) == 25
     assert all(b.end - b.start == timedelta(hours=1) for b in day.buckets())
 
@@ -52,8 +51,8 @@ def test_day_start_hour_keeps_a_stream_past_midnight_in_one_day() -> None:
     went_live, went_offline = z("2026-03-28T21:00Z"), z("2026-03-29T00:30Z")  # 22:00 → 02:30 local
     assert cal.day_of(went_live) == cal.day_of(went_offline) == date(2026, 3, 28)
     day = calendar_period(cal, "day", went_offline)
-    assert day.start == z("2026-03-28T05:00Z")            # 06:00 CET
-    assert day.end == z("2026-03-29T04:00Z")              # 06:00 CEST: 23 hours later
+    assert day.start == z("2026-03-28T05:00Z")  # 06:00 CET
+    assert day.end == z("2026-03-29T04:00Z")  # 06:00 CEST: 23 hours later
     assert labels(day)[0] == "06:00+0100" and len(day.buckets()) == 23
 
 
@@ -74,7 +73,7 @@ def test_month_buckets_are_local_days() -> None:
 
 def test_buckets_in_new_york_with_a_4am_day_start() -> None:
     cal = Calendar("America/New_York", day_start_hour=4)
-    late_night = z("2026-07-04T07:30Z")                   # 03:30 EDT on the 4th: still the 3rd
+    late_night = z("2026-07-04T07:30Z")  # 03:30 EDT on the 4th: still the 3rd
     assert cal.day_of(late_night) == date(2026, 7, 3)
     period = custom_period(cal, date(2026, 7, 1), date(2026, 7, 3))
     assert period.start == z("2026-07-01T08:00Z") and period.end == z("2026-07-04T08:00Z")
@@ -101,7 +100,7 @@ def test_all_time_uses_month_buckets_from_the_first_data() -> None:
 
 def test_today_so_far_is_compared_with_yesterday_at_the_same_time() -> None:
     day = calendar_period(PARIS, "day", date(2026, 3, 29))
-    now = z("2026-03-29T08:00Z")                          # 10:00 CEST
+    now = z("2026-03-29T08:00Z")  # 10:00 CEST
     assert day.until(now) == now
     # Yesterday 00:00 CET → 10:00 CET: the same wall-clock span, an hour longer in real time.
     assert day.previous(now) == (z("2026-03-27T23:00Z"), z("2026-03-28T09:00Z"))
@@ -110,10 +109,10 @@ def test_today_so_far_is_compared_with_yesterday_at_the_same_time() -> None:
 
 def test_month_comparison_clamps_to_the_shorter_month() -> None:
     month = calendar_period(PARIS, "month", date(2026, 3, 31))
-    now = z("2026-03-31T10:00Z")                          # 31 March, 12:00 CEST
+    now = z("2026-03-31T10:00Z")  # 31 March, 12:00 CEST
     start, until = month.previous(now)
     assert PARIS.local(start).isoformat() == "2026-02-01T00:00:00+01:00"
-    assert until == month.start                           # no 31 Feb: all of February
+    assert until == month.start  # no 31 Feb: all of February
 
 
 def test_split_aligned_covers_the_range_exactly() -> None:

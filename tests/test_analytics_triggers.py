@@ -36,8 +36,12 @@ def offline(n: int, minutes: float) -> str:
 
 
 def fact(kind: str, n: int, minutes: float) -> str:
-    sub_type = {"follow": "channel.follow", "cheer": "channel.cheer", "sub": "channel.subscribe",
-                "raid": "channel.raid"}[kind]
+    sub_type = {
+        "follow": "channel.follow",
+        "cheer": "channel.cheer",
+        "sub": "channel.subscribe",
+        "raid": "channel.raid",
+    }[kind]
     event = dict(EVENTS[sub_type][1])
     if kind == "follow":
         event.update(user_id=f"u{n}", followed_at=stamp(minutes))
@@ -52,16 +56,19 @@ async def store(db: Database, folder: Path, frames: list[str], batch_size: int =
 
 
 @pytest.mark.parametrize("seed", [7, 8, 9])
-async def test_many_streams_and_events_in_one_batch_equal_naive(db: Database, tmp_path: Path,
-                                                                seed: int) -> None:
+async def test_many_streams_and_events_in_one_batch_equal_naive(
+    db: Database, tmp_path: Path, seed: int
+) -> None:
     """A batch opens, ends and follows many streams at once (set-based settling): the sessions
     and rollups equal the naive definitions, and again after later, out-of-order batches."""
     rng = random.Random(seed)
     frames = []
     for n in range(12):
         frames += [online(n, n * 90), offline(n, n * 90 + 60 + rng.randint(0, 40))]
-    frames += [fact(rng.choice(["follow", "cheer", "sub", "raid"]), n, rng.uniform(-30, 1200))
-               for n in range(300)]
+    frames += [
+        fact(rng.choice(["follow", "cheer", "sub", "raid"]), n, rng.uniform(-30, 1200))
+        for n in range(300)
+    ]
     rng.shuffle(frames)
     await store(db, tmp_path / "one", frames)
     async with db.pool.acquire() as conn:
@@ -69,8 +76,14 @@ async def test_many_streams_and_events_in_one_batch_equal_naive(db: Database, tm
         await assert_sessions_match_naive(conn, CHANNEL)
         await assert_events_match_naive(conn)
     # Later batches: a stream slotted between others, events and an offline arriving late.
-    late = [online(50, 100), fact("cheer", 900, 101), fact("follow", 901, 170),
-            offline(50, 150), online(51, 2000), fact("sub", 902, 2001)]
+    late = [
+        online(50, 100),
+        fact("cheer", 900, 101),
+        fact("follow", 901, 170),
+        offline(50, 150),
+        online(51, 2000),
+        fact("sub", 902, 2001),
+    ]
     await store(db, tmp_path / "two", late, batch_size=2)
     async with db.pool.acquire() as conn:
         await assert_sessions_match_naive(conn, CHANNEL)
@@ -87,8 +100,10 @@ async def test_sessions_sharing_a_start_time(db: Database, tmp_path: Path) -> No
     frames = [fact("cheer", n, 5 + n) for n in range(3)] + [fact("follow", 9, 20)]
     await store(db, tmp_path, frames)
     async with db.pool.acquire() as conn:
-        counts = {r["stream_id"]: (r["cheers"], r["follows"]) for r in await conn.fetch(
-            "SELECT stream_id, cheers, follows FROM stream_sessions")}
+        counts = {
+            r["stream_id"]: (r["cheers"], r["follows"])
+            for r in await conn.fetch("SELECT stream_id, cheers, follows FROM stream_sessions")
+        }
         assert counts == {"s-a": (0, 0), "s-b": (3, 1)}
         await assert_sessions_match_naive(conn, CHANNEL)
         await assert_events_match_naive(conn)

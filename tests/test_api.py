@@ -18,8 +18,8 @@ from rtmp_server import RtmpServer
 from test_jobs import keyring, multistream, updates  # noqa: F401  (fixtures)
 
 from streamerhub.analytics.export import ExportRequest, open_export
-from streamerhub.bot.registry import all_channels
 from streamerhub.analytics.periods import Calendar
+from streamerhub.bot.registry import all_channels
 from streamerhub.db import Database
 from streamerhub.ffmpeg.service import Multistream
 from streamerhub.web.api import (
@@ -45,10 +45,22 @@ class Api:
         self.client = client
         self.seen: list[str] = []
 
-    async def call(self, method: str, path: str, status: int, json: Any = None,
-                   data: Any = None, headers: dict[str, str] | None = None) -> Any:
-        async with self.client.request(method, PREFIX + path, json=json, data=data,
-                                       headers=AUTH if headers is None else headers) as resp:
+    async def call(
+        self,
+        method: str,
+        path: str,
+        status: int,
+        json: Any = None,
+        data: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        async with self.client.request(
+            method,
+            PREFIX + path,
+            json=json,
+            data=data,
+            headers=AUTH if headers is None else headers,
+        ) as resp:
             text = await resp.text()
             self.seen.append(text)
             assert resp.status == status, text
@@ -59,8 +71,9 @@ class Api:
 @pytest.fixture
 async def api(multistream: Multistream, db: Database) -> AsyncIterator[Api]:
     async def exporter(request: ExportRequest) -> Any:
-        return await open_export(db.pool, Calendar("Europe/Paris"), lambda: all_channels(db),
-                                 request)
+        return await open_export(
+            db.pool, Calendar("Europe/Paris"), lambda: all_channels(db), request
+        )
 
     app = web.Application()
     app[AUTHORIZERS] = [bearer_authorizer(TOKEN)]
@@ -82,12 +95,14 @@ def upload_form(path: Path, filename: str | None = None, **fields: Any) -> aioht
     form = aiohttp.FormData()
     for key, value in fields.items():
         form.add_field(key, str(value))
-    form.add_field("file", path.open("rb"), filename=filename or path.name,
-                   content_type="video/mp4")
+    form.add_field(
+        "file", path.open("rb"), filename=filename or path.name, content_type="video/mp4"
+    )
     return form
 
 
 # ----------------------------------------------------------------------------- auth + errors
+
 
 async def test_every_route_needs_the_token_and_errors_are_json(api: Api) -> None:
     body = await api.call("GET", "/targets", 401, headers={})
@@ -97,8 +112,13 @@ async def test_every_route_needs_the_token_and_errors_are_json(api: Api) -> None
     assert await api.call("GET", "/targets", 200) == []
     assert "no such API route" in (await api.call("GET", "/nope", 404))["error"]
     assert (await api.call("GET", "/targets/77", 404))["error"] == "no target with id 77"
-    bad = await api.call("POST", "/targets", 400, data="{not json",
-                         headers={**AUTH, "Content-Type": "application/json"})
+    bad = await api.call(
+        "POST",
+        "/targets",
+        400,
+        data="{not json",
+        headers={**AUTH, "Content-Type": "application/json"},
+    )
     assert bad["error"] == "the request body is not valid JSON"
 
 
@@ -116,9 +136,14 @@ async def test_the_auth_check_is_pluggable(api: Api) -> None:
 
 # ----------------------------------------------------------------------------- targets
 
+
 async def test_targets_crud_never_reveals_the_key(api: Api) -> None:
-    created = await api.call("POST", "/targets", 201, json={
-        "name": "YouTube", "url": "rtmp://a.rtmp.youtube.com/live2", "stream_key": KEY})
+    created = await api.call(
+        "POST",
+        "/targets",
+        201,
+        json={"name": "YouTube", "url": "rtmp://a.rtmp.youtube.com/live2", "stream_key": KEY},
+    )
     assert created["stream_key"] == "••••" + KEY[-4:]
     target = f"/targets/{created['id']}"
     edited = await api.call("PATCH", target, 200, json={"name": "YouTube main"})
@@ -126,12 +151,21 @@ async def test_targets_crud_never_reveals_the_key(api: Api) -> None:
     assert [t["name"] for t in await api.call("GET", "/targets", 200)] == ["YouTube main"]
     assert (await api.call("GET", target, 200))["url"] == "rtmp://a.rtmp.youtube.com/live2"
     problems = {
-        "url: must start with rtmp:// or rtmps:// (got https://)":
-            {"name": "x", "url": "https://example.com/live", "stream_key": "k" * 12},
-        "stream_key: must not contain spaces or line breaks (check the copied text)":
-            {"name": "x", "url": "rtmp://h/app", "stream_key": "two words"},
-        "name: a target named 'YouTube main' already exists":
-            {"name": "YouTube main", "url": "rtmp://h/app", "stream_key": "k" * 12},
+        "url: must start with rtmp:// or rtmps:// (got https://)": {
+            "name": "x",
+            "url": "https://example.com/live",
+            "stream_key": "k" * 12,
+        },
+        "stream_key: must not contain spaces or line breaks (check the copied text)": {
+            "name": "x",
+            "url": "rtmp://h/app",
+            "stream_key": "two words",
+        },
+        "name: a target named 'YouTube main' already exists": {
+            "name": "YouTube main",
+            "url": "rtmp://h/app",
+            "stream_key": "k" * 12,
+        },
     }
     for message, body in problems.items():
         status = 409 if "already exists" in message else 400
@@ -143,15 +177,18 @@ async def test_targets_crud_never_reveals_the_key(api: Api) -> None:
 
 # ----------------------------------------------------------------------------- videos
 
+
 @pytest.mark.ffmpeg
 async def test_a_multi_megabyte_upload_is_streamed_to_disk(
-        api: Api, multistream: Multistream, tmp_path: Path) -> None:
+    api: Api, multistream: Multistream, tmp_path: Path
+) -> None:
     big = make_clip(tmp_path / "big.mp4", seconds=5, size="1280x720", video_kbps=12000)
     assert big.stat().st_size > 5_000_000
     tracemalloc.start()
     try:
-        video = await api.call("POST", "/videos", 201,
-                               data=upload_form(big, "Big Clip.mp4", video_kbps=16000))
+        video = await api.call(
+            "POST", "/videos", 201, data=upload_form(big, "Big Clip.mp4", video_kbps=16000)
+        )
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -166,7 +203,8 @@ async def test_a_multi_megabyte_upload_is_streamed_to_disk(
 
 @pytest.mark.ffmpeg
 async def test_bad_uploads_are_refused_or_rejected_with_the_reason(
-        api: Api, multistream: Multistream, media_set: MediaSet, tmp_path: Path) -> None:
+    api: Api, multistream: Multistream, media_set: MediaSet, tmp_path: Path
+) -> None:
     empty = await api.call("POST", "/videos", 400, data=upload_form(media_set.empty))
     assert empty["error"] == "file: the uploaded file is empty (0 bytes)"
     multistream.library.max_upload_bytes = 300_000
@@ -178,35 +216,53 @@ async def test_bad_uploads_are_refused_or_rejected_with_the_reason(
     assert "larger than the upload limit" in refused["error"]  # from Content-Length alone
     missing = aiohttp.FormData(default_to_multipart=True)
     missing.add_field("other", "x")
-    assert "multipart field named 'file'" in (
-        await api.call("POST", "/videos", 400, data=missing))["error"]
+    assert (
+        "multipart field named 'file'"
+        in (await api.call("POST", "/videos", 400, data=missing))["error"]
+    )
     text = await api.call("POST", "/videos", 201, data=upload_form(media_set.text))
     rejected = await wait_video(api, text["id"], "rejected", "ready")
     assert rejected["status"] == "rejected" and "not a video file" in rejected["reason"]
-    sneaky = await api.call("POST", "/videos", 201,
-                            data=upload_form(media_set.clip_a, "../../../../tmp/evil.mp4"))
+    sneaky = await api.call(
+        "POST", "/videos", 201, data=upload_form(media_set.clip_a, "../../../../tmp/evil.mp4")
+    )
     assert sneaky["label"] == "evil.mp4" and not Path("/tmp/evil.mp4").exists()
     assert not list(tmp_path.glob("**/evil.mp4"))
     await wait_video(api, sneaky["id"], "ready")
     imported = await api.call("POST", "/videos", 201, json={"path": str(media_set.clip_b)})
     assert imported["source"] == "import" and imported["label"] == "clip_b.mp4"
-    assert "is not absolute" in (await api.call("POST", "/videos", 400,
-                                                json={"path": "x.mp4"}))["error"]
+    assert (
+        "is not absolute"
+        in (await api.call("POST", "/videos", 400, json={"path": "x.mp4"}))["error"]
+    )
     assert not [p for p in multistream.library.folder.glob(".incoming/*")]
 
 
 # ----------------------------------------------------------------------------- jobs
+
 
 @pytest.mark.ffmpeg
 async def test_jobs_show_live_state_per_target(api: Api, media_set: MediaSet) -> None:
     video = await api.call("POST", "/videos", 201, json={"path": str(media_set.ready)})
     await wait_video(api, video["id"], "ready")
     async with RtmpServer() as server:
-        ids = [(await api.call("POST", "/targets", 201, json={
-            "name": f"t{i}", "url": server.url, "stream_key": f"{KEY}{i}"}))["id"]
-            for i in (1, 2)]
-        job = await api.call("POST", "/jobs", 201, json={
-            "name": "api job", "videos": [video["id"]], "targets": ids, "loop": "forever"})
+        ids = [
+            (
+                await api.call(
+                    "POST",
+                    "/targets",
+                    201,
+                    json={"name": f"t{i}", "url": server.url, "stream_key": f"{KEY}{i}"},
+                )
+            )["id"]
+            for i in (1, 2)
+        ]
+        job = await api.call(
+            "POST",
+            "/jobs",
+            201,
+            json={"name": "api job", "videos": [video["id"]], "targets": ids, "loop": "forever"},
+        )
         assert job["state"] == "stopped" and job["loop"] == "forever"
         started = await api.call("POST", f"/jobs/{job['id']}/start", 200)
         assert started["desired"] == "running"
@@ -217,16 +273,25 @@ async def test_jobs_show_live_state_per_target(api: Api, media_set: MediaSet) ->
         await asyncio.sleep(1.2)
         body = await api.call("GET", f"/jobs/{job['id']}", 200)
         first = body["targets"][0]
-        for field in ("state", "uptime_s", "bitrate_kbps", "fps", "speed", "restarts",
-                      "last_error", "failure_class", "next_retry_at"):
+        for field in (
+            "state",
+            "uptime_s",
+            "bitrate_kbps",
+            "fps",
+            "speed",
+            "restarts",
+            "last_error",
+            "failure_class",
+            "next_retry_at",
+        ):
             assert field in first
         assert first["uptime_s"] > 0 and first["bitrate_kbps"] and first["speed"]
         one = await api.call("POST", f"/jobs/{job['id']}/targets/{ids[1]}/stop", 200)
         assert [t["state"] for t in one["targets"]] == ["live", "stopped"]
         assert one["state"] == "live"
-        assert (await api.call("PATCH", f"/jobs/{job['id']}", 409,
-                               json={"videos": [video["id"]]}))["error"].startswith(
-            "videos: stop the job before changing")
+        assert (await api.call("PATCH", f"/jobs/{job['id']}", 409, json={"videos": [video["id"]]}))[
+            "error"
+        ].startswith("videos: stop the job before changing")
         stopped = await api.call("POST", f"/jobs/{job['id']}/stop", 200)
         assert stopped["state"] == "stopped"
         assert len(await api.call("GET", "/jobs", 200)) == 1
@@ -239,8 +304,12 @@ async def test_openapi_describes_every_route(api: Api) -> None:
         assert resp.status == 200
         doc = await resp.json()
     assert doc == build_openapi() and doc["openapi"].startswith("3.")
-    described = {(method.upper(), path) for path, item in doc["paths"].items()
-                 for method in item if method != "parameters"}
+    described = {
+        (method.upper(), path)
+        for path, item in doc["paths"].items()
+        for method in item
+        if method != "parameters"
+    }
     routed = {(method, path.replace(":\\d+", "")) for method, path, _ in ROUTES}
     assert described == routed
     for method, path in described:
@@ -252,7 +321,8 @@ async def test_export_streams_the_same_rows_as_the_cli(api: Api, db: Database) -
     await db.pool.execute(
         "INSERT INTO twitch_events (message_id, subscription_type, subscription_version, "
         "channel_id, occurred_at, payload) VALUES ('m1', 'channel.cheer', '1', 'c1', "
-        "'2026-06-01T20:30:00Z', '{\"event\": {\"bits\": 100}}')")
+        "'2026-06-01T20:30:00Z', '{\"event\": {\"bits\": 100}}')"
+    )
     query = "/api/v1/export/events?from=2026-06-01&to=2026-06-01&channel=c1"
     async with api.client.get(query, headers=AUTH) as resp:
         assert resp.status == 200 and resp.content_type == "text/csv"
@@ -265,12 +335,15 @@ async def test_export_streams_the_same_rows_as_the_cli(api: Api, db: Database) -
         assert [row["message_id"] for row in await resp.json()] == ["m1"]
 
 
-@pytest.mark.parametrize("query, message", [
-    ("events?from=yesterday", "from 'yesterday': expected a day"),
-    ("events?format=xml", "unknown export format 'xml'"),
-    ("streams", "unknown export 'streams'"),
-    ("series?bucket=fortnight", "unknown bucket 'fortnight'"),
-])
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ("events?from=yesterday", "from 'yesterday': expected a day"),
+        ("events?format=xml", "unknown export format 'xml'"),
+        ("streams", "unknown export 'streams'"),
+        ("series?bucket=fortnight", "unknown bucket 'fortnight'"),
+    ],
+)
 async def test_export_refuses_bad_parameters_in_words(api: Api, query: str, message: str) -> None:
     async with api.client.get(f"/api/v1/export/{query}", headers=AUTH) as resp:
         assert resp.status == 400

@@ -22,18 +22,43 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "streamerhub"
 
 EVENT_LOG = {
-    "twitch_events", "twitch_follows", "twitch_subscriptions", "twitch_cheers", "twitch_raids",
-    "twitch_redemptions", "twitch_streams", "twitch_channel_updates", "twitch_goals",
-    "twitch_hype_trains", "twitch_polls", "twitch_predictions", "dead_letters", "eventsub_gaps",
+    "twitch_events",
+    "twitch_follows",
+    "twitch_subscriptions",
+    "twitch_cheers",
+    "twitch_raids",
+    "twitch_redemptions",
+    "twitch_streams",
+    "twitch_channel_updates",
+    "twitch_goals",
+    "twitch_hype_trains",
+    "twitch_polls",
+    "twitch_predictions",
+    "dead_letters",
+    "eventsub_gaps",
 }
 # wing (a package, or a top-level module) -> the tables whose SQL lives there.
 OWNERS: dict[str, set[str]] = {
     "bot": {"twitch_channels", "eventsub_subscriptions"},
     "events": EVENT_LOG,
-    "analytics": {"analytics_event_rollup", "analytics_viewer_rollup", "stream_sessions",
-                  "viewer_samples", "viewer_sample_gaps", "twitch_totals", "follower_checks"},
-    "ffmpeg": {"videos", "stream_targets", "stream_jobs", "stream_job_videos",
-               "stream_job_targets", "stream_runs", "stream_channel_updates"},
+    "analytics": {
+        "analytics_event_rollup",
+        "analytics_viewer_rollup",
+        "stream_sessions",
+        "viewer_samples",
+        "viewer_sample_gaps",
+        "twitch_totals",
+        "follower_checks",
+    },
+    "ffmpeg": {
+        "videos",
+        "stream_targets",
+        "stream_jobs",
+        "stream_job_videos",
+        "stream_job_targets",
+        "stream_runs",
+        "stream_channel_updates",
+    },
     "web": {"web_users", "web_sessions"},
     "db.py": {"schema_migrations"},
 }
@@ -55,8 +80,11 @@ def sql_strings(path: Path) -> list[tuple[int, str]]:
     for tok in tokens:
         if tok.type == tokenize.STRING and SQL.search(tok.string):
             found.append((tok.start[0], tok.string))
-        elif sys.version_info >= (3, 12) and tok.type == tokenize.FSTRING_MIDDLE \
-                and SQL.search(tok.string):
+        elif (
+            sys.version_info >= (3, 12)
+            and tok.type == tokenize.FSTRING_MIDDLE
+            and SQL.search(tok.string)
+        ):
             found.append((tok.start[0], tok.string))
     return found
 
@@ -76,8 +104,9 @@ def ownership_violations(root: Path = PACKAGE) -> list[str]:
                     continue
                 if table in READS.get(wing, set()) and table not in written:
                     continue
-                problems.append(f"{path.relative_to(root)}:{line} names {table} "
-                                f"(owned by {owner_of[table]}/)")
+                problems.append(
+                    f"{path.relative_to(root)}:{line} names {table} (owned by {owner_of[table]}/)"
+                )
     return problems
 
 
@@ -108,23 +137,34 @@ def test_every_table_of_the_schema_has_an_owner() -> None:
 
 
 def test_import_contracts_hold() -> None:
-    run = subprocess.run([sys.executable, "-m", "importlinter.cli", "--no-cache"], cwd=ROOT,
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "importlinter.cli", "--no-cache"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     if "No module named importlinter.cli" in run.stderr:
-        run = subprocess.run([str(Path(sys.executable).with_name("lint-imports")), "--no-cache"],
-                             cwd=ROOT, capture_output=True, text=True)
+        run = subprocess.run(
+            [str(Path(sys.executable).with_name("lint-imports")), "--no-cache"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
 
 
 def test_the_daemon_without_demo_never_loads_the_fake_twitch(tmp_path: Path) -> None:
-    script = ("import sys\n"
-              "from streamerhub.config import load_settings\n"
-              "from streamerhub.app import build_app\n"
-              "import streamerhub.commands.main\n"
-              f"build_app(load_settings(None, {str(tmp_path)!r}))\n"
-              "print(sorted(m for m in sys.modules if m.startswith('streamerhub.fake_twitch')))\n")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         cwd=ROOT, timeout=60)
+    script = (
+        "import sys\n"
+        "from streamerhub.config import load_settings\n"
+        "from streamerhub.app import build_app\n"
+        "import streamerhub.commands.main\n"
+        f"build_app(load_settings(None, {str(tmp_path)!r}))\n"
+        "print(sorted(m for m in sys.modules if m.startswith('streamerhub.fake_twitch')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
@@ -137,8 +177,11 @@ def test_nothing_in_the_repository_points_outside_it(pattern: str) -> None:
     hits = []
     for name in tracked.stdout.split():
         path = ROOT / name
-        if path.suffix in {".py", ".md", ".toml", ".sql", ".html", ".js", ".css", ".sh", ""} \
-                and path.is_file() and path.name != Path(__file__).name:
+        if (
+            path.suffix in {".py", ".md", ".toml", ".sql", ".html", ".js", ".css", ".sh", ""}
+            and path.is_file()
+            and path.name != Path(__file__).name
+        ):
             text = path.read_text(errors="replace")
             if re.search(pattern, text):
                 hits.append(name)

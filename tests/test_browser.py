@@ -30,9 +30,16 @@ from streamerhub.fake_twitch import FakeTwitch
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 NOW = dt.datetime.now(dt.timezone.utc)
 
@@ -52,8 +59,9 @@ async def chromium(*extra_args: str) -> AsyncIterator[Any]:
 
     require_chromium()
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM,
-                                           args=[*CHROMIUM_ARGS, *extra_args])
+        browser = await pw.chromium.launch(
+            executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *extra_args]
+        )
         try:
             yield browser
         finally:
@@ -68,8 +76,14 @@ async def new_page(browser: Any) -> Any:
     page = await context.new_page()
     page.set_default_timeout(15_000)
     page.on("pageerror", lambda exc: PROBLEMS.append(f"{page.url}: {exc}"))
-    page.on("console", lambda msg: PROBLEMS.append(f"{page.url}: {msg.text}")
-            if msg.type == "error" and "Failed to load resource" not in msg.text else None)
+    page.on(
+        "console",
+        lambda msg: (
+            PROBLEMS.append(f"{page.url}: {msg.text}")
+            if msg.type == "error" and "Failed to load resource" not in msg.text
+            else None
+        ),
+    )
     return page
 
 
@@ -105,6 +119,7 @@ async def become_owner(page: Any, daemon: Any) -> None:
 
 # ----------------------------------------------------------------------------- seeding
 
+
 async def seed(db_url: str, data_dir: Path, fake: FakeTwitch) -> None:
     """History for channel 1000, and its tokens sealed under the daemon's future master key."""
     db = Database(await create_pool(db_url, 2), db_url)
@@ -113,22 +128,51 @@ async def seed(db_url: str, data_dir: Path, fake: FakeTwitch) -> None:
         key = secrets.token_bytes(32)
         write_key_file(data_dir / "master.key", key)
         token = fake.state.issue_token("1000", client_id=fake.client_id)
-        await TokenStore(db, Keyring(key)).save_login("1000", "streamer", "Streamer",
-                                                      Grant.from_json(token.grant_json()))
+        await TokenStore(db, Keyring(key)).save_login(
+            "1000", "streamer", "Streamer", Grant.from_json(token.grant_json())
+        )
         start = NOW - dt.timedelta(days=20)
         items = [notification("stream.online", start, id="stream-old")]
-        items += [notification("channel.follow", start + dt.timedelta(minutes=i),
-                               user_id=str(8000 + i), user_login=f"fan{i}", user_name=f"Fan{i}")
-                  for i in range(40)]
-        items += [notification("channel.cheer", start + dt.timedelta(minutes=50), bits=2500,
-                               user_login="big_cheerer", user_name="Big_Cheerer"),
-                  notification("channel.subscription.gift", start + dt.timedelta(minutes=55),
-                               total=10, user_login="generous", user_name="Generous"),
-                  notification("stream.offline", start + dt.timedelta(hours=2)),
-                  notification("channel.follow", NOW - dt.timedelta(minutes=20),
-                               user_id="9001", user_login="today_fan", user_name="Today_Fan"),
-                  notification("channel.subscribe", NOW - dt.timedelta(minutes=10),
-                               user_login="new_sub", user_name="New_Sub")]
+        items += [
+            notification(
+                "channel.follow",
+                start + dt.timedelta(minutes=i),
+                user_id=str(8000 + i),
+                user_login=f"fan{i}",
+                user_name=f"Fan{i}",
+            )
+            for i in range(40)
+        ]
+        items += [
+            notification(
+                "channel.cheer",
+                start + dt.timedelta(minutes=50),
+                bits=2500,
+                user_login="big_cheerer",
+                user_name="Big_Cheerer",
+            ),
+            notification(
+                "channel.subscription.gift",
+                start + dt.timedelta(minutes=55),
+                total=10,
+                user_login="generous",
+                user_name="Generous",
+            ),
+            notification("stream.offline", start + dt.timedelta(hours=2)),
+            notification(
+                "channel.follow",
+                NOW - dt.timedelta(minutes=20),
+                user_id="9001",
+                user_login="today_fan",
+                user_name="Today_Fan",
+            ),
+            notification(
+                "channel.subscribe",
+                NOW - dt.timedelta(minutes=10),
+                user_login="new_sub",
+                user_name="New_Sub",
+            ),
+        ]
         await store_events(db, data_dir / "seed", items)
         await add_samples(db, "stream-old", start, [12, 30, 48, 55, 61, 58, 40, 33] * 15)
     finally:
@@ -136,9 +180,11 @@ async def seed(db_url: str, data_dir: Path, fake: FakeTwitch) -> None:
 
 
 def daemon_config(db_url: str, fake: FakeTwitch) -> str:
-    return (f'[database]\nurl = "{db_url}"\n'
-            f'[twitch]\nclient_id = "{fake.client_id}"\napi_url = "{fake.api_url}"\n'
-            f'auth_url = "{fake.auth_url}"\neventsub_url = "{fake.ws_url}"\n')
+    return (
+        f'[database]\nurl = "{db_url}"\n'
+        f'[twitch]\nclient_id = "{fake.client_id}"\napi_url = "{fake.api_url}"\n'
+        f'auth_url = "{fake.auth_url}"\neventsub_url = "{fake.ws_url}"\n'
+    )
 
 
 async def card_text(page: Any, key: str) -> str:
@@ -147,8 +193,10 @@ async def card_text(page: Any, key: str) -> str:
 
 # ----------------------------------------------------------------------------- owner journey
 
-async def test_owner_journey_feed_periods_and_guards(daemon_factory, db_url: str,
-                                                     tmp_path: Path) -> None:
+
+async def test_owner_journey_feed_periods_and_guards(
+    daemon_factory, db_url: str, tmp_path: Path
+) -> None:
     require_chromium()
     async with FakeTwitch() as fake:
         daemon = daemon_factory(daemon_config(db_url, fake))
@@ -171,9 +219,12 @@ async def test_owner_journey_feed_periods_and_guards(daemon_factory, db_url: str
             assert "2,500" in await card_text(page, "bits")
             await shot(page, "03-overview-all-time")
 
-            for path, name in (("/events", "05-events"), ("/streams", "06-streams"),
-                               ("/streams/1000/stream-old", "07-stream"),
-                               ("/settings", "08-settings")):
+            for path, name in (
+                ("/events", "05-events"),
+                ("/streams", "06-streams"),
+                ("/streams/1000/stream-old", "07-stream"),
+                ("/settings", "08-settings"),
+            ):
                 response = await page.goto(daemon.url + path)
                 assert response.status == 200, path
                 await shot(page, name)
@@ -202,8 +253,11 @@ async def test_owner_journey_feed_periods_and_guards(daemon_factory, db_url: str
             await page.goto(f"{daemon.url}/?period=day")
             await page.wait_for_selector("#feed-status.live")
             await wait_for_bot(fake)
-            await post_fake(fake, "channel.cheer", {"user_login": "feed_test", "bits": 4321,
-                                                    "user_name": "Feed_Test"})
+            await post_fake(
+                fake,
+                "channel.cheer",
+                {"user_login": "feed_test", "bits": 4321, "user_name": "Feed_Test"},
+            )
             await page.wait_for_selector("#feed li:has-text('cheered 4321 bits')", timeout=5000)
             await shot(page, "04-overview-live-feed")
 
@@ -248,8 +302,11 @@ async def wait_for_bot(fake: FakeTwitch, timeout: float = 20) -> None:
         while loop.time() < deadline:
             async with http.get(f"{fake.url}/_fake/state") as resp:
                 state = await resp.json()
-            subs = [s for s in state.get("subscriptions", [])
-                    if s.get("type") == "channel.cheer" and s.get("status") == "enabled"]
+            subs = [
+                s
+                for s in state.get("subscriptions", [])
+                if s.get("type") == "channel.cheer" and s.get("status") == "enabled"
+            ]
             if subs:
                 return
             await asyncio.sleep(0.2)
@@ -261,13 +318,15 @@ async def post_fake(fake: FakeTwitch, sub_type: str, overrides: dict[str, Any]) 
 
     version, event = sample_event(sub_type, **overrides)
     async with aiohttp.ClientSession() as http:
-        async with http.post(f"{fake.url}/_fake/events", json={
-                "subscription_type": sub_type, "subscription_version": version,
-                "event": event}) as resp:
+        async with http.post(
+            f"{fake.url}/_fake/events",
+            json={"subscription_type": sub_type, "subscription_version": version, "event": event},
+        ) as resp:
             assert resp.status == 200 and (await resp.json())["delivered"] >= 1
 
 
 # ----------------------------------------------------------------------------- multistream
+
 
 async def test_upload_job_live_and_stop(daemon_factory, db_url: str, tmp_path: Path) -> None:
     require_chromium()
@@ -305,8 +364,9 @@ async def test_upload_job_live_and_stop(daemon_factory, db_url: str, tmp_path: P
             assert "100" in (await page.get_attribute("#upload-progress", "value") or "")
             await page.set_input_files("#upload-file", str(bogus))
             await page.click("#upload-form button[type=submit]")
-            await page.wait_for_selector("#videos-table .state-rejected, #upload-error:not([hidden])",
-                                         timeout=30_000)
+            await page.wait_for_selector(
+                "#videos-table .state-rejected, #upload-error:not([hidden])", timeout=30_000
+            )
             await shot(page, "13-multistream-library")
 
             # A job to the local RTMP listener: the target goes live, then stop it.
@@ -331,6 +391,7 @@ async def test_upload_job_live_and_stop(daemon_factory, db_url: str, tmp_path: P
 
 # ----------------------------------------------------------------------------- demo
 
+
 async def test_demo_mode_is_alive_and_separate(tmp_path: Path) -> None:
     """`streamerhub run --demo`: simulated Twitch, its own database, a banner on every page."""
     import asyncio
@@ -347,10 +408,23 @@ async def test_demo_mode_is_alive_and_separate(tmp_path: Path) -> None:
     log = tmp_path / "demo.log"
     env = {**os.environ, "STREAMERHUB_WEB_PORT": str(port), "STREAMERHUB_LOG_FORMAT": "json"}
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "streamerhub", "run", "--demo",
-                                 "--config", str(tmp_path / "config.toml"), "--data-dir",
-                                 str(data)], stdout=out, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streamerhub",
+                "run",
+                "--demo",
+                "--config",
+                str(tmp_path / "config.toml"),
+                "--data-dir",
+                str(data),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
     try:
         token_file = data / "demo" / "setup-token"
         deadline = time.monotonic() + 60

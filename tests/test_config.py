@@ -24,8 +24,11 @@ def test_defaults_bind_localhost_8080(tmp_path: Path) -> None:
 
 
 def test_file_then_env_override(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, '[web]\nport = 9000\n[general]\ntimezone = "Europe/Paris"\n',
-                             STREAMERHUB_WEB_PORT="9100")
+    settings = make_settings(
+        tmp_path,
+        '[web]\nport = 9000\n[general]\ntimezone = "Europe/Paris"\n',
+        STREAMERHUB_WEB_PORT="9100",
+    )
     assert settings.web.port == 9100
     assert settings.general.timezone == "Europe/Paris"
 
@@ -33,20 +36,24 @@ def test_file_then_env_override(tmp_path: Path) -> None:
 def test_database_url_env_and_ours_wins(tmp_path: Path) -> None:
     s = make_settings(tmp_path, DATABASE_URL="postgresql://a@h/db")
     assert s.database.url == "postgresql://a@h/db"
-    s = make_settings(tmp_path, DATABASE_URL="postgresql://a@h/db",
-                      STREAMERHUB_DATABASE_URL="postgresql://b@h/db")
+    s = make_settings(
+        tmp_path, DATABASE_URL="postgresql://a@h/db", STREAMERHUB_DATABASE_URL="postgresql://b@h/db"
+    )
     assert s.database.url == "postgresql://b@h/db"
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("[web]\nprot = 1\n", "unknown setting web.prot"),
-    ("[webb]\nport = 1\n", "unknown section [webb]"),
-    ("[web]\nport = \"x\"\n", "web.port = 'x' must be a int"),
-    ("[web]\nport = 70000\n", "web.port = 70000 must be between 1 and 65535"),
-    ("[general]\ntimezone = \"Mars/Base\"\n", "general.timezone = 'Mars/Base' is not an IANA"),
-    ("[database]\nurl = \"mysql://x\"\n", "database.url = 'mysql://x' must be a URL"),
-    ("[web]\nport = = 3\n", "line 2"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("[web]\nprot = 1\n", "unknown setting web.prot"),
+        ("[webb]\nport = 1\n", "unknown section [webb]"),
+        ('[web]\nport = "x"\n', "web.port = 'x' must be a int"),
+        ("[web]\nport = 70000\n", "web.port = 70000 must be between 1 and 65535"),
+        ('[general]\ntimezone = "Mars/Base"\n', "general.timezone = 'Mars/Base' is not an IANA"),
+        ('[database]\nurl = "mysql://x"\n', "database.url = 'mysql://x' must be a URL"),
+        ("[web]\nport = = 3\n", "line 2"),
+    ],
+)
 def test_bad_config_names_key_and_value(tmp_path: Path, text: str, expected: str) -> None:
     with pytest.raises(ConfigError, match=None) as info:
         make_settings(tmp_path, text)
@@ -103,8 +110,10 @@ def test_each_section_view_has_exactly_the_settings_of_its_section() -> None:
     assert set(SECTIONS) == {s.section for s in SETTINGS}
     for name, view in SECTIONS.items():
         hints = typing.get_type_hints(view)
-        declared = {f.name: typing.get_origin(hints[f.name]) or hints[f.name]
-                    for f in dataclasses.fields(view)}
+        declared = {
+            f.name: typing.get_origin(hints[f.name]) or hints[f.name]
+            for f in dataclasses.fields(view)
+        }
         assert declared == {s.key: s.type for s in SETTINGS if s.section == name}, name
 
 

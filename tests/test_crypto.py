@@ -70,7 +70,9 @@ async def test_rotation_reseals_every_secret(tmp_path: Path, db: Database) -> No
     async with db.pool.acquire() as conn:
         await conn.execute(
             "INSERT INTO twitch_channels (channel_id, login, display_name, access_token_sealed)"
-            " VALUES ('1000', 'streamer', 'Streamer', $1)", ring.seal("tok-abcdef", aad))
+            " VALUES ('1000', 'streamer', 'Streamer', $1)",
+            ring.seal("tok-abcdef", aad),
+        )
     new, count = await rotate_master_key(db, tmp_path, ring)
     assert count == 1 and new.current != ring.current
     blob = await db.pool.fetchval("SELECT access_token_sealed FROM twitch_channels")

@@ -18,9 +18,17 @@ from streamerhub.db import _pid_alive, load_migrations, postmaster_pid
 pytestmark = pytest.mark.e2e
 
 
-def _cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "streamerhub", *args], capture_output=True,
-                          text=True, timeout=120, env=env, cwd=cwd or Path(__file__).parent)
+def _cli(
+    *args: str, env: dict | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streamerhub", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=cwd or Path(__file__).parent,
+    )
 
 
 def _psql(url: str, sql: str) -> str:
@@ -55,8 +63,13 @@ def test_run_health_and_clean_sigterm(daemon_factory) -> None:
 
 def test_kill_9_then_restart_keeps_committed_data(daemon_factory) -> None:
     first = daemon_factory().start()
-    url = _cli("db", "url", "--config", str(first.config), "--data-dir", str(first.data_dir)).stdout.strip()
-    _psql(url, "INSERT INTO dead_letters (source, reason, raw) VALUES ('test', 'marker', 'before-kill')")
+    url = _cli(
+        "db", "url", "--config", str(first.config), "--data-dir", str(first.data_dir)
+    ).stdout.strip()
+    _psql(
+        url,
+        "INSERT INTO dead_letters (source, reason, raw) VALUES ('test', 'marker', 'before-kill')",
+    )
     first.signal(signal.SIGKILL)
     first.wait(10)
 
@@ -109,8 +122,11 @@ def test_check_and_db_commands(tmp_path: Path) -> None:
     status = _cli("db", "status", "--data-dir", data)
     assert "pending  0001_foundation" in status.stdout
     count = len(load_migrations())
-    assert _cli("db", "upgrade", "--data-dir", data).stdout.strip().endswith(
-        f"{count} migration(s) applied")
+    assert (
+        _cli("db", "upgrade", "--data-dir", data)
+        .stdout.strip()
+        .endswith(f"{count} migration(s) applied")
+    )
     assert _cli("db", "upgrade", "--data-dir", data).stdout.strip() == "schema is up to date"
     assert "applied  0001_foundation" in _cli("db", "status", "--data-dir", data).stdout
     url = _cli("db", "url", "--data-dir", data).stdout.strip()
@@ -119,8 +135,12 @@ def test_check_and_db_commands(tmp_path: Path) -> None:
 
 
 def test_check_fails_on_unreachable_database(tmp_path: Path) -> None:
-    env = {"PATH": "/usr/bin:/bin", "STREAMERHUB_DATABASE_URL": "postgresql://u@127.0.0.1:1/x",
-           "STREAMERHUB_DATABASE_CONNECT_TIMEOUT": "1", "HOME": str(tmp_path)}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "STREAMERHUB_DATABASE_URL": "postgresql://u@127.0.0.1:1/x",
+        "STREAMERHUB_DATABASE_CONNECT_TIMEOUT": "1",
+        "HOME": str(tmp_path),
+    }
     result = _cli("check", "--data-dir", str(tmp_path / "d"), env=env)
     assert result.returncode == 1
     assert "FAIL  database: database postgresql://u@127.0.0.1:1/x unreachable" in result.stdout

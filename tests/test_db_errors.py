@@ -21,7 +21,8 @@ def _old_database_down(exc: BaseException) -> bool:
         return True
     name, module = type(exc).__name__, type(exc).__module__
     return module.startswith("asyncpg") and any(
-        word in name for word in ("Connection", "CannotConnect", "InterfaceError"))
+        word in name for word in ("Connection", "CannotConnect", "InterfaceError")
+    )
 
 
 def _old_is_transient(exc: BaseException) -> bool:
@@ -30,8 +31,9 @@ def _old_is_transient(exc: BaseException) -> bool:
     state = getattr(exc, "sqlstate", None)
     if isinstance(state, str) and state:
         return state[:2] not in ("22", "23", "54")
-    return (type(exc).__module__.startswith("asyncpg")
-            and not isinstance(exc, (ValueError, TypeError)))
+    return type(exc).__module__.startswith("asyncpg") and not isinstance(
+        exc, (ValueError, TypeError)
+    )
 
 
 def _asyncpg_exception_classes() -> list[type[BaseException]]:
@@ -39,9 +41,12 @@ def _asyncpg_exception_classes() -> list[type[BaseException]]:
     for name, module in list(sys.modules.items()):
         if name.startswith("asyncpg") and module is not None:
             for value in vars(module).values():
-                if (inspect.isclass(value) and issubclass(value, BaseException)
-                        and value.__module__.startswith("asyncpg")
-                        and not value.__name__.startswith("_")):  # internal retry signals
+                if (
+                    inspect.isclass(value)
+                    and issubclass(value, BaseException)
+                    and value.__module__.startswith("asyncpg")
+                    and not value.__name__.startswith("_")
+                ):  # internal retry signals
                     found.add(value)
     return sorted(found, key=lambda cls: (cls.__module__, cls.__name__))
 
@@ -61,22 +66,25 @@ def test_same_verdict_as_the_string_rules(cls: type[BaseException]) -> None:
     assert is_transient(exc) == _old_is_transient(exc)
 
 
-@pytest.mark.parametrize("exc, connection, transient", [
-    (ConnectionRefusedError(111, "refused"), True, True),
-    (TimeoutError(), True, True),
-    (asyncpg.InterfaceError("pool is closed"), True, True),
-    (asyncpg.ConnectionDoesNotExistError("connection was closed"), True, True),
-    (asyncpg.CannotConnectNowError("the database system is starting up"), True, True),
-    (asyncpg.TooManyConnectionsError("too many clients"), True, True),
-    (asyncpg.DeadlockDetectedError("deadlock"), False, True),
-    (asyncpg.UndefinedTableError("no such table"), False, True),
-    (asyncpg.UniqueViolationError("duplicate key"), False, False),
-    (asyncpg.StringDataRightTruncationError("too long"), False, False),
-    (asyncpg.ProgramLimitExceededError("jsonb too deep"), False, False),
-    (asyncpg.DataError("invalid input for query argument"), False, False),
-    (ValueError("not a database error"), False, False),
-    (RuntimeError("a bug"), False, False),
-])
+@pytest.mark.parametrize(
+    "exc, connection, transient",
+    [
+        (ConnectionRefusedError(111, "refused"), True, True),
+        (TimeoutError(), True, True),
+        (asyncpg.InterfaceError("pool is closed"), True, True),
+        (asyncpg.ConnectionDoesNotExistError("connection was closed"), True, True),
+        (asyncpg.CannotConnectNowError("the database system is starting up"), True, True),
+        (asyncpg.TooManyConnectionsError("too many clients"), True, True),
+        (asyncpg.DeadlockDetectedError("deadlock"), False, True),
+        (asyncpg.UndefinedTableError("no such table"), False, True),
+        (asyncpg.UniqueViolationError("duplicate key"), False, False),
+        (asyncpg.StringDataRightTruncationError("too long"), False, False),
+        (asyncpg.ProgramLimitExceededError("jsonb too deep"), False, False),
+        (asyncpg.DataError("invalid input for query argument"), False, False),
+        (ValueError("not a database error"), False, False),
+        (RuntimeError("a bug"), False, False),
+    ],
+)
 def test_examples(exc: BaseException, connection: bool, transient: bool) -> None:
     assert is_connection_error(exc) is connection
     assert is_transient(exc) is transient

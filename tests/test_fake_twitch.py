@@ -49,14 +49,19 @@ async def close_code(ws, timeout: float = 3.0) -> int:
         assert msg.type is aiohttp.WSMsgType.TEXT, msg
 
 
-async def subscribe(http, fake, session_id, sub_type="channel.follow", condition=None,
-                    version=None, token=None):
-    body = {"type": sub_type, "version": version or _version(sub_type),
-            "condition": condition or (FOLLOW if sub_type == "channel.follow"
-                                       else {"broadcaster_user_id": "1000"}),
-            "transport": {"method": "websocket", "session_id": session_id}}
-    async with http.post(f"{fake.api_url}/eventsub/subscriptions", json=body,
-                         headers=helix_headers(fake, token)) as resp:
+async def subscribe(
+    http, fake, session_id, sub_type="channel.follow", condition=None, version=None, token=None
+):
+    body = {
+        "type": sub_type,
+        "version": version or _version(sub_type),
+        "condition": condition
+        or (FOLLOW if sub_type == "channel.follow" else {"broadcaster_user_id": "1000"}),
+        "transport": {"method": "websocket", "session_id": session_id},
+    }
+    async with http.post(
+        f"{fake.api_url}/eventsub/subscriptions", json=body, headers=helix_headers(fake, token)
+    ) as resp:
         return resp.status, await resp.json()
 
 
@@ -72,8 +77,12 @@ async def control(http, fake, name: str, body: dict) -> dict:
 
 async def post_event(http, fake, sub_type: str, **overrides) -> dict:
     version, event = sample_event(sub_type, **overrides)
-    return await control(http, fake, "events", {"subscription_type": sub_type,
-                                                "subscription_version": version, "event": event})
+    return await control(
+        http,
+        fake,
+        "events",
+        {"subscription_type": sub_type, "subscription_version": version, "event": event},
+    )
 
 
 def session_id(welcome: dict) -> str:
@@ -81,6 +90,7 @@ def session_id(welcome: dict) -> str:
 
 
 # --- EventSub WebSocket ------------------------------------------------------------------------
+
 
 async def test_welcome_then_keepalive_after_the_timeout(http):
     async with FakeTwitch(keepalive_default=1) as fake:
@@ -167,6 +177,7 @@ async def test_stalled_server_stops_keepalives_until_resumed(http):
 
 # --- Subscriptions -------------------------------------------------------------------------
 
+
 async def test_subscribe_answers_like_helix(http):
     async with FakeTwitch() as fake:
         ws, welcome = await connect(http, fake.ws_url)
@@ -185,13 +196,15 @@ async def test_subscribe_answers_like_helix(http):
             assert (await subscribe(http, fake, sid, hype, version="1"))[0] == 400  # withdrawn
             assert (await subscribe(http, fake, sid, hype, version="2"))[0] == 202
 
-            await control(http, fake, "token", {"access_token": fake.token,
-                                                "scopes": ["bits:read"]})
+            await control(
+                http, fake, "token", {"access_token": fake.token, "scopes": ["bits:read"]}
+            )
             assert (await subscribe(http, fake, sid, "channel.subscribe"))[0] == 403
             assert (await subscribe(http, fake, sid, "channel.cheer"))[0] == 202
             await control(http, fake, "token", {"access_token": fake.token, "expired": True})
-            assert (await subscribe(http, fake, sid, "channel.raid",
-                                    {"to_broadcaster_user_id": "1000"}))[0] == 401
+            assert (
+                await subscribe(http, fake, sid, "channel.raid", {"to_broadcaster_user_id": "1000"})
+            )[0] == 401
         finally:
             await ws.close()
 
@@ -201,30 +214,55 @@ async def test_event_goes_only_to_matching_conditions(http):
         ws_in, welcome_in = await connect(http, fake.ws_url)
         ws_out, welcome_out = await connect(http, fake.ws_url)
         try:
-            await subscribe(http, fake, session_id(welcome_in), "channel.raid",
-                            {"to_broadcaster_user_id": "1000"})
-            await subscribe(http, fake, session_id(welcome_out), "channel.raid",
-                            {"from_broadcaster_user_id": "1000"})
+            await subscribe(
+                http,
+                fake,
+                session_id(welcome_in),
+                "channel.raid",
+                {"to_broadcaster_user_id": "1000"},
+            )
+            await subscribe(
+                http,
+                fake,
+                session_id(welcome_out),
+                "channel.raid",
+                {"from_broadcaster_user_id": "1000"},
+            )
             version, event = sample_event("channel.raid", viewers=77)
-            answer = await control(http, fake, "events", {
-                "subscription_type": "channel.raid", "subscription_version": version,
-                "event": event, "message_id": "fixed-id-1"})
+            answer = await control(
+                http,
+                fake,
+                "events",
+                {
+                    "subscription_type": "channel.raid",
+                    "subscription_version": version,
+                    "event": event,
+                    "message_id": "fixed-id-1",
+                },
+            )
             assert answer == {"delivered": 1, "message_ids": ["fixed-id-1"]}
             frame = await next_frame(ws_in)
             assert frame["metadata"]["message_id"] == "fixed-id-1"
             assert frame["metadata"]["subscription_type"] == "channel.raid"
             assert frame["metadata"]["subscription_version"] == "1"
             assert frame["payload"]["event"] == event
-            assert frame["payload"]["subscription"]["transport"]["session_id"] == \
-                session_id(welcome_in)
+            assert frame["payload"]["subscription"]["transport"]["session_id"] == session_id(
+                welcome_in
+            )
 
-            sent = await post_event(http, fake, "channel.raid", from_broadcaster_user_id="1000",
-                                    to_broadcaster_user_id="4242")
+            sent = await post_event(
+                http,
+                fake,
+                "channel.raid",
+                from_broadcaster_user_id="1000",
+                to_broadcaster_user_id="4242",
+            )
             assert sent["delivered"] == 1
             raided = (await next_frame(ws_out))["payload"]["event"]
             assert raided["to_broadcaster_user_id"] == "4242"
-            assert (await post_event(http, fake, "channel.raid",
-                                     to_broadcaster_user_id="1337"))["delivered"] == 0
+            assert (await post_event(http, fake, "channel.raid", to_broadcaster_user_id="1337"))[
+                "delivered"
+            ] == 0
         finally:
             await ws_in.close()
             await ws_out.close()
@@ -235,9 +273,13 @@ async def test_bulk_flood_keeps_order_and_unique_ids(http):
         ws, welcome = await connect(http, fake.ws_url)
         try:
             await subscribe(http, fake, session_id(welcome))
-            events = [{"subscription_type": "channel.follow",
-                       "event": sample_event("channel.follow", user_id=str(i))[1]}
-                      for i in range(3000)]
+            events = [
+                {
+                    "subscription_type": "channel.follow",
+                    "event": sample_event("channel.follow", user_id=str(i))[1],
+                }
+                for i in range(3000)
+            ]
             answer = await control(http, fake, "events", {"events": events})
             assert answer["delivered"] == 3000 and len(set(answer["message_ids"])) == 3000
             got = [(await next_frame(ws))["payload"]["event"]["user_id"] for _ in range(3000)]
@@ -252,8 +294,9 @@ async def test_disconnect_disables_subscriptions_and_new_socket_starts_empty(htt
         await subscribe(http, fake, session_id(welcome))
         await ws.close()
         await asyncio.sleep(0.1)
-        async with http.get(f"{fake.api_url}/eventsub/subscriptions",
-                            headers=helix_headers(fake)) as resp:
+        async with http.get(
+            f"{fake.api_url}/eventsub/subscriptions", headers=helix_headers(fake)
+        ) as resp:
             subs = (await resp.json())["data"]
         assert [s["status"] for s in subs] == ["websocket_disconnected"]
         ws2, _ = await connect(http, fake.ws_url)
@@ -279,8 +322,9 @@ async def test_reconnect_carries_subscriptions_and_closes_old_socket_4004(http):
             frame_sent = await post_event(http, fake, "channel.follow")
             assert frame_sent["delivered"] == 1
             frame = await next_frame(new)
-            assert frame["payload"]["subscription"]["transport"]["session_id"] == \
-                session_id(new_welcome)
+            assert frame["payload"]["subscription"]["transport"]["session_id"] == session_id(
+                new_welcome
+            )
             assert await close_code(old) == 4004
             assert (await post_event(http, fake, "channel.follow"))["delivered"] == 1
         finally:
@@ -303,8 +347,12 @@ async def test_revocation_is_sent_once_and_stops_events(http):
         ws, welcome = await connect(http, fake.ws_url)
         try:
             await subscribe(http, fake, session_id(welcome), "channel.cheer")
-            answer = await control(http, fake, "revoke", {"subscription_type": "channel.cheer",
-                                                          "status": "authorization_revoked"})
+            answer = await control(
+                http,
+                fake,
+                "revoke",
+                {"subscription_type": "channel.cheer", "status": "authorization_revoked"},
+            )
             assert answer["revoked"] == 1
             frame = await next_frame(ws)
             assert frame["metadata"]["message_type"] == "revocation"
@@ -317,15 +365,25 @@ async def test_revocation_is_sent_once_and_stops_events(http):
 
 # --- OAuth ---------------------------------------------------------------------------------
 
+
 async def test_device_code_flow(http):
     async with FakeTwitch() as fake:
-        async with http.post(f"{fake.auth_url}/device",
-                             data={"client_id": "abc", "scopes": "bits:read"}) as resp:
+        async with http.post(
+            f"{fake.auth_url}/device", data={"client_id": "abc", "scopes": "bits:read"}
+        ) as resp:
             device = await resp.json()
-        assert {"device_code", "user_code", "verification_uri", "interval",
-                "expires_in"} <= device.keys()
-        poll = {"client_id": "abc", "device_code": device["device_code"],
-                "grant_type": "urn:ietf:params:oauth:grant-type:device_code"}
+        assert {
+            "device_code",
+            "user_code",
+            "verification_uri",
+            "interval",
+            "expires_in",
+        } <= device.keys()
+        poll = {
+            "client_id": "abc",
+            "device_code": device["device_code"],
+            "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+        }
         async with http.post(f"{fake.auth_url}/token", data=poll) as resp:
             assert resp.status == 400
             assert (await resp.json())["message"] == "authorization_pending"
@@ -333,8 +391,9 @@ async def test_device_code_flow(http):
             assert resp.status == 200
             grant = await resp.json()
         assert grant["scope"] == ["bits:read"] and grant["refresh_token"]
-        async with http.get(f"{fake.auth_url}/validate",
-                            headers={"Authorization": f"OAuth {grant['access_token']}"}) as resp:
+        async with http.get(
+            f"{fake.auth_url}/validate", headers={"Authorization": f"OAuth {grant['access_token']}"}
+        ) as resp:
             info = await resp.json()
         assert info["login"] == "streamer" and info["user_id"] == "1000"
         assert info["client_id"] == "abc" and info["scopes"] == ["bits:read"]
@@ -342,39 +401,61 @@ async def test_device_code_flow(http):
 
 async def test_refresh_tokens_rotate_and_old_ones_die(http):
     async with FakeTwitch() as fake:
-        params = {"response_type": "code", "client_id": "abc", "state": "xyz",
-                  "redirect_uri": "http://localhost:1/callback", "scope": "channel:read:polls"}
-        async with http.get(f"{fake.auth_url}/authorize", params=params,
-                            allow_redirects=False) as resp:
+        params = {
+            "response_type": "code",
+            "client_id": "abc",
+            "state": "xyz",
+            "redirect_uri": "http://localhost:1/callback",
+            "scope": "channel:read:polls",
+        }
+        async with http.get(
+            f"{fake.auth_url}/authorize", params=params, allow_redirects=False
+        ) as resp:
             assert resp.status == 302
             query = parse_qs(urlsplit(resp.headers["Location"]).query)
         assert query["state"] == ["xyz"]
-        form = {"client_id": "abc", "client_secret": "s", "code": query["code"][0],
-                "grant_type": "authorization_code",
-                "redirect_uri": "http://localhost:1/callback"}
+        form = {
+            "client_id": "abc",
+            "client_secret": "s",
+            "code": query["code"][0],
+            "grant_type": "authorization_code",
+            "redirect_uri": "http://localhost:1/callback",
+        }
         async with http.post(f"{fake.auth_url}/token", data=form) as resp:
             first = await resp.json()
 
         async def refresh(token: str) -> tuple[int, dict]:
-            async with http.post(f"{fake.auth_url}/token", data={
-                    "client_id": "abc", "client_secret": "s", "grant_type": "refresh_token",
-                    "refresh_token": token}) as resp:
+            async with http.post(
+                f"{fake.auth_url}/token",
+                data={
+                    "client_id": "abc",
+                    "client_secret": "s",
+                    "grant_type": "refresh_token",
+                    "refresh_token": token,
+                },
+            ) as resp:
                 return resp.status, await resp.json()
 
         status, second = await refresh(first["refresh_token"])
         assert status == 200 and second["refresh_token"] != first["refresh_token"]
         assert second["access_token"] != first["access_token"]
         assert await refresh(first["refresh_token"]) == (
-            400, {"status": 400, "message": "Invalid refresh token"})
-        await control(http, fake, "token", {"access_token": second["access_token"],
-                                            "revoked": True})
+            400,
+            {"status": 400, "message": "Invalid refresh token"},
+        )
+        await control(
+            http, fake, "token", {"access_token": second["access_token"], "revoked": True}
+        )
         assert (await refresh(second["refresh_token"]))[0] == 400
-        async with http.get(f"{fake.auth_url}/validate", headers={
-                "Authorization": f"OAuth {second['access_token']}"}) as resp:
+        async with http.get(
+            f"{fake.auth_url}/validate",
+            headers={"Authorization": f"OAuth {second['access_token']}"},
+        ) as resp:
             assert resp.status == 401
 
 
 # --- Helix -------------------------------------------------------------------------------------
+
 
 async def test_injected_faults_and_rate_limit_headers(http):
     async with FakeTwitch(hang_seconds=0.3) as fake:
@@ -401,8 +482,9 @@ async def test_injected_faults_and_rate_limit_headers(http):
 
 async def test_helix_needs_token_and_client_id(http):
     async with FakeTwitch() as fake:
-        async with http.get(f"{fake.api_url}/users",
-                            headers={"Authorization": f"Bearer {fake.token}"}) as resp:
+        async with http.get(
+            f"{fake.api_url}/users", headers={"Authorization": f"Bearer {fake.token}"}
+        ) as resp:
             assert resp.status == 401 and "Ratelimit-Remaining" in resp.headers
         async with http.get(f"{fake.api_url}/users", headers={"Client-Id": "x"}) as resp:
             assert resp.status == 401
@@ -416,8 +498,9 @@ async def test_followers_are_paged_newest_first(http):
             params = {"broadcaster_id": "1000", "first": "20"}
             if cursor:
                 params["after"] = cursor
-            async with http.get(f"{fake.api_url}/channels/followers", params=params,
-                                headers=helix_headers(fake)) as resp:
+            async with http.get(
+                f"{fake.api_url}/channels/followers", params=params, headers=helix_headers(fake)
+            ) as resp:
                 body = await resp.json()
             assert body["total"] == 45
             pages.append(body["data"])
@@ -428,8 +511,11 @@ async def test_followers_are_paged_newest_first(http):
         stamps = [f["followed_at"] for p in pages for f in p]
         assert stamps == sorted(stamps, reverse=True)
         await control(http, fake, "token", {"access_token": fake.token, "scopes": []})
-        async with http.get(f"{fake.api_url}/channels/followers",
-                            params={"broadcaster_id": "1000"}, headers=helix_headers(fake)) as resp:
+        async with http.get(
+            f"{fake.api_url}/channels/followers",
+            params={"broadcaster_id": "1000"},
+            headers=helix_headers(fake),
+        ) as resp:
             assert await resp.json() == {"total": 45, "data": [], "pagination": {}}
 
 
@@ -439,9 +525,11 @@ async def test_streams_follow_live_state_and_channel_edits(http):
         async with http.get(streams, headers=helix_headers(fake)) as resp:
             assert (await resp.json())["data"] == []
         await control(http, fake, "live", {"user_id": "1000", "live": True, "viewer_count": 31})
-        async with http.patch(f"{fake.api_url}/channels?broadcaster_id=1000",
-                              json={"title": "New title", "game_id": "27471"},
-                              headers=helix_headers(fake)) as resp:
+        async with http.patch(
+            f"{fake.api_url}/channels?broadcaster_id=1000",
+            json={"title": "New title", "game_id": "27471"},
+            headers=helix_headers(fake),
+        ) as resp:
             assert resp.status == 204
         async with http.get(streams, headers=helix_headers(fake)) as resp:
             stream = (await resp.json())["data"][0]
@@ -450,6 +538,7 @@ async def test_streams_follow_live_state_and_channel_edits(http):
 
 
 # --- Payloads, simulation, CLI ----------------------------------------------------------
+
 
 def test_sample_event_covers_every_subscription_type():
     for row in SUBSCRIPTION_TYPES:
@@ -466,22 +555,31 @@ async def test_simulation_emits_events_and_updates_helix(http):
     async with FakeTwitch(simulate=True, speed=60, seed=7) as fake:
         ws, welcome = await connect(http, fake.ws_url)
         try:
-            for sub_type in ("channel.follow", "channel.subscribe", "channel.subscription.gift",
-                             "stream.online", "stream.offline"):
+            for sub_type in (
+                "channel.follow",
+                "channel.subscribe",
+                "channel.subscription.gift",
+                "stream.online",
+                "stream.offline",
+            ):
                 assert (await subscribe(http, fake, session_id(welcome), sub_type))[0] == 202
             seen: dict[str, list] = {}
             deadline = time.monotonic() + 6
-            while not ({"channel.subscription.gift", "stream.offline"} <= seen.keys()
-                       and len(seen.get("channel.subscribe", [])) >= 50):
+            while not (
+                {"channel.subscription.gift", "stream.offline"} <= seen.keys()
+                and len(seen.get("channel.subscribe", [])) >= 50
+            ):
                 assert time.monotonic() < deadline, seen.keys()
                 frame = await next_frame(ws)
                 if frame["metadata"]["message_type"] == "notification":
                     seen.setdefault(frame["metadata"]["subscription_type"], []).append(
-                        frame["payload"]["event"])
+                        frame["payload"]["event"]
+                    )
             assert any(g["total"] == 50 for g in seen["channel.subscription.gift"])
             assert sum(e["is_gift"] for e in seen["channel.subscribe"]) >= 50
-            async with http.get(f"{fake.api_url}/subscriptions?broadcaster_id=1000",
-                                headers=helix_headers(fake)) as resp:
+            async with http.get(
+                f"{fake.api_url}/subscriptions?broadcaster_id=1000", headers=helix_headers(fake)
+            ) as resp:
                 assert (await resp.json())["total"] >= 50
         finally:
             await ws.close()
@@ -489,8 +587,13 @@ async def test_simulation_emits_events_and_updates_helix(http):
 
 async def test_cli_prints_url_and_stops_on_sigterm(http):
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "streamerhub.fake_twitch", "--port", "0",
-        stdout=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "streamerhub.fake_twitch",
+        "--port",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+    )
     try:
         line = await asyncio.wait_for(proc.stdout.readline(), 10)
         url = json.loads(line)["url"]

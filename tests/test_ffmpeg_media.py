@@ -27,14 +27,18 @@ async def test_probe_reads_a_good_file(media_set: MediaSet) -> None:
     assert complies(media, EncodeProfile())
 
 
-@pytest.mark.parametrize("name, reason, words", [
-    ("empty", "empty", "0 bytes"),
-    ("text", "not_media", "not a video"),
-    ("truncated", "truncated", "incomplete"),
-    ("audio_only", "no_video", "audio only"),
-])
+@pytest.mark.parametrize(
+    "name, reason, words",
+    [
+        ("empty", "empty", "0 bytes"),
+        ("text", "not_media", "not a video"),
+        ("truncated", "truncated", "incomplete"),
+        ("audio_only", "no_video", "audio only"),
+    ],
+)
 async def test_probe_rejects_bad_input_with_a_clear_reason(
-        media_set: MediaSet, name: str, reason: str, words: str) -> None:
+    media_set: MediaSet, name: str, reason: str, words: str
+) -> None:
     with pytest.raises(ProbeError) as caught:
         await probe(ffmpeg_exe(), getattr(media_set, name))
     assert caught.value.reason == reason
@@ -42,7 +46,8 @@ async def test_probe_rejects_bad_input_with_a_clear_reason(
 
 
 async def test_probe_rejects_a_file_cut_short_after_its_index(
-        media_set: MediaSet, tmp_path: Path) -> None:
+    media_set: MediaSet, tmp_path: Path
+) -> None:
     # faststart puts the index first: the header looks whole, only the tail is missing.
     whole = tmp_path / "whole.mp4"
     done = await prepare(ffmpeg_exe(), media_set.ready, whole)
@@ -61,14 +66,20 @@ async def test_probe_of_a_missing_file(tmp_path: Path) -> None:
 
 
 async def test_a_long_gop_file_is_encoded_to_the_profile(
-        media_set: MediaSet, tmp_path: Path) -> None:
+    media_set: MediaSet, tmp_path: Path
+) -> None:
     source = await probe(ffmpeg_exe(), media_set.long_gop)
     issues = compliance_issues(source, EncodeProfile())
     assert any("keyframes" in i for i in issues) and any("44100" in i for i in issues)
     seen: list[float] = []
     dst = tmp_path / "out.mp4"
-    done = await prepare(ffmpeg_exe(), media_set.long_gop, dst, EncodeProfile(video_kbps=800),
-                         on_progress=seen.append)
+    done = await prepare(
+        ffmpeg_exe(),
+        media_set.long_gop,
+        dst,
+        EncodeProfile(video_kbps=800),
+        on_progress=seen.append,
+    )
     assert done.mode == "encode" and done.path == dst and dst.is_file()
     out = done.probe
     assert out.video.codec == "h264" and out.video.pix_fmt == "yuv420p"
@@ -81,7 +92,8 @@ async def test_a_long_gop_file_is_encoded_to_the_profile(
 
 
 async def test_a_file_without_audio_gets_a_silent_track(
-        media_set: MediaSet, tmp_path: Path) -> None:
+    media_set: MediaSet, tmp_path: Path
+) -> None:
     done = await prepare(ffmpeg_exe(), media_set.silent, tmp_path / "out.mp4")
     assert done.mode == "encode" and "no audio track" in done.reasons
     assert done.probe.audio is not None and done.probe.audio.sample_rate == 48000
@@ -107,8 +119,9 @@ async def test_preparation_can_be_cancelled(media_set: MediaSet, tmp_path: Path)
 
     dst = tmp_path / "out.mp4"
     slow = EncodeProfile(preset="veryslow")  # seconds, not a fraction of one, on 2 cores
-    task = asyncio.create_task(prepare(ffmpeg_exe(), media_set.ready, dst, slow,
-                                       force_encode=True, on_progress=progress))
+    task = asyncio.create_task(
+        prepare(ffmpeg_exe(), media_set.ready, dst, slow, force_encode=True, on_progress=progress)
+    )
     await asyncio.wait_for(started.wait(), 30)
     assert ffmpeg_children(), "FFmpeg should be encoding now"
     task.cancel()
@@ -120,11 +133,11 @@ async def test_preparation_can_be_cancelled(media_set: MediaSet, tmp_path: Path)
 
 
 async def test_a_failed_preparation_says_why_and_leaves_nothing(
-        media_set: MediaSet, tmp_path: Path) -> None:
+    media_set: MediaSet, tmp_path: Path
+) -> None:
     source = await probe(ffmpeg_exe(), media_set.ready)
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(media_set.ready.read_bytes()[:4096])  # damaged after it was probed
     with pytest.raises(PrepareError, match="FFmpeg failed"):
-        await prepare(ffmpeg_exe(), broken, tmp_path / "out.mp4", source=source,
-                      force_encode=True)
+        await prepare(ffmpeg_exe(), broken, tmp_path / "out.mp4", source=source, force_encode=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.mp4"]

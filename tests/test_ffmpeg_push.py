@@ -88,13 +88,18 @@ def assert_key_hidden(runner: TargetRunner, key: str) -> None:
 async def decoded_stream(path: Path) -> tuple[str, str | None, float | None]:
     """(video codec, audio codec, duration) of a recording, after a full error-free decode."""
     media = await probe(ffmpeg_exe(), path)
-    done = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "null", "-"],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     # At a playlist boundary the next file's AAC priming packet overlaps the previous file's
     # last one by a few ms; FFmpeg's FLV muxer evens the timestamps out, so equal audio DTS is
     # expected there and harmless. Anything else is damage.
-    errors = [line for line in done.stderr.splitlines()
-              if "non monotonically increasing dts" not in line]
+    errors = [
+        line for line in done.stderr.splitlines() if "non monotonically increasing dts" not in line
+    ]
     assert done.returncode == 0 and errors == [], done.stderr
     return media.video.codec, media.audio.codec if media.audio else None, media.duration
 
@@ -103,11 +108,13 @@ async def decoded_stream(path: Path) -> tuple[str, str | None, float | None]:
 
 
 async def test_two_targets_each_receive_a_decodable_h264_aac_stream(
-        media_set: MediaSet, servers, runners) -> None:
+    media_set: MediaSet, servers, runners
+) -> None:
     a, b = await servers(keys={KEY_A}), await servers(keys={KEY_B})
     statuses: list[TargetStatus] = []
-    one = runners(ffmpeg_exe(), a.url_for(KEY_A), [media_set.clip_a], loop=1,
-                  on_status=statuses.append)
+    one = runners(
+        ffmpeg_exe(), a.url_for(KEY_A), [media_set.clip_a], loop=1, on_status=statuses.append
+    )
     two = runners(ffmpeg_exe(), b.url_for(KEY_B), [media_set.clip_a], loop=1)
     done = await asyncio.wait_for(asyncio.gather(one.wait(), two.wait()), 20)
 
@@ -126,7 +133,8 @@ async def test_two_targets_each_receive_a_decodable_h264_aac_stream(
 
 
 async def test_a_failing_target_recovers_without_disturbing_the_other(
-        media_set: MediaSet, servers, runners, tmp_path: Path) -> None:
+    media_set: MediaSet, servers, runners, tmp_path: Path
+) -> None:
     steady = await servers(keys={KEY_A})
     flaky = RtmpServerProcess(keys={KEY_B}, record_dir=tmp_path / "flaky")
     flaky.start()
@@ -160,7 +168,8 @@ async def test_a_failing_target_recovers_without_disturbing_the_other(
 
 
 async def test_a_rejected_key_is_classified_and_not_hammered(
-        media_set: MediaSet, servers, runners) -> None:
+    media_set: MediaSet, servers, runners
+) -> None:
     ingest = await servers(keys={KEY_A})
     wrong = "wrong-key-99887766"
     runner = runners(ffmpeg_exe(), ingest.url_for(wrong), [media_set.ready])
@@ -176,7 +185,8 @@ async def test_a_rejected_key_is_classified_and_not_hammered(
 
 
 async def test_a_frozen_ingest_is_detected_and_the_child_killed(
-        media_set: MediaSet, servers, runners) -> None:
+    media_set: MediaSet, servers, runners
+) -> None:
     ingest = await servers(keys={KEY_A})
     timing = RunnerTiming(stall_after=3.0, io_timeout=60.0, send_buffer=64 * 1024)
     runner = runners(ffmpeg_exe(), ingest.url_for(KEY_A), [media_set.ready], timing=timing)
@@ -198,10 +208,16 @@ async def test_a_frozen_ingest_is_detected_and_the_child_killed(
 
 
 async def test_a_playlist_loops_past_its_end_on_one_connection(
-        media_set: MediaSet, servers, runners) -> None:
+    media_set: MediaSet, servers, runners
+) -> None:
     ingest = await servers(keys={KEY_A})
-    runner = runners(ffmpeg_exe(), ingest.url_for(KEY_A), [media_set.clip_a, media_set.clip_b],
-                     loop=None, playlist_duration=6.0)
+    runner = runners(
+        ffmpeg_exe(),
+        ingest.url_for(KEY_A),
+        [media_set.clip_a, media_set.clip_b],
+        loop=None,
+        playlist_duration=6.0,
+    )
     await until(lambda: (runner.status.out_time or 0) > 7.5, 20)  # clip a, b, then a again
     assert runner.status.state is TargetState.LIVE and runner.status.run == 1
     await runner.stop()
@@ -212,11 +228,17 @@ async def test_a_playlist_loops_past_its_end_on_one_connection(
 
 
 async def test_a_crash_loop_opens_the_breaker_until_retry(tmp_path: Path, runners) -> None:
-    policy = RestartPolicy(backoff_initial=0.05, backoff_max=0.1, breaker_restarts=2,
-                           breaker_window=60)
+    policy = RestartPolicy(
+        backoff_initial=0.05, backoff_max=0.1, breaker_restarts=2, breaker_window=60
+    )
     statuses: list[TargetStatus] = []
-    runner = runners(ffmpeg_exe(), "rtmp://127.0.0.1:9/live/" + KEY_A,
-                     [tmp_path / "gone.mp4"], policy=policy, on_status=statuses.append)
+    runner = runners(
+        ffmpeg_exe(),
+        "rtmp://127.0.0.1:9/live/" + KEY_A,
+        [tmp_path / "gone.mp4"],
+        policy=policy,
+        on_status=statuses.append,
+    )
     await until(lambda: runner.status.state is TargetState.FAILED, 15)
     assert runner.status.failure is FailureClass.INPUT_ERROR
     assert "crash loop" in (runner.status.last_error or "")
@@ -249,13 +271,19 @@ asyncio.run(main())
 
 
 async def test_the_child_dies_when_the_daemon_is_killed(
-        media_set: MediaSet, servers, tmp_path: Path) -> None:
+    media_set: MediaSet, servers, tmp_path: Path
+) -> None:
     ingest = await servers(keys={KEY_A})
-    script = PARENT.format(tests=str(Path(__file__).parent), root=str(Path.cwd()),
-                           ffmpeg=ffmpeg_exe(), url=ingest.url_for(KEY_A),
-                           clip=str(media_set.ready))
-    parent = await asyncio.create_subprocess_exec(sys.executable, "-c", script,
-                                                  stdout=asyncio.subprocess.PIPE)
+    script = PARENT.format(
+        tests=str(Path(__file__).parent),
+        root=str(Path.cwd()),
+        ffmpeg=ffmpeg_exe(),
+        url=ingest.url_for(KEY_A),
+        clip=str(media_set.ready),
+    )
+    parent = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, stdout=asyncio.subprocess.PIPE
+    )
     try:
         assert parent.stdout is not None
         line = b""
@@ -285,10 +313,12 @@ async def test_rtmp_server_really_closes_and_restarts_on_its_port(servers) -> No
 
 
 async def test_stop_is_bounded_even_when_the_ingest_is_frozen(
-        media_set: MediaSet, servers, runners) -> None:
+    media_set: MediaSet, servers, runners
+) -> None:
     ingest = await servers(keys={KEY_A})
-    timing = RunnerTiming(stall_after=60.0, io_timeout=60.0, send_buffer=64 * 1024,
-                          quit_wait=1.0, term_wait=1.0)
+    timing = RunnerTiming(
+        stall_after=60.0, io_timeout=60.0, send_buffer=64 * 1024, quit_wait=1.0, term_wait=1.0
+    )
     runner = runners(ffmpeg_exe(), ingest.url_for(KEY_A), [media_set.ready], timing=timing)
     await until(lambda: runner.status.state is TargetState.LIVE, 10)
     pid = runner.status.pid
@@ -304,7 +334,6 @@ async def test_stop_is_bounded_even_when_the_ingest_is_frozen(
     assert runner.status.state is TargetState.STOPPED and runner.status.pid is None
     assert runner.last_run and runner.last_run.failure is None  # a stop is not a failure
     print(f"stop of a wedged child took {took:.1f} s ({runner.last_run.stopped_by})")
-
 
 
 async def until_quiet(runner: TargetRunner, quiet: float, timeout: float) -> None:

@@ -35,8 +35,13 @@ async def test_chunk_formats_extended_timestamps_and_chunk_size(tmp_path: Path) 
             writer.write(encode_message(6, EXTENDED, 9, 1, video, 128))
             writer.write(encode_message(2, 0, 1, 0, struct.pack(">I", 4096), 128))
             # fmt 1 (delta, length, type), fmt 2 (delta only), fmt 3 (a new message, same delta)
-            writer.write(bytes([0x40 | 6]) + (40).to_bytes(3, "big")
-                         + len(video).to_bytes(3, "big") + b"\x09" + video)
+            writer.write(
+                bytes([0x40 | 6])
+                + (40).to_bytes(3, "big")
+                + len(video).to_bytes(3, "big")
+                + b"\x09"
+                + video
+            )
             writer.write(bytes([0x80 | 6]) + (40).to_bytes(3, "big") + video)
             writer.write(bytes([0xC0 | 6]) + video)
             await writer.drain()
@@ -56,8 +61,8 @@ def _flv_timestamps(path: Path | None) -> list[int]:
     assert path is not None
     data, pos, stamps = path.read_bytes(), 13, []
     while pos + 11 <= len(data):
-        size = int.from_bytes(data[pos + 1:pos + 4], "big")
-        stamps.append(int.from_bytes(data[pos + 4:pos + 7], "big") | data[pos + 7] << 24)
+        size = int.from_bytes(data[pos + 1 : pos + 4], "big")
+        stamps.append(int.from_bytes(data[pos + 4 : pos + 7], "big") | data[pos + 7] << 24)
         pos += 11 + size + 4
     return stamps
 

@@ -56,11 +56,18 @@ def test_push_argv_single_file_is_realtime_copy_to_flv_with_io_bounds() -> None:
 
 
 def test_push_argv_playlist_uses_concat_and_loops_forever_by_default() -> None:
-    argv = build_push_argv("ffmpeg", [Path("/v/a.mp4"), Path("/v/b.mp4")], URL,
-                           concat_list=Path("/run/list.ffconcat"))
+    argv = build_push_argv(
+        "ffmpeg", [Path("/v/a.mp4"), Path("/v/b.mp4")], URL, concat_list=Path("/run/list.ffconcat")
+    )
     assert _after(argv, "-stream_loop") == "-1"
-    assert argv[argv.index("-i") - 4:argv.index("-i") + 2] == [
-        "-f", "concat", "-safe", "0", "-i", "/run/list.ffconcat"]
+    assert argv[argv.index("-i") - 4 : argv.index("-i") + 2] == [
+        "-f",
+        "concat",
+        "-safe",
+        "0",
+        "-i",
+        "/run/list.ffconcat",
+    ]
     with pytest.raises(ValueError, match="concat_list"):
         build_push_argv("ffmpeg", [Path("/v/a.mp4"), Path("/v/b.mp4")], URL)
     with pytest.raises(ValueError):
@@ -86,8 +93,9 @@ def test_concat_list_quotes_every_path_safely(tmp_path: Path) -> None:
 def test_prepare_argv_encodes_cbr_with_fixed_gop_and_aac_48k() -> None:
     profile = EncodeProfile(video_kbps=3000, audio_kbps=128)
     plan = plan_video(1920, 1080, 29.97, profile)
-    argv = build_prepare_argv("ffmpeg", Path("/in.mov"), Path("/out.mp4"), plan, profile,
-                              has_audio=True)
+    argv = build_prepare_argv(
+        "ffmpeg", Path("/in.mov"), Path("/out.mp4"), plan, profile, has_audio=True
+    )
     assert _after(argv, "-c:v") == "libx264" and _after(argv, "-c:a") == "aac"
     assert _after(argv, "-b:v") == _after(argv, "-maxrate") == "3000k"
     assert _after(argv, "-g") == _after(argv, "-keyint_min") == "60"
@@ -95,8 +103,9 @@ def test_prepare_argv_encodes_cbr_with_fixed_gop_and_aac_48k() -> None:
     assert _after(argv, "-ar") == "48000" and _after(argv, "-b:a") == "128k"
     assert _after(argv, "-movflags") == "+faststart"
     assert "fps=30000/1001" in _after(argv, "-vf")
-    silent = build_prepare_argv("ffmpeg", Path("/in.mov"), Path("/out.mp4"), plan, profile,
-                                has_audio=False)
+    silent = build_prepare_argv(
+        "ffmpeg", Path("/in.mov"), Path("/out.mp4"), plan, profile, has_audio=False
+    )
     assert "anullsrc=r=48000:cl=stereo" in silent and "-shortest" in silent
 
 
@@ -159,27 +168,40 @@ def test_progress_parser_handles_na_and_end() -> None:
 # -------------------------------------------------------------------------------- failures
 
 
-@pytest.mark.parametrize("line, expected", [
-    ("[rtmp @ 0x1] [error] Server error: Publish rejected: invalid stream key",
-     FailureClass.KEY_REJECTED),
-    ("[tcp @ 0x1] [error] Connection to tcp://127.0.0.1:1 failed: Connection refused",
-     FailureClass.CONNECTION_REFUSED),
-    ("[tcp @ 0x1] [error] Failed to resolve hostname x.invalid: Name or service not known",
-     FailureClass.DNS),
-    ("[tls @ 0x1] [error] error:0A00010B:SSL routines::wrong version number", FailureClass.TLS),
-    ("[tls @ 0x1] [error] IO error: Connection timed out", FailureClass.TIMEOUT),
-    ("[in#0 @ 0x1] [error] Error opening input: No such file or directory",
-     FailureClass.INPUT_ERROR),
-    ("[out#0/flv @ 0x1] [error] Error muxing a packet", FailureClass.OTHER),
-])
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        (
+            "[rtmp @ 0x1] [error] Server error: Publish rejected: invalid stream key",
+            FailureClass.KEY_REJECTED,
+        ),
+        (
+            "[tcp @ 0x1] [error] Connection to tcp://127.0.0.1:1 failed: Connection refused",
+            FailureClass.CONNECTION_REFUSED,
+        ),
+        (
+            "[tcp @ 0x1] [error] Failed to resolve hostname x.invalid: Name or service not known",
+            FailureClass.DNS,
+        ),
+        ("[tls @ 0x1] [error] error:0A00010B:SSL routines::wrong version number", FailureClass.TLS),
+        ("[tls @ 0x1] [error] IO error: Connection timed out", FailureClass.TIMEOUT),
+        (
+            "[in#0 @ 0x1] [error] Error opening input: No such file or directory",
+            FailureClass.INPUT_ERROR,
+        ),
+        ("[out#0/flv @ 0x1] [error] Error muxing a packet", FailureClass.OTHER),
+    ],
+)
 def test_failures_are_classified_from_stderr(line: str, expected: FailureClass) -> None:
     assert classify_failure(["[info] Input #0, mov,mp4, from 'x.mp4':", line]) is expected
 
 
 def test_first_error_is_the_root_cause_without_prefixes() -> None:
-    lines = ["[info] Press [q] to stop",
-             "[tcp @ 0x55] [error] Connection to tcp://h:1 failed: Connection refused",
-             "[fatal] Error opening output files: Connection refused"]
+    lines = [
+        "[info] Press [q] to stop",
+        "[tcp @ 0x55] [error] Connection to tcp://h:1 failed: Connection refused",
+        "[fatal] Error opening output files: Connection refused",
+    ]
     assert first_error(lines) == "Connection to tcp://h:1 failed: Connection refused"
 
 
@@ -227,7 +249,14 @@ def test_input_banner_is_parsed() -> None:
     v, a = info.video, info.audio
     assert v is not None and a is not None
     assert (v.codec, v.profile, v.pix_fmt, v.width, v.height, v.fps, v.bitrate_kbps) == (
-        "h264", "High", "yuv420p", 1280, 720, 29.97, 2500)
+        "h264",
+        "High",
+        "yuv420p",
+        1280,
+        720,
+        29.97,
+        2500,
+    )
     assert (a.codec, a.sample_rate, a.channels, a.bitrate_kbps) == ("aac", 48000, "stereo", 160)
     assert parse_input_info("x.mp4: Invalid data found when processing input") is None
 
@@ -235,7 +264,8 @@ def test_input_banner_is_parsed() -> None:
 def test_keyframe_gap_from_packet_flags() -> None:
     framecrc = "#tb 0: 1/1000\n" + "".join(
         f"0, {t}, {t}, 500, 100, 0x0{'' if t % 4000 == 0 else ', F=0x0'}\n"
-        for t in range(0, 10000, 500))
+        for t in range(0, 10000, 500)
+    )
     assert keyframe_gap(parse_keyframe_times(framecrc)) == 4.0  # 0, 4, 8 and 8 → end (10)
 
 

@@ -36,13 +36,16 @@ FAST = RestartPolicy(backoff_initial=0.5, backoff_max=2.0)
 
 # ----------------------------------------------------------------------------- schedule maths
 
+
 def test_a_repeating_schedule_uses_the_local_time_of_day_across_dst() -> None:
     # Mondays and Thursdays at 20:00 Paris time, 2 hours long; DST starts on 2025-03-30.
     start = dt.datetime(2025, 3, 24, 20, 0, tzinfo=PARIS)
     sched = Schedule(start_at=start, duration_s=7200, days=(1, 4))
     during = dt.datetime(2025, 3, 31, 19, 30, tzinfo=UTC)  # 21:30 in Paris (UTC+2 now)
-    assert sched.current(during, PARIS) == (dt.datetime(2025, 3, 31, 20, 0, tzinfo=PARIS),
-                                            dt.datetime(2025, 3, 31, 22, 0, tzinfo=PARIS))
+    assert sched.current(during, PARIS) == (
+        dt.datetime(2025, 3, 31, 20, 0, tzinfo=PARIS),
+        dt.datetime(2025, 3, 31, 22, 0, tzinfo=PARIS),
+    )
     after = dt.datetime(2025, 3, 31, 20, 30, tzinfo=UTC)  # 22:30 Paris: over
     assert sched.current(after, PARIS) is None
     assert sched.next_start(after, PARIS) == dt.datetime(2025, 4, 3, 20, 0, tzinfo=PARIS)
@@ -57,47 +60,62 @@ def test_a_one_off_schedule_with_stop_at() -> None:
     sched = Schedule(start_at=start, stop_at=start + dt.timedelta(hours=1))
     assert sched.current(start - dt.timedelta(seconds=1), PARIS) is None
     assert sched.current(start + dt.timedelta(minutes=5), PARIS) == (
-        start, start + dt.timedelta(hours=1))
+        start,
+        start + dt.timedelta(hours=1),
+    )
     assert sched.current(start + dt.timedelta(hours=2), PARIS) is None
     assert sched.deadline_for_manual_start(start - dt.timedelta(hours=1)) == sched.stop_at
 
 
 def test_schedule_input_is_read_in_the_streamers_time_zone() -> None:
     now = dt.datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
-    sched = parse_schedule({"start_at": "2025-06-01T20:00", "duration_s": 3600,
-                            "days": ["Mon", "fri", 7]}, PARIS, now)
+    sched = parse_schedule(
+        {"start_at": "2025-06-01T20:00", "duration_s": 3600, "days": ["Mon", "fri", 7]}, PARIS, now
+    )
     assert sched.start_at == dt.datetime(2025, 6, 1, 20, 0, tzinfo=PARIS)
     assert sched.days == (1, 5, 7)
-    assert sched.to_json(PARIS) == {"start_at": "2025-06-01T20:00:00+02:00", "stop_at": None,
-                                    "duration_s": 3600, "days": ["mon", "fri", "sun"]}
+    assert sched.to_json(PARIS) == {
+        "start_at": "2025-06-01T20:00:00+02:00",
+        "stop_at": None,
+        "duration_s": 3600,
+        "days": ["mon", "fri", "sun"],
+    }
 
 
-@pytest.mark.parametrize("schedule, message", [
-    ({"start_at": "tomorrow"}, "schedule.start_at: 'tomorrow' is not a date and time"),
-    ({"start_at": "2025-06-01T20:00", "stop_at": "2025-06-01T19:00"}, "must be after start_at"),
-    ({"start_at": "2025-06-01T20:00", "stop_at": "2025-06-01T21:00", "duration_s": 60},
-     "give stop_at or duration_s, not both"),
-    ({"days": ["mon"]}, "schedule.days: needs start_at"),
-    ({"start_at": "2025-06-01T20:00", "days": ["someday"]}, "'someday' is not a weekday"),
-    ({"start_at": "2025-05-01T20:00"}, "schedule.start_at: is in the past"),
-    ({"duration_s": -5}, "schedule.duration_s: a whole number of seconds above 0"),
-    ({"every": "day"}, "schedule: unknown field 'every'"),
-])
+@pytest.mark.parametrize(
+    "schedule, message",
+    [
+        ({"start_at": "tomorrow"}, "schedule.start_at: 'tomorrow' is not a date and time"),
+        ({"start_at": "2025-06-01T20:00", "stop_at": "2025-06-01T19:00"}, "must be after start_at"),
+        (
+            {"start_at": "2025-06-01T20:00", "stop_at": "2025-06-01T21:00", "duration_s": 60},
+            "give stop_at or duration_s, not both",
+        ),
+        ({"days": ["mon"]}, "schedule.days: needs start_at"),
+        ({"start_at": "2025-06-01T20:00", "days": ["someday"]}, "'someday' is not a weekday"),
+        ({"start_at": "2025-05-01T20:00"}, "schedule.start_at: is in the past"),
+        ({"duration_s": -5}, "schedule.duration_s: a whole number of seconds above 0"),
+        ({"every": "day"}, "schedule: unknown field 'every'"),
+    ],
+)
 def test_bad_schedules_are_explained(schedule: dict[str, Any], message: str) -> None:
     now = dt.datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
     with pytest.raises(InvalidInput, match=message):
         parse_schedule(schedule, PARIS, now)
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"videos": []}, "videos: a non-empty list of ids"),
-    ({"targets": ["a"]}, "targets: ids are whole numbers"),
-    ({"loop": 0}, "loop: \"forever\" or the number of plays"),
-    ({"tags": ["two words"]}, "tags: 'two words' is not a Twitch tag"),
-    ({"tags": [f"t{i}" for i in range(11)]}, "tags: a list of at most 10 tags"),
-    ({"title": "x" * 141}, "title: text of at most 140 characters"),
-    ({"name": ""}, "name: give the job a name"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"videos": []}, "videos: a non-empty list of ids"),
+        ({"targets": ["a"]}, "targets: ids are whole numbers"),
+        ({"loop": 0}, 'loop: "forever" or the number of plays'),
+        ({"tags": ["two words"]}, "tags: 'two words' is not a Twitch tag"),
+        ({"tags": [f"t{i}" for i in range(11)]}, "tags: a list of at most 10 tags"),
+        ({"title": "x" * 141}, "title: text of at most 140 characters"),
+        ({"name": ""}, "name: give the job a name"),
+    ],
+)
 def test_bad_jobs_are_explained(changes: dict[str, Any], message: str) -> None:
     body = {"name": "Night loop", "videos": [1], "targets": [1], **changes}
     with pytest.raises(InvalidInput, match=message):
@@ -105,6 +123,7 @@ def test_bad_jobs_are_explained(changes: dict[str, Any], message: str) -> None:
 
 
 # ----------------------------------------------------------------------------- live fixtures
+
 
 @pytest.fixture
 def updates() -> list[tuple[str, dict[str, Any]]]:
@@ -116,8 +135,12 @@ def keyring() -> Keyring:
     return Keyring(os.urandom(32))
 
 
-def new_multistream(tmp_path: Path, updates: list[tuple[str, dict[str, Any]]],
-                    config: str = "", timing: RunnerTiming = DEFAULT_TIMING) -> Multistream:
+def new_multistream(
+    tmp_path: Path,
+    updates: list[tuple[str, dict[str, Any]]],
+    config: str = "",
+    timing: RunnerTiming = DEFAULT_TIMING,
+) -> Multistream:
     async def set_channel_info(channel_id: str, wanted: dict[str, Any]) -> str:
         updates.append((channel_id, wanted))
         if wanted.get("category") == "Nonexistent":
@@ -129,8 +152,9 @@ def new_multistream(tmp_path: Path, updates: list[tuple[str, dict[str, Any]]],
 
 
 @pytest.fixture
-async def multistream(db: Database, tmp_path: Path, keyring: Keyring,
-                      updates: list[tuple[str, dict[str, Any]]]) -> AsyncIterator[Multistream]:
+async def multistream(
+    db: Database, tmp_path: Path, keyring: Keyring, updates: list[tuple[str, dict[str, Any]]]
+) -> AsyncIterator[Multistream]:
     ms = new_multistream(tmp_path, updates)
     async with ms.running(db, keyring):
         yield ms
@@ -146,10 +170,10 @@ async def ready_video(ms: Multistream, path: Path, timeout: float = 30) -> int:
     return video.id
 
 
-async def add_target(ms: Multistream, name: str, server: RtmpServer, key: str,
-                     **extra: Any) -> int:
-    return (await ms.targets.create({"name": name, "url": server.url, "stream_key": key,
-                                     **extra})).id
+async def add_target(ms: Multistream, name: str, server: RtmpServer, key: str, **extra: Any) -> int:
+    return (
+        await ms.targets.create({"name": name, "url": server.url, "stream_key": key, **extra})
+    ).id
 
 
 async def target_state(ms: Multistream, job_id: int, target_id: int) -> dict[str, Any]:
@@ -157,8 +181,9 @@ async def target_state(ms: Multistream, job_id: int, target_id: int) -> dict[str
     return next(t for t in body["targets"] if t["target_id"] == target_id)
 
 
-async def wait_state(ms: Multistream, job_id: int, target_id: int, *states: str,
-                     timeout: float = 15) -> dict[str, Any]:
+async def wait_state(
+    ms: Multistream, job_id: int, target_id: int, *states: str, timeout: float = 15
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while (status := await target_state(ms, job_id, target_id))["state"] not in states:
         assert time.monotonic() < deadline, f"target {target_id} stuck: {status}"
@@ -176,8 +201,12 @@ async def media_rate(ms: Multistream, job_id: int, target_id: int, window: float
 
 def decoded_streams(flv: Path) -> tuple[str | None, str | None]:
     """(video codec, audio codec) of a recorded FLV, after decoding its first 2 seconds."""
-    done = subprocess.run([ffmpeg_exe(), "-hide_banner", "-v", "info", "-t", "2", "-i", str(flv),
-                           "-f", "null", "-"], capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-v", "info", "-t", "2", "-i", str(flv), "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     info = parse_input_info(done.stderr)
     assert info is not None, done.stderr
@@ -197,19 +226,35 @@ pytestmark = [pytest.mark.usefixtures("no_leftover_ffmpeg")]
 
 @pytest.mark.ffmpeg
 async def test_two_targets_are_isolated_and_recover(
-        multistream: Multistream, media_set: MediaSet, tmp_path: Path, db: Database,
-        updates: list[tuple[str, dict[str, Any]]]) -> None:
+    multistream: Multistream,
+    media_set: MediaSet,
+    tmp_path: Path,
+    db: Database,
+    updates: list[tuple[str, dict[str, Any]]],
+) -> None:
     ms = multistream
-    await db.pool.execute("INSERT INTO twitch_channels (channel_id, login, display_name) "
-                          "VALUES ('4242', 'alt', 'Alt')")
+    await db.pool.execute(
+        "INSERT INTO twitch_channels (channel_id, login, display_name) "
+        "VALUES ('4242', 'alt', 'Alt')"
+    )
     video = await ready_video(ms, media_set.ready)
-    async with RtmpServer(keys={KEY_A}, record_dir=tmp_path / "a") as a, \
-            RtmpServer(keys={KEY_B}, record_dir=tmp_path / "b") as b:
+    async with (
+        RtmpServer(keys={KEY_A}, record_dir=tmp_path / "a") as a,
+        RtmpServer(keys={KEY_B}, record_dir=tmp_path / "b") as b,
+    ):
         ta = await add_target(ms, "A", a, KEY_A, channel_id="4242")
         tb = await add_target(ms, "B", b, KEY_B)
-        job = await ms.create_job({"name": "both", "videos": [video], "targets": [ta, tb],
-                                   "loop": "forever", "title": "Rerun night",
-                                   "category": "Just Chatting", "tags": ["rerun", "English"]})
+        job = await ms.create_job(
+            {
+                "name": "both",
+                "videos": [video],
+                "targets": [ta, tb],
+                "loop": "forever",
+                "title": "Rerun night",
+                "category": "Just Chatting",
+                "tags": ["rerun", "English"],
+            }
+        )
         await ms.start_job(job.id)
         await wait_state(ms, job.id, ta, "live")
         await wait_state(ms, job.id, tb, "live")
@@ -217,11 +262,16 @@ async def test_two_targets_are_isolated_and_recover(
         assert await a.wait_until(lambda: a.stats.video_messages > 60, 10)
         assert await b.wait_until(lambda: b.stats.video_messages > 60, 10)
         recorded = [a.sessions[0].path, b.sessions[0].path]  # None only without record_dir
-        assert all(path is not None and decoded_streams(path) == ("h264", "aac")
-                   for path in recorded)
+        assert all(
+            path is not None and decoded_streams(path) == ("h264", "aac") for path in recorded
+        )
         # The linked, connected Twitch channel got the job's title, category and tags.
-        assert updates == [("4242", {"title": "Rerun night", "category": "Just Chatting",
-                                     "tags": ["rerun", "English"]})]
+        assert updates == [
+            (
+                "4242",
+                {"title": "Rerun night", "category": "Just Chatting", "tags": ["rerun", "English"]},
+            )
+        ]
         detail = await ms.job_json(await ms.jobs.get(job.id), detail=True)
         assert detail["channel_updates"][0]["ok"] is True
 
@@ -264,8 +314,12 @@ async def test_two_targets_are_isolated_and_recover(
 
 @pytest.mark.ffmpeg
 async def test_a_frozen_ingest_is_restarted_without_touching_the_other_target(
-        db: Database, tmp_path: Path, keyring: Keyring, media_set: MediaSet,
-        updates: list[tuple[str, dict[str, Any]]]) -> None:
+    db: Database,
+    tmp_path: Path,
+    keyring: Keyring,
+    media_set: MediaSet,
+    updates: list[tuple[str, dict[str, Any]]],
+) -> None:
     # A frozen ingest keeps its socket open and reads nothing: FFmpeg stays alive, prints
     # progress that does not advance and ignores `q`. With the default 512 KiB send buffer a
     # ~550 kbit/s test file keeps "advancing" for ~16 s while the buffers fill (26 s to
@@ -280,8 +334,9 @@ async def _freeze_one_of_two(ms: Multistream, media_set: MediaSet) -> None:
     video = await ready_video(ms, media_set.ready)
     async with RtmpServer(keys={KEY_A}) as a, RtmpServer(keys={KEY_B}) as b:
         ta, tb = await add_target(ms, "A", a, KEY_A), await add_target(ms, "B", b, KEY_B)
-        job = await ms.create_job({"name": "frozen", "videos": [video], "targets": [ta, tb],
-                                   "loop": "forever"})
+        job = await ms.create_job(
+            {"name": "frozen", "videos": [video], "targets": [ta, tb], "loop": "forever"}
+        )
         await ms.start_job(job.id)
         await wait_state(ms, job.id, ta, "live")
         b_pid = (await wait_state(ms, job.id, tb, "live"))["pid"]
@@ -289,8 +344,10 @@ async def _freeze_one_of_two(ms: Multistream, media_set: MediaSet) -> None:
         a.freeze()
         frozen_at = time.monotonic()
         left = await wait_state(ms, job.id, ta, "backoff", "starting", timeout=15)
-        print(f"frozen target left live after {time.monotonic() - frozen_at:.1f} s: "
-              f"{left['failure_class']}, {left['last_error']}")
+        print(
+            f"frozen target left live after {time.monotonic() - frozen_at:.1f} s: "
+            f"{left['failure_class']}, {left['last_error']}"
+        )
         assert left["restarts"] >= 1
         assert left["failure_class"] == "timeout"
         b_now = await target_state(ms, job.id, tb)
@@ -299,15 +356,16 @@ async def _freeze_one_of_two(ms: Multistream, media_set: MediaSet) -> None:
         a.unfreeze()
         thawed_at = time.monotonic()
         back = await wait_state(ms, job.id, ta, "live", timeout=15)
-        print(f"live again {time.monotonic() - thawed_at:.1f} s after the thaw, "
-              f"restarts={back['restarts']}")
+        print(
+            f"live again {time.monotonic() - thawed_at:.1f} s after the thaw, "
+            f"restarts={back['restarts']}"
+        )
         b_now = await target_state(ms, job.id, tb)
         assert (b_now["state"], b_now["pid"]) == ("live", b_pid)
         await ms.stop_job(job.id)
 
     await asyncio.sleep(0.3)  # run records are written in the background
-    stalled = [r for r in await ms.jobs.runs(job.id) if r["target_id"] == ta
-               and r["failure_class"]]
+    stalled = [r for r in await ms.jobs.runs(job.id) if r["target_id"] == ta and r["failure_class"]]
     assert stalled and stalled[-1]["failure_class"] == "timeout"
     assert "no progress" in stalled[-1]["error"] or "timed out" in stalled[-1]["error"].lower()
     assert_no_key(stalled)
@@ -315,7 +373,8 @@ async def _freeze_one_of_two(ms: Multistream, media_set: MediaSet) -> None:
 
 @pytest.mark.ffmpeg
 async def test_a_rejected_key_is_classified_and_not_hammered(
-        multistream: Multistream, media_set: MediaSet) -> None:
+    multistream: Multistream, media_set: MediaSet
+) -> None:
     ms = multistream
     video = await ready_video(ms, media_set.ready)
     async with RtmpServer(keys={"the-right-key-000"}) as server:
@@ -333,17 +392,20 @@ async def test_a_rejected_key_is_classified_and_not_hammered(
 
 @pytest.mark.ffmpeg
 async def test_loops_and_playlists_play_through_without_reconnecting(
-        multistream: Multistream, media_set: MediaSet) -> None:
+    multistream: Multistream, media_set: MediaSet
+) -> None:
     ms = multistream
     clip_a = await ready_video(ms, media_set.clip_a)
     clip_b = await ready_video(ms, media_set.clip_b)
     async with RtmpServer() as looped, RtmpServer() as listed:
         t1 = await add_target(ms, "looped", looped, "loop-key-0001")
         t2 = await add_target(ms, "listed", listed, "list-key-0002")
-        loop_job = await ms.create_job({"name": "twice", "videos": [clip_a], "targets": [t1],
-                                        "loop": 2})
-        list_job = await ms.create_job({"name": "a then b", "videos": [clip_a, clip_b],
-                                        "targets": [t2]})
+        loop_job = await ms.create_job(
+            {"name": "twice", "videos": [clip_a], "targets": [t1], "loop": 2}
+        )
+        list_job = await ms.create_job(
+            {"name": "a then b", "videos": [clip_a, clip_b], "targets": [t2]}
+        )
         await ms.start_job(loop_job.id)
         await ms.start_job(list_job.id)
         for job in (loop_job, list_job):
@@ -365,15 +427,22 @@ async def test_loops_and_playlists_play_through_without_reconnecting(
 
 @pytest.mark.ffmpeg
 async def test_a_scheduled_job_fires_and_stops_after_its_duration(
-        multistream: Multistream, media_set: MediaSet) -> None:
+    multistream: Multistream, media_set: MediaSet
+) -> None:
     ms = multistream
     video = await ready_video(ms, media_set.ready)
     async with RtmpServer() as server:
         target = await add_target(ms, "timed", server, "timed-key-0001")
         start = dt.datetime.now(UTC) + dt.timedelta(seconds=1.5)
-        job = await ms.create_job({
-            "name": "timed", "videos": [video], "targets": [target], "loop": "forever",
-            "schedule": {"start_at": start.isoformat(), "duration_s": 3}})
+        job = await ms.create_job(
+            {
+                "name": "timed",
+                "videos": [video],
+                "targets": [target],
+                "loop": "forever",
+                "schedule": {"start_at": start.isoformat(), "duration_s": 3},
+            }
+        )
         assert (await ms.job_json(job))["next_start"] is not None
         await wait_state(ms, job.id, target, "live", timeout=10)
         fired = await ms.jobs.get(job.id)
@@ -388,16 +457,21 @@ async def test_a_scheduled_job_fires_and_stops_after_its_duration(
 
 @pytest.mark.ffmpeg
 async def test_running_jobs_come_back_after_a_restart(
-        db: Database, tmp_path: Path, keyring: Keyring, media_set: MediaSet,
-        updates: list[tuple[str, dict[str, Any]]]) -> None:
+    db: Database,
+    tmp_path: Path,
+    keyring: Keyring,
+    media_set: MediaSet,
+    updates: list[tuple[str, dict[str, Any]]],
+) -> None:
     first = new_multistream(tmp_path, updates)
     async with RtmpServer() as server:
         async with first.running(db, keyring):
             video = await ready_video(first, media_set.ready)
             target = await add_target(first, "kept", server, "kept-key-0001")
             other = await add_target(first, "paused", server, "paused-key-0002")
-            job = await first.create_job({"name": "kept", "videos": [video],
-                                          "targets": [target, other], "loop": "forever"})
+            job = await first.create_job(
+                {"name": "kept", "videos": [video], "targets": [target, other], "loop": "forever"}
+            )
             await first.start_job(job.id)
             await first.stop_job_target(job.id, other)
             await wait_state(first, job.id, target, "live")
@@ -434,18 +508,30 @@ async def test_job_rules(multistream: Multistream, media_set: MediaSet) -> None:
 
 
 async def test_the_scheduler_fires_once_per_occurrence_and_ends_runs_at_the_window_end(
-        multistream: Multistream, media_set: MediaSet) -> None:
+    multistream: Multistream, media_set: MediaSet
+) -> None:
     # Driven with explicit clocks through tick(): no waiting, no FFmpeg (the video is not
     # ready, so a scheduled start fails and says why).
     ms = multistream
     video = (await ms.library.import_path({"path": str(media_set.text)})).id
-    target = (await ms.targets.create({"name": "t", "url": "rtmp://127.0.0.1:9/live",
-                                       "stream_key": "tick-key-0001"})).id
+    target = (
+        await ms.targets.create(
+            {"name": "t", "url": "rtmp://127.0.0.1:9/live", "stream_key": "tick-key-0001"}
+        )
+    ).id
     start = (dt.datetime.now(UTC) + dt.timedelta(hours=1)).replace(microsecond=0)
-    job = await ms.create_job({"name": "weekly", "videos": [video], "targets": [target],
-                               "schedule": {"start_at": start.isoformat(), "duration_s": 60,
-                                            "days": ["mon", "tue", "wed", "thu", "fri", "sat",
-                                                     "sun"]}})
+    job = await ms.create_job(
+        {
+            "name": "weekly",
+            "videos": [video],
+            "targets": [target],
+            "schedule": {
+                "start_at": start.isoformat(),
+                "duration_s": 60,
+                "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+            },
+        }
+    )
     assert await ms.tick(start - dt.timedelta(seconds=10)) == pytest.approx(10, abs=0.5)
     # Started by hand inside the window: the scheduler only adds the window's end.
     await ms.jobs.set_running(job.id, None)

@@ -53,7 +53,8 @@ async def chunks_of(path: Path, size: int = 64 * 1024) -> AsyncIterator[bytes]:
 
 
 async def test_upload_is_stored_under_a_generated_name_then_prepared(
-        library: Library, media_set: MediaSet, tmp_path: Path) -> None:
+    library: Library, media_set: MediaSet, tmp_path: Path
+) -> None:
     video = await library.store_upload("My Stream.mp4", chunks_of(media_set.ready))
     assert video.status == "uploaded" and video.label == "My Stream.mp4"
     stored = tmp_path / "data" / video.path
@@ -70,13 +71,17 @@ async def test_upload_is_stored_under_a_generated_name_then_prepared(
     assert await library.ready_files([video.id]) == [tmp_path / "data" / ready.prepared_path]
 
 
-@pytest.mark.parametrize("name, words", [
-    ("text", "not a video file"),
-    ("truncated", "incomplete"),
-    ("audio_only", "audio only"),
-])
+@pytest.mark.parametrize(
+    "name, words",
+    [
+        ("text", "not a video file"),
+        ("truncated", "incomplete"),
+        ("audio_only", "audio only"),
+    ],
+)
 async def test_a_bad_upload_is_rejected_with_the_reason(
-        library: Library, media_set: MediaSet, name: str, words: str) -> None:
+    library: Library, media_set: MediaSet, name: str, words: str
+) -> None:
     source = getattr(media_set, name)
     video = await library.store_upload(f"upload-{name}.mp4", chunks_of(source))
     rejected = await wait_status(library, video.id, "rejected", "ready")
@@ -112,7 +117,8 @@ async def test_an_upload_over_the_limit_is_cut_off_and_removed(library: Library)
 
 
 async def test_a_path_traversal_file_name_is_only_a_label(
-        library: Library, media_set: MediaSet, tmp_path: Path) -> None:
+    library: Library, media_set: MediaSet, tmp_path: Path
+) -> None:
     video = await library.store_upload("../../../escaped.mp4", chunks_of(media_set.clip_a))
     assert video.label == "escaped.mp4"
     assert not list(tmp_path.rglob("escaped*")) and not Path("/escaped.mp4").exists()
@@ -122,7 +128,8 @@ async def test_a_path_traversal_file_name_is_only_a_label(
 
 
 async def test_preparation_encodes_a_non_compliant_file_with_progress(
-        library: Library, media_set: MediaSet) -> None:
+    library: Library, media_set: MediaSet
+) -> None:
     seen: list[float] = []
     library._on_progress = lambda vid, fraction: seen.append(fraction)  # type: ignore[method-assign]  # a spy
     video = await library.import_path({"path": str(media_set.long_gop)})
@@ -135,8 +142,7 @@ async def test_preparation_encodes_a_non_compliant_file_with_progress(
     assert seen and seen[-1] == 1.0 and seen == sorted(seen)
 
 
-async def test_preparation_can_be_cancelled_and_restarted(
-        library: Library, tmp_path: Path) -> None:
+async def test_preparation_can_be_cancelled_and_restarted(library: Library, tmp_path: Path) -> None:
     long = make_clip(tmp_path / "long.mp4", seconds=40, gop_seconds=8, size="640x360")
     video = await library.import_path({"path": str(long), "video_kbps": 800})
     await wait_status(library, video.id, "preparing")
@@ -152,8 +158,9 @@ async def test_preparation_can_be_cancelled_and_restarted(
     await library.cancel(video.id)
 
 
-async def test_import_needs_an_absolute_readable_file(library: Library, media_set: MediaSet,
-                                                      tmp_path: Path) -> None:
+async def test_import_needs_an_absolute_readable_file(
+    library: Library, media_set: MediaSet, tmp_path: Path
+) -> None:
     with pytest.raises(InvalidInput, match="is not absolute"):
         await library.import_path({"path": "videos/x.mp4"})
     with pytest.raises(InvalidInput, match="cannot read .*No such file"):
@@ -164,8 +171,9 @@ async def test_import_needs_an_absolute_readable_file(library: Library, media_se
         await library.import_path({"path": str(media_set.clip_a), "video_kbps": 5})
 
 
-async def test_a_playlist_must_share_one_shape(library: Library, media_set: MediaSet,
-                                               tmp_path: Path) -> None:
+async def test_a_playlist_must_share_one_shape(
+    library: Library, media_set: MediaSet, tmp_path: Path
+) -> None:
     wide = make_clip(tmp_path / "wide.mp4", seconds=2, size="480x240")
     ids = [(await library.import_path({"path": str(p)})).id for p in (media_set.clip_a, wide)]
     for video_id in ids:

@@ -10,10 +10,17 @@ from streamerhub.log import get_logger, redact, register_secret, setup_logging
 
 def test_redact_shapes_and_registered_values() -> None:
     register_secret("hunter2-very-secret")
-    text = ("key live_123456789_AbCdEf0123 token Bearer abcdefghijklmnop "
-            "url ?access_token=xyz123&x=1 pw hunter2-very-secret")
+    text = (
+        "key live_123456789_AbCdEf0123 token Bearer abcdefghijklmnop "
+        "url ?access_token=xyz123&x=1 pw hunter2-very-secret"
+    )
     out = redact(text)
-    for secret in ("live_123456789_AbCdEf0123", "abcdefghijklmnop", "xyz123", "hunter2-very-secret"):
+    for secret in (
+        "live_123456789_AbCdEf0123",
+        "abcdefghijklmnop",
+        "xyz123",
+        "hunter2-very-secret",
+    ):
         assert secret not in out
     assert "access_token=••••" in out and "&x=1" in out
 

@@ -22,8 +22,11 @@ from rtmp_server import RtmpServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ffmpeg]
 
-KEYS = {"a": "live_700001_E2eSecretAaaa", "b": "live_700002_E2eSecretBbbb",
-        "c": "e2e-plain-secret-cccc-0003"}
+KEYS = {
+    "a": "live_700001_E2eSecretAaaa",
+    "b": "live_700002_E2eSecretBbbb",
+    "c": "e2e-plain-secret-cccc-0003",
+}
 
 
 class Session:
@@ -36,8 +39,9 @@ class Session:
 
     async def call(self, method: str, path: str, status: int = 200, **kw: Any) -> Any:
         headers = {"Authorization": f"Bearer {self.token}"}
-        async with self.http.request(method, f"{self.daemon.url}/api/v1{path}",
-                                     headers=headers, **kw) as resp:
+        async with self.http.request(
+            method, f"{self.daemon.url}/api/v1{path}", headers=headers, **kw
+        ) as resp:
             text = await resp.text()
             self.answers.append(text)
             assert resp.status == status, text
@@ -45,17 +49,27 @@ class Session:
 
     async def cli(self, *args: str, stdin: str | None = None) -> str:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "streamerhub", *args, "--config", str(self.daemon.config),
-            "--data-dir", str(self.daemon.data_dir), stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            env=self.daemon.env)
+            sys.executable,
+            "-m",
+            "streamerhub",
+            *args,
+            "--config",
+            str(self.daemon.config),
+            "--data-dir",
+            str(self.daemon.data_dir),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=self.daemon.env,
+        )
         out, err = await asyncio.wait_for(proc.communicate(stdin.encode() if stdin else None), 60)
         assert proc.returncode == 0, err.decode()
         self.answers.append(out.decode())
         return out.decode()
 
-    async def wait_target(self, job_id: int, target_id: int, *states: str,
-                          timeout: float = 20) -> dict[str, Any]:
+    async def wait_target(
+        self, job_id: int, target_id: int, *states: str, timeout: float = 20
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             job = await self.call("GET", f"/jobs/{job_id}")
@@ -67,16 +81,24 @@ class Session:
 
 
 async def start_daemon(daemon_factory: Any, db_url: str, data_dir: Path | None = None) -> Any:
-    daemon = daemon_factory('[general]\ntimezone = "America/New_York"\n',
-                            env={"STREAMERHUB_DATABASE_URL": db_url}, data_dir=data_dir)
+    daemon = daemon_factory(
+        '[general]\ntimezone = "America/New_York"\n',
+        env={"STREAMERHUB_DATABASE_URL": db_url},
+        data_dir=data_dir,
+    )
     await asyncio.to_thread(daemon.start)
     return daemon
 
 
 async def test_daemon_streams_dies_cleanly_and_restores(
-        db_url: str, daemon_factory: Any, media_set: MediaSet, tmp_path: Path) -> None:
-    async with RtmpServer(keys={KEYS["a"]}) as a, RtmpServer(keys={KEYS["b"]}) as b, \
-            RtmpServer(keys={KEYS["c"]}) as c, aiohttp.ClientSession() as http:
+    db_url: str, daemon_factory: Any, media_set: MediaSet, tmp_path: Path
+) -> None:
+    async with (
+        RtmpServer(keys={KEYS["a"]}) as a,
+        RtmpServer(keys={KEYS["b"]}) as b,
+        RtmpServer(keys={KEYS["c"]}) as c,
+        aiohttp.ClientSession() as http,
+    ):
         daemon = await start_daemon(daemon_factory, db_url)
         token_file = daemon.data_dir / "api-token"
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
@@ -86,8 +108,9 @@ async def test_daemon_streams_dies_cleanly_and_restores(
         # Targets and a video through the CLI (the key comes on stdin, never in argv).
         ids = {}
         for name, server in (("a", a), ("b", b), ("c", c)):
-            out = await s.cli("targets", "add", name, server.url, "--key-stdin", "--json",
-                              stdin=KEYS[name] + "\n")
+            out = await s.cli(
+                "targets", "add", name, server.url, "--key-stdin", "--json", stdin=KEYS[name] + "\n"
+            )
             ids[name] = json.loads(out)["id"]
         listed = json.loads(await s.cli("targets", "list", "--json"))
         assert [t["stream_key"] for t in listed] == ["••••" + KEYS[n][-4:] for n in "abc"]
@@ -97,9 +120,17 @@ async def test_daemon_streams_dies_cleanly_and_restores(
             assert time.monotonic() < deadline
             await asyncio.sleep(0.2)
 
-        job = await s.call("POST", "/jobs", 201, json={
-            "name": "e2e", "videos": [video["id"]], "targets": [ids["a"], ids["b"]],
-            "loop": "forever"})
+        job = await s.call(
+            "POST",
+            "/jobs",
+            201,
+            json={
+                "name": "e2e",
+                "videos": [video["id"]],
+                "targets": [ids["a"], ids["b"]],
+                "loop": "forever",
+            },
+        )
         assert "e2e" in await s.cli("jobs", "start", str(job["id"]))
         live = [await s.wait_target(job["id"], ids[n], "live") for n in "ab"]
         pids = [t["pid"] for t in live]
@@ -109,9 +140,18 @@ async def test_daemon_streams_dies_cleanly_and_restores(
 
         # A scheduled job the daemon will only see fire after its restart.
         start_at = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=6)
-        scheduled = await s.call("POST", "/jobs", 201, json={
-            "name": "later", "videos": [video["id"]], "targets": [ids["c"]], "loop": "forever",
-            "schedule": {"start_at": start_at.isoformat(), "duration_s": 120}})
+        scheduled = await s.call(
+            "POST",
+            "/jobs",
+            201,
+            json={
+                "name": "later",
+                "videos": [video["id"]],
+                "targets": [ids["c"]],
+                "loop": "forever",
+                "schedule": {"start_at": start_at.isoformat(), "duration_s": 120},
+            },
+        )
         assert scheduled["next_start"].endswith(("-05:00", "-04:00"))  # New York time
 
         # kill -9: no FFmpeg child keeps pushing for more than 5 s.
@@ -145,8 +185,11 @@ async def test_daemon_streams_dies_cleanly_and_restores(
         assert any(m in logs for m in masked)  # FFmpeg's errors name the URL, key masked
         stored = await stored_runs(db_url)
         for key in KEYS.values():
-            for where, text in (("log", logs), ("answers", "".join(s.answers + s2.answers)),
-                                ("stored runs", stored)):
+            for where, text in (
+                ("log", logs),
+                ("answers", "".join(s.answers + s2.answers)),
+                ("stored runs", stored),
+            ):
                 assert key not in text, f"stream key found in {where}"
         await asyncio.to_thread(second.stop)
 
@@ -168,18 +211,60 @@ def test_api_token_command_creates_a_private_token(tmp_path: Path) -> None:
 
     data = tmp_path / "data"
     env = {**os.environ, "STREAMERHUB_LOG_FORMAT": "json"}
-    out = subprocess.run([sys.executable, "-m", "streamerhub", "api-token", "--data-dir",
-                          str(data), "--config", str(tmp_path / "none.toml")], env=env,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streamerhub",
+            "api-token",
+            "--data-dir",
+            str(data),
+            "--config",
+            str(tmp_path / "none.toml"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and "config file" in out.stderr  # a wrong --config is named
     (tmp_path / "c.toml").write_text("")
-    first = subprocess.run([sys.executable, "-m", "streamerhub", "api-token", "--data-dir",
-                            str(data), "--config", str(tmp_path / "c.toml")], env=env,
-                           capture_output=True, text=True, timeout=60, check=True).stdout
+    first = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streamerhub",
+            "api-token",
+            "--data-dir",
+            str(data),
+            "--config",
+            str(tmp_path / "c.toml"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     assert len(first.strip()) >= 40
     assert stat.S_IMODE((data / "api-token").stat().st_mode) == 0o600
-    listed = subprocess.run([sys.executable, "-m", "streamerhub", "jobs", "list", "--data-dir",
-                             str(data), "--config", str(tmp_path / "c.toml"), "--url",
-                             "http://127.0.0.1:9"], env=env, capture_output=True, text=True,
-                            timeout=60)
+    listed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streamerhub",
+            "jobs",
+            "list",
+            "--data-dir",
+            str(data),
+            "--config",
+            str(tmp_path / "c.toml"),
+            "--url",
+            "http://127.0.0.1:9",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert listed.returncode == 1 and "cannot reach the daemon" in listed.stderr

@@ -17,7 +17,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 async def _fresh(cluster, name: str) -> Database:
-    conn = await asyncpg.connect(host=str(cluster.socket_dir), user="streamerhub", database="postgres")
+    conn = await asyncpg.connect(
+        host=str(cluster.socket_dir), user="streamerhub", database="postgres"
+    )
     try:
         await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     finally:
@@ -27,9 +29,21 @@ async def _fresh(cluster, name: str) -> Database:
 
 
 def _dump(cluster, name: str) -> str:
-    out = subprocess.run([str(cluster.bindir / "pg_dump"), "--schema-only", "--no-owner",
-                          "-h", str(cluster.socket_dir), "-U", "streamerhub", name],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            str(cluster.bindir / "pg_dump"),
+            "--schema-only",
+            "--no-owner",
+            "-h",
+            str(cluster.socket_dir),
+            "-U",
+            "streamerhub",
+            name,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     # psql meta-commands with random per-dump tokens (\restrict) are not schema.
     return "\n".join(line for line in out.splitlines() if not line.startswith("\\"))
 
@@ -43,8 +57,11 @@ async def test_schema_sql_equals_migrations_in_order(pg_cluster) -> None:
             await conn.execute(MIGRATIONS_TABLE)
             for migration in load_migrations():
                 await conn.execute(migration.sql)
-                await conn.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-                                   migration.version, migration.name)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                    migration.version,
+                    migration.name,
+                )
         assert await stepped.upgrade() == []
     finally:
         await fresh.close()
@@ -65,8 +82,11 @@ async def test_database_newer_than_code_is_refused(db: Database) -> None:
 
 
 def test_wheel_ships_schema_and_migrations(tmp_path: Path) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path),
-                    str(ROOT)], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
     wheel = next(tmp_path.glob("streamerhub-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "streamerhub/schema.sql" in names

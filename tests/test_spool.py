@@ -61,8 +61,12 @@ async def test_file_is_wal_with_full_sync(tmp_path: Path) -> None:
         assert conn.execute("SELECT count(*) FROM batches").fetchone()[0] == 1
     finally:
         conn.close()
-    assert await asyncio.to_thread(spool._call, lambda: spool._db().execute(
-        "PRAGMA synchronous").fetchone()[0]) == 2  # FULL
+    assert (
+        await asyncio.to_thread(
+            spool._call, lambda: spool._db().execute("PRAGMA synchronous").fetchone()[0]
+        )
+        == 2
+    )  # FULL
     await spool.close()
 
 

@@ -52,6 +52,7 @@ async def store(db: Database, tmp_path: Path) -> AsyncIterator[EventStore]:
 
 # ----------------------------------------------------------------------------- typed rows
 
+
 async def test_every_type_lands_in_its_typed_table(store: EventStore, db: Database) -> None:
     for n, sub_type in enumerate(EVENTS):
         store.submit(parse_frame(frame_text(sub_type, f"m-{n}")))
@@ -63,12 +64,19 @@ async def test_every_type_lands_in_its_typed_table(store: EventStore, db: Databa
     assert (resub["message"], resub["cumulative_months"]) == ("15 months, still here!", 15)
     raid = (await fetch(db, "SELECT * FROM twitch_raids"))[0]
     assert (raid["channel_id"], raid["from_user_login"], raid["viewers"]) == ("1337", "raider", 420)
-    trains = await fetch(db, "SELECT phase, train_type, level FROM twitch_hype_trains ORDER BY phase")
-    assert [tuple(r) for r in trains] == [("begin", "golden_kappa", 1), ("end", "golden_kappa", 2),
-                                         ("progress", "golden_kappa", 2)]
+    trains = await fetch(
+        db, "SELECT phase, train_type, level FROM twitch_hype_trains ORDER BY phase"
+    )
+    assert [tuple(r) for r in trains] == [
+        ("begin", "golden_kappa", 1),
+        ("end", "golden_kappa", 2),
+        ("progress", "golden_kappa", 2),
+    ]
     follow = (await fetch(db, "SELECT * FROM twitch_follows"))[0]
     assert (follow["user_name"], follow["followed_at"].isoformat()) == (
-        "Cool_Viewer", "2026-03-01T20:15:41.987654+00:00")
+        "Cool_Viewer",
+        "2026-03-01T20:15:41.987654+00:00",
+    )
     labels = await fetch(db, "SELECT content_classification_labels FROM twitch_channel_updates")
     assert labels[0][0] == ["ProfanityVulgarity"]
     per_table = {t: await count(db, t) for t in TYPED_TABLES}
@@ -80,11 +88,13 @@ async def test_typed_tables_rebuild_from_raw_rows(store: EventStore, db: Databas
     for n, sub_type in enumerate(EVENTS):
         store.submit(parse_frame(frame_text(sub_type, f"m-{n}")))
     await store.drain()
-    before = {t: sorted(map(dict, await fetch(db, f"SELECT * FROM {t}")), key=str)
-              for t in TYPED_TABLES}
+    before = {
+        t: sorted(map(dict, await fetch(db, f"SELECT * FROM {t}")), key=str) for t in TYPED_TABLES
+    }
     assert await rebuild_typed(db) == (len(EVENTS), 0)
-    after = {t: sorted(map(dict, await fetch(db, f"SELECT * FROM {t}")), key=str)
-             for t in TYPED_TABLES}
+    after = {
+        t: sorted(map(dict, await fetch(db, f"SELECT * FROM {t}")), key=str) for t in TYPED_TABLES
+    }
     assert after == before
 
 
@@ -100,20 +110,24 @@ async def test_unknown_type_lands_raw_only(store: EventStore, db: Database) -> N
 
 # ----------------------------------------------------------------------------- dedupe
 
+
 async def test_duplicate_message_id_is_stored_once(store: EventStore, db: Database) -> None:
     for _ in range(3):
-        store.submit(cheer(1))        # redelivered within one batch
+        store.submit(cheer(1))  # redelivered within one batch
     await store.drain()
-    store.submit(cheer(1))            # and again later
+    store.submit(cheer(1))  # and again later
     await store.drain()
     assert await count(db, "twitch_events") == 1 and await count(db, "twitch_cheers") == 1
     assert (store.counters.stored, store.counters.duplicates) == (1, 3)
 
 
-@pytest.mark.parametrize("sub_type", ["channel.channel_points_custom_reward_redemption.add",
-                                      "stream.online", "channel.follow"])
+@pytest.mark.parametrize(
+    "sub_type",
+    ["channel.channel_points_custom_reward_redemption.add", "stream.online", "channel.follow"],
+)
 async def test_same_occurrence_under_two_message_ids_is_stored_once(
-        store: EventStore, db: Database, sub_type: str) -> None:
+    store: EventStore, db: Database, sub_type: str
+) -> None:
     store.submit(parse_frame(frame_text(sub_type, "live-session")))
     store.submit(parse_frame(frame_text(sub_type, "stale-session")))
     await store.drain()
@@ -121,16 +135,29 @@ async def test_same_occurrence_under_two_message_ids_is_stored_once(
     assert sum([await count(db, t) for t in TYPED_TABLES]) == 1
 
 
-async def test_backfilled_follow_dedupes_against_the_live_one(store: EventStore,
-                                                              db: Database) -> None:
+async def test_backfilled_follow_dedupes_against_the_live_one(
+    store: EventStore, db: Database
+) -> None:
     store.submit(parse_frame(frame_text("channel.follow", "live")))
     await store.drain()
     helix_follow = {**EVENTS["channel.follow"][1], "followed_at": "2026-03-01T20:15:41Z"}
-    store.submit_backfill("backfill:follow:1", "channel.follow", "2", "2026-03-01T20:15:41Z",
-                          {"subscription": {}, "event": helix_follow})
-    store.submit_backfill("backfill:follow:2", "channel.follow", "2", "2026-03-01T21:00:00Z",
-                          {"subscription": {}, "event": {**helix_follow, "user_id": "77",
-                                                         "followed_at": "2026-03-01T21:00:00Z"}})
+    store.submit_backfill(
+        "backfill:follow:1",
+        "channel.follow",
+        "2",
+        "2026-03-01T20:15:41Z",
+        {"subscription": {}, "event": helix_follow},
+    )
+    store.submit_backfill(
+        "backfill:follow:2",
+        "channel.follow",
+        "2",
+        "2026-03-01T21:00:00Z",
+        {
+            "subscription": {},
+            "event": {**helix_follow, "user_id": "77", "followed_at": "2026-03-01T21:00:00Z"},
+        },
+    )
     await store.drain()
     rows = await fetch(db, "SELECT message_id, backfilled FROM twitch_follows ORDER BY followed_at")
     assert [tuple(r) for r in rows] == [("live", False), ("backfill:follow:2", True)]
@@ -139,8 +166,11 @@ async def test_backfilled_follow_dedupes_against_the_live_one(store: EventStore,
 async def test_progress_updates_sharing_an_id_are_all_kept(store: EventStore, db: Database) -> None:
     for n in range(3):
         store.submit(parse_frame(frame_text("channel.poll.progress", f"p-{n}")))
-        store.submit(parse_frame(frame_text(
-            "channel.channel_points_custom_reward_redemption.update", f"u-{n}")))
+        store.submit(
+            parse_frame(
+                frame_text("channel.channel_points_custom_reward_redemption.update", f"u-{n}")
+            )
+        )
     await store.drain()
     assert await count(db, "twitch_polls") == 3 and await count(db, "twitch_redemptions") == 3
 
@@ -160,6 +190,7 @@ async def test_five_thousand_events_stored_exactly_once(store: EventStore, db: D
 
 # ----------------------------------------------------------------------------- dead letters
 
+
 async def test_bad_frames_and_events_become_dead_letters(store: EventStore, db: Database) -> None:
     store.dead_letter("eventsub", "not JSON: Expecting value", "{garbage")
     no_user = {k: v for k, v in EVENTS["channel.follow"][1].items() if k != "user_id"}
@@ -170,14 +201,16 @@ async def test_bad_frames_and_events_become_dead_letters(store: EventStore, db: 
     letters = await fetch(db, "SELECT source, reason, raw FROM dead_letters ORDER BY id")
     assert [(r["source"], r["reason"], r["raw"]) for r in letters[:2]] == [
         ("eventsub", "not JSON: Expecting value", "{garbage"),
-        ("eventsub", "event.user_id missing", text)]
+        ("eventsub", "event.user_id missing", text),
+    ]
     assert "cannot queue" in letters[2]["reason"]
     assert await count(db, "twitch_events") == 0
     assert store.counters.dead_letters == 3
 
 
 async def test_a_row_postgres_rejects_is_dead_lettered_and_the_batch_survives(
-        store: EventStore, db: Database) -> None:
+    store: EventStore, db: Database
+) -> None:
     for i in range(20):
         store.submit(cheer(i))
     poison = {**EVENTS["channel.cheer"][1], "message": "nul \u0000 byte"}
@@ -190,6 +223,7 @@ async def test_a_row_postgres_rejects_is_dead_lettered_and_the_batch_survives(
 
 
 # ----------------------------------------------------------------------------- publish, gaps, stop
+
 
 async def test_a_bare_wake_up_is_published_after_the_commit(db: Database, tmp_path: Path) -> None:
     topic: Topic[dict[str, Any]] = Topic()
@@ -239,8 +273,9 @@ async def test_gaps_are_recorded_once(store: EventStore, db: Database) -> None:
     store.record_gap_start("1337", "keepalive timeout", at=started)  # replayed twice
     store.record_gap_end("1337")
     await store.drain()
-    gaps = await fetch(db, "SELECT started_at, ended_at, reason FROM eventsub_gaps "
-                           "WHERE channel_id = '1337'")
+    gaps = await fetch(
+        db, "SELECT started_at, ended_at, reason FROM eventsub_gaps WHERE channel_id = '1337'"
+    )
     assert len(gaps) == 1 and gaps[0]["started_at"] == started
     assert gaps[0]["ended_at"] >= started and gaps[0]["reason"] == "keepalive timeout"
 
@@ -257,13 +292,15 @@ async def test_stop_flushes_what_is_queued_and_is_idempotent(db: Database, tmp_p
 
 # ----------------------------------------------------------------------------- outages
 
+
 def db_name(url: str) -> str:
     return url.split("?", 1)[0].rsplit("/", 1)[1]
 
 
 async def admin(cluster: EmbeddedPostgres, sql: str, *args: Any) -> None:
-    conn = await asyncpg.connect(host=str(cluster.socket_dir), user="streamerhub",
-                                 database="postgres")
+    conn = await asyncpg.connect(
+        host=str(cluster.socket_dir), user="streamerhub", database="postgres"
+    )
     try:
         await conn.execute(sql, *args)
     finally:
@@ -273,8 +310,9 @@ async def admin(cluster: EmbeddedPostgres, sql: str, *args: Any) -> None:
 async def cut(cluster: EmbeddedPostgres, name: str) -> None:
     """The database goes away: no new connections, every existing one killed."""
     await admin(cluster, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-    await admin(cluster, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                         "WHERE datname = $1", name)
+    await admin(
+        cluster, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+    )
 
 
 async def restore(cluster: EmbeddedPostgres, name: str) -> None:
@@ -282,7 +320,8 @@ async def restore(cluster: EmbeddedPostgres, name: str) -> None:
 
 
 async def test_outage_mid_burst_spools_then_stores_everything_once(
-        db: Database, db_url: str, pg_cluster: EmbeddedPostgres, tmp_path: Path) -> None:
+    db: Database, db_url: str, pg_cluster: EmbeddedPostgres, tmp_path: Path
+) -> None:
     published: list[dict] = []
     name = db_name(db_url)
     try:
@@ -310,15 +349,19 @@ async def test_outage_mid_burst_spools_then_stores_everything_once(
     assert len(published) > woken and set(map(len, published)) == {0}  # replays wake the feed
     assert (await Spool(tmp_path / SPOOL_FILE).open()).items == 0
     # The live feed reads rows by received_at: replayed rows sort after those stored before.
-    order = await fetch(db, "SELECT min(received_at) FILTER (WHERE n >= 500) >= "
-                            "max(received_at) FILTER (WHERE n < 500) FROM "
-                            "(SELECT received_at, split_part(message_id, '-', 2)::int AS n "
-                            "FROM twitch_events) e")
+    order = await fetch(
+        db,
+        "SELECT min(received_at) FILTER (WHERE n >= 500) >= "
+        "max(received_at) FILTER (WHERE n < 500) FROM "
+        "(SELECT received_at, split_part(message_id, '-', 2)::int AS n "
+        "FROM twitch_events) e",
+    )
     assert order[0][0] is True
 
 
 async def test_thirty_second_outage_during_a_burst_loses_nothing(
-        db: Database, db_url: str, pg_cluster: EmbeddedPostgres, tmp_path: Path) -> None:
+    db: Database, db_url: str, pg_cluster: EmbeddedPostgres, tmp_path: Path
+) -> None:
     """The daemon's own retry pacing (not the tests' fast one) through a 30 s outage."""
     name = db_name(db_url)
     try:
@@ -326,7 +369,7 @@ async def test_thirty_second_outage_during_a_burst_loses_nothing(
             for i in range(200):
                 store.submit(cheer(i))
             await cut(pg_cluster, name)
-            for second in range(30):                       # events keep arriving all along
+            for second in range(30):  # events keep arriving all along
                 for i in range(200 + second * 100, 300 + second * 100):
                     store.submit(cheer(i))
                 await asyncio.sleep(1)
@@ -340,7 +383,8 @@ async def test_thirty_second_outage_during_a_burst_loses_nothing(
 
 
 async def test_stopped_during_an_outage_replays_on_next_start(
-        db: Database, db_url: str, pg_cluster: EmbeddedPostgres, tmp_path: Path) -> None:
+    db: Database, db_url: str, pg_cluster: EmbeddedPostgres, tmp_path: Path
+) -> None:
     name = db_name(db_url)
     try:
         async with make_store(db, tmp_path) as first:
@@ -385,12 +429,21 @@ asyncio.run(main(sys.argv[1], sys.argv[2]))
 
 
 async def test_spool_left_by_kill_9_is_replayed_on_start_without_duplicates(
-        db: Database, db_url: str, pg_cluster: EmbeddedPostgres, tmp_path: Path) -> None:
+    db: Database, db_url: str, pg_cluster: EmbeddedPostgres, tmp_path: Path
+) -> None:
     name = db_name(db_url)
     env = {**os.environ, "PYTHONPATH": str(TESTS), "STREAMERHUB_LOG_FORMAT": "json"}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", CRASHER, db_url, str(tmp_path), stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+        sys.executable,
+        "-c",
+        CRASHER,
+        db_url,
+        str(tmp_path),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
     assert proc.stdin and proc.stdout
     try:
         assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"committed\n"

@@ -28,8 +28,7 @@ def store(db: Database) -> TargetStore:
 
 
 def _body(**changes: object) -> dict[str, object]:
-    return {"name": "Twitch alt", "url": "rtmp://live.twitch.tv/app", "stream_key": KEY,
-            **changes}
+    return {"name": "Twitch alt", "url": "rtmp://live.twitch.tv/app", "stream_key": KEY, **changes}
 
 
 async def test_key_is_sealed_and_only_a_hint_is_shown(store: TargetStore, db: Database) -> None:
@@ -45,10 +44,15 @@ async def test_key_is_sealed_and_only_a_hint_is_shown(store: TargetStore, db: Da
 
 async def test_editing_other_fields_keeps_the_key(store: TargetStore) -> None:
     target = await store.create(_body())
-    edited = await store.update(target.id, {"name": "Renamed", "enabled": False,
-                                            "url": "rtmps://ingest.example.com:443/live"})
+    edited = await store.update(
+        target.id,
+        {"name": "Renamed", "enabled": False, "url": "rtmps://ingest.example.com:443/live"},
+    )
     assert (edited.name, edited.enabled, edited.url) == (
-        "Renamed", False, "rtmps://ingest.example.com:443/live")
+        "Renamed",
+        False,
+        "rtmps://ingest.example.com:443/live",
+    )
     assert edited.key_hint == "a1b2" and await store.open_key(target.id) == KEY
     rekeyed = await store.update(target.id, {"stream_key": "another-key-0000-9f9f"})
     assert rekeyed.to_json()["stream_key"] == "••••9f9f"
@@ -59,19 +63,25 @@ def test_a_short_key_shows_no_characters() -> None:
     assert key_hint("abc123") == "" and key_hint(KEY) == "a1b2"
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"url": "http://live.twitch.tv/app"}, "url: must start with rtmp:// or rtmps:// (got http://)"),
-    ({"url": "live.twitch.tv/app"}, "url: must start with rtmp:// or rtmps:// (got no scheme)"),
-    ({"url": "rtmp:///app"}, "url: has no host"),
-    ({"url": "rtmp://host:99999/app"}, "url: not a valid URL"),
-    ({"url": "rtmp://host/my app"}, "url: the ingest URL must not contain spaces"),
-    ({"stream_key": ""}, "stream_key: must not be empty"),
-    ({"stream_key": "abc def"}, "stream_key: must not contain spaces or line breaks"),
-    ({"stream_key": "abcdef\n"}, "stream_key: must not contain spaces or line breaks"),
-    ({"name": "  "}, "name: give the target a name"),
-    ({"enabled": "yes"}, "enabled: must be true or false"),
-    ({"colour": "red"}, "unknown field 'colour'"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (
+            {"url": "http://live.twitch.tv/app"},
+            "url: must start with rtmp:// or rtmps:// (got http://)",
+        ),
+        ({"url": "live.twitch.tv/app"}, "url: must start with rtmp:// or rtmps:// (got no scheme)"),
+        ({"url": "rtmp:///app"}, "url: has no host"),
+        ({"url": "rtmp://host:99999/app"}, "url: not a valid URL"),
+        ({"url": "rtmp://host/my app"}, "url: the ingest URL must not contain spaces"),
+        ({"stream_key": ""}, "stream_key: must not be empty"),
+        ({"stream_key": "abc def"}, "stream_key: must not contain spaces or line breaks"),
+        ({"stream_key": "abcdef\n"}, "stream_key: must not contain spaces or line breaks"),
+        ({"name": "  "}, "name: give the target a name"),
+        ({"enabled": "yes"}, "enabled: must be true or false"),
+        ({"colour": "red"}, "unknown field 'colour'"),
+    ],
+)
 def test_invalid_input_names_the_field(changes: dict[str, object], message: str) -> None:
     with pytest.raises(InvalidInput) as caught:
         parse_target(_body(**changes))
@@ -93,12 +103,15 @@ async def test_names_are_unique_and_missing_ids_are_not_found(store: TargetStore
         await store.delete(999)
 
 
-async def test_linking_an_unknown_twitch_channel_is_refused(store: TargetStore,
-                                                            db: Database) -> None:
+async def test_linking_an_unknown_twitch_channel_is_refused(
+    store: TargetStore, db: Database
+) -> None:
     with pytest.raises(InvalidInput, match="channel_id: no connected Twitch channel"):
         await store.create(_body(channel_id="12345"))
-    await db.pool.execute("INSERT INTO twitch_channels (channel_id, login, display_name) "
-                          "VALUES ('12345', 'alt', 'Alt')")
+    await db.pool.execute(
+        "INSERT INTO twitch_channels (channel_id, login, display_name) "
+        "VALUES ('12345', 'alt', 'Alt')"
+    )
     target = await store.create(_body(channel_id="12345"))
     assert target.channel_id == "12345"
     assert (await store.update(target.id, {"channel_id": None})).channel_id is None
@@ -117,5 +130,7 @@ async def test_master_key_rotation_reseals_stream_keys(db: Database, tmp_path: P
 
 
 def test_output_url_appends_the_key_once() -> None:
-    assert output_url("rtmp://a.rtmp.youtube.com/live2/", "k-1") == \
-        "rtmp://a.rtmp.youtube.com/live2/k-1"
+    assert (
+        output_url("rtmp://a.rtmp.youtube.com/live2/", "k-1")
+        == "rtmp://a.rtmp.youtube.com/live2/k-1"
+    )

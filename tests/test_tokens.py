@@ -19,8 +19,9 @@ from streamerhub.fake_twitch import FakeTwitch, sample_event
 
 
 async def _stored_access(rig: Rig, channel_id: str) -> str | None:
-    blob = await rig.value("SELECT access_token_sealed FROM twitch_channels WHERE channel_id = $1",
-                           channel_id)
+    blob = await rig.value(
+        "SELECT access_token_sealed FROM twitch_channels WHERE channel_id = $1", channel_id
+    )
     if blob is None:
         return None
     return rig.keyring.open_str(blob, aad_for("twitch_channels", channel_id, "access_token_sealed"))
@@ -82,11 +83,18 @@ async def test_revoked_grant_disconnects_that_channel_and_the_other_keeps_runnin
     await rig.control("close", {"code": 4000})
 
     async def disconnected() -> bool:
-        return await rig.value("SELECT status FROM twitch_channels WHERE channel_id = '2000'") \
+        return (
+            await rig.value("SELECT status FROM twitch_channels WHERE channel_id = '2000'")
             == "disconnected"
+        )
+
     await wait_until(disconnected, 10, "channel 2000 disconnected")
-    row = (await rig.fetch("SELECT status_reason, access_token_sealed, refresh_token_sealed "
-                           "FROM twitch_channels WHERE channel_id = '2000'"))[0]
+    row = (
+        await rig.fetch(
+            "SELECT status_reason, access_token_sealed, refresh_token_sealed "
+            "FROM twitch_channels WHERE channel_id = '2000'"
+        )
+    )[0]
     assert "refresh token" in row["status_reason"] and "twitch login" in row["status_reason"]
     assert row["access_token_sealed"] is None and row["refresh_token_sealed"] is None
     await rig.wait_subscribed(bot, "1000")
@@ -109,8 +117,9 @@ async def test_validation_updates_scopes_and_a_dead_token_is_refreshed(rig: Rig)
     await rig.control("token", {"access_token": grant["access_token"], "expired": True})
     await token.validate()  # 401 → refresh → validated
     assert token.refreshes == 1
-    assert await rig.value("SELECT validated_at > now() - interval '5 seconds' "
-                           "FROM twitch_channels")
+    assert await rig.value(
+        "SELECT validated_at > now() - interval '5 seconds' FROM twitch_channels"
+    )
 
 
 async def test_validation_of_a_revoked_grant_disconnects(rig: Rig) -> None:
@@ -131,19 +140,35 @@ def test_login_asks_only_for_scopes_it_uses() -> None:
     assert set(LOGIN_SCOPES) == needed
 
 
-async def test_device_login_stores_sealed_tokens_and_never_shows_them(db_url: str,
-                                                                      tmp_path: Path) -> None:
+async def test_device_login_stores_sealed_tokens_and_never_shows_them(
+    db_url: str, tmp_path: Path
+) -> None:
     data_dir = tmp_path / "data"
     async with FakeTwitch(device_interval=1) as fake:
-        env = {**os.environ, "STREAMERHUB_DATABASE_URL": db_url,
-               "STREAMERHUB_TWITCH_CLIENT_ID": fake.client_id,
-               "STREAMERHUB_TWITCH_AUTH_URL": fake.auth_url,
-               "STREAMERHUB_TWITCH_API_URL": fake.api_url, "STREAMERHUB_LOG_FORMAT": "json"}
+        env = {
+            **os.environ,
+            "STREAMERHUB_DATABASE_URL": db_url,
+            "STREAMERHUB_TWITCH_CLIENT_ID": fake.client_id,
+            "STREAMERHUB_TWITCH_AUTH_URL": fake.auth_url,
+            "STREAMERHUB_TWITCH_API_URL": fake.api_url,
+            "STREAMERHUB_LOG_FORMAT": "json",
+        }
         (tmp_path / "none.toml").write_text("")
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "streamerhub", "twitch", "login", "--data-dir", str(data_dir),
-            "--config", str(tmp_path / "none.toml"), env=env, cwd=tmp_path,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            sys.executable,
+            "-m",
+            "streamerhub",
+            "twitch",
+            "login",
+            "--data-dir",
+            str(data_dir),
+            "--config",
+            str(tmp_path / "none.toml"),
+            env=env,
+            cwd=tmp_path,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         out, err = await asyncio.wait_for(proc.communicate(), 60)
         stdout, stderr = out.decode(), err.decode()
         assert proc.returncode == 0, stdout + stderr
@@ -163,12 +188,17 @@ async def test_device_login_stores_sealed_tokens_and_never_shows_them(db_url: st
         await conn.close()
     assert row["status"] == "connected" and row["login"] == "streamer"
     assert set(row["scopes"]) == set(LOGIN_SCOPES)
-    opened = keyring.open_str(row["access_token_sealed"],
-                              aad_for("twitch_channels", "1000", "access_token_sealed"))
+    opened = keyring.open_str(
+        row["access_token_sealed"], aad_for("twitch_channels", "1000", "access_token_sealed")
+    )
     assert opened == token.access_token
     assert token.access_token.encode() not in row["access_token_sealed"]
-    assert keyring.open_str(row["refresh_token_sealed"], aad_for(
-        "twitch_channels", "1000", "refresh_token_sealed")) == token.refresh_token
+    assert (
+        keyring.open_str(
+            row["refresh_token_sealed"], aad_for("twitch_channels", "1000", "refresh_token_sealed")
+        )
+        == token.refresh_token
+    )
 
 
 async def test_helix_waits_for_ratelimit_reset_and_backs_off_on_5xx(rig: Rig) -> None:

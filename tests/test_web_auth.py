@@ -27,9 +27,15 @@ async def test_setup_link_creates_the_owner_once(tmp_path: Path, db_url: str, ca
         assert wrong.status == 404 and "not valid" in await wrong.text()
 
         page = await dash.client.get(f"/setup/{token}")
-        weak = await dash.client.post(f"/setup/{token}", data={
-            "csrf_token": csrf_of(await page.text()), "login": "owner", "password": "short",
-            "confirm": "short"})
+        weak = await dash.client.post(
+            f"/setup/{token}",
+            data={
+                "csrf_token": csrf_of(await page.text()),
+                "login": "owner",
+                "password": "short",
+                "confirm": "short",
+            },
+        )
         assert weak.status == 400 and "at least 10 characters" in await weak.text()
 
         await dash.create_owner("Owner")
@@ -64,9 +70,15 @@ async def test_password_login_cookie_logout(tmp_path: Path, db_url: str) -> None
 
         # A password change ends every session; only the new password works afterwards.
         await dash.login("owner")
-        changed = await dash.client.post("/settings/password", data={
-            "csrf_token": await dash.csrf("/settings"), "current": PASSWORD,
-            "password": "a brand new passphrase", "confirm": "a brand new passphrase"})
+        changed = await dash.client.post(
+            "/settings/password",
+            data={
+                "csrf_token": await dash.csrf("/settings"),
+                "current": PASSWORD,
+                "password": "a brand new passphrase",
+                "confirm": "a brand new passphrase",
+            },
+        )
         assert changed.url.path == "/login" and "Sign in again" in await changed.text()
         assert (await dash.login("owner")).status == 401
         assert (await dash.login("owner", "a brand new passphrase")).status == 303
@@ -79,8 +91,8 @@ async def test_failed_logins_are_slowed_down(tmp_path: Path, db_url: str) -> Non
         for _ in range(3):
             await dash.login("owner", "nope nope nope")
         started = time.monotonic()
-        await dash.login("owner", "nope nope nope")   # 4th: waits 1 s
-        await dash.login("owner", "nope nope nope")   # 5th: waits 2 s
+        await dash.login("owner", "nope nope nope")  # 4th: waits 1 s
+        await dash.login("owner", "nope nope nope")  # 5th: waits 2 s
         assert time.monotonic() - started >= 3.0
         # Even the right password waits while the slow-down lasts, then signs in.
         assert (await dash.login("owner")).status == 303
@@ -96,8 +108,10 @@ async def test_post_without_csrf_token_is_refused(tmp_path: Path, db_url: str) -
         forged = await dash.client.post("/settings/users", data={**form, "csrf_token": "x" * 43})
         assert forged.status == 403
         other_site = await dash.client.post(
-            "/settings/users", data={**form, "csrf_token": await dash.csrf("/settings")},
-            headers={"Origin": "http://evil.example"})
+            "/settings/users",
+            data={**form, "csrf_token": await dash.csrf("/settings")},
+            headers={"Origin": "http://evil.example"},
+        )
         assert other_site.status == 403
         api = await dash.client.post("/api/v1/targets", json={"name": "x"})
         assert api.status == 403
@@ -106,7 +120,9 @@ async def test_post_without_csrf_token_is_refused(tmp_path: Path, db_url: str) -
 
 
 async def test_foreign_host_is_refused(tmp_path: Path, db_url: str) -> None:
-    async with dashboard(tmp_path, db_url, '[web]\nallowed_hosts = ["stats.example.org"]\n') as dash:
+    async with dashboard(
+        tmp_path, db_url, '[web]\nallowed_hosts = ["stats.example.org"]\n'
+    ) as dash:
         evil = await dash.client.get("/login", headers={"Host": "evil.example"})
         assert evil.status == 421 and "allowed_hosts" in await evil.text()
         rebound = await dash.client.get("/healthz", headers={"Host": "attacker.test:8080"})
@@ -129,12 +145,16 @@ async def test_viewer_can_look_but_not_change(tmp_path: Path, db_url: str) -> No
             page = await dash.client.get(path)
             assert page.status == 403 and "viewer" in await page.text()
         token = await dash.csrf("/")
-        refused = await dash.client.post("/settings/users", data={
-            "csrf_token": token, "login": "x", "role": "owner", "password": PASSWORD})
+        refused = await dash.client.post(
+            "/settings/users",
+            data={"csrf_token": token, "login": "x", "role": "owner", "password": PASSWORD},
+        )
         assert refused.status == 403
-        api = await dash.client.post("/api/v1/targets", headers={"X-CSRF-Token": token},
-                                     json={"name": "t", "url": "rtmp://h/app",
-                                           "stream_key": "k"})
+        api = await dash.client.post(
+            "/api/v1/targets",
+            headers={"X-CSRF-Token": token},
+            json={"name": "t", "url": "rtmp://h/app", "stream_key": "k"},
+        )
         assert api.status == 403
         assert "Settings" not in await (await dash.client.get("/")).text()
 
@@ -144,19 +164,28 @@ async def test_api_accepts_session_or_bearer_never_anonymous(tmp_path: Path, db_
         assert (await dash.client.get("/api/v1/targets")).status == 401
         await dash.create_owner()
         token = await dash.csrf("/")
-        made = await dash.client.post("/api/v1/targets", headers={"X-CSRF-Token": token}, json={
-            "name": "Local", "url": "rtmp://127.0.0.1/live", "stream_key": "live_123_secretkey"})
+        made = await dash.client.post(
+            "/api/v1/targets",
+            headers={"X-CSRF-Token": token},
+            json={
+                "name": "Local",
+                "url": "rtmp://127.0.0.1/live",
+                "stream_key": "live_123_secretkey",
+            },
+        )
         assert made.status == 201
         assert "secretkey" not in await made.text()
         page = await (await dash.client.get("/multistream")).text()
         assert "secretkey" not in page
         # A wrong token does not fall back to the cookie (that request skipped the CSRF check).
-        wrong = await dash.client.post("/api/v1/targets", headers={
-            "Authorization": "Bearer not-the-token"}, json={"name": "x"})
+        wrong = await dash.client.post(
+            "/api/v1/targets", headers={"Authorization": "Bearer not-the-token"}, json={"name": "x"}
+        )
         assert wrong.status == 401
         token = (dash.settings.data_dir / "api-token").read_text().strip()
-        listed = await dash.client.get("/api/v1/targets",
-                                       headers={"Authorization": f"Bearer {token}"})
+        listed = await dash.client.get(
+            "/api/v1/targets", headers={"Authorization": f"Bearer {token}"}
+        )
         assert listed.status == 200 and [t["name"] for t in await listed.json()] == ["Local"]
 
 
@@ -172,8 +201,10 @@ async def twitch_round_trip(dash, purpose: str):
 
 async def test_sign_in_with_twitch(tmp_path: Path, db_url: str) -> None:
     async with FakeTwitch() as fake:
-        extra = (f'[twitch]\nclient_id = "{fake.client_id}"\nauth_url = "{fake.auth_url}"\n'
-                 f'api_url = "{fake.api_url}"\n')
+        extra = (
+            f'[twitch]\nclient_id = "{fake.client_id}"\nauth_url = "{fake.auth_url}"\n'
+            f'api_url = "{fake.api_url}"\n'
+        )
         async with dashboard(tmp_path, db_url, extra) as dash:
             await dash.create_owner()
             await dash.logout()
@@ -188,11 +219,14 @@ async def test_sign_in_with_twitch(tmp_path: Path, db_url: str) -> None:
             assert "streamer" in overview and "role-owner" in overview
 
 
-async def test_connect_channel_in_the_browser_stores_sealed_tokens(tmp_path: Path,
-                                                                   db_url: str) -> None:
+async def test_connect_channel_in_the_browser_stores_sealed_tokens(
+    tmp_path: Path, db_url: str
+) -> None:
     async with FakeTwitch() as fake:
-        extra = (f'[twitch]\nclient_id = "{fake.client_id}"\nauth_url = "{fake.auth_url}"\n'
-                 f'api_url = "{fake.api_url}"\n')
+        extra = (
+            f'[twitch]\nclient_id = "{fake.client_id}"\nauth_url = "{fake.auth_url}"\n'
+            f'api_url = "{fake.api_url}"\n'
+        )
         async with dashboard(tmp_path, db_url, extra) as dash:
             await dash.create_owner()
             settings = await twitch_round_trip(dash, "connect")

@@ -30,14 +30,23 @@ async def seed_history(dash: Any) -> None:
     """Two weeks ago: 5 follows, a gift of 3, 1000 bits. Today: 2 follows, 1 sub, a raid."""
     await add_channel(dash.db)
     old, today = ago(days=14), NOW - dt.timedelta(minutes=30)
-    items = [notification("channel.follow", old + dt.timedelta(minutes=i),
-                          user_login=f"old_fan{i}", user_name=f"Old_Fan{i}") for i in range(5)]
-    items += [notification("channel.subscription.gift", old, total=3),
-              notification("channel.cheer", old, bits=1000),
-              notification("channel.follow", today, user_login="new_fan", user_name="New_Fan"),
-              notification("channel.follow", today + dt.timedelta(minutes=1)),
-              notification("channel.subscribe", today),
-              notification("channel.raid", today, viewers=77)]
+    items = [
+        notification(
+            "channel.follow",
+            old + dt.timedelta(minutes=i),
+            user_login=f"old_fan{i}",
+            user_name=f"Old_Fan{i}",
+        )
+        for i in range(5)
+    ]
+    items += [
+        notification("channel.subscription.gift", old, total=3),
+        notification("channel.cheer", old, bits=1000),
+        notification("channel.follow", today, user_login="new_fan", user_name="New_Fan"),
+        notification("channel.follow", today + dt.timedelta(minutes=1)),
+        notification("channel.subscribe", today),
+        notification("channel.raid", today, viewers=77),
+    ]
     await store_events(dash.db, dash.settings.data_dir, items)
 
 
@@ -46,6 +55,7 @@ async def signed_in(dash: Any) -> None:
 
 
 # ----------------------------------------------------------------------------- overview
+
 
 async def test_overview_cards_follow_the_period(tmp_path: Path, db_url: str) -> None:
     async with dashboard(tmp_path, db_url) as dash:
@@ -77,14 +87,21 @@ async def test_overview_cards_follow_the_period(tmp_path: Path, db_url: str) -> 
 
 # ----------------------------------------------------------------------------- events
 
+
 async def test_events_filters_pages_and_export(tmp_path: Path, db_url: str) -> None:
     async with dashboard(tmp_path, db_url) as dash:
         await signed_in(dash)
         await add_channel(dash.db)
         base = ago(days=3)
-        items = [notification("channel.follow", base + dt.timedelta(seconds=i),
-                              user_login=f"fan{i:03d}", user_name=f"Fan{i:03d}")
-                 for i in range(120)]
+        items = [
+            notification(
+                "channel.follow",
+                base + dt.timedelta(seconds=i),
+                user_login=f"fan{i:03d}",
+                user_name=f"Fan{i:03d}",
+            )
+            for i in range(120)
+        ]
         items.append(notification("channel.cheer", base, bits=500, user_login="whale"))
         await store_events(dash.db, dash.settings.data_dir, items)
 
@@ -92,8 +109,9 @@ async def test_events_filters_pages_and_export(tmp_path: Path, db_url: str) -> N
         url = "/events?type=follows"
         while url:
             html = await (await dash.client.get(url)).text()
-            seen += [line.split("</td>")[0] for line in html.split("<td>")[3::3]
-                     if "followed" in line]
+            seen += [
+                line.split("</td>")[0] for line in html.split("<td>")[3::3] if "followed" in line
+            ]
             nxt = html.split('id="older" href="', 1)
             url = "/events" + nxt[1].split('"', 1)[0].replace("&amp;", "&") if len(nxt) > 1 else ""
         assert len(seen) == 120 and len(set(seen)) == 120, "keyset pages: all, no repeats"
@@ -110,13 +128,15 @@ async def test_events_filters_pages_and_export(tmp_path: Path, db_url: str) -> N
         assert len(rows) == 120 and rows[0]["type"] == "channel.follow"
         assert rows[0]["occurred_at_utc"].endswith("Z") and list(rows[0]) == list(EVENT_COLUMNS)
         assert rows[0]["user_login"] == "fan119"  # newest first, as the page lists them
-        as_json = json.loads(await (await dash.client.get(
-            "/events/export?format=json&type=cheers")).text())
+        as_json = json.loads(
+            await (await dash.client.get("/events/export?format=json&type=cheers")).text()
+        )
         assert [e["user_login"] for e in as_json] == ["whale"] and as_json[0]["bits"] == 500
         assert as_json[0]["event"]["bits"] == 500
 
 
 # ----------------------------------------------------------------------------- streams
+
 
 async def test_stream_sessions_and_stream_page(tmp_path: Path, db_url: str) -> None:
     async with dashboard(tmp_path, db_url) as dash:
@@ -124,8 +144,10 @@ async def test_stream_sessions_and_stream_page(tmp_path: Path, db_url: str) -> N
         await add_channel(dash.db)
         start = ago(hours=3)
         online = notification("stream.online", start, id="stream-1")
-        later = [notification("channel.follow", start + dt.timedelta(minutes=5)),
-                 notification("stream.offline", start + dt.timedelta(hours=1))]
+        later = [
+            notification("channel.follow", start + dt.timedelta(minutes=5)),
+            notification("stream.offline", start + dt.timedelta(hours=1)),
+        ]
         await store_events(dash.db, dash.settings.data_dir, [online, *later])
         await add_samples(dash.db, "stream-1", start, [10, 20, 30, 40])
         html = await (await dash.client.get("/streams")).text()
@@ -139,13 +161,21 @@ async def test_stream_sessions_and_stream_page(tmp_path: Path, db_url: str) -> N
         async with dash.db.pool.acquire() as conn:
             target = await conn.fetchval(
                 "INSERT INTO stream_targets (name, url, stream_key_sealed, key_hint) "
-                "VALUES ('YouTube', 'rtmp://a/live', '\\x00', 'ab12') RETURNING id")
-            job = await conn.fetchval("INSERT INTO stream_jobs (name) VALUES ('Rerun') RETURNING id")
+                "VALUES ('YouTube', 'rtmp://a/live', '\\x00', 'ab12') RETURNING id"
+            )
+            job = await conn.fetchval(
+                "INSERT INTO stream_jobs (name) VALUES ('Rerun') RETURNING id"
+            )
             for begin, end, failure in ((10, 20, "connection_refused"), (21, 50, None)):
                 await conn.execute(
                     "INSERT INTO stream_runs (job_id, target_id, started_at, ended_at, "
-                    "failure_class) VALUES ($1, $2, $3, $4, $5)", job, target,
-                    start + dt.timedelta(minutes=begin), start + dt.timedelta(minutes=end), failure)
+                    "failure_class) VALUES ($1, $2, $3, $4, $5)",
+                    job,
+                    target,
+                    start + dt.timedelta(minutes=begin),
+                    start + dt.timedelta(minutes=end),
+                    failure,
+                )
         marked = await (await dash.client.get("/streams/1000/stream-1")).text()
         for kind in (">up<", ">down<", ">restarted<", "connection_refused"):
             assert kind in marked, kind
@@ -154,6 +184,7 @@ async def test_stream_sessions_and_stream_page(tmp_path: Path, db_url: str) -> N
 
 
 # ----------------------------------------------------------------------------- live feed
+
 
 class SSE:
     """A minimal EventSource: reads `id:`/`event:`/`data:` frames from an open response."""
@@ -190,32 +221,39 @@ async def test_live_feed_latency_resume_and_filter(tmp_path: Path, db_url: str) 
             backlog = await feed.next()
             assert backlog["event"] == "twitch" and backlog["json"]["type"] == "channel.follow"
             sent = time.monotonic()
-            await store_events(dash.db, store_dir, [notification("channel.cheer", NOW, bits=42)],
-                               hub=dash.hub)
+            await store_events(
+                dash.db, store_dir, [notification("channel.cheer", NOW, bits=42)], hub=dash.hub
+            )
             live = await feed.next(timeout=1.0)
             assert live["json"]["text"].endswith("cheered 42 bits")
             assert time.monotonic() - sent < 1.0
             last_id = live["id"]
 
         # Disconnected: 30 events are committed meanwhile; resuming replays exactly those.
-        missed = [notification("channel.follow", NOW, user_id=str(7000 + i), user_login=f"m{i}")
-              for i in range(30)]
+        missed = [
+            notification("channel.follow", NOW, user_id=str(7000 + i), user_login=f"m{i}")
+            for i in range(30)
+        ]
         await store_events(dash.db, store_dir, missed, hub=dash.hub)
         async with dash.client.get("/feed/events", headers={"Last-Event-ID": last_id}) as resp:
             feed = SSE(resp)
             replayed = await feed.collect(30)
             # (events received in the same microsecond come in message_id order)
-            assert sorted(r["json"]["id"] for r in replayed) == sorted(m.raw.message_id
-                                                                       for m in missed)
+            assert sorted(r["json"]["id"] for r in replayed) == sorted(
+                m.raw.message_id for m in missed
+            )
             with pytest.raises(asyncio.TimeoutError):
                 await feed.next(timeout=1.5)  # nothing repeated, nothing extra
 
         async with dash.client.get("/feed/events?types=cheers") as resp:
             feed = SSE(resp)
             assert (await feed.next())["json"]["type"] == "channel.cheer"  # backlog: cheers only
-            await store_events(dash.db, store_dir, [notification("channel.follow", NOW),
-                                                    notification("channel.cheer", NOW, bits=7)],
-                               hub=dash.hub)
+            await store_events(
+                dash.db,
+                store_dir,
+                [notification("channel.follow", NOW), notification("channel.cheer", NOW, bits=7)],
+                hub=dash.hub,
+            )
             assert (await feed.next(timeout=2))["json"]["text"].endswith("cheered 7 bits")
 
 
@@ -227,6 +265,7 @@ async def test_feed_needs_a_session(tmp_path: Path, db_url: str) -> None:
 
 # ----------------------------------------------------------------------------- errors
 
+
 async def test_errors_end_on_pages_in_words(tmp_path: Path, db_url: str, monkeypatch) -> None:
     async with dashboard(tmp_path, db_url) as dash:
         await signed_in(dash)
@@ -236,8 +275,9 @@ async def test_errors_end_on_pages_in_words(tmp_path: Path, db_url: str, monkeyp
         assert api.status == 404 and "error" in await api.json()
         bad_id = await dash.client.get("/streams/1000/x/y")
         assert bad_id.status == 404
-        wrong_method = await dash.client.delete("/events", headers={
-            "X-CSRF-Token": await dash.csrf("/")})
+        wrong_method = await dash.client.delete(
+            "/events", headers={"X-CSRF-Token": await dash.csrf("/")}
+        )
         assert wrong_method.status == 405 and "Traceback" not in await wrong_method.text()
 
         # The database away: a page that says so, not a stack trace.

@@ -31,8 +31,9 @@ def settings_for(tmp_path: Path, db_url: str, extra: str = "", **env: str) -> Se
 
 
 def csrf_of(html: str) -> str:
-    found = re.search(r'name="csrf-token" content="([^"]+)"', html) or \
-        re.search(r'name="csrf_token" value="([^"]+)"', html)
+    found = re.search(r'name="csrf-token" content="([^"]+)"', html) or re.search(
+        r'name="csrf_token" value="([^"]+)"', html
+    )
     assert found, "no CSRF token in the page"
     return found.group(1)
 
@@ -62,23 +63,39 @@ class Dash:
     async def create_owner(self, login: str = "owner", password: str = PASSWORD) -> None:
         token = self.setup_token()
         page = await self.client.get(f"/setup/{token}")
-        resp = await self.client.post(f"/setup/{token}", data={
-            "csrf_token": csrf_of(await page.text()), "login": login, "password": password,
-            "confirm": password}, allow_redirects=False)
+        resp = await self.client.post(
+            f"/setup/{token}",
+            data={
+                "csrf_token": csrf_of(await page.text()),
+                "login": login,
+                "password": password,
+                "confirm": password,
+            },
+            allow_redirects=False,
+        )
         assert resp.status == 303, await resp.text()
 
     async def login(self, login: str, password: str = PASSWORD) -> Any:
-        return await self.client.post("/login", data={
-            "csrf_token": await self.csrf(), "login": login, "password": password},
-            allow_redirects=False)
+        return await self.client.post(
+            "/login",
+            data={"csrf_token": await self.csrf(), "login": login, "password": password},
+            allow_redirects=False,
+        )
 
     async def logout(self) -> None:
         await self.client.post("/logout", data={"csrf_token": await self.csrf("/")})
 
     async def add_user(self, login: str, role: str = "viewer", password: str = PASSWORD) -> Any:
-        return await self.client.post("/settings/users", data={
-            "csrf_token": await self.csrf("/settings"), "login": login, "role": role,
-            "password": password}, allow_redirects=False)
+        return await self.client.post(
+            "/settings/users",
+            data={
+                "csrf_token": await self.csrf("/settings"),
+                "login": login,
+                "role": role,
+                "password": password,
+            },
+            allow_redirects=False,
+        )
 
 
 @contextlib.asynccontextmanager
@@ -90,6 +107,7 @@ async def dashboard(tmp_path: Path, db_url: str, extra: str = "") -> AsyncIterat
 
 
 # ----------------------------------------------------------------------------- seeding
+
 
 def iso(moment: dt.datetime) -> str:
     return moment.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
@@ -107,10 +125,15 @@ def notification(sub_type: str, at: dt.datetime, channel: str = CHANNEL, **overr
         overrides.pop("broadcaster_user_id")
         overrides.setdefault("to_broadcaster_user_id", channel)
     version, event = sample_event(sub_type, **overrides)
-    condition = {"to_broadcaster_user_id": channel} if sub_type == "channel.raid" else \
-        {"broadcaster_user_id": channel}
-    payload = {"subscription": {"type": sub_type, "version": version, "condition": condition},
-               "event": event}
+    condition = (
+        {"to_broadcaster_user_id": channel}
+        if sub_type == "channel.raid"
+        else {"broadcaster_user_id": channel}
+    )
+    payload = {
+        "subscription": {"type": sub_type, "version": version, "condition": condition},
+        "event": event,
+    }
     return normalise(str(uuid.uuid4()), sub_type, version, stamp, payload)
 
 
@@ -118,7 +141,11 @@ async def add_channel(db: Any, channel: str = CHANNEL, login: str = "streamer") 
     async with db.pool.acquire() as conn:
         await conn.execute(
             "INSERT INTO twitch_channels (channel_id, login, display_name) VALUES ($1, $2, $3) "
-            "ON CONFLICT DO NOTHING", channel, login, login.title())
+            "ON CONFLICT DO NOTHING",
+            channel,
+            login,
+            login.title(),
+        )
 
 
 async def store_events(db: Any, data_dir: Path, items: list[Any], hub: Any = None) -> None:
@@ -130,10 +157,21 @@ async def store_events(db: Any, data_dir: Path, items: list[Any], hub: Any = Non
         await store.drain()
 
 
-async def add_samples(db: Any, stream_id: str, start: dt.datetime, counts: list[int],
-                      channel: str = CHANNEL, every: int = 60) -> None:
-    rows = [(channel, stream_id, (start + dt.timedelta(seconds=i * every)).replace(microsecond=0),
-             n) for i, n in enumerate(counts)]
+async def add_samples(
+    db: Any,
+    stream_id: str,
+    start: dt.datetime,
+    counts: list[int],
+    channel: str = CHANNEL,
+    every: int = 60,
+) -> None:
+    rows = [
+        (channel, stream_id, (start + dt.timedelta(seconds=i * every)).replace(microsecond=0), n)
+        for i, n in enumerate(counts)
+    ]
     async with db.pool.acquire() as conn:
-        await conn.executemany("INSERT INTO viewer_samples (channel_id, stream_id, sampled_at, "
-                               "viewer_count) VALUES ($1, $2, $3, $4)", rows)
+        await conn.executemany(
+            "INSERT INTO viewer_samples (channel_id, stream_id, sampled_at, "
+            "viewer_count) VALUES ($1, $2, $3, $4)",
+            rows,
+        )

@@ -20,14 +20,15 @@ from typing import Any, Mapping
 
 from streamerhub.db import Database
 
-EventRow = Mapping[str, Any]       # a twitch_events row as read here (asyncpg Record)
-Cursor = tuple[dt.datetime, str]   # (occurred_at or received_at, message_id)
+EventRow = Mapping[str, Any]  # a twitch_events row as read here (asyncpg Record)
+Cursor = tuple[dt.datetime, str]  # (occurred_at or received_at, message_id)
 
 PAGE = 50
-COLUMNS = ("message_id, subscription_type, channel_id, occurred_at, received_at, backfilled, "
-           "payload")
-USER_EXPR = ("lower(coalesce(payload #>> '{event,user_login}', "
-             "payload #>> '{event,from_broadcaster_user_login}'))")
+COLUMNS = "message_id, subscription_type, channel_id, occurred_at, received_at, backfilled, payload"
+USER_EXPR = (
+    "lower(coalesce(payload #>> '{event,user_login}', "
+    "payload #>> '{event,from_broadcaster_user_login}'))"
+)
 # Fixed clauses, each with its own parameter: the SQL text is chosen, never built from values.
 # "$?" is replaced by the parameter's number.
 CLAUSES = {
@@ -38,8 +39,8 @@ CLAUSES = {
     "until": "occurred_at < $?",
 }
 CHANNEL_UNINDEXED = "channel_id || '' = $?"
-BEFORE = "(occurred_at, message_id COLLATE \"C\") < ($?, $?)"
-ORDER = "ORDER BY occurred_at DESC, message_id COLLATE \"C\" DESC"
+BEFORE = '(occurred_at, message_id COLLATE "C") < ($?, $?)'
+ORDER = 'ORDER BY occurred_at DESC, message_id COLLATE "C" DESC'
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,14 @@ class EventFilter:
     until: dt.datetime | None = None
 
 
-def where_clause(flt: EventFilter, params: list[Any], *, types: bool = True,
-                 before: Cursor | None = None, by_type: bool = False) -> str:
+def where_clause(
+    flt: EventFilter,
+    params: list[Any],
+    *,
+    types: bool = True,
+    before: Cursor | None = None,
+    by_type: bool = False,
+) -> str:
     """The filter's WHERE condition on twitch_events, its values appended to `params`.
 
     `types=False` leaves the type out (the LATERAL page query applies it per type); `by_type`
@@ -73,30 +80,35 @@ def where_clause(flt: EventFilter, params: list[Any], *, types: bool = True,
             parts.append(clause.replace("$?", f"${len(params)}"))
     if before is not None:
         params.extend(before)
-        parts.append(BEFORE.replace("$?", f"${len(params) - 1}", 1)
-                     .replace("$?", f"${len(params)}"))
+        parts.append(
+            BEFORE.replace("$?", f"${len(params) - 1}", 1).replace("$?", f"${len(params)}")
+        )
     return " AND ".join(parts) or "true"
 
 
-def build_page_query(flt: EventFilter, before: Cursor | None,
-                     limit: int) -> tuple[str, list[Any]]:
+def build_page_query(flt: EventFilter, before: Cursor | None, limit: int) -> tuple[str, list[Any]]:
     """(SQL, params) for one page of events, newest first."""
     params: list[Any] = []
     where = where_clause(flt, params, types=False, before=before, by_type=bool(flt.types))
     params.append(limit)
     limit_ref = f"${len(params)}"
     if not flt.types:
-        return (f"SELECT {COLUMNS} FROM twitch_events WHERE {where} {ORDER} LIMIT {limit_ref}",
-                params)
+        return (
+            f"SELECT {COLUMNS} FROM twitch_events WHERE {where} {ORDER} LIMIT {limit_ref}",
+            params,
+        )
     params.append(list(flt.types))
-    sql = (f"SELECT e.* FROM unnest(${len(params)}::text[]) AS t(type) CROSS JOIN LATERAL ("
-           f"SELECT {COLUMNS} FROM twitch_events WHERE subscription_type = t.type AND {where} "
-           f"{ORDER} LIMIT {limit_ref}) e {ORDER} LIMIT {limit_ref}")
+    sql = (
+        f"SELECT e.* FROM unnest(${len(params)}::text[]) AS t(type) CROSS JOIN LATERAL ("
+        f"SELECT {COLUMNS} FROM twitch_events WHERE subscription_type = t.type AND {where} "
+        f"{ORDER} LIMIT {limit_ref}) e {ORDER} LIMIT {limit_ref}"
+    )
     return sql, params
 
 
-async def page(db: Database, flt: EventFilter, before: Cursor | None,
-               limit: int = PAGE) -> tuple[list[EventRow], Cursor | None]:
+async def page(
+    db: Database, flt: EventFilter, before: Cursor | None, limit: int = PAGE
+) -> tuple[list[EventRow], Cursor | None]:
     """Rows of one page, newest first, and the cursor of the next (None on the last page)."""
     sql, params = build_page_query(flt, before, limit + 1)
     async with db.pool.acquire() as conn:
@@ -142,9 +154,13 @@ async def newest_arrival(db: Database) -> Cursor | None:
     return (newest["received_at"], newest["message_id"]) if newest else None
 
 
-async def arrived_after(db: Database, after: Cursor, limit: int,
-                        types: list[str] | None = None,
-                        channel: str | None = None) -> list[EventRow]:
+async def arrived_after(
+    db: Database,
+    after: Cursor,
+    limit: int,
+    types: list[str] | None = None,
+    channel: str | None = None,
+) -> list[EventRow]:
     """Events stored after the cursor, in arrival order, at most `limit`."""
     async with db.pool.acquire() as conn:
         if types is None and channel is None:
@@ -152,8 +168,9 @@ async def arrived_after(db: Database, after: Cursor, limit: int,
         return list(await conn.fetch(AFTER_FILTERED, *after, limit, types, channel))
 
 
-async def latest_arrivals(db: Database, limit: int, types: list[str] | None = None,
-                          channel: str | None = None) -> list[EventRow]:
+async def latest_arrivals(
+    db: Database, limit: int, types: list[str] | None = None, channel: str | None = None
+) -> list[EventRow]:
     """The last `limit` events stored in the past week, oldest first."""
     async with db.pool.acquire() as conn:
         return list(await conn.fetch(LATEST, limit, types, channel))
@@ -169,8 +186,9 @@ SELECT {COLUMNS}
  ORDER BY occurred_at LIMIT 1000"""
 
 
-async def events_during(conn: Any, channel_id: str, start: dt.datetime,
-                        end: dt.datetime) -> list[EventRow]:
+async def events_during(
+    conn: Any, channel_id: str, start: dt.datetime, end: dt.datetime
+) -> list[EventRow]:
     """The channel's events (progress updates left out) in [start, end), oldest first, 1,000 at
     most: the Stream page's list and chart markers."""
     return list(await conn.fetch(DURING, channel_id, start, end))

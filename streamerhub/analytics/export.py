@@ -35,18 +35,72 @@ FORMATS = ("csv", "json")
 KINDS = ("events", "sessions", "series")
 CHUNK_ROWS = 500
 
-EVENT_COLUMNS = ("message_id", "channel_id", "type", "version", "occurred_at_utc",
-                 "occurred_at_local", "received_at_utc", "user_id", "user_login", "user_name",
-                 "tier", "bits", "gift_total", "raid_viewers", "backfilled", "event")
+EVENT_COLUMNS = (
+    "message_id",
+    "channel_id",
+    "type",
+    "version",
+    "occurred_at_utc",
+    "occurred_at_local",
+    "received_at_utc",
+    "user_id",
+    "user_login",
+    "user_name",
+    "tier",
+    "bits",
+    "gift_total",
+    "raid_viewers",
+    "backfilled",
+    "event",
+)
 SESSION_EXPORT_COLUMNS = (
-    "channel_id", "stream_id", "started_at_utc", "started_at_local", "ended_at_utc",
-    "ended_at_local", "duration_s", "live", "title", "category", "viewers_avg", "viewers_peak",
-    "watch_hours", "follows", "subs_new", "subs_resub", "subs_gifted", "cheers", "bits",
-    "raids_in", "raid_viewers_in", "samples", "sampling_gaps", "start_source", "end_source")
+    "channel_id",
+    "stream_id",
+    "started_at_utc",
+    "started_at_local",
+    "ended_at_utc",
+    "ended_at_local",
+    "duration_s",
+    "live",
+    "title",
+    "category",
+    "viewers_avg",
+    "viewers_peak",
+    "watch_hours",
+    "follows",
+    "subs_new",
+    "subs_resub",
+    "subs_gifted",
+    "cheers",
+    "bits",
+    "raids_in",
+    "raid_viewers_in",
+    "samples",
+    "sampling_gaps",
+    "start_source",
+    "end_source",
+)
 SERIES_COLUMNS = (
-    "channel_id", "bucket", "start_utc", "start_local", "end_utc", "end_local", "follows",
-    "subs_new", "subs_resub", "subs_gifted", "cheers", "bits", "raids_in", "viewers_avg",
-    "viewers_peak", "watch_hours", "hours_streamed", "followers_total", "gap")
+    "channel_id",
+    "bucket",
+    "start_utc",
+    "start_local",
+    "end_utc",
+    "end_local",
+    "follows",
+    "subs_new",
+    "subs_resub",
+    "subs_gifted",
+    "cheers",
+    "bits",
+    "raids_in",
+    "viewers_avg",
+    "viewers_peak",
+    "watch_hours",
+    "hours_streamed",
+    "followers_total",
+    "gap",
+)
 
 
 class ExportError(StreamerHubError):
@@ -80,6 +134,7 @@ def local_text(calendar: Calendar, instant: datetime | None) -> str | None:
 
 # ----------------------------------------------------------------------------- rows
 
+
 def event_row(row: Any, calendar: Calendar) -> dict[str, Any]:
     event = row["event"] or {}
     if isinstance(event, str):
@@ -87,39 +142,60 @@ def event_row(row: Any, calendar: Calendar) -> dict[str, Any]:
     raid = row["subscription_type"] == "channel.raid"
     prefix = "from_broadcaster_" if raid else ""
     return {
-        "message_id": row["message_id"], "channel_id": row["channel_id"],
-        "type": row["subscription_type"], "version": row["subscription_version"],
+        "message_id": row["message_id"],
+        "channel_id": row["channel_id"],
+        "type": row["subscription_type"],
+        "version": row["subscription_version"],
         "occurred_at_utc": utc_text(row["occurred_at"]),
         "occurred_at_local": local_text(calendar, row["occurred_at"]),
         "received_at_utc": utc_text(row["received_at"]),
-        "user_id": event.get(f"{prefix}user_id"), "user_login": event.get(f"{prefix}user_login"),
-        "user_name": event.get(f"{prefix}user_name"), "tier": event.get("tier"),
+        "user_id": event.get(f"{prefix}user_id"),
+        "user_login": event.get(f"{prefix}user_login"),
+        "user_name": event.get(f"{prefix}user_name"),
+        "tier": event.get("tier"),
         "bits": event.get("bits"),
         "gift_total": event.get("total")
-        if row["subscription_type"] == "channel.subscription.gift" else None,
+        if row["subscription_type"] == "channel.subscription.gift"
+        else None,
         "raid_viewers": event.get("viewers") if raid else None,
-        "backfilled": row["backfilled"], "event": event,
+        "backfilled": row["backfilled"],
+        "event": event,
     }
 
 
 def session_row(row: Any, calendar: Calendar, now: datetime) -> dict[str, Any]:
     s = _summary(row, now)
     return {
-        "channel_id": s.channel_id, "stream_id": s.stream_id,
+        "channel_id": s.channel_id,
+        "stream_id": s.stream_id,
         "started_at_utc": utc_text(s.started_at),
         "started_at_local": local_text(calendar, s.started_at),
-        "ended_at_utc": utc_text(s.ended_at), "ended_at_local": local_text(calendar, s.ended_at),
-        "duration_s": s.duration_s, "live": s.live, "title": s.title, "category": s.category,
-        "viewers_avg": s.viewers_avg, "viewers_peak": s.viewers_peak,
-        "watch_hours": s.watch_hours, "follows": s.follows, "subs_new": s.subs_new,
-        "subs_resub": s.subs_resub, "subs_gifted": s.subs_gifted, "cheers": s.cheers,
-        "bits": s.bits, "raids_in": s.raids_in, "raid_viewers_in": s.raid_viewers_in,
-        "samples": s.samples, "sampling_gaps": s.sampling_gaps,
-        "start_source": s.start_source, "end_source": s.end_source,
+        "ended_at_utc": utc_text(s.ended_at),
+        "ended_at_local": local_text(calendar, s.ended_at),
+        "duration_s": s.duration_s,
+        "live": s.live,
+        "title": s.title,
+        "category": s.category,
+        "viewers_avg": s.viewers_avg,
+        "viewers_peak": s.viewers_peak,
+        "watch_hours": s.watch_hours,
+        "follows": s.follows,
+        "subs_new": s.subs_new,
+        "subs_resub": s.subs_resub,
+        "subs_gifted": s.subs_gifted,
+        "cheers": s.cheers,
+        "bits": s.bits,
+        "raids_in": s.raids_in,
+        "raid_viewers_in": s.raid_viewers_in,
+        "samples": s.samples,
+        "sampling_gaps": s.sampling_gaps,
+        "start_source": s.start_source,
+        "end_source": s.end_source,
     }
 
 
 # ----------------------------------------------------------------------------- encoders
+
 
 class _Encoder:
     """Turns dict rows into CSV (header first) or a JSON array, chunk by chunk."""
@@ -138,8 +214,10 @@ class _Encoder:
         if self.fmt == "json":
             parts = []
             for row in rows:
-                parts.append(("\n" if self.count == 0 else ",\n")
-                             + json.dumps({c: row[c] for c in self.columns}, ensure_ascii=False))
+                parts.append(
+                    ("\n" if self.count == 0 else ",\n")
+                    + json.dumps({c: row[c] for c in self.columns}, ensure_ascii=False)
+                )
                 self.count += 1
             return "".join(parts).encode()
         lines = [[_csv_value(row[c]) for c in self.columns] for row in rows]
@@ -168,6 +246,7 @@ def _csv_value(value: Any) -> Any:
 
 # ----------------------------------------------------------------------------- exports
 
+
 @contextlib.asynccontextmanager
 async def _connection(conn: Any) -> AsyncIterator[Any]:
     """A connection in a transaction (cursors need one), from a pool or as given."""
@@ -186,10 +265,18 @@ async def _cursor_rows(conn: Any, query: str, args: Sequence[Any]) -> AsyncItera
             yield rows
 
 
-async def export_events(conn: Any, calendar: Calendar, start: datetime | None,
-                        end: datetime | None, fmt: str = "csv", channel_id: str | None = None,
-                        *, types: Sequence[str] = (), user: str | None = None,
-                        newest_first: bool = False) -> AsyncIterator[bytes]:
+async def export_events(
+    conn: Any,
+    calendar: Calendar,
+    start: datetime | None,
+    end: datetime | None,
+    fmt: str = "csv",
+    channel_id: str | None = None,
+    *,
+    types: Sequence[str] = (),
+    user: str | None = None,
+    newest_first: bool = False,
+) -> AsyncIterator[bytes]:
     """Every stored event (raw, all types unless `types`) with occurred_at in [start, end),
     oldest first (`newest_first`: as the Events page lists them); `user` is a login."""
     enc = _Encoder(fmt, EVENT_COLUMNS)
@@ -202,9 +289,15 @@ async def export_events(conn: Any, calendar: Calendar, start: datetime | None,
     yield enc.end()
 
 
-async def export_sessions(conn: Any, calendar: Calendar, start: datetime, end: datetime,
-                          fmt: str = "csv", channel_id: str | None = None,
-                          now: datetime | None = None) -> AsyncIterator[bytes]:
+async def export_sessions(
+    conn: Any,
+    calendar: Calendar,
+    start: datetime,
+    end: datetime,
+    fmt: str = "csv",
+    channel_id: str | None = None,
+    now: datetime | None = None,
+) -> AsyncIterator[bytes]:
     """Stream sessions overlapping [start, end), oldest first."""
     now = now or datetime.now(UTC)
     enc = _Encoder(fmt, SESSION_EXPORT_COLUMNS)
@@ -214,8 +307,9 @@ async def export_sessions(conn: Any, calendar: Calendar, start: datetime, end: d
     yield enc.end()
 
 
-async def export_series(conn: Any, channel_id: str, period: Period, fmt: str = "csv",
-                        now: datetime | None = None) -> AsyncIterator[bytes]:
+async def export_series(
+    conn: Any, channel_id: str, period: Period, fmt: str = "csv", now: datetime | None = None
+) -> AsyncIterator[bytes]:
     """The period's time series, one row per bucket (a few hundred rows at most)."""
     enc = _Encoder(fmt, SERIES_COLUMNS)
     cal = period.calendar
@@ -226,17 +320,30 @@ async def export_series(conn: Any, channel_id: str, period: Period, fmt: str = "
     else:
         series = await time_series(conn, channel_id, period, now)
     for i in range(0, len(series.points), CHUNK_ROWS):
-        yield enc.rows({
-            "channel_id": channel_id, "bucket": period.bucket,
-            "start_utc": utc_text(p.start), "start_local": local_text(cal, p.start),
-            "end_utc": utc_text(p.end), "end_local": local_text(cal, p.end),
-            "follows": p.follows, "subs_new": p.subs_new, "subs_resub": p.subs_resub,
-            "subs_gifted": p.subs_gifted, "cheers": p.cheers, "bits": p.bits,
-            "raids_in": p.raids_in, "viewers_avg": p.viewers_avg,
-            "viewers_peak": p.viewers_peak, "watch_hours": p.watch_hours,
-            "hours_streamed": p.hours_streamed, "followers_total": p.followers_total,
-            "gap": p.gap,
-        } for p in series.points[i:i + CHUNK_ROWS])
+        yield enc.rows(
+            {
+                "channel_id": channel_id,
+                "bucket": period.bucket,
+                "start_utc": utc_text(p.start),
+                "start_local": local_text(cal, p.start),
+                "end_utc": utc_text(p.end),
+                "end_local": local_text(cal, p.end),
+                "follows": p.follows,
+                "subs_new": p.subs_new,
+                "subs_resub": p.subs_resub,
+                "subs_gifted": p.subs_gifted,
+                "cheers": p.cheers,
+                "bits": p.bits,
+                "raids_in": p.raids_in,
+                "viewers_avg": p.viewers_avg,
+                "viewers_peak": p.viewers_peak,
+                "watch_hours": p.watch_hours,
+                "hours_streamed": p.hours_streamed,
+                "followers_total": p.followers_total,
+                "gap": p.gap,
+            }
+            for p in series.points[i : i + CHUNK_ROWS]
+        )
     yield enc.end()
 
 
@@ -269,15 +376,20 @@ class ExportRequest:
 
     kind: str
     fmt: str = "csv"
-    start: str | None = None     # a day (YYYY-MM-DD) or an ISO time; None: the beginning
-    end: str | None = None       # a day (included) or an ISO time (excluded); None: now
-    channel: str | None = None   # an id or a login; None: all (series: the only one)
-    bucket: str | None = None    # series bucket size; None: chosen to fit the range
+    start: str | None = None  # a day (YYYY-MM-DD) or an ISO time; None: the beginning
+    end: str | None = None  # a day (included) or an ISO time (excluded); None: now
+    channel: str | None = None  # an id or a login; None: all (series: the only one)
+    bucket: str | None = None  # series bucket size; None: chosen to fit the range
 
 
-async def open_export(pool: Any, cal: Calendar, channels: ChannelLister, req: ExportRequest,
-                      now: datetime | None = None,
-                      names: tuple[str, str] = ("from", "to")) -> AsyncIterator[bytes]:
+async def open_export(
+    pool: Any,
+    cal: Calendar,
+    channels: ChannelLister,
+    req: ExportRequest,
+    now: datetime | None = None,
+    names: tuple[str, str] = ("from", "to"),
+) -> AsyncIterator[bytes]:
     """Validate the request (raising ExportError before any byte) and return its chunk stream.
 
     `names` are what the user typed for start and end (--from/--to, or query parameters), so
@@ -310,8 +422,10 @@ def parse_when(cal: Calendar, text: str, name: str, *, end: bool) -> datetime:
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise ExportError(f"{name} {text!r}: expected a day (2026-03-29) or a time "
-                          "(2026-03-29T20:00, 2026-03-29T18:00Z)") from None
+        raise ExportError(
+            f"{name} {text!r}: expected a day (2026-03-29) or a time "
+            "(2026-03-29T20:00, 2026-03-29T18:00Z)"
+        ) from None
     return cal.resolve(when) if when.tzinfo is None else when.astimezone(UTC)
 
 
@@ -328,13 +442,20 @@ class ChannelRef(Protocol):
 ChannelLister = Callable[[], Awaitable[Sequence[ChannelRef]]]
 
 
-async def resolve_channel(pool: Any, channels: ChannelLister, wanted: str | None, *,
-                          required: bool) -> str | None:
+async def resolve_channel(
+    pool: Any, channels: ChannelLister, wanted: str | None, *, required: bool
+) -> str | None:
     """A channel as an id or a login; without one, the only channel there is (if required)."""
     registered = await channels()
     if wanted:
-        return next((c.channel_id for c in registered if wanted in (c.channel_id, c.login)
-                     or c.login.lower() == wanted.lower()), wanted)
+        return next(
+            (
+                c.channel_id
+                for c in registered
+                if wanted in (c.channel_id, c.login) or c.login.lower() == wanted.lower()
+            ),
+            wanted,
+        )
     if not required:
         return None
     with_data = {r["channel_id"] for r in await pool.fetch(KNOWN_CHANNELS)}
@@ -342,6 +463,7 @@ async def resolve_channel(pool: Any, channels: ChannelLister, wanted: str | None
     if len(known) == 1:
         return known[0]
     if not known:
-        raise ExportError("no channel has any data yet: connect one with "
-                          "`streamerhub twitch login`")
+        raise ExportError(
+            "no channel has any data yet: connect one with `streamerhub twitch login`"
+        )
     raise ExportError(f"several channels have data ({', '.join(known)}): choose one by id or login")

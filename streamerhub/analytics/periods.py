@@ -22,7 +22,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 BUCKET_SIZES = ("hour", "day", "week", "month")
 PERIOD_KINDS = ("day", "week", "month", "all", "custom")
 ROLLUP_LEVELS = (86400, 3600, 900)  # the resolutions kept by migration 0003, coarsest first
-RAW = 0                             # a piece read from the typed rows themselves
+RAW = 0  # a piece read from the typed rows themselves
 
 
 class PeriodError(StreamerHubError):
@@ -120,9 +120,9 @@ class Calendar:
 
 @dataclass(frozen=True)
 class Bucket:
-    start: datetime   # UTC, inclusive
-    end: datetime     # UTC, exclusive
-    label: datetime   # the start on the streamer's wall clock (aware, with its offset)
+    start: datetime  # UTC, inclusive
+    end: datetime  # UTC, exclusive
+    label: datetime  # the start on the streamer's wall clock (aware, with its offset)
 
 
 @dataclass(frozen=True)
@@ -130,8 +130,8 @@ class Period:
     """A range of the streamer's calendar and the bucket size its charts use."""
 
     kind: str
-    start: datetime   # UTC, inclusive
-    end: datetime     # UTC, exclusive
+    start: datetime  # UTC, inclusive
+    end: datetime  # UTC, exclusive
     bucket: str
     calendar: Calendar
 
@@ -166,15 +166,20 @@ class Period:
             return prev_start, self.start
         moved = cal.shift(until, **step)
         if self.kind == "month" and cal.local(moved).day != cal.local(until).day:
-            return prev_start, self.start      # 31 March has no 31 February: all of February
+            return prev_start, self.start  # 31 March has no 31 February: all of February
         return prev_start, max(prev_start, min(self.start, moved))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "start": self.start.isoformat(), "end": self.end.isoformat(),
-                "start_local": self.calendar.local(self.start).isoformat(),
-                "end_local": self.calendar.local(self.end).isoformat(),
-                "bucket": self.bucket, "timezone": self.timezone,
-                "day_start_hour": self.calendar.day_start_hour}
+        return {
+            "kind": self.kind,
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "start_local": self.calendar.local(self.start).isoformat(),
+            "end_local": self.calendar.local(self.end).isoformat(),
+            "bucket": self.bucket,
+            "timezone": self.timezone,
+            "day_start_hour": self.calendar.day_start_hour,
+        }
 
 
 def choose_bucket(start: datetime, end: datetime) -> str:
@@ -261,8 +266,9 @@ def split_aligned(lo: datetime, hi: datetime) -> list[tuple[int, datetime, datet
     return pieces
 
 
-def _split_grid(lo: datetime, hi: datetime,
-                levels: tuple[int, ...]) -> list[tuple[int, datetime, datetime]]:
+def _split_grid(
+    lo: datetime, hi: datetime, levels: tuple[int, ...]
+) -> list[tuple[int, datetime, datetime]]:
     res, finer = levels[0], levels[1:]
     a, b = _ceil(lo, res), _floor(hi, res)
     if a >= b:

@@ -48,11 +48,11 @@ class HelixStats(Protocol):
 @dataclass(frozen=True)
 class PollerConfig:
     sample_interval_s: float = 60.0
-    sample_slack_s: int = 30          # a sample counts for at most interval + slack
-    discover_every_s: float = 300.0   # also poll channels not known to be live
+    sample_slack_s: int = 30  # a sample counts for at most interval + slack
+    discover_every_s: float = 300.0  # also poll channels not known to be live
     totals_interval_s: float = 900.0
     max_backoff_s: float = 600.0
-    offline_after_misses: int = 3     # polls without a stream before the poller ends it…
+    offline_after_misses: int = 3  # polls without a stream before the poller ends it…
     min_session_age_s: float = 300.0  # …and not before this: Twitch lists new streams late
 
     @property
@@ -118,9 +118,14 @@ class Backoff:
 class ViewerSampler:
     """One GET /streams round for every channel: samples, sessions opened and ended."""
 
-    def __init__(self, pool: Any, helix: HelixStats, config: PollerConfig,
-                 channels: Callable[[], Awaitable[list[str]]],
-                 clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        pool: Any,
+        helix: HelixStats,
+        config: PollerConfig,
+        channels: Callable[[], Awaitable[list[str]]],
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         self.pool, self.helix, self.config = pool, helix, config
         self.channels, self.clock = channels, clock
         self._last_discovery: datetime | None = None
@@ -138,9 +143,12 @@ class ViewerSampler:
             return 0
         streams = await self._fetch(sorted(wanted))
         if discovering:
-            self._last_discovery = now        # only once it succeeded
-        live = {s["user_id"]: s for s in streams
-                if s.get("user_id") in wanted and s.get("type", "live") == "live"}
+            self._last_discovery = now  # only once it succeeded
+        live = {
+            s["user_id"]: s
+            for s in streams
+            if s.get("user_id") in wanted and s.get("type", "live") == "live"
+        }
         async with self.pool.acquire() as conn, conn.transaction():
             for channel_id, stream in live.items():
                 started = _instant(stream["started_at"])
@@ -158,17 +166,28 @@ class ViewerSampler:
     async def _fetch(self, channel_ids: list[str]) -> list[dict[str, Any]]:
         streams: list[dict[str, Any]] = []
         for i in range(0, len(channel_ids), 100):
-            streams += await self.helix.fetch_streams(channel_ids[i:i + 100])
+            streams += await self.helix.fetch_streams(channel_ids[i : i + 100])
         return streams
 
     def _sample_columns(self, live: dict[str, dict[str, Any]], now: datetime) -> list[list[Any]]:
-        rows = [(channel_id, s["id"], now, int(s.get("viewer_count") or 0), self.config.max_span_s,
-                 s.get("title"), s.get("game_id") or None, s.get("game_name") or None)
-                for channel_id, s in sorted(live.items())]
+        rows = [
+            (
+                channel_id,
+                s["id"],
+                now,
+                int(s.get("viewer_count") or 0),
+                self.config.max_span_s,
+                s.get("title"),
+                s.get("game_id") or None,
+                s.get("game_name") or None,
+            )
+            for channel_id, s in sorted(live.items())
+        ]
         return [list(column) for column in zip(*rows, strict=True)]
 
-    async def _check_still_live(self, conn: Any, session: Any, live: dict[str, Any],
-                                now: datetime) -> None:
+    async def _check_still_live(
+        self, conn: Any, session: Any, live: dict[str, Any], now: datetime
+    ) -> None:
         key = (session.channel_id, session.stream_id)
         if session.channel_id in live:
             self._misses.pop(key, None)
@@ -182,8 +201,12 @@ class ViewerSampler:
             ended_at = first_miss
             await close_from_helix(conn, session.channel_id, session.stream_id, ended_at)
             self._misses.pop(key, None)
-            log.info("stream_ended_by_poller", channel_id=session.channel_id,
-                     stream_id=session.stream_id, ended_at=ended_at.isoformat())
+            log.info(
+                "stream_ended_by_poller",
+                channel_id=session.channel_id,
+                stream_id=session.stream_id,
+                ended_at=ended_at.isoformat(),
+            )
 
 
 @dataclass(frozen=True)
@@ -205,9 +228,14 @@ class FollowerCheck:
 class TotalsSnapshotter:
     """Twitch's follower and subscriber totals for every connected channel, and the daily check."""
 
-    def __init__(self, pool: Any, helix: HelixStats, calendar: Calendar,
-                 channels: Callable[[], Awaitable[list[str]]],
-                 clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        pool: Any,
+        helix: HelixStats,
+        calendar: Calendar,
+        channels: Callable[[], Awaitable[list[str]]],
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         self.pool, self.helix, self.calendar = pool, helix, calendar
         self.channels, self.clock = channels, clock
         self.retry_soon = False
@@ -218,14 +246,22 @@ class TotalsSnapshotter:
         stored = 0
         self.retry_soon = False
         for channel_id in await self.channels():
-            followers = await self._optional(self.helix.fetch_follower_total(channel_id),
-                                             channel_id, "followers")
-            subs = await self._optional(self.helix.fetch_subscriptions(channel_id),
-                                        channel_id, "subscriptions")
+            followers = await self._optional(
+                self.helix.fetch_follower_total(channel_id), channel_id, "followers"
+            )
+            subs = await self._optional(
+                self.helix.fetch_subscriptions(channel_id), channel_id, "subscriptions"
+            )
             if followers is None and subs is None:
                 continue
-            await self.pool.execute(INSERT_TOTALS, channel_id, now, followers,
-                                    (subs or {}).get("total"), (subs or {}).get("points"))
+            await self.pool.execute(
+                INSERT_TOTALS,
+                channel_id,
+                now,
+                followers,
+                (subs or {}).get("total"),
+                (subs or {}).get("points"),
+            )
             stored += 1
         return stored
 
@@ -235,13 +271,18 @@ class TotalsSnapshotter:
         except Exception as exc:  # noqa: BLE001 - Helix errors are many; a figure is optional
             status = getattr(exc, "status", None)
             if status == 429:
-                raise                     # the rate limit is everyone's: back off the round
+                raise  # the rate limit is everyone's: back off the round
             # One channel's failure (missing scope, not connected here, a 5xx) skips only its
             # figure. Without an HTTP status the channel is not connected yet (the daemon is
             # starting): try again soon rather than a whole interval later.
             self.retry_soon = self.retry_soon or status is None
-            log.warning("totals_snapshot_skipped", channel_id=channel_id, figure=what,
-                        status=status, error=str(exc))
+            log.warning(
+                "totals_snapshot_skipped",
+                channel_id=channel_id,
+                figure=what,
+                status=status,
+                error=str(exc),
+            )
             return None
 
     async def check_due(self) -> list[FollowerCheck]:
@@ -257,8 +298,9 @@ class TotalsSnapshotter:
         return done
 
 
-async def check_followers(conn: Any, calendar: Calendar, channel_id: str,
-                          day: date) -> FollowerCheck | None:
+async def check_followers(
+    conn: Any, calendar: Calendar, channel_id: str, day: date
+) -> FollowerCheck | None:
     """Compare the followers total's change over `day` (between the snapshots nearest its start
     and its end) with the follows stored between the same two instants, and record it; None
     without two snapshots to compare."""
@@ -268,24 +310,51 @@ async def check_followers(conn: Any, calendar: Calendar, channel_id: str,
     if first is None or last is None or last["taken_at"] <= first["taken_at"]:
         return None
     [events] = await event_totals(conn, channel_id, [(first["taken_at"], last["taken_at"])])
-    check = FollowerCheck(channel_id, day, first["taken_at"], last["taken_at"],
-                          first["followers"], last["followers"], events["follows"])
-    await conn.execute(UPSERT_CHECK, channel_id, day, check.from_at, check.to_at,
-                       check.total_from, check.total_to, check.follow_events, check.difference)
+    check = FollowerCheck(
+        channel_id,
+        day,
+        first["taken_at"],
+        last["taken_at"],
+        first["followers"],
+        last["followers"],
+        events["follows"],
+    )
+    await conn.execute(
+        UPSERT_CHECK,
+        channel_id,
+        day,
+        check.from_at,
+        check.to_at,
+        check.total_from,
+        check.total_to,
+        check.follow_events,
+        check.difference,
+    )
     if check.difference:
-        log.info("follower_check_difference", channel_id=channel_id, day=day.isoformat(),
-                 total_change=check.total_to - check.total_from,
-                 follow_events=check.follow_events, difference=check.difference)
+        log.info(
+            "follower_check_difference",
+            channel_id=channel_id,
+            day=day.isoformat(),
+            total_change=check.total_to - check.total_from,
+            follow_events=check.follow_events,
+            difference=check.difference,
+        )
     return check
 
 
 class AnalyticsPollers:
     """Both loops, for the composition root: `await pollers.start()` … `await pollers.stop()`."""
 
-    def __init__(self, pool: Any, helix: HelixStats, calendar: Calendar,
-                 config: PollerConfig = PollerConfig(), *,
-                 channels: Callable[[], Awaitable[list[str]]] | None = None,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        pool: Any,
+        helix: HelixStats,
+        calendar: Calendar,
+        config: PollerConfig = PollerConfig(),
+        *,
+        channels: Callable[[], Awaitable[list[str]]] | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         self.config = config
         channels = channels or helix.connected_channel_ids
         self.sampler = ViewerSampler(pool, helix, config, channels, clock)
@@ -296,8 +365,10 @@ class AnalyticsPollers:
     async def start(self) -> None:
         if not self._tasks:
             self._stop.clear()
-            self._tasks = [asyncio.create_task(self._sample_loop(), name="viewer_sampler"),
-                           asyncio.create_task(self._totals_loop(), name="totals_snapshots")]
+            self._tasks = [
+                asyncio.create_task(self._sample_loop(), name="viewer_sampler"),
+                asyncio.create_task(self._totals_loop(), name="totals_snapshots"),
+            ]
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop both loops (idempotent): ask, wait a little, then cancel."""
@@ -319,8 +390,12 @@ class AnalyticsPollers:
                 backoff.reset()
             except Exception as exc:  # noqa: BLE001 - keep sampling through any outage
                 delay = backoff.next_delay(exc)
-                log.warning("viewer_sampling_failed", status=getattr(exc, "status", None),
-                            error=str(exc) or type(exc).__name__, retry_in_s=round(delay, 1))
+                log.warning(
+                    "viewer_sampling_failed",
+                    status=getattr(exc, "status", None),
+                    error=str(exc) or type(exc).__name__,
+                    retry_in_s=round(delay, 1),
+                )
             await self._sleep(delay - (time.monotonic() - started))
 
     async def _totals_loop(self) -> None:
@@ -336,8 +411,12 @@ class AnalyticsPollers:
                     delay = min(delay, RETRY_SOON_S)
             except Exception as exc:  # noqa: BLE001
                 delay = backoff.next_delay(exc)
-                log.warning("totals_snapshot_failed", status=getattr(exc, "status", None),
-                            error=str(exc) or type(exc).__name__, retry_in_s=round(delay, 1))
+                log.warning(
+                    "totals_snapshot_failed",
+                    status=getattr(exc, "status", None),
+                    error=str(exc) or type(exc).__name__,
+                    retry_in_s=round(delay, 1),
+                )
             await self._sleep(delay - (time.monotonic() - started))
 
     async def _sleep(self, seconds: float) -> None:

@@ -85,15 +85,24 @@ SELECT least((SELECT min(bucket) FROM analytics_event_rollup WHERE channel_id = 
 
 # ----------------------------------------------------------------------------- periods
 
+
 async def first_data(conn: Any, channel_id: str) -> datetime | None:
     """When the channel's history starts (events, sessions, samples or totals), if any."""
     first: datetime | None = await conn.fetchval(FIRST_DATA, channel_id)
     return first
 
 
-async def load_period(conn: Any, calendar: Calendar, channel_id: str, kind: str,
-                      now: datetime | None = None, *, day: Any = None, first_day: Any = None,
-                      last_day: Any = None) -> Period:
+async def load_period(
+    conn: Any,
+    calendar: Calendar,
+    channel_id: str,
+    kind: str,
+    now: datetime | None = None,
+    *,
+    day: Any = None,
+    first_day: Any = None,
+    last_day: Any = None,
+) -> Period:
     """The period the dashboard asked for: day/week/month (holding `day`, default today),
     all (from the channel's first data) or custom (first_day … last_day)."""
     now = now or datetime.now(UTC)
@@ -105,6 +114,7 @@ async def load_period(conn: Any, calendar: Calendar, channel_id: str, kind: str,
 
 
 # ----------------------------------------------------------------------------- stat cards
+
 
 @dataclass(frozen=True)
 class Card:
@@ -131,11 +141,22 @@ class Card:
 
 
 CARD_UNITS = {
-    "followers_total": "followers", "followers_gained": "followers", "followers_net": "followers",
-    "subs_total": "subs", "subs_points": "points", "subs_new": "subs", "subs_resub": "subs",
-    "subs_gifted": "subs", "viewers_current": "viewers", "viewers_avg": "viewers",
-    "viewers_peak": "viewers", "watch_hours": "hours", "hours_streamed": "hours", "bits": "bits",
-    "raids": "raids", "raid_viewers": "viewers",
+    "followers_total": "followers",
+    "followers_gained": "followers",
+    "followers_net": "followers",
+    "subs_total": "subs",
+    "subs_points": "points",
+    "subs_new": "subs",
+    "subs_resub": "subs",
+    "subs_gifted": "subs",
+    "viewers_current": "viewers",
+    "viewers_avg": "viewers",
+    "viewers_peak": "viewers",
+    "watch_hours": "hours",
+    "hours_streamed": "hours",
+    "bits": "bits",
+    "raids": "raids",
+    "raid_viewers": "viewers",
 }
 
 
@@ -143,20 +164,24 @@ CARD_UNITS = {
 class StatCards:
     channel_id: str
     period: Period
-    window: Range                  # [period start, until): what has happened so far
+    window: Range  # [period start, until): what has happened so far
     previous_window: Range | None  # the comparison window, or None for all time
     cards: dict[str, Card]
 
     def to_dict(self) -> dict[str, Any]:
         prev = self.previous_window
-        return {"channel_id": self.channel_id, "period": self.period.to_dict(),
-                "window": [self.window[0].isoformat(), self.window[1].isoformat()],
-                "previous_window": [prev[0].isoformat(), prev[1].isoformat()] if prev else None,
-                "cards": {name: card.to_dict() for name, card in self.cards.items()}}
+        return {
+            "channel_id": self.channel_id,
+            "period": self.period.to_dict(),
+            "window": [self.window[0].isoformat(), self.window[1].isoformat()],
+            "previous_window": [prev[0].isoformat(), prev[1].isoformat()] if prev else None,
+            "cards": {name: card.to_dict() for name, card in self.cards.items()},
+        }
 
 
-async def stat_cards(conn: Any, channel_id: str, period: Period,
-                     now: datetime | None = None) -> StatCards:
+async def stat_cards(
+    conn: Any, channel_id: str, period: Period, now: datetime | None = None
+) -> StatCards:
     """Every card of the period so far, each with the same figure over the previous window."""
     now = now or datetime.now(UTC)
     window = (period.start, period.until(now))
@@ -166,30 +191,47 @@ async def stat_cards(conn: Any, channel_id: str, period: Period,
     viewers = await viewer_totals(conn, channel_id, windows)
     streamed = await streamed_seconds(conn, channel_id, windows, now)
     at_end = await _totals_at(conn, channel_id, [w[1] for w in windows])
-    at_start = await conn.fetch(FOLLOWERS_FROM, channel_id, [w[0] for w in windows],
-                                [w[1] for w in windows])
-    figures = [_figures(events[i], viewers[i], streamed[i], at_start[i]["followers"], at_end[i])
-               for i in range(len(windows))]
+    at_start = await conn.fetch(
+        FOLLOWERS_FROM, channel_id, [w[0] for w in windows], [w[1] for w in windows]
+    )
+    figures = [
+        _figures(events[i], viewers[i], streamed[i], at_start[i]["followers"], at_end[i])
+        for i in range(len(windows))
+    ]
     figures[0]["viewers_current"] = await current_viewers(conn, channel_id, now)
-    cards = {name: Card(figures[0].get(name), figures[1].get(name) if previous else None, unit)
-             for name, unit in CARD_UNITS.items()}
+    cards = {
+        name: Card(figures[0].get(name), figures[1].get(name) if previous else None, unit)
+        for name, unit in CARD_UNITS.items()
+    }
     return StatCards(channel_id, period, window, previous, cards)
 
 
-def _figures(events: dict[str, int], viewers: dict[str, int], streamed_s: float,
-             followers_at_start: int | None, at_end: dict[str, Any]) -> dict[str, Any]:
+def _figures(
+    events: dict[str, int],
+    viewers: dict[str, int],
+    streamed_s: float,
+    followers_at_start: int | None,
+    at_end: dict[str, Any],
+) -> dict[str, Any]:
     net = None
     if followers_at_start is not None and at_end["followers"] is not None:
         net = at_end["followers"] - followers_at_start
     return {
-        "followers_total": at_end["followers"], "followers_gained": events["follows"],
-        "followers_net": net, "subs_total": at_end["subscribers"],
-        "subs_points": at_end["subscriber_points"], "subs_new": events["subs_new"],
-        "subs_resub": events["subs_resub"], "subs_gifted": events["subs_gifted"],
-        "viewers_avg": average_viewers(viewers), "viewers_peak": viewers["peak"],
+        "followers_total": at_end["followers"],
+        "followers_gained": events["follows"],
+        "followers_net": net,
+        "subs_total": at_end["subscribers"],
+        "subs_points": at_end["subscriber_points"],
+        "subs_new": events["subs_new"],
+        "subs_resub": events["subs_resub"],
+        "subs_gifted": events["subs_gifted"],
+        "viewers_avg": average_viewers(viewers),
+        "viewers_peak": viewers["peak"],
         "watch_hours": round(viewers["viewer_s"] / 3600, 2),
-        "hours_streamed": round(streamed_s / 3600, 2), "bits": events["bits"],
-        "raids": events["raids_in"], "raid_viewers": events["raid_viewers_in"],
+        "hours_streamed": round(streamed_s / 3600, 2),
+        "bits": events["bits"],
+        "raids": events["raids_in"],
+        "raid_viewers": events["raid_viewers_in"],
     }
 
 
@@ -201,9 +243,14 @@ def average_viewers(viewers: dict[str, int]) -> float:
 async def _totals_at(conn: Any, channel_id: str, instants: list[datetime]) -> list[dict[str, Any]]:
     followers = await conn.fetch(TOTALS_AT, channel_id, instants)
     subs = await conn.fetch(SUBS_AT, channel_id, instants)
-    return [{"followers": f["followers"], "subscribers": s["subscribers"],
-             "subscriber_points": s["subscriber_points"]}
-            for f, s in zip(followers, subs, strict=False)]
+    return [
+        {
+            "followers": f["followers"],
+            "subscribers": s["subscribers"],
+            "subscriber_points": s["subscriber_points"],
+        }
+        for f, s in zip(followers, subs, strict=False)
+    ]
 
 
 async def current_viewers(conn: Any, channel_id: str, now: datetime) -> int | None:
@@ -219,6 +266,7 @@ async def current_viewers(conn: Any, channel_id: str, now: datetime) -> int | No
 
 # ----------------------------------------------------------------------------- time series
 
+
 @dataclass(frozen=True)
 class Gap:
     """Capture was missing: `events` (EventSub down) or `viewers` (no samples while live)."""
@@ -229,15 +277,19 @@ class Gap:
     reason: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "start": self.start.isoformat(), "end": self.end.isoformat(),
-                "reason": self.reason}
+        return {
+            "kind": self.kind,
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "reason": self.reason,
+        }
 
 
 @dataclass(frozen=True)
 class Point:
     start: datetime
     end: datetime
-    label: datetime          # bucket start on the streamer's wall clock
+    label: datetime  # bucket start on the streamer's wall clock
     follows: int
     subs_new: int
     subs_resub: int
@@ -250,8 +302,8 @@ class Point:
     watch_hours: float
     hours_streamed: float
     followers_total: int | None
-    gap: bool                # some capture was missing inside this bucket
-    gap_seconds: float       # how much (EventSub outages + viewer sampling holes)
+    gap: bool  # some capture was missing inside this bucket
+    gap_seconds: float  # how much (EventSub outages + viewer sampling holes)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -272,13 +324,18 @@ class Series:
     gaps: list[Gap]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"channel_id": self.channel_id, "period": self.period.to_dict(),
-                "bucket": self.period.bucket, "points": [p.to_dict() for p in self.points],
-                "gaps": [g.to_dict() for g in self.gaps]}
+        return {
+            "channel_id": self.channel_id,
+            "period": self.period.to_dict(),
+            "bucket": self.period.bucket,
+            "points": [p.to_dict() for p in self.points],
+            "gaps": [g.to_dict() for g in self.gaps],
+        }
 
 
-async def time_series(conn: Any, channel_id: str, period: Period,
-                      now: datetime | None = None) -> Series:
+async def time_series(
+    conn: Any, channel_id: str, period: Period, now: datetime | None = None
+) -> Series:
     """One point per bucket of the period (empty buckets are zeros), gaps marked."""
     now = now or datetime.now(UTC)
     buckets = period.buckets()
@@ -288,16 +345,33 @@ async def time_series(conn: Any, channel_id: str, period: Period,
     streamed = await streamed_seconds(conn, channel_id, ranges, now)
     followers = await _followers_at(conn, channel_id, [min(b.end, now) for b in buckets])
     missing = await gap_seconds(conn, channel_id, ranges, now)
-    gaps = await capture_gaps(conn, channel_id, period.start, period.end, now,
-                              viewers=period.bucket == "hour")
+    gaps = await capture_gaps(
+        conn, channel_id, period.start, period.end, now, viewers=period.bucket == "hour"
+    )
     points = []
     for i, b in enumerate(buckets):
         e, v = events[i], viewers[i]
-        points.append(Point(
-            b.start, b.end, b.label, e["follows"], e["subs_new"], e["subs_resub"],
-            e["subs_gifted"], e["bits"], e["cheers"], e["raids_in"], average_viewers(v),
-            v["peak"], round(v["viewer_s"] / 3600, 2), round(streamed[i] / 3600, 2),
-            followers[i] if b.start < now else None, missing[i] > 0, round(missing[i], 1)))
+        points.append(
+            Point(
+                b.start,
+                b.end,
+                b.label,
+                e["follows"],
+                e["subs_new"],
+                e["subs_resub"],
+                e["subs_gifted"],
+                e["bits"],
+                e["cheers"],
+                e["raids_in"],
+                average_viewers(v),
+                v["peak"],
+                round(v["viewer_s"] / 3600, 2),
+                round(streamed[i] / 3600, 2),
+                followers[i] if b.start < now else None,
+                missing[i] > 0,
+                round(missing[i], 1),
+            )
+        )
     return Series(channel_id, period, points, gaps)
 
 
@@ -305,8 +379,15 @@ async def _followers_at(conn: Any, channel_id: str, instants: list[datetime]) ->
     return [row["followers"] for row in await conn.fetch(TOTALS_AT, channel_id, instants)]
 
 
-async def capture_gaps(conn: Any, channel_id: str, start: datetime, end: datetime,
-                       now: datetime | None = None, *, viewers: bool = True) -> list[Gap]:
+async def capture_gaps(
+    conn: Any,
+    channel_id: str,
+    start: datetime,
+    end: datetime,
+    now: datetime | None = None,
+    *,
+    viewers: bool = True,
+) -> list[Gap]:
     """EventSub outages (and, unless viewers=False, viewer-sampling holes) overlapping
     [start, end)."""
     now = now or datetime.now(UTC)

@@ -12,13 +12,24 @@ from typing import Any, Sequence
 
 from streamerhub.analytics.periods import split_aligned
 
-EVENT_FIELDS = ("follows", "subs_new", "subs_resub", "subs_gifted", "sub_ends", "cheers", "bits",
-                "raids_in", "raid_viewers_in", "raids_out")
+EVENT_FIELDS = (
+    "follows",
+    "subs_new",
+    "subs_resub",
+    "subs_gifted",
+    "sub_ends",
+    "cheers",
+    "bits",
+    "raids_in",
+    "raid_viewers_in",
+    "raids_out",
+)
 VIEWER_FIELDS = ("viewer_s", "live_s", "peak", "samples")
 Range = tuple[datetime, datetime]
 
-_PIECES = ("unnest($2::int[], $3::int[], $4::timestamptz[], $5::timestamptz[]) "
-           "AS p(idx, res, lo, hi)")
+_PIECES = (
+    "unnest($2::int[], $3::int[], $4::timestamptz[], $5::timestamptz[]) AS p(idx, res, lo, hi)"
+)
 
 # The aggregate inside LATERAL keeps each piece an index range scan of its own (a plain join
 # would be flattened into a hash join over the whole rollup table).
@@ -97,6 +108,7 @@ SELECT k.i,
 
 # ----------------------------------------------------------------------------- readers
 
+
 def _pieces(ranges: Sequence[Range]) -> tuple[list[int], list[int], list[datetime], list[datetime]]:
     idx, res, lo, hi = [], [], [], []
     for i, (start, end) in enumerate(ranges):
@@ -117,8 +129,9 @@ async def event_totals(conn: Any, channel_id: str, ranges: Sequence[Range]) -> l
     return out
 
 
-async def viewer_totals(conn: Any, channel_id: str,
-                        ranges: Sequence[Range]) -> list[dict[str, int]]:
+async def viewer_totals(
+    conn: Any, channel_id: str, ranges: Sequence[Range]
+) -> list[dict[str, int]]:
     """viewer_s (watch time), live_s (sampled time), peak and samples of each range."""
     out = [dict.fromkeys(VIEWER_FIELDS, 0) for _ in ranges]
     for row in await conn.fetch(VIEWER_TOTALS, channel_id, *_pieces(ranges)):
@@ -130,19 +143,23 @@ async def viewer_totals(conn: Any, channel_id: str,
     return out
 
 
-async def streamed_seconds(conn: Any, channel_id: str, ranges: Sequence[Range],
-                           now: datetime) -> list[float]:
+async def streamed_seconds(
+    conn: Any, channel_id: str, ranges: Sequence[Range], now: datetime
+) -> list[float]:
     """Seconds live inside each range: sessions clipped to it (a live one runs until `now`)."""
     if not ranges:
         return []
-    rows = await conn.fetch(STREAMED, channel_id, [r[0] for r in ranges],
-                            [r[1] for r in ranges], now)
+    rows = await conn.fetch(
+        STREAMED, channel_id, [r[0] for r in ranges], [r[1] for r in ranges], now
+    )
     return [row["seconds"] for row in rows]
 
 
-async def gap_seconds(conn: Any, channel_id: str, ranges: Sequence[Range],
-                      now: datetime) -> list[float]:
+async def gap_seconds(
+    conn: Any, channel_id: str, ranges: Sequence[Range], now: datetime
+) -> list[float]:
     """Seconds of missing capture inside each range (an outage still going runs until `now`)."""
-    rows = await conn.fetch(GAP_SECONDS, channel_id, [r[0] for r in ranges],
-                            [r[1] for r in ranges], now)
+    rows = await conn.fetch(
+        GAP_SECONDS, channel_id, [r[0] for r in ranges], [r[1] for r in ranges], now
+    )
     return [float(row["seconds"]) for row in rows]

@@ -72,12 +72,12 @@ class SessionSummary:
     channel_id: str
     stream_id: str
     started_at: datetime
-    ended_at: datetime | None        # None while live
+    ended_at: datetime | None  # None while live
     live: bool
-    duration_s: int                  # until now while live
-    title: str | None                # at the start
-    category: str | None             # at the start
-    viewers_avg: float               # watch time / sampled live time
+    duration_s: int  # until now while live
+    title: str | None  # at the start
+    category: str | None  # at the start
+    viewers_avg: float  # watch time / sampled live time
     viewers_peak: int
     watch_hours: float
     follows: int
@@ -90,8 +90,8 @@ class SessionSummary:
     raid_viewers_in: int
     samples: int
     sampling_gaps: int
-    start_source: str                # eventsub | helix
-    end_source: str | None           # offline | helix | next_stream
+    start_source: str  # eventsub | helix
+    end_source: str | None  # offline | helix | next_stream
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -110,17 +110,22 @@ class Change:
 @dataclass(frozen=True)
 class SessionDetail:
     summary: SessionSummary
-    changes: list[Change]                          # title/category changes while live
-    samples: list[tuple[datetime, int]]            # the viewer curve
-    gaps: list[tuple[datetime, datetime, str]]     # sampling holes
+    changes: list[Change]  # title/category changes while live
+    samples: list[tuple[datetime, int]]  # the viewer curve
+    gaps: list[tuple[datetime, datetime, str]]  # sampling holes
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.summary.to_dict(),
-                "changes": [{"at": c.at.isoformat(), "title": c.title, "category": c.category}
-                            for c in self.changes],
-                "samples": [[at.isoformat(), count] for at, count in self.samples],
-                "gaps": [{"start": a.isoformat(), "end": b.isoformat(), "reason": r}
-                         for a, b, r in self.gaps]}
+        return {
+            **self.summary.to_dict(),
+            "changes": [
+                {"at": c.at.isoformat(), "title": c.title, "category": c.category}
+                for c in self.changes
+            ],
+            "samples": [[at.isoformat(), count] for at, count in self.samples],
+            "gaps": [
+                {"start": a.isoformat(), "end": b.isoformat(), "reason": r} for a, b, r in self.gaps
+            ],
+        }
 
 
 def _summary(row: Any, now: datetime) -> SessionSummary:
@@ -128,18 +133,42 @@ def _summary(row: Any, now: datetime) -> SessionSummary:
     duration = int(((end or max(now, row["started_at"])) - row["started_at"]).total_seconds())
     sampled = row["sampled_s"]
     return SessionSummary(
-        row["channel_id"], row["stream_id"], row["started_at"], end, end is None, duration,
-        row["title"], row["category"], round(row["viewer_s"] / sampled, 1) if sampled else 0.0,
-        row["peak_viewers"], round(row["viewer_s"] / 3600, 2), row["follows"], row["subs_new"],
-        row["subs_resub"], row["subs_gifted"], row["cheers"], row["bits"], row["raids_in"],
-        row["raid_viewers_in"], row["samples"], row["gaps"], row["start_source"],
-        row["end_source"])
+        row["channel_id"],
+        row["stream_id"],
+        row["started_at"],
+        end,
+        end is None,
+        duration,
+        row["title"],
+        row["category"],
+        round(row["viewer_s"] / sampled, 1) if sampled else 0.0,
+        row["peak_viewers"],
+        round(row["viewer_s"] / 3600, 2),
+        row["follows"],
+        row["subs_new"],
+        row["subs_resub"],
+        row["subs_gifted"],
+        row["cheers"],
+        row["bits"],
+        row["raids_in"],
+        row["raid_viewers_in"],
+        row["samples"],
+        row["gaps"],
+        row["start_source"],
+        row["end_source"],
+    )
 
 
-async def list_sessions(conn: Any, channel_id: str, start: datetime | None = None,
-                        end: datetime | None = None, *, limit: int = 50,
-                        before: datetime | None = None, now: datetime | None = None,
-                        ) -> list[SessionSummary]:
+async def list_sessions(
+    conn: Any,
+    channel_id: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    *,
+    limit: int = 50,
+    before: datetime | None = None,
+    now: datetime | None = None,
+) -> list[SessionSummary]:
     """Sessions overlapping [start, end), newest first; `before` (a started_at) pages on."""
     now = now or datetime.now(UTC)
     lo = start or datetime.min.replace(tzinfo=UTC)
@@ -148,8 +177,9 @@ async def list_sessions(conn: Any, channel_id: str, start: datetime | None = Non
     return [_summary(row, now) for row in rows]
 
 
-async def get_session(conn: Any, channel_id: str, stream_id: str,
-                      now: datetime | None = None) -> SessionDetail | None:
+async def get_session(
+    conn: Any, channel_id: str, stream_id: str, now: datetime | None = None
+) -> SessionDetail | None:
     """One session with its title/category changes, viewer curve and sampling gaps."""
     now = now or datetime.now(UTC)
     row = await conn.fetchrow(ONE_SESSION, channel_id, stream_id)
@@ -157,16 +187,23 @@ async def get_session(conn: Any, channel_id: str, stream_id: str,
         return None
     summary = _summary(row, now)
     end = summary.ended_at or now
-    changes = [Change(r["occurred_at"], r["title"], r["category_name"])
-               for r in await conn.fetch(CHANGES, channel_id, summary.started_at, end)]
-    samples = [(r["sampled_at"], r["viewer_count"])
-               for r in await conn.fetch(SAMPLES, channel_id, stream_id)]
-    gaps = [(r["started_at"], r["ended_at"], r["reason"])
-            for r in await conn.fetch(SESSION_GAPS, channel_id, stream_id)]
+    changes = [
+        Change(r["occurred_at"], r["title"], r["category_name"])
+        for r in await conn.fetch(CHANGES, channel_id, summary.started_at, end)
+    ]
+    samples = [
+        (r["sampled_at"], r["viewer_count"])
+        for r in await conn.fetch(SAMPLES, channel_id, stream_id)
+    ]
+    gaps = [
+        (r["started_at"], r["ended_at"], r["reason"])
+        for r in await conn.fetch(SESSION_GAPS, channel_id, stream_id)
+    ]
     return SessionDetail(summary, changes, samples, gaps)
 
 
 # ----------------------------------------------------------------------------- reconciliation
+
 
 @dataclass(frozen=True)
 class OpenSession:
@@ -178,8 +215,10 @@ class OpenSession:
 
 async def open_sessions(conn: Any) -> list[OpenSession]:
     """Streams believed live right now (no end yet), every channel."""
-    return [OpenSession(r["channel_id"], r["stream_id"], r["started_at"], r["last_sample_at"])
-            for r in await conn.fetch(OPEN_SESSIONS)]
+    return [
+        OpenSession(r["channel_id"], r["stream_id"], r["started_at"], r["last_sample_at"])
+        for r in await conn.fetch(OPEN_SESSIONS)
+    ]
 
 
 async def open_from_helix(conn: Any, channel_id: str, stream_id: str, started_at: datetime) -> None:

@@ -27,8 +27,14 @@ MAX_FOLLOW_PAGES = 50  # 5,000 follows in one gap is already a raid of followers
 class BackfillSink(Protocol):
     """The store (events/store.py): queues an event rebuilt from Helix, marked backfilled."""
 
-    def submit_backfill(self, message_id: str, subscription_type: str, version: str,
-                        occurred_at: str, payload: dict[str, Any]) -> None: ...
+    def submit_backfill(
+        self,
+        message_id: str,
+        subscription_type: str,
+        version: str,
+        occurred_at: str,
+        payload: dict[str, Any],
+    ) -> None: ...
 
 
 class StreamHistory(Protocol):
@@ -45,12 +51,21 @@ class Channel:
     name: str
 
     def broadcaster(self) -> dict[str, str]:
-        return {"broadcaster_user_id": self.id, "broadcaster_user_login": self.login,
-                "broadcaster_user_name": self.name}
+        return {
+            "broadcaster_user_id": self.id,
+            "broadcaster_user_login": self.login,
+            "broadcaster_user_name": self.name,
+        }
 
 
-async def backfill_gap(gap: Gap, channel: Channel, helix: Helix, scopes: frozenset[str],
-                       sink: BackfillSink, history: StreamHistory) -> list[str]:
+async def backfill_gap(
+    gap: Gap,
+    channel: Channel,
+    helix: Helix,
+    scopes: frozenset[str],
+    sink: BackfillSink,
+    history: StreamHistory,
+) -> list[str]:
     """Backfill one closed gap; returns the message ids handed to the store."""
     ids: list[str] = []
     if FOLLOW_SCOPE in scopes:
@@ -59,8 +74,9 @@ async def backfill_gap(gap: Gap, channel: Channel, helix: Helix, scopes: frozens
     return ids
 
 
-async def backfill_follows(gap: Gap, channel: Channel, helix: Helix,
-                           sink: BackfillSink) -> list[str]:
+async def backfill_follows(
+    gap: Gap, channel: Channel, helix: Helix, sink: BackfillSink
+) -> list[str]:
     """Follows with followed_at inside [gap start, gap end], newest first until older."""
     end = gap.ended_at or dt.datetime.now(dt.timezone.utc)
     # Helix gives followed_at to the second: widen the start to the whole second it falls in.
@@ -78,21 +94,32 @@ async def backfill_follows(gap: Gap, channel: Channel, helix: Helix,
     return ids
 
 
-def follow_event(channel: Channel,
-                 follow: dict[str, Any]) -> tuple[str, str, str, str, dict[str, Any]]:
+def follow_event(
+    channel: Channel, follow: dict[str, Any]
+) -> tuple[str, str, str, str, dict[str, Any]]:
     """A channel.follow v2 notification rebuilt from a Helix follower entry."""
     followed_at = str(follow["followed_at"])
     message_id = f"backfill:follow:{channel.id}:{follow['user_id']}:{followed_at}"
-    event = {"user_id": str(follow["user_id"]), "user_login": follow.get("user_login"),
-             "user_name": follow.get("user_name"), **channel.broadcaster(),
-             "followed_at": followed_at}
+    event = {
+        "user_id": str(follow["user_id"]),
+        "user_login": follow.get("user_login"),
+        "user_name": follow.get("user_name"),
+        **channel.broadcaster(),
+        "followed_at": followed_at,
+    }
     condition = {"broadcaster_user_id": channel.id, "moderator_user_id": channel.id}
-    return message_id, "channel.follow", "2", followed_at, _payload("channel.follow", "2",
-                                                                   condition, event)
+    return (
+        message_id,
+        "channel.follow",
+        "2",
+        followed_at,
+        _payload("channel.follow", "2", condition, event),
+    )
 
 
-async def reconcile_stream(gap: Gap, channel: Channel, helix: Helix, sink: BackfillSink,
-                           history: StreamHistory) -> list[str]:
+async def reconcile_stream(
+    gap: Gap, channel: Channel, helix: Helix, sink: BackfillSink, history: StreamHistory
+) -> list[str]:
     """Store the online/offline transition that happened during the gap, if one did."""
     live = await helix.stream(channel.id)
     last = await history.last_stream(channel.id)
@@ -101,33 +128,65 @@ async def reconcile_stream(gap: Gap, channel: Channel, helix: Helix, sink: Backf
     if live is None and last is not None and last[0] == "online":
         when = (gap.ended_at or dt.datetime.now(dt.timezone.utc)).isoformat()
         message_id = f"backfill:stream.offline:{channel.id}:{last[1] or when}"
-        return _submit(sink, message_id, "stream.offline", "1", when, _payload(
-            "stream.offline", "1", {"broadcaster_user_id": channel.id}, channel.broadcaster()))
+        return _submit(
+            sink,
+            message_id,
+            "stream.offline",
+            "1",
+            when,
+            _payload(
+                "stream.offline", "1", {"broadcaster_user_id": channel.id}, channel.broadcaster()
+            ),
+        )
     return []
 
 
-def online_event(channel: Channel,
-                 stream: dict[str, Any]) -> tuple[str, str, str, str, dict[str, Any]]:
+def online_event(
+    channel: Channel, stream: dict[str, Any]
+) -> tuple[str, str, str, str, dict[str, Any]]:
     """A stream.online notification rebuilt from GET /streams."""
     stream_id, started_at = str(stream["id"]), str(stream.get("started_at"))
-    event = {"id": stream_id, **channel.broadcaster(), "type": stream.get("type") or "live",
-             "started_at": started_at}
-    return (f"backfill:stream.online:{channel.id}:{stream_id}", "stream.online", "1", started_at,
-            _payload("stream.online", "1", {"broadcaster_user_id": channel.id}, event))
+    event = {
+        "id": stream_id,
+        **channel.broadcaster(),
+        "type": stream.get("type") or "live",
+        "started_at": started_at,
+    }
+    return (
+        f"backfill:stream.online:{channel.id}:{stream_id}",
+        "stream.online",
+        "1",
+        started_at,
+        _payload("stream.online", "1", {"broadcaster_user_id": channel.id}, event),
+    )
 
 
-def _submit(sink: BackfillSink, message_id: str, type_: str, version: str, occurred_at: str,
-            payload: dict[str, Any]) -> list[str]:
+def _submit(
+    sink: BackfillSink,
+    message_id: str,
+    type_: str,
+    version: str,
+    occurred_at: str,
+    payload: dict[str, Any],
+) -> list[str]:
     # An event Helix gave us in an unusable shape becomes a dead letter in the store.
     sink.submit_backfill(message_id, type_, version, occurred_at, payload)
     return [message_id]
 
 
-def _payload(type_: str, version: str, condition: dict[str, str],
-             event: dict[str, Any]) -> dict[str, Any]:
-    subscription = {"id": "backfill", "status": "enabled", "type": type_, "version": version,
-                    "cost": 0, "condition": condition, "transport": {"method": "backfill"},
-                    "created_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+def _payload(
+    type_: str, version: str, condition: dict[str, str], event: dict[str, Any]
+) -> dict[str, Any]:
+    subscription = {
+        "id": "backfill",
+        "status": "enabled",
+        "type": type_,
+        "version": version,
+        "cost": 0,
+        "condition": condition,
+        "transport": {"method": "backfill"},
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+    }
     return {"subscription": subscription, "event": event}
 
 

@@ -36,8 +36,16 @@ from streamerhub.log import get_logger
 log = get_logger(__name__)
 
 STOP_BUDGET = 5.0
-COUNTERS = ("connections", "reconnects", "frames", "notifications", "duplicates", "bad_frames",
-            "revocations", "gaps")
+COUNTERS = (
+    "connections",
+    "reconnects",
+    "frames",
+    "notifications",
+    "duplicates",
+    "bad_frames",
+    "revocations",
+    "gaps",
+)
 
 
 class BotStore(EventSink, backfill.BackfillSink, Protocol):
@@ -87,8 +95,11 @@ class ChannelRunner:
     async def stop(self, why: str = "channel stopped", record_gap: bool = True) -> None:
         """Cancel the channel (bounded); from now on its events are missed unless handed over."""
         client = self.client
-        if record_gap and client is not None and client.stats.state in (State.CONNECTED,
-                                                                        State.RECONNECTING):
+        if (
+            record_gap
+            and client is not None
+            and client.stats.state in (State.CONNECTED, State.RECONNECTING)
+        ):
             # The next start closes and backfills this gap.
             self.shared.store.record_gap_start(self.channel_id, why)
         if self.task is not None and not self.task.done():
@@ -106,8 +117,12 @@ class ChannelRunner:
         while not await self._attempt():
             delay = backoff(attempt, base=2.0)
             attempt += 1
-            log.warning("twitch_channel_retrying", channel_id=self.channel_id, reason=self.reason,
-                        retry_in_s=round(delay, 1))
+            log.warning(
+                "twitch_channel_retrying",
+                channel_id=self.channel_id,
+                reason=self.reason,
+                retry_in_s=round(delay, 1),
+            )
             await asyncio.sleep(delay)
 
     async def _attempt(self) -> bool:
@@ -118,8 +133,9 @@ class ChannelRunner:
             self.state, self.reason = ChannelState.DISCONNECTED, exc.reason
         except CryptoError as exc:
             self.state, self.reason = ChannelState.ERROR, str(exc)
-            log.error("twitch_channel_tokens_unreadable", channel_id=self.channel_id,
-                      error=str(exc))
+            log.error(
+                "twitch_channel_tokens_unreadable", channel_id=self.channel_id, error=str(exc)
+            )
         except TokenError as exc:
             self.state, self.reason = ChannelState.WAITING, str(exc)
             return False
@@ -136,16 +152,24 @@ class ChannelRunner:
         downtime = await missed_since_last_run(shared.db, shared.store, self.channel_id)
         helix = self.helix = Helix(shared.http, shared.api_url, shared.oauth.client_id, token)
         self.client = EventSubClient(
-            self.channel_id, shared.http, shared.eventsub_url, helix, lambda: token.scopes,
-            shared.store, on_subscriptions=self._subscriptions_changed,
-            on_gap=lambda gap: self._backfill(gap, helix), open_gap=downtime)
+            self.channel_id,
+            shared.http,
+            shared.eventsub_url,
+            helix,
+            lambda: token.scopes,
+            shared.store,
+            on_subscriptions=self._subscriptions_changed,
+            on_gap=lambda gap: self._backfill(gap, helix),
+            open_gap=downtime,
+        )
         self.state, self.reason = ChannelState.RUNNING, None
         await _first_failure(self.client.run(), token.validate_forever(first_delay=True))
 
     async def _subscriptions_changed(self, _changed: list[SubscriptionResult]) -> None:
         assert self.client is not None
-        await save_subscriptions(self.shared.db, self.channel_id,
-                                 list(self.client.stats.subscriptions.values()))
+        await save_subscriptions(
+            self.shared.db, self.channel_id, list(self.client.stats.subscriptions.values())
+        )
 
     async def _backfill(self, gap: Gap, helix: Helix) -> None:
         """Backfill a closed gap, then note on its row how many events that recovered."""
@@ -153,22 +177,32 @@ class ChannelRunner:
         store, db = self.shared.store, self.shared.db
         await store.drain()  # the gap row and the last live stream events are committed
         channel = backfill.Channel(self.channel_id, self.token.login, self.token.display_name)
-        ids = await backfill.backfill_gap(gap, channel, helix, self.token.scopes, store,
-                                          history.StreamHistory(db))
+        ids = await backfill.backfill_gap(
+            gap, channel, helix, self.token.scopes, store, history.StreamHistory(db)
+        )
         await store.drain()
         # Only what was new: a follow also received live dedupes on its event key.
         count = await history.note_gap_backfilled(db, self.channel_id, gap.started_at, ids)
-        log.info("eventsub_gap_backfilled", channel_id=self.channel_id, submitted=len(ids),
-                 stored=count, started_at=gap.started_at.isoformat())
+        log.info(
+            "eventsub_gap_backfilled",
+            channel_id=self.channel_id,
+            submitted=len(ids),
+            stored=count,
+            started_at=gap.started_at.isoformat(),
+        )
 
     def status(self) -> dict[str, Any]:
         """A JSON-able snapshot for the dashboard and `twitch status`."""
         stats = self.client.stats if self.client else None
         token = self.token
-        return {"channel_id": self.channel_id, "login": token.login if token else None,
-                "state": self._shown_state(stats), "reason": self._shown_reason(stats),
-                **_session_status(stats),
-                "token_refreshes": token.refreshes if token else 0}
+        return {
+            "channel_id": self.channel_id,
+            "login": token.login if token else None,
+            "state": self._shown_state(stats),
+            "reason": self._shown_reason(stats),
+            **_session_status(stats),
+            "token_refreshes": token.refreshes if token else 0,
+        }
 
     def _shown_state(self, stats: Stats | None) -> str:
         if self.state is ChannelState.RUNNING and stats is not None:
@@ -184,20 +218,30 @@ class ChannelRunner:
 def _session_status(stats: Stats | None) -> dict[str, Any]:
     """The EventSub client's part of a channel's status."""
     if stats is None:
-        return {"session_id": None, "session_age_s": None,
-                "subscriptions": summarise_subscriptions([]), "last_gap": None, "counters": {}}
+        return {
+            "session_id": None,
+            "session_age_s": None,
+            "subscriptions": summarise_subscriptions([]),
+            "last_gap": None,
+            "counters": {},
+        }
     started = stats.session_started_at
-    return {"session_id": stats.session_id,
-            "session_age_s": round(time.time() - started, 1) if started else None,
-            "subscriptions": summarise_subscriptions(list(stats.subscriptions.values())),
-            "last_gap": gap_json(stats.last_gap) if stats.last_gap else None,
-            "counters": {k: getattr(stats, k) for k in COUNTERS}}
+    return {
+        "session_id": stats.session_id,
+        "session_age_s": round(time.time() - started, 1) if started else None,
+        "subscriptions": summarise_subscriptions(list(stats.subscriptions.values())),
+        "last_gap": gap_json(stats.last_gap) if stats.last_gap else None,
+        "counters": {k: getattr(stats, k) for k in COUNTERS},
+    }
 
 
 def gap_json(gap: Gap) -> dict[str, Any]:
     """A gap for the status file and the dashboard."""
-    return {"started_at": gap.started_at.isoformat(), "reason": gap.reason,
-            "ended_at": gap.ended_at.isoformat() if gap.ended_at else None}
+    return {
+        "started_at": gap.started_at.isoformat(),
+        "reason": gap.reason,
+        "ended_at": gap.ended_at.isoformat() if gap.ended_at else None,
+    }
 
 
 async def _first_failure(*coros: Any) -> None:

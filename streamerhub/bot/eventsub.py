@@ -53,8 +53,9 @@ class EventSink(Protocol):
 
     def dead_letter(self, source: str, reason: str, raw_text: str) -> None: ...
 
-    def record_gap_start(self, channel_id: str, reason: str,
-                         at: dt.datetime | None = None) -> dt.datetime: ...
+    def record_gap_start(
+        self, channel_id: str, reason: str, at: dt.datetime | None = None
+    ) -> dt.datetime: ...
 
     def record_gap_end(self, channel_id: str, at: dt.datetime | None = None) -> None: ...
 
@@ -105,12 +106,20 @@ OnSubscriptions = Callable[[list[SubscriptionResult]], Awaitable[None]]
 class EventSubClient:
     """Runs one channel's EventSub session forever: `await client.run()` until cancelled."""
 
-    def __init__(self, channel_id: str, http: aiohttp.ClientSession, url: str, helix: Helix,
-                 scopes: Callable[[], frozenset[str]], sink: EventSink,
-                 on_subscriptions: OnSubscriptions | None = None,
-                 on_gap: Callable[[Gap], Awaitable[None]] | None = None,
-                 open_gap: Gap | None = None, keepalive_slack: float = KEEPALIVE_SLACK,
-                 max_backoff: float = 60.0) -> None:
+    def __init__(
+        self,
+        channel_id: str,
+        http: aiohttp.ClientSession,
+        url: str,
+        helix: Helix,
+        scopes: Callable[[], frozenset[str]],
+        sink: EventSink,
+        on_subscriptions: OnSubscriptions | None = None,
+        on_gap: Callable[[Gap], Awaitable[None]] | None = None,
+        open_gap: Gap | None = None,
+        keepalive_slack: float = KEEPALIVE_SLACK,
+        max_backoff: float = 60.0,
+    ) -> None:
         self.channel_id = channel_id
         self.http, self.url, self.helix = http, url, helix
         self.scopes, self.sink = scopes, sink
@@ -155,8 +164,13 @@ class EventSubClient:
         self.stats.last_error = reason
         delay = backoff(attempt, base=0.5, cap=self.max_backoff)
         self.stats.state = State.BACKOFF
-        log.warning("eventsub_connection_lost", channel_id=self.channel_id, reason=reason,
-                    retry_in_s=round(delay, 2), attempt=attempt + 1)
+        log.warning(
+            "eventsub_connection_lost",
+            channel_id=self.channel_id,
+            reason=reason,
+            retry_in_s=round(delay, 2),
+            attempt=attempt + 1,
+        )
         await asyncio.sleep(delay)
 
     async def _session(self) -> str:
@@ -235,8 +249,11 @@ class EventSubClient:
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("eventsub_side_task_failed", channel_id=self.channel_id,
-                      error=repr(task.exception()))
+            log.error(
+                "eventsub_side_task_failed",
+                channel_id=self.channel_id,
+                error=repr(task.exception()),
+            )
 
     # --------------------------------------------------------------------------- frames
     def _on_text(self, conn: Session, text: str) -> None:
@@ -262,8 +279,9 @@ class EventSubClient:
 
     def _on_notification(self, conn: Session, frame: Frame) -> None:
         if frame.subscription_type not in KNOWN_TYPES:
-            return self._bad(f"unknown subscription type {(frame.subscription_type or '')[:80]!r}",
-                             frame.text)
+            return self._bad(
+                f"unknown subscription type {(frame.subscription_type or '')[:80]!r}", frame.text
+            )
         sub, subscriber = frame.subscription, self.subscriber
         if sub.get("id") not in subscriber.known and not subscriber.racing(sub, conn.session_id):
             return self._bad("subscription id we never created", frame.text)
@@ -295,15 +313,18 @@ class EventSubClient:
             if result.twitch_id == sub["id"]:
                 result.status, result.detail = status, f"revoked by Twitch: {sub.get('status')}"
                 changed.append(result)
-        log.warning("eventsub_subscription_revoked", channel_id=self.channel_id,
-                    type=sub.get("type"), status=sub.get("status"))
+        log.warning(
+            "eventsub_subscription_revoked",
+            channel_id=self.channel_id,
+            type=sub.get("type"),
+            status=sub.get("status"),
+        )
         if changed and self.on_subscriptions is not None:
             self._spawn(self.on_subscriptions(changed))
 
     def _bad(self, reason: str, raw: str) -> None:
         self.stats.bad_frames += 1
-        log.warning("eventsub_bad_frame", channel_id=self.channel_id, reason=reason,
-                    size=len(raw))
+        log.warning("eventsub_bad_frame", channel_id=self.channel_id, reason=reason, size=len(raw))
         self.sink.dead_letter("eventsub", f"{reason} (channel {self.channel_id})", raw)
 
     # --------------------------------------------------------------------------- gaps
@@ -324,8 +345,12 @@ class EventSubClient:
             return
         gap.ended_at = dt.datetime.now(dt.timezone.utc)
         self.sink.record_gap_end(self.channel_id, gap.ended_at)
-        log.info("eventsub_gap_closed", channel_id=self.channel_id, reason=gap.reason,
-                 seconds=round((gap.ended_at - gap.started_at).total_seconds(), 1))
+        log.info(
+            "eventsub_gap_closed",
+            channel_id=self.channel_id,
+            reason=gap.reason,
+            seconds=round((gap.ended_at - gap.started_at).total_seconds(), 1),
+        )
         if self.on_gap is not None:
             self._spawn(self.on_gap(gap))
 
@@ -340,9 +365,14 @@ class EventSubClient:
             self._spawn(self.on_subscriptions(results))
         enabled = sum(r.status == "enabled" for r in results)
         failed = [r for r in results if r.status == "error"]
-        log.info("eventsub_subscribed", channel_id=self.channel_id, session_id=conn.session_id,
-                 enabled=enabled, missing_scope=sum(r.status == "missing_scope" for r in results),
-                 failed=len(failed))
+        log.info(
+            "eventsub_subscribed",
+            channel_id=self.channel_id,
+            session_id=conn.session_id,
+            enabled=enabled,
+            missing_scope=sum(r.status == "missing_scope" for r in results),
+            failed=len(failed),
+        )
         if failed and not enabled:
             raise SessionLost(f"no subscription could be created: {failed[0].detail}")
         if failed:
@@ -353,8 +383,7 @@ class EventSubClient:
             await asyncio.sleep(backoff(attempt + 2, cap=self.max_backoff))
             if conn.lost.done() or conn not in self._conns:
                 return
-            retried = await self.subscriber.create_each([r.wanted for r in failed],
-                                                        conn.session_id)
+            retried = await self.subscriber.create_each([r.wanted for r in failed], conn.session_id)
             for result in retried:
                 self.stats.subscriptions[result.wanted.label] = result
             if self.on_subscriptions is not None:

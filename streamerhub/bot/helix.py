@@ -65,9 +65,15 @@ def backoff(attempt: int, base: float = 0.5, cap: float = 60.0) -> float:
 class Helix:
     """Helix for one channel's user token; every method retries transient failures itself."""
 
-    def __init__(self, session: aiohttp.ClientSession, api_url: str, client_id: str,
-                 token: TokenSource, retries: int = 5,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        api_url: str,
+        client_id: str,
+        token: TokenSource,
+        retries: int = 5,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.session = session
         self.api_url = api_url.rstrip("/")
         self.client_id = client_id
@@ -75,8 +81,9 @@ class Helix:
         self.retries = retries
         self._sleep = sleep
 
-    async def request(self, method: str, path: str, params: Any = None,
-                      json: Any = None) -> dict[str, Any]:
+    async def request(
+        self, method: str, path: str, params: Any = None, json: Any = None
+    ) -> dict[str, Any]:
         """One call with 401 → refresh → retry once, 429 → wait for reset, 5xx → backoff."""
         refreshed = False
         for attempt in range(self.retries + 1):
@@ -91,24 +98,40 @@ class Helix:
                 continue
             except _Retry as retry:
                 if attempt == self.retries:
-                    raise HelixError(503, f"gave up after {attempt + 1} attempts: {retry.why}",
-                                     path) from None
+                    raise HelixError(
+                        503, f"gave up after {attempt + 1} attempts: {retry.why}", path
+                    ) from None
                 delay = backoff(attempt) if retry.delay is None else retry.delay
-                log.info("helix_retrying", path=path, reason=retry.why, attempt=attempt + 1,
-                         retry_in_s=round(delay, 2), channel_id=self.token.channel_id)
+                log.info(
+                    "helix_retrying",
+                    path=path,
+                    reason=retry.why,
+                    attempt=attempt + 1,
+                    retry_in_s=round(delay, 2),
+                    channel_id=self.token.channel_id,
+                )
                 await self._sleep(delay)
         raise AssertionError("unreachable")
 
-    async def _once(self, method: str, path: str, params: Any, json: Any,
-                    access: str) -> dict[str, Any]:
+    async def _once(
+        self, method: str, path: str, params: Any, json: Any, access: str
+    ) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {access}", "Client-Id": self.client_id}
         try:
-            async with self.session.request(method, self.api_url + path, params=params,
-                                            json=json, headers=headers,
-                                            timeout=REQUEST_TIMEOUT) as resp:
+            async with self.session.request(
+                method,
+                self.api_url + path,
+                params=params,
+                json=json,
+                headers=headers,
+                timeout=REQUEST_TIMEOUT,
+            ) as resp:
                 return await self._answer(resp, path)
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError,
-                asyncio.TimeoutError) as exc:
+        except (
+            aiohttp.ClientConnectionError,
+            aiohttp.ClientPayloadError,
+            asyncio.TimeoutError,
+        ) as exc:
             raise _Retry(f"{type(exc).__name__}: {exc}") from None
 
     async def _answer(self, resp: aiohttp.ClientResponse, path: str) -> dict[str, Any]:
@@ -134,13 +157,19 @@ class Helix:
         data = (await self.request("GET", "/users")).get("data") or []
         return data[0] if data else None
 
-    async def create_subscription(self, type: str, version: str, condition: dict[str, str],
-                                  session_id: str) -> dict[str, Any]:
+    async def create_subscription(
+        self, type: str, version: str, condition: dict[str, str], session_id: str
+    ) -> dict[str, Any]:
         """POST /eventsub/subscriptions on a WebSocket session; returns the subscription."""
-        body = {"type": type, "version": version, "condition": condition,
-                "transport": {"method": "websocket", "session_id": session_id}}
-        created: dict[str, Any] = (await self.request("POST", "/eventsub/subscriptions",
-                                                      json=body))["data"][0]
+        body = {
+            "type": type,
+            "version": version,
+            "condition": condition,
+            "transport": {"method": "websocket", "session_id": session_id},
+        }
+        created: dict[str, Any] = (
+            await self.request("POST", "/eventsub/subscriptions", json=body)
+        )["data"][0]
         return created
 
     async def subscriptions(self, **filters: str) -> list[dict[str, Any]]:
@@ -159,8 +188,9 @@ class Helix:
 
     def followers(self, broadcaster_id: str) -> AsyncIterator[dict[str, Any]]:
         """The channel's followers, newest first, page by page as the caller consumes them."""
-        return self._pages("/channels/followers", {"broadcaster_id": broadcaster_id,
-                                                    "first": "100"})
+        return self._pages(
+            "/channels/followers", {"broadcaster_id": broadcaster_id, "first": "100"}
+        )
 
     async def stream(self, user_id: str) -> dict[str, Any] | None:
         """The live stream of a channel, or None when it is offline."""
@@ -171,34 +201,38 @@ class Helix:
         """The live streams among up to any number of channels (100 per call)."""
         live: list[dict[str, Any]] = []
         for i in range(0, len(user_ids), 100):
-            params = [("user_id", uid) for uid in user_ids[i:i + 100]] + [("first", "100")]
+            params = [("user_id", uid) for uid in user_ids[i : i + 100]] + [("first", "100")]
             live += (await self.request("GET", "/streams", params=params)).get("data") or []
         return live
 
     async def follower_total(self, broadcaster_id: str) -> int:
         """How many follow the channel (`total` of GET /channels/followers)."""
-        body = await self.request("GET", "/channels/followers",
-                                  params={"broadcaster_id": broadcaster_id, "first": "1"})
+        body = await self.request(
+            "GET", "/channels/followers", params={"broadcaster_id": broadcaster_id, "first": "1"}
+        )
         return int(body.get("total") or 0)
 
     async def subscription_totals(self, broadcaster_id: str) -> dict[str, int]:
         """{"total", "points"} of GET /subscriptions (needs channel:read:subscriptions)."""
-        body = await self.request("GET", "/subscriptions",
-                                  params={"broadcaster_id": broadcaster_id, "first": "1"})
+        body = await self.request(
+            "GET", "/subscriptions", params={"broadcaster_id": broadcaster_id, "first": "1"}
+        )
         return {"total": int(body.get("total") or 0), "points": int(body.get("points") or 0)}
 
     async def find_category(self, name: str) -> dict[str, Any] | None:
         """The category named `name` (exact match, case-insensitive, else the best hit)."""
-        data = (await self.request("GET", "/search/categories",
-                                   params={"query": name, "first": "20"})).get("data") or []
+        data = (
+            await self.request("GET", "/search/categories", params={"query": name, "first": "20"})
+        ).get("data") or []
         exact = [c for c in data if str(c.get("name", "")).lower() == name.lower()]
         found: dict[str, Any] | None = (exact or data or [None])[0]
         return found
 
     async def modify_channel(self, broadcaster_id: str, changes: dict[str, Any]) -> None:
         """PATCH /channels: title, game_id, tags (needs channel:manage:broadcast)."""
-        await self.request("PATCH", "/channels", params={"broadcaster_id": broadcaster_id},
-                           json=changes)
+        await self.request(
+            "PATCH", "/channels", params={"broadcaster_id": broadcaster_id}, json=changes
+        )
 
     async def _pages(self, path: str, params: dict[str, str]) -> AsyncIterator[dict[str, Any]]:
         while True:

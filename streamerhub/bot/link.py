@@ -63,15 +63,19 @@ class LinkedChannel:
 
 
 def _unreachable(exc: TwitchUnreachable) -> LinkError:
-    return LinkError(f"Twitch could not be reached ({exc.cause}). Check the network and try "
-                     "again.")
+    return LinkError(f"Twitch could not be reached ({exc.cause}). Check the network and try again.")
 
 
 class TwitchChannelLink:
     """web's TwitchAuth and ChannelLink over the bot's OAuth client, token store and registry."""
 
-    def __init__(self, settings: Settings, db: Database, keyring: Keyring,
-                 bot: Callable[[], TwitchBot | None]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        keyring: Keyring,
+        bot: Callable[[], TwitchBot | None],
+    ) -> None:
         self.settings, self.db, self.bot = settings, db, bot
         self.scopes = LOGIN_SCOPES
         self.store = TokenStore(db, keyring)
@@ -94,19 +98,23 @@ class TwitchChannelLink:
 
     # ------------------------------------------------------------------------- TwitchAuth
 
-    def authorize_url(self, redirect_uri: str, scopes: tuple[str, ...], state: str,
-                      force_verify: bool = False) -> str:
-        return authorize_url(self.auth_url, self.client_id, redirect_uri, scopes, state,
-                             force_verify)
+    def authorize_url(
+        self, redirect_uri: str, scopes: tuple[str, ...], state: str, force_verify: bool = False
+    ) -> str:
+        return authorize_url(
+            self.auth_url, self.client_id, redirect_uri, scopes, state, force_verify
+        )
 
     async def exchange_code(self, code: str, redirect_uri: str) -> Grant:
         try:
             async with self._oauth() as oauth:
                 return await oauth.exchange_code(code, redirect_uri)
         except CodeRejected as exc:
-            raise LinkError(f"Twitch refused the sign-in code ({exc.status}: {exc.message}). "
-                            "Check [twitch] client_id / client_secret and the redirect URL "
-                            "registered with Twitch, then try again.") from None
+            raise LinkError(
+                f"Twitch refused the sign-in code ({exc.status}: {exc.message}). "
+                "Check [twitch] client_id / client_secret and the redirect URL "
+                "registered with Twitch, then try again."
+            ) from None
         except TwitchUnreachable as exc:
             raise _unreachable(exc) from None
 
@@ -167,10 +175,12 @@ class TwitchChannelLink:
         else:
             # No bot runs the channel here: its stored token, on a client for this call.
             async with self._oauth() as oauth:
-                token: ChannelToken = await load_channel_token(self.store, oauth,
-                                                               channels[0].channel_id)
-                helix = Helix(oauth.session, self.settings.twitch.api_url,
-                              oauth.client_id, token, retries=1)
+                token: ChannelToken = await load_channel_token(
+                    self.store, oauth, channels[0].channel_id
+                )
+                helix = Helix(
+                    oauth.session, self.settings.twitch.api_url, oauth.client_id, token, retries=1
+                )
                 body = await helix.request("GET", "/search/categories", params)
         return [{"id": str(c["id"]), "name": str(c["name"])} for c in body.get("data") or []]
 

@@ -25,9 +25,15 @@ OAUTH_TIMEOUT = aiohttp.ClientTimeout(total=20, sock_connect=10)
 # Every scope an EventSub type in subscriptions.SUBSCRIPTIONS needs, plus channel:manage:broadcast
 # (a multistream job sets the title/category). Nothing more: no scope we would not use.
 LOGIN_SCOPES: tuple[str, ...] = (
-    "bits:read", "channel:manage:broadcast", "channel:read:goals", "channel:read:hype_train",
-    "channel:read:polls", "channel:read:predictions", "channel:read:redemptions",
-    "channel:read:subscriptions", "moderator:read:followers",
+    "bits:read",
+    "channel:manage:broadcast",
+    "channel:read:goals",
+    "channel:read:hype_train",
+    "channel:read:polls",
+    "channel:read:predictions",
+    "channel:read:redemptions",
+    "channel:read:subscriptions",
+    "moderator:read:followers",
 )
 
 
@@ -70,8 +76,12 @@ class Grant:
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> "Grant":
-        grant = cls(str(body["access_token"]), str(body.get("refresh_token") or ""),
-                    int(body.get("expires_in") or 0), tuple(body.get("scope") or ()))
+        grant = cls(
+            str(body["access_token"]),
+            str(body.get("refresh_token") or ""),
+            int(body.get("expires_in") or 0),
+            tuple(body.get("scope") or ()),
+        )
         register_secret(grant.access_token)
         register_secret(grant.refresh_token)
         return grant
@@ -103,24 +113,34 @@ class Identity:
 class OAuth:
     """Twitch's OAuth endpoints (id.twitch.tv/oauth2, or the fake's)."""
 
-    def __init__(self, session: aiohttp.ClientSession, auth_url: str, client_id: str,
-                 client_secret: str = "") -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession, auth_url: str, client_id: str, client_secret: str = ""
+    ) -> None:
         self.session = session
         self.auth_url = auth_url.rstrip("/")
         self.client_id = client_id
         self.client_secret = client_secret
 
-    def authorize_url(self, redirect_uri: str, scopes: tuple[str, ...], state: str,
-                      force_verify: bool = False) -> str:
+    def authorize_url(
+        self, redirect_uri: str, scopes: tuple[str, ...], state: str, force_verify: bool = False
+    ) -> str:
         """Where the browser goes to authorise us (authorization-code flow)."""
-        return authorize_url(self.auth_url, self.client_id, redirect_uri, scopes, state,
-                             force_verify)
+        return authorize_url(
+            self.auth_url, self.client_id, redirect_uri, scopes, state, force_verify
+        )
 
     async def exchange_code(self, code: str, redirect_uri: str) -> Grant:
         """POST /token grant_type=authorization_code; CodeRejected when Twitch refuses it."""
-        status, body = await self._post("/token", {
-            "client_id": self.client_id, "client_secret": self.client_secret, "code": code,
-            "grant_type": "authorization_code", "redirect_uri": redirect_uri})
+        status, body = await self._post(
+            "/token",
+            {
+                "client_id": self.client_id,
+                "client_secret": self.client_secret,
+                "code": code,
+                "grant_type": "authorization_code",
+                "redirect_uri": redirect_uri,
+            },
+        )
         if status != 200 or not body.get("access_token"):
             raise CodeRejected(status, str(body.get("message", "no reason given")))
         return Grant.from_json(body)
@@ -131,22 +151,37 @@ class OAuth:
 
     async def start_device(self, scopes: tuple[str, ...] = LOGIN_SCOPES) -> DeviceCode:
         """POST /device: begin a device-code login."""
-        status, body = await self._post("/device", {"client_id": self.client_id,
-                                                    "scopes": " ".join(scopes)})
+        status, body = await self._post(
+            "/device", {"client_id": self.client_id, "scopes": " ".join(scopes)}
+        )
         if status != 200:
-            raise TokenError(f"Twitch refused to start the device login ({status}: "
-                             f"{body.get('message')}): check [twitch] client_id")
-        return DeviceCode(str(body["device_code"]), str(body["user_code"]),
-                          str(body["verification_uri"]), float(body.get("interval") or 5),
-                          int(body.get("expires_in") or 1800))
+            raise TokenError(
+                f"Twitch refused to start the device login ({status}: "
+                f"{body.get('message')}): check [twitch] client_id"
+            )
+        return DeviceCode(
+            str(body["device_code"]),
+            str(body["user_code"]),
+            str(body["verification_uri"]),
+            float(body.get("interval") or 5),
+            int(body.get("expires_in") or 1800),
+        )
 
-    async def wait_device(self, code: DeviceCode, scopes: tuple[str, ...] = LOGIN_SCOPES,
-                          sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> Grant:
+    async def wait_device(
+        self,
+        code: DeviceCode,
+        scopes: tuple[str, ...] = LOGIN_SCOPES,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> Grant:
         """Poll /token until the user has entered the code (or the code expires)."""
         deadline = time.monotonic() + code.expires_in
         interval = code.interval
-        form = {"client_id": self.client_id, "device_code": code.device_code,
-                "grant_type": DEVICE_GRANT, "scopes": " ".join(scopes)}
+        form = {
+            "client_id": self.client_id,
+            "device_code": code.device_code,
+            "grant_type": DEVICE_GRANT,
+            "scopes": " ".join(scopes),
+        }
         while time.monotonic() < deadline:
             status, body = await self._post("/token", form)
             if status == 200:
@@ -161,23 +196,30 @@ class OAuth:
 
     async def refresh(self, channel_id: str, refresh_token: str) -> Grant:
         """POST /token grant_type=refresh_token; TokenRevoked when Twitch rejects the grant."""
-        form = {"grant_type": "refresh_token", "refresh_token": refresh_token,
-                "client_id": self.client_id}
+        form = {
+            "grant_type": "refresh_token",
+            "refresh_token": refresh_token,
+            "client_id": self.client_id,
+        }
         if self.client_secret:
             form["client_secret"] = self.client_secret
         status, body = await self._post("/token", form)
         if status == 200:
             return Grant.from_json(body)
         if status in (400, 401):
-            raise TokenRevoked(channel_id, f"Twitch rejected the refresh token "
-                                           f"({body.get('message') or status})")
+            raise TokenRevoked(
+                channel_id, f"Twitch rejected the refresh token ({body.get('message') or status})"
+            )
         raise TokenError(f"token refresh failed with {status}: {body.get('message')}")
 
     async def validate(self, access_token: str) -> dict[str, Any] | None:
         """GET /validate: the token's user, scopes and lifetime; None when it is invalid."""
         try:
-            async with self.session.get(f"{self.auth_url}/validate", timeout=OAUTH_TIMEOUT,
-                                        headers={"Authorization": f"OAuth {access_token}"}) as r:
+            async with self.session.get(
+                f"{self.auth_url}/validate",
+                timeout=OAUTH_TIMEOUT,
+                headers={"Authorization": f"OAuth {access_token}"},
+            ) as r:
                 if r.status == 401:
                     return None
                 if r.status != 200:
@@ -189,8 +231,9 @@ class OAuth:
 
     async def _post(self, path: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
         try:
-            async with self.session.post(self.auth_url + path, data=form,
-                                         timeout=OAUTH_TIMEOUT) as resp:
+            async with self.session.post(
+                self.auth_url + path, data=form, timeout=OAUTH_TIMEOUT
+            ) as resp:
                 try:
                     body = await resp.json(content_type=None)
                 except ValueError:
@@ -200,12 +243,23 @@ class OAuth:
             raise TwitchUnreachable(f"Twitch OAuth {path} unreachable", exc) from None
 
 
-def authorize_url(auth_url: str, client_id: str, redirect_uri: str, scopes: tuple[str, ...],
-                  state: str, force_verify: bool = False) -> str:
+def authorize_url(
+    auth_url: str,
+    client_id: str,
+    redirect_uri: str,
+    scopes: tuple[str, ...],
+    state: str,
+    force_verify: bool = False,
+) -> str:
     """GET /authorize with our client id: where the browser goes to authorise us. force_verify
     makes Twitch ask again even for an account that already did (to pick which one)."""
-    query = {"client_id": client_id, "redirect_uri": redirect_uri, "response_type": "code",
-             "scope": " ".join(scopes), "state": state}
+    query = {
+        "client_id": client_id,
+        "redirect_uri": redirect_uri,
+        "response_type": "code",
+        "scope": " ".join(scopes),
+        "state": state,
+    }
     if force_verify:
         query["force_verify"] = "true"
     return f"{auth_url.rstrip('/')}/authorize?{urlencode(query)}"

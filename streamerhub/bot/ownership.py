@@ -119,8 +119,9 @@ class Ownership:
             self._orphan = None
         lost = [c for c in sorted(self.held) if not await _try_lock(conn, c)]
         if self.held:
-            log.warning("twitch_channel_locks_retaken", retaken=len(self.held) - len(lost),
-                        lost=lost)
+            log.warning(
+                "twitch_channel_locks_retaken", retaken=len(self.held) - len(lost), lost=lost
+            )
         self.held.difference_update(lost)
         conn.add_termination_listener(self._wake)
         self._backend = backend

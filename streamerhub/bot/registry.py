@@ -42,17 +42,29 @@ async def connected_channels(db: Database) -> list[ConnectedChannel]:
     """Every connected channel, oldest connection first."""
     async with db.pool.acquire() as conn:
         rows = await conn.fetch(CONNECTED)
-    return [ConnectedChannel(r["channel_id"], r["login"], r["display_name"], r["connected_at"])
-            for r in rows]
+    return [
+        ConnectedChannel(r["channel_id"], r["login"], r["display_name"], r["connected_at"])
+        for r in rows
+    ]
 
 
 async def all_channels(db: Database) -> list[ChannelRecord]:
     """Every channel ever connected (disconnected ones with their reason), oldest first."""
     async with db.pool.acquire() as conn:
         rows = await conn.fetch(ALL)
-    return [ChannelRecord(r["channel_id"], r["login"], r["display_name"], r["status"],
-                          r["status_reason"], tuple(r["scopes"]), r["connected_at"],
-                          r["validated_at"]) for r in rows]
+    return [
+        ChannelRecord(
+            r["channel_id"],
+            r["login"],
+            r["display_name"],
+            r["status"],
+            r["status_reason"],
+            tuple(r["scopes"]),
+            r["connected_at"],
+            r["validated_at"],
+        )
+        for r in rows
+    ]
 
 
 async def is_channel_login(db: Database, login: str) -> bool:

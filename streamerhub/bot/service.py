@@ -86,13 +86,23 @@ class TwitchBot:
 
     async def start(self) -> None:
         self.http = aiohttp.ClientSession(headers={"User-Agent": "StreamerHub"})
-        self.oauth = OAuth(self.http, self.auth_url, self.client_id,
-                           self.deps.settings.twitch.client_secret)
-        self.shared = Shared(self.deps.db, self.deps.store, self.tokens, self.oauth, self.http,
-                             self.api_url, self.eventsub_url)
+        self.oauth = OAuth(
+            self.http, self.auth_url, self.client_id, self.deps.settings.twitch.client_secret
+        )
+        self.shared = Shared(
+            self.deps.db,
+            self.deps.store,
+            self.tokens,
+            self.oauth,
+            self.http,
+            self.api_url,
+            self.eventsub_url,
+        )
         if not self.client_id:
-            log.info("twitch_not_configured", hint="set [twitch] client_id, then run "
-                                                   "`streamerhub twitch login`")
+            log.info(
+                "twitch_not_configured",
+                hint="set [twitch] client_id, then run `streamerhub twitch login`",
+            )
         await self.sync()
         self._loop_task = asyncio.create_task(self._sync_forever(), name="twitch-sync")
 
@@ -135,8 +145,9 @@ class TwitchBot:
     async def _start_new(self, wanted: dict[str, Any]) -> None:
         for channel_id, connected_at in wanted.items():
             if channel_id not in self.runners and await self.ownership.take(channel_id):
-                runner = self.runners[channel_id] = ChannelRunner(self.shared, channel_id,
-                                                                  connected_at)
+                runner = self.runners[channel_id] = ChannelRunner(
+                    self.shared, channel_id, connected_at
+                )
                 runner.start()
 
     async def _hand_over(self, channel_id: str) -> None:
@@ -218,11 +229,15 @@ class BotHelixStats:
         self.bot = bot
 
     def _helix(self, channel_id: str | None = None) -> Helix:
-        runners = [self.bot.runners.get(channel_id)] if channel_id else list(
-            self.bot.runners.values())
+        runners = (
+            [self.bot.runners.get(channel_id)] if channel_id else list(self.bot.runners.values())
+        )
         for runner in runners:
-            if runner is not None and runner.helix is not None \
-                    and runner.state is ChannelState.RUNNING:
+            if (
+                runner is not None
+                and runner.helix is not None
+                and runner.state is ChannelState.RUNNING
+            ):
                 return runner.helix
         raise TwitchError(f"channel {channel_id or '(any)'} is not connected in this daemon")
 
@@ -280,8 +295,9 @@ async def _category(helix: Helix, name: str) -> dict[str, Any]:
     return found
 
 
-def bot_ctx(deps: Callable[[web.Application], BotDeps],
-            key: web.AppKey[TwitchBot]) -> Callable[[web.Application], AsyncIterator[None]]:
+def bot_ctx(
+    deps: Callable[[web.Application], BotDeps], key: web.AppKey[TwitchBot]
+) -> Callable[[web.Application], AsyncIterator[None]]:
     """The cleanup context: start the bot after the store, stop it before the store drains."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
@@ -303,4 +319,3 @@ def read_status_file(data_dir: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return body if isinstance(body, dict) else None
-

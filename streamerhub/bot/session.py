@@ -34,8 +34,9 @@ OnBad = Callable[[str, str], None]
 class Session:
     """One WebSocket with its reader task and the futures the supervisor waits on."""
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse,
-                 loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, ws: aiohttp.ClientWebSocketResponse, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self.ws = ws
         self.welcome: asyncio.Future[dict[str, Any] | None] = loop.create_future()
         self.lost: asyncio.Future[str] = loop.create_future()
@@ -116,15 +117,20 @@ class Session:
         while True:
             deadline = self.keepalive + slack - self.silent_for
             if deadline > 0:
-                await asyncio.wait({self.lost, self.reconnect}, timeout=deadline,
-                                   return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    {self.lost, self.reconnect},
+                    timeout=deadline,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
             if self.lost.done():
                 return self.lost.result()
             if self.reconnect.done():
                 return None
             if self.silent_for >= self.keepalive + slack:
-                return (f"no frame for {self.silent_for:.1f} s (keepalive "
-                        f"{self.keepalive:g} s + {slack:g} s slack)")
+                return (
+                    f"no frame for {self.silent_for:.1f} s (keepalive "
+                    f"{self.keepalive:g} s + {slack:g} s slack)"
+                )
 
     async def close(self, force: bool = False) -> None:
         """Close; gracefully = our close frame, then read on until Twitch echoes it."""
@@ -149,9 +155,15 @@ class Session:
 async def open_socket(http: aiohttp.ClientSession, url: str) -> aiohttp.ClientWebSocketResponse:
     """The WebSocket to Twitch (no automatic heartbeat: Twitch sends keepalives itself)."""
     try:
-        return await http.ws_connect(url, autoping=True, heartbeat=None,
-                                     max_msg_size=MAX_MESSAGE, compress=0,
-                                     timeout=aiohttp.ClientWSTimeout(ws_close=CLOSE_GRACE))
+        return await http.ws_connect(
+            url,
+            autoping=True,
+            heartbeat=None,
+            max_msg_size=MAX_MESSAGE,
+            compress=0,
+            timeout=aiohttp.ClientWSTimeout(ws_close=CLOSE_GRACE),
+        )
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-        raise SessionLost(f"cannot connect to {url.split('?')[0]}: {type(exc).__name__}: "
-                          f"{exc}") from None
+        raise SessionLost(
+            f"cannot connect to {url.split('?')[0]}: {type(exc).__name__}: {exc}"
+        ) from None

@@ -35,11 +35,15 @@ SUBSCRIPTIONS: tuple[tuple[str, str, str | None], ...] = (
     ("channel.channel_points_custom_reward_redemption.add", "1", "channel:read:redemptions"),
     ("channel.channel_points_custom_reward_redemption.update", "1", "channel:read:redemptions"),
     ("channel.update", "2", None),
-    *((f"channel.hype_train.{p}", "2", "channel:read:hype_train")
-      for p in ("begin", "progress", "end")),
+    *(
+        (f"channel.hype_train.{p}", "2", "channel:read:hype_train")
+        for p in ("begin", "progress", "end")
+    ),
     *((f"channel.poll.{p}", "1", "channel:read:polls") for p in ("begin", "progress", "end")),
-    *((f"channel.prediction.{p}", "1", "channel:read:predictions")
-      for p in ("begin", "progress", "lock", "end")),
+    *(
+        (f"channel.prediction.{p}", "1", "channel:read:predictions")
+        for p in ("begin", "progress", "lock", "end")
+    ),
     *((f"channel.goal.{p}", "1", "channel:read:goals") for p in ("begin", "progress", "end")),
 )
 KNOWN_TYPES = frozenset(t for t, _, _ in SUBSCRIPTIONS)
@@ -93,8 +97,7 @@ class SubscriptionResult:
 class Subscriber:
     """Creates one channel's subscriptions on a session and knows which ids are ours."""
 
-    def __init__(self, channel_id: str, helix: Helix,
-                 scopes: Callable[[], frozenset[str]]) -> None:
+    def __init__(self, channel_id: str, helix: Helix, scopes: Callable[[], frozenset[str]]) -> None:
         self.channel_id, self.helix, self.scopes = channel_id, helix, scopes
         self.plan = build_plan(channel_id)
         self.known: set[str] = set()  # subscription ids we created (carried over reconnects)
@@ -106,8 +109,9 @@ class Subscriber:
         self.known = set()
         self.subscribing = session_id
         limit = asyncio.Semaphore(SUBSCRIBE_CONCURRENCY)
-        tasks = [asyncio.ensure_future(self._create(limit, w, session_id, scopes))
-                 for w in self.plan]
+        tasks = [
+            asyncio.ensure_future(self._create(limit, w, session_id, scopes)) for w in self.plan
+        ]
         try:
             _, pending = await asyncio.wait(tasks, timeout=window)
         finally:
@@ -121,8 +125,11 @@ class Subscriber:
     async def create_each(self, wanted: list[Wanted], session_id: str) -> list[SubscriptionResult]:
         """Create these subscriptions again (a retry of those that failed)."""
         limit = asyncio.Semaphore(SUBSCRIBE_CONCURRENCY)
-        return list(await asyncio.gather(*(self._create(limit, w, session_id, self.scopes())
-                                           for w in wanted)))
+        return list(
+            await asyncio.gather(
+                *(self._create(limit, w, session_id, self.scopes()) for w in wanted)
+            )
+        )
 
     def racing(self, sub: dict[str, Any], session_id: str) -> bool:
         """A notification may beat our POST's answer: ours if we are subscribing its session."""
@@ -132,14 +139,16 @@ class Subscriber:
             return True
         return False
 
-    async def _create(self, limit: asyncio.Semaphore, wanted: Wanted, session_id: str,
-                      scopes: frozenset[str]) -> SubscriptionResult:
+    async def _create(
+        self, limit: asyncio.Semaphore, wanted: Wanted, session_id: str, scopes: frozenset[str]
+    ) -> SubscriptionResult:
         if wanted.scope and wanted.scope not in scopes:
             return SubscriptionResult(wanted, "missing_scope", detail=f"needs {wanted.scope}")
         async with limit:
             try:
                 sub = await self.helix.create_subscription(
-                    wanted.type, wanted.version, dict(wanted.condition), session_id)
+                    wanted.type, wanted.version, dict(wanted.condition), session_id
+                )
             except HelixError as exc:
                 return _failed(wanted, exc)
         self.known.add(str(sub["id"]))
@@ -164,19 +173,24 @@ class Subscriber:
             try:
                 await self.helix.delete_subscription(sub_id)
             except HelixError as exc:
-                log.warning("eventsub_stale_delete_failed", channel_id=self.channel_id,
-                            error=str(exc))
+                log.warning(
+                    "eventsub_stale_delete_failed", channel_id=self.channel_id, error=str(exc)
+                )
 
 
-def _collect(tasks: Sequence[asyncio.Future[SubscriptionResult]], plan: list[Wanted],
-             pending: Collection[asyncio.Future[SubscriptionResult]]) -> list[SubscriptionResult]:
+def _collect(
+    tasks: Sequence[asyncio.Future[SubscriptionResult]],
+    plan: list[Wanted],
+    pending: Collection[asyncio.Future[SubscriptionResult]],
+) -> list[SubscriptionResult]:
     """The answers in plan order: unanswered ones are errors, the first exception is raised."""
     results: list[SubscriptionResult] = []
     errors: list[BaseException] = []
     for task, wanted in zip(tasks, plan, strict=True):
         if task in pending:
-            results.append(SubscriptionResult(wanted, "error",
-                                              detail="no answer within the keepalive window"))
+            results.append(
+                SubscriptionResult(wanted, "error", detail="no answer within the keepalive window")
+            )
         elif (error := task.exception()) is not None:  # read every one: none left unretrieved
             errors.append(error)
         else:
@@ -196,6 +210,7 @@ def _failed(wanted: Wanted, exc: HelixError) -> SubscriptionResult:
 
 # ----------------------------------------------------------------------------- recording
 
+
 def summarise_subscriptions(results: list[SubscriptionResult]) -> dict[str, Any]:
     """enabled count plus the labels that are missing a scope, revoked or failing."""
     out: dict[str, Any] = {"enabled": 0, "missing_scope": [], "revoked": [], "error": []}
@@ -211,8 +226,9 @@ def summarise_subscriptions(results: list[SubscriptionResult]) -> dict[str, Any]
     return out
 
 
-async def save_subscriptions(db: Database, channel_id: str,
-                             results: list[SubscriptionResult]) -> None:
+async def save_subscriptions(
+    db: Database, channel_id: str, results: list[SubscriptionResult]
+) -> None:
     """Upsert eventsub_subscriptions; the two raid subscriptions share one (type, version) row."""
     rows: dict[tuple[str, str], list[SubscriptionResult]] = {}
     for result in results:
@@ -226,8 +242,14 @@ def _row(group: list[SubscriptionResult]) -> tuple[str, str | None, str | None]:
     """status (the worst of the group), twitch ids and details of one stored row."""
     worst = next((r for r in group if r.status != "enabled"), group[0])
     ids = ",".join(r.twitch_id for r in group if r.twitch_id) or None
-    details = "; ".join(f"{r.wanted.label}: {r.detail}" if len(group) > 1 else r.detail
-                        for r in group if r.detail) or None
+    details = (
+        "; ".join(
+            f"{r.wanted.label}: {r.detail}" if len(group) > 1 else r.detail
+            for r in group
+            if r.detail
+        )
+        or None
+    )
     return worst.status, ids, details
 
 
@@ -241,6 +263,7 @@ ON CONFLICT (channel_id, subscription_type, version) DO UPDATE SET
 
 
 # ----------------------------------------------------------------------------- reading
+
 
 @dataclass(frozen=True)
 class StoredSubscription:
@@ -266,22 +289,40 @@ class SubscriptionHealth:
     failing: int
 
 
-async def stored_subscriptions(db: Database,
-                               problems_only: bool = False) -> list[StoredSubscription]:
+async def stored_subscriptions(
+    db: Database, problems_only: bool = False
+) -> list[StoredSubscription]:
     """Every stored subscription (or those not enabled), by channel and type."""
     async with db.pool.acquire() as conn:
         rows = await conn.fetch(PROBLEMS if problems_only else STORED)
-    return [StoredSubscription(r["channel_id"], r["subscription_type"], r["version"],
-                               r["status"], r["detail"], r["updated_at"]) for r in rows]
+    return [
+        StoredSubscription(
+            r["channel_id"],
+            r["subscription_type"],
+            r["version"],
+            r["status"],
+            r["detail"],
+            r["updated_at"],
+        )
+        for r in rows
+    ]
 
 
 async def subscription_health(db: Database) -> dict[str, SubscriptionHealth]:
     """Each channel's subscriptions counted by status, by channel id."""
     async with db.pool.acquire() as conn:
         rows = await conn.fetch(HEALTH)
-    return {r["channel_id"]: SubscriptionHealth(r["channel_id"], r["expected"], r["enabled"],
-                                                r["missing_scope"], r["revoked"], r["failing"])
-            for r in rows}
+    return {
+        r["channel_id"]: SubscriptionHealth(
+            r["channel_id"],
+            r["expected"],
+            r["enabled"],
+            r["missing_scope"],
+            r["revoked"],
+            r["failing"],
+        )
+        for r in rows
+    }
 
 
 STORED = """

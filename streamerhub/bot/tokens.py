@@ -42,6 +42,7 @@ CHANNELS_CHANGED = "streamerhub_twitch_channels"  # NOTIFY channel: a channel (d
 
 # ----------------------------------------------------------------------------- storage
 
+
 @dataclass
 class StoredToken:
     """One channel's row of twitch_channels with the tokens opened."""
@@ -68,31 +69,55 @@ class TokenStore:
 
     def _seal(self, channel_id: str, grant: Grant) -> tuple[bytes, bytes | None]:
         access = self.keyring.seal(grant.access_token, _aad(channel_id, "access_token_sealed"))
-        refresh = (self.keyring.seal(grant.refresh_token,
-                                     _aad(channel_id, "refresh_token_sealed"))
-                   if grant.refresh_token else None)
+        refresh = (
+            self.keyring.seal(grant.refresh_token, _aad(channel_id, "refresh_token_sealed"))
+            if grant.refresh_token
+            else None
+        )
         return access, refresh
 
-    async def save_login(self, channel_id: str, login: str, display_name: str,
-                         grant: Grant) -> None:
+    async def save_login(
+        self, channel_id: str, login: str, display_name: str, grant: Grant
+    ) -> None:
         """Insert or replace a channel after a login: connected, with fresh sealed tokens."""
         access, refresh = self._seal(channel_id, grant)
         async with self.db.pool.acquire() as conn:
-            await conn.execute(SAVE_LOGIN, channel_id, login, display_name, list(grant.scopes),
-                               access, refresh, grant.expires_at, CHANNELS_CHANGED)
+            await conn.execute(
+                SAVE_LOGIN,
+                channel_id,
+                login,
+                display_name,
+                list(grant.scopes),
+                access,
+                refresh,
+                grant.expires_at,
+                CHANNELS_CHANGED,
+            )
 
     async def save_refresh(self, channel_id: str, grant: Grant) -> None:
         """Store a refreshed pair (Twitch rotates the refresh token every time)."""
         access, refresh = self._seal(channel_id, grant)
         async with self.db.pool.acquire() as conn:
-            await conn.execute(SAVE_REFRESH, channel_id, access, refresh, grant.expires_at,
-                               list(grant.scopes) or None)
+            await conn.execute(
+                SAVE_REFRESH,
+                channel_id,
+                access,
+                refresh,
+                grant.expires_at,
+                list(grant.scopes) or None,
+            )
 
-    async def save_validation(self, channel_id: str, login: str, scopes: tuple[str, ...],
-                              expires_in: int) -> None:
+    async def save_validation(
+        self, channel_id: str, login: str, scopes: tuple[str, ...], expires_in: int
+    ) -> None:
         async with self.db.pool.acquire() as conn:
-            await conn.execute(SAVE_VALIDATION, channel_id, login, list(scopes),
-                               in_seconds(expires_in) if expires_in else None)
+            await conn.execute(
+                SAVE_VALIDATION,
+                channel_id,
+                login,
+                list(scopes),
+                in_seconds(expires_in) if expires_in else None,
+            )
 
     async def disconnect(self, channel_id: str, reason: str) -> None:
         """Mark the channel disconnected with the reason and forget its dead tokens."""
@@ -107,15 +132,25 @@ class TokenStore:
             return None
         access = refresh = ""
         if row["access_token_sealed"] is not None:
-            access = self.keyring.open_str(row["access_token_sealed"],
-                                           _aad(channel_id, "access_token_sealed"))
+            access = self.keyring.open_str(
+                row["access_token_sealed"], _aad(channel_id, "access_token_sealed")
+            )
         if row["refresh_token_sealed"] is not None:
-            refresh = self.keyring.open_str(row["refresh_token_sealed"],
-                                            _aad(channel_id, "refresh_token_sealed"))
+            refresh = self.keyring.open_str(
+                row["refresh_token_sealed"], _aad(channel_id, "refresh_token_sealed")
+            )
         register_secret(access)
         register_secret(refresh)
-        return StoredToken(channel_id, row["login"], row["display_name"], tuple(row["scopes"]),
-                           access, refresh, row["status"], row["status_reason"])
+        return StoredToken(
+            channel_id,
+            row["login"],
+            row["display_name"],
+            tuple(row["scopes"]),
+            access,
+            refresh,
+            row["status"],
+            row["status_reason"],
+        )
 
 
 # Login and disconnect NOTIFY in the same statement: delivered on commit, never before.
@@ -160,6 +195,7 @@ SELECT login, display_name, scopes, access_token_sealed, refresh_token_sealed, s
 
 # ----------------------------------------------------------------------------- live token
 
+
 class ChannelToken:
     """A connected channel's tokens in memory: Helix's TokenSource, refreshed under one lock."""
 
@@ -201,8 +237,9 @@ class ChannelToken:
                 self.scopes = frozenset(grant.scopes)
             self._unsaved = grant
             self.refreshes += 1
-            log.info("twitch_token_refreshed", channel_id=self.channel_id,
-                     expires_in=grant.expires_in)
+            log.info(
+                "twitch_token_refreshed", channel_id=self.channel_id, expires_in=grant.expires_in
+            )
             await self._save_pending()
             return self._access
 
@@ -239,15 +276,20 @@ class ChannelToken:
         self.scopes = frozenset(info.get("scopes") or ())
         self.login = str(info.get("login") or self.login)
         expires_in = int(info.get("expires_in") or 0)
-        await self._store.save_validation(self.channel_id, self.login, tuple(sorted(self.scopes)),
-                                          expires_in)
+        await self._store.save_validation(
+            self.channel_id, self.login, tuple(sorted(self.scopes)), expires_in
+        )
         self.validated_at = time.time()
         if 0 < expires_in < REFRESH_AHEAD:
             await self.refresh(self.access_token())
         return info
 
-    async def validate_forever(self, every: float = VALIDATE_EVERY, first_delay: bool = False,
-                               sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+    async def validate_forever(
+        self,
+        every: float = VALIDATE_EVERY,
+        first_delay: bool = False,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         """Validate every hour as Twitch requires; transient failures are retried sooner."""
         if first_delay:
             await sleep(every)
@@ -258,8 +300,9 @@ class ChannelToken:
             except TokenRevoked:
                 raise
             except TokenError as exc:
-                log.warning("twitch_token_validate_failed", channel_id=self.channel_id,
-                            error=str(exc))
+                log.warning(
+                    "twitch_token_validate_failed", channel_id=self.channel_id, error=str(exc)
+                )
                 delay = min(every, 60.0)
             await sleep(delay)
 
@@ -272,9 +315,13 @@ async def load_channel_token(store: TokenStore, oauth: OAuth, channel_id: str) -
     return ChannelToken(stored, oauth, store)
 
 
-async def login_with_device_code(oauth: OAuth, store: TokenStore, api_url: str,
-                                 show: Callable[[DeviceCode], None],
-                                 scopes: tuple[str, ...] = LOGIN_SCOPES) -> StoredToken:
+async def login_with_device_code(
+    oauth: OAuth,
+    store: TokenStore,
+    api_url: str,
+    show: Callable[[DeviceCode], None],
+    scopes: tuple[str, ...] = LOGIN_SCOPES,
+) -> StoredToken:
     """The whole device flow: show the code, wait for approval, store the sealed tokens."""
     code = await oauth.start_device(scopes)
     show(code)
@@ -285,9 +332,17 @@ async def login_with_device_code(oauth: OAuth, store: TokenStore, api_url: str,
     channel_id, login = str(info["user_id"]), str(info.get("login") or "")
     display = await _display_name(oauth, api_url, grant.access_token, login)
     granted = tuple(info.get("scopes") or grant.scopes)
-    await store.save_login(channel_id, login, display, Grant(
-        grant.access_token, grant.refresh_token, int(info.get("expires_in") or grant.expires_in),
-        granted))
+    await store.save_login(
+        channel_id,
+        login,
+        display,
+        Grant(
+            grant.access_token,
+            grant.refresh_token,
+            int(info.get("expires_in") or grant.expires_in),
+            granted,
+        ),
+    )
     log.info("twitch_channel_connected", channel_id=channel_id, login=login, scopes=len(granted))
     return StoredToken(channel_id, login, display, granted, "", "", "connected", None)
 
@@ -295,8 +350,9 @@ async def login_with_device_code(oauth: OAuth, store: TokenStore, api_url: str,
 async def _display_name(oauth: OAuth, api_url: str, access: str, login: str) -> str:
     headers = {"Authorization": f"Bearer {access}", "Client-Id": oauth.client_id}
     try:
-        async with oauth.session.get(api_url.rstrip("/") + "/users", headers=headers,
-                                     timeout=OAUTH_TIMEOUT) as resp:
+        async with oauth.session.get(
+            api_url.rstrip("/") + "/users", headers=headers, timeout=OAUTH_TIMEOUT
+        ) as resp:
             body = await resp.json(content_type=None) if resp.ok else {}
         data = body.get("data") or []
     except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, AttributeError):

@@ -34,8 +34,13 @@ def check_data_dir(settings: Settings) -> Result:
     prepare_data_dir(settings.data_dir)
     mode = stat.S_IMODE(settings.data_dir.stat().st_mode)
     if mode & 0o007:
-        return Result("data dir", True, f"{settings.data_dir} is open to other users "
-                      f"({oct(mode)}): chmod 700 {settings.data_dir}", warn=True)
+        return Result(
+            "data dir",
+            True,
+            f"{settings.data_dir} is open to other users "
+            f"({oct(mode)}): chmod 700 {settings.data_dir}",
+            warn=True,
+        )
     return Result("data dir", True, f"{settings.data_dir} (writable, {oct(mode)})")
 
 
@@ -74,21 +79,32 @@ def check_process_privacy(settings: Settings) -> Result:
     # FFmpeg takes the RTMP URL (with the stream key) on its command line; with /proc mounted
     # without hidepid any local user can read it from /proc/<pid>/cmdline.
     try:
-        options = next(line.split()[3] for line in open("/proc/mounts")
-                       if line.split()[1] == "/proc")
+        options = next(
+            line.split()[3] for line in open("/proc/mounts") if line.split()[1] == "/proc"
+        )
     except (OSError, StopIteration, IndexError):
         return Result("process privacy", True, "cannot read /proc/mounts", warn=True)
     if "hidepid=" in options and "hidepid=0" not in options and "hidepid=off" not in options:
         return Result("process privacy", True, "/proc is mounted with hidepid")
-    return Result("process privacy", True, "other local users can read FFmpeg's arguments "
-                  "(stream keys): run StreamerHub as its own user and mount /proc with "
-                  "hidepid=invisible (see README, 'Stream keys')", warn=True)
+    return Result(
+        "process privacy",
+        True,
+        "other local users can read FFmpeg's arguments "
+        "(stream keys): run StreamerHub as its own user and mount /proc with "
+        "hidepid=invisible (see README, 'Stream keys')",
+        warn=True,
+    )
 
 
 async def run_checks(settings: Settings) -> int:
     checks: list[Callable[[Settings], Result | Awaitable[Result]]] = [
-        check_config, check_data_dir, check_master_key, check_database, check_ffmpeg,
-        check_process_privacy]
+        check_config,
+        check_data_dir,
+        check_master_key,
+        check_database,
+        check_ffmpeg,
+        check_process_privacy,
+    ]
     failed = 0
     for check in checks:
         name = check.__name__.removeprefix("check_").replace("_", " ")

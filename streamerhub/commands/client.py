@@ -33,6 +33,7 @@ def cmd_api_token(args: argparse.Namespace, settings: Settings) -> int:
 
 # ----------------------------------------------------------------------------- HTTP
 
+
 class Client:
     """A few JSON calls to the daemon; API errors become StreamerHubError with its message."""
 
@@ -49,14 +50,19 @@ class Client:
         headers = {"Authorization": f"Bearer {self.token}"}
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=300)
         try:
-            async with aiohttp.ClientSession(timeout=timeout) as session, session.request(
-                    method, self.base + API + path, json=body, data=data,
-                    headers=headers) as resp:
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.request(
+                    method, self.base + API + path, json=body, data=data, headers=headers
+                ) as resp,
+            ):
                 answer = await resp.json(content_type=None) if resp.status != 204 else None
         except aiohttp.ClientConnectionError as exc:
-            raise StreamerHubError(f"cannot reach the daemon at {self.base} ({exc}): is "
-                                   "`streamerhub run` running? (--url to point "
-                                   "elsewhere)") from None
+            raise StreamerHubError(
+                f"cannot reach the daemon at {self.base} ({exc}): is "
+                "`streamerhub run` running? (--url to point "
+                "elsewhere)"
+            ) from None
         except ValueError:
             raise StreamerHubError(f"the daemon at {self.base} did not answer JSON") from None
         if resp.status >= 400:
@@ -65,8 +71,14 @@ class Client:
         return answer
 
 
-def _run(args: argparse.Namespace, settings: Settings, method: str, path: str,
-         body: Any = None, data: Any = None) -> Any:
+def _run(
+    args: argparse.Namespace,
+    settings: Settings,
+    method: str,
+    path: str,
+    body: Any = None,
+    data: Any = None,
+) -> Any:
     return asyncio.run(Client(settings, args.url).call(method, path, body, data))
 
 
@@ -85,6 +97,7 @@ def _show(args: argparse.Namespace, value: Any, line: Callable[[Any], str]) -> i
 
 # ----------------------------------------------------------------------------- targets
 
+
 def _target_line(t: dict[str, Any]) -> str:
     flags = "" if t["enabled"] else "  (disabled)"
     channel = f"  twitch:{t['channel_id']}" if t.get("channel_id") else ""
@@ -102,14 +115,22 @@ def cmd_targets_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_targets_add(args: argparse.Namespace, settings: Settings) -> int:
-    body = {"name": args.name, "url": args.ingest, "stream_key": _read_key(args),
-            "enabled": not args.disabled, "channel_id": args.channel}
+    body = {
+        "name": args.name,
+        "url": args.ingest,
+        "stream_key": _read_key(args),
+        "enabled": not args.disabled,
+        "channel_id": args.channel,
+    }
     return _show(args, _run(args, settings, "POST", "/targets", body), _target_line)
 
 
 def cmd_targets_edit(args: argparse.Namespace, settings: Settings) -> int:
-    body: dict[str, Any] = {k: v for k, v in (("name", args.name), ("url", args.ingest),
-                                              ("channel_id", args.channel)) if v is not None}
+    body: dict[str, Any] = {
+        k: v
+        for k, v in (("name", args.name), ("url", args.ingest), ("channel_id", args.channel))
+        if v is not None
+    }
     if args.enable or args.disable:
         body["enabled"] = bool(args.enable)
     if args.new_key or args.key_stdin:
@@ -125,19 +146,26 @@ def cmd_targets_rm(args: argparse.Namespace, settings: Settings) -> int:
 
 # ----------------------------------------------------------------------------- videos
 
+
 def _video_line(v: dict[str, Any]) -> str:
     probe = v.get("probe") or {}
     video = probe.get("video") or {}
-    shape = (f"{video.get('width')}x{video.get('height')} {probe.get('duration') or 0:.1f} s"
-             if video else "")
+    shape = (
+        f"{video.get('width')}x{video.get('height')} {probe.get('duration') or 0:.1f} s"
+        if video
+        else ""
+    )
     progress = f" {v['progress'] * 100:.0f}%" if v.get("progress") is not None else ""
     reason = f"  ({v['reason']})" if v.get("reason") else ""
     return f"{v['id']:>4}  {v['status'] + progress:<14} {v['label']:<32} {shape}{reason}"
 
 
 def _profile(args: argparse.Namespace) -> dict[str, int]:
-    return {k: v for k, v in (("video_kbps", args.video_kbps),
-                              ("audio_kbps", args.audio_kbps)) if v is not None}
+    return {
+        k: v
+        for k, v in (("video_kbps", args.video_kbps), ("audio_kbps", args.audio_kbps))
+        if v is not None
+    }
 
 
 def cmd_videos_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -162,8 +190,7 @@ def cmd_videos_upload(args: argparse.Namespace, settings: Settings) -> int:
         form = aiohttp.FormData()
         for key, value in _profile(args).items():
             form.add_field(key, str(value))
-        form.add_field("file", handle, filename=path.name,
-                       content_type="application/octet-stream")
+        form.add_field("file", handle, filename=path.name, content_type="application/octet-stream")
         video = _run(args, settings, "POST", "/videos", data=form)
     return _show(args, video, _video_line)
 
@@ -190,15 +217,19 @@ def cmd_videos_rm(args: argparse.Namespace, settings: Settings) -> int:
 
 # ----------------------------------------------------------------------------- jobs
 
+
 def _job_line(j: dict[str, Any]) -> str:
-    lines = [f"{j['id']:>4}  {j['name']:<24} {j['state']:<9} videos {j['videos']} "
-             f"loop {j['loop']}" + (f"  next start {j['next_start']}" if j.get("next_start")
-                                    else "")]
+    lines = [
+        f"{j['id']:>4}  {j['name']:<24} {j['state']:<9} videos {j['videos']} "
+        f"loop {j['loop']}" + (f"  next start {j['next_start']}" if j.get("next_start") else "")
+    ]
     for t in j.get("targets", []):
         speed = f" {t['speed']}x" if t.get("speed") else ""
         error = f"  [{t['failure_class']}] {t['last_error']}" if t.get("last_error") else ""
-        lines.append(f"        target {t['target_id']:>3} {t['name']:<20} {t['state']:<9}"
-                     f"{speed} restarts {t['restarts']}{error}")
+        lines.append(
+            f"        target {t['target_id']:>3} {t['name']:<20} {t['state']:<9}"
+            f"{speed} restarts {t['restarts']}{error}"
+        )
     return "\n".join(lines)
 
 
@@ -221,20 +252,36 @@ def cmd_jobs_show(args: argparse.Namespace, settings: Settings) -> int:
         return _show(args, job, _job_line)
     print(_job_line(job))
     for run in job.get("runs", [])[:5]:
-        print(f"  run {run['id']} target {run['target_id']} {run['started_at']} → "
-              f"{run['ended_at']} exit {run['exit_code']} {run['failure_class'] or ''} "
-              f"{run['error'] or ''}")
+        print(
+            f"  run {run['id']} target {run['target_id']} {run['started_at']} → "
+            f"{run['ended_at']} exit {run['exit_code']} {run['failure_class'] or ''} "
+            f"{run['error'] or ''}"
+        )
     return 0
 
 
 def cmd_jobs_create(args: argparse.Namespace, settings: Settings) -> int:
-    schedule = {k: v for k, v in (("start_at", args.start_at), ("stop_at", args.stop_at),
-                                  ("duration_s", args.duration and parse_duration(args.duration)),
-                                  ("days", args.days)) if v}
+    schedule = {
+        k: v
+        for k, v in (
+            ("start_at", args.start_at),
+            ("stop_at", args.stop_at),
+            ("duration_s", args.duration and parse_duration(args.duration)),
+            ("days", args.days),
+        )
+        if v
+    }
     loop: Any = "forever" if args.loop == "forever" else int(args.loop)
-    body = {"name": args.name, "videos": args.video, "targets": args.target, "loop": loop,
-            "title": args.title, "category": args.category, "tags": args.tag or [],
-            "schedule": schedule or None}
+    body = {
+        "name": args.name,
+        "videos": args.video,
+        "targets": args.target,
+        "loop": loop,
+        "title": args.title,
+        "category": args.category,
+        "tags": args.tag or [],
+        "schedule": schedule or None,
+    }
     return _show(args, _run(args, settings, "POST", "/jobs", body), _job_line)
 
 
@@ -254,10 +301,12 @@ def cmd_jobs_rm(args: argparse.Namespace, settings: Settings) -> int:
 
 # ----------------------------------------------------------------------------- parser
 
+
 def add_commands(sub: Subcommands, common: argparse.ArgumentParser) -> None:
     """Register api-token, targets, videos and jobs on the `streamerhub` parser."""
-    sub.add_parser("api-token", parents=[common], help="print the local admin API token"
-                   ).set_defaults(handler=cmd_api_token)
+    sub.add_parser(
+        "api-token", parents=[common], help="print the local admin API token"
+    ).set_defaults(handler=cmd_api_token)
     client = argparse.ArgumentParser(add_help=False, parents=[common])
     client.add_argument("--url", help="daemon URL (default: from [web] host and port)")
     client.add_argument("--json", action="store_true", help="print the API's JSON")
@@ -267,14 +316,16 @@ def add_commands(sub: Subcommands, common: argparse.ArgumentParser) -> None:
 
 
 def _group(sub: Subcommands, name: str, text: str) -> Subcommands:
-    return sub.add_parser(name, help=text).add_subparsers(dest=f"{name}_command",
-                                                          required=True, metavar="ACTION")
+    return sub.add_parser(name, help=text).add_subparsers(
+        dest=f"{name}_command", required=True, metavar="ACTION"
+    )
 
 
 def _targets(sub: Subcommands, client: argparse.ArgumentParser) -> None:
     group = _group(sub, "targets", "RTMP targets (stream keys are write-only)")
     group.add_parser("list", parents=[client], help="list targets").set_defaults(
-        handler=cmd_targets_list)
+        handler=cmd_targets_list
+    )
     add = group.add_parser("add", parents=[client], help="add a target (asks for the key)")
     add.add_argument("name")
     add.add_argument("ingest", help="rtmp:// or rtmps:// ingest URL, without the key")
@@ -304,18 +355,22 @@ def _videos(sub: Subcommands, client: argparse.ArgumentParser) -> None:
     profile.add_argument("--video-kbps", type=int)
     profile.add_argument("--audio-kbps", type=int)
     group.add_parser("list", parents=[client], help="list videos").set_defaults(
-        handler=cmd_videos_list)
-    for name, text, handler in (("show", "status, probe and progress", cmd_videos_show),
-                                ("cancel", "cancel preparation", cmd_videos_cancel),
-                                ("rm", "delete a video", cmd_videos_rm)):
+        handler=cmd_videos_list
+    )
+    for name, text, handler in (
+        ("show", "status, probe and progress", cmd_videos_show),
+        ("cancel", "cancel preparation", cmd_videos_cancel),
+        ("rm", "delete a video", cmd_videos_rm),
+    ):
         cmd = group.add_parser(name, parents=[client], help=text)
         cmd.add_argument("id", type=int)
         cmd.set_defaults(handler=handler)
     upload = group.add_parser("upload", parents=[client, profile], help="upload a file")
     upload.add_argument("file")
     upload.set_defaults(handler=cmd_videos_upload)
-    imp = group.add_parser("import", parents=[client, profile],
-                           help="add a file already on the daemon's machine")
+    imp = group.add_parser(
+        "import", parents=[client, profile], help="add a file already on the daemon's machine"
+    )
     imp.add_argument("path")
     imp.set_defaults(handler=cmd_videos_import)
     prep = group.add_parser("prepare", parents=[client, profile], help="prepare again")
@@ -325,12 +380,18 @@ def _videos(sub: Subcommands, client: argparse.ArgumentParser) -> None:
 
 def _jobs(sub: Subcommands, client: argparse.ArgumentParser) -> None:
     group = _group(sub, "jobs", "stream jobs")
-    group.add_parser("list", parents=[client], help="jobs and their targets' state"
-                     ).set_defaults(handler=cmd_jobs_list)
+    group.add_parser("list", parents=[client], help="jobs and their targets' state").set_defaults(
+        handler=cmd_jobs_list
+    )
     create = group.add_parser("create", parents=[client], help="create a job")
     create.add_argument("name")
-    create.add_argument("--video", type=int, action="append", required=True,
-                        help="video id (repeat for a playlist, in order)")
+    create.add_argument(
+        "--video",
+        type=int,
+        action="append",
+        required=True,
+        help="video id (repeat for a playlist, in order)",
+    )
     create.add_argument("--target", type=int, action="append", required=True)
     create.add_argument("--loop", default="1", help="plays of the playlist, or 'forever'")
     create.add_argument("--title")
@@ -341,8 +402,10 @@ def _jobs(sub: Subcommands, client: argparse.ArgumentParser) -> None:
     create.add_argument("--duration", help="stop after, e.g. 90m or 1h30m")
     create.add_argument("--days", help="repeat on weekdays, e.g. mon,wed,fri")
     create.set_defaults(handler=cmd_jobs_create)
-    for name, text, handler in (("show", "a job with runs", cmd_jobs_show),
-                                ("rm", "stop and delete a job", cmd_jobs_rm)):
+    for name, text, handler in (
+        ("show", "a job with runs", cmd_jobs_show),
+        ("rm", "stop and delete a job", cmd_jobs_rm),
+    ):
         cmd = group.add_parser(name, parents=[client], help=text)
         cmd.add_argument("id", type=int)
         cmd.set_defaults(handler=handler)

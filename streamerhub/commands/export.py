@@ -18,44 +18,63 @@ if TYPE_CHECKING:
 
 def add_export_command(sub: Subcommands, common: argparse.ArgumentParser) -> None:
     parser = sub.add_parser(
-        "export", parents=[common], help="write events, sessions or a time series as CSV/JSON",
-        description="Stream an export to stdout. Times are given in UTC and in [general] timezone.")
+        "export",
+        parents=[common],
+        help="write events, sessions or a time series as CSV/JSON",
+        description="Stream an export to stdout. Times are given in UTC and in [general] timezone.",
+    )
     parser.add_argument("what", choices=KINDS)
-    parser.add_argument("--from", dest="start", metavar="WHEN",
-                        help="YYYY-MM-DD (from the start of that day, your time zone) or an ISO "
-                             "time (no offset: your time zone); default: the beginning")
-    parser.add_argument("--to", dest="end", metavar="WHEN",
-                        help="YYYY-MM-DD (that day included) or an ISO time (excluded); "
-                             "default: now")
+    parser.add_argument(
+        "--from",
+        dest="start",
+        metavar="WHEN",
+        help="YYYY-MM-DD (from the start of that day, your time zone) or an ISO "
+        "time (no offset: your time zone); default: the beginning",
+    )
+    parser.add_argument(
+        "--to",
+        dest="end",
+        metavar="WHEN",
+        help="YYYY-MM-DD (that day included) or an ISO time (excluded); default: now",
+    )
     parser.add_argument("--format", choices=FORMATS, default="csv")
-    parser.add_argument("--channel", metavar="ID_OR_LOGIN",
-                        help="one channel (default: all; series: the only one)")
-    parser.add_argument("--bucket", choices=BUCKET_SIZES,
-                        help="series bucket size (default: chosen to fit the range)")
+    parser.add_argument(
+        "--channel", metavar="ID_OR_LOGIN", help="one channel (default: all; series: the only one)"
+    )
+    parser.add_argument(
+        "--bucket",
+        choices=BUCKET_SIZES,
+        help="series bucket size (default: chosen to fit the range)",
+    )
     parser.set_defaults(handler=cmd_export)
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     try:
         return asyncio.run(run_export(args, settings, sys.stdout.buffer))
-    except BrokenPipeError:          # `| head`: the reader left, which is fine
+    except BrokenPipeError:  # `| head`: the reader left, which is fine
         return 0
 
 
-async def run_export(args: argparse.Namespace, settings: Settings, out: BinaryIO,
-                     now: datetime | None = None) -> int:
+async def run_export(
+    args: argparse.Namespace, settings: Settings, out: BinaryIO, now: datetime | None = None
+) -> int:
     from streamerhub.bot.registry import all_channels
     from streamerhub.config import prepare_data_dir
     from streamerhub.db import open_database
 
-    request = ExportRequest(args.what, args.format, args.start, args.end, args.channel,
-                            args.bucket)
+    request = ExportRequest(args.what, args.format, args.start, args.end, args.channel, args.bucket)
     prepare_data_dir(settings.data_dir)
     async with open_database(settings, own_cluster=False) as db:
         await db.check_not_newer()
-        chunks = await open_export(db.pool, Calendar.from_settings(settings),
-                                   lambda: all_channels(db), request, now,
-                                   names=("--from", "--to"))
+        chunks = await open_export(
+            db.pool,
+            Calendar.from_settings(settings),
+            lambda: all_channels(db),
+            request,
+            now,
+            names=("--from", "--to"),
+        )
         async for chunk in chunks:
             out.write(chunk)
         out.flush()

@@ -21,12 +21,17 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 
 def _common() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--config", metavar="PATH",
-                        help="config file (default: $STREAMERHUB_CONFIG, ./config.toml, "
-                             "/etc/streamerhub/config.toml)")
-    parent.add_argument("--data-dir", metavar="DIR",
-                        help="data directory (default: $STATE_DIRECTORY or "
-                             "$XDG_DATA_HOME/streamerhub)")
+    parent.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file (default: $STREAMERHUB_CONFIG, ./config.toml, "
+        "/etc/streamerhub/config.toml)",
+    )
+    parent.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="data directory (default: $STATE_DIRECTORY or $XDG_DATA_HOME/streamerhub)",
+    )
     return parent
 
 
@@ -37,28 +42,36 @@ def build_parser() -> argparse.ArgumentParser:
     common = _common()
 
     run = sub.add_parser("run", parents=[common], help="run the daemon")
-    run.add_argument("--demo", action="store_true",
-                     help="run against a simulated Twitch with a separate demo database "
-                          "(DATA_DIR/demo): a living dashboard without Twitch credentials")
+    run.add_argument(
+        "--demo",
+        action="store_true",
+        help="run against a simulated Twitch with a separate demo database "
+        "(DATA_DIR/demo): a living dashboard without Twitch credentials",
+    )
     from streamerhub.commands.run import cmd_run
 
     run.set_defaults(handler=cmd_run)
-    sub.add_parser("check", parents=[common], help="check config, data dir, database, FFmpeg"
-                   ).set_defaults(handler=cmd_check)
+    sub.add_parser(
+        "check", parents=[common], help="check config, data dir, database, FFmpeg"
+    ).set_defaults(handler=cmd_check)
 
     db = sub.add_parser("db", parents=[common], help="database schema and URL")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
-    db_sub.add_parser("status", parents=[common], help="applied and pending migrations"
-                      ).set_defaults(handler=cmd_db_status)
-    db_sub.add_parser("upgrade", parents=[common], help="apply pending migrations"
-                      ).set_defaults(handler=cmd_db_upgrade)
-    db_sub.add_parser("url", parents=[common], help="print the connection URL (for psql)"
-                      ).set_defaults(handler=cmd_db_url)
+    db_sub.add_parser(
+        "status", parents=[common], help="applied and pending migrations"
+    ).set_defaults(handler=cmd_db_status)
+    db_sub.add_parser("upgrade", parents=[common], help="apply pending migrations").set_defaults(
+        handler=cmd_db_upgrade
+    )
+    db_sub.add_parser(
+        "url", parents=[common], help="print the connection URL (for psql)"
+    ).set_defaults(handler=cmd_db_url)
 
     keys = sub.add_parser("keys", parents=[common], help="master key")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
-    keys_sub.add_parser("rotate", parents=[common], help="re-seal every secret under a new key"
-                        ).set_defaults(handler=cmd_keys_rotate)
+    keys_sub.add_parser(
+        "rotate", parents=[common], help="re-seal every secret under a new key"
+    ).set_defaults(handler=cmd_keys_rotate)
 
     from streamerhub.commands.client import add_commands
 
@@ -72,13 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_export_command(sub, common)
 
-    fake = sub.add_parser("fake-twitch", help="run the fake Twitch (tests, demo, benchmarks)",
-                          add_help=False)
+    fake = sub.add_parser(
+        "fake-twitch", help="run the fake Twitch (tests, demo, benchmarks)", add_help=False
+    )
     fake.set_defaults(handler=None)
     return parser
 
 
 # ----------------------------------------------------------------------------- db / keys
+
 
 def cmd_db_status(args: argparse.Namespace, settings: Settings) -> int:
     from streamerhub.db import load_migrations, redact_url
@@ -142,6 +157,7 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 # ----------------------------------------------------------------------------- entry
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)

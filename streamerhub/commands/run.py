@@ -34,8 +34,15 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             from streamerhub.demo import add_demo
 
             add_demo(app, demo)
-        web.run_app(app, host=host, port=port, print=on_ready(settings),
-                    access_log=None, shutdown_timeout=10, handler_cancellation=True)
+        web.run_app(
+            app,
+            host=host,
+            port=port,
+            print=on_ready(settings),
+            access_log=None,
+            shutdown_timeout=10,
+            handler_cancellation=True,
+        )
     finally:
         lock.close()
     return 0
@@ -49,9 +56,11 @@ def ensure_port_free(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as exc:
-            raise ConfigError(f"web.port = {port}: cannot listen on {host}:{port} "
-                              f"({exc.strerror}): stop the program using it or choose another "
-                              "[web] port / STREAMERHUB_WEB_PORT") from None
+            raise ConfigError(
+                f"web.port = {port}: cannot listen on {host}:{port} "
+                f"({exc.strerror}): stop the program using it or choose another "
+                "[web] port / STREAMERHUB_WEB_PORT"
+            ) from None
 
 
 def acquire_daemon_lock(data_dir: Path) -> TextIO:
@@ -63,8 +72,10 @@ def acquire_daemon_lock(data_dir: Path) -> TextIO:
         handle.seek(0)
         other = handle.read().strip() or "?"
         handle.close()
-        raise StreamerHubError(f"another streamerhub (pid {other}) is already running with data "
-                               f"dir {data_dir}: stop it first or use another --data-dir") from None
+        raise StreamerHubError(
+            f"another streamerhub (pid {other}) is already running with data "
+            f"dir {data_dir}: stop it first or use another --data-dir"
+        ) from None
     handle.seek(0)
     handle.truncate()
     handle.write(str(os.getpid()))

@@ -31,29 +31,44 @@ def add_twitch_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     """Register `twitch login` and `twitch status` on the top-level subparsers."""
     twitch = sub.add_parser("twitch", parents=[common], help="Twitch channels and EventSub")
     actions = twitch.add_subparsers(dest="twitch_command", required=True, metavar="ACTION")
-    login = actions.add_parser("login", parents=[common],
-                               help="connect a Twitch channel (device code, no browser redirect)")
-    login.add_argument("--scopes", nargs="+", metavar="SCOPE", default=list(LOGIN_SCOPES),
-                       help="scopes to ask for (default: every one StreamerHub can use)")
+    login = actions.add_parser(
+        "login",
+        parents=[common],
+        help="connect a Twitch channel (device code, no browser redirect)",
+    )
+    login.add_argument(
+        "--scopes",
+        nargs="+",
+        metavar="SCOPE",
+        default=list(LOGIN_SCOPES),
+        help="scopes to ask for (default: every one StreamerHub can use)",
+    )
     login.set_defaults(handler=cmd_login)
-    status = actions.add_parser("status", parents=[common],
-                                help="per channel: connection, subscriptions, gaps, events today")
+    status = actions.add_parser(
+        "status",
+        parents=[common],
+        help="per channel: connection, subscriptions, gaps, events today",
+    )
     status.add_argument("--json", action="store_true", help="print JSON instead of text")
     status.set_defaults(handler=cmd_status)
 
 
 # ----------------------------------------------------------------------------- login
 
+
 def cmd_login(args: argparse.Namespace, settings: Settings) -> int:
     from streamerhub.bot.oauth import TokenError
 
     if not settings.twitch.client_id:
-        raise ConfigError("twitch.client_id is empty: create an application at "
-                          "https://dev.twitch.tv/console (category 'Other', client type "
-                          "'Public'), then set [twitch] client_id or STREAMERHUB_TWITCH_CLIENT_ID")
+        raise ConfigError(
+            "twitch.client_id is empty: create an application at "
+            "https://dev.twitch.tv/console (category 'Other', client type "
+            "'Public'), then set [twitch] client_id or STREAMERHUB_TWITCH_CLIENT_ID"
+        )
     try:
-        code: int = asyncio.run(_with_db(settings,
-                                         lambda db: _login(db, settings, tuple(args.scopes))))
+        code: int = asyncio.run(
+            _with_db(settings, lambda db: _login(db, settings, tuple(args.scopes)))
+        )
         return code
     except TokenError as exc:
         print(f"streamerhub: Twitch login failed: {exc}")
@@ -70,29 +85,36 @@ async def _login(db: Database, settings: Settings, scopes: tuple[str, ...]) -> i
 
     await db.upgrade()
     # Like app.crypto_ctx: a new master key only while nothing is sealed under an old one.
-    keyring = load_keyring(settings.data_dir, os.environ,
-                           create=not await has_sealed_secrets(db))
+    keyring = load_keyring(settings.data_dir, os.environ, create=not await has_sealed_secrets(db))
     async with aiohttp.ClientSession(headers={"User-Agent": "StreamerHub"}) as http:
-        oauth = OAuth(http, settings.twitch.auth_url, settings.twitch.client_id,
-                      settings.twitch.client_secret)
-        stored = await login_with_device_code(oauth, TokenStore(db, keyring),
-                                              settings.twitch.api_url, _show_code, scopes)
-    print(f"Connected Twitch channel {stored.display_name} (login {stored.login}, id "
-          f"{stored.channel_id}) with {len(stored.scopes)} scope(s).")
+        oauth = OAuth(
+            http, settings.twitch.auth_url, settings.twitch.client_id, settings.twitch.client_secret
+        )
+        stored = await login_with_device_code(
+            oauth, TokenStore(db, keyring), settings.twitch.api_url, _show_code, scopes
+        )
+    print(
+        f"Connected Twitch channel {stored.display_name} (login {stored.login}, id "
+        f"{stored.channel_id}) with {len(stored.scopes)} scope(s)."
+    )
     missing = sorted(set(scopes) - set(stored.scopes))
     if missing:
         print(f"Not granted: {', '.join(missing)} (those events will not be captured).")
-    print("A running daemon picks the channel up within a few seconds; tokens are stored "
-          "encrypted.")
+    print(
+        "A running daemon picks the channel up within a few seconds; tokens are stored encrypted."
+    )
     return 0
 
 
 def _show_code(code: DeviceCode) -> None:
-    print("To connect your Twitch account, open this page in any browser:\n"
-          f"    {code.verification_uri}\n"
-          f"and check that it shows the code:  {code.user_code}\n"
-          f"Waiting for your approval (the code expires in {code.expires_in // 60} min; "
-          "Ctrl-C cancels)…", flush=True)
+    print(
+        "To connect your Twitch account, open this page in any browser:\n"
+        f"    {code.verification_uri}\n"
+        f"and check that it shows the code:  {code.user_code}\n"
+        f"Waiting for your approval (the code expires in {code.expires_in // 60} min; "
+        "Ctrl-C cancels)…",
+        flush=True,
+    )
 
 
 async def _with_db(settings: Settings, action: Callable[[Database], Awaitable[Any]]) -> Any:
@@ -106,13 +128,17 @@ async def _with_db(settings: Settings, action: Callable[[Database], Awaitable[An
 
 # ----------------------------------------------------------------------------- status
 
+
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     report = asyncio.run(_with_db(settings, lambda db: _status(db, settings)))
     live = _live_status(settings)
     channels = [_merge(row, live) for row in report]
     if args.json:
-        print(json.dumps({"daemon_running": live is not None, "channels": channels},
-                         default=str, indent=2))
+        print(
+            json.dumps(
+                {"daemon_running": live is not None, "channels": channels}, default=str, indent=2
+            )
+        )
     else:
         print(render_status(channels, live is not None))
     return 0
@@ -123,6 +149,7 @@ async def _status(db: Database, settings: Settings) -> list[dict[str, Any]]:
     from streamerhub.bot.registry import all_channels
     from streamerhub.bot.subscriptions import stored_subscriptions
     from streamerhub.events.history import events_received_since, latest_gaps
+
     since = day_start(settings.general.timezone, settings.general.day_start_hour)
     registry = await all_channels(db)
     gaps = await latest_gaps(db)
@@ -132,23 +159,35 @@ async def _status(db: Database, settings: Settings) -> list[dict[str, Any]]:
     for c in registry:
         gap = gaps.get(c.channel_id)
         mine = [s for s in subs if s.channel_id == c.channel_id]
-        channels.append({
-            "channel_id": c.channel_id, "login": c.login, "display_name": c.display_name,
-            "status": c.status, "status_reason": c.status_reason, "scopes": list(c.scopes),
-            "validated_at": c.validated_at,
-            "gap_started_at": gap.started_at if gap else None,
-            "gap_ended_at": gap.ended_at if gap else None,
-            "gap_reason": gap.reason if gap else None,
-            "gap_backfilled_at": gap.backfilled_at if gap else None,
-            "gap_backfilled": gap.backfilled if gap else None,
-            "events_today": today.get(c.channel_id, 0),
-            "subscriptions": {
-                "enabled": sum(s.status == "enabled" for s in mine),
-                "missing_scope": [s.subscription_type for s in mine
-                                  if s.status == "missing_scope"],
-                "revoked": [f"{s.subscription_type} ({s.status.split(':', 1)[-1]})"
-                            for s in mine if s.status.startswith("revoked")],
-                "error": [s.subscription_type for s in mine if s.status == "error"]}})
+        channels.append(
+            {
+                "channel_id": c.channel_id,
+                "login": c.login,
+                "display_name": c.display_name,
+                "status": c.status,
+                "status_reason": c.status_reason,
+                "scopes": list(c.scopes),
+                "validated_at": c.validated_at,
+                "gap_started_at": gap.started_at if gap else None,
+                "gap_ended_at": gap.ended_at if gap else None,
+                "gap_reason": gap.reason if gap else None,
+                "gap_backfilled_at": gap.backfilled_at if gap else None,
+                "gap_backfilled": gap.backfilled if gap else None,
+                "events_today": today.get(c.channel_id, 0),
+                "subscriptions": {
+                    "enabled": sum(s.status == "enabled" for s in mine),
+                    "missing_scope": [
+                        s.subscription_type for s in mine if s.status == "missing_scope"
+                    ],
+                    "revoked": [
+                        f"{s.subscription_type} ({s.status.split(':', 1)[-1]})"
+                        for s in mine
+                        if s.status.startswith("revoked")
+                    ],
+                    "error": [s.subscription_type for s in mine if s.status == "error"],
+                },
+            }
+        )
     return channels
 
 
@@ -176,8 +215,11 @@ def _live_status(settings: Settings) -> dict[str, dict[str, Any]] | None:
 
 def _merge(row: dict[str, Any], live: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
     runtime = (live or {}).get(row["channel_id"])
-    out = {**row, "connection": runtime["state"] if runtime else "not running",
-           "session_age_s": runtime.get("session_age_s") if runtime else None}
+    out = {
+        **row,
+        "connection": runtime["state"] if runtime else "not running",
+        "session_age_s": runtime.get("session_age_s") if runtime else None,
+    }
     if runtime and runtime.get("subscriptions"):
         out["subscriptions"] = runtime["subscriptions"]
     if runtime and runtime.get("reason") and not out.get("status_reason"):
@@ -191,16 +233,20 @@ def render_status(channels: list[dict[str, Any]], daemon_running: bool) -> str:
         return "No Twitch channel connected: run `streamerhub twitch login`."
     lines = [] if daemon_running else ["(the daemon is not running: showing stored state only)"]
     for c in channels:
-        lines.append(f"{c['display_name']} ({c['login']}, id {c['channel_id']}): {c['status']}"
-                     + (f" — {c['status_reason']}" if c.get("status_reason") else ""))
+        lines.append(
+            f"{c['display_name']} ({c['login']}, id {c['channel_id']}): {c['status']}"
+            + (f" — {c['status_reason']}" if c.get("status_reason") else "")
+        )
         age = f", session age {_age(c['session_age_s'])}" if c.get("session_age_s") else ""
         why = f" ({c['connection_reason']})" if c.get("connection_reason") else ""
         lines.append(f"  connection: {c['connection']}{age}{why}")
         s = c["subscriptions"]
-        lines.append(f"  subscriptions: {s['enabled']} enabled"
-                     f"; missing scope: {', '.join(s['missing_scope']) or 'none'}"
-                     f"; revoked: {', '.join(s['revoked']) or 'none'}"
-                     + (f"; failing: {', '.join(s['error'])}" if s.get("error") else ""))
+        lines.append(
+            f"  subscriptions: {s['enabled']} enabled"
+            f"; missing scope: {', '.join(s['missing_scope']) or 'none'}"
+            f"; revoked: {', '.join(s['revoked']) or 'none'}"
+            + (f"; failing: {', '.join(s['error'])}" if s.get("error") else "")
+        )
         lines.append(f"  last gap: {_gap(c)}")
         lines.append(f"  events stored today: {c['events_today']:,}")
     return "\n".join(lines)
@@ -211,8 +257,7 @@ def _gap(c: dict[str, Any]) -> str:
         return "none"
     start, end = c["gap_started_at"], c.get("gap_ended_at")
     span = f"{_age((end - start).total_seconds())}" if end else "still open"
-    filled = (f", {c['gap_backfilled']} event(s) backfilled" if c.get("gap_backfilled_at")
-              else "")
+    filled = f", {c['gap_backfilled']} event(s) backfilled" if c.get("gap_backfilled_at") else ""
     return f"{start:%Y-%m-%d %H:%M:%S %Z} ({span}: {c['gap_reason']}){filled}"
 
 
@@ -223,4 +268,3 @@ def _age(seconds: float) -> str:
     minutes, _ = divmod(seconds, 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
-

@@ -68,7 +68,6 @@ SELECT message_id, subscription_type, subscription_version, occurred_at, backfil
   FROM twitch_events ORDER BY occurred_at, message_id"""
 
 
-
 @dataclass(frozen=True)
 class Committed:
     """What one committed transaction did: the events it stored (the first of each id; the
@@ -80,8 +79,9 @@ class Committed:
     ms: float
 
 
-async def commit_isolating(db: Database, entries: list[Entry], timeout: float,
-                           done: Callable[[Committed], None]) -> None:
+async def commit_isolating(
+    db: Database, entries: list[Entry], timeout: float, done: Callable[[Committed], None]
+) -> None:
     """Commit the entries in one transaction; when the rows themselves are rejected, split until
     the bad one is found and keep it as a dead letter. `done` hears of every commit."""
     try:
@@ -100,8 +100,9 @@ async def commit_isolating(db: Database, entries: list[Entry], timeout: float,
             await commit_isolating(db, [rejected(entries[0], exc)], timeout, done)
 
 
-async def commit(db: Database, entries: list[Entry], timeout: float,
-                 done: Callable[[Committed], None]) -> None:
+async def commit(
+    db: Database, entries: list[Entry], timeout: float, done: Callable[[Committed], None]
+) -> None:
     """write_batch() in a transaction of its own, within `timeout`."""
     started = time.perf_counter()
     async with asyncio.timeout(timeout):
@@ -129,11 +130,20 @@ async def write_batch(conn: Any, entries: list[Entry]) -> tuple[list[Normalised]
 async def insert_events(conn: Any, events: list[Normalised]) -> list[Normalised]:
     """Raw + typed rows for these events; returns the ones that were new (first of each id)."""
     raws = [item.raw for item in events]
-    new_ids = {row[0] for row in await conn.fetch(
-        INSERT_EVENTS, [r.message_id for r in raws], [r.subscription_type for r in raws],
-        [r.subscription_version for r in raws], [r.channel_id for r in raws],
-        [r.occurred_at for r in raws], [r.event_key for r in raws],
-        [r.backfilled for r in raws], [item.document() for item in events])}
+    new_ids = {
+        row[0]
+        for row in await conn.fetch(
+            INSERT_EVENTS,
+            [r.message_id for r in raws],
+            [r.subscription_type for r in raws],
+            [r.subscription_version for r in raws],
+            [r.channel_id for r in raws],
+            [r.occurred_at for r in raws],
+            [r.event_key for r in raws],
+            [r.backfilled for r in raws],
+            [item.document() for item in events],
+        )
+    }
     inserted = []
     for item in events:  # the same message_id twice in one batch is inserted and reported once
         if item.raw.message_id in new_ids:
@@ -159,9 +169,14 @@ async def rebuild_typed(db: Database, chunk: int = 1000) -> tuple[int, int]:
             ids: list[str] = []
             for row in rows:
                 try:
-                    item = normalise(row["message_id"], row["subscription_type"],
-                                     row["subscription_version"], row["occurred_at"].isoformat(),
-                                     row["payload"], backfilled=row["backfilled"])
+                    item = normalise(
+                        row["message_id"],
+                        row["subscription_type"],
+                        row["subscription_version"],
+                        row["occurred_at"].isoformat(),
+                        row["payload"],
+                        backfilled=row["backfilled"],
+                    )
                 except BadEvent:
                     skipped += 1
                     continue
@@ -171,7 +186,7 @@ async def rebuild_typed(db: Database, chunk: int = 1000) -> tuple[int, int]:
             built += len(ids)
         # After every other typed row, as a live batch does (typed.STREAMS says why).
         for start in range(0, len(streams), chunk):
-            await conn.execute(PROJECT_STORED_STREAMS, streams[start:start + chunk])
+            await conn.execute(PROJECT_STORED_STREAMS, streams[start : start + chunk])
         built += len(streams)
     return built, skipped
 
@@ -181,5 +196,10 @@ def _iso(epoch: float) -> str:
 
 
 def _letter_json(letter: DeadLetter, at: float) -> dict[str, Any]:
-    return {"letter_key": letter.key, "received_at": _iso(at), "source": letter.source,
-            "reason": letter.reason, "raw": letter.raw}
+    return {
+        "letter_key": letter.key,
+        "received_at": _iso(at),
+        "source": letter.source,
+        "reason": letter.reason,
+        "raw": letter.raw,
+    }

@@ -85,20 +85,32 @@ def parse_frame(text: str) -> Frame:
     sub_type = version = None
     if kind in _WITH_SUBSCRIPTION:
         sub_type, version = _subscription_of(message_type, meta, payload)
-    return Frame(kind, message_id, message_type, stamp if isinstance(stamp, str) else None,
-                 payload, text, sub_type, version)
+    return Frame(
+        kind,
+        message_id,
+        message_type,
+        stamp if isinstance(stamp, str) else None,
+        payload,
+        text,
+        sub_type,
+        version,
+    )
 
 
 def _check_size(text: str) -> None:
     # Characters are at most 4 UTF-8 bytes: encode only when the length alone cannot decide.
-    size = len(text) if len(text) > MAX_FRAME_BYTES or len(text) * 4 <= MAX_FRAME_BYTES \
+    size = (
+        len(text)
+        if len(text) > MAX_FRAME_BYTES or len(text) * 4 <= MAX_FRAME_BYTES
         else len(text.encode("utf-8", "surrogatepass"))
+    )
     if size > MAX_FRAME_BYTES:
         raise BadFrame(f"frame too large: {size} bytes > {MAX_FRAME_BYTES}")
 
 
-def _subscription_of(message_type: str, meta: dict[str, Any],
-                     payload: dict[str, Any]) -> tuple[str, str]:
+def _subscription_of(
+    message_type: str, meta: dict[str, Any], payload: dict[str, Any]
+) -> tuple[str, str]:
     sub = payload.get("subscription")
     sub = sub if isinstance(sub, dict) else {}
     sub_type = meta.get("subscription_type") or sub.get("type")

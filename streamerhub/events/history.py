@@ -41,13 +41,13 @@ async def last_received(db: Database, channel_id: str) -> dt.datetime | None:
     return last
 
 
-async def note_gap_backfilled(db: Database, channel_id: str, started_at: dt.datetime,
-                              message_ids: list[str]) -> int | None:
+async def note_gap_backfilled(
+    db: Database, channel_id: str, started_at: dt.datetime, message_ids: list[str]
+) -> int | None:
     """Mark the gap backfilled, adding how many of `message_ids` are stored (only what was new:
     a follow also received live dedupes on its event key). The count, or None without that gap."""
     async with db.pool.acquire() as conn:
-        count: int | None = await conn.fetchval(GAP_BACKFILLED, channel_id, started_at,
-                                                message_ids)
+        count: int | None = await conn.fetchval(GAP_BACKFILLED, channel_id, started_at, message_ids)
     return count
 
 
@@ -92,8 +92,14 @@ async def events_stored(db: Database) -> int:
 
 
 def _gap(row: Mapping[str, Any]) -> GapRecord:
-    return GapRecord(row["channel_id"], row["started_at"], row["ended_at"], row["reason"],
-                     int(row["backfilled"] or 0), row["backfilled_at"])
+    return GapRecord(
+        row["channel_id"],
+        row["started_at"],
+        row["ended_at"],
+        row["reason"],
+        int(row["backfilled"] or 0),
+        row["backfilled_at"],
+    )
 
 
 GAP_BACKFILLED = """

@@ -48,8 +48,9 @@ def make_letter(source: str, reason: str, raw: str, key: str | None = None) -> D
     if len(raw) > MAX_FRAME_BYTES:
         reason = f"{reason} (raw text truncated from {len(raw)} characters)"
         raw = raw[:MAX_FRAME_BYTES]
-    return DeadLetter(source, reason.replace("\x00", ""), raw.replace("\x00", "\\u0000"),
-                      key or uuid.uuid4().hex)
+    return DeadLetter(
+        source, reason.replace("\x00", ""), raw.replace("\x00", "\\u0000"), key or uuid.uuid4().hex
+    )
 
 
 def rejected(entry: Entry, exc: BaseException) -> Entry:
@@ -65,13 +66,25 @@ def encode(entry: Entry) -> dict[str, Any]:
     item = entry.item
     if isinstance(item, Normalised):
         raw = item.raw
-        return {"k": "event", "at": entry.at, "id": raw.message_id, "type": raw.subscription_type,
-                "version": raw.subscription_version, "ts": raw.occurred_at,
-                "backfilled": raw.backfilled, "payload": raw.payload}
+        return {
+            "k": "event",
+            "at": entry.at,
+            "id": raw.message_id,
+            "type": raw.subscription_type,
+            "version": raw.subscription_version,
+            "ts": raw.occurred_at,
+            "backfilled": raw.backfilled,
+            "payload": raw.payload,
+        }
     if isinstance(item, DeadLetter):
         return {"k": "letter", "at": entry.at, **asdict(item)}
-    return {"k": "gap", "at": entry.at, "channel_id": item.channel_id,
-            "gap_at": item.at.isoformat(), "reason": item.reason}
+    return {
+        "k": "gap",
+        "at": entry.at,
+        "channel_id": item.channel_id,
+        "gap_at": item.at.isoformat(),
+        "reason": item.reason,
+    }
 
 
 def encodable(batch: list[Entry]) -> list[dict[str, Any]]:
@@ -93,12 +106,22 @@ def decode(data: dict[str, Any]) -> Entry:
     try:
         kind, at = data["k"], float(data["at"])
         if kind == "event":
-            return Entry(normalise(data["id"], data["type"], data["version"], data["ts"],
-                                   data["payload"], backfilled=bool(data["backfilled"])), at)
+            return Entry(
+                normalise(
+                    data["id"],
+                    data["type"],
+                    data["version"],
+                    data["ts"],
+                    data["payload"],
+                    backfilled=bool(data["backfilled"]),
+                ),
+                at,
+            )
         if kind == "letter":
             return Entry(DeadLetter(data["source"], data["reason"], data["raw"], data["key"]), at)
-        return Entry(GapMark(data["channel_id"], datetime.fromisoformat(data["gap_at"]),
-                             data["reason"]), at)
+        return Entry(
+            GapMark(data["channel_id"], datetime.fromisoformat(data["gap_at"]), data["reason"]), at
+        )
     except (BadEvent, KeyError, TypeError, ValueError) as exc:
         reason = exc.reason if isinstance(exc, BadEvent) else f"unreadable spool item: {exc!r}"
         return Entry(make_letter("spool", reason, json.dumps(data, default=str)), time.time())

@@ -24,7 +24,7 @@ from streamerhub.events.frames import (
 )
 from streamerhub.events.typed import TABLE_OF
 
-_INT4 = (-2**31, 2**31 - 1)
+_INT4 = (-(2**31), 2**31 - 1)
 
 
 class BadEvent(StreamerHubError):
@@ -74,15 +74,29 @@ def normalise_frame(frame: Frame) -> Normalised:
     if frame.kind is not FrameKind.NOTIFICATION:
         raise BadEvent(f"{frame.message_type} frame is not a notification")
     assert frame.subscription_type and frame.subscription_version  # parse_frame checked
-    return normalise(frame.message_id, frame.subscription_type, frame.subscription_version,
-                     frame.message_timestamp, frame.payload, text=frame.text)
+    return normalise(
+        frame.message_id,
+        frame.subscription_type,
+        frame.subscription_version,
+        frame.message_timestamp,
+        frame.payload,
+        text=frame.text,
+    )
 
 
 # ----------------------------------------------------------------------------- normalisation
 
-def normalise(message_id: str, subscription_type: str, subscription_version: str,
-              message_timestamp: str | None, payload: Any, *, backfilled: bool = False,
-              text: str | None = None) -> Normalised:
+
+def normalise(
+    message_id: str,
+    subscription_type: str,
+    subscription_version: str,
+    message_timestamp: str | None,
+    payload: Any,
+    *,
+    backfilled: bool = False,
+    text: str | None = None,
+) -> Normalised:
     """The raw row of one notification, its event checked for its typed table; BadEvent when
     unusable. `text`, when given, is the JSON the payload was read from (its "payload")."""
     if not isinstance(payload, dict) or not isinstance(payload.get("event"), dict):
@@ -91,14 +105,23 @@ def normalise(message_id: str, subscription_type: str, subscription_version: str
     sub = payload.get("subscription")
     condition = sub.get("condition") if isinstance(sub, dict) else None
     occurred_at = _timestamp(message_timestamp, "metadata.message_timestamp")
-    channel_id = _channel_id(subscription_type, event,
-                             condition if isinstance(condition, dict) else {})
+    channel_id = _channel_id(
+        subscription_type, event, condition if isinstance(condition, dict) else {}
+    )
     check = _CHECKS.get(subscription_type)
     if check is not None:
         check(event, subscription_type)
     key_of = _EVENT_KEYS.get(subscription_type)
-    raw = RawRow(message_id, subscription_type, str(subscription_version), channel_id,
-                 occurred_at, key_of(event) if key_of else None, payload, backfilled)
+    raw = RawRow(
+        message_id,
+        subscription_type,
+        str(subscription_version),
+        channel_id,
+        occurred_at,
+        key_of(event) if key_of else None,
+        payload,
+        backfilled,
+    )
     return Normalised(raw, TABLE_OF.get(subscription_type), text)
 
 
@@ -108,8 +131,11 @@ def _channel_id(sub_type: str, event: dict[str, Any], condition: dict[str, Any])
         keys = ("to_broadcaster_user_id", "from_broadcaster_user_id")
         found = [condition.get(k) for k in keys] + [event.get(keys[0])]
     else:
-        found = [event.get("broadcaster_user_id"), condition.get("broadcaster_user_id"),
-                 event.get("broadcaster_id")]
+        found = [
+            event.get("broadcaster_user_id"),
+            condition.get("broadcaster_user_id"),
+            event.get("broadcaster_id"),
+        ]
     for value in found:
         if isinstance(value, str) and value:
             return value
@@ -135,6 +161,7 @@ def _timestamp(value: Any, field: str) -> str:
 # ----------------------------------------------------------------------------- field checks
 # What each typed projection in events/typed.py reads, with its JSON type. `where` names the object.
 
+
 def _text(obj: dict[str, Any], key: str, null: bool = False, where: str = "event") -> None:
     value = obj.get(key)
     if type(value) is not str and not (value is None and null):
@@ -146,8 +173,9 @@ def _int(obj: dict[str, Any], key: str, null: bool = False, where: str = "event"
     if value is None and null:
         return
     if type(value) is not int:
-        raise BadEvent(f"{where}.{key} missing" if value is None
-                       else f"{where}.{key} is not an integer")
+        raise BadEvent(
+            f"{where}.{key} missing" if value is None else f"{where}.{key} is not an integer"
+        )
     if not _INT4[0] <= value <= _INT4[1]:
         raise BadEvent(f"{where}.{key} out of range: {value}")
 
@@ -181,6 +209,7 @@ def _user(event: dict[str, Any], prefix: str = "user", null: bool = False) -> No
 
 
 # ----------------------------------------------------------------------------- per table
+
 
 def _follow(e: dict[str, Any], _: str) -> None:
     _user(e)
@@ -284,15 +313,23 @@ def _goal(e: dict[str, Any], _: str) -> None:
 
 
 _BY_TABLE: dict[str, Callable[[dict[str, Any], str], None]] = {
-    "twitch_follows": _follow, "twitch_subscriptions": _subscription, "twitch_cheers": _cheer,
-    "twitch_streams": _stream, "twitch_raids": _raid, "twitch_redemptions": _redemption,
-    "twitch_channel_updates": _channel_update, "twitch_hype_trains": _hype_train,
-    "twitch_polls": _poll, "twitch_predictions": _prediction, "twitch_goals": _goal,
+    "twitch_follows": _follow,
+    "twitch_subscriptions": _subscription,
+    "twitch_cheers": _cheer,
+    "twitch_streams": _stream,
+    "twitch_raids": _raid,
+    "twitch_redemptions": _redemption,
+    "twitch_channel_updates": _channel_update,
+    "twitch_hype_trains": _hype_train,
+    "twitch_polls": _poll,
+    "twitch_predictions": _prediction,
+    "twitch_goals": _goal,
 }
 _CHECKS = {sub_type: _BY_TABLE[table] for sub_type, table in TABLE_OF.items()}
 
 
 # ----------------------------------------------------------------------------- event keys
+
 
 def _own_id(event: dict[str, Any]) -> str | None:
     value = event.get("id")
@@ -318,7 +355,10 @@ _EVENT_KEYS: dict[str, Callable[[dict[str, Any]], str | None]] = {
     "channel.follow": _follow_key,
     "stream.online": _own_id,
     "channel.channel_points_custom_reward_redemption.add": _own_id,
-    **{f"channel.{kind}.{phase}": _own_id for kind in ("hype_train", "poll", "goal")
-       for phase in ("begin", "end")},
+    **{
+        f"channel.{kind}.{phase}": _own_id
+        for kind in ("hype_train", "poll", "goal")
+        for phase in ("begin", "end")
+    },
     **{f"channel.prediction.{phase}": _own_id for phase in ("begin", "lock", "end")},
 }

@@ -68,13 +68,13 @@ log = get_logger(__name__)
 class StoreCounters:
     """What `twitch status` and the dashboard show about the write path."""
 
-    received: int = 0         # events submitted
-    stored: int = 0           # new raw rows committed
-    duplicates: int = 0       # events the database already had (same message_id or event_key)
-    dead_letters: int = 0     # dead letters committed (bad frames, bad events, rejected rows)
-    spooled: int = 0          # items written to the spool while the database was away
-    replayed: int = 0         # items committed from the spool
-    batches: int = 0          # transactions committed
+    received: int = 0  # events submitted
+    stored: int = 0  # new raw rows committed
+    duplicates: int = 0  # events the database already had (same message_id or event_key)
+    dead_letters: int = 0  # dead letters committed (bad frames, bad events, rejected rows)
+    spooled: int = 0  # items written to the spool while the database was away
+    replayed: int = 0  # items committed from the spool
+    batches: int = 0  # transactions committed
     last_commit_ms: float | None = None
 
 
@@ -82,18 +82,28 @@ Item = Normalised | Frame | DeadLetter | GapMark
 
 # ----------------------------------------------------------------------------- the store
 
+
 class EventStore:
     """Batches submitted events into PostgreSQL; spools them to disk while it is away."""
 
-    def __init__(self, db: Database, data_dir: Path,
-                 publish: Topic[dict[str, Any]] | Callable[[dict[str, Any]], None] | None = None,
-                 *, batch_size: int = 2000, flush_interval: float = 0.005,
-                 commit_timeout: float = 2.0, replay_timeout: float = 60.0,
-                 retry_initial: float = 0.2, retry_max: float = 10.0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        data_dir: Path,
+        publish: Topic[dict[str, Any]] | Callable[[dict[str, Any]], None] | None = None,
+        *,
+        batch_size: int = 2000,
+        flush_interval: float = 0.005,
+        commit_timeout: float = 2.0,
+        replay_timeout: float = 60.0,
+        retry_initial: float = 0.2,
+        retry_max: float = 10.0,
+    ) -> None:
         self._db = db
         self.spool = Spool(Path(data_dir) / SPOOL_FILE)
-        self._publish: Callable[[dict[str, Any]], None] | None = \
+        self._publish: Callable[[dict[str, Any]], None] | None = (
             publish.publish if isinstance(publish, Topic) else publish
+        )
         self.batch_size, self.flush_interval = batch_size, flush_interval
         # Live batches give up fast (they still have the spool); replays have nowhere better to
         # go, so a slow but working database still drains the spool.
@@ -107,7 +117,7 @@ class EventStore:
         self._submitted = self._persisted = 0
         self._spool_lock = asyncio.Lock()  # appends vs the replayer's "spool is empty" switch
         self._spool_items = 0
-        self._direct = True                # False: database away or spool not replayed yet
+        self._direct = True  # False: database away or spool not replayed yet
         self._offline, self._caught_up = asyncio.Event(), asyncio.Event()
         self._offline_since: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -128,13 +138,16 @@ class EventStore:
         stats = await self.spool.open()
         self._spool_items = stats.items
         if stats.items:
-            log.warning("spool_found", items=stats.items, batches=stats.batches,
-                        path=str(self.spool.path))
+            log.warning(
+                "spool_found", items=stats.items, batches=stats.batches, path=str(self.spool.path)
+            )
             self._go_offline(None)
         else:
             self._caught_up.set()
-        self._tasks = [asyncio.create_task(self._write_loop(), name="store-writer"),
-                       asyncio.create_task(self._recover_loop(), name="store-recovery")]
+        self._tasks = [
+            asyncio.create_task(self._write_loop(), name="store-writer"),
+            asyncio.create_task(self._recover_loop(), name="store-recovery"),
+        ]
         log.info("event_store_started", spool=str(self.spool.path), batch_size=self.batch_size)
 
     def submit(self, item: Item) -> None:
@@ -150,12 +163,19 @@ class EventStore:
         if len(self._queue) >= self.batch_size:
             self._full.set()
 
-    def submit_backfill(self, message_id: str, subscription_type: str, version: str,
-                        occurred_at: str, payload: dict[str, Any]) -> None:
+    def submit_backfill(
+        self,
+        message_id: str,
+        subscription_type: str,
+        version: str,
+        occurred_at: str,
+        payload: dict[str, Any],
+    ) -> None:
         """Queue an event rebuilt from Helix after a gap (stored with backfilled = true)."""
         try:
-            item = normalise(message_id, subscription_type, version, occurred_at, payload,
-                             backfilled=True)
+            item = normalise(
+                message_id, subscription_type, version, occurred_at, payload, backfilled=True
+            )
         except BadEvent as exc:
             self.dead_letter("backfill", exc.reason, json.dumps(payload, default=str))
             return
@@ -165,8 +185,9 @@ class EventStore:
         """Keep something we could not understand (durably, like events)."""
         self.submit(make_letter(source, reason, raw_text))
 
-    def record_gap_start(self, channel_id: str, reason: str,
-                         at: datetime | None = None) -> datetime:
+    def record_gap_start(
+        self, channel_id: str, reason: str, at: datetime | None = None
+    ) -> datetime:
         """Open an EventSub gap on a channel; returns its start, which identifies it."""
         at = at or datetime.now(timezone.utc)
         self.submit(GapMark(channel_id, at, reason))
@@ -189,9 +210,13 @@ class EventStore:
 
     def status(self) -> dict[str, Any]:
         """Counters plus the live state, for `twitch status` and the dashboard."""
-        return {**asdict(self.counters), "queued": len(self._queue) + len(self._inflight),
-                "spool_items": self._spool_items, "mode": "direct" if self._direct else "spooling",
-                "offline_since": self._offline_since}
+        return {
+            **asdict(self.counters),
+            "queued": len(self._queue) + len(self._inflight),
+            "spool_items": self._spool_items,
+            "mode": "direct" if self._direct else "spooling",
+            "offline_since": self._offline_since,
+        }
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Flush what is queued (to the database, else the spool) within `timeout`; idempotent."""
@@ -278,8 +303,12 @@ class EventStore:
             try:
                 await self._append(batch)
             except (OSError, sqlite3.Error) as exc:
-                log.error("spool_write_failed", path=str(self.spool.path), error=str(exc),
-                          items=len(batch))
+                log.error(
+                    "spool_write_failed",
+                    path=str(self.spool.path),
+                    error=str(exc),
+                    items=len(batch),
+                )
                 return "failed"
             self._spool_items += len(batch)
             self.counters.spooled += len(batch)
@@ -341,8 +370,11 @@ class EventStore:
 
     def _back_online(self, replayed: int) -> bool:
         away = time.time() - self._offline_since if self._offline_since else None
-        log.info("database_back", replayed=replayed,
-                 offline_s=round(away, 1) if away is not None else None)
+        log.info(
+            "database_back",
+            replayed=replayed,
+            offline_s=round(away, 1) if away is not None else None,
+        )
         self._direct, self._offline_since = True, None
         self._caught_up.set()
         return True

@@ -8,17 +8,29 @@ from typing import Any, Callable, Mapping
 # The filter groups offered on the feed and the events page: label → subscription types.
 GROUPS: dict[str, tuple[str, ...]] = {
     "follows": ("channel.follow",),
-    "subs": ("channel.subscribe", "channel.subscription.message", "channel.subscription.gift",
-             "channel.subscription.end"),
+    "subs": (
+        "channel.subscribe",
+        "channel.subscription.message",
+        "channel.subscription.gift",
+        "channel.subscription.end",
+    ),
     "cheers": ("channel.cheer",),
     "raids": ("channel.raid",),
-    "redemptions": ("channel.channel_points_custom_reward_redemption.add",
-                    "channel.channel_points_custom_reward_redemption.update"),
+    "redemptions": (
+        "channel.channel_points_custom_reward_redemption.add",
+        "channel.channel_points_custom_reward_redemption.update",
+    ),
     "stream": ("stream.online", "stream.offline", "channel.update"),
     "hype": ("channel.hype_train.begin", "channel.hype_train.progress", "channel.hype_train.end"),
-    "polls": ("channel.poll.begin", "channel.poll.progress", "channel.poll.end",
-              "channel.prediction.begin", "channel.prediction.progress",
-              "channel.prediction.lock", "channel.prediction.end"),
+    "polls": (
+        "channel.poll.begin",
+        "channel.poll.progress",
+        "channel.poll.end",
+        "channel.prediction.begin",
+        "channel.prediction.progress",
+        "channel.prediction.lock",
+        "channel.prediction.end",
+    ),
     "goals": ("channel.goal.begin", "channel.goal.progress", "channel.goal.end"),
 }
 TYPES: tuple[str, ...] = tuple(t for types in GROUPS.values() for t in types)
@@ -42,8 +54,12 @@ def who(event: Mapping[str, Any]) -> str:
     """The person an event is about (the raider, the gifter…), or '' for channel events."""
     if event.get("is_anonymous"):
         return "Anonymous"
-    for key in ("user_name", "user_login", "from_broadcaster_user_name",
-                "from_broadcaster_user_login"):
+    for key in (
+        "user_name",
+        "user_login",
+        "from_broadcaster_user_name",
+        "from_broadcaster_user_login",
+    ):
         if event.get(key):
             return str(event[key])
     return ""
@@ -54,14 +70,20 @@ def _tier(event: Mapping[str, Any]) -> str:
 
 
 def _sub(e: Mapping[str, Any]) -> str:
-    return f"{who(e)} got a gifted sub ({_tier(e)})" if e.get("is_gift") else \
-        f"{who(e)} subscribed ({_tier(e)})"
+    return (
+        f"{who(e)} got a gifted sub ({_tier(e)})"
+        if e.get("is_gift")
+        else f"{who(e)} subscribed ({_tier(e)})"
+    )
 
 
 def _resub(e: Mapping[str, Any]) -> str:
     months = e.get("cumulative_months")
-    return f"{who(e)} resubscribed for {months} months ({_tier(e)})" if months else \
-        f"{who(e)} resubscribed ({_tier(e)})"
+    return (
+        f"{who(e)} resubscribed for {months} months ({_tier(e)})"
+        if months
+        else f"{who(e)} resubscribed ({_tier(e)})"
+    )
 
 
 def _gift(e: Mapping[str, Any]) -> str:
@@ -87,10 +109,12 @@ _TEXT: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "stream.online": lambda e: "Stream went online",
     "stream.offline": lambda e: "Stream went offline",
     "channel.update": lambda e: f"Title: {e.get('title', '')} · {e.get('category_name', '')}",
-    "channel.channel_points_custom_reward_redemption.add":
-        lambda e: f"{who(e)} redeemed {(e.get('reward') or {}).get('title', 'a reward')}",
-    "channel.channel_points_custom_reward_redemption.update":
-        lambda e: f"Redemption by {who(e)} is {e.get('status', 'updated')}",
+    "channel.channel_points_custom_reward_redemption.add": lambda e: (
+        f"{who(e)} redeemed {(e.get('reward') or {}).get('title', 'a reward')}"
+    ),
+    "channel.channel_points_custom_reward_redemption.update": lambda e: (
+        f"Redemption by {who(e)} is {e.get('status', 'updated')}"
+    ),
 }
 
 
@@ -99,8 +123,12 @@ def describe(subscription_type: str, event: Mapping[str, Any]) -> str:
     if subscription_type in _TEXT:
         return _TEXT[subscription_type](event)
     family, _, stage = subscription_type.rpartition(".")
-    kinds = {"channel.hype_train": ("Hype train", "level"), "channel.poll": ("Poll", "title"),
-             "channel.prediction": ("Prediction", "title"), "channel.goal": ("Goal", "description")}
+    kinds = {
+        "channel.hype_train": ("Hype train", "level"),
+        "channel.poll": ("Poll", "title"),
+        "channel.prediction": ("Prediction", "title"),
+        "channel.goal": ("Goal", "description"),
+    }
     if family in kinds:
         label, field = kinds[family]
         if field == "level":
@@ -114,9 +142,14 @@ def event_json(row: Mapping[str, Any], tz: dt.tzinfo) -> dict[str, Any]:
     payload = row["payload"] or {}
     event = payload.get("event") or {}
     occurred: dt.datetime = row["occurred_at"]
-    return {"id": row["message_id"], "type": row["subscription_type"],
-            "group": group_of(row["subscription_type"]), "channel_id": row["channel_id"],
-            "occurred_at": occurred.isoformat(),
-            "local_time": occurred.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S"),
-            "who": who(event), "text": describe(row["subscription_type"], event),
-            "backfilled": bool(row.get("backfilled", False))}
+    return {
+        "id": row["message_id"],
+        "type": row["subscription_type"],
+        "group": group_of(row["subscription_type"]),
+        "channel_id": row["channel_id"],
+        "occurred_at": occurred.isoformat(),
+        "local_time": occurred.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S"),
+        "who": who(event),
+        "text": describe(row["subscription_type"], event),
+        "backfilled": bool(row.get("backfilled", False)),
+    }

@@ -22,8 +22,12 @@ NEW_EVENT_COLUMNS = """message_id, subscription_type, channel_id, occurred_at, b
        payload -> 'event' AS e"""
 
 # subscription type → typed table (types without one are stored raw only).
-_SUB_KINDS = ("channel.subscribe", "channel.subscription.message", "channel.subscription.gift",
-              "channel.subscription.end")
+_SUB_KINDS = (
+    "channel.subscribe",
+    "channel.subscription.message",
+    "channel.subscription.gift",
+    "channel.subscription.end",
+)
 _REDEMPTION = "channel.channel_points_custom_reward_redemption"
 TABLE_OF: dict[str, str] = {
     "channel.follow": "twitch_follows",
@@ -37,8 +41,10 @@ TABLE_OF: dict[str, str] = {
     "channel.update": "twitch_channel_updates",
     **{f"channel.hype_train.{p}": "twitch_hype_trains" for p in ("begin", "progress", "end")},
     **{f"channel.poll.{p}": "twitch_polls" for p in ("begin", "progress", "end")},
-    **{f"channel.prediction.{p}": "twitch_predictions"
-       for p in ("begin", "progress", "lock", "end")},
+    **{
+        f"channel.prediction.{p}": "twitch_predictions"
+        for p in ("begin", "progress", "lock", "end")
+    },
     **{f"channel.goal.{p}": "twitch_goals" for p in ("begin", "progress", "end")},
 }
 TYPED_TABLES: tuple[str, ...] = tuple(sorted(set(TABLE_OF.values())))
@@ -107,7 +113,7 @@ channel_updates AS (
                                         category_name, content_classification_labels,
                                         occurred_at)
     SELECT message_id, channel_id, e ->> 'title', e ->> 'language', e ->> 'category_id',
-           e ->> 'category_name', {_LIST.format('content_classification_labels')}, occurred_at
+           e ->> 'category_name', {_LIST.format("content_classification_labels")}, occurred_at
       FROM new_events WHERE subscription_type = 'channel.update'),
 hype_trains AS (
     INSERT INTO twitch_hype_trains (message_id, channel_id, phase, train_id, train_type,
@@ -124,7 +130,7 @@ polls AS (
     INSERT INTO twitch_polls (message_id, channel_id, phase, poll_id, title, status, choices,
                               started_at, ended_at, occurred_at)
     SELECT message_id, channel_id, {_PHASE}, e ->> 'id', e ->> 'title', e ->> 'status',
-           {_LIST.format('choices')}, (e ->> 'started_at')::timestamptz,
+           {_LIST.format("choices")}, (e ->> 'started_at')::timestamptz,
            (e ->> 'ended_at')::timestamptz, occurred_at
       FROM new_events
      WHERE subscription_type IN ('channel.poll.begin', 'channel.poll.progress',
@@ -133,7 +139,7 @@ predictions AS (
     INSERT INTO twitch_predictions (message_id, channel_id, phase, prediction_id, title, status,
                                     winning_outcome_id, outcomes, started_at, occurred_at)
     SELECT message_id, channel_id, {_PHASE}, e ->> 'id', e ->> 'title', e ->> 'status',
-           e ->> 'winning_outcome_id', {_LIST.format('outcomes')},
+           e ->> 'winning_outcome_id', {_LIST.format("outcomes")},
            (e ->> 'started_at')::timestamptz, occurred_at
       FROM new_events
      WHERE subscription_type IN ('channel.prediction.begin', 'channel.prediction.progress',

@@ -12,5 +12,12 @@ from .events import sample_event
 from .server import FakeTwitch, build_app
 from .state import Settings, State
 
-__all__ = ["FakeTwitch", "build_app", "State", "Settings", "sample_event",
-           "SUBSCRIPTION_TYPES", "SubscriptionType"]
+__all__ = [
+    "FakeTwitch",
+    "build_app",
+    "State",
+    "Settings",
+    "sample_event",
+    "SUBSCRIPTION_TYPES",
+    "SubscriptionType",
+]

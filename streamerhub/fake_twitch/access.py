@@ -48,7 +48,7 @@ def page(request: web.Request, items: Sequence[T]) -> tuple[Sequence[T], dict[st
     """Slice items by `first` and the opaque `after` cursor; returns (page, pagination)."""
     first = int_param(request, "first", 20, 1, 100)
     offset = _decode_cursor(request.query.get("after"))
-    chunk = items[offset:offset + first]
+    chunk = items[offset : offset + first]
     if offset + first >= len(items):
         return chunk, {}
     raw = json.dumps({"o": offset + first}).encode()

@@ -18,8 +18,12 @@ _B = ("broadcaster_user_id",)
 _SUBS = "channel:read:subscriptions"
 
 SUBSCRIPTION_TYPES: list[SubscriptionType] = [
-    SubscriptionType("channel.follow", "2", "moderator:read:followers",
-                     ("broadcaster_user_id", "moderator_user_id")),
+    SubscriptionType(
+        "channel.follow",
+        "2",
+        "moderator:read:followers",
+        ("broadcaster_user_id", "moderator_user_id"),
+    ),
     SubscriptionType("channel.subscribe", "1", _SUBS, _B),
     SubscriptionType("channel.subscription.gift", "1", _SUBS, _B),
     SubscriptionType("channel.subscription.message", "1", _SUBS, _B),
@@ -28,12 +32,18 @@ SUBSCRIPTION_TYPES: list[SubscriptionType] = [
     SubscriptionType("stream.online", "1", None, _B),
     SubscriptionType("stream.offline", "1", None, _B),
     # A raid condition names exactly one side: raids received (to_) or raids sent (from_).
-    SubscriptionType("channel.raid", "1", None,
-                     ("to_broadcaster_user_id", "from_broadcaster_user_id")),
-    SubscriptionType("channel.channel_points_custom_reward_redemption.add", "1",
-                     "channel:read:redemptions", _B),
-    SubscriptionType("channel.channel_points_custom_reward_redemption.update", "1",
-                     "channel:read:redemptions", _B),
+    SubscriptionType(
+        "channel.raid", "1", None, ("to_broadcaster_user_id", "from_broadcaster_user_id")
+    ),
+    SubscriptionType(
+        "channel.channel_points_custom_reward_redemption.add", "1", "channel:read:redemptions", _B
+    ),
+    SubscriptionType(
+        "channel.channel_points_custom_reward_redemption.update",
+        "1",
+        "channel:read:redemptions",
+        _B,
+    ),
     SubscriptionType("channel.update", "2", None, _B),
     # Hype train v1 was withdrawn by Twitch: only v2 exists, asking for v1 is a 400.
     SubscriptionType("channel.hype_train.begin", "2", "channel:read:hype_train", _B),
@@ -60,9 +70,9 @@ HELIX_SCOPES = (
     "channel:read:stream_key",
     "user:read:email",
 )
-ALL_SCOPES: tuple[str, ...] = tuple(sorted(
-    {row.scope for row in SUBSCRIPTION_TYPES if row.scope} | set(HELIX_SCOPES)
-))
+ALL_SCOPES: tuple[str, ...] = tuple(
+    sorted({row.scope for row in SUBSCRIPTION_TYPES if row.scope} | set(HELIX_SCOPES))
+)
 
 
 def lookup(subscription_type: str, version: str) -> SubscriptionType | None:

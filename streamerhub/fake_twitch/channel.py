@@ -43,8 +43,7 @@ class Channel:
     viewer_count: int = 0
     started_at: str | None = None
     stream_id: str | None = None
-    stream_key: str = field(default_factory=lambda: f"live_{secrets.token_hex(12)}",
-                            repr=False)
+    stream_key: str = field(default_factory=lambda: f"live_{secrets.token_hex(12)}", repr=False)
 
     def go_live(self, stream_id: str | None = None, started_at: str | None = None) -> None:
         """Start a stream, keeping it when already live."""
@@ -60,14 +59,22 @@ class Channel:
     def stream_json(self, user: dict[str, Any]) -> dict[str, Any]:
         """The Helix GET /streams entry for this channel (call only when live)."""
         return {
-            "id": self.stream_id, "user_id": self.user_id, "user_login": user["login"],
-            "user_name": user["display_name"], "game_id": self.game_id,
-            "game_name": self.game_name, "type": "live", "title": self.title,
-            "tags": list(self.tags), "viewer_count": self.viewer_count,
-            "started_at": _seconds(self.started_at), "language": self.language,
+            "id": self.stream_id,
+            "user_id": self.user_id,
+            "user_login": user["login"],
+            "user_name": user["display_name"],
+            "game_id": self.game_id,
+            "game_name": self.game_name,
+            "type": "live",
+            "title": self.title,
+            "tags": list(self.tags),
+            "viewer_count": self.viewer_count,
+            "started_at": _seconds(self.started_at),
+            "language": self.language,
             "thumbnail_url": f"https://static-cdn.jtvnw.net/previews-ttv/live_user_"
-                             f"{user['login']}-{{width}}x{{height}}.jpg",
-            "tag_ids": [], "is_mature": False,
+            f"{user['login']}-{{width}}x{{height}}.jpg",
+            "tag_ids": [],
+            "is_mature": False,
         }
 
     def snapshot(self) -> dict[str, Any]:
@@ -103,9 +110,13 @@ class Subscriber:
     def to_json(self, broadcaster: dict[str, Any]) -> dict[str, Any]:
         """The Helix entry, broadcaster fields included."""
         plan = {"1000": "Tier 1", "2000": "Tier 2", "3000": "Tier 3"}.get(self.tier, "Tier 1")
-        return {"broadcaster_id": broadcaster["id"], "broadcaster_login": broadcaster["login"],
-                "broadcaster_name": broadcaster["display_name"], "plan_name": plan,
-                **asdict(self)}
+        return {
+            "broadcaster_id": broadcaster["id"],
+            "broadcaster_login": broadcaster["login"],
+            "broadcaster_name": broadcaster["display_name"],
+            "plan_name": plan,
+            **asdict(self),
+        }
 
 
 def sub_points(subscribers: dict[str, Subscriber]) -> int:
@@ -117,8 +128,12 @@ def generated_followers(count: int) -> list[Follower]:
     """count made-up followers, oldest first, one minute apart ending now."""
     now = time.time_ns()
     return [
-        Follower(str(2_000_000 + i), f"viewer{i}", f"Viewer{i}",
-                 rfc3339_ns(now - (count - i) * 60_000_000_000))
+        Follower(
+            str(2_000_000 + i),
+            f"viewer{i}",
+            f"Viewer{i}",
+            rfc3339_ns(now - (count - i) * 60_000_000_000),
+        )
         for i in range(count)
     ]
 
@@ -145,8 +160,11 @@ class World(Protocol):
 
 
 def _user(event: dict[str, Any], prefix: str = "user") -> tuple[str, str, str]:
-    return (str(event.get(f"{prefix}_id") or ""), event.get(f"{prefix}_login") or "",
-            event.get(f"{prefix}_name") or "")
+    return (
+        str(event.get(f"{prefix}_id") or ""),
+        event.get(f"{prefix}_login") or "",
+        event.get(f"{prefix}_name") or "",
+    )
 
 
 def _on_follow(state: World, event: dict[str, Any]) -> None:
@@ -160,8 +178,9 @@ def _on_subscribe(state: World, event: dict[str, Any]) -> None:
     subs = state.subscribers.setdefault(str(event["broadcaster_user_id"]), {})
     user_id, login, name = _user(event)
     if user_id not in subs:
-        subs[user_id] = Subscriber(user_id, login, name, str(event.get("tier") or "1000"),
-                                   bool(event.get("is_gift")))
+        subs[user_id] = Subscriber(
+            user_id, login, name, str(event.get("tier") or "1000"), bool(event.get("is_gift"))
+        )
 
 
 def _on_sub_end(state: World, event: dict[str, Any]) -> None:
@@ -170,7 +189,8 @@ def _on_sub_end(state: World, event: dict[str, Any]) -> None:
 
 def _on_online(state: World, event: dict[str, Any]) -> None:
     state.channel(str(event["broadcaster_user_id"])).go_live(
-        event.get("id"), event.get("started_at"))
+        event.get("id"), event.get("started_at")
+    )
 
 
 def _on_offline(state: World, event: dict[str, Any]) -> None:

@@ -56,8 +56,9 @@ async def post_close(request: web.Request) -> web.Response:
     code = body.get("code", 4000)
     if not isinstance(code, int) or not (code == 1000 or 3000 <= code <= 4999):
         raise ApiError(400, "code must be 1000 or within 3000-4999")
-    closed = await delivery.close_all(state, code, str(body.get("reason", "")),
-                                      body.get("session_id"))
+    closed = await delivery.close_all(
+        state, code, str(body.get("reason", "")), body.get("session_id")
+    )
     return web.json_response({"closed": closed})
 
 
@@ -72,9 +73,12 @@ async def post_revoke(request: web.Request) -> web.Response:
     """Revoke every enabled subscription of {"subscription_type"} with {"status"}."""
     state, body = await _setup(request)
     try:
-        ids = await delivery.revoke(state, str(body.get("subscription_type", "")),
-                                    str(body.get("status", "authorization_revoked")),
-                                    body.get("subscription_version"))
+        ids = await delivery.revoke(
+            state,
+            str(body.get("subscription_type", "")),
+            str(body.get("status", "authorization_revoked")),
+            body.get("subscription_version"),
+        )
     except delivery.DeliveryError as exc:
         raise ApiError(400, str(exc)) from None
     return web.json_response({"revoked": len(ids), "subscription_ids": ids})
@@ -145,8 +149,9 @@ async def post_token(request: web.Request) -> web.Response:
         user_id = str(body.get("user_id", "1000"))
         if user_id not in state.users:  # so GET /users answers for a minted channel
             state.add_user(**state.user_or_stub(user_id))
-        minted = state.issue_token(user_id, body.get("scopes"),
-                                   str(body.get("client_id") or state.default_token.client_id))
+        minted = state.issue_token(
+            user_id, body.get("scopes"), str(body.get("client_id") or state.default_token.client_id)
+        )
         return web.json_response(minted.grant_json() | {"client_id": minted.client_id})
     token = state.tokens.get(str(body["access_token"]))
     if token is None:
@@ -157,8 +162,14 @@ async def post_token(request: web.Request) -> web.Response:
         state.revoke(token)
     if isinstance(body.get("scopes"), list):
         token.scopes = [str(s) for s in body["scopes"]]
-    return web.json_response({"access_token": token.access_token, "valid": token.valid(),
-                              "scopes": token.scopes, "revoked": token.revoked})
+    return web.json_response(
+        {
+            "access_token": token.access_token,
+            "valid": token.valid(),
+            "scopes": token.scopes,
+            "revoked": token.revoked,
+        }
+    )
 
 
 async def get_state(request: web.Request) -> web.Response:
@@ -168,11 +179,18 @@ async def get_state(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application, prefix: str = "/_fake") -> None:
     """Register every control route under prefix."""
-    for name, handler in (("events", post_events), ("raw", post_raw),
-                          ("reconnect", post_reconnect), ("close", post_close),
-                          ("keepalive", post_keepalive), ("revoke", post_revoke),
-                          ("fail", post_fail), ("live", post_live),
-                          ("followers", post_followers), ("subscribers", post_subscribers),
-                          ("token", post_token)):
+    for name, handler in (
+        ("events", post_events),
+        ("raw", post_raw),
+        ("reconnect", post_reconnect),
+        ("close", post_close),
+        ("keepalive", post_keepalive),
+        ("revoke", post_revoke),
+        ("fail", post_fail),
+        ("live", post_live),
+        ("followers", post_followers),
+        ("subscribers", post_subscribers),
+        ("token", post_token),
+    ):
         app.router.add_post(f"{prefix}/{name}", handler)
     app.router.add_get(f"{prefix}/state", get_state)

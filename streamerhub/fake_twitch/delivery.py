@@ -13,8 +13,12 @@ from .channel import apply_event
 from .state import Session, State, route_key
 from .websocket import close_session, send, send_many
 
-REVOCATION_STATUSES = ("user_removed", "authorization_revoked", "version_removed",
-                       "moderator_removed")
+REVOCATION_STATUSES = (
+    "user_removed",
+    "authorization_revoked",
+    "version_removed",
+    "moderator_removed",
+)
 
 
 class DeliveryError(ValueError):
@@ -35,8 +39,11 @@ def parse_item(item: Any) -> tuple[str, str, dict[str, Any], str | None]:
         raise DeliveryError("each item needs subscription_type and an event object")
     subscription_type = str(item.get("subscription_type") or "")
     version = item.get("subscription_version")
-    row = (catalog.lookup(subscription_type, str(version)) if version is not None
-           else catalog.current(subscription_type))
+    row = (
+        catalog.lookup(subscription_type, str(version))
+        if version is not None
+        else catalog.current(subscription_type)
+    )
     if row is None:
         raise DeliveryError(f"unknown subscription type/version: {subscription_type} v{version}")
     return row.type, row.version, item["event"], item.get("message_id")
@@ -68,8 +75,9 @@ class _Batch:
         self._routes: dict[tuple[str, ...], list[tuple[Session, str]]] = {}
         self._heads: dict[tuple[str, str], tuple[str, str]] = {}
 
-    def add(self, subscription_type: str, version: str, event: dict[str, Any],
-            message_id: str | None) -> None:
+    def add(
+        self, subscription_type: str, version: str, event: dict[str, Any], message_id: str | None
+    ) -> None:
         """Queue one event's frames for every recipient."""
         recipients = self._recipients(subscription_type, version, event)
         if not recipients:
@@ -80,17 +88,22 @@ class _Batch:
         for session, sub_json in recipients:
             mid = message_id or self.stamper.message_id()
             texts, ids = self.frames.setdefault(session, ([], []))
-            texts.append(frames.notification(frames.dumps(mid), timestamp, sub_json, type_json,
-                                             version_json, event_json))
+            texts.append(
+                frames.notification(
+                    frames.dumps(mid), timestamp, sub_json, type_json, version_json, event_json
+                )
+            )
             ids.append(mid)
 
-    def _recipients(self, subscription_type: str, version: str,
-                    event: dict[str, Any]) -> list[tuple[Session, str]]:
+    def _recipients(
+        self, subscription_type: str, version: str, event: dict[str, Any]
+    ) -> list[tuple[Session, str]]:
         key = (subscription_type, version, *route_key(event))
         if key not in self._routes:
             self._routes[key] = [
                 (session, frames.dumps(sub.to_json()))
-                for session, sub in self.state.recipients(subscription_type, version, event)]
+                for session, sub in self.state.recipients(subscription_type, version, event)
+            ]
         return self._routes[key]
 
     def _head(self, subscription_type: str, version: str) -> tuple[str, str]:
@@ -108,8 +121,9 @@ async def broadcast_raw(state: State, text: str, session_id: str | None = None) 
     return sent
 
 
-async def request_reconnect(state: State, ws_base: str,
-                            session_id: str | None = None) -> dict[str, Any]:
+async def request_reconnect(
+    state: State, ws_base: str, session_id: str | None = None
+) -> dict[str, Any]:
     """Send session_reconnect; each reconnect_url opens a session that inherits subscriptions."""
     urls = {}
     for session in _targets(state, session_id):
@@ -119,14 +133,19 @@ async def request_reconnect(state: State, ws_base: str,
         state.reconnects[session.reconnect_token] = session
         session.reconnect_at, session.status = time.monotonic(), "reconnecting"
         url = f"{ws_base}?reconnect={session.reconnect_token}"
-        await send(state, session, frames.reconnect(session.id, session.connected_at, url),
-                   "session_reconnect")
+        await send(
+            state,
+            session,
+            frames.reconnect(session.id, session.connected_at, url),
+            "session_reconnect",
+        )
         urls[session.id] = url
     return urls
 
 
-async def revoke(state: State, subscription_type: str, status: str,
-                 version: str | None = None) -> list[str]:
+async def revoke(
+    state: State, subscription_type: str, status: str, version: str | None = None
+) -> list[str]:
     """Revoke every enabled subscription of a type: status set, one revocation frame each."""
     if status not in REVOCATION_STATUSES:
         raise DeliveryError(f"status must be one of {', '.join(REVOCATION_STATUSES)}")
@@ -144,8 +163,9 @@ async def revoke(state: State, subscription_type: str, status: str,
     return revoked
 
 
-async def close_all(state: State, code: int, reason: str = "",
-                    session_id: str | None = None) -> int:
+async def close_all(
+    state: State, code: int, reason: str = "", session_id: str | None = None
+) -> int:
     """Close every session (or one) with the given code, concurrently."""
     targets = list(_targets(state, session_id))
     await asyncio.gather(*(close_session(s, code, reason) for s in targets))

@@ -51,8 +51,14 @@ def _gift() -> dict[str, Any]:
 
 def _resub() -> dict[str, Any]:
     message = {"text": "Love the stream! Kappa", "emotes": [{"begin": 17, "end": 21, "id": "25"}]}
-    return {**_base(), "tier": "1000", "message": message, "cumulative_months": 15,
-            "streak_months": 3, "duration_months": 1}
+    return {
+        **_base(),
+        "tier": "1000",
+        "message": message,
+        "cumulative_months": 15,
+        "streak_months": 3,
+        "duration_months": 1,
+    }
 
 
 def _cheer() -> dict[str, Any]:
@@ -60,28 +66,52 @@ def _cheer() -> dict[str, Any]:
 
 
 def _online() -> dict[str, Any]:
-    return {"id": str(40_000_000_000 + time.time_ns() % 1_000_000_000),
-            **_base(viewer=False), "type": "live", "started_at": _at()}
+    return {
+        "id": str(40_000_000_000 + time.time_ns() % 1_000_000_000),
+        **_base(viewer=False),
+        "type": "live",
+        "started_at": _at(),
+    }
 
 
 def _raid() -> dict[str, Any]:
-    return {**_who("from_broadcaster_user", RAIDER), **_who("to_broadcaster_user", BROADCASTER),
-            "viewers": 42}
+    return {
+        **_who("from_broadcaster_user", RAIDER),
+        **_who("to_broadcaster_user", BROADCASTER),
+        "viewers": 42,
+    }
 
 
 def _redemption(status: str) -> Callable[[], dict[str, Any]]:
     def build() -> dict[str, Any]:
-        reward = {"id": "92af127c-7326-4483-a52b-b0da0be61c01", "title": "Hydrate!",
-                  "cost": 500, "prompt": "Make the streamer drink some water"}
-        return {"id": new_id(), **_base(viewer=False), **_who("user", VIEWER),
-                "user_input": "", "status": status, "reward": reward, "redeemed_at": _at()}
+        reward = {
+            "id": "92af127c-7326-4483-a52b-b0da0be61c01",
+            "title": "Hydrate!",
+            "cost": 500,
+            "prompt": "Make the streamer drink some water",
+        }
+        return {
+            "id": new_id(),
+            **_base(viewer=False),
+            **_who("user", VIEWER),
+            "user_input": "",
+            "status": status,
+            "reward": reward,
+            "redeemed_at": _at(),
+        }
+
     return build
 
 
 def _update() -> dict[str, Any]:
-    return {**_base(viewer=False), "title": "Ranked grind until diamond", "language": "en",
-            "category_id": "516575", "category_name": "VALORANT",
-            "content_classification_labels": []}
+    return {
+        **_base(viewer=False),
+        "title": "Ranked grind until diamond",
+        "language": "en",
+        "category_id": "516575",
+        "category_name": "VALORANT",
+        "content_classification_labels": [],
+    }
 
 
 def _contribution(kind: str, total: int) -> dict[str, Any]:
@@ -91,21 +121,37 @@ def _contribution(kind: str, total: int) -> dict[str, Any]:
 def _hype(stage: str) -> Callable[[], dict[str, Any]]:
     def build() -> dict[str, Any]:
         event: dict[str, Any] = {
-            "id": new_id(), **_base(viewer=False), "total": 1750, "progress": 350,
-            "goal": 1800, "top_contributions": [_contribution("bits", 1000),
-                                                _contribution("subscription", 500)],
-            "shared_train_participants": None, "level": 2, "started_at": _at(-120),
-            "expires_at": _at(180), "is_shared_train": False, "type": "regular"}
+            "id": new_id(),
+            **_base(viewer=False),
+            "total": 1750,
+            "progress": 350,
+            "goal": 1800,
+            "top_contributions": [_contribution("bits", 1000), _contribution("subscription", 500)],
+            "shared_train_participants": None,
+            "level": 2,
+            "started_at": _at(-120),
+            "expires_at": _at(180),
+            "is_shared_train": False,
+            "type": "regular",
+        }
         if stage == "begin":
-            event.update(total=500, progress=500, goal=1000, level=1,
-                         top_contributions=[_contribution("bits", 500)],
-                         started_at=_at(), expires_at=_at(300),
-                         all_time_high_level=4, all_time_high_total=6200)
+            event.update(
+                total=500,
+                progress=500,
+                goal=1000,
+                level=1,
+                top_contributions=[_contribution("bits", 500)],
+                started_at=_at(),
+                expires_at=_at(300),
+                all_time_high_level=4,
+                all_time_high_total=6200,
+            )
         elif stage == "end":
             for key in ("progress", "goal", "expires_at"):
                 del event[key]
             event.update(ended_at=_at(), cooldown_ends_at=_at(3600))
         return event
+
     return build
 
 
@@ -119,37 +165,51 @@ def _poll(stage: str) -> Callable[[], dict[str, Any]]:
             for i, choice in enumerate(choices):
                 votes = (12, 7, 3)[i] * (10 if stage == "end" else 1)
                 choice.update(bits_votes=0, channel_points_votes=votes // 2, votes=votes)
-        event = {"id": new_id(), **_base(viewer=False), "title": "Which map next?",
-                 "choices": choices,
-                 "bits_voting": {"is_enabled": False, "amount_per_vote": 0},
-                 "channel_points_voting": {"is_enabled": True, "amount_per_vote": 100},
-                 "started_at": _at(-60)}
+        event = {
+            "id": new_id(),
+            **_base(viewer=False),
+            "title": "Which map next?",
+            "choices": choices,
+            "bits_voting": {"is_enabled": False, "amount_per_vote": 0},
+            "channel_points_voting": {"is_enabled": True, "amount_per_vote": 100},
+            "started_at": _at(-60),
+        }
         if stage == "end":
             event.update(status="completed", ended_at=_at())
         else:
             event["ends_at"] = _at(60)
         return event
+
     return build
 
 
 def _outcomes(stage: str) -> list[dict[str, Any]]:
-    outcomes: list[dict[str, Any]] = [{"id": "o-blue", "title": "Win", "color": "blue"},
-                                      {"id": "o-pink", "title": "Lose", "color": "pink"}]
+    outcomes: list[dict[str, Any]] = [
+        {"id": "o-blue", "title": "Win", "color": "blue"},
+        {"id": "o-pink", "title": "Lose", "color": "pink"},
+    ]
     if stage == "begin":
         return outcomes
     won = stage == "end"
     for outcome, users, points in zip(outcomes, (10, 8), (15000, 13000), strict=True):
-        predictor = {**_who("user", VIEWER), "channel_points_used": points // users,
-                     "channel_points_won": (points * 2 if won and outcome["color"] == "blue"
-                                            else None)}
+        predictor = {
+            **_who("user", VIEWER),
+            "channel_points_used": points // users,
+            "channel_points_won": (points * 2 if won and outcome["color"] == "blue" else None),
+        }
         outcome.update(users=users, channel_points=points, top_predictors=[predictor])
     return outcomes
 
 
 def _prediction(stage: str) -> Callable[[], dict[str, Any]]:
     def build() -> dict[str, Any]:
-        event = {"id": new_id(), **_base(viewer=False), "title": "Will we win this round?",
-                 "outcomes": _outcomes(stage), "started_at": _at(-120)}
+        event = {
+            "id": new_id(),
+            **_base(viewer=False),
+            "title": "Will we win this round?",
+            "outcomes": _outcomes(stage),
+            "started_at": _at(-120),
+        }
         if stage in ("begin", "progress"):
             event["locks_at"] = _at(180)
         elif stage == "lock":
@@ -157,18 +217,25 @@ def _prediction(stage: str) -> Callable[[], dict[str, Any]]:
         else:
             event.update(winning_outcome_id="o-blue", status="resolved", ended_at=_at())
         return event
+
     return build
 
 
 def _goal(stage: str) -> Callable[[], dict[str, Any]]:
     def build() -> dict[str, Any]:
-        event = {"id": new_id(), **_base(viewer=False), "type": "follower",
-                 "description": "Road to 1000 followers",
-                 "current_amount": 0 if stage == "begin" else 640, "target_amount": 1000,
-                 "started_at": _at(-3600)}
+        event = {
+            "id": new_id(),
+            **_base(viewer=False),
+            "type": "follower",
+            "description": "Road to 1000 followers",
+            "current_amount": 0 if stage == "begin" else 640,
+            "target_amount": 1000,
+            "started_at": _at(-3600),
+        }
         if stage == "end":
             event.update(is_achieved=False, ended_at=_at())
         return event
+
     return build
 
 
@@ -191,9 +258,10 @@ _BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
     **{f"channel.goal.{s}": _goal(s) for s in ("begin", "progress", "end")},
 }
 
-_ANONYMOUS_NULLS = {"channel.subscription.gift": ("user_id", "user_login", "user_name",
-                                                  "cumulative_total"),
-                    "channel.cheer": ("user_id", "user_login", "user_name")}
+_ANONYMOUS_NULLS = {
+    "channel.subscription.gift": ("user_id", "user_login", "user_name", "cumulative_total"),
+    "channel.cheer": ("user_id", "user_login", "user_name"),
+}
 
 
 def sample_event(subscription_type: str, **overrides: Any) -> tuple[str, dict[str, Any]]:

@@ -31,8 +31,9 @@ async def create(request: web.Request) -> web.Response:
     _check_duplicate(state, row, condition, session)
     cost = 0 if token.user_id in _channels_of(condition) else 1
     _check_limits(state, token, session, cost)
-    sub = Subscription(new_id(), row.type, row.version, condition,
-                       session.id, token.user_id, token.client_id, cost)
+    sub = Subscription(
+        new_id(), row.type, row.version, condition, session.id, token.user_id, token.client_id, cost
+    )
     state.subscriptions[sub.id] = sub
     session.used = True
     return web.json_response({"data": [sub.to_json()], **_totals(state, token)}, status=202)
@@ -55,8 +56,9 @@ def _condition(row: catalog.SubscriptionType, raw: object) -> dict[str, str]:
 
 def _session(state: State, transport: object, token: Token) -> Session:
     if not isinstance(transport, dict) or transport.get("method") != "websocket":
-        raise ApiError(400, "The transport method must be websocket (the fake serves no "
-                            "webhooks or conduits)")
+        raise ApiError(
+            400, "The transport method must be websocket (the fake serves no webhooks or conduits)"
+        )
     if not token.user_id:
         raise ApiError(400, "The websocket transport requires a user access token")
     session = state.sessions.get(str(transport.get("session_id")))
@@ -76,8 +78,9 @@ def _authorize(row: catalog.SubscriptionType, condition: dict[str, Any], token: 
         raise ApiError(403, "subscription missing proper authorization")
 
 
-def _check_duplicate(state: State, row: catalog.SubscriptionType, condition: dict[str, Any],
-                     session: Session) -> None:
+def _check_duplicate(
+    state: State, row: catalog.SubscriptionType, condition: dict[str, Any], session: Session
+) -> None:
     for sub in state.session_subscriptions(session.id):
         if sub.type == row.type and sub.version == row.version and sub.condition == condition:
             raise ApiError(409, "subscription already exists")
@@ -98,28 +101,37 @@ def _channels_of(condition: dict[str, Any]) -> set[str]:
 
 
 def _owned(state: State, token: Token) -> list[Subscription]:
-    return [s for s in state.subscriptions.values()
-            if s.owner_id == token.user_id and s.client_id == token.client_id]
+    return [
+        s
+        for s in state.subscriptions.values()
+        if s.owner_id == token.user_id and s.client_id == token.client_id
+    ]
 
 
 def _totals(state: State, token: Token, listed: list[Subscription] | None = None) -> dict[str, Any]:
     owned = _owned(state, token)
-    return {"total": len(owned if listed is None else listed),
-            "total_cost": sum(s.cost for s in owned if s.status == "enabled"),
-            "max_total_cost": MAX_TOTAL_COST}
+    return {
+        "total": len(owned if listed is None else listed),
+        "total_cost": sum(s.cost for s in owned if s.status == "enabled"),
+        "max_total_cost": MAX_TOTAL_COST,
+    }
 
 
 async def list_subscriptions(request: web.Request) -> web.Response:
     """GET: the caller's subscriptions, filterable by status, type, user_id or id."""
     state, token = authenticate(request)
     query = request.query
-    subs = [s for s in _owned(state, token)
-            if query.get("status", s.status) == s.status
-            and query.get("type", s.type) == s.type
-            and query.get("subscription_id", s.id) == s.id
-            and (not query.get("user_id") or query["user_id"] in s.condition.values())]
-    return web.json_response({"data": [s.to_json() for s in subs],
-                              **_totals(state, token, subs), "pagination": {}})
+    subs = [
+        s
+        for s in _owned(state, token)
+        if query.get("status", s.status) == s.status
+        and query.get("type", s.type) == s.type
+        and query.get("subscription_id", s.id) == s.id
+        and (not query.get("user_id") or query["user_id"] in s.condition.values())
+    ]
+    return web.json_response(
+        {"data": [s.to_json() for s in subs], **_totals(state, token, subs), "pagination": {}}
+    )
 
 
 async def delete(request: web.Request) -> web.Response:

@@ -64,24 +64,32 @@ def _frame(message_type: str, payload: dict[str, Any], extra: dict[str, Any] | N
     return dumps({"metadata": metadata, "payload": payload})
 
 
-def session_payload(session_id: str, status: str, connected_at: str,
-                    keepalive: float | None, reconnect_url: str | None) -> dict[str, Any]:
+def session_payload(
+    session_id: str,
+    status: str,
+    connected_at: str,
+    keepalive: float | None,
+    reconnect_url: str | None,
+) -> dict[str, Any]:
     """The payload.session object shared by welcome and reconnect frames."""
     if isinstance(keepalive, float) and keepalive.is_integer():
         keepalive = int(keepalive)
-    return {"session": {
-        "id": session_id,
-        "status": status,
-        "connected_at": connected_at,
-        "keepalive_timeout_seconds": keepalive,
-        "reconnect_url": reconnect_url,
-    }}
+    return {
+        "session": {
+            "id": session_id,
+            "status": status,
+            "connected_at": connected_at,
+            "keepalive_timeout_seconds": keepalive,
+            "reconnect_url": reconnect_url,
+        }
+    }
 
 
 def welcome(session_id: str, connected_at: str, keepalive: float) -> str:
     """A session_welcome frame."""
-    return _frame("session_welcome",
-                  session_payload(session_id, "connected", connected_at, keepalive, None))
+    return _frame(
+        "session_welcome", session_payload(session_id, "connected", connected_at, keepalive, None)
+    )
 
 
 def keepalive() -> str:
@@ -91,14 +99,17 @@ def keepalive() -> str:
 
 def reconnect(session_id: str, connected_at: str, url: str) -> str:
     """A session_reconnect frame; keepalive_timeout_seconds is null there, as on Twitch."""
-    return _frame("session_reconnect",
-                  session_payload(session_id, "reconnecting", connected_at, None, url))
+    return _frame(
+        "session_reconnect", session_payload(session_id, "reconnecting", connected_at, None, url)
+    )
 
 
 def revocation(subscription: dict[str, Any]) -> str:
     """A revocation frame for one subscription (its status already set to the reason)."""
-    extra = {"subscription_type": subscription["type"],
-             "subscription_version": subscription["version"]}
+    extra = {
+        "subscription_type": subscription["type"],
+        "subscription_version": subscription["version"],
+    }
     return _frame("revocation", {"subscription": subscription}, extra)
 
 
@@ -111,8 +122,20 @@ _NOTIFICATION = (
 )
 
 
-def notification(message_id_json: str, timestamp: str, subscription_json: str,
-                 type_json: str, version_json: str, event_json: str) -> str:
+def notification(
+    message_id_json: str,
+    timestamp: str,
+    subscription_json: str,
+    type_json: str,
+    version_json: str,
+    event_json: str,
+) -> str:
     """A notification frame from parts that are already JSON text."""
-    return _NOTIFICATION % (message_id_json, timestamp, type_json, version_json,
-                            subscription_json, event_json)
+    return _NOTIFICATION % (
+        message_id_json,
+        timestamp,
+        type_json,
+        version_json,
+        subscription_json,
+        event_json,
+    )

@@ -40,8 +40,7 @@ async def get_streams(request: web.Request) -> web.Response:
     """GET /streams: live streams only, so an offline channel gives empty data."""
     state, _ = authenticate(request)
     ids = request.query.getall("user_id", [])
-    ids += [u["id"] for u in map(state.user_by_login, request.query.getall("user_login", []))
-            if u]
+    ids += [u["id"] for u in map(state.user_by_login, request.query.getall("user_login", [])) if u]
     wanted = ids or list(state.channels)
     live = [state.channels[i] for i in wanted if i in state.channels and state.channels[i].live]
     live.sort(key=lambda c: -c.viewer_count)
@@ -74,8 +73,9 @@ async def get_subscriptions(request: web.Request) -> web.Response:
     chosen = [s for s in subs.values() if not wanted or s.user_id in wanted]
     broadcaster = state.user_or_stub(broadcaster_id)
     chunk, pagination = page(request, [s.to_json(broadcaster) for s in chosen])
-    return web.json_response({"data": chunk, "pagination": pagination, "total": len(subs),
-                              "points": sub_points(subs)})
+    return web.json_response(
+        {"data": chunk, "pagination": pagination, "total": len(subs), "points": sub_points(subs)}
+    )
 
 
 async def patch_channel(request: web.Request) -> web.Response:
@@ -85,11 +85,16 @@ async def patch_channel(request: web.Request) -> web.Response:
     body = await json_body(request)
     _update_channel(channel, body)
     user = state.user_or_stub(channel.user_id)
-    event = {"broadcaster_user_id": channel.user_id, "broadcaster_user_login": user["login"],
-             "broadcaster_user_name": user["display_name"], "title": channel.title,
-             "language": channel.language, "category_id": channel.game_id,
-             "category_name": channel.game_name,
-             "content_classification_labels": list(channel.content_classification_labels)}
+    event = {
+        "broadcaster_user_id": channel.user_id,
+        "broadcaster_user_login": user["login"],
+        "broadcaster_user_name": user["display_name"],
+        "title": channel.title,
+        "language": channel.language,
+        "category_id": channel.game_id,
+        "category_name": channel.game_name,
+        "content_classification_labels": list(channel.content_classification_labels),
+    }
     await deliver(state, [{"subscription_type": "channel.update", "event": event}], reflect=False)
     return web.Response(status=204)
 
@@ -123,9 +128,15 @@ async def search_categories(request: web.Request) -> web.Response:
     """GET /search/categories: case-insensitive substring match on category names."""
     authenticate(request)
     query = require(request.query, "query").lower()
-    found = [{"id": cid, "name": name,
-              "box_art_url": f"https://static-cdn.jtvnw.net/ttv-boxart/{cid}-52x72.jpg"}
-             for cid, name in CATEGORIES if query in name.lower()]
+    found = [
+        {
+            "id": cid,
+            "name": name,
+            "box_art_url": f"https://static-cdn.jtvnw.net/ttv-boxart/{cid}-52x72.jpg",
+        }
+        for cid, name in CATEGORIES
+        if query in name.lower()
+    ]
     chunk, pagination = page(request, found)
     return web.json_response({"data": chunk, "pagination": pagination})
 

@@ -27,12 +27,15 @@ async def authorize(request: web.Request) -> web.StreamResponse:
     reply = {"scope": " ".join(scopes or []), "state": params.get("state", "")}
     if params.get("response_type", "code") == "token":
         token = state.issue_token(DEFAULT_USER["id"], scopes, client_id)
-        fragment = urlencode({"access_token": token.access_token, "token_type": "bearer",
-                              **reply})
+        fragment = urlencode({"access_token": token.access_token, "token_type": "bearer", **reply})
         raise web.HTTPFound(_with(redirect_uri, fragment=fragment))
     code = secrets.token_hex(15)
-    state.auth_codes[code] = {"client_id": client_id, "redirect_uri": redirect_uri,
-                              "scopes": scopes, "user_id": DEFAULT_USER["id"]}
+    state.auth_codes[code] = {
+        "client_id": client_id,
+        "redirect_uri": redirect_uri,
+        "scopes": scopes,
+        "user_id": DEFAULT_USER["id"],
+    }
     raise web.HTTPFound(_with(redirect_uri, query=urlencode({"code": code, **reply})))
 
 
@@ -47,8 +50,12 @@ async def token(request: web.Request) -> web.Response:
     state = request.config_dict[STATE_KEY]
     params = await form_params(request)
     grant_type = require(params, "grant_type")
-    grants = {"authorization_code": _code_grant, "refresh_token": _refresh_grant,
-              DEVICE_GRANT: _device_grant, "client_credentials": _client_grant}
+    grants = {
+        "authorization_code": _code_grant,
+        "refresh_token": _refresh_grant,
+        DEVICE_GRANT: _device_grant,
+        "client_credentials": _client_grant,
+    }
     if grant_type not in grants:
         raise ApiError(400, "Invalid grant type")
     return web.json_response(grants[grant_type](state, params))
@@ -98,14 +105,23 @@ async def device(request: web.Request) -> web.Response:
     user_code = "".join(secrets.choice(string.ascii_uppercase) for _ in range(8))
     device_code = secrets.token_urlsafe(30)
     state.device_codes[device_code] = {
-        "client_id": client_id, "user_code": user_code, "user_id": DEFAULT_USER["id"],
+        "client_id": client_id,
+        "user_code": user_code,
+        "user_id": DEFAULT_USER["id"],
         "scopes": split_scopes(params.get("scopes") or params.get("scope")),
-        "expires_at": time.time() + DEVICE_LIFETIME, "approved": False}
+        "expires_at": time.time() + DEVICE_LIFETIME,
+        "approved": False,
+    }
     base = f"{request.scheme}://{request.host}/oauth2/activate"
-    return web.json_response({
-        "device_code": device_code, "expires_in": DEVICE_LIFETIME,
-        "interval": state.settings.device_interval, "user_code": user_code,
-        "verification_uri": f"{base}?public=true&device-code={user_code}"})
+    return web.json_response(
+        {
+            "device_code": device_code,
+            "expires_in": DEVICE_LIFETIME,
+            "interval": state.settings.device_interval,
+            "user_code": user_code,
+            "verification_uri": f"{base}?public=true&device-code={user_code}",
+        }
+    )
 
 
 async def activate(request: web.Request) -> web.Response:
@@ -126,8 +142,11 @@ async def validate(request: web.Request) -> web.Response:
     found = state.valid_token(value.strip())
     if found is None:
         raise ApiError(401, "invalid access token")
-    answer = {"client_id": found.client_id, "scopes": list(found.scopes),
-              "expires_in": found.expires_in()}
+    answer = {
+        "client_id": found.client_id,
+        "scopes": list(found.scopes),
+        "expires_in": found.expires_in(),
+    }
     if found.user_id:
         user = state.user_or_stub(found.user_id)
         answer.update(login=user["login"], user_id=found.user_id)

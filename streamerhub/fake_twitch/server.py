@@ -83,11 +83,18 @@ async def _close_sockets(app: web.Application) -> None:
 class FakeTwitch:
     """A running fake Twitch on 127.0.0.1: `async with FakeTwitch() as fake: fake.url …`."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, simulate: bool = False,
-                 keepalive_default: float = 10, **knobs: Any) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        simulate: bool = False,
+        keepalive_default: float = 10,
+        **knobs: Any,
+    ) -> None:
         self.host, self.port = host, port
-        self.state = State(Settings(keepalive_default=keepalive_default, simulate=simulate,
-                                    **knobs))
+        self.state = State(
+            Settings(keepalive_default=keepalive_default, simulate=simulate, **knobs)
+        )
         self.app = build_app(self.state)
         self._runner: web.AppRunner | None = None
 
@@ -126,8 +133,9 @@ class FakeTwitch:
         if self._runner is not None:
             return self
         # A short shutdown budget: a request held by a "timeout" fault must not stall stop().
-        runner = web.AppRunner(self.app, handle_signals=False, access_log=None,
-                               shutdown_timeout=2.0)
+        runner = web.AppRunner(
+            self.app, handle_signals=False, access_log=None, shutdown_timeout=2.0
+        )
         await runner.setup()
         self._runner = runner
         site = web.TCPSite(runner, self.host, self.port)

@@ -31,8 +31,11 @@ class Show:
     def viewer(self) -> dict[str, str]:
         """A made-up chatter as user_* fields."""
         login = f"{self.rng.choice(_ADJECTIVES)}_{self.rng.choice(_NOUNS)}{self.rng.randrange(99)}"
-        return {"user_id": str(next(self.ids)), "user_login": login,
-                "user_name": login.title().replace("_", "")}
+        return {
+            "user_id": str(next(self.ids)),
+            "user_login": login,
+            "user_name": login.title().replace("_", ""),
+        }
 
     async def pause(self, seconds: float) -> None:
         """Wait (scaled by speed) while the viewer count drifts."""
@@ -46,8 +49,13 @@ class Show:
         items = []
         for subscription_type, overrides in events:
             version, event = sample_event(subscription_type, **overrides)
-            items.append({"subscription_type": subscription_type,
-                          "subscription_version": version, "event": event})
+            items.append(
+                {
+                    "subscription_type": subscription_type,
+                    "subscription_version": version,
+                    "event": event,
+                }
+            )
         await deliver(self.state, items)
         self.state.counters["simulated_events"] += len(items)
 
@@ -66,25 +74,45 @@ async def _follows_and_subs(show: Show) -> None:
         await show.emit(("channel.subscribe", {**show.viewer(), "tier": tier}))
         await show.pause(2)
     months = show.rng.randint(2, 40)
-    await show.emit(("channel.subscription.message",
-                     {**show.viewer(), "cumulative_months": months,
-                      "streak_months": show.rng.randint(1, months)}))
+    await show.emit(
+        (
+            "channel.subscription.message",
+            {
+                **show.viewer(),
+                "cumulative_months": months,
+                "streak_months": show.rng.randint(1, months),
+            },
+        )
+    )
     await show.pause(2)
 
 
 async def _cheers(show: Show) -> None:
-    await show.emit(("channel.cheer", {**show.viewer(), "bits": show.rng.choice((100, 500, 1000)),
-                                       "message": "Cheer100 let's go!"}))
+    await show.emit(
+        (
+            "channel.cheer",
+            {
+                **show.viewer(),
+                "bits": show.rng.choice((100, 500, 1000)),
+                "message": "Cheer100 let's go!",
+            },
+        )
+    )
     await show.pause(2)
-    await show.emit(("channel.cheer", {"is_anonymous": True, "bits": 250,
-                                       "message": "Cheer250 anonymous love"}))
+    await show.emit(
+        ("channel.cheer", {"is_anonymous": True, "bits": 250, "message": "Cheer250 anonymous love"})
+    )
     await show.pause(2)
 
 
 async def _gift_bomb(show: Show) -> None:
     gifter = show.viewer()
-    bomb = [("channel.subscription.gift", {**gifter, "total": GIFT_BOMB, "tier": "1000",
-                                           "cumulative_total": GIFT_BOMB + 12})]
+    bomb = [
+        (
+            "channel.subscription.gift",
+            {**gifter, "total": GIFT_BOMB, "tier": "1000", "cumulative_total": GIFT_BOMB + 12},
+        )
+    ]
     bomb += [("channel.subscribe", {**show.viewer(), "is_gift": True}) for _ in range(GIFT_BOMB)]
     await show.emit(*bomb)
     await show.pause(4)
@@ -95,8 +123,12 @@ async def _redemption_and_raid(show: Show) -> None:
     _, added = sample_event("channel.channel_points_custom_reward_redemption.add", **who)
     await show.emit(("channel.channel_points_custom_reward_redemption.add", added))
     await show.pause(3)
-    await show.emit(("channel.channel_points_custom_reward_redemption.update",
-                     {**who, "id": added["id"], "redeemed_at": added["redeemed_at"]}))
+    await show.emit(
+        (
+            "channel.channel_points_custom_reward_redemption.update",
+            {**who, "id": added["id"], "redeemed_at": added["redeemed_at"]},
+        )
+    )
     await show.pause(2)
     await show.emit(("channel.raid", {"viewers": show.rng.randint(20, 150)}))
     await show.pause(3)
@@ -114,10 +146,17 @@ async def _go_offline(show: Show) -> None:
     subscribers = list(show.state.subscribers.get(CHANNEL, {}).values())
     if subscribers:
         leaver = show.rng.choice(subscribers)
-        await show.emit(("channel.subscription.end", {"user_id": leaver.user_id,
-                                                      "user_login": leaver.user_login,
-                                                      "user_name": leaver.user_name,
-                                                      "tier": leaver.tier}))
+        await show.emit(
+            (
+                "channel.subscription.end",
+                {
+                    "user_id": leaver.user_id,
+                    "user_login": leaver.user_login,
+                    "user_name": leaver.user_name,
+                    "tier": leaver.tier,
+                },
+            )
+        )
     await show.pause(2)
     await show.emit(("stream.offline", {}))
     await show.pause(10)

@@ -59,9 +59,13 @@ class Token:
 
     def grant_json(self) -> dict[str, Any]:
         """The OAuth token endpoint's answer for this token (app tokens have no refresh)."""
-        grant = {"access_token": self.access_token, "expires_in": self.expires_in(),
-                 "refresh_token": self.refresh_token, "scope": list(self.scopes),
-                 "token_type": "bearer"}
+        grant = {
+            "access_token": self.access_token,
+            "expires_in": self.expires_in(),
+            "refresh_token": self.refresh_token,
+            "scope": list(self.scopes),
+            "token_type": "bearer",
+        }
         if not self.user_id:
             del grant["refresh_token"], grant["scope"]
         return grant
@@ -91,9 +95,14 @@ class Session:
 
     def snapshot(self, subscriptions: int) -> dict[str, Any]:
         """Public view for /_fake/state."""
-        return {"id": self.id, "status": self.status, "connected_at": self.connected_at,
-                "keepalive_timeout_seconds": self.keepalive, "frames_sent": self.frames_sent,
-                "subscriptions": subscriptions}
+        return {
+            "id": self.id,
+            "status": self.status,
+            "connected_at": self.connected_at,
+            "keepalive_timeout_seconds": self.keepalive,
+            "frames_sent": self.frames_sent,
+            "subscriptions": subscriptions,
+        }
 
 
 @dataclass(eq=False)
@@ -113,10 +122,16 @@ class Subscription:
 
     def to_json(self) -> dict[str, Any]:
         """The subscription object as Twitch writes it in notifications and Helix."""
-        return {"id": self.id, "status": self.status, "type": self.type,
-                "version": self.version, "cost": self.cost, "condition": dict(self.condition),
-                "transport": {"method": "websocket", "session_id": self.session_id},
-                "created_at": self.created_at}
+        return {
+            "id": self.id,
+            "status": self.status,
+            "type": self.type,
+            "version": self.version,
+            "cost": self.cost,
+            "condition": dict(self.condition),
+            "transport": {"method": "websocket", "session_id": self.session_id},
+            "created_at": self.created_at,
+        }
 
     def matches(self, event: dict[str, Any]) -> bool:
         """True when the event is for the channel (and reward) this condition names."""
@@ -126,16 +141,19 @@ class Subscription:
         return True
 
 
-_ROUTED = ("broadcaster_user_id", "to_broadcaster_user_id", "from_broadcaster_user_id",
-           "reward_id")
+_ROUTED = ("broadcaster_user_id", "to_broadcaster_user_id", "from_broadcaster_user_id", "reward_id")
 
 
 def route_key(event: dict[str, Any]) -> tuple[str, str, str, str]:
     """The event fields a subscription condition can filter on, as strings, in _ROUTED order."""
     reward = event.get("reward")
     reward_id = reward.get("id") if isinstance(reward, dict) else None
-    return (str(event.get("broadcaster_user_id")), str(event.get("to_broadcaster_user_id")),
-            str(event.get("from_broadcaster_user_id")), str(reward_id))
+    return (
+        str(event.get("broadcaster_user_id")),
+        str(event.get("to_broadcaster_user_id")),
+        str(event.get("from_broadcaster_user_id")),
+        str(reward_id),
+    )
 
 
 @dataclass
@@ -171,8 +189,11 @@ class RateLimit:
         refill = (self.limit - remaining) * 60 / self.limit
         if exhausted:
             refill = max(1.0, refill)  # a 429 always names a reset in the future
-        return {"Ratelimit-Limit": str(self.limit), "Ratelimit-Remaining": str(remaining),
-                "Ratelimit-Reset": str(math.ceil(time.time() + refill))}
+        return {
+            "Ratelimit-Limit": str(self.limit),
+            "Ratelimit-Remaining": str(remaining),
+            "Ratelimit-Reset": str(math.ceil(time.time() + refill)),
+        }
 
 
 class State:
@@ -196,8 +217,9 @@ class State:
         self.keepalive_enabled = True
         self.stopping = asyncio.Event()  # set on shutdown: held requests let go
         self.counters: Counter[str] = Counter()
-        self.ratelimit = RateLimit(self.settings.ratelimit_limit,
-                                   float(self.settings.ratelimit_limit))
+        self.ratelimit = RateLimit(
+            self.settings.ratelimit_limit, float(self.settings.ratelimit_limit)
+        )
         self.add_user(**DEFAULT_USER, broadcaster_type="affiliate")
         self.channel(DEFAULT_USER["id"])
         self.default_token = self.issue_token(DEFAULT_USER["id"])
@@ -205,11 +227,20 @@ class State:
     # Users and channels -------------------------------------------------------------------
     def add_user(self, id: str, login: str, display_name: str, **extra: Any) -> dict[str, Any]:
         """Register a Helix user (GET /users shape)."""
-        user = {"id": id, "login": login, "display_name": display_name, "type": "",
-                "broadcaster_type": "", "description": f"{display_name}'s channel",
-                "profile_image_url": f"https://static-cdn.jtvnw.net/user-default-pictures/{id}.png",
-                "offline_image_url": "", "view_count": 0, "email": f"{login}@example.invalid",
-                "created_at": "2016-12-14T20:32:28Z", **extra}
+        user = {
+            "id": id,
+            "login": login,
+            "display_name": display_name,
+            "type": "",
+            "broadcaster_type": "",
+            "description": f"{display_name}'s channel",
+            "profile_image_url": f"https://static-cdn.jtvnw.net/user-default-pictures/{id}.png",
+            "offline_image_url": "",
+            "view_count": 0,
+            "email": f"{login}@example.invalid",
+            "created_at": "2016-12-14T20:32:28Z",
+            **extra,
+        }
         self.users[id] = user
         return user
 
@@ -219,20 +250,29 @@ class State:
 
     def user_or_stub(self, user_id: str) -> dict[str, Any]:
         """The user, or a made-up one for ids only events have mentioned."""
-        return self.users.get(user_id) or {"id": user_id, "login": f"user{user_id}",
-                                           "display_name": f"User{user_id}"}
+        return self.users.get(user_id) or {
+            "id": user_id,
+            "login": f"user{user_id}",
+            "display_name": f"User{user_id}",
+        }
 
     def channel(self, user_id: str) -> Channel:
         """The channel of a broadcaster, created on first use."""
         return self.channels.setdefault(user_id, Channel(user_id))
 
     # Tokens --------------------------------------------------------------------------------
-    def issue_token(self, user_id: str, scopes: list[str] | None = None,
-                    client_id: str = DEFAULT_CLIENT_ID) -> Token:
+    def issue_token(
+        self, user_id: str, scopes: list[str] | None = None, client_id: str = DEFAULT_CLIENT_ID
+    ) -> Token:
         """Mint a user access+refresh pair; no scopes given means every scope."""
-        token = Token(secrets.token_hex(15), secrets.token_hex(25), client_id, user_id,
-                      list(ALL_SCOPES if scopes is None else scopes),
-                      time.time() + TOKEN_LIFETIME)
+        token = Token(
+            secrets.token_hex(15),
+            secrets.token_hex(25),
+            client_id,
+            user_id,
+            list(ALL_SCOPES if scopes is None else scopes),
+            time.time() + TOKEN_LIFETIME,
+        )
         self.tokens[token.access_token] = token
         self.refresh_tokens[token.refresh_token] = token
         return token
@@ -261,11 +301,15 @@ class State:
         self.refresh_tokens.pop(token.refresh_token, None)
 
     # Sessions and subscriptions ---------------------------------------------------------------
-    def session_subscriptions(self, session_id: str,
-                              enabled_only: bool = True) -> list[Subscription]:
+    def session_subscriptions(
+        self, session_id: str, enabled_only: bool = True
+    ) -> list[Subscription]:
         """The subscriptions whose transport is this session."""
-        return [s for s in self.subscriptions.values() if s.session_id == session_id
-                and (s.status == "enabled" or not enabled_only)]
+        return [
+            s
+            for s in self.subscriptions.values()
+            if s.session_id == session_id and (s.status == "enabled" or not enabled_only)
+        ]
 
     def move_subscriptions(self, old: Session, new: Session) -> int:
         """Carry a reconnecting session's enabled subscriptions over to its successor."""
@@ -283,17 +327,26 @@ class State:
         for sub in self.session_subscriptions(session.id):
             sub.status = "websocket_disconnected"
         session.status = "closed"
-        self.closed_sessions.append({"id": session.id,
-                                     "close_code": None if close_code is None else int(close_code),
-                                     "frames_sent": session.frames_sent})
+        self.closed_sessions.append(
+            {
+                "id": session.id,
+                "close_code": None if close_code is None else int(close_code),
+                "frames_sent": session.frames_sent,
+            }
+        )
 
-    def recipients(self, subscription_type: str, version: str,
-                   event: dict[str, Any]) -> list[tuple[Session, Subscription]]:
+    def recipients(
+        self, subscription_type: str, version: str, event: dict[str, Any]
+    ) -> list[tuple[Session, Subscription]]:
         """(session, subscription) pairs that should get this event."""
         found: list[tuple[Session, Subscription]] = []
         for sub in self.subscriptions.values():
-            if (sub.type == subscription_type and sub.version == version
-                    and sub.status == "enabled" and sub.matches(event)):
+            if (
+                sub.type == subscription_type
+                and sub.version == version
+                and sub.status == "enabled"
+                and sub.matches(event)
+            ):
                 session = self.sessions.get(sub.session_id)
                 if session is not None:
                     found.append((session, sub))
@@ -314,8 +367,9 @@ class State:
     def snapshot(self) -> dict[str, Any]:
         """Everything a test or demo may want to look at, as JSON-able data."""
         return {
-            "sessions": [s.snapshot(len(self.session_subscriptions(s.id)))
-                         for s in self.sessions.values()],
+            "sessions": [
+                s.snapshot(len(self.session_subscriptions(s.id))) for s in self.sessions.values()
+            ],
             "closed_sessions": list(self.closed_sessions),
             "subscriptions": [s.to_json() for s in self.subscriptions.values()],
             "users": list(self.users.values()),
@@ -325,7 +379,9 @@ class State:
             "keepalive_enabled": self.keepalive_enabled,
             "pending_failures": [vars(f).copy() for f in self.failures],
             "counters": dict(self.counters),
-            "default_token": {"access_token": self.default_token.access_token,
-                              "refresh_token": self.default_token.refresh_token,
-                              "client_id": self.default_token.client_id},
+            "default_token": {
+                "access_token": self.default_token.access_token,
+                "refresh_token": self.default_token.refresh_token,
+                "client_id": self.default_token.client_id,
+            },
         }

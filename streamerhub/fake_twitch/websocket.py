@@ -33,15 +33,24 @@ async def eventsub_ws(request: web.Request) -> web.WebSocketResponse:
         await ws.close(code=4007, message=b"invalid reconnect URL")
         return ws
     now = time.monotonic()
-    session = Session(id="AgoQ" + secrets.token_urlsafe(24), ws=ws,
-                      keepalive=previous.keepalive if previous else keepalive,
-                      connected_at=frames.rfc3339_ns(), transport=request.transport,
-                      welcomed_at=now, last_sent=now)
+    session = Session(
+        id="AgoQ" + secrets.token_urlsafe(24),
+        ws=ws,
+        keepalive=previous.keepalive if previous else keepalive,
+        connected_at=frames.rfc3339_ns(),
+        transport=request.transport,
+        welcomed_at=now,
+        last_sent=now,
+    )
     state.sessions[session.id] = session
     ticker = None
     try:
-        await send(state, session, frames.welcome(session.id, session.connected_at,
-                                                  session.keepalive), "session_welcome")
+        await send(
+            state,
+            session,
+            frames.welcome(session.id, session.connected_at, session.keepalive),
+            "session_welcome",
+        )
         if previous is not None:
             # Only after the welcome: until then the old socket keeps getting the events.
             state.move_subscriptions(previous, session)
@@ -179,10 +188,12 @@ def _due_close(state: State, session: Session, now: float) -> tuple[int, str] | 
     if not session.used and now >= session.welcomed_at + deadline:
         return 4003, "connection unused"
     if session.reconnect_at is not None and (
-            now >= session.reconnect_at + state.settings.reconnect_grace):
+        now >= session.reconnect_at + state.settings.reconnect_grace
+    ):
         return 4004, "reconnect grace time expired"
     if session.ping_sent_at is not None and (
-            now >= session.ping_sent_at + state.settings.ping_interval):
+        now >= session.ping_sent_at + state.settings.ping_interval
+    ):
         return 4002, "failed ping-pong"
     return None
 
@@ -200,8 +211,7 @@ async def _keep_alive(state: State, session: Session, now: float) -> None:
 
 
 def _next_wake(state: State, session: Session, now: float) -> float:
-    due = [session.last_sent + session.keepalive,
-           session.last_ping + state.settings.ping_interval]
+    due = [session.last_sent + session.keepalive, session.last_ping + state.settings.ping_interval]
     if not session.used:
         due.append(session.welcomed_at + (state.settings.subscribe_deadline or session.keepalive))
     if session.reconnect_at is not None:

@@ -91,8 +91,9 @@ def loop_count(loop: int | None) -> int:
     return loop - 1
 
 
-def build_push_input_args(source: Path, *, concat: bool, loop: int | None,
-                          start_at: float = 0.0) -> list[str]:
+def build_push_input_args(
+    source: Path, *, concat: bool, loop: int | None, start_at: float = 0.0
+) -> list[str]:
     """Input layer of a push: real-time read, loops inside FFmpeg, optional resume offset."""
     args = ["-re", "-stream_loop", str(loop_count(loop))]
     if start_at > 0:
@@ -102,27 +103,50 @@ def build_push_input_args(source: Path, *, concat: bool, loop: int | None,
     return [*args, "-i", _file(source)]
 
 
-def build_push_output_args(url: str, *, io_timeout: float = DEFAULT_IO_TIMEOUT,
-                           send_buffer: int | None = DEFAULT_SEND_BUFFER) -> list[str]:
+def build_push_output_args(
+    url: str,
+    *,
+    io_timeout: float = DEFAULT_IO_TIMEOUT,
+    send_buffer: int | None = DEFAULT_SEND_BUFFER,
+) -> list[str]:
     """Output layer of a push: copy both streams into FLV over RTMP(S), with I/O bounds.
 
     `-rw_timeout` makes a blocked socket an error instead of a hang; a bounded send buffer
     makes a stalled ingest show up as stalled progress within seconds instead of after the
     kernel has queued megabytes.
     """
-    args = ["-map", "0:v:0", "-map", "0:a:0?", "-c", "copy", "-f", "flv",
-            "-flvflags", "no_duration_filesize",
-            "-rw_timeout", str(int(io_timeout * 1_000_000))]
+    args = [
+        "-map",
+        "0:v:0",
+        "-map",
+        "0:a:0?",
+        "-c",
+        "copy",
+        "-f",
+        "flv",
+        "-flvflags",
+        "no_duration_filesize",
+        "-rw_timeout",
+        str(int(io_timeout * 1_000_000)),
+    ]
     if send_buffer:
         args += ["-send_buffer_size", str(send_buffer)]
     return [*args, url]
 
 
-def build_push_argv(ffmpeg: str, inputs: Sequence[Path], url: str, loop: int | None = None,
-                    progress: str = "pipe:1", *, concat_list: Path | None = None,
-                    start_at: float = 0.0, io_timeout: float = DEFAULT_IO_TIMEOUT,
-                    send_buffer: int | None = DEFAULT_SEND_BUFFER,
-                    progress_period: float = 1.0) -> list[str]:
+def build_push_argv(
+    ffmpeg: str,
+    inputs: Sequence[Path],
+    url: str,
+    loop: int | None = None,
+    progress: str = "pipe:1",
+    *,
+    concat_list: Path | None = None,
+    start_at: float = 0.0,
+    io_timeout: float = DEFAULT_IO_TIMEOUT,
+    send_buffer: int | None = DEFAULT_SEND_BUFFER,
+    progress_period: float = 1.0,
+) -> list[str]:
     """argv of one copy-mode push of `inputs` (played `loop` times, None = forever) to `url`.
 
     Several inputs play gaplessly in one connection through the concat demuxer: write
@@ -135,8 +159,9 @@ def build_push_argv(ffmpeg: str, inputs: Sequence[Path], url: str, loop: int | N
     source = concat_list if concat_list is not None else Path(inputs[0])
     return [
         *build_global_args(ffmpeg),
-        *build_push_input_args(source, concat=concat_list is not None, loop=loop,
-                               start_at=start_at),
+        *build_push_input_args(
+            source, concat=concat_list is not None, loop=loop, start_at=start_at
+        ),
         *build_progress_args(progress, progress_period),
         *build_push_output_args(url, io_timeout=io_timeout, send_buffer=send_buffer),
     ]
@@ -161,14 +186,14 @@ def url_secrets(url: str, key: str | None = None) -> list[str]:
     segments = [s for s in parts.path.split("/") if s]
     found = [key] if key and len(key) >= 4 else []
     # Only key-like tails: masking a short word such as "live" everywhere would shred logs.
-    found += [t for t in (segments[-1] if len(segments) >= 2 else "", parts.query)
-              if len(t) >= 8]
+    found += [t for t in (segments[-1] if len(segments) >= 2 else "", parts.query) if len(t) >= 8]
     found += [quote(s, safe="") for s in list(found)]
     return sorted(set(found), key=len, reverse=True)
 
 
-def resume_point(position: float, duration: float | None,
-                 loop: int | None) -> tuple[float, int | None] | None:
+def resume_point(
+    position: float, duration: float | None, loop: int | None
+) -> tuple[float, int | None] | None:
     """(seek offset, plays left) to continue a playlist after `position` seconds were pushed;
     None when a finite playlist is already done."""
     if not duration or duration <= 0:
@@ -207,20 +232,36 @@ def gop_frames(plan: VideoPlan, profile: EncodeProfile) -> int:
     return max(1, round(float(plan.fps) * profile.keyframe_seconds))
 
 
-def build_prepare_argv(ffmpeg: str, src: Path, dst: Path, plan: VideoPlan,
-                       profile: EncodeProfile, *, has_audio: bool,
-                       progress: str = "pipe:1") -> list[str]:
+def build_prepare_argv(
+    ffmpeg: str,
+    src: Path,
+    dst: Path,
+    plan: VideoPlan,
+    profile: EncodeProfile,
+    *,
+    has_audio: bool,
+    progress: str = "pipe:1",
+) -> list[str]:
     """argv that normalises src into dst (MP4): H.264 CBR-ish, fixed GOP, AAC, faststart."""
     silence = ["-f", "lavfi", "-i", f"anullsrc=r={profile.audio_rate}:cl=stereo"]
     audio_map = ["-map", "0:a:0"] if has_audio else ["-map", "1:a:0", "-shortest"]
     return [
-        *build_global_args(ffmpeg, overwrite=True), "-nostdin",
-        "-i", _file(src), *([] if has_audio else silence),
+        *build_global_args(ffmpeg, overwrite=True),
+        "-nostdin",
+        "-i",
+        _file(src),
+        *([] if has_audio else silence),
         *build_progress_args(progress, 0.5),
-        "-map", "0:v:0", *audio_map,
+        "-map",
+        "0:v:0",
+        *audio_map,
         *build_video_encode_args(plan, profile),
         *build_audio_encode_args(profile),
-        "-movflags", "+faststart", "-f", "mp4", _file(dst),
+        "-movflags",
+        "+faststart",
+        "-f",
+        "mp4",
+        _file(dst),
     ]
 
 
@@ -228,28 +269,64 @@ def build_video_encode_args(plan: VideoPlan, profile: EncodeProfile) -> list[str
     """libx264 at a constant-ish bitrate with a keyframe exactly every keyframe_seconds."""
     gop, rate = gop_frames(plan, profile), f"{profile.video_kbps}k"
     return [
-        "-vf", f"scale={plan.width}:{plan.height},fps={plan.fps},format=yuv420p",
-        "-c:v", "libx264", "-preset", profile.preset, "-profile:v", "high",
-        "-b:v", rate, "-maxrate", rate, "-bufsize", rate,
-        "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
-        "-force_key_frames", f"expr:gte(t,n_forced*{_num(profile.keyframe_seconds)})",
+        "-vf",
+        f"scale={plan.width}:{plan.height},fps={plan.fps},format=yuv420p",
+        "-c:v",
+        "libx264",
+        "-preset",
+        profile.preset,
+        "-profile:v",
+        "high",
+        "-b:v",
+        rate,
+        "-maxrate",
+        rate,
+        "-bufsize",
+        rate,
+        "-g",
+        str(gop),
+        "-keyint_min",
+        str(gop),
+        "-sc_threshold",
+        "0",
+        "-force_key_frames",
+        f"expr:gte(t,n_forced*{_num(profile.keyframe_seconds)})",
     ]
 
 
 def build_audio_encode_args(profile: EncodeProfile) -> list[str]:
     """AAC-LC stereo at the profile's rate and bitrate."""
-    return ["-c:a", "aac", "-b:a", f"{profile.audio_kbps}k",
-            "-ar", str(profile.audio_rate), "-ac", "2"]
+    return [
+        "-c:a",
+        "aac",
+        "-b:a",
+        f"{profile.audio_kbps}k",
+        "-ar",
+        str(profile.audio_rate),
+        "-ac",
+        "2",
+    ]
 
 
 def build_remux_argv(ffmpeg: str, src: Path, dst: Path, *, progress: str = "pipe:1") -> list[str]:
     """argv that only rewraps an already stream-ready file as a faststart MP4."""
     return [
-        *build_global_args(ffmpeg, overwrite=True), "-nostdin",
-        "-i", _file(src),
+        *build_global_args(ffmpeg, overwrite=True),
+        "-nostdin",
+        "-i",
+        _file(src),
         *build_progress_args(progress, 0.5),
-        "-map", "0:v:0", "-map", "0:a:0", "-c", "copy",
-        "-movflags", "+faststart", "-f", "mp4", _file(dst),
+        "-map",
+        "0:v:0",
+        "-map",
+        "0:a:0",
+        "-c",
+        "copy",
+        "-movflags",
+        "+faststart",
+        "-f",
+        "mp4",
+        _file(dst),
     ]
 
 

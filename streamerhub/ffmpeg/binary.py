@@ -50,13 +50,16 @@ def find_ffmpeg(configured: str | os.PathLike[str] | None = None) -> FFmpegBinar
     bundled = _bundled_path()
     if bundled:
         return FFmpegBinary(bundled, read_version(bundled), "bundled")
-    raise FFmpegNotFound("no FFmpeg found: install ffmpeg (e.g. apt install ffmpeg), set "
-                         "[ffmpeg] path in config.toml, or reinstall the imageio-ffmpeg wheel")
+    raise FFmpegNotFound(
+        "no FFmpeg found: install ffmpeg (e.g. apt install ffmpeg), set "
+        "[ffmpeg] path in config.toml, or reinstall the imageio-ffmpeg wheel"
+    )
 
 
 def _bundled_path() -> str | None:
     try:
         import imageio_ffmpeg
+
         return str(imageio_ffmpeg.get_ffmpeg_exe())
     except (ImportError, RuntimeError):  # the wheel raises RuntimeError when it has no binary
         return None
@@ -65,15 +68,23 @@ def _bundled_path() -> str | None:
 def read_version(path: str | os.PathLike[str]) -> str:
     """Run `ffmpeg -version` and return its version token; FFmpegNotFound if it does not run."""
     try:
-        done = subprocess.run([str(path), "-hide_banner", "-version"], capture_output=True,
-                              timeout=15, check=False, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            [str(path), "-hide_banner", "-version"],
+            capture_output=True,
+            timeout=15,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise FFmpegNotFound(f"FFmpeg at {path} does not run ({exc}): fix [ffmpeg] path "
-                             "in config.toml or install ffmpeg") from exc
+        raise FFmpegNotFound(
+            f"FFmpeg at {path} does not run ({exc}): fix [ffmpeg] path "
+            "in config.toml or install ffmpeg"
+        ) from exc
     first = done.stdout.decode("utf-8", "replace").partition("\n")[0]
     if done.returncode != 0 or not first.startswith("ffmpeg version "):
-        raise FFmpegNotFound(f"{path} is not a working FFmpeg (exit code {done.returncode}, "
-                             f"said {first[:120]!r})")
+        raise FFmpegNotFound(
+            f"{path} is not a working FFmpeg (exit code {done.returncode}, said {first[:120]!r})"
+        )
     return first.split()[2]
 
 
@@ -93,15 +104,24 @@ def _child_setup(parent_pid: int) -> None:
         os._exit(1)
 
 
-async def spawn(argv: list[str], *, stdin: int | None = subprocess.PIPE,
-                stdout: int | None = subprocess.PIPE,
-                stderr: int | None = subprocess.PIPE) -> asyncio.subprocess.Process:
+async def spawn(
+    argv: list[str],
+    *,
+    stdin: int | None = subprocess.PIPE,
+    stdout: int | None = subprocess.PIPE,
+    stderr: int | None = subprocess.PIPE,
+) -> asyncio.subprocess.Process:
     """Start an FFmpeg child that dies with the daemon, in its own process group."""
     parent = os.getpid()
     try:
         return await asyncio.create_subprocess_exec(
-            *argv, stdin=stdin, stdout=stdout, stderr=stderr,
-            preexec_fn=lambda: _child_setup(parent), process_group=0)
+            *argv,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            preexec_fn=lambda: _child_setup(parent),
+            process_group=0,
+        )
     except OSError as exc:
         raise FFmpegNotFound(f"cannot start {argv[0]}: {exc}") from exc
 
@@ -109,14 +129,19 @@ async def spawn(argv: list[str], *, stdin: int | None = subprocess.PIPE,
 class StopMethod(str, Enum):
     """What it took to end a child: how polite we could stay."""
 
-    EXITED = "exited"    # it was already gone
-    QUIT = "quit"        # `q` on stdin
+    EXITED = "exited"  # it was already gone
+    QUIT = "quit"  # `q` on stdin
     SIGTERM = "sigterm"
     SIGKILL = "sigkill"
 
 
-async def stop_process(proc: asyncio.subprocess.Process, *, quit_wait: float = 3.0,
-                       term_wait: float = 3.0, kill_wait: float = 5.0) -> StopMethod:
+async def stop_process(
+    proc: asyncio.subprocess.Process,
+    *,
+    quit_wait: float = 3.0,
+    term_wait: float = 3.0,
+    kill_wait: float = 5.0,
+) -> StopMethod:
     """Stop a child: `q` on stdin → wait → SIGTERM → wait → SIGKILL; bounded, idempotent."""
     if proc.returncode is not None:
         return StopMethod.EXITED
@@ -170,7 +195,6 @@ async def run_ffmpeg(argv: list[str], *, timeout: float) -> tuple[int, str, str]
     return proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
 
 
-
 async def iter_lines(stream: asyncio.StreamReader, max_len: int = 4000) -> AsyncIterator[str]:
     """Decoded lines of a child's pipe, split on \\n or \\r, each cut to max_len characters."""
     pending = b""
@@ -179,6 +203,6 @@ async def iter_lines(stream: asyncio.StreamReader, max_len: int = 4000) -> Async
         *lines, pending = re.split(rb"\r\n|\r|\n", pending)
         for line in lines:
             yield line[:max_len].decode("utf-8", "replace")
-        pending = pending[-max_len * 4:]  # a line without end must not grow without bound
+        pending = pending[-max_len * 4 :]  # a line without end must not grow without bound
     if pending:
         yield pending[:max_len].decode("utf-8", "replace")

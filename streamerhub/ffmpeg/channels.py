@@ -28,8 +28,15 @@ class ConnectedChannels(Protocol):
 
 def channel_info(job: Job) -> dict[str, Any]:
     """The channel information a job sets: only what the user filled in."""
-    return {k: v for k, v in (("title", job.title), ("category", job.category),
-                              ("tags", list(job.tags) or None)) if v}
+    return {
+        k: v
+        for k, v in (
+            ("title", job.title),
+            ("category", job.category),
+            ("tags", list(job.tags) or None),
+        )
+        if v
+    }
 
 
 async def update_channels(jobs: JobStore, updater: ChannelUpdater | None, job: Job) -> None:
@@ -48,8 +55,9 @@ async def update_channels(jobs: JobStore, updater: ChannelUpdater | None, job: J
         log.info("channel_info_set", job=job.id, channel=channel_id, ok=ok, detail=detail)
 
 
-async def call_updater(updater: ChannelUpdater | None, channel_id: str,
-                       wanted: dict[str, Any]) -> tuple[bool, str]:
+async def call_updater(
+    updater: ChannelUpdater | None, channel_id: str, wanted: dict[str, Any]
+) -> tuple[bool, str]:
     """(ok, what happened): the updater's failure is recorded, never fatal to the job."""
     if updater is None:
         return False, "no Twitch client in this daemon: title and category not set"

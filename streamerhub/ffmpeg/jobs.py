@@ -54,14 +54,22 @@ class Job:
 
     def to_json(self, tz: dt.tzinfo, now: dt.datetime) -> dict[str, Any]:
         """The job as the API shows it, without live state."""
-        return {"id": self.id, "name": self.name, "videos": list(self.videos),
-                "loop": "forever" if self.loop is None else self.loop,
-                "title": self.title, "category": self.category, "tags": list(self.tags),
-                "schedule": self.schedule.to_json(tz), "desired": self.desired,
-                "started_at": iso(self.started_at, tz),
-                "stop_deadline": iso(self.stop_deadline, tz),
-                "next_start": iso(self.schedule.next_start(now, tz), tz),
-                "ended_reason": self.ended_reason, "created_at": iso(self.created_at, tz)}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "videos": list(self.videos),
+            "loop": "forever" if self.loop is None else self.loop,
+            "title": self.title,
+            "category": self.category,
+            "tags": list(self.tags),
+            "schedule": self.schedule.to_json(tz),
+            "desired": self.desired,
+            "started_at": iso(self.started_at, tz),
+            "stop_deadline": iso(self.stop_deadline, tz),
+            "next_start": iso(self.schedule.next_start(now, tz), tz),
+            "ended_reason": self.ended_reason,
+            "created_at": iso(self.created_at, tz),
+        }
 
 
 def _ids(value: Any, field: str) -> tuple[int, ...]:
@@ -76,7 +84,7 @@ def _loop(value: Any) -> int | None:
     if value in ("forever", None):
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidInput("loop: \"forever\" or the number of plays (1 = play once)")
+        raise InvalidInput('loop: "forever" or the number of plays (1 = play once)')
     return value
 
 
@@ -95,8 +103,10 @@ def _tags(value: Any) -> tuple[str, ...]:
         raise InvalidInput("tags: a list of at most 10 tags")
     for tag in value:
         if not isinstance(tag, str) or not TAG.match(tag):
-            raise InvalidInput(f"tags: {tag!r} is not a Twitch tag (letters and digits only, "
-                               "at most 25, no spaces)")
+            raise InvalidInput(
+                f"tags: {tag!r} is not a Twitch tag (letters and digits only, "
+                "at most 25, no spaces)"
+            )
     return tuple(dict.fromkeys(value))
 
 
@@ -104,11 +114,15 @@ def parse_job(body: Any, tz: dt.tzinfo, now: dt.datetime, partial: bool = False)
     """Validate a create request (name, videos, targets required) or an edit (any subset)."""
     check_body(body, FIELDS, REQUIRED, partial)
     checks: dict[str, Callable[[Any], Any]] = {
-        "name": lambda v: _text(v, "name", 100), "videos": lambda v: _ids(v, "videos"),
-        "targets": lambda v: tuple(dict.fromkeys(_ids(v, "targets"))), "loop": _loop,
+        "name": lambda v: _text(v, "name", 100),
+        "videos": lambda v: _ids(v, "videos"),
+        "targets": lambda v: tuple(dict.fromkeys(_ids(v, "targets"))),
+        "loop": _loop,
         "title": lambda v: _text(v, "title", 140),
-        "category": lambda v: _text(v, "category", 200), "tags": _tags,
-        "schedule": lambda v: parse_schedule(v, tz, now)}
+        "category": lambda v: _text(v, "category", 200),
+        "tags": _tags,
+        "schedule": lambda v: parse_schedule(v, tz, now),
+    }
     fields = {k: checks[k](v) for k, v in body.items()}
     if "name" in body and not fields["name"]:
         raise InvalidInput("name: give the job a name")

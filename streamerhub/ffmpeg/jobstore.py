@@ -36,27 +36,45 @@ UPDATE stream_jobs SET name = $2, loop_count = $3, title = $4, category = $5, ta
 
 
 def _job(row: asyncpg.Record) -> Job:
-    return Job(id=row["id"], name=row["name"], videos=tuple(row["video_ids"]),
-               targets=tuple(zip(row["target_ids"], row["target_desired"], strict=True)),
-               loop=row["loop_count"], title=row["title"], category=row["category"],
-               tags=tuple(row["tags"]),
-               schedule=Schedule(row["start_at"], row["stop_at"], row["duration_s"],
-                                 tuple(row["repeat_days"])),
-               desired=row["desired"], started_at=row["started_at"],
-               stop_deadline=row["stop_deadline"], last_fired_at=row["last_fired_at"],
-               ended_reason=row["ended_reason"], created_at=row["created_at"])
+    return Job(
+        id=row["id"],
+        name=row["name"],
+        videos=tuple(row["video_ids"]),
+        targets=tuple(zip(row["target_ids"], row["target_desired"], strict=True)),
+        loop=row["loop_count"],
+        title=row["title"],
+        category=row["category"],
+        tags=tuple(row["tags"]),
+        schedule=Schedule(
+            row["start_at"], row["stop_at"], row["duration_s"], tuple(row["repeat_days"])
+        ),
+        desired=row["desired"],
+        started_at=row["started_at"],
+        stop_deadline=row["stop_deadline"],
+        last_fired_at=row["last_fired_at"],
+        ended_reason=row["ended_reason"],
+        created_at=row["created_at"],
+    )
 
 
 def _columns(fields: dict[str, Any], base: Job | None = None) -> list[Any]:
     """Values for name … repeat_days ($2 … $10 of _UPDATE): edited fields over `base`'s."""
+
     def pick(name: str, default: Any) -> Any:
         return fields[name] if name in fields else default
 
     schedule = pick("schedule", base.schedule if base else Schedule())
-    return [pick("name", base and base.name), pick("loop", base.loop if base else 1),
-            pick("title", base and base.title), pick("category", base and base.category),
-            list(pick("tags", base.tags if base else ())), schedule.start_at, schedule.stop_at,
-            schedule.duration_s, list(schedule.days)]
+    return [
+        pick("name", base and base.name),
+        pick("loop", base.loop if base else 1),
+        pick("title", base and base.title),
+        pick("category", base and base.category),
+        list(pick("tags", base.tags if base else ())),
+        schedule.start_at,
+        schedule.stop_at,
+        schedule.duration_s,
+        list(schedule.days),
+    ]
 
 
 class JobStore:
@@ -81,7 +99,8 @@ class JobStore:
     async def scheduled(self) -> list[Job]:
         """The jobs the scheduler looks at: with a start time or a stop deadline."""
         rows = await self.db.pool.fetch(
-            _SELECT + " WHERE j.start_at IS NOT NULL OR j.stop_deadline IS NOT NULL ORDER BY j.id")
+            _SELECT + " WHERE j.start_at IS NOT NULL OR j.stop_deadline IS NOT NULL ORDER BY j.id"
+        )
         return [_job(r) for r in rows]
 
     async def create(self, body: Any) -> Job:
@@ -98,8 +117,9 @@ class JobStore:
         job = await self.get(job_id)
         locked = sorted(set(fields) - EDITABLE_WHILE_RUNNING)
         if job.running and locked:
-            raise Conflict(f"{locked[0]}: stop the job before changing its playlist, targets "
-                           "or loop")
+            raise Conflict(
+                f"{locked[0]}: stop the job before changing its playlist, targets or loop"
+            )
         async with self.db.pool.acquire() as conn, conn.transaction():
             await conn.execute(_UPDATE, job_id, *_columns(fields, job), "schedule" in fields)
             if "videos" in fields or "targets" in fields:
@@ -112,80 +132,132 @@ class JobStore:
         if done.endswith(" 0"):
             raise NotFound(f"no job with id {job_id}")
 
-    async def set_running(self, job_id: int, deadline: dt.datetime | None,
-                          fired: dt.datetime | None = None) -> None:
+    async def set_running(
+        self, job_id: int, deadline: dt.datetime | None, fired: dt.datetime | None = None
+    ) -> None:
         """Desired state 'running' for the job and every one of its targets."""
         async with self.db.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 "UPDATE stream_jobs SET desired = 'running', started_at = now(), "
                 "stop_deadline = $2, last_fired_at = COALESCE($3, last_fired_at), "
-                "ended_reason = NULL, updated_at = now() WHERE id = $1", job_id, deadline, fired)
-            await conn.execute("UPDATE stream_job_targets SET desired = 'running' "
-                               "WHERE job_id = $1", job_id)
+                "ended_reason = NULL, updated_at = now() WHERE id = $1",
+                job_id,
+                deadline,
+                fired,
+            )
+            await conn.execute(
+                "UPDATE stream_job_targets SET desired = 'running' WHERE job_id = $1", job_id
+            )
 
     async def set_stopped(self, job_id: int, reason: str) -> None:
         """Desired state 'stopped', with the reason shown on the dashboard."""
         await self.db.pool.execute(
             "UPDATE stream_jobs SET desired = 'stopped', stop_deadline = NULL, ended_reason = $2,"
-            " updated_at = now() WHERE id = $1", job_id, reason)
+            " updated_at = now() WHERE id = $1",
+            job_id,
+            reason,
+        )
 
-    async def mark_fired(self, job_id: int, fired: dt.datetime,
-                         deadline: dt.datetime | None) -> None:
+    async def mark_fired(
+        self, job_id: int, fired: dt.datetime, deadline: dt.datetime | None
+    ) -> None:
         """Remember an occurrence as handled; a run without a deadline gets the window's end."""
         await self.db.pool.execute(
             "UPDATE stream_jobs SET last_fired_at = $2, stop_deadline = CASE WHEN desired = "
-            "'running' THEN COALESCE(stop_deadline, $3) END WHERE id = $1", job_id, fired,
-            deadline)
+            "'running' THEN COALESCE(stop_deadline, $3) END WHERE id = $1",
+            job_id,
+            fired,
+            deadline,
+        )
 
     async def set_target_desired(self, job_id: int, target_id: int, desired: str) -> None:
         """Desired state of one target of a job."""
         done = await self.db.pool.execute(
             "UPDATE stream_job_targets SET desired = $3 WHERE job_id = $1 AND target_id = $2",
-            job_id, target_id, desired)
+            job_id,
+            target_id,
+            desired,
+        )
         if done.endswith(" 0"):
             raise NotFound(f"target {target_id} is not part of job {job_id}")
 
     # ----------------------------------------------------------------------------- history
 
-    async def record_run(self, job_id: int, target_id: int, started: float, ended: float,
-                         exit_code: int | None, failure_class: str | None, error: str | None,
-                         stderr_tail: str) -> None:
+    async def record_run(
+        self,
+        job_id: int,
+        target_id: int,
+        started: float,
+        ended: float,
+        exit_code: int | None,
+        failure_class: str | None,
+        error: str | None,
+        stderr_tail: str,
+    ) -> None:
         """One finished FFmpeg child (wall-clock seconds); stderr_tail already redacted."""
         await self.db.pool.execute(
             "INSERT INTO stream_runs (job_id, target_id, started_at, ended_at, exit_code, "
             "failure_class, error, stderr_tail) VALUES ($1, $2, to_timestamp($3), "
-            "to_timestamp($4), $5, $6, $7, $8)", job_id, target_id, started, ended, exit_code,
-            failure_class, error, stderr_tail)
+            "to_timestamp($4), $5, $6, $7, $8)",
+            job_id,
+            target_id,
+            started,
+            ended,
+            exit_code,
+            failure_class,
+            error,
+            stderr_tail,
+        )
 
     async def runs(self, job_id: int, limit: int = 20) -> list[dict[str, Any]]:
         """The job's latest finished runs, newest first."""
         rows = await self.db.pool.fetch(
             "SELECT id, target_id, started_at, ended_at, exit_code, failure_class, error, "
             "stderr_tail FROM stream_runs WHERE job_id = $1 ORDER BY id DESC LIMIT $2",
-            job_id, limit)
-        return [{**dict(r), "started_at": iso(r["started_at"], self.tz),
-                 "ended_at": iso(r["ended_at"], self.tz)} for r in rows]
+            job_id,
+            limit,
+        )
+        return [
+            {
+                **dict(r),
+                "started_at": iso(r["started_at"], self.tz),
+                "ended_at": iso(r["ended_at"], self.tz),
+            }
+            for r in rows
+        ]
 
     async def linked_channels(self, target_ids: Sequence[int]) -> Sequence[tuple[int, str]]:
         """(target id, channel id) of targets linked to a Twitch channel; whether that channel
         is connected is the bot's to say (ffmpeg/channels.py asks it)."""
         rows = await self.db.pool.fetch(
             "SELECT id, channel_id FROM stream_targets WHERE id = ANY($1) "
-            "AND channel_id IS NOT NULL ORDER BY id", target_ids)
+            "AND channel_id IS NOT NULL ORDER BY id",
+            target_ids,
+        )
         return [(r["id"], r["channel_id"]) for r in rows]
 
-    async def record_channel_update(self, job_id: int, channel_id: str,
-                                    requested: dict[str, Any], ok: bool, detail: str) -> None:
+    async def record_channel_update(
+        self, job_id: int, channel_id: str, requested: dict[str, Any], ok: bool, detail: str
+    ) -> None:
         """What a job start asked of a Twitch channel and how it went."""
         await self.db.pool.execute(
             "INSERT INTO stream_channel_updates (job_id, channel_id, requested, ok, detail) "
-            "VALUES ($1, $2, $3, $4, $5)", job_id, channel_id, requested, ok, detail)
+            "VALUES ($1, $2, $3, $4, $5)",
+            job_id,
+            channel_id,
+            requested,
+            ok,
+            detail,
+        )
 
     async def channel_updates(self, job_id: int, limit: int = 10) -> list[dict[str, Any]]:
         """The job's latest Twitch channel updates, newest first."""
         rows = await self.db.pool.fetch(
             "SELECT channel_id, requested, ok, detail, at FROM stream_channel_updates "
-            "WHERE job_id = $1 ORDER BY id DESC LIMIT $2", job_id, limit)
+            "WHERE job_id = $1 ORDER BY id DESC LIMIT $2",
+            job_id,
+            limit,
+        )
         return [{**dict(r), "at": iso(r["at"], self.tz)} for r in rows]
 
     # Last in the class: a method named `list` shadows the builtin in annotations after it.
@@ -197,21 +269,27 @@ class JobStore:
 async def _replace_items(conn: asyncpg.Connection, job: Job, fields: dict[str, Any]) -> None:
     await conn.execute("DELETE FROM stream_job_videos WHERE job_id = $1", job.id)
     await conn.execute("DELETE FROM stream_job_targets WHERE job_id = $1", job.id)
-    await _write_items(conn, job.id, fields.get("videos", job.videos),
-                       fields.get("targets", [t for t, _ in job.targets]))
+    await _write_items(
+        conn,
+        job.id,
+        fields.get("videos", job.videos),
+        fields.get("targets", [t for t, _ in job.targets]),
+    )
 
 
 async def _write_items(conn: asyncpg.Connection, job_id: int, videos: Any, targets: Any) -> None:
     try:
         await conn.executemany(
             "INSERT INTO stream_job_videos (job_id, position, video_id) VALUES ($1, $2, $3)",
-            [(job_id, i, v) for i, v in enumerate(videos)])
+            [(job_id, i, v) for i, v in enumerate(videos)],
+        )
     except asyncpg.ForeignKeyViolationError:
         raise InvalidInput("videos: one of the ids is not a video in the library") from None
     try:
         await conn.executemany(
             "INSERT INTO stream_job_targets (job_id, target_id) VALUES ($1, $2)",
-            [(job_id, t) for t in targets])
+            [(job_id, t) for t in targets],
+        )
     except asyncpg.ForeignKeyViolationError:
         raise InvalidInput("targets: one of the ids is not a target") from None
 
@@ -254,5 +332,15 @@ class RunHistory:
     async def runs_between(self, start: dt.datetime, end: dt.datetime) -> list[RunSummary]:
         """Runs that overlap [start, end) (a running one counts until now), by start time."""
         rows = await self.db.pool.fetch(RUNS_BETWEEN, start, end)
-        return [RunSummary(r["job"], r["target"], r["started_at"], r["ended_at"],
-                           r["failure_class"], r["error"], r["nth"]) for r in rows]
+        return [
+            RunSummary(
+                r["job"],
+                r["target"],
+                r["started_at"],
+                r["ended_at"],
+                r["failure_class"],
+                r["error"],
+                r["nth"],
+            )
+            for r in rows
+        ]

@@ -64,14 +64,22 @@ class Video:
     progress: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "label": self.label, "source": self.source,
-                "size_bytes": self.size_bytes, "status": self.status, "reason": self.reason,
-                "progress": self.progress, "probe": _public_probe(self.probe),
-                "profile": {"video_kbps": self.video_kbps, "audio_kbps": self.audio_kbps},
-                "prepared": None if self.prepared_mode is None else {
-                    "mode": self.prepared_mode, "probe": _public_probe(self.prepared_probe)},
-                "created_at": self.created_at.isoformat(),
-                "updated_at": self.updated_at.isoformat()}
+        return {
+            "id": self.id,
+            "label": self.label,
+            "source": self.source,
+            "size_bytes": self.size_bytes,
+            "status": self.status,
+            "reason": self.reason,
+            "progress": self.progress,
+            "probe": _public_probe(self.probe),
+            "profile": {"video_kbps": self.video_kbps, "audio_kbps": self.audio_kbps},
+            "prepared": None
+            if self.prepared_mode is None
+            else {"mode": self.prepared_mode, "probe": _public_probe(self.prepared_probe)},
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+        }
 
 
 def _public_probe(data: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -87,8 +95,9 @@ def probe_to_json(media: MediaProbe) -> dict[str, Any]:
 
 def probe_from_json(data: dict[str, Any]) -> MediaProbe:
     audio = AudioInfo(**data["audio"]) if data.get("audio") else None
-    return MediaProbe(**{**data, "path": Path(data["path"]), "video": VideoInfo(**data["video"]),
-                         "audio": audio})
+    return MediaProbe(
+        **{**data, "path": Path(data["path"]), "video": VideoInfo(**data["video"]), "audio": audio}
+    )
 
 
 def safe_label(name: str | None) -> str:
@@ -105,8 +114,11 @@ def _extension(label: str) -> str:
 
 def parse_profile(body: Any, default: EncodeProfile) -> EncodeProfile:
     """video_kbps / audio_kbps from a request, checked by EncodeProfile's own bounds."""
-    values = {k: body[k] for k in ("video_kbps", "audio_kbps") if isinstance(body, dict) and
-              body.get(k) is not None}
+    values = {
+        k: body[k]
+        for k in ("video_kbps", "audio_kbps")
+        if isinstance(body, dict) and body.get(k) is not None
+    }
     for key, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int):
             raise InvalidInput(f"{key}: must be a whole number of kbit/s")
@@ -116,16 +128,25 @@ def parse_profile(body: Any, default: EncodeProfile) -> EncodeProfile:
         raise InvalidInput(str(exc)) from None
 
 
-_COLUMNS = ("id, label, source, path, size_bytes, status, reason, probe, video_kbps, audio_kbps, "
-            "prepared_path, prepared_mode, prepared_probe, created_at, updated_at")
+_COLUMNS = (
+    "id, label, source, path, size_bytes, status, reason, probe, video_kbps, audio_kbps, "
+    "prepared_path, prepared_mode, prepared_probe, created_at, updated_at"
+)
 
 
 class Library:
     """Videos on disk and in PostgreSQL, plus the preparation queue (one video at a time)."""
 
-    def __init__(self, db: Database, data_dir: Path, ffmpeg: FFmpegBinary | str, *,
-                 max_upload_bytes: int, profile: EncodeProfile = DEFAULT_PROFILE,
-                 publish: Publish | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        data_dir: Path,
+        ffmpeg: FFmpegBinary | str,
+        *,
+        max_upload_bytes: int,
+        profile: EncodeProfile = DEFAULT_PROFILE,
+        publish: Publish | None = None,
+    ) -> None:
         self.db = db
         self.data_dir = data_dir
         self.folder = data_dir / VIDEOS_DIR
@@ -146,9 +167,11 @@ class Library:
         (self.folder / ".incoming").mkdir(parents=True, exist_ok=True, mode=0o700)
         for part in (self.folder / ".incoming").glob("*.part"):
             part.unlink(missing_ok=True)  # uploads cut short by a stop
-        rows = await self.db.pool.fetch("SELECT id FROM videos WHERE status IN "
-                                        "('uploaded', 'probing', 'preparing') AND reason IS NULL "
-                                        "ORDER BY id")
+        rows = await self.db.pool.fetch(
+            "SELECT id FROM videos WHERE status IN "
+            "('uploaded', 'probing', 'preparing') AND reason IS NULL "
+            "ORDER BY id"
+        )
         for row in rows:
             self._enqueue(row["id"])
         self._worker = asyncio.create_task(self._work(), name="video-prepare-queue")
@@ -162,8 +185,9 @@ class Library:
 
     # ----------------------------------------------------------------------------- intake
 
-    async def store_upload(self, filename: str | None, chunks: AsyncIterable[bytes],
-                           body: Any = None) -> Video:
+    async def store_upload(
+        self, filename: str | None, chunks: AsyncIterable[bytes], body: Any = None
+    ) -> Video:
         """Stream an upload to disk under a generated name, then queue it for probing."""
         profile = parse_profile(body, self.profile)
         label = safe_label(filename)
@@ -182,9 +206,11 @@ class Library:
                 async for chunk in chunks:
                     size += len(chunk)
                     if size > self.max_upload_bytes:
-                        raise TooLarge(f"file: larger than the upload limit of "
-                                       f"{_human(self.max_upload_bytes)} ([ffmpeg] "
-                                       "max_upload_bytes); import it by path instead")
+                        raise TooLarge(
+                            f"file: larger than the upload limit of "
+                            f"{_human(self.max_upload_bytes)} ([ffmpeg] "
+                            "max_upload_bytes); import it by path instead"
+                        )
                     out.write(chunk)
                 out.flush()
                 os.fsync(out.fileno())
@@ -215,15 +241,23 @@ class Library:
         if not os.access(resolved, os.R_OK):
             raise InvalidInput(f"path: no permission to read {path}")
         label = safe_label(body.get("label") or resolved.name)
-        return await self._add(label, "import", str(resolved), size,
-                               parse_profile(body, self.profile))
+        return await self._add(
+            label, "import", str(resolved), size, parse_profile(body, self.profile)
+        )
 
-    async def _add(self, label: str, source: str, path: str, size: int,
-                   profile: EncodeProfile) -> Video:
+    async def _add(
+        self, label: str, source: str, path: str, size: int, profile: EncodeProfile
+    ) -> Video:
         row = await self.db.pool.fetchrow(
             f"INSERT INTO videos (label, source, path, size_bytes, video_kbps, audio_kbps) "
             f"VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_COLUMNS}",
-            label, source, path, size, profile.video_kbps, profile.audio_kbps)
+            label,
+            source,
+            path,
+            size,
+            profile.video_kbps,
+            profile.audio_kbps,
+        )
         video = Video(**row)
         log.info("video_added", video=video.id, label=label, source=source, size_bytes=size)
         self._enqueue(video.id)
@@ -251,12 +285,16 @@ class Library:
         for video in videos:
             if video.status != "ready" or not video.prepared_path:
                 detail = f": {video.reason}" if video.reason else ""
-                raise InvalidInput(f"video {video.id} ({video.label}) is not ready to stream "
-                                   f"(status {video.status}{detail})")
+                raise InvalidInput(
+                    f"video {video.id} ({video.label}) is not ready to stream "
+                    f"(status {video.status}{detail})"
+                )
         issues = playlist_issues([probe_from_json(v.prepared_probe or {}) for v in videos])
         if issues:
-            raise InvalidInput("a playlist plays without re-encoding, so its videos must share "
-                               f"size, frame rate and audio format: {issues[0]}")
+            raise InvalidInput(
+                "a playlist plays without re-encoding, so its videos must share "
+                f"size, frame rate and audio format: {issues[0]}"
+            )
         return [self.data_dir / v.prepared_path for v in videos if v.prepared_path]
 
     # ----------------------------------------------------------------------------- actions
@@ -270,7 +308,10 @@ class Library:
         await self.db.pool.execute(
             "UPDATE videos SET status = 'uploaded', reason = NULL, video_kbps = $2, "
             "audio_kbps = $3, updated_at = now() WHERE id = $1",
-            video_id, profile.video_kbps, profile.audio_kbps)
+            video_id,
+            profile.video_kbps,
+            profile.audio_kbps,
+        )
         self._enqueue(video_id)
         return await self.get(video_id)
 
@@ -290,7 +331,9 @@ class Library:
         video = await self.get(video_id)
         jobs = await self.db.pool.fetch(
             "SELECT DISTINCT j.id, j.name FROM stream_job_videos v JOIN stream_jobs j "
-            "ON j.id = v.job_id WHERE v.video_id = $1 ORDER BY j.id", video_id)
+            "ON j.id = v.job_id WHERE v.video_id = $1 ORDER BY j.id",
+            video_id,
+        )
         if jobs:
             names = ", ".join(f"{r['id']} ({r['name']})" for r in jobs)
             raise Conflict(f"video {video_id} is used by job {names}: remove it there first")
@@ -345,11 +388,13 @@ class Library:
             media = await probe(self.ffmpeg, source)
         except ProbeError as exc:
             log.info("video_rejected", video=video_id, reason=exc.reason)
-            await self._set(video_id, "rejected", reason=redact(str(exc)).replace(
-                source.name, video.label))
+            await self._set(
+                video_id, "rejected", reason=redact(str(exc)).replace(source.name, video.label)
+            )
             return
-        await self.db.pool.execute("UPDATE videos SET probe = $2 WHERE id = $1", video_id,
-                                   probe_to_json(media))
+        await self.db.pool.execute(
+            "UPDATE videos SET probe = $2 WHERE id = $1", video_id, probe_to_json(media)
+        )
         await self._prepare(video, source, media)
 
     async def _prepare(self, video: Video, source: Path, media: MediaProbe) -> None:
@@ -360,15 +405,25 @@ class Library:
             dst = self.folder / f"import-{video.id}-{video.video_kbps}k.mp4"
         profile = EncodeProfile(video.video_kbps, video.audio_kbps)
         try:
-            done = await prepare(self.ffmpeg, source, dst, profile, source=media,
-                                 on_progress=lambda f: self._on_progress(video.id, f))
+            done = await prepare(
+                self.ffmpeg,
+                source,
+                dst,
+                profile,
+                source=media,
+                on_progress=lambda f: self._on_progress(video.id, f),
+            )
         except (PrepareError, ProbeError) as exc:
             await self._set(video.id, "rejected", reason=f"preparation failed: {redact(str(exc))}")
             return
         await self.db.pool.execute(
             "UPDATE videos SET status = 'ready', reason = NULL, prepared_path = $2, "
             "prepared_mode = $3, prepared_probe = $4, updated_at = now() WHERE id = $1",
-            video.id, str(dst.relative_to(self.data_dir)), done.mode, probe_to_json(done.probe))
+            video.id,
+            str(dst.relative_to(self.data_dir)),
+            done.mode,
+            probe_to_json(done.probe),
+        )
         log.info("video_ready", video=video.id, mode=done.mode, seconds=done.seconds)
         self.publish({"type": "video", "id": video.id, "status": "ready"})
 
@@ -378,7 +433,10 @@ class Library:
     async def _set(self, video_id: int, status: str, reason: str | None = None) -> None:
         await self.db.pool.execute(
             "UPDATE videos SET status = $2, reason = $3, updated_at = now() WHERE id = $1",
-            video_id, status, reason)
+            video_id,
+            status,
+            reason,
+        )
         self.publish({"type": "video", "id": video_id, "status": status, "reason": reason})
 
 

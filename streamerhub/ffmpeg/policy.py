@@ -29,13 +29,13 @@ def send_buffer_for(bitrate_kbps: float | None, seconds: float = 1.0) -> int:
 
 @dataclass(frozen=True)
 class RunnerTiming:
-    stall_after: float = 10.0      # no out_time advance for this long → kill and restart
-    progress_period: float = 1.0   # -stats_period
-    io_timeout: float = 10.0       # -rw_timeout: FFmpeg's own bound on a blocked socket
+    stall_after: float = 10.0  # no out_time advance for this long → kill and restart
+    progress_period: float = 1.0  # -stats_period
+    io_timeout: float = 10.0  # -rw_timeout: FFmpeg's own bound on a blocked socket
     send_buffer: int | None = MAX_SEND_BUFFER  # bounded; per job: send_buffer_for(bitrate)
-    quit_wait: float = 3.0         # stop(): q → wait → SIGTERM → wait → SIGKILL
+    quit_wait: float = 3.0  # stop(): q → wait → SIGTERM → wait → SIGKILL
     term_wait: float = 3.0
-    stall_quit_wait: float = 1.0   # after a stall the child is usually wedged: shorter waits
+    stall_quit_wait: float = 1.0  # after a stall the child is usually wedged: shorter waits
     stall_term_wait: float = 2.0
 
     def stop_waits(self, stalled: bool) -> tuple[float, float]:
@@ -48,13 +48,13 @@ class RunnerTiming:
 @dataclass(frozen=True)
 class RestartPolicy:
     backoff_initial: float = 1.0
-    backoff_max: float = 8.0          # with jitter ≤ 9.6 s: live again ≤ ~12 s after the ingest
-    jitter: float = 0.2               # ± this fraction of each delay
+    backoff_max: float = 8.0  # with jitter ≤ 9.6 s: live again ≤ ~12 s after the ingest
+    jitter: float = 0.2  # ± this fraction of each delay
     key_rejected_initial: float = 60.0  # a wrong key is not a blip: do not hammer the ingest
     key_rejected_max: float = 600.0
-    breaker_restarts: int = 5         # more than this many crashes…
-    breaker_window: float = 300.0     # …within this many seconds → failed
-    healthy_after: float = 30.0       # a run live this long resets the backoff and is no crash
+    breaker_restarts: int = 5  # more than this many crashes…
+    breaker_window: float = 300.0  # …within this many seconds → failed
+    healthy_after: float = 30.0  # a run live this long resets the backoff and is no crash
 
     def delay(self, failure: FailureClass, streak: int, rand: float) -> float:
         """Seconds to wait before attempt `streak` (1 = first retry) after `failure`."""

@@ -55,11 +55,16 @@ class PreparedMedia:
     seconds: float  # wall-clock time it took
 
 
-async def prepare(ffmpeg: FFmpegBinary | str, src: Path, dst: Path,
-                  profile: EncodeProfile = DEFAULT_PROFILE, *,
-                  source: MediaProbe | None = None,
-                  on_progress: ProgressCallback | None = None,
-                  force_encode: bool = False) -> PreparedMedia:
+async def prepare(
+    ffmpeg: FFmpegBinary | str,
+    src: Path,
+    dst: Path,
+    profile: EncodeProfile = DEFAULT_PROFILE,
+    *,
+    source: MediaProbe | None = None,
+    on_progress: ProgressCallback | None = None,
+    force_encode: bool = False,
+) -> PreparedMedia:
     """Make dst a stream-ready MP4 of src; on_progress gets 0..1 as it goes."""
     started = time.monotonic()
     exe = ffmpeg_path(ffmpeg)
@@ -67,10 +72,18 @@ async def prepare(ffmpeg: FFmpegBinary | str, src: Path, dst: Path,
     reasons = tuple(compliance_issues(source, profile))
     encode = force_encode or bool(reasons)
     tmp = dst.with_name(f".{dst.name}.{secrets.token_hex(4)}.part")
-    argv = (build_prepare_argv(exe, src, tmp, plan_video(source.video.width,
-            source.video.height, source.video.fps, profile), profile,
-            has_audio=source.audio is not None)
-            if encode else build_remux_argv(exe, src, tmp))
+    argv = (
+        build_prepare_argv(
+            exe,
+            src,
+            tmp,
+            plan_video(source.video.width, source.video.height, source.video.fps, profile),
+            profile,
+            has_audio=source.audio is not None,
+        )
+        if encode
+        else build_remux_argv(exe, src, tmp)
+    )
     try:
         await run_with_progress(argv, source.duration, on_progress)
         result = await probe(exe, tmp)
@@ -81,19 +94,26 @@ async def prepare(ffmpeg: FFmpegBinary | str, src: Path, dst: Path,
         tmp.unlink(missing_ok=True)
     if on_progress:
         on_progress(1.0)
-    return PreparedMedia(dst, "encode" if encode else "remux", reasons,
-                         replace(result, path=dst), round(time.monotonic() - started, 3))
+    return PreparedMedia(
+        dst,
+        "encode" if encode else "remux",
+        reasons,
+        replace(result, path=dst),
+        round(time.monotonic() - started, 3),
+    )
 
 
-async def run_with_progress(argv: list[str], duration: float | None,
-                            on_progress: ProgressCallback | None) -> None:
+async def run_with_progress(
+    argv: list[str], duration: float | None, on_progress: ProgressCallback | None
+) -> None:
     """Run one FFmpeg job to completion, reporting out_time/duration; PrepareError on failure."""
     proc = await spawn(argv, stdin=subprocess.DEVNULL)
     tail: deque[str] = deque(maxlen=100)
     try:
         assert proc.stdout is not None and proc.stderr is not None
-        await asyncio.gather(_report(proc.stdout, duration, on_progress),
-                             _collect(proc.stderr, tail))
+        await asyncio.gather(
+            _report(proc.stdout, duration, on_progress), _collect(proc.stderr, tail)
+        )
         code = await proc.wait()
     finally:  # cancelled, or a callback raised: the child must not outlive us
         await stop_process(proc, quit_wait=0, term_wait=2.0)
@@ -102,8 +122,9 @@ async def run_with_progress(argv: list[str], duration: float | None,
         raise PrepareError(f"FFmpeg failed (exit code {code}): {redact(reason)}")
 
 
-async def _report(stdout: asyncio.StreamReader, duration: float | None,
-                  on_progress: ProgressCallback | None) -> None:
+async def _report(
+    stdout: asyncio.StreamReader, duration: float | None, on_progress: ProgressCallback | None
+) -> None:
     parser, reported = ProgressParser(), -1.0
     async for line in iter_lines(stdout):
         block = parser.feed(line)
@@ -127,4 +148,3 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-

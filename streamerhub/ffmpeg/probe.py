@@ -90,41 +90,91 @@ class InputInfo:
 # --------------------------------------------------------------------------------- probing
 
 
-async def probe(ffmpeg: FFmpegBinary | str, path: Path, *,
-                keyframe_window: float = KEYFRAME_WINDOW, timeout: float = 60.0) -> MediaProbe:
+async def probe(
+    ffmpeg: FFmpegBinary | str,
+    path: Path,
+    *,
+    keyframe_window: float = KEYFRAME_WINDOW,
+    timeout: float = 60.0,
+) -> MediaProbe:
     """Probe a file; ProbeError (with a reason a user understands) when it cannot be streamed."""
     path = Path(path).absolute()
     size = _size_or_raise(path)
     exe = ffmpeg_path(ffmpeg)
     try:
-        _, _, banner = await run_ffmpeg([exe, "-hide_banner", "-nostdin", "-i", str(path)],
-                                        timeout=timeout)
+        _, _, banner = await run_ffmpeg(
+            [exe, "-hide_banner", "-nostdin", "-i", str(path)], timeout=timeout
+        )
         info = parse_input_info(banner)
         if info is None:
             raise _unreadable(path, banner)
         video = _video_or_raise(path, info)
         frames, tail = await asyncio.gather(
             run_ffmpeg(build_keyframe_scan_argv(exe, path, keyframe_window), timeout=timeout),
-            run_ffmpeg(build_tail_check_argv(exe, path, info.duration), timeout=timeout))
+            run_ffmpeg(build_tail_check_argv(exe, path, info.duration), timeout=timeout),
+        )
     except asyncio.TimeoutError:
-        raise ProbeError("timeout", f"{path.name}: FFmpeg took longer than {timeout:.0f} s "
-                         "to read it; the file or its disk may be damaged") from None
+        raise ProbeError(
+            "timeout",
+            f"{path.name}: FFmpeg took longer than {timeout:.0f} s "
+            "to read it; the file or its disk may be damaged",
+        ) from None
     _raise_if_corrupt(path, frames[2] + tail[2])
-    return MediaProbe(path, size, info.container, info.duration, info.bitrate_kbps, video,
-                      info.audio, keyframe_gap(parse_keyframe_times(frames[1])))
+    return MediaProbe(
+        path,
+        size,
+        info.container,
+        info.duration,
+        info.bitrate_kbps,
+        video,
+        info.audio,
+        keyframe_gap(parse_keyframe_times(frames[1])),
+    )
 
 
 def build_keyframe_scan_argv(ffmpeg: str, path: Path, window: float) -> list[str]:
     """One line per video packet of the first `window` seconds, keyframes unflagged."""
-    return [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-i", str(path),
-            "-map", "0:v:0", "-c", "copy", "-t", str(window), "-f", "framecrc", "-"]
+    return [
+        ffmpeg,
+        "-hide_banner",
+        "-nostdin",
+        "-v",
+        "error",
+        "-i",
+        str(path),
+        "-map",
+        "0:v:0",
+        "-c",
+        "copy",
+        "-t",
+        str(window),
+        "-f",
+        "framecrc",
+        "-",
+    ]
 
 
 def build_tail_check_argv(ffmpeg: str, path: Path, duration: float | None) -> list[str]:
     """Read (not decode) the last seconds of every stream; errors mean a damaged file."""
     start = max(0.0, (duration or 0.0) - TAIL_SECONDS)
-    return [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-ss", f"{start:.3f}",
-            "-i", str(path), "-map", "0", "-c", "copy", "-f", "null", "-"]
+    return [
+        ffmpeg,
+        "-hide_banner",
+        "-nostdin",
+        "-v",
+        "error",
+        "-ss",
+        f"{start:.3f}",
+        "-i",
+        str(path),
+        "-map",
+        "0",
+        "-c",
+        "copy",
+        "-f",
+        "null",
+        "-",
+    ]
 
 
 def _size_or_raise(path: Path) -> int:
@@ -145,30 +195,41 @@ def _unreadable(path: Path, banner: str) -> ProbeError:
     if "misdetection possible" in banner:  # FFmpeg only guessed the format from the name
         return ProbeError("not_media", f"{path.name}: not a video file FFmpeg can read")
     if "moov atom not found" in banner:
-        return ProbeError("truncated", f"{path.name}: the MP4 is incomplete (no index, "
-                          "'moov atom not found'): the upload or recording was cut short")
-    return ProbeError("not_media", f"{path.name}: FFmpeg cannot open it "
-                      f"({_last_message(banner) or 'unknown format'})")
+        return ProbeError(
+            "truncated",
+            f"{path.name}: the MP4 is incomplete (no index, "
+            "'moov atom not found'): the upload or recording was cut short",
+        )
+    return ProbeError(
+        "not_media",
+        f"{path.name}: FFmpeg cannot open it ({_last_message(banner) or 'unknown format'})",
+    )
 
 
 def _video_or_raise(path: Path, info: InputInfo) -> VideoInfo:
     if info.video is not None:
         return info.video
     if info.audio is not None:
-        raise ProbeError("no_video", f"{path.name}: audio only ({info.audio.codec}); "
-                         "a stream needs a video track")
+        raise ProbeError(
+            "no_video",
+            f"{path.name}: audio only ({info.audio.codec}); a stream needs a video track",
+        )
     raise ProbeError("no_video", f"{path.name}: no video track")
 
 
-_CORRUPT = re.compile(r"partial file|Invalid NAL|corrupt|truncat|Invalid data|"
-                      r"error reading|Packet mismatch|missing picture", re.I)
+_CORRUPT = re.compile(
+    r"partial file|Invalid NAL|corrupt|truncat|Invalid data|"
+    r"error reading|Packet mismatch|missing picture",
+    re.I,
+)
 
 
 def _raise_if_corrupt(path: Path, stderr: str) -> None:
     bad = [text for _, text in map(split_log_line, stderr.splitlines()) if _CORRUPT.search(text)]
     if bad:
-        raise ProbeError("truncated", f"{path.name}: the file is truncated or damaged "
-                         f"({bad[0].strip()[:160]})")
+        raise ProbeError(
+            "truncated", f"{path.name}: the file is truncated or damaged ({bad[0].strip()[:160]})"
+        )
 
 
 def _last_message(stderr: str) -> str | None:
@@ -216,8 +277,9 @@ def parse_video_stream(rest: str) -> VideoInfo | None:
         return None
     pix_fmt = parts[1].split("(")[0].strip() if len(parts) > 1 else None
     fps = _rate(parts, "fps") or _rate(parts, "tbr")
-    return VideoInfo(codec, profile, pix_fmt, int(size.group(1)), int(size.group(2)), fps,
-                     _kbps(parts))
+    return VideoInfo(
+        codec, profile, pix_fmt, int(size.group(1)), int(size.group(2)), fps, _kbps(parts)
+    )
 
 
 def parse_audio_stream(rest: str) -> AudioInfo:
@@ -347,11 +409,23 @@ def complies(media: MediaProbe, profile: EncodeProfile) -> bool:
 
 def playlist_issues(items: Sequence[MediaProbe]) -> list[str]:
     """Why these files cannot be played back to back in one copy-mode push (empty: they can)."""
+
     def shape(m: MediaProbe) -> tuple[object, ...]:
         a = m.audio
-        return (m.video.codec, m.video.width, m.video.height, m.video.fps, m.video.pix_fmt,
-                a and a.codec, a and a.sample_rate, a and a.channels)
+        return (
+            m.video.codec,
+            m.video.width,
+            m.video.height,
+            m.video.fps,
+            m.video.pix_fmt,
+            a and a.codec,
+            a and a.sample_rate,
+            a and a.channels,
+        )
 
     first = items[0] if items else None
-    return [f"{m.path.name} differs from {first.path.name}: {shape(m)} vs {shape(first)}"
-            for m in items[1:] if first is not None and shape(m) != shape(first)]
+    return [
+        f"{m.path.name} differs from {first.path.name}: {shape(m)} vs {shape(first)}"
+        for m in items[1:]
+        if first is not None and shape(m) != shape(first)
+    ]

@@ -111,22 +111,43 @@ class FailureClass(str, Enum):
 # First match wins, in this order: a refusal by the server says more than the I/O error that
 # follows it, and a DNS failure is reported by FFmpeg as a generic "Input/output error".
 _FAILURE_PATTERNS: tuple[tuple[FailureClass, re.Pattern[str]], ...] = (
-    (FailureClass.KEY_REJECTED, re.compile(
-        r"Server error|Publish\.BadName|NetStream\.Publish\.(?:Rejected|Denied)|"
-        r"Authentication failed|unauthori[sz]ed|forbidden", re.I)),
-    (FailureClass.DNS, re.compile(
-        r"Failed to resolve|Name or service not known|name resolution|"
-        r"No address associated with hostname|Name does not resolve|nodename nor servname",
-        re.I)),
-    (FailureClass.TLS, re.compile(
-        r"\b(?:TLS|SSL|OpenSSL|GnuTLS)\b.*(?:fail|error|alert)|certificate|"
-        r"error:[0-9A-F]{8}:SSL|wrong version number", re.I)),
-    (FailureClass.CONNECTION_REFUSED, re.compile(
-        r"Connection refused|Network is unreachable|No route to host", re.I)),
+    (
+        FailureClass.KEY_REJECTED,
+        re.compile(
+            r"Server error|Publish\.BadName|NetStream\.Publish\.(?:Rejected|Denied)|"
+            r"Authentication failed|unauthori[sz]ed|forbidden",
+            re.I,
+        ),
+    ),
+    (
+        FailureClass.DNS,
+        re.compile(
+            r"Failed to resolve|Name or service not known|name resolution|"
+            r"No address associated with hostname|Name does not resolve|nodename nor servname",
+            re.I,
+        ),
+    ),
+    (
+        FailureClass.TLS,
+        re.compile(
+            r"\b(?:TLS|SSL|OpenSSL|GnuTLS)\b.*(?:fail|error|alert)|certificate|"
+            r"error:[0-9A-F]{8}:SSL|wrong version number",
+            re.I,
+        ),
+    ),
+    (
+        FailureClass.CONNECTION_REFUSED,
+        re.compile(r"Connection refused|Network is unreachable|No route to host", re.I),
+    ),
     (FailureClass.TIMEOUT, re.compile(r"timed out|ETIMEDOUT", re.I)),
-    (FailureClass.INPUT_ERROR, re.compile(
-        r"Error opening input|Invalid data found when processing input|moov atom not found|"
-        r"Impossible to open|partial file|No such file or directory", re.I)),
+    (
+        FailureClass.INPUT_ERROR,
+        re.compile(
+            r"Error opening input|Invalid data found when processing input|moov atom not found|"
+            r"Impossible to open|partial file|No such file or directory",
+            re.I,
+        ),
+    ),
 )
 
 _PREFIX = re.compile(r"^(?:\[[^\]]* @ 0x[0-9a-f]+\] )?(?:\[(\w+)\] )?")
@@ -137,7 +158,7 @@ def split_log_line(line: str) -> tuple[str | None, str]:
     """'[rtmp @ 0x55] [error] Server error: x' → ('error', 'Server error: x')."""
     match = _PREFIX.match(line)
     assert match is not None  # the pattern matches the empty string
-    return match.group(1), line[match.end():]
+    return match.group(1), line[match.end() :]
 
 
 def classify_failure(lines: Iterable[str]) -> FailureClass:

@@ -40,12 +40,16 @@ class Schedule:
         time_of_day = self.start_at.astimezone(tz).timetz().replace(tzinfo=None)
         today = around.astimezone(tz).date()
         days = (today + dt.timedelta(days=offset) for offset in range(-span_days, span_days + 1))
-        moments = (dt.datetime.combine(day, time_of_day, tzinfo=tz) for day in days
-                   if day.isoweekday() in self.days)
+        moments = (
+            dt.datetime.combine(day, time_of_day, tzinfo=tz)
+            for day in days
+            if day.isoweekday() in self.days
+        )
         return [moment for moment in moments if moment >= self.start_at]
 
-    def current(self, now: dt.datetime,
-                tz: dt.tzinfo) -> tuple[dt.datetime, dt.datetime | None] | None:
+    def current(
+        self, now: dt.datetime, tz: dt.tzinfo
+    ) -> tuple[dt.datetime, dt.datetime | None] | None:
         """The latest occurrence that has begun and not ended: (start, end or None)."""
         begun = [s for s in self.starts(tz, now) if s <= now]
         if not begun:
@@ -70,8 +74,12 @@ class Schedule:
         """The schedule as the API shows it (None when there is none)."""
         if self.start_at is None and self.stop_at is None and self.duration_s is None:
             return None
-        return {"start_at": iso(self.start_at, tz), "stop_at": iso(self.stop_at, tz),
-                "duration_s": self.duration_s, "days": [DAYS[d - 1] for d in self.days]}
+        return {
+            "start_at": iso(self.start_at, tz),
+            "stop_at": iso(self.stop_at, tz),
+            "duration_s": self.duration_s,
+            "days": [DAYS[d - 1] for d in self.days],
+        }
 
 
 def iso(moment: dt.datetime | None, tz: dt.tzinfo) -> str | None:
@@ -88,8 +96,10 @@ def parse_moment(value: Any, field: str, tz: dt.tzinfo) -> dt.datetime | None:
     try:
         moment = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise InvalidInput(f"{field}: {value!r} is not a date and time like "
-                           "2025-06-01T20:00 (your time zone) or 2025-06-01T18:00Z") from None
+        raise InvalidInput(
+            f"{field}: {value!r} is not a date and time like "
+            "2025-06-01T20:00 (your time zone) or 2025-06-01T18:00Z"
+        ) from None
     return moment.replace(tzinfo=tz) if moment.tzinfo is None else moment
 
 
@@ -99,7 +109,7 @@ def parse_days(value: Any) -> tuple[int, ...]:
         return ()
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, list):
-        raise InvalidInput("schedule.days: a list of weekdays like [\"mon\", \"fri\"]")
+        raise InvalidInput('schedule.days: a list of weekdays like ["mon", "fri"]')
     return tuple(sorted({_weekday(item) for item in items}))
 
 
@@ -120,11 +130,15 @@ def parse_schedule(value: Any, tz: dt.tzinfo, now: dt.datetime) -> Schedule:
         raise InvalidInput("schedule: an object with start_at, stop_at, duration_s, days")
     unknown = sorted(set(value) - set(SCHEDULE_FIELDS))
     if unknown:
-        raise InvalidInput(f"schedule: unknown field {unknown[0]!r} "
-                           "(known: start_at, stop_at, duration_s, days)")
-    schedule = Schedule(parse_moment(value.get("start_at"), "schedule.start_at", tz),
-                        parse_moment(value.get("stop_at"), "schedule.stop_at", tz),
-                        value.get("duration_s"), parse_days(value.get("days")))
+        raise InvalidInput(
+            f"schedule: unknown field {unknown[0]!r} (known: start_at, stop_at, duration_s, days)"
+        )
+    schedule = Schedule(
+        parse_moment(value.get("start_at"), "schedule.start_at", tz),
+        parse_moment(value.get("stop_at"), "schedule.stop_at", tz),
+        value.get("duration_s"),
+        parse_days(value.get("days")),
+    )
     _check_duration(schedule)
     _check_window(schedule, now)
     return schedule
@@ -132,8 +146,9 @@ def parse_schedule(value: Any, tz: dt.tzinfo, now: dt.datetime) -> Schedule:
 
 def _check_duration(schedule: Schedule) -> None:
     duration = schedule.duration_s
-    if duration is not None and (isinstance(duration, bool) or not isinstance(duration, int)
-                                 or duration <= 0):
+    if duration is not None and (
+        isinstance(duration, bool) or not isinstance(duration, int) or duration <= 0
+    ):
         raise InvalidInput("schedule.duration_s: a whole number of seconds above 0")
     if duration is not None and schedule.stop_at is not None:
         raise InvalidInput("schedule: give stop_at or duration_s, not both")
@@ -147,6 +162,10 @@ def _check_window(schedule: Schedule, now: dt.datetime) -> None:
         raise InvalidInput("schedule.stop_at: must be after start_at")
     if days and start and stop and stop - start >= dt.timedelta(days=7):
         raise InvalidInput("schedule.stop_at: a repeating occurrence must last less than a week")
-    if start and not days and start < now - dt.timedelta(minutes=1) and (
-            stop is None or stop <= now):
+    if (
+        start
+        and not days
+        and start < now - dt.timedelta(minutes=1)
+        and (stop is None or stop <= now)
+    ):
         raise InvalidInput("schedule.start_at: is in the past")

@@ -14,7 +14,7 @@ from streamerhub.log import get_logger, redact
 log = get_logger(__name__)
 
 StartJob = Callable[..., Awaitable[Job]]  # start_job(job_id, *, deadline=, fired=)
-StopJob = Callable[..., Awaitable[Job]]   # stop_job(job_id, reason=)
+StopJob = Callable[..., Awaitable[Job]]  # stop_job(job_id, reason=)
 HORIZON = 30.0  # seconds: look again at least this often (an edit may have been missed)
 RETRY_AFTER = 5.0  # seconds after a failed tick (e.g. the database restarting)
 
@@ -51,8 +51,11 @@ class Scheduler:
         for job in await self.jobs.scheduled():
             await self._tick_job(job, now)
             job = await self.jobs.get(job.id)
-            upcoming += [m for m in (job.stop_deadline, job.schedule.next_start(now, self.jobs.tz))
-                         if m is not None]
+            upcoming += [
+                m
+                for m in (job.stop_deadline, job.schedule.next_start(now, self.jobs.tz))
+                if m is not None
+            ]
         return max(0.2, min((m - now).total_seconds() for m in upcoming))
 
     async def _tick_job(self, job: Job, now: dt.datetime) -> None:

@@ -57,10 +57,15 @@ __all__ = ["ChannelUpdater", "Multistream", "Publish"]
 class Multistream:
     """Targets, library and jobs, and the FFmpeg children that carry them out."""
 
-    def __init__(self, settings: Settings, *, publish: Publish | None = None,
-                 channel_updater: ChannelUpdater | None = None,
-                 timing: RunnerTiming = DEFAULT_TIMING,
-                 policy: RestartPolicy = DEFAULT_POLICY) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        publish: Publish | None = None,
+        channel_updater: ChannelUpdater | None = None,
+        timing: RunnerTiming = DEFAULT_TIMING,
+        policy: RestartPolicy = DEFAULT_POLICY,
+    ) -> None:
         self.settings = settings
         self.data_dir = settings.data_dir
         self.publish = publish or (lambda _event: None)
@@ -73,7 +78,8 @@ class Multistream:
         self._schedule: Scheduler | None = None
         self._runners: dict[tuple[int, int], TargetRunner] = {}
         self._locks: collections.defaultdict[int, asyncio.Lock] = collections.defaultdict(
-            asyncio.Lock)
+            asyncio.Lock
+        )
         self._tasks = BackgroundTasks()
         self._scheduler: asyncio.Task[None] | None = None
 
@@ -100,8 +106,12 @@ class Multistream:
     async def start(self, db: Database, keyring: Keyring) -> None:
         """Open the stores, resume the preparation queue, restore running jobs, schedule."""
         self.ffmpeg = find_ffmpeg(self.settings.ffmpeg.path or None)
-        log.info("ffmpeg_found", path=self.ffmpeg.path, version=self.ffmpeg.version,
-                 source=self.ffmpeg.source)
+        log.info(
+            "ffmpeg_found",
+            path=self.ffmpeg.path,
+            version=self.ffmpeg.version,
+            source=self.ffmpeg.source,
+        )
         self._open_stores(db, keyring, self.ffmpeg)
         await self.targets.register_all_keys()
         await self.library.start()
@@ -111,9 +121,14 @@ class Multistream:
     def _open_stores(self, db: Database, keyring: Keyring, ffmpeg: FFmpegBinary) -> None:
         profile = EncodeProfile(self.settings.ffmpeg.video_kbps, self.settings.ffmpeg.audio_kbps)
         self._targets = TargetStore(db, keyring)
-        self._library = Library(db, self.data_dir, ffmpeg, profile=profile,
-                                max_upload_bytes=self.settings.ffmpeg.max_upload_bytes,
-                                publish=self.publish)
+        self._library = Library(
+            db,
+            self.data_dir,
+            ffmpeg,
+            profile=profile,
+            max_upload_bytes=self.settings.ffmpeg.max_upload_bytes,
+            publish=self.publish,
+        )
         self._jobs = JobStore(db, self.settings.general.timezone)
         self._schedule = Scheduler(self._jobs, self.start_job, self.stop_job)
 
@@ -200,8 +215,9 @@ class Multistream:
         for folder in (self.data_dir / JOB_DIR).glob(f"{job_id}-*"):
             shutil.rmtree(folder, ignore_errors=True)
 
-    async def start_job(self, job_id: int, *, deadline: dt.datetime | None = None,
-                        fired: dt.datetime | None = None) -> Job:
+    async def start_job(
+        self, job_id: int, *, deadline: dt.datetime | None = None, fired: dt.datetime | None = None
+    ) -> Job:
         """Start every enabled target of a job (again); set linked Twitch channels' info."""
         async with self._locks[job_id]:
             job = await self.jobs.get(job_id)
@@ -293,21 +309,28 @@ class Multistream:
         if old is not None:
             await old.stop()
         runner = TargetRunner(
-            _ready(self.ffmpeg), output_url(target.url, key), files, key=key,
-            name=f"{job.name}/{target.name}", loop=job.loop,
+            _ready(self.ffmpeg),
+            output_url(target.url, key),
+            files,
+            key=key,
+            name=f"{job.name}/{target.name}",
+            loop=job.loop,
             playlist_duration=duration,
             work_dir=self.data_dir / JOB_DIR / f"{job.id}-{target.id}",
             timing=self._timing_for(bitrate),
-            policy=self.policy, on_status=lambda s: self._on_status(job.id, target.id, s),
-            on_run_end=lambda r: self._on_run_end(job.id, target.id, r))
+            policy=self.policy,
+            on_status=lambda s: self._on_status(job.id, target.id, s),
+            on_run_end=lambda r: self._on_run_end(job.id, target.id, r),
+        )
         self._runners[(job.id, target.id)] = runner
         runner.start()
         self._tasks.spawn(self._watch_end(job.id, runner))
 
     async def _playlist_figures(self, job: Job) -> tuple[float | None, float | None]:
         """(total duration, highest bitrate in kbit/s) of the job's prepared files."""
-        probes = [probe_from_json((await self.library.get(v)).prepared_probe or {})
-                  for v in job.videos]
+        probes = [
+            probe_from_json((await self.library.get(v)).prepared_probe or {}) for v in job.videos
+        ]
         duration = sum(p.duration or 0 for p in probes)
         bitrate = max((p.bitrate_kbps or 0 for p in probes), default=0)
         return duration or None, bitrate or None
@@ -322,18 +345,30 @@ class Multistream:
         return [r for (j, _), r in self._runners.items() if j == job_id]
 
     def _on_status(self, job_id: int, target_id: int, status: TargetStatus) -> None:
-        self.publish({"type": "target", "job_id": job_id, "target_id": target_id,
-                      **status_json(status, self.tz)})
+        self.publish(
+            {
+                "type": "target",
+                "job_id": job_id,
+                "target_id": target_id,
+                **status_json(status, self.tz),
+            }
+        )
 
     def _on_run_end(self, job_id: int, target_id: int, record: RunRecord) -> None:
         self._tasks.spawn(self._record_run(job_id, target_id, record))
 
     async def _record_run(self, job_id: int, target_id: int, record: RunRecord) -> None:
         tail = redact("\n".join(record.stderr_tail))
-        await self.jobs.record_run(job_id, target_id, record.started_at, record.ended_at,
-                                   record.exit_code,
-                                   record.failure.value if record.failure else None,
-                                   redact(record.error) if record.error else None, tail)
+        await self.jobs.record_run(
+            job_id,
+            target_id,
+            record.started_at,
+            record.ended_at,
+            record.exit_code,
+            record.failure.value if record.failure else None,
+            redact(record.error) if record.error else None,
+            tail,
+        )
 
     async def _watch_end(self, job_id: int, runner: TargetRunner) -> None:
         """When a finite playlist has played to its end on every target, the job is done."""
@@ -365,11 +400,21 @@ class Multistream:
         state = status.state.value
         if runner is None and not target.enabled:
             state = "disabled"
-        finished = bool(runner and runner.last_run and runner.last_run.finished
-                        and status.state is TargetState.STOPPED)
-        return {"target_id": target_id, "name": target.name, "enabled": target.enabled,
-                "desired": desired, **status_json(status, self.tz), "state": state,
-                "finished": finished}
+        finished = bool(
+            runner
+            and runner.last_run
+            and runner.last_run.finished
+            and status.state is TargetState.STOPPED
+        )
+        return {
+            "target_id": target_id,
+            "name": target.name,
+            "enabled": target.enabled,
+            "desired": desired,
+            **status_json(status, self.tz),
+            "state": state,
+            "finished": finished,
+        }
 
 
 async def _stop_runners(runners: list[TargetRunner]) -> None:
@@ -382,8 +427,9 @@ async def _stop_abandoning(runners: list[TargetRunner], budget: float) -> None:
     """Stop runners side by side, giving up (logged) on those slower than the budget."""
     if not runners:
         return
-    _done, pending = await asyncio.wait([asyncio.ensure_future(r.stop()) for r in runners],
-                                        timeout=budget)
+    _done, pending = await asyncio.wait(
+        [asyncio.ensure_future(r.stop()) for r in runners], timeout=budget
+    )
     if pending:
         log.error("ffmpeg_stop_abandoned", children=len(pending))
 

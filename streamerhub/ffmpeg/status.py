@@ -11,10 +11,10 @@ from streamerhub.ffmpeg.progress import FailureClass
 
 class TargetState(str, Enum):
     STARTING = "starting"  # a child is being started or has not shown progress yet
-    LIVE = "live"          # progress is advancing
-    BACKOFF = "backoff"    # the last run ended badly; waiting until next_retry_at
-    FAILED = "failed"      # crash loop: waiting for retry()
-    STOPPED = "stopped"    # stopped, or the playlist finished
+    LIVE = "live"  # progress is advancing
+    BACKOFF = "backoff"  # the last run ended badly; waiting until next_retry_at
+    FAILED = "failed"  # crash loop: waiting for retry()
+    STOPPED = "stopped"  # stopped, or the playlist finished
 
 
 @dataclass(frozen=True)
@@ -27,8 +27,8 @@ class TargetStatus:
     run: int = 0
     started_at: float | None = None  # wall clock (time.time()) of the current run's start
     live_since: float | None = None  # wall clock of the current run going live
-    uptime: float | None = None      # seconds live in the current run
-    out_time: float | None = None    # seconds of media pushed by the current run
+    uptime: float | None = None  # seconds live in the current run
+    out_time: float | None = None  # seconds of media pushed by the current run
     bitrate_kbps: float | None = None
     fps: float | None = None
     speed: float | None = None
@@ -41,8 +41,15 @@ class TargetStatus:
 
     def key(self) -> tuple[object, ...]:
         """The fields whose change is worth publishing."""
-        return (self.state, self.pid, self.run, self.restarts, self.last_error, self.failure,
-                self.next_retry_at)
+        return (
+            self.state,
+            self.pid,
+            self.run,
+            self.restarts,
+            self.last_error,
+            self.failure,
+            self.next_retry_at,
+        )
 
 
 @dataclass(frozen=True)

@@ -54,8 +54,6 @@ from streamerhub.log import MASK, get_logger, redact, register_secret
 log = get_logger(__name__)
 
 
-
-
 @dataclass
 class _Run:
     number: int
@@ -72,15 +70,25 @@ class _Run:
 class TargetRunner:
     """Keeps one FFmpeg child pushing `inputs` to `url` until stopped."""
 
-    def __init__(self, ffmpeg: FFmpegBinary | str, url: str, inputs: Sequence[Path], *,
-                 name: str = "", key: str | None = None, loop: int | None = None,
-                 playlist_duration: float | None = None, work_dir: Path | None = None,
-                 timing: RunnerTiming = DEFAULT_TIMING, policy: RestartPolicy = DEFAULT_POLICY,
-                 on_status: Callable[[TargetStatus], None] | None = None,
-                 on_run_end: Callable[[RunRecord], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time,
-                 rand: Callable[[], float] = random.random) -> None:
+    def __init__(
+        self,
+        ffmpeg: FFmpegBinary | str,
+        url: str,
+        inputs: Sequence[Path],
+        *,
+        name: str = "",
+        key: str | None = None,
+        loop: int | None = None,
+        playlist_duration: float | None = None,
+        work_dir: Path | None = None,
+        timing: RunnerTiming = DEFAULT_TIMING,
+        policy: RestartPolicy = DEFAULT_POLICY,
+        on_status: Callable[[TargetStatus], None] | None = None,
+        on_run_end: Callable[[RunRecord], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
         if not inputs:
             raise ValueError("a target needs at least one input file")
         self._ffmpeg, self._url, self._inputs = ffmpeg_path(ffmpeg), url, list(inputs)
@@ -112,9 +120,16 @@ class TargetRunner:
         if run is None or run.parser.last is None:
             return status
         p, now = run.parser.last, self._clock()
-        return replace(status, out_time=p.out_time, bitrate_kbps=p.bitrate_kbps, fps=p.fps,
-                       speed=p.speed, drop_frames=p.drop_frames, dup_frames=p.dup_frames,
-                       uptime=None if run.live_mono is None else round(now - run.live_mono, 3))
+        return replace(
+            status,
+            out_time=p.out_time,
+            bitrate_kbps=p.bitrate_kbps,
+            fps=p.fps,
+            speed=p.speed,
+            drop_frames=p.drop_frames,
+            dup_frames=p.dup_frames,
+            uptime=None if run.live_mono is None else round(now - run.live_mono, 3),
+        )
 
     @property
     def last_run(self) -> RunRecord | None:
@@ -177,8 +192,14 @@ class TargetRunner:
         run = _Run(self._status.run + 1, self._wall(), self._clock())
         run.last_advance = run.started_mono
         self._run = run
-        self._publish(state=TargetState.STARTING, pid=None, run=run.number, next_retry_at=None,
-                      started_at=run.started_at, live_since=None)
+        self._publish(
+            state=TargetState.STARTING,
+            pid=None,
+            run=run.number,
+            next_retry_at=None,
+            started_at=run.started_at,
+            live_since=None,
+        )
         try:
             proc = await spawn(self._argv(start_at, loop))
         except Exception as exc:  # no binary, no disk for the playlist: a crash, not a hang
@@ -194,14 +215,24 @@ class TargetRunner:
             concat = self._dir() / "playlist.ffconcat"
             concat.write_text(build_concat_list(self._inputs))
         t = self.timing
-        return build_push_argv(self._ffmpeg, self._inputs, self._url, loop,
-                               concat_list=concat, start_at=start_at, io_timeout=t.io_timeout,
-                               send_buffer=t.send_buffer, progress_period=t.progress_period)
+        return build_push_argv(
+            self._ffmpeg,
+            self._inputs,
+            self._url,
+            loop,
+            concat_list=concat,
+            start_at=start_at,
+            io_timeout=t.io_timeout,
+            send_buffer=t.send_buffer,
+            progress_period=t.progress_period,
+        )
 
     async def _watch(self, proc: asyncio.subprocess.Process, run: _Run) -> StopMethod | None:
         assert proc.stdout is not None and proc.stderr is not None
-        readers = [asyncio.ensure_future(self._read_progress(proc.stdout, run)),
-                   asyncio.ensure_future(self._read_stderr(proc.stderr, run))]
+        readers = [
+            asyncio.ensure_future(self._read_progress(proc.stdout, run)),
+            asyncio.ensure_future(self._read_stderr(proc.stderr, run)),
+        ]
         exited = asyncio.ensure_future(proc.wait())
         stop = asyncio.ensure_future(self._wait_for_stop())
         stall = asyncio.ensure_future(self._watch_stall(run))
@@ -227,8 +258,13 @@ class TargetRunner:
         while self._clock() - run.last_advance < limit:
             await asyncio.sleep(min(0.5, limit / 4))
         run.stalled = True
-        log.warning("ffmpeg_stalled", target=self.name, run=run.number, seconds=limit,
-                    out_time=run.max_out_us / 1e6 if run.max_out_us >= 0 else None)
+        log.warning(
+            "ffmpeg_stalled",
+            target=self.name,
+            run=run.number,
+            seconds=limit,
+            out_time=run.max_out_us / 1e6 if run.max_out_us >= 0 else None,
+        )
 
     async def _read_progress(self, stdout: asyncio.StreamReader, run: _Run) -> None:
         async for line in iter_lines(stdout):
@@ -245,8 +281,9 @@ class TargetRunner:
         if run.live_mono is None and out_us > 0:
             run.live_mono = run.last_advance
             log.info("ffmpeg_live", target=self.name, run=run.number)
-            self._publish(state=TargetState.LIVE, live_since=self._wall(), last_error=None,
-                          failure=None)
+            self._publish(
+                state=TargetState.LIVE, live_since=self._wall(), last_error=None, failure=None
+            )
 
     async def _read_stderr(self, stderr: asyncio.StreamReader, run: _Run) -> None:
         async for line in iter_lines(stderr):
@@ -264,19 +301,36 @@ class TargetRunner:
             return self._record(run, code, stopped_by, None, None, finished=True)
         if run.stalled:
             limit = self.timing.stall_after
-            error = f"no progress for {limit:g} s (ingest stalled)" + (f"; FFmpeg: {said}"
-                                                                       if said else "")
+            error = f"no progress for {limit:g} s (ingest stalled)" + (
+                f"; FFmpeg: {said}" if said else ""
+            )
             return self._record(run, code, stopped_by, FailureClass.TIMEOUT, error)
         error = said or f"FFmpeg exited with code {code}"
         return self._record(run, code, stopped_by, classify_failure(lines), error)
 
-    def _record(self, run: _Run, code: int | None, stopped_by: StopMethod | None,
-                failure: FailureClass | None, error: str | None,
-                finished: bool = False) -> RunRecord:
+    def _record(
+        self,
+        run: _Run,
+        code: int | None,
+        stopped_by: StopMethod | None,
+        failure: FailureClass | None,
+        error: str | None,
+        finished: bool = False,
+    ) -> RunRecord:
         out = run.max_out_us / 1e6 if run.max_out_us >= 0 else None
-        return RunRecord(run.number, run.started_at, self._wall(), code, run.live_mono is not None,
-                         out, failure, error and self.mask(error), stopped_by, tuple(run.ring),
-                         finished)
+        return RunRecord(
+            run.number,
+            run.started_at,
+            self._wall(),
+            code,
+            run.live_mono is not None,
+            out,
+            failure,
+            error and self.mask(error),
+            stopped_by,
+            tuple(run.ring),
+            finished,
+        )
 
     def _finish(self, record: RunRecord) -> None:
         previous = self.history[-1].failure if self.history else None
@@ -286,9 +340,15 @@ class TargetRunner:
             # The stderr tail goes to the log once per kind of failure, not once per retry of
             # an ingest that stays down for an hour.
             tail = list(record.stderr_tail[-10:]) if record.failure != previous else None
-            log.warning("ffmpeg_exited", target=self.name, run=record.run,
-                        exit_code=record.exit_code, failure=record.failure.value,
-                        error=record.error, stderr_tail=tail)
+            log.warning(
+                "ffmpeg_exited",
+                target=self.name,
+                run=record.run,
+                exit_code=record.exit_code,
+                failure=record.failure.value,
+                error=record.error,
+                stderr_tail=tail,
+            )
         if self._on_run_end is not None:
             self._call(self._on_run_end, record)
 
@@ -300,11 +360,21 @@ class TargetRunner:
             await self._fail(record)
             return
         delay = self.policy.delay(record.failure, self._streak, self._rand())
-        log.info("ffmpeg_restarting", target=self.name, attempt=self._streak, delay=delay,
-                 failure=record.failure.value)
-        self._publish(state=TargetState.BACKOFF, pid=None, restarts=self._status.restarts + 1,
-                      last_error=record.error, failure=record.failure,
-                      next_retry_at=round(self._wall() + delay, 3))
+        log.info(
+            "ffmpeg_restarting",
+            target=self.name,
+            attempt=self._streak,
+            delay=delay,
+            failure=record.failure.value,
+        )
+        self._publish(
+            state=TargetState.BACKOFF,
+            pid=None,
+            restarts=self._status.restarts + 1,
+            last_error=record.error,
+            failure=record.failure,
+            next_retry_at=round(self._wall() + delay, 3),
+        )
         await self._sleep(delay)
 
     def _crash_loop(self) -> bool:
@@ -315,11 +385,18 @@ class TargetRunner:
         return len(self._crashes) > self.policy.breaker_restarts
 
     async def _fail(self, record: RunRecord) -> None:
-        error = (f"crash loop: {len(self._crashes)} failed runs in "
-                 f"{self.policy.breaker_window:g} s; last: {record.error}")
+        error = (
+            f"crash loop: {len(self._crashes)} failed runs in "
+            f"{self.policy.breaker_window:g} s; last: {record.error}"
+        )
         log.error("ffmpeg_failed", target=self.name, error=error)
-        self._publish(state=TargetState.FAILED, pid=None, last_error=error,
-                      failure=record.failure, next_retry_at=None)
+        self._publish(
+            state=TargetState.FAILED,
+            pid=None,
+            last_error=error,
+            failure=record.failure,
+            next_retry_at=None,
+        )
         self._wake.clear()
         while not self._stopping and self._crashes:  # retry() empties the crash list
             await self._wake.wait()

@@ -35,13 +35,20 @@ class Target:
 
     def to_json(self) -> dict[str, Any]:
         """What the API shows: never the key, only its hint."""
-        return {"id": self.id, "name": self.name, "url": self.url,
-                "stream_key": MASK + self.key_hint, "enabled": self.enabled,
-                "channel_id": self.channel_id, "created_at": self.created_at.isoformat(),
-                "updated_at": self.updated_at.isoformat()}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "url": self.url,
+            "stream_key": MASK + self.key_hint,
+            "enabled": self.enabled,
+            "channel_id": self.channel_id,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+        }
 
 
 # ----------------------------------------------------------------------------- validation
+
 
 def check_name(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
@@ -75,11 +82,13 @@ def check_url(value: Any) -> str:
 
 def check_key(value: Any) -> str:
     if not isinstance(value, str) or value == "":
-        raise InvalidInput("stream_key: must not be empty (copy it from the platform's "
-                           "stream settings)")
+        raise InvalidInput(
+            "stream_key: must not be empty (copy it from the platform's stream settings)"
+        )
     if any(c.isspace() for c in value):
-        raise InvalidInput("stream_key: must not contain spaces or line breaks (check the "
-                           "copied text)")
+        raise InvalidInput(
+            "stream_key: must not contain spaces or line breaks (check the copied text)"
+        )
     if len(value) > 500:
         raise InvalidInput("stream_key: at most 500 characters")
     return value
@@ -99,8 +108,13 @@ def check_channel(value: Any) -> str | None:
     return str(value)
 
 
-_CHECKS = {"name": check_name, "url": check_url, "stream_key": check_key,
-           "enabled": check_enabled, "channel_id": check_channel}
+_CHECKS = {
+    "name": check_name,
+    "url": check_url,
+    "stream_key": check_key,
+    "enabled": check_enabled,
+    "channel_id": check_channel,
+}
 
 
 def check_body(body: Any, known: Sequence[str], required: Sequence[str], partial: bool) -> None:
@@ -149,7 +163,8 @@ class TargetStore:
 
     async def get(self, target_id: int) -> Target:
         row = await self.db.pool.fetchrow(
-            f"SELECT {_COLUMNS} FROM stream_targets WHERE id = $1", target_id)
+            f"SELECT {_COLUMNS} FROM stream_targets WHERE id = $1", target_id
+        )
         if row is None:
             raise NotFound(f"no target with id {target_id}")
         return Target(**row)
@@ -161,14 +176,24 @@ class TargetStore:
         register_secret(key)
         async with self.db.pool.acquire() as conn, conn.transaction():
             target_id = await conn.fetchval(
-                "SELECT nextval(pg_get_serial_sequence('stream_targets', 'id'))")
+                "SELECT nextval(pg_get_serial_sequence('stream_targets', 'id'))"
+            )
             sealed = self.keyring.seal(key, aad_for(TABLE, target_id, KEY_COLUMN))
-            row = await _write(conn, """
+            row = await _write(
+                conn,
+                """
                 INSERT INTO stream_targets (id, name, url, stream_key_sealed, key_hint, enabled,
                                             channel_id)
-                VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING """ + _COLUMNS,
-                target_id, fields["name"], fields["url"], sealed, key_hint(key),
-                fields.get("enabled", True), fields.get("channel_id"))
+                VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING """
+                + _COLUMNS,
+                target_id,
+                fields["name"],
+                fields["url"],
+                sealed,
+                key_hint(key),
+                fields.get("enabled", True),
+                fields.get("channel_id"),
+            )
         assert row is not None  # INSERT … RETURNING always returns the new row
         return Target(**row)
 
@@ -179,42 +204,51 @@ class TargetStore:
         sealed, hint = None, None
         if "stream_key" in fields:
             register_secret(fields["stream_key"])
-            sealed = self.keyring.seal(fields["stream_key"],
-                                       aad_for(TABLE, target_id, KEY_COLUMN))
+            sealed = self.keyring.seal(fields["stream_key"], aad_for(TABLE, target_id, KEY_COLUMN))
             hint = key_hint(fields["stream_key"])
         async with self.db.pool.acquire() as conn:
-            row = await _write(conn, """
+            row = await _write(
+                conn,
+                """
                 UPDATE stream_targets
                    SET name = $2, url = $3, enabled = $4, channel_id = $5,
                        stream_key_sealed = COALESCE($6, stream_key_sealed),
                        key_hint = COALESCE($7, key_hint), updated_at = now()
-                 WHERE id = $1 RETURNING """ + _COLUMNS,
-                target_id, fields.get("name", current.name), fields.get("url", current.url),
+                 WHERE id = $1 RETURNING """
+                + _COLUMNS,
+                target_id,
+                fields.get("name", current.name),
+                fields.get("url", current.url),
                 fields.get("enabled", current.enabled),
                 fields["channel_id"] if "channel_id" in fields else current.channel_id,
-                sealed, hint)
+                sealed,
+                hint,
+            )
         if row is None:
             raise NotFound(f"no target with id {target_id}")
         return Target(**row)
 
     async def delete(self, target_id: int) -> None:
         try:
-            done = await self.db.pool.execute("DELETE FROM stream_targets WHERE id = $1",
-                                              target_id)
+            done = await self.db.pool.execute("DELETE FROM stream_targets WHERE id = $1", target_id)
         except asyncpg.ForeignKeyViolationError:
             jobs = await self.db.pool.fetch(
                 "SELECT j.name FROM stream_job_targets t JOIN stream_jobs j ON j.id = t.job_id "
-                "WHERE t.target_id = $1 ORDER BY j.id", target_id)
+                "WHERE t.target_id = $1 ORDER BY j.id",
+                target_id,
+            )
             names = ", ".join(repr(r["name"]) for r in jobs)
-            raise Conflict(f"target {target_id} is used by job {names}: remove it from the "
-                           "job(s) first") from None
+            raise Conflict(
+                f"target {target_id} is used by job {names}: remove it from the job(s) first"
+            ) from None
         if done.endswith(" 0"):
             raise NotFound(f"no target with id {target_id}")
 
     async def open_key(self, target_id: int) -> str:
         """The clear stream key, for the FFmpeg child only; registered with the redactor."""
         blob = await self.db.pool.fetchval(
-            "SELECT stream_key_sealed FROM stream_targets WHERE id = $1", target_id)
+            "SELECT stream_key_sealed FROM stream_targets WHERE id = $1", target_id
+        )
         if blob is None:
             raise NotFound(f"no target with id {target_id}")
         key = self.keyring.open_str(blob, aad_for(TABLE, target_id, KEY_COLUMN))
@@ -235,5 +269,7 @@ async def _write(conn: asyncpg.Connection, sql: str, *args: Any) -> asyncpg.Reco
     except asyncpg.UniqueViolationError:
         raise Conflict(f"name: a target named {args[1]!r} already exists") from None
     except asyncpg.ForeignKeyViolationError:
-        raise InvalidInput("channel_id: no connected Twitch channel has this id (connect the "
-                           "channel first, or leave channel_id empty)") from None
+        raise InvalidInput(
+            "channel_id: no connected Twitch channel has this id (connect the "
+            "channel first, or leave channel_id empty)"
+        ) from None

@@ -20,16 +20,27 @@ def wall_iso(seconds: float | None, tz: dt.tzinfo) -> str | None:
 
 def status_json(s: TargetStatus, tz: dt.tzinfo) -> dict[str, Any]:
     """One target's live status for the API and the dashboard's event stream."""
-    return {"state": s.state.value, "pid": s.pid, "run": s.run,
-            "started_at": wall_iso(s.started_at, tz),
-            "live_since": wall_iso(s.live_since, tz), "uptime_s": s.uptime,
-            "out_time_s": s.out_time, "bitrate_kbps": s.bitrate_kbps, "fps": s.fps,
-            "speed": s.speed, "drop_frames": s.drop_frames, "dup_frames": s.dup_frames,
-            "restarts": s.restarts, "last_error": s.last_error and redact(s.last_error),
-            "failure_class": s.failure.value if s.failure else None,
-            "next_retry_at": wall_iso(s.next_retry_at, tz),
-            "next_retry_in_s": None if s.next_retry_at is None else
-            max(0.0, round(s.next_retry_at - time.time(), 1))}
+    return {
+        "state": s.state.value,
+        "pid": s.pid,
+        "run": s.run,
+        "started_at": wall_iso(s.started_at, tz),
+        "live_since": wall_iso(s.live_since, tz),
+        "uptime_s": s.uptime,
+        "out_time_s": s.out_time,
+        "bitrate_kbps": s.bitrate_kbps,
+        "fps": s.fps,
+        "speed": s.speed,
+        "drop_frames": s.drop_frames,
+        "dup_frames": s.dup_frames,
+        "restarts": s.restarts,
+        "last_error": s.last_error and redact(s.last_error),
+        "failure_class": s.failure.value if s.failure else None,
+        "next_retry_at": wall_iso(s.next_retry_at, tz),
+        "next_retry_in_s": None
+        if s.next_retry_at is None
+        else max(0.0, round(s.next_retry_at - time.time(), 1)),
+    }
 
 
 def job_state(job: Job, states: list[str]) -> str:

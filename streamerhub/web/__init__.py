@@ -17,16 +17,19 @@ from streamerhub.web.context import SERVICES, Services
 STATIC = Path(__file__).parent / "static"
 
 
-def setup_web(app: web.Application, settings: Settings,
-              resolve: Callable[[web.Application], Services]) -> None:
+def setup_web(
+    app: web.Application, settings: Settings, resolve: Callable[[web.Application], Services]
+) -> None:
     """Add the dashboard to the daemon's app: guards, sessions, templates, pages, feed."""
     from streamerhub.web import auth, feed, login, pages, render, security, twitch_oauth
 
-    app.middlewares.extend([
-        security.headers_middleware,
-        security.host_middleware(security.allowed_hosts(settings)),
-        *auth.session_middlewares(settings, inner=[render.error_middleware]),
-    ])
+    app.middlewares.extend(
+        [
+            security.headers_middleware,
+            security.host_middleware(security.allowed_hosts(settings)),
+            *auth.session_middlewares(settings, inner=[render.error_middleware]),
+        ]
+    )
     render.setup_templates(app)
 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:

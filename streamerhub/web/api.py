@@ -42,7 +42,11 @@ FORM_FIELDS = ("video_kbps", "audio_kbps")
 # The status of a StreamerHubError, by class, most specific first (TooLarge is an InvalidInput);
 # any other StreamerHubError is a 400.
 STATUS_OF_ERROR: tuple[tuple[type[StreamerHubError], int], ...] = (
-    (TooLarge, 413), (InvalidInput, 400), (NotFound, 404), (Conflict, 409))
+    (TooLarge, 413),
+    (InvalidInput, 400),
+    (NotFound, 404),
+    (Conflict, 409),
+)
 
 
 class Shown(Protocol):
@@ -67,8 +71,9 @@ class LibraryApi(Protocol):
 
     async def list(self) -> Sequence[Shown]: ...
     async def get(self, video_id: int) -> Shown: ...
-    async def store_upload(self, filename: str | None, chunks: AsyncIterable[bytes],
-                           body: Any = None) -> Shown: ...
+    async def store_upload(
+        self, filename: str | None, chunks: AsyncIterable[bytes], body: Any = None
+    ) -> Shown: ...
     async def import_path(self, body: Any) -> Shown: ...
     async def prepare_again(self, video_id: int, body: Any = None) -> Shown: ...
     async def cancel(self, video_id: int) -> Shown: ...
@@ -116,14 +121,14 @@ EXPORTER: web.AppKey[Exporter] = web.AppKey("api_exporter")
 
 # ----------------------------------------------------------------------------- auth + errors
 
+
 def bearer_authorizer(token: str) -> Authorizer:
     """Accept `Authorization: Bearer <token>` for the local admin token (constant-time)."""
     expected = token.encode()
 
     async def check(request: web.Request) -> bool:
         scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(),
-                                                                  expected)
+        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), expected)
 
     return check
 
@@ -134,8 +139,9 @@ async def authorize(request: web.Request) -> None:
             return
     raise web.HTTPUnauthorized(
         text="missing or wrong API token: send 'Authorization: Bearer <token>' (print the "
-             "token with `streamerhub api-token`) or sign in to the dashboard",
-        headers={"WWW-Authenticate": 'Bearer realm="streamerhub"'})
+        "token with `streamerhub api-token`) or sign in to the dashboard",
+        headers={"WWW-Authenticate": 'Bearer realm="streamerhub"'},
+    )
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -152,8 +158,11 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         if exc.status < 400:
             raise
         headers = {k: v for k, v in exc.headers.items() if k == "WWW-Authenticate"}
-        text = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else \
-            _default_message(exc)
+        text = (
+            exc.text
+            if exc.text and not exc.text.startswith(f"{exc.status}:")
+            else _default_message(exc)
+        )
         return error(exc.status, text, headers)
     except StreamerHubError as exc:
         return error(status_of(exc), str(exc))
@@ -196,6 +205,7 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 # ----------------------------------------------------------------------------- targets
 
+
 async def list_targets(request: web.Request) -> web.Response:
     return _json([t.to_json() for t in await _ms(request).targets.list()])
 
@@ -221,6 +231,7 @@ async def delete_target(request: web.Request) -> web.Response:
 
 # ----------------------------------------------------------------------------- videos
 
+
 async def list_videos(request: web.Request) -> web.Response:
     return _json([v.to_json() for v in await _ms(request).library.list()])
 
@@ -233,9 +244,11 @@ async def create_video(request: web.Request) -> web.Response:
     limit = library.max_upload_bytes
     if request.content_length and request.content_length > limit + 1024 * 1024:
         raise web.HTTPRequestEntityTooLarge(
-            max_size=limit, actual_size=request.content_length,
+            max_size=limit,
+            actual_size=request.content_length,
             text=f"file: larger than the upload limit of {limit} bytes ([ffmpeg] "
-                 "max_upload_bytes); import it by path instead")
+            "max_upload_bytes); import it by path instead",
+        )
     form: dict[str, Any] = {}
     async for part in await request.multipart():
         if not isinstance(part, BodyPartReader):
@@ -284,6 +297,7 @@ async def delete_video(request: web.Request) -> web.Response:
 
 
 # ----------------------------------------------------------------------------- jobs
+
 
 async def list_jobs(request: web.Request) -> web.Response:
     ms = _ms(request)
@@ -334,16 +348,26 @@ async def stop_job_target(request: web.Request) -> web.Response:
 
 # ----------------------------------------------------------------------------- exports
 
+
 async def export(request: web.Request) -> web.StreamResponse:
     """GET /export/{kind}?from=&to=&format=&channel=&bucket= — the same as `streamerhub export`,
     streamed in constant memory; a bad parameter is a 400 before any byte is sent."""
     query, kind = request.query, request.match_info["kind"]
-    wanted = ExportRequest(kind, query.get("format", "csv"), query.get("from"), query.get("to"),
-                           query.get("channel"), query.get("bucket"))
+    wanted = ExportRequest(
+        kind,
+        query.get("format", "csv"),
+        query.get("from"),
+        query.get("to"),
+        query.get("channel"),
+        query.get("bucket"),
+    )
     chunks = await request.config_dict[EXPORTER](wanted)
-    response = web.StreamResponse(headers={
-        "Content-Type": media_type(wanted.fmt),
-        "Content-Disposition": f'attachment; filename="streamerhub-{kind}.{wanted.fmt}"'})
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": media_type(wanted.fmt),
+            "Content-Disposition": f'attachment; filename="streamerhub-{kind}.{wanted.fmt}"',
+        }
+    )
     await response.prepare(request)
     async for chunk in chunks:
         await response.write(chunk)

@@ -40,8 +40,12 @@ from streamerhub.web.users import SessionUser, User, UserStore
 log = get_logger(__name__)
 # aiohttp-session and aiohttp-jinja2 keep their state under plain string request keys; that is
 # their API, not ours, so their one-time NotAppKeyWarning would only be noise in the daemon's log.
-warnings.filterwarnings("ignore", message="It is recommended to use web.RequestKey",
-                        category=NotAppKeyWarning, module="aiohttp_(session|jinja2)")
+warnings.filterwarnings(
+    "ignore",
+    message="It is recommended to use web.RequestKey",
+    category=NotAppKeyWarning,
+    module="aiohttp_(session|jinja2)",
+)
 
 COOKIE = "streamerhub_session"
 SESSION_KEY_FILE = "session.key"
@@ -58,6 +62,7 @@ class CsrfRefused(web.HTTPForbidden):
 
 # ----------------------------------------------------------------------------- cookies
 
+
 def load_session_key(data_dir: Path) -> bytes:
     """The cookie encryption key: DATA_DIR/session.key (0600), created on first start."""
     path = data_dir / SESSION_KEY_FILE
@@ -71,9 +76,13 @@ def load_session_key(data_dir: Path) -> bytes:
 def session_storage(settings: Settings) -> EncryptedCookieStorage:
     url = public_url(settings) or ""
     return EncryptedCookieStorage(
-        load_session_key(settings.data_dir), cookie_name=COOKIE, httponly=True,
-        samesite="Strict", secure=url.startswith("https://") or None,
-        max_age=settings.web.session_days * 86400)
+        load_session_key(settings.data_dir),
+        cookie_name=COOKIE,
+        httponly=True,
+        samesite="Strict",
+        secure=url.startswith("https://") or None,
+        max_age=settings.web.session_days * 86400,
+    )
 
 
 def session_middlewares(settings: Settings, inner: list[Middleware]) -> list[Middleware]:
@@ -94,8 +103,10 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         presented = await presented_csrf(request)
         if not same_origin(request) or not csrf_matches(session.get("csrf"), presented):
             log.warning("csrf_refused", path=request.path, method=request.method)
-            raise CsrfRefused(text="This request was refused: it did not carry the page's "
-                                   "security token. Reload the page and try again.")
+            raise CsrfRefused(
+                text="This request was refused: it did not carry the page's "
+                "security token. Reload the page and try again."
+            )
     return await handler(request)
 
 
@@ -154,10 +165,15 @@ def current(request: web.Request) -> SessionUser | None:
 
 # ----------------------------------------------------------------------------- roles
 
+
 def wants_json(request: web.Request) -> bool:
     accept = request.headers.get("Accept", "")
-    return (request.path.startswith(("/api/", "/feed/")) or "application/json" in accept or
-            "text/event-stream" in accept or request.headers.get("X-Requested-With") == "fetch")
+    return (
+        request.path.startswith(("/api/", "/feed/"))
+        or "application/json" in accept
+        or "text/event-stream" in accept
+        or request.headers.get("X-Requested-With") == "fetch"
+    )
 
 
 def require(role: str) -> Callable[[PageHandler], PageHandler]:
@@ -173,8 +189,10 @@ def require(role: str) -> Callable[[PageHandler], PageHandler]:
                 target = request.path_qs if request.method == "GET" else "/"
                 raise web.HTTPSeeOther(f"/login?next={quote(target, safe='')}")
             if role == "owner" and not who.user.is_owner:
-                raise web.HTTPForbidden(text="Your account can look but not change anything "
-                                             "(viewer role). Ask the owner if you need more.")
+                raise web.HTTPForbidden(
+                    text="Your account can look but not change anything "
+                    "(viewer role). Ask the owner if you need more."
+                )
             return await handler(request)
 
         return guarded
@@ -192,14 +210,18 @@ async def api_session_check(request: web.Request) -> SessionUser | None:
     who = current(request)
     if who is None or "Authorization" in request.headers:
         return None  # an API client stands on its token alone (and skipped the CSRF check)
-    if not who.user.is_owner and (request.method not in SAFE_METHODS or
-                                  not request.path.startswith(VIEWER_API)):
-        raise web.HTTPForbidden(text="Viewers can look at analytics but not change anything; "
-                                     "the multistream API is for the owner.")
+    if not who.user.is_owner and (
+        request.method not in SAFE_METHODS or not request.path.startswith(VIEWER_API)
+    ):
+        raise web.HTTPForbidden(
+            text="Viewers can look at analytics but not change anything; "
+            "the multistream API is for the owner."
+        )
     return who
 
 
 # ----------------------------------------------------------------------------- setup link
+
 
 def setup_token(data_dir: Path) -> str:
     """The one-time setup token: kept (0600) until the owner is created, so it survives restarts."""
@@ -250,9 +272,12 @@ async def announce_setup_link(settings: Settings, store: UserStore) -> str | Non
         forget_setup_token(settings.data_dir)
         return None
     link = f"{dashboard_url(settings)}/setup/{setup_token(settings.data_dir)}"
-    print(f"\n  StreamerHub is not set up yet. Open this link to choose the owner's password:\n"
-          f"    {link}\n  (it works once; it is also in {settings.data_dir / SETUP_TOKEN_FILE})\n",
-          file=sys.stderr, flush=True)
+    print(
+        f"\n  StreamerHub is not set up yet. Open this link to choose the owner's password:\n"
+        f"    {link}\n  (it works once; it is also in {settings.data_dir / SETUP_TOKEN_FILE})\n",
+        file=sys.stderr,
+        flush=True,
+    )
     log.info("setup_link", url=link)
     return link
 
@@ -265,12 +290,14 @@ def api_token(data_dir: Path, create: bool = True) -> str:
     except FileNotFoundError:
         token = ""
     except OSError as exc:
-        raise StreamerHubError(f"cannot read the API token {path}: {exc.strerror} (run as the "
-                               "user the daemon runs as)") from None
+        raise StreamerHubError(
+            f"cannot read the API token {path}: {exc.strerror} (run as the user the daemon runs as)"
+        ) from None
     if len(token) < 32:
         if not create:
-            raise StreamerHubError(f"no API token in {path}: start the daemon once, or run "
-                                   "`streamerhub api-token`")
+            raise StreamerHubError(
+                f"no API token in {path}: start the daemon once, or run `streamerhub api-token`"
+            )
         token = secrets.token_urlsafe(32)
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

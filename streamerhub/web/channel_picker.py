@@ -13,8 +13,15 @@ async def channels(request: web.Request) -> list[dict[str, Any]]:
     """Connected (and formerly connected) channels, for the channel selector."""
     overview = services(request).twitch_overview
     known = await overview.channels() if overview is not None else []
-    return [{"channel_id": c.channel_id, "login": c.login, "display_name": c.display_name,
-             "status": c.status} for c in known]
+    return [
+        {
+            "channel_id": c.channel_id,
+            "login": c.login,
+            "display_name": c.display_name,
+            "status": c.status,
+        }
+        for c in known
+    ]
 
 
 def chosen_channel(request: web.Request, known: list[dict[str, Any]]) -> str | None:

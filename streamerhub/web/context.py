@@ -55,8 +55,9 @@ class LinkedChannel(Protocol):
 class TwitchAuth(Protocol):
     """Twitch's OAuth endpoints for signing in to the dashboard."""
 
-    def authorize_url(self, redirect_uri: str, scopes: tuple[str, ...], state: str,
-                      force_verify: bool = False) -> str:
+    def authorize_url(
+        self, redirect_uri: str, scopes: tuple[str, ...], state: str, force_verify: bool = False
+    ) -> str:
         """Where to send the browser to authorise us."""
 
     async def exchange_code(self, code: str, redirect_uri: str) -> TwitchGrant:
@@ -196,7 +197,7 @@ class Services:
     db: Database
     hub: Hub
     channel_link: ChannelLink | None = None
-    multistream: bool = False   # the /api/v1 multistream service is mounted
+    multistream: bool = False  # the /api/v1 multistream service is mounted
     demo: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
     twitch_auth: TwitchAuth | None = None

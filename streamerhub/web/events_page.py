@@ -64,13 +64,23 @@ async def events_page(request: web.Request) -> web.StreamResponse:
         rows, nxt = await browse.page(services(request).db, flt, before)
     keep = [(k, v) for k, v in request.query.items() if k != "before"]
     tz = zone(request)
-    return aiohttp_jinja2.render_template("events.html", request, {
-        "channels": known, "channel": channel, "groups": list(GROUPS), "errors": errors,
-        "selected": request.query.getall("type", []), "q": request.query,
-        "events": [event_json(r, tz) for r in rows],
-        "next_cursor": cursor_id(nxt) if nxt else None, "keep": keep,
-        "export_query": urlencode([(k, v) for k, v in keep if k != "format"])},
-        status=400 if errors else 200)
+    return aiohttp_jinja2.render_template(
+        "events.html",
+        request,
+        {
+            "channels": known,
+            "channel": channel,
+            "groups": list(GROUPS),
+            "errors": errors,
+            "selected": request.query.getall("type", []),
+            "q": request.query,
+            "events": [event_json(r, tz) for r in rows],
+            "next_cursor": cursor_id(nxt) if nxt else None,
+            "keep": keep,
+            "export_query": urlencode([(k, v) for k, v in keep if k != "format"]),
+        },
+        status=400 if errors else 200,
+    )
 
 
 @require("viewer")
@@ -85,12 +95,24 @@ async def events_export(request: web.Request) -> web.StreamResponse:
     svc = services(request)
     cal = Calendar.from_settings(svc.settings)
     stamp = dt.datetime.now(zone(request)).strftime("%Y%m%d-%H%M")
-    response = web.StreamResponse(headers={
-        "Content-Type": media_type(fmt),
-        "Content-Disposition": f'attachment; filename="streamerhub-events-{stamp}.{fmt}"'})
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": media_type(fmt),
+            "Content-Disposition": f'attachment; filename="streamerhub-events-{stamp}.{fmt}"',
+        }
+    )
     await response.prepare(request)
-    async for chunk in export_events(svc.db.pool, cal, flt.since, flt.until, fmt, flt.channel,
-                                     types=flt.types, user=flt.user, newest_first=True):
+    async for chunk in export_events(
+        svc.db.pool,
+        cal,
+        flt.since,
+        flt.until,
+        fmt,
+        flt.channel,
+        types=flt.types,
+        user=flt.user,
+        newest_first=True,
+    ):
         await response.write(chunk)
     await response.write_eof()
     return response

@@ -44,10 +44,12 @@ log = get_logger(__name__)
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 BATCH = 500
-BACKLOG = 25          # events shown when a feed opens without Last-Event-ID
-RESUME_LIMIT = 5000   # more missed than this: the page is told to reload instead
-POLL_EVERY = 1.0      # safety net when no hub wakes us (another daemon writes)
-COALESCE = 0.01       # gather a burst into one query
+BACKLOG = 25  # events shown when a feed opens without Last-Event-ID
+RESUME_LIMIT = 5000  # more missed than this: the page is told to reload instead
+POLL_EVERY = 1.0  # safety net when no hub wakes us (another daemon writes)
+COALESCE = 0.01  # gather a burst into one query
+
+
 def cursor_id(cursor: Cursor) -> str:
     moment, message_id = cursor
     micros = (moment - EPOCH) // dt.timedelta(microseconds=1)
@@ -71,8 +73,9 @@ class Filter:
     channel_id: str | None = None
 
     def accepts(self, row: EventRow) -> bool:
-        return ((self.types is None or row["subscription_type"] in self.types) and
-                (self.channel_id is None or row["channel_id"] == self.channel_id))
+        return (self.types is None or row["subscription_type"] in self.types) and (
+            self.channel_id is None or row["channel_id"] == self.channel_id
+        )
 
     @classmethod
     def from_query(cls, query: Mapping[str, str]) -> Filter:
@@ -84,7 +87,8 @@ class Filter:
 class Listener:
     filter: Filter
     queue: asyncio.Queue[EventRow | None] = field(
-        default_factory=lambda: asyncio.Queue(maxsize=10_000))
+        default_factory=lambda: asyncio.Queue(maxsize=10_000)
+    )
     overflowed: bool = False
 
 
@@ -204,8 +208,9 @@ async def event_feed(request: web.Request) -> web.StreamResponse:
     return sse
 
 
-async def _stream_live(sse: EventSourceResponse, listener: Listener, last: Cursor,
-                       tz: dt.tzinfo) -> None:
+async def _stream_live(
+    sse: EventSourceResponse, listener: Listener, last: Cursor, tz: dt.tzinfo
+) -> None:
     while sse.is_connected():
         row = await listener.queue.get()
         if row is None or listener.overflowed:
@@ -213,8 +218,9 @@ async def _stream_live(sse: EventSourceResponse, listener: Listener, last: Curso
         last = await _send(sse, row, last, tz)
 
 
-async def _send(sse: EventSourceResponse, row: EventRow, last: Cursor, tz: dt.tzinfo,
-                backlog: bool = False) -> Cursor:
+async def _send(
+    sse: EventSourceResponse, row: EventRow, last: Cursor, tz: dt.tzinfo, backlog: bool = False
+) -> Cursor:
     cursor = (row["received_at"], row["message_id"])
     if cursor <= last:
         return last  # already sent by the catch-up

@@ -46,24 +46,31 @@ def _twitch_ready(request: web.Request) -> bool:
 
 # ----------------------------------------------------------------------------- setup
 
+
 async def setup_page(request: web.Request) -> web.StreamResponse:
     """GET /setup/{token}: the first-start page where the owner chooses a password."""
     return await _setup_form(request, error=None, status=200)
 
 
-async def _setup_form(request: web.Request, error: str | None, status: int,
-                      login: str = "owner") -> web.StreamResponse:
+async def _setup_form(
+    request: web.Request, error: str | None, status: int, login: str = "owner"
+) -> web.StreamResponse:
     token = request.match_info["token"]
     store = UserStore(services(request).db)
     if await store.owner_exists():
         return aiohttp_jinja2.render_template("setup_done.html", request, {}, status=410)
     if not setup_token_matches(services(request).settings.data_dir, token):
-        raise web.HTTPNotFound(text="This setup link is not valid. Use the link StreamerHub "
-                                    "printed when it started (also in the data dir's "
-                                    "setup-token file).")
-    return aiohttp_jinja2.render_template("setup.html", request, {
-        "token": token, "error": error, "login": login, "twitch": _twitch_ready(request)},
-        status=status)
+        raise web.HTTPNotFound(
+            text="This setup link is not valid. Use the link StreamerHub "
+            "printed when it started (also in the data dir's "
+            "setup-token file)."
+        )
+    return aiohttp_jinja2.render_template(
+        "setup.html",
+        request,
+        {"token": token, "error": error, "login": login, "twitch": _twitch_ready(request)},
+        status=status,
+    )
 
 
 async def setup_submit(request: web.Request) -> web.StreamResponse:
@@ -72,8 +79,9 @@ async def setup_submit(request: web.Request) -> web.StreamResponse:
     svc = services(request)
     token = request.match_info["token"]
     login = str(form.get("login", ""))
-    if await UserStore(svc.db).owner_exists() or not setup_token_matches(svc.settings.data_dir,
-                                                                         token):
+    if await UserStore(svc.db).owner_exists() or not setup_token_matches(
+        svc.settings.data_dir, token
+    ):
         return await _setup_form(request, None, 200)
     try:
         check_login(login)
@@ -89,14 +97,22 @@ async def setup_submit(request: web.Request) -> web.StreamResponse:
 
 # ----------------------------------------------------------------------------- login
 
+
 async def login_page(request: web.Request) -> web.StreamResponse:
     if current(request):
         raise web.HTTPSeeOther(safe_next(request.query.get("next")))
     needs_setup = not await UserStore(services(request).db).owner_exists()
-    return aiohttp_jinja2.render_template("login.html", request, {
-        "error": request.query.get("error"), "login": "", "next": safe_next(
-            request.query.get("next")), "needs_setup": needs_setup,
-        "twitch": _twitch_ready(request)})
+    return aiohttp_jinja2.render_template(
+        "login.html",
+        request,
+        {
+            "error": request.query.get("error"),
+            "login": "",
+            "next": safe_next(request.query.get("next")),
+            "needs_setup": needs_setup,
+            "twitch": _twitch_ready(request),
+        },
+    )
 
 
 async def login_submit(request: web.Request) -> web.StreamResponse:
@@ -114,9 +130,18 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     if not await verify_password(found[1] if found else None, str(form.get("password", ""))):
         throttle.failed(keys)
         log.warning("web_login_failed", login=login, remote=request.remote, delay_s=wait)
-        return aiohttp_jinja2.render_template("login.html", request, {
-            "error": "Wrong login or password.", "login": login, "next": next_url,
-            "needs_setup": False, "twitch": _twitch_ready(request)}, status=401)
+        return aiohttp_jinja2.render_template(
+            "login.html",
+            request,
+            {
+                "error": "Wrong login or password.",
+                "login": login,
+                "next": next_url,
+                "needs_setup": False,
+                "twitch": _twitch_ready(request),
+            },
+            status=401,
+        )
     throttle.succeeded(keys)
     assert found is not None
     await sign_in(request, found[0], "password")

@@ -16,9 +16,15 @@ from streamerhub.web.context import services
 async def multistream_page(request: web.Request) -> web.StreamResponse:
     """The shell of the multistream page; its tables are filled and kept live from /api/v1."""
     svc = services(request)
-    return aiohttp_jinja2.render_template("multistream.html", request, {
-        "channels": await channels(request), "available": svc.multistream,
-        "max_upload": svc.settings.ffmpeg.max_upload_bytes})
+    return aiohttp_jinja2.render_template(
+        "multistream.html",
+        request,
+        {
+            "channels": await channels(request),
+            "available": svc.multistream,
+            "max_upload": svc.settings.ffmpeg.max_upload_bytes,
+        },
+    )
 
 
 @require("owner")

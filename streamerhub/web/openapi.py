@@ -25,107 +25,234 @@ def _nullable(kind: str, **extra: Any) -> dict[str, Any]:
 _TIME = _nullable("string", format="date-time")
 
 SCHEMAS: dict[str, Any] = {
-    "Error": {"type": "object", "required": ["error"],
-              "properties": {"error": {"type": "string",
-                                       "description": "What went wrong and what to do"}}},
-    "TargetInput": {"type": "object", "additionalProperties": False, "properties": {
-        "name": {"type": "string", "maxLength": 100},
-        "url": {"type": "string", "description": "rtmp:// or rtmps:// ingest URL, without key",
-                "examples": ["rtmp://live.twitch.tv/app"]},
-        "stream_key": {"type": "string", "writeOnly": True,
-                       "description": "Write-only; no whitespace. Omit on edit to keep it."},
-        "enabled": {"type": "boolean", "default": True},
-        "channel_id": {**_nullable("string"), "description": "Connected Twitch channel id, "
-                       "whose title/category/tags a job sets when it starts"}}},
-    "Target": {"type": "object", "properties": {
-        "id": {"type": "integer"}, "name": {"type": "string"}, "url": {"type": "string"},
-        "stream_key": {"type": "string", "description": "Only a hint, e.g. ••••a1b2"},
-        "enabled": {"type": "boolean"}, "channel_id": _nullable("string"),
-        "created_at": {"type": "string", "format": "date-time"},
-        "updated_at": {"type": "string", "format": "date-time"}}},
-    "Probe": {"type": "object", "description": "What FFmpeg found in the file", "properties": {
-        "size_bytes": {"type": "integer"}, "container": {"type": "string"},
-        "duration": _nullable("number"), "bitrate_kbps": _nullable("integer"),
-        "video": {"type": "object", "properties": {
-            "codec": {"type": "string"}, "profile": _nullable("string"),
-            "pix_fmt": _nullable("string"), "width": {"type": "integer"},
-            "height": {"type": "integer"}, "fps": _nullable("number"),
-            "bitrate_kbps": _nullable("integer")}},
-        "audio": {"type": ["object", "null"], "properties": {
-            "codec": {"type": "string"}, "sample_rate": _nullable("integer"),
-            "channels": _nullable("string"), "bitrate_kbps": _nullable("integer")}},
-        "keyframe_interval": _nullable("number"), "audio_present": {"type": "boolean"}}},
-    "Video": {"type": "object", "properties": {
-        "id": {"type": "integer"}, "label": {"type": "string",
-                                            "description": "The uploaded file's name (a label)"},
-        "source": {"enum": ["upload", "import"]}, "size_bytes": {"type": "integer"},
-        "status": {"enum": ["uploaded", "probing", "preparing", "ready", "rejected"]},
-        "reason": {**_nullable("string"), "description": "Why rejected, or cancelled"},
-        "progress": {**_nullable("number"), "description": "0..1 while preparing"},
-        "probe": {"oneOf": [_ref("Probe"), {"type": "null"}]},
-        "profile": {"type": "object", "properties": {"video_kbps": {"type": "integer"},
-                                                     "audio_kbps": {"type": "integer"}}},
-        "prepared": {"type": ["object", "null"], "properties": {
-            "mode": {"enum": ["remux", "encode"]}, "probe": _ref("Probe")}},
-        "created_at": {"type": "string", "format": "date-time"},
-        "updated_at": {"type": "string", "format": "date-time"}}},
-    "Profile": {"type": "object", "properties": {
-        "video_kbps": {"type": "integer", "minimum": 100, "maximum": 50000, "default": 2500},
-        "audio_kbps": {"type": "integer", "minimum": 32, "maximum": 512, "default": 160}}},
-    "Schedule": {"type": "object", "additionalProperties": False, "properties": {
-        "start_at": {**_TIME, "description": "ISO 8601; without offset: [general] timezone"},
-        "stop_at": _TIME,
-        "duration_s": {**_nullable("integer"), "minimum": 1},
-        "days": {"type": "array", "items": {"enum": ["mon", "tue", "wed", "thu", "fri", "sat",
-                                                     "sun"]},
-                 "description": "Repeat at start_at's time of day on these weekdays"}}},
-    "JobInput": {"type": "object", "additionalProperties": False, "properties": {
-        "name": {"type": "string", "maxLength": 100},
-        "videos": {"type": "array", "items": {"type": "integer"}, "minItems": 1,
-                   "description": "Video ids, played in this order, gaplessly"},
-        "targets": {"type": "array", "items": {"type": "integer"}, "minItems": 1},
-        "loop": {"oneOf": [{"const": "forever"}, {"type": "integer", "minimum": 1}],
-                 "default": 1, "description": "Plays of the playlist"},
-        "title": {**_nullable("string"), "maxLength": 140},
-        "category": {**_nullable("string"), "description": "Twitch category name or id"},
-        "tags": {"type": "array", "items": {"type": "string", "maxLength": 25},
-                 "maxItems": 10},
-        "schedule": {"oneOf": [_ref("Schedule"), {"type": "null"}]}}},
-    "TargetRuntime": {"type": "object", "properties": {
-        "target_id": {"type": "integer"}, "name": {"type": "string"},
-        "enabled": {"type": "boolean"}, "desired": {"enum": ["running", "stopped"]},
-        "state": {"enum": ["starting", "live", "backoff", "failed", "stopped", "disabled"]},
-        "finished": {"type": "boolean"}, "pid": _nullable("integer"),
-        "run": {"type": "integer"}, "started_at": _TIME, "live_since": _TIME,
-        "uptime_s": _nullable("number"), "out_time_s": _nullable("number"),
-        "bitrate_kbps": _nullable("number"), "fps": _nullable("number"),
-        "speed": _nullable("number"), "drop_frames": {"type": "integer"},
-        "dup_frames": {"type": "integer"}, "restarts": {"type": "integer"},
-        "last_error": _nullable("string"),
-        "failure_class": {"enum": ["key_rejected", "connection_refused", "dns", "tls",
-                                   "timeout", "input_error", "other", None]},
-        "next_retry_at": _TIME, "next_retry_in_s": _nullable("number")}},
-    "Job": {"type": "object", "properties": {
-        "id": {"type": "integer"}, "name": {"type": "string"},
-        "videos": {"type": "array", "items": {"type": "integer"}},
-        "loop": {"oneOf": [{"const": "forever"}, {"type": "integer"}]},
-        "title": _nullable("string"), "category": _nullable("string"),
-        "tags": {"type": "array", "items": {"type": "string"}},
-        "schedule": {"oneOf": [_ref("Schedule"), {"type": "null"}]},
-        "desired": {"enum": ["running", "stopped"]},
-        "state": {"enum": ["stopped", "idle", "live", "degraded", "starting", "failing"]},
-        "started_at": _TIME, "stop_deadline": _TIME, "next_start": _TIME,
-        "ended_reason": _nullable("string"), "created_at": {"type": "string"},
-        "targets": {"type": "array", "items": _ref("TargetRuntime")},
-        "runs": {"type": "array", "description": "GET /jobs/{id} only: recent FFmpeg runs",
-                 "items": {"type": "object", "properties": {
-                     "id": {"type": "integer"}, "target_id": {"type": "integer"},
-                     "started_at": _TIME, "ended_at": _TIME, "exit_code": _nullable("integer"),
-                     "failure_class": _nullable("string"), "error": _nullable("string"),
-                     "stderr_tail": {"type": "string", "description": "Redacted"}}}},
-        "channel_updates": {"type": "array", "description": "GET /jobs/{id} only: what was "
-                            "set on linked Twitch channels and Twitch's answer",
-                            "items": {"type": "object"}}}},
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {"type": "string", "description": "What went wrong and what to do"}
+        },
+    },
+    "TargetInput": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string", "maxLength": 100},
+            "url": {
+                "type": "string",
+                "description": "rtmp:// or rtmps:// ingest URL, without key",
+                "examples": ["rtmp://live.twitch.tv/app"],
+            },
+            "stream_key": {
+                "type": "string",
+                "writeOnly": True,
+                "description": "Write-only; no whitespace. Omit on edit to keep it.",
+            },
+            "enabled": {"type": "boolean", "default": True},
+            "channel_id": {
+                **_nullable("string"),
+                "description": "Connected Twitch channel id, "
+                "whose title/category/tags a job sets when it starts",
+            },
+        },
+    },
+    "Target": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "name": {"type": "string"},
+            "url": {"type": "string"},
+            "stream_key": {"type": "string", "description": "Only a hint, e.g. ••••a1b2"},
+            "enabled": {"type": "boolean"},
+            "channel_id": _nullable("string"),
+            "created_at": {"type": "string", "format": "date-time"},
+            "updated_at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "Probe": {
+        "type": "object",
+        "description": "What FFmpeg found in the file",
+        "properties": {
+            "size_bytes": {"type": "integer"},
+            "container": {"type": "string"},
+            "duration": _nullable("number"),
+            "bitrate_kbps": _nullable("integer"),
+            "video": {
+                "type": "object",
+                "properties": {
+                    "codec": {"type": "string"},
+                    "profile": _nullable("string"),
+                    "pix_fmt": _nullable("string"),
+                    "width": {"type": "integer"},
+                    "height": {"type": "integer"},
+                    "fps": _nullable("number"),
+                    "bitrate_kbps": _nullable("integer"),
+                },
+            },
+            "audio": {
+                "type": ["object", "null"],
+                "properties": {
+                    "codec": {"type": "string"},
+                    "sample_rate": _nullable("integer"),
+                    "channels": _nullable("string"),
+                    "bitrate_kbps": _nullable("integer"),
+                },
+            },
+            "keyframe_interval": _nullable("number"),
+            "audio_present": {"type": "boolean"},
+        },
+    },
+    "Video": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "label": {"type": "string", "description": "The uploaded file's name (a label)"},
+            "source": {"enum": ["upload", "import"]},
+            "size_bytes": {"type": "integer"},
+            "status": {"enum": ["uploaded", "probing", "preparing", "ready", "rejected"]},
+            "reason": {**_nullable("string"), "description": "Why rejected, or cancelled"},
+            "progress": {**_nullable("number"), "description": "0..1 while preparing"},
+            "probe": {"oneOf": [_ref("Probe"), {"type": "null"}]},
+            "profile": {
+                "type": "object",
+                "properties": {
+                    "video_kbps": {"type": "integer"},
+                    "audio_kbps": {"type": "integer"},
+                },
+            },
+            "prepared": {
+                "type": ["object", "null"],
+                "properties": {"mode": {"enum": ["remux", "encode"]}, "probe": _ref("Probe")},
+            },
+            "created_at": {"type": "string", "format": "date-time"},
+            "updated_at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "Profile": {
+        "type": "object",
+        "properties": {
+            "video_kbps": {"type": "integer", "minimum": 100, "maximum": 50000, "default": 2500},
+            "audio_kbps": {"type": "integer", "minimum": 32, "maximum": 512, "default": 160},
+        },
+    },
+    "Schedule": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "start_at": {**_TIME, "description": "ISO 8601; without offset: [general] timezone"},
+            "stop_at": _TIME,
+            "duration_s": {**_nullable("integer"), "minimum": 1},
+            "days": {
+                "type": "array",
+                "items": {"enum": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]},
+                "description": "Repeat at start_at's time of day on these weekdays",
+            },
+        },
+    },
+    "JobInput": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string", "maxLength": 100},
+            "videos": {
+                "type": "array",
+                "items": {"type": "integer"},
+                "minItems": 1,
+                "description": "Video ids, played in this order, gaplessly",
+            },
+            "targets": {"type": "array", "items": {"type": "integer"}, "minItems": 1},
+            "loop": {
+                "oneOf": [{"const": "forever"}, {"type": "integer", "minimum": 1}],
+                "default": 1,
+                "description": "Plays of the playlist",
+            },
+            "title": {**_nullable("string"), "maxLength": 140},
+            "category": {**_nullable("string"), "description": "Twitch category name or id"},
+            "tags": {"type": "array", "items": {"type": "string", "maxLength": 25}, "maxItems": 10},
+            "schedule": {"oneOf": [_ref("Schedule"), {"type": "null"}]},
+        },
+    },
+    "TargetRuntime": {
+        "type": "object",
+        "properties": {
+            "target_id": {"type": "integer"},
+            "name": {"type": "string"},
+            "enabled": {"type": "boolean"},
+            "desired": {"enum": ["running", "stopped"]},
+            "state": {"enum": ["starting", "live", "backoff", "failed", "stopped", "disabled"]},
+            "finished": {"type": "boolean"},
+            "pid": _nullable("integer"),
+            "run": {"type": "integer"},
+            "started_at": _TIME,
+            "live_since": _TIME,
+            "uptime_s": _nullable("number"),
+            "out_time_s": _nullable("number"),
+            "bitrate_kbps": _nullable("number"),
+            "fps": _nullable("number"),
+            "speed": _nullable("number"),
+            "drop_frames": {"type": "integer"},
+            "dup_frames": {"type": "integer"},
+            "restarts": {"type": "integer"},
+            "last_error": _nullable("string"),
+            "failure_class": {
+                "enum": [
+                    "key_rejected",
+                    "connection_refused",
+                    "dns",
+                    "tls",
+                    "timeout",
+                    "input_error",
+                    "other",
+                    None,
+                ]
+            },
+            "next_retry_at": _TIME,
+            "next_retry_in_s": _nullable("number"),
+        },
+    },
+    "Job": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "name": {"type": "string"},
+            "videos": {"type": "array", "items": {"type": "integer"}},
+            "loop": {"oneOf": [{"const": "forever"}, {"type": "integer"}]},
+            "title": _nullable("string"),
+            "category": _nullable("string"),
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "schedule": {"oneOf": [_ref("Schedule"), {"type": "null"}]},
+            "desired": {"enum": ["running", "stopped"]},
+            "state": {"enum": ["stopped", "idle", "live", "degraded", "starting", "failing"]},
+            "started_at": _TIME,
+            "stop_deadline": _TIME,
+            "next_start": _TIME,
+            "ended_reason": _nullable("string"),
+            "created_at": {"type": "string"},
+            "targets": {"type": "array", "items": _ref("TargetRuntime")},
+            "runs": {
+                "type": "array",
+                "description": "GET /jobs/{id} only: recent FFmpeg runs",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "integer"},
+                        "target_id": {"type": "integer"},
+                        "started_at": _TIME,
+                        "ended_at": _TIME,
+                        "exit_code": _nullable("integer"),
+                        "failure_class": _nullable("string"),
+                        "error": _nullable("string"),
+                        "stderr_tail": {"type": "string", "description": "Redacted"},
+                    },
+                },
+            },
+            "channel_updates": {
+                "type": "array",
+                "description": "GET /jobs/{id} only: what was "
+                "set on linked Twitch channels and Twitch's answer",
+                "items": {"type": "object"},
+            },
+        },
+    },
 }
 
 
@@ -136,17 +263,31 @@ def _answer(status: str, schema: dict[str, Any] | None, text: str) -> dict[str, 
     return {status: body}
 
 
-ERRORS = {**_answer("400", _ref("Error"), "Invalid request (the message names the field)"),
-          **_answer("401", _ref("Error"), "Missing or wrong token")}
+ERRORS = {
+    **_answer("400", _ref("Error"), "Invalid request (the message names the field)"),
+    **_answer("401", _ref("Error"), "Missing or wrong token"),
+}
 
 
-def _op(summary: str, ok: dict[str, Any], body: dict[str, Any] | None = None,
-        extra: tuple[str, ...] = ()) -> dict[str, Any]:
+def _op(
+    summary: str,
+    ok: dict[str, Any],
+    body: dict[str, Any] | None = None,
+    extra: tuple[str, ...] = (),
+) -> dict[str, Any]:
     answers = {**ok, **ERRORS}
     for status in extra:
-        answers.update(_answer(status, _ref("Error"), {
-            "404": "No such item", "409": "Conflicts with the current state",
-            "413": "Upload larger than [ffmpeg] max_upload_bytes"}[status]))
+        answers.update(
+            _answer(
+                status,
+                _ref("Error"),
+                {
+                    "404": "No such item",
+                    "409": "Conflicts with the current state",
+                    "413": "Upload larger than [ffmpeg] max_upload_bytes",
+                }[status],
+            )
+        )
     op: dict[str, Any] = {"summary": summary, "responses": answers}
     if body is not None:
         op["requestBody"] = {"required": True, "content": body}
@@ -162,14 +303,40 @@ def _id(name: str = "id") -> dict[str, Any]:
 
 
 _UPLOAD = {
-    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-        "video_kbps": {"type": "integer"}, "audio_kbps": {"type": "integer"},
-        "file": {"type": "string", "format": "binary",
-                 "description": "Streamed to disk; send profile fields before it"}}}},
-    "application/json": {"schema": {"allOf": [_ref("Profile"), {
-        "type": "object", "required": ["path"], "properties": {
-            "path": {"type": "string", "description": "Absolute path of a file on the server"},
-            "label": {"type": "string"}}}]}}}
+    "multipart/form-data": {
+        "schema": {
+            "type": "object",
+            "required": ["file"],
+            "properties": {
+                "video_kbps": {"type": "integer"},
+                "audio_kbps": {"type": "integer"},
+                "file": {
+                    "type": "string",
+                    "format": "binary",
+                    "description": "Streamed to disk; send profile fields before it",
+                },
+            },
+        }
+    },
+    "application/json": {
+        "schema": {
+            "allOf": [
+                _ref("Profile"),
+                {
+                    "type": "object",
+                    "required": ["path"],
+                    "properties": {
+                        "path": {
+                            "type": "string",
+                            "description": "Absolute path of a file on the server",
+                        },
+                        "label": {"type": "string"},
+                    },
+                },
+            ]
+        }
+    },
+}
 _JOB = _answer("200", _ref("Job"), "The job with its targets' live state")
 _VIDEO = _answer("200", _ref("Video"), "The video")
 _NO_CONTENT = _answer("204", None, "Deleted")
@@ -179,97 +346,183 @@ def _paths() -> dict[str, Any]:
     target_item = {
         "parameters": [_id()],
         "get": _op("A target", _answer("200", _ref("Target"), "The target"), extra=("404",)),
-        "patch": _op("Edit a target (a missing stream_key keeps the stored one)",
-                     _answer("200", _ref("Target"), "The target"), _json_body(_ref("TargetInput")),
-                     ("404", "409")),
-        "delete": _op("Delete a target not used by any job", _NO_CONTENT, extra=("404", "409"))}
+        "patch": _op(
+            "Edit a target (a missing stream_key keeps the stored one)",
+            _answer("200", _ref("Target"), "The target"),
+            _json_body(_ref("TargetInput")),
+            ("404", "409"),
+        ),
+        "delete": _op("Delete a target not used by any job", _NO_CONTENT, extra=("404", "409")),
+    }
     return {
         "/targets": {
-            "get": _op("List targets", _answer("200", {"type": "array", "items": _ref("Target")},
-                                               "Targets (keys as hints only)")),
-            "post": _op("Create a target", _answer("201", _ref("Target"), "Created"),
-                        _json_body(_ref("TargetInput")), ("409",))},
+            "get": _op(
+                "List targets",
+                _answer(
+                    "200",
+                    {"type": "array", "items": _ref("Target")},
+                    "Targets (keys as hints only)",
+                ),
+            ),
+            "post": _op(
+                "Create a target",
+                _answer("201", _ref("Target"), "Created"),
+                _json_body(_ref("TargetInput")),
+                ("409",),
+            ),
+        },
         "/targets/{id}": target_item,
         "/videos": {
-            "get": _op("List videos", _answer("200", {"type": "array", "items": _ref("Video")},
-                                              "Videos with status and progress")),
-            "post": _op("Upload a video (multipart, field `file`) or import one by path",
-                        _answer("201", _ref("Video"), "Stored; probing and preparation follow"),
-                        _UPLOAD, ("413",))},
+            "get": _op(
+                "List videos",
+                _answer(
+                    "200",
+                    {"type": "array", "items": _ref("Video")},
+                    "Videos with status and progress",
+                ),
+            ),
+            "post": _op(
+                "Upload a video (multipart, field `file`) or import one by path",
+                _answer("201", _ref("Video"), "Stored; probing and preparation follow"),
+                _UPLOAD,
+                ("413",),
+            ),
+        },
         "/videos/{id}": {
             "parameters": [_id()],
             "get": _op("A video: status, probe, preparation progress", _VIDEO, extra=("404",)),
-            "delete": _op("Delete a video not used by any job", _NO_CONTENT,
-                          extra=("404", "409"))},
-        "/videos/{id}/prepare": {"parameters": [_id()], "post": _op(
-            "Prepare (again), optionally with another profile",
-            _answer("202", _ref("Video"), "Queued"), _json_body(_ref("Profile")),
-            ("404", "409"))},
-        "/videos/{id}/cancel": {"parameters": [_id()], "post": _op(
-            "Cancel probing or preparation", _VIDEO, extra=("404", "409"))},
+            "delete": _op("Delete a video not used by any job", _NO_CONTENT, extra=("404", "409")),
+        },
+        "/videos/{id}/prepare": {
+            "parameters": [_id()],
+            "post": _op(
+                "Prepare (again), optionally with another profile",
+                _answer("202", _ref("Video"), "Queued"),
+                _json_body(_ref("Profile")),
+                ("404", "409"),
+            ),
+        },
+        "/videos/{id}/cancel": {
+            "parameters": [_id()],
+            "post": _op("Cancel probing or preparation", _VIDEO, extra=("404", "409")),
+        },
         "/jobs": {
-            "get": _op("List jobs", _answer("200", {"type": "array", "items": _ref("Job")},
-                                            "Jobs with their targets' live state")),
-            "post": _op("Create a job", _answer("201", _ref("Job"), "Created"),
-                        _json_body(_ref("JobInput")))},
+            "get": _op(
+                "List jobs",
+                _answer(
+                    "200",
+                    {"type": "array", "items": _ref("Job")},
+                    "Jobs with their targets' live state",
+                ),
+            ),
+            "post": _op(
+                "Create a job", _answer("201", _ref("Job"), "Created"), _json_body(_ref("JobInput"))
+            ),
+        },
         "/jobs/{id}": {
             "parameters": [_id()],
-            "get": _op("A job with live state, recent runs and Twitch updates", _JOB,
-                       extra=("404",)),
-            "patch": _op("Edit a job (playlist, targets and loop only while stopped)", _JOB,
-                         _json_body(_ref("JobInput")), ("404", "409")),
-            "delete": _op("Stop and delete a job", _NO_CONTENT, extra=("404",))},
-        "/jobs/{id}/start": {"parameters": [_id()], "post": _op(
-            "Start every enabled target (sets linked Twitch channels' title/category/tags)",
-            _JOB, extra=("404",))},
-        "/jobs/{id}/stop": {"parameters": [_id()], "post": _op("Stop every target", _JOB,
-                                                               extra=("404",))},
-        "/jobs/{id}/targets/{target_id}/start": {"parameters": [_id(), _id("target_id")],
-                                                 "post": _op(
-            "Start or retry one target of a running job; the others are untouched", _JOB,
-            extra=("404", "409"))},
-        "/jobs/{id}/targets/{target_id}/stop": {"parameters": [_id(), _id("target_id")],
-                                                "post": _op(
-            "Stop one target of a job; the others are untouched", _JOB, extra=("404",))},
-        "/export/{kind}": {"parameters": [
-            {"name": "kind", "in": "path", "required": True,
-             "schema": {"enum": ["events", "sessions", "series"]}},
-            _query("format", "csv (default) or json", enum=["csv", "json"]),
-            _query("from", "A day (YYYY-MM-DD, from its start in [general] timezone) or an ISO "
-                           "time; default: the beginning"),
-            _query("to", "A day (included) or an ISO time (excluded); default: now"),
-            _query("channel", "A channel id or login; default: all (series: the only one)"),
-            _query("bucket", "Series bucket size; default: chosen to fit the range",
-                   enum=["hour", "day", "week", "month"])],
-            "get": {"summary": "Stream an export (the same as `streamerhub export`); columns "
-                               "are listed in the README and never renamed",
-                    "responses": {"200": {"description": "CSV or a JSON array, streamed",
-                                          "content": {"text/csv": {}, "application/json": {}}},
-                                  **ERRORS}}},
+            "get": _op(
+                "A job with live state, recent runs and Twitch updates", _JOB, extra=("404",)
+            ),
+            "patch": _op(
+                "Edit a job (playlist, targets and loop only while stopped)",
+                _JOB,
+                _json_body(_ref("JobInput")),
+                ("404", "409"),
+            ),
+            "delete": _op("Stop and delete a job", _NO_CONTENT, extra=("404",)),
+        },
+        "/jobs/{id}/start": {
+            "parameters": [_id()],
+            "post": _op(
+                "Start every enabled target (sets linked Twitch channels' title/category/tags)",
+                _JOB,
+                extra=("404",),
+            ),
+        },
+        "/jobs/{id}/stop": {
+            "parameters": [_id()],
+            "post": _op("Stop every target", _JOB, extra=("404",)),
+        },
+        "/jobs/{id}/targets/{target_id}/start": {
+            "parameters": [_id(), _id("target_id")],
+            "post": _op(
+                "Start or retry one target of a running job; the others are untouched",
+                _JOB,
+                extra=("404", "409"),
+            ),
+        },
+        "/jobs/{id}/targets/{target_id}/stop": {
+            "parameters": [_id(), _id("target_id")],
+            "post": _op("Stop one target of a job; the others are untouched", _JOB, extra=("404",)),
+        },
+        "/export/{kind}": {
+            "parameters": [
+                {
+                    "name": "kind",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"enum": ["events", "sessions", "series"]},
+                },
+                _query("format", "csv (default) or json", enum=["csv", "json"]),
+                _query(
+                    "from",
+                    "A day (YYYY-MM-DD, from its start in [general] timezone) or an ISO "
+                    "time; default: the beginning",
+                ),
+                _query("to", "A day (included) or an ISO time (excluded); default: now"),
+                _query("channel", "A channel id or login; default: all (series: the only one)"),
+                _query(
+                    "bucket",
+                    "Series bucket size; default: chosen to fit the range",
+                    enum=["hour", "day", "week", "month"],
+                ),
+            ],
+            "get": {
+                "summary": "Stream an export (the same as `streamerhub export`); columns "
+                "are listed in the README and never renamed",
+                "responses": {
+                    "200": {
+                        "description": "CSV or a JSON array, streamed",
+                        "content": {"text/csv": {}, "application/json": {}},
+                    },
+                    **ERRORS,
+                },
+            },
+        },
     }
 
 
 def _query(name: str, text: str, enum: list[str] | None = None) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "string", **({"enum": enum} if enum else {})}
-    return {"name": name, "in": "query", "required": False, "description": text,
-            "schema": schema}
+    return {"name": name, "in": "query", "required": False, "description": text, "schema": schema}
 
 
 def build_openapi() -> dict[str, Any]:
     """The whole document (pure: a new dict each call)."""
     return {
         "openapi": "3.1.0",
-        "info": {"title": "StreamerHub API", "version": __version__,
-                 "description": "Multistream targets, video library, stream jobs and analytics "
-                                "exports. Errors "
-                                "are {\"error\": \"…\"} with a 4xx status."},
+        "info": {
+            "title": "StreamerHub API",
+            "version": __version__,
+            "description": "Multistream targets, video library, stream jobs and analytics "
+            "exports. Errors "
+            'are {"error": "…"} with a 4xx status.',
+        },
         "servers": [{"url": PREFIX}],
         "security": [{"bearer": []}],
         "paths": _paths(),
-        "components": {"schemas": SCHEMAS, "securitySchemes": {"bearer": {
-            "type": "http", "scheme": "bearer",
-            "description": "The local admin token: `streamerhub api-token`; the dashboard "
-                           "session cookie works too"}}},
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The local admin token: `streamerhub api-token`; the dashboard "
+                    "session cookie works too",
+                }
+            },
+        },
     }
 
 

@@ -29,12 +29,18 @@ from streamerhub.web.channel_picker import channels, chosen_channel
 from streamerhub.web.context import services
 
 PERIODS = (("day", "Today"), ("week", "This week"), ("month", "This month"), ("all", "All time"))
-LABELS = {"day": "Today", "week": "This week", "month": "This month", "all": "All time",
-          "custom": "Custom range"}
+LABELS = {
+    "day": "Today",
+    "week": "This week",
+    "month": "This month",
+    "all": "All time",
+    "custom": "Custom range",
+}
 
 
-async def resolve(conn: Any, cal: Calendar, channel: str | None,
-                  query: Mapping[str, str]) -> tuple[Period, str | None]:
+async def resolve(
+    conn: Any, cal: Calendar, channel: str | None, query: Mapping[str, str]
+) -> tuple[Period, str | None]:
     """The period asked for, or this week and a message saying what was wrong."""
     kind = query.get("period", "week")
     try:
@@ -49,8 +55,7 @@ async def resolve(conn: Any, cal: Calendar, channel: str | None,
                 raise PeriodError("Custom period: From must be on or before To.")
         if channel is None and kind in ("all", "custom"):
             kind = "week"
-        period = await load_period(conn, cal, channel or "", kind, first_day=first,
-                                   last_day=last)
+        period = await load_period(conn, cal, channel or "", kind, first_day=first, last_day=last)
         return period, None
     except PeriodError as exc:
         return calendar_period(cal, "week"), str(exc)
@@ -72,31 +77,69 @@ def card_view(stats: StatCards) -> list[dict[str, Any]]:
     gained = c["followers_gained"]
     now_viewers = c["viewers_current"].value
 
-    def card(key: str, label: str, value: Any, sub: str, change: float | None,
-             digits: int = 0) -> dict[str, Any]:
-        return {"key": key, "label": label, "value": value, "sub": sub, "delta": change,
-                "digits": digits}
+    def card(
+        key: str, label: str, value: Any, sub: str, change: float | None, digits: int = 0
+    ) -> dict[str, Any]:
+        return {
+            "key": key,
+            "label": label,
+            "value": value,
+            "sub": sub,
+            "delta": change,
+            "digits": digits,
+        }
 
     total = c["followers_total"].value
     sub_total = c["subs_total"].value
     return [
-        card("followers", "Followers", total if total is not None else gained.value,
-             f"+{gained.value:,} in this period", gained.change_pct),
-        card("subs", "Subscribers", sub_total if sub_total is not None else _sum(stats, subs),
-             f"{c['subs_new'].value} new · {c['subs_resub'].value} resub · "
-             f"{c['subs_gifted'].value} gifted",
-             _pct(_sum(stats, subs), _sum(stats, subs, previous=True))),
-        card("viewers", "Average viewers", c["viewers_avg"].value,
-             f"peak {c['viewers_peak'].value:,} · now "
-             f"{'—' if now_viewers is None else f'{now_viewers:,}'}",
-             c["viewers_avg"].change_pct, 1),
-        card("watch_hours", "Watch hours", c["watch_hours"].value, "viewers × time watched",
-             c["watch_hours"].change_pct, 1),
-        card("streamed", "Hours streamed", c["hours_streamed"].value, "",
-             c["hours_streamed"].change_pct, 1),
+        card(
+            "followers",
+            "Followers",
+            total if total is not None else gained.value,
+            f"+{gained.value:,} in this period",
+            gained.change_pct,
+        ),
+        card(
+            "subs",
+            "Subscribers",
+            sub_total if sub_total is not None else _sum(stats, subs),
+            f"{c['subs_new'].value} new · {c['subs_resub'].value} resub · "
+            f"{c['subs_gifted'].value} gifted",
+            _pct(_sum(stats, subs), _sum(stats, subs, previous=True)),
+        ),
+        card(
+            "viewers",
+            "Average viewers",
+            c["viewers_avg"].value,
+            f"peak {c['viewers_peak'].value:,} · now "
+            f"{'—' if now_viewers is None else f'{now_viewers:,}'}",
+            c["viewers_avg"].change_pct,
+            1,
+        ),
+        card(
+            "watch_hours",
+            "Watch hours",
+            c["watch_hours"].value,
+            "viewers × time watched",
+            c["watch_hours"].change_pct,
+            1,
+        ),
+        card(
+            "streamed",
+            "Hours streamed",
+            c["hours_streamed"].value,
+            "",
+            c["hours_streamed"].change_pct,
+            1,
+        ),
         card("bits", "Bits", c["bits"].value, "", c["bits"].change_pct),
-        card("raids", "Raids", c["raids"].value, f"{c['raid_viewers'].value:,} viewers brought",
-             c["raids"].change_pct),
+        card(
+            "raids",
+            "Raids",
+            c["raids"].value,
+            f"{c['raid_viewers'].value:,} viewers brought",
+            c["raids"].change_pct,
+        ),
     ]
 
 
@@ -104,15 +147,19 @@ def series_view(series: Series, tz: str) -> dict[str, Any]:
     """Columns for uPlot: one value per bucket (zeros kept), viewer lines broken off-stream."""
     points = series.points
     live = [p.hours_streamed > 0 or p.viewers_peak > 0 for p in points]
-    return {"t": [int(p.start.timestamp()) for p in points],
-            "follows": [p.follows for p in points],
-            "subs": [p.subs_new + p.subs_resub + p.subs_gifted for p in points],
-            "bits": [p.bits for p in points],
-            "avg_viewers": [p.viewers_avg if on else None
-                            for p, on in zip(points, live, strict=True)],
-            "peak_viewers": [p.viewers_peak if on else None
-                             for p, on in zip(points, live, strict=True)],
-            "gap": [p.gap for p in points], "bucket": series.period.bucket, "tz": tz}
+    return {
+        "t": [int(p.start.timestamp()) for p in points],
+        "follows": [p.follows for p in points],
+        "subs": [p.subs_new + p.subs_resub + p.subs_gifted for p in points],
+        "bits": [p.bits for p in points],
+        "avg_viewers": [p.viewers_avg if on else None for p, on in zip(points, live, strict=True)],
+        "peak_viewers": [
+            p.viewers_peak if on else None for p, on in zip(points, live, strict=True)
+        ],
+        "gap": [p.gap for p in points],
+        "bucket": series.period.bucket,
+        "tz": tz,
+    }
 
 
 async def overview(request: web.Request, channel: str | None) -> dict[str, Any]:
@@ -122,13 +169,23 @@ async def overview(request: web.Request, channel: str | None) -> dict[str, Any]:
     async with svc.db.pool.acquire() as conn:
         period, error = await resolve(conn, cal, channel, request.query)
         if channel is None:
-            return {"period": period, "error": error, "cards": None, "series": None,
-                    "previous": None}
+            return {
+                "period": period,
+                "error": error,
+                "cards": None,
+                "series": None,
+                "previous": None,
+            }
         stats = await stat_cards(conn, channel, period)
         series = await time_series(conn, channel, period)
-    return {"period": period, "error": error, "cards": card_view(stats),
-            "series": series_view(series, cal.timezone), "previous": stats.previous_window,
-            "window": stats.window}
+    return {
+        "period": period,
+        "error": error,
+        "cards": card_view(stats),
+        "series": series_view(series, cal.timezone),
+        "previous": stats.previous_window,
+        "window": stats.window,
+    }
 
 
 @require("viewer")
@@ -137,12 +194,24 @@ async def overview_page(request: web.Request) -> web.StreamResponse:
     channel = chosen_channel(request, known)
     data = await overview(request, channel)
     period = data["period"]
-    return aiohttp_jinja2.render_template("overview.html", request, {
-        "channels": known, "channel": channel, "period": period, "periods": PERIODS,
-        "label": LABELS.get(period.kind, period.kind), "period_error": data["error"],
-        "data": data, "groups": list(GROUPS), "series": data["series"], "q": request.query,
-        "last_day": period.calendar.local(period.end - dt.timedelta(seconds=1)).date()},
-        status=400 if data["error"] else 200)
+    return aiohttp_jinja2.render_template(
+        "overview.html",
+        request,
+        {
+            "channels": known,
+            "channel": channel,
+            "period": period,
+            "periods": PERIODS,
+            "label": LABELS.get(period.kind, period.kind),
+            "period_error": data["error"],
+            "data": data,
+            "groups": list(GROUPS),
+            "series": data["series"],
+            "q": request.query,
+            "last_day": period.calendar.local(period.end - dt.timedelta(seconds=1)).date(),
+        },
+        status=400 if data["error"] else 200,
+    )
 
 
 @require("viewer")
@@ -152,5 +221,11 @@ async def overview_data(request: web.Request) -> web.StreamResponse:
     data = await overview(request, channel)
     if data["error"]:
         raise web.HTTPBadRequest(text=data["error"])
-    return web.json_response({"channel": channel, "period": data["period"].to_dict(),
-                              "cards": data["cards"], "series": data["series"]})
+    return web.json_response(
+        {
+            "channel": channel,
+            "period": data["period"].to_dict(),
+            "cards": data["cards"],
+            "series": data["series"],
+        }
+    )

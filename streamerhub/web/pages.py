@@ -18,9 +18,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/events", events_page.events_page, name="events")
     app.router.add_get("/events/export", events_page.events_export)
     app.router.add_get("/streams", streams_page.streams_page, name="streams")
-    app.router.add_get("/streams/{channel_id}/{stream_id}", streams_page.stream_page,
-                       name="stream")
+    app.router.add_get("/streams/{channel_id}/{stream_id}", streams_page.stream_page, name="stream")
     app.router.add_get("/multistream", multistream_page.multistream_page, name="multistream")
     app.router.add_get("/multistream/categories", multistream_page.category_search)
     settings_page.add_routes(app)
-

@@ -24,22 +24,40 @@ from streamerhub.web.context import SERVICES
 log = get_logger(__name__)
 
 HERE = Path(__file__).parent
-NAV = (("overview", "/", "Overview", "viewer"), ("events", "/events", "Events", "viewer"),
-       ("streams", "/streams", "Streams", "viewer"),
-       ("multistream", "/multistream", "Multistream", "owner"),
-       ("settings", "/settings", "Settings", "owner"))
-ERROR_TITLES = {400: "That did not work", 401: "Please sign in", 403: "Not allowed",
-                404: "Not found", 405: "Not allowed", 413: "Too large", 421: "Wrong address",
-                429: "Slow down", 500: "Something went wrong", 503: "Not available right now"}
-DEFAULT_MESSAGES = {404: "There is no page at this address.",
-                    405: "This address does not accept that kind of request.",
-                    413: "That upload is larger than this StreamerHub accepts."}
+NAV = (
+    ("overview", "/", "Overview", "viewer"),
+    ("events", "/events", "Events", "viewer"),
+    ("streams", "/streams", "Streams", "viewer"),
+    ("multistream", "/multistream", "Multistream", "owner"),
+    ("settings", "/settings", "Settings", "owner"),
+)
+ERROR_TITLES = {
+    400: "That did not work",
+    401: "Please sign in",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Not allowed",
+    413: "Too large",
+    421: "Wrong address",
+    429: "Slow down",
+    500: "Something went wrong",
+    503: "Not available right now",
+}
+DEFAULT_MESSAGES = {
+    404: "There is no page at this address.",
+    405: "This address does not accept that kind of request.",
+    413: "That upload is larger than this StreamerHub accepts.",
+}
 
 
 def setup_templates(app: web.Application) -> None:
     env = aiohttp_jinja2.setup(
-        app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
-        context_processors=[page_context], undefined=jinja2.StrictUndefined)
+        app,
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=True,
+        context_processors=[page_context],
+        undefined=jinja2.StrictUndefined,
+    )
     env.filters.update(number=number, duration=duration, local=local_time, pct=percent)
     env.globals.update(version=__version__)
 
@@ -50,10 +68,16 @@ async def page_context(request: web.Request) -> dict[str, Any]:
     who = current(request)
     role = who.user.role if who else None
     nav = [n for n in NAV if who and (n[3] == "viewer" or role == "owner")]
-    return {"request": request, "me": who.user if who else None, "nav": nav,
-            "csrf": await csrf_token(request), "demo": bool(svc and svc.demo),
-            "timezone": svc.settings.general.timezone if svc else "UTC",
-            "active": request.match_info.route.name or "", "flash": await take_flash(request)}
+    return {
+        "request": request,
+        "me": who.user if who else None,
+        "nav": nav,
+        "csrf": await csrf_token(request),
+        "demo": bool(svc and svc.demo),
+        "timezone": svc.settings.general.timezone if svc else "UTC",
+        "active": request.match_info.route.name or "",
+        "flash": await take_flash(request),
+    }
 
 
 def zone(request: web.Request) -> zoneinfo.ZoneInfo:
@@ -61,6 +85,7 @@ def zone(request: web.Request) -> zoneinfo.ZoneInfo:
 
 
 # ----------------------------------------------------------------------------- filters
+
 
 def number(value: Any, digits: int = 0) -> str:
     if value is None:
@@ -98,9 +123,11 @@ def local_time(ctx: Any, value: Any, fmt: str = "%Y-%m-%d %H:%M") -> str:
 
 # ----------------------------------------------------------------------------- errors
 
-DATABASE_DOWN = ("StreamerHub cannot reach its database right now. Twitch events keep being "
-                 "captured (they wait in the spool) and show up here once it is back: try again "
-                 "in a moment.")
+DATABASE_DOWN = (
+    "StreamerHub cannot reach its database right now. Twitch events keep being "
+    "captured (they wait in the spool) and show up here once it is back: try again "
+    "in a moment."
+)
 
 
 def _status_and_message(exc: BaseException) -> tuple[int, str]:
@@ -137,11 +164,18 @@ async def error_response(request: web.Request, exc: BaseException) -> web.Stream
     reference = ""
     if status == 500:
         reference = uuid.uuid4().hex[:8]
-        log.error("web_request_failed", path=request.path, method=request.method,
-                  reference=reference, exc_info=exc)
-        message = ("StreamerHub hit an unexpected problem while answering this page. It has been "
-                   f"logged with reference {reference}; try again, and if it keeps happening, "
-                   "look for that reference in the log.")
+        log.error(
+            "web_request_failed",
+            path=request.path,
+            method=request.method,
+            reference=reference,
+            exc_info=exc,
+        )
+        message = (
+            "StreamerHub hit an unexpected problem while answering this page. It has been "
+            f"logged with reference {reference}; try again, and if it keeps happening, "
+            "look for that reference in the log."
+        )
     if wants_json(request):
         return web.json_response({"error": message, "status": status}, status=status)
     context = {"status": status, "title": ERROR_TITLES.get(status, "Error"), "message": message}

@@ -25,9 +25,11 @@ WILDCARD_BINDS = ("0.0.0.0", "::", "")
 # headers sent elsewhere; no-referrer would also make Chromium send `Origin: null` on our own
 # form posts, which the Origin check then (rightly) refuses.
 SECURITY_HEADERS = {
-    "Content-Security-Policy": ("default-src 'self'; script-src 'self'; style-src 'self'; "
-                                "img-src 'self' data:; connect-src 'self'; "
-                                "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"),
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; "
+        "img-src 'self' data:; connect-src 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    ),
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
@@ -57,7 +59,7 @@ def host_name(host_header: str) -> str:
     """'Example.com:8080' → 'example.com'; '[::1]:8080' → '[::1]'."""
     host = host_header.strip().lower()
     if host.startswith("["):
-        return host[:host.find("]") + 1] if "]" in host else host
+        return host[: host.find("]") + 1] if "]" in host else host
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
@@ -69,9 +71,15 @@ def host_middleware(allowed: Iterable[str]) -> Middleware:
     async def check_host(request: web.Request, handler: Handler) -> web.StreamResponse:
         name = host_name(request.headers.get("Host", ""))
         if name not in names:
-            return web.Response(status=421, content_type="text/plain", text=(
-                f"StreamerHub does not answer to the host name {name or '(none)'!r}. If you "
-                "reach the dashboard by this name, add it to [web] allowed_hosts in config.toml."))
+            return web.Response(
+                status=421,
+                content_type="text/plain",
+                text=(
+                    f"StreamerHub does not answer to the host name {name or '(none)'!r}. If you "
+                    "reach the dashboard by this name, add it to [web] allowed_hosts in "
+                    "config.toml."
+                ),
+            )
         return await handler(request)
 
     return check_host
@@ -131,8 +139,13 @@ class LoginThrottle:
     """Each failure for a client or a login delays that key's next attempts: 3 free, then
     1, 2, 4 … s up to `cap`; forgotten after `window` s without failures or on success."""
 
-    def __init__(self, free: int = 3, cap: float = 30.0, window: float = 900.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        free: int = 3,
+        cap: float = 30.0,
+        window: float = 900.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.free, self.cap, self.window, self.clock = free, cap, window, clock
         self._failures: dict[str, tuple[int, float]] = {}
 

@@ -11,19 +11,19 @@ class RunSummary(Protocol):
     """One FFmpeg run of a multistream job to one target."""
 
     @property
-    def job(self) -> str: ...            # the job's name
+    def job(self) -> str: ...  # the job's name
     @property
-    def target(self) -> str: ...         # the target's name
+    def target(self) -> str: ...  # the target's name
     @property
     def started_at(self) -> dt.datetime: ...
     @property
-    def ended_at(self) -> dt.datetime | None: ...   # None: still running
+    def ended_at(self) -> dt.datetime | None: ...  # None: still running
     @property
     def failure_class(self) -> str | None: ...
     @property
     def error(self) -> str | None: ...
     @property
-    def nth(self) -> int: ...            # 1 for the first run of this job to this target
+    def nth(self) -> int: ...  # 1 for the first run of this job to this target
 
 
 class MultistreamHistory(Protocol):

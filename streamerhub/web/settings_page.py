@@ -27,14 +27,21 @@ async def _facts(request: web.Request) -> dict[str, Any]:
     twitch = svc.twitch_overview
     async with svc.db.pool.acquire() as conn:
         server = await conn.fetchrow(SERVER_FACTS)
-    database = {"version": server["version"], "size": server["size"],
-                "events": await twitch.events_stored() if twitch else 0,
-                "schema_version": max(await svc.db.applied_versions(), default=None)}
+    database = {
+        "version": server["version"],
+        "size": server["size"],
+        "events": await twitch.events_stored() if twitch else 0,
+        "schema_version": max(await svc.db.applied_versions(), default=None),
+    }
     if twitch is None:
         return {"channels": [], "health": {}, "problems": [], "gaps": [], "database": database}
-    return {"channels": await twitch.channels(), "health": await twitch.subscription_health(),
-            "problems": await twitch.subscription_problems(),
-            "gaps": await twitch.recent_gaps(GAPS_SHOWN), "database": database}
+    return {
+        "channels": await twitch.channels(),
+        "health": await twitch.subscription_health(),
+        "problems": await twitch.subscription_problems(),
+        "gaps": await twitch.recent_gaps(GAPS_SHOWN),
+        "database": database,
+    }
 
 
 @require("owner")
@@ -42,22 +49,31 @@ async def settings_view(request: web.Request) -> web.StreamResponse:
     return await _settings_page(request)
 
 
-async def _settings_page(request: web.Request, errors: dict[str, str] | None = None,
-                         status: int = 200) -> web.StreamResponse:
+async def _settings_page(
+    request: web.Request, errors: dict[str, str] | None = None, status: int = 200
+) -> web.StreamResponse:
     """The page, with a form's errors (the handlers calling it checked the role already)."""
     svc = services(request)
     facts = await _facts(request)
-    facts["database"].update(url=redact_url(svc.db.url),
-                             embedded=not svc.settings.database.url)
-    return aiohttp_jinja2.render_template("settings.html", request, {
-        **facts, "errors": errors or {}, "users": await UserStore(svc.db).list(),
-        "can_connect": svc.channel_link is not None and bool(
-            svc.settings.twitch.client_id),
-        "bot_running": svc.channel_link is not None,
-        "redirect_uri": redirect_uri(request), "public_url": public_url(svc.settings),
-        "key": svc.extra.get("key_info", {}), "api_token_hint": svc.extra.get("api_token_hint"),
-        "data_dir": str(svc.settings.data_dir),
-        "allowed_twitch": svc.settings.web.twitch_logins}, status=status)
+    facts["database"].update(url=redact_url(svc.db.url), embedded=not svc.settings.database.url)
+    return aiohttp_jinja2.render_template(
+        "settings.html",
+        request,
+        {
+            **facts,
+            "errors": errors or {},
+            "users": await UserStore(svc.db).list(),
+            "can_connect": svc.channel_link is not None and bool(svc.settings.twitch.client_id),
+            "bot_running": svc.channel_link is not None,
+            "redirect_uri": redirect_uri(request),
+            "public_url": public_url(svc.settings),
+            "key": svc.extra.get("key_info", {}),
+            "api_token_hint": svc.extra.get("api_token_hint"),
+            "data_dir": str(svc.settings.data_dir),
+            "allowed_twitch": svc.settings.web.twitch_logins,
+        },
+        status=status,
+    )
 
 
 @require("owner")
@@ -70,8 +86,12 @@ async def add_user(request: web.Request) -> web.StreamResponse:
     try:
         if not password and not twitch:
             raise UserError("Give a password, a Twitch login, or both.")
-        await store.create(str(form.get("login", "")), str(form.get("role", "viewer")),
-                           check_password(password) if password else None, twitch)
+        await store.create(
+            str(form.get("login", "")),
+            str(form.get("role", "viewer")),
+            check_password(password) if password else None,
+            twitch,
+        )
     except UserError as exc:
         return await _settings_page(request, {"users": str(exc)}, 400)
     await flash(request, f"Added {form.get('login')!s} ({form.get('role', 'viewer')!s}).")
@@ -98,8 +118,7 @@ async def change_password(request: web.Request) -> web.StreamResponse:
     store = UserStore(services(request).db)
     found = await store.by_login(who.user.login)
     try:
-        if found and found[1] and not await verify_password(found[1],
-                                                            str(form.get("current", ""))):
+        if found and found[1] and not await verify_password(found[1], str(form.get("current", ""))):
             raise UserError("The current password is wrong.")
         password = check_password(str(form.get("password", "")), str(form.get("confirm", "")))
     except UserError as exc:

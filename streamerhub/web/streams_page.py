@@ -33,9 +33,17 @@ async def streams_page(request: web.Request) -> web.StreamResponse:
     more = len(sessions) > PAGE
     sessions = sessions[:PAGE]
     nxt = sessions[-1].started_at.isoformat() if more and sessions else None
-    return aiohttp_jinja2.render_template("streams.html", request, {
-        "channels": known, "channel": channel, "sessions": sessions, "next_cursor": nxt,
-        "q": request.query})
+    return aiohttp_jinja2.render_template(
+        "streams.html",
+        request,
+        {
+            "channels": known,
+            "channel": channel,
+            "sessions": sessions,
+            "next_cursor": nxt,
+            "q": request.query,
+        },
+    )
 
 
 def _instant(value: str | None) -> dt.datetime | None:
@@ -50,13 +58,28 @@ def markers(runs: Sequence[RunSummary]) -> list[dict[str, Any]]:
     found = []
     for run in runs:
         kind = "up" if run.nth == 1 else "restarted"
-        found.append({"t": run.started_at.timestamp(), "kind": kind, "target": run.target,
-                      "job": run.job, "at": run.started_at, "detail": ""})
+        found.append(
+            {
+                "t": run.started_at.timestamp(),
+                "kind": kind,
+                "target": run.target,
+                "job": run.job,
+                "at": run.started_at,
+                "detail": "",
+            }
+        )
         if run.ended_at is not None:
             detail = run.failure_class or run.error or "stopped"
-            found.append({"t": run.ended_at.timestamp(), "kind": "down",
-                          "target": run.target, "job": run.job, "at": run.ended_at,
-                          "detail": detail})
+            found.append(
+                {
+                    "t": run.ended_at.timestamp(),
+                    "kind": "down",
+                    "target": run.target,
+                    "job": run.job,
+                    "at": run.ended_at,
+                    "detail": detail,
+                }
+            )
     return sorted(found, key=lambda m: m["t"])
 
 
@@ -68,21 +91,36 @@ async def stream_page(request: web.Request) -> web.StreamResponse:
     async with svc.db.pool.acquire() as conn:
         detail = await get_session(conn, channel, stream)
         if detail is None:
-            raise web.HTTPNotFound(text="No such stream session: it may belong to a channel "
-                                        "that is no longer stored.")
+            raise web.HTTPNotFound(
+                text="No such stream session: it may belong to a channel that is no longer stored."
+            )
         s = detail.summary
         end = s.ended_at or dt.datetime.now(dt.timezone.utc)
         events = await events_during(conn, channel, s.started_at, end)
     history = svc.multistream_history
     marks = markers(await history.runs_between(s.started_at, end) if history else [])
-    chart = {"t": [int(at.timestamp()) for at, _ in detail.samples],
-             "viewers": [count for _, count in detail.samples],
-             "start": s.started_at.timestamp(), "end": end.timestamp(), "tz": str(tz),
-             "markers": [{"t": m["t"], "kind": m["kind"], "label": f"{m['target']} {m['kind']}"}
-                         for m in marks],
-             "events": [{"t": e["occurred_at"].timestamp(), "type": e["subscription_type"]}
-                        for e in events],
-             "gaps": [[a.timestamp(), b.timestamp()] for a, b, _ in detail.gaps]}
-    return aiohttp_jinja2.render_template("stream.html", request, {
-        "s": s, "events": [event_json(e, tz) for e in events], "markers": marks,
-        "changes": detail.changes, "chart": chart})
+    chart = {
+        "t": [int(at.timestamp()) for at, _ in detail.samples],
+        "viewers": [count for _, count in detail.samples],
+        "start": s.started_at.timestamp(),
+        "end": end.timestamp(),
+        "tz": str(tz),
+        "markers": [
+            {"t": m["t"], "kind": m["kind"], "label": f"{m['target']} {m['kind']}"} for m in marks
+        ],
+        "events": [
+            {"t": e["occurred_at"].timestamp(), "type": e["subscription_type"]} for e in events
+        ],
+        "gaps": [[a.timestamp(), b.timestamp()] for a, b, _ in detail.gaps],
+    }
+    return aiohttp_jinja2.render_template(
+        "stream.html",
+        request,
+        {
+            "s": s,
+            "events": [event_json(e, tz) for e in events],
+            "markers": marks,
+            "changes": detail.changes,
+            "chart": chart,
+        },
+    )

@@ -61,32 +61,44 @@ async def start(request: web.Request) -> web.StreamResponse:
     if purpose not in PURPOSES:
         raise web.HTTPBadRequest(text="Unknown Twitch sign-in purpose.")
     if not client_id:
-        raise web.HTTPBadRequest(text="Twitch sign-in needs [twitch] client_id (and "
-                                      "client_secret) in config.toml: see the README.")
+        raise web.HTTPBadRequest(
+            text="Twitch sign-in needs [twitch] client_id (and "
+            "client_secret) in config.toml: see the README."
+        )
     scopes: tuple[str, ...] = ()
     if purpose == "connect":
         who = current(request)
         if who is None or not who.user.is_owner:
             raise web.HTTPForbidden(text="Only the owner can connect a Twitch channel.")
         if svc.channel_link is None:
-            raise web.HTTPServiceUnavailable(text="Connecting channels is not available in this "
-                                                  "daemon (the Twitch bot is not running).")
+            raise web.HTTPServiceUnavailable(
+                text="Connecting channels is not available in this "
+                "daemon (the Twitch bot is not running)."
+            )
         scopes = svc.channel_link.scopes
     auth = _twitch_auth(request)
     state = secrets.token_urlsafe(24)
     session = await get_session(request)
-    session["oauth"] = {"state": state, "purpose": purpose,
-                        "setup": request.query.get("token", "") if purpose == "setup" else ""}
+    session["oauth"] = {
+        "state": state,
+        "purpose": purpose,
+        "setup": request.query.get("token", "") if purpose == "setup" else "",
+    }
     # force_verify on connect: let the owner pick which account to connect.
-    raise web.HTTPFound(auth.authorize_url(redirect_uri(request), scopes, state,
-                                           force_verify=purpose == "connect"))
+    raise web.HTTPFound(
+        auth.authorize_url(redirect_uri(request), scopes, state, force_verify=purpose == "connect")
+    )
 
 
 async def callback(request: web.Request) -> web.StreamResponse:
     """GET /auth/twitch/callback: bounce to /finish as a same-site navigation (see module doc)."""
-    target = "/auth/twitch/finish?" + urlencode({k: v for k, v in request.query.items()
-                                                 if k in ("code", "state", "error",
-                                                          "error_description")})
+    target = "/auth/twitch/finish?" + urlencode(
+        {
+            k: v
+            for k, v in request.query.items()
+            if k in ("code", "state", "error", "error_description")
+        }
+    )
     return aiohttp_jinja2.render_template("bounce.html", request, {"target": target})
 
 
@@ -95,10 +107,12 @@ async def finish(request: web.Request) -> web.StreamResponse:
     session = await get_session(request)
     pending = session.pop("oauth", None)
     query = request.query
-    if not pending or not secrets.compare_digest(str(pending.get("state")),
-                                                 query.get("state", "")):
-        return await _failed(request, None, "This Twitch sign-in was not started here (or was "
-                                            "already used). Start again.")
+    if not pending or not secrets.compare_digest(str(pending.get("state")), query.get("state", "")):
+        return await _failed(
+            request,
+            None,
+            "This Twitch sign-in was not started here (or was already used). Start again.",
+        )
     purpose = pending["purpose"]
     if query.get("error"):
         why = query.get("error_description") or query["error"]
@@ -122,13 +136,17 @@ async def _failed(request: web.Request, purpose: str | None, message: str) -> we
     if purpose == "connect":
         await flash(request, message, "error")
         raise web.HTTPSeeOther("/settings")
-    return aiohttp_jinja2.render_template("login.html", request, {
-        "error": message, "login": "", "next": "/", "needs_setup": False,
-        "twitch": True}, status=400)
+    return aiohttp_jinja2.render_template(
+        "login.html",
+        request,
+        {"error": message, "login": "", "next": "/", "needs_setup": False, "twitch": True},
+        status=400,
+    )
 
 
-async def _user_for(request: web.Request, purpose: str, token: str,
-                    identity: TwitchIdentity) -> User:
+async def _user_for(
+    request: web.Request, purpose: str, token: str, identity: TwitchIdentity
+) -> User:
     """The dashboard user this Twitch account signs in as, creating it when allowed."""
     svc = services(request)
     store = UserStore(svc.db)
@@ -144,8 +162,10 @@ async def _user_for(request: web.Request, purpose: str, token: str,
         return existing
     role = await allowed_role(svc, login)
     if role is None:
-        raise TwitchLoginError(f"The Twitch account {login!r} is not allowed to sign in here. "
-                               "The owner can add it on the Settings page.")
+        raise TwitchLoginError(
+            f"The Twitch account {login!r} is not allowed to sign in here. "
+            "The owner can add it on the Settings page."
+        )
     name = login if await store.by_login(login) is None else f"{login}-twitch"
     return await store.create(name, role, twitch_login=login)
 
@@ -165,8 +185,10 @@ async def _connect(request: web.Request, code: str) -> web.StreamResponse:
         raise TwitchLoginError("Only the signed-in owner can connect a channel.")
     info = await svc.channel_link.connect(code, redirect_uri(request))
     log.info("twitch_channel_connected_web", channel_id=info.channel_id, login=info.login)
-    await flash(request, f"Connected the Twitch channel {info.display_name}. Events start "
-                         "arriving within a minute.")
+    await flash(
+        request,
+        f"Connected the Twitch channel {info.display_name}. Events start arriving within a minute.",
+    )
     raise web.HTTPSeeOther("/settings")
 
 

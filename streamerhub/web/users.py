@@ -52,8 +52,14 @@ class SessionUser:
 
 
 def _user(row: asyncpg.Record) -> User:
-    return User(row["id"], row["login"], row["role"], row["password_hash"] is not None,
-                row["twitch_login"], row["last_login_at"])
+    return User(
+        row["id"],
+        row["login"],
+        row["role"],
+        row["password_hash"] is not None,
+        row["twitch_login"],
+        row["last_login_at"],
+    )
 
 
 def check_login(value: str) -> str:
@@ -116,19 +122,26 @@ class UserStore:
             row = await conn.fetchrow(BY_TWITCH_LOGIN, twitch_login.lower())
         return _user(row) if row else None
 
-    async def create(self, login: str, role: str, password: str | None = None,
-                     twitch_login: str | None = None) -> User:
+    async def create(
+        self, login: str, role: str, password: str | None = None, twitch_login: str | None = None
+    ) -> User:
         """Add a user; UserError when the login (or Twitch login) is taken."""
         if role not in ROLES:
             raise UserError(f"Role: one of {', '.join(ROLES)}.")
         hashed = await hash_password(password) if password else None
         try:
             async with self.db.pool.acquire() as conn:
-                row = await conn.fetchrow(CREATE_USER, check_login(login), role, hashed,
-                                          twitch_login.lower() if twitch_login else None)
+                row = await conn.fetchrow(
+                    CREATE_USER,
+                    check_login(login),
+                    role,
+                    hashed,
+                    twitch_login.lower() if twitch_login else None,
+                )
         except asyncpg.UniqueViolationError:
-            raise UserError(f"A user named {login!r} (or with that Twitch login) exists "
-                            "already.") from None
+            raise UserError(
+                f"A user named {login!r} (or with that Twitch login) exists already."
+            ) from None
         return _user(row)
 
     async def set_password(self, user_id: int, password: str) -> None:
@@ -146,13 +159,20 @@ class UserStore:
                 raise UserError("This is the only owner: add another owner before removing it.")
             await conn.execute("DELETE FROM web_users WHERE id = $1", user_id)
 
-    async def start_session(self, user: User, method: str, days: int,
-                            user_agent: str | None) -> str:
+    async def start_session(
+        self, user: User, method: str, days: int, user_agent: str | None
+    ) -> str:
         """Open a session; returns the random id that only the cookie holds."""
         session_id = secrets.token_urlsafe(32)
         async with self.db.pool.acquire() as conn:
-            await conn.execute(START_SESSION, session_hash(session_id), user.id, method,
-                               dt.timedelta(days=days), (user_agent or "")[:300])
+            await conn.execute(
+                START_SESSION,
+                session_hash(session_id),
+                user.id,
+                method,
+                dt.timedelta(days=days),
+                (user_agent or "")[:300],
+            )
             await conn.execute("UPDATE web_users SET last_login_at = now() WHERE id = $1", user.id)
             await conn.execute(PURGE_EXPIRED)  # sign-ins are rare: a good moment to tidy up
         return session_id
@@ -169,8 +189,9 @@ class UserStore:
 
     async def end_session(self, session_id: str) -> None:
         async with self.db.pool.acquire() as conn:
-            await conn.execute("DELETE FROM web_sessions WHERE id_hash = $1",
-                               session_hash(session_id))
+            await conn.execute(
+                "DELETE FROM web_sessions WHERE id_hash = $1", session_hash(session_id)
+            )
 
 
 OWNER_EXISTS = "SELECT EXISTS (SELECT 1 FROM web_users WHERE role = 'owner')"
