@@ -42,14 +42,14 @@ import asyncpg
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from analytics import generate  # noqa: E402  (bench/analytics.py: the shared history generator)
+from analytics import generate
 
-from streamerhub.app import DB, HUB, build_app  # noqa: E402 - below sys.path
-from streamerhub.config import load_settings  # noqa: E402 - below sys.path
-from streamerhub.db import Database, EmbeddedPostgres, create_pool  # noqa: E402 - below sys.path
-from streamerhub.events.normalise import normalise  # noqa: E402 - below sys.path
-from streamerhub.events.store import EventStore  # noqa: E402 - below sys.path
-from streamerhub.log import setup_logging  # noqa: E402 - below sys.path
+from streamerhub.app import DB, HUB, build_app
+from streamerhub.config import load_settings
+from streamerhub.db import Database, EmbeddedPostgres, create_pool
+from streamerhub.events.normalise import normalise
+from streamerhub.events.store import EventStore
+from streamerhub.log import setup_logging
 
 CHANNEL = "1000"
 PASSWORD = "bench-password-123"

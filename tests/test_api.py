@@ -13,9 +13,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from media import MediaSet, make_clip, media_set, no_leftover_ffmpeg  # noqa: F401  (fixtures)
+from media import MediaSet, make_clip, media_set, no_leftover_ffmpeg
 from rtmp_server import RtmpServer
-from test_jobs import keyring, multistream, updates  # noqa: F401  (fixtures)
+from test_jobs import keyring, multistream, updates
 
 from streamerhub.analytics.export import ExportRequest, open_export
 from streamerhub.analytics.periods import Calendar

@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from media import MediaSet, ffmpeg_children, ffmpeg_exe, media_set, no_leftover_ffmpeg  # noqa: F401
+from media import MediaSet, ffmpeg_children, ffmpeg_exe, media_set, no_leftover_ffmpeg
 
 from streamerhub.ffmpeg.argv import EncodeProfile
 from streamerhub.ffmpeg.prepare import PrepareError, prepare

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from media import (  # noqa: F401
+from media import (
     MediaSet,
     ffmpeg_exe,
     is_running,

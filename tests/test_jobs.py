@@ -15,7 +15,7 @@ from typing import Any, AsyncIterator
 
 import pytest
 from conftest import make_settings
-from media import MediaSet, ffmpeg_exe, media_set, no_leftover_ffmpeg  # noqa: F401  (fixtures)
+from media import MediaSet, ffmpeg_exe, media_set, no_leftover_ffmpeg
 from rtmp_server import RtmpServer
 
 from streamerhub.crypto import Keyring

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import AsyncIterator
 
 import pytest
-from media import (  # noqa: F401  (pytest fixtures are imported by name)
+from media import (
     MediaSet,
     ffmpeg_children,
     ffmpeg_exe,

@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from media import MediaSet, is_running, media_set  # noqa: F401
+from media import MediaSet, is_running, media_set
 from rtmp_server import RtmpServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ffmpeg]

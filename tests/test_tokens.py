@@ -9,7 +9,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from test_eventsub import Rig, _count_is, rig, wait_until  # noqa: F401 - rig is a fixture
+from test_eventsub import Rig, _count_is, rig, wait_until
 
 from streamerhub.bot.helix import Helix, HelixError
 from streamerhub.bot.oauth import LOGIN_SCOPES, OAuth, TokenError, TokenRevoked

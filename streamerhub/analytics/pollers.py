@@ -268,7 +268,7 @@ class TotalsSnapshotter:
     async def _optional(self, call: Awaitable[Any], channel_id: str, what: str) -> Any:
         try:
             return await call
-        except Exception as exc:  # noqa: BLE001 - Helix errors are many; a figure is optional
+        except Exception as exc:
             status = getattr(exc, "status", None)
             if status == 429:
                 raise  # the rate limit is everyone's: back off the round
@@ -409,7 +409,7 @@ class AnalyticsPollers:
                 backoff.reset()
                 if self.totals.retry_soon:
                     delay = min(delay, RETRY_SOON_S)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - keep polling through any outage
                 delay = backoff.next_delay(exc)
                 log.warning(
                     "totals_snapshot_failed",

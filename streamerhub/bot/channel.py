@@ -139,7 +139,7 @@ class ChannelRunner:
         except TokenError as exc:
             self.state, self.reason = ChannelState.WAITING, str(exc)
             return False
-        except Exception as exc:  # noqa: BLE001 - a bug in one channel must not stop others
+        except Exception as exc:
             self.state, self.reason = ChannelState.RESTARTING, f"{type(exc).__name__}: {exc}"
             log.exception("twitch_channel_crashed", channel_id=self.channel_id)
             return False

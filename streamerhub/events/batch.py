@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable
 
+from streamerhub.db import is_transient
 from streamerhub.events.items import DeadLetter, Entry, GapMark, rejected
 from streamerhub.events.normalise import BadEvent, Normalised, normalise
 from streamerhub.events.typed import (
@@ -28,7 +29,7 @@ from streamerhub.events.typed import (
 from streamerhub.log import get_logger
 
 if TYPE_CHECKING:
-    from streamerhub.db import Database, is_transient
+    from streamerhub.db import Database
 
 log = get_logger(__name__)
 

@@ -292,7 +292,7 @@ class EventStore:
         try:
             await self._commit_isolating(batch, self.commit_timeout)
             return True
-        except Exception as exc:  # only transient errors get here
+        except Exception as exc:  # noqa: BLE001 - only transient errors get here
             self._go_offline(exc)
             return False
 
@@ -361,7 +361,7 @@ class EventStore:
             try:
                 await self._commit_isolating(entries, self.replay_timeout)
                 await self.spool.delete_through(batches[-1].id)
-            except Exception as exc:  # transient, or the spool file failing: retry later
+            except Exception as exc:  # noqa: BLE001 - transient, or the spool file failing: retry later
                 log.warning("spool_replay_paused", error=repr(exc), replayed=replayed)
                 return False
             self._spool_items -= len(entries)

@@ -65,5 +65,5 @@ async def call_updater(
         return True, str(await asyncio.wait_for(updater(channel_id, wanted), HELIX_TIMEOUT))
     except asyncio.TimeoutError:
         return False, f"Twitch did not answer within {HELIX_TIMEOUT:g} s"
-    except Exception as exc:  # whatever Twitch or the client said, the job keeps running
+    except Exception as exc:  # noqa: BLE001 - whatever Twitch or the client said, the job keeps running
         return False, redact(str(exc)) or type(exc).__name__

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import asyncpg
@@ -297,8 +298,6 @@ async def _write_items(conn: asyncpg.Connection, job_id: int, videos: Any, targe
 # ----------------------------------------------------------------------------- runs by time
 # For the Streams page (web/services.py `MultistreamHistory`): which targets were up, restarted
 # or down during a Twitch stream.
-
-from dataclasses import dataclass  # noqa: E402 - kept with this addition: the file's head untouched
 
 RUNS_BETWEEN = """
 SELECT j.name AS job, t.name AS target, r.started_at, r.ended_at, r.failure_class, r.error,

@@ -373,7 +373,7 @@ class Library:
                     task.cancel()
                     await asyncio.gather(task, return_exceptions=True)
                     raise
-            except Exception as exc:  # never let one bad file stop the queue
+            except Exception as exc:  # noqa: BLE001 - never let one bad file stop the queue
                 log.error("video_prepare_crashed", video=video_id, error=redact(repr(exc)))
                 await self._set(video_id, "rejected", reason=f"internal error: {exc}")
             finally:

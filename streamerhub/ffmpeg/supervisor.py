@@ -202,7 +202,7 @@ class TargetRunner:
         )
         try:
             proc = await spawn(self._argv(start_at, loop))
-        except Exception as exc:  # no binary, no disk for the playlist: a crash, not a hang
+        except Exception as exc:  # noqa: BLE001 - no binary, no disk for the playlist: a crash, not a hang
             return self._record(run, None, None, FailureClass.OTHER, self.mask(str(exc)))
         log.info("ffmpeg_started", target=self.name, run=run.number, pid=proc.pid)
         self._publish(pid=proc.pid)

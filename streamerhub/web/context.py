@@ -90,15 +90,8 @@ class ChannelLink(Protocol):
         channel's token; [] when no channel is connected."""
 
 
-class ChannelSummary(Protocol):
-    @property
-    def channel_id(self) -> str: ...
-
-    @property
-    def login(self) -> str: ...
-
-    @property
-    def display_name(self) -> str: ...
+class ChannelSummary(LinkedChannel, Protocol):
+    """A channel of the registry, connected or not."""
 
     @property
     def status(self) -> str: ...

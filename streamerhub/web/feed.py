@@ -110,7 +110,7 @@ class FeedBroadcaster:
                     await self._read_new()
                 except (OSError, asyncio.TimeoutError) as exc:  # database away: try next tick
                     log.warning("feed_read_failed", error=str(exc))
-                except Exception as exc:  # asyncpg errors: keep the feed alive, say why
+                except Exception as exc:  # noqa: BLE001 - asyncpg errors: keep the feed alive, say why
                     log.warning("feed_read_failed", error=f"{type(exc).__name__}: {exc}")
 
     async def _wait(self, wakeups: asyncio.Queue[dict[str, Any]]) -> None:

@@ -184,7 +184,7 @@ async def error_response(request: web.Request, exc: BaseException) -> web.Stream
         # context (a refused CSRF token, a database gone): fill it here.
         context = {**await page_context(request), **context}
         response = aiohttp_jinja2.render_template("error.html", request, context, status=status)
-    except Exception as render_exc:  # the template itself failed: still say something readable
+    except Exception as render_exc:  # noqa: BLE001 - the template itself failed: still say something readable
         log.warning("web_error_page_failed", error=repr(render_exc))
         response = web.Response(status=status, text=f"{context['title']}: {message}")
     if isinstance(exc, web.HTTPException) and exc.status == 405:
