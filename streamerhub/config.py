@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import tomllib
 import zoneinfo
 from dataclasses import dataclass, field
@@ -36,6 +37,12 @@ def _timezone(value: str) -> str | None:
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         return "is not an IANA time zone name (e.g. Europe/Paris, America/New_York, UTC)"
     return None
+
+
+def _time_of_day(value: str) -> str | None:
+    if value == "" or re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+        return None
+    return 'must be a time of day "HH:MM" (24 h, your [general] timezone), or "" for no schedule'
 
 
 def _url(*schemes: str, empty_ok: bool = True) -> Callable[[str], str | None]:
@@ -243,6 +250,39 @@ SETTINGS: tuple[Setting, ...] = (
         "Default audio bitrate (kbit/s) of prepared videos.",
         _range(32, 512),
     ),
+    Setting(
+        "backup",
+        "folder",
+        str,
+        "",
+        "Where database backups go (a second disk, a mounted share); empty: DATA_DIR/backups.",
+    ),
+    Setting(
+        "backup",
+        "schedule",
+        str,
+        "03:30",
+        'Daily backup time "HH:MM" in your [general] timezone; "" turns daily backups off '
+        "(a backup is still taken before every schema upgrade).",
+        _time_of_day,
+    ),
+    Setting("backup", "keep_daily", int, 7, "Daily backups kept.", _range(1, 3650)),
+    Setting(
+        "backup",
+        "keep_weekly",
+        int,
+        4,
+        "Weekly backups kept (newest of each week).",
+        _range(0, 520),
+    ),
+    Setting(
+        "backup",
+        "keep_monthly",
+        int,
+        12,
+        "Monthly backups kept (newest of each month).",
+        _range(0, 1200),
+    ),
 )
 
 _BY_NAME = {(s.section, s.key): s for s in SETTINGS}
@@ -301,6 +341,15 @@ class FFmpegSettings:
     audio_kbps: int
 
 
+@dataclass(frozen=True)
+class BackupSettings:
+    folder: str
+    schedule: str
+    keep_daily: int
+    keep_weekly: int
+    keep_monthly: int
+
+
 # One typed view per [section] of SETTINGS; a test holds the two in step.
 SECTIONS: dict[str, type] = {
     "general": GeneralSettings,
@@ -310,6 +359,7 @@ SECTIONS: dict[str, type] = {
     "twitch": TwitchSettings,
     "analytics": AnalyticsSettings,
     "ffmpeg": FFmpegSettings,
+    "backup": BackupSettings,
 }
 
 
@@ -352,6 +402,10 @@ class Settings:
     @functools.cached_property
     def ffmpeg(self) -> FFmpegSettings:
         return self._section("ffmpeg", FFmpegSettings)
+
+    @functools.cached_property
+    def backup(self) -> BackupSettings:
+        return self._section("backup", BackupSettings)
 
 
 def find_config(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:

@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_export_command(sub, common)
 
+    from streamerhub.commands.backup import add_backup_commands
+
+    add_backup_commands(sub, common)
+
     fake = sub.add_parser(
         "fake-twitch", help="run the fake Twitch (tests, demo, benchmarks)", add_help=False
     )
