@@ -14,6 +14,7 @@ from streamerhub import __version__, systemd
 from streamerhub.analytics.export import ExportRequest, open_export
 from streamerhub.analytics.periods import Calendar
 from streamerhub.analytics.pollers import AnalyticsPollers, PollerConfig
+from streamerhub.backup.service import BackupService, backup_before_upgrade
 from streamerhub.bot.link import TwitchChannelLink, TwitchOverviewFacts
 from streamerhub.bot.registry import all_channels
 from streamerhub.bot.service import (
@@ -51,11 +52,14 @@ TWITCH = web.AppKey("twitch", TwitchBot)
 CHANNEL_LINK = web.AppKey("channel_link", TwitchChannelLink)
 # Set by demo.py (the only module that loads the fake Twitch) when `run --demo` adds it.
 DEMO_MODE = web.AppKey("demo_mode", bool)
+BACKUPS = web.AppKey("backups", BackupService)
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     """Start or reach PostgreSQL, migrate, and stop the embedded cluster last."""
     async with open_database(app[SETTINGS]) as db:
+        app[BACKUPS] = BackupService(app[SETTINGS], db, embedded=not app[SETTINGS].database.url)
+        await backup_before_upgrade(app[BACKUPS])
         await db.upgrade()
         app[DB] = db
         yield
@@ -105,6 +109,14 @@ async def channel_link_ctx(app: web.Application) -> AsyncIterator[None]:
         app[SETTINGS], app[DB], app[KEYRING], lambda: app.get(TWITCH)
     )
     yield
+
+
+async def backup_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The daily backup; started last, so a backup being taken stops before anything else."""
+    task = asyncio.create_task(app[BACKUPS].run_schedule())
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 def _exporter(app: web.Application) -> Any:
@@ -182,6 +194,7 @@ def build_app(settings: Settings) -> web.Application:
             events_ctx,
             bot_ctx(_bot_deps, TWITCH),
             analytics_ctx,
+            backup_ctx,
         ]
     )
     app.on_shutdown.append(_arm_forced_exit)
@@ -220,6 +233,7 @@ def add_dashboard(app: web.Application, settings: Settings) -> None:
             twitch_auth=link,
             twitch_overview=TwitchOverviewFacts(app[DB]),
             multistream_history=RunHistory(app[DB]),
+            backups=app.get(BACKUPS),
         )
 
     app[AUTHORIZERS].append(auth.api_session_check)

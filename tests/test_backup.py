@@ -302,3 +302,52 @@ def test_backup_commands_take_list_and_restore(
     assert main(["backup", "restore", str(tmp_path / "nope.dump"), *base]) == 1
     err = capsys.readouterr().err
     assert "not found" in err and "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------- dashboard
+
+
+async def test_settings_lists_starts_and_serves_backups_and_every_page_warns_when_stale(
+    db_url: str, tmp_path: Path
+) -> None:
+    from web_support import csrf_of, dashboard
+
+    from streamerhub.app import BACKUPS
+
+    async with dashboard(tmp_path, db_url) as dash:
+        await dash.create_owner()
+        await dash.login("owner")
+        page = await (await dash.client.get("/settings")).text()
+        assert 'id="backups"' in page and "none yet" in page and "backup-banner" not in page
+        resp = await dash.client.post(
+            "/settings/backups", data={"csrf_token": csrf_of(page)}, allow_redirects=False
+        )
+        assert resp.status == 303
+        backups = dash.app[BACKUPS]
+        for _ in range(300):
+            if backups.backups() and not backups.running:
+                break
+            await asyncio.sleep(0.05)
+        page = await (await dash.client.get("/settings")).text()
+        backup = backups.backups()[0]
+        assert f"/settings/backups/{backup.name}" in page and "rows restored and counted" in page
+        download = await dash.client.get(f"/settings/backups/{backup.name}")
+        assert download.status == 200 and (await download.read())[:5] == b"PGDMP"
+        assert (await dash.client.get("/settings/backups/..%2Fmaster.key")).status == 404
+
+        # Three days later without a new backup, and the folder gone bad: every page says so.
+        old = backup.created_at - dt.timedelta(days=3)
+        backup.path.rename(backup.path.with_name(file_name(old, "manual")))
+        backup.manifest.unlink()
+        Backup(
+            backup.path.with_name(file_name(old, "manual")), old, "manual", 1, verified_at=old
+        ).write_manifest()
+        (tmp_path / "file").write_text("")
+        backups.folder = tmp_path / "file" / "backups"
+        assert backups.start()
+        while backups.running or not backups.last_failure:
+            await asyncio.sleep(0.05)
+        backups.folder = backup.path.parent
+        overview = await (await dash.client.get("/")).text()
+        assert "backup-banner" in overview and "3 days old" in overview
+        assert "Last attempt failed" in overview and "is not writable" in overview

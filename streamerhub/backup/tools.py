@@ -98,6 +98,7 @@ def connection(url: str) -> tuple[str, dict[str, str]]:
 async def run_tool(tool: Path, *args: str, url: str, what: str) -> bytes:
     """Run one PostgreSQL client tool off the event loop; its stdout, or BackupError."""
     dsn, env = connection(url)
+    proc = None
     try:
         proc = await asyncio.create_subprocess_exec(
             str(tool),
@@ -112,7 +113,7 @@ async def run_tool(tool: Path, *args: str, url: str, what: str) -> bytes:
     except OSError as exc:
         raise BackupError(f"could not {what}: cannot run {tool} ({exc.strerror})") from None
     except asyncio.CancelledError:
-        if proc.returncode is None:
+        if proc is not None and proc.returncode is None:
             proc.kill()
             await proc.wait()
         raise

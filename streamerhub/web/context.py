@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence
 
 from aiohttp import web
@@ -182,6 +183,61 @@ class TwitchOverview(Protocol):
         """How many events are stored in all."""
 
 
+class BackupFile(Protocol):
+    """One backup in the backup folder."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def created_at(self) -> dt.datetime: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def verified_at(self) -> dt.datetime | None: ...
+
+    @property
+    def total_rows(self) -> int: ...
+
+
+class BackupFailure(Protocol):
+    @property
+    def at(self) -> dt.datetime: ...
+
+    @property
+    def message(self) -> str: ...
+
+
+class BackupHealth(Protocol):
+    """The database backups the Settings page lists, starts and serves for download."""
+
+    @property
+    def folder(self) -> Path: ...
+
+    @property
+    def running(self) -> bool: ...
+
+    @property
+    def last_failure(self) -> BackupFailure | None: ...
+
+    def backups(self) -> Sequence[BackupFile]:
+        """Every backup in the folder, newest first."""
+
+    def banner(self, now: dt.datetime | None = None) -> str | None:
+        """A warning for every page when the last good backup is too old (or failed)."""
+
+    def path_of(self, name: str) -> Path | None:
+        """The file of the backup of that name (None when there is no such backup)."""
+
+    def start(self) -> bool:
+        """Take a backup in the background; False when one is already running."""
+
+
 @dataclass
 class Services:
     """The daemon's parts the dashboard uses, resolved once the database is up."""
@@ -196,6 +252,7 @@ class Services:
     twitch_auth: TwitchAuth | None = None
     twitch_overview: TwitchOverview | None = None
     multistream_history: MultistreamHistory | None = None
+    backups: BackupHealth | None = None
 
 
 SERVICES = web.AppKey("web_services", Services)

@@ -77,6 +77,7 @@ async def page_context(request: web.Request) -> dict[str, Any]:
         "timezone": svc.settings.general.timezone if svc else "UTC",
         "active": request.match_info.route.name or "",
         "flash": await take_flash(request),
+        "backup_banner": svc.backups.banner() if svc and svc.backups and role == "owner" else None,
     }
 
 

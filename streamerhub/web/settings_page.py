@@ -10,6 +10,8 @@ from aiohttp import web
 
 from streamerhub.db import redact_url
 from streamerhub.web.auth import current, flash, require
+from streamerhub.web.backups_page import add_routes as add_backup_routes
+from streamerhub.web.backups_page import backups_facts
 from streamerhub.web.context import services
 from streamerhub.web.security import public_url
 from streamerhub.web.twitch_oauth import redirect_uri
@@ -71,6 +73,7 @@ async def _settings_page(
             "api_token_hint": svc.extra.get("api_token_hint"),
             "data_dir": str(svc.settings.data_dir),
             "allowed_twitch": svc.settings.web.twitch_logins,
+            "backup": backups_facts(request),
         },
         status=status,
     )
@@ -133,3 +136,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/settings/users", add_user)
     app.router.add_post("/settings/users/{user_id:\\d+}/delete", delete_user)
     app.router.add_post("/settings/password", change_password)
+    add_backup_routes(app)
