@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import stat
 from dataclasses import dataclass
@@ -96,6 +97,33 @@ def check_process_privacy(settings: Settings) -> Result:
     )
 
 
+def check_dashboard_exposure(settings: Settings) -> Result:
+    # The daemon itself speaks plain HTTP: off loopback, passwords and session cookies cross
+    # the network readable by anyone on the way unless a TLS proxy is the only way in.
+    host = settings.web.host
+    where = f"{host}:{settings.web.port}"
+    if _is_loopback(host):
+        front = f", reached as {settings.web.public_url}" if settings.web.public_url else ""
+        return Result("dashboard", True, f"listens on {where} only{front}")
+    return Result(
+        "dashboard",
+        True,
+        f"listens on {where} over plain HTTP: anyone on the network can read sign-ins and "
+        'sessions. Set [web] host = "127.0.0.1" and put a TLS proxy in front (deploy/Caddyfile '
+        "or deploy/nginx.conf, see README 'Reach the dashboard from anywhere')",
+        warn=True,
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name resolving elsewhere is reachable from elsewhere
+
+
 async def run_checks(settings: Settings) -> int:
     checks: list[Callable[[Settings], Result | Awaitable[Result]]] = [
         check_config,
@@ -104,6 +132,7 @@ async def run_checks(settings: Settings) -> int:
         check_database,
         check_ffmpeg,
         check_process_privacy,
+        check_dashboard_exposure,
     ]
     failed = 0
     for check in checks:
