@@ -351,3 +351,18 @@ async def test_settings_lists_starts_and_serves_backups_and_every_page_warns_whe
         overview = await (await dash.client.get("/")).text()
         assert "backup-banner" in overview and "3 days old" in overview
         assert "Last attempt failed" in overview and "is not writable" in overview
+
+
+async def test_a_backup_is_taken_before_migrations_change_an_existing_schema(
+    db: Database, tmp_path: Path
+) -> None:
+    from streamerhub.backup.service import backup_before_upgrade
+
+    backups = service(tmp_path, db)
+    await backup_before_upgrade(backups)  # up to date: nothing to protect
+    assert backups.backups() == []
+    async with db.pool.acquire() as conn:  # as if this StreamerHub brought migration 0004
+        await conn.execute("DELETE FROM schema_migrations WHERE version = 4")
+    await backup_before_upgrade(backups)
+    [taken] = backups.backups()
+    assert taken.kind == "before-upgrade" and taken.verified and taken.schema_version == 3

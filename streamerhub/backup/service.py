@@ -101,9 +101,16 @@ class BackupService:
                 log.error("backup_failed", kind=kind, folder=str(self.folder), error=str(exc))
                 raise
             backup.duration_s = round(time.monotonic() - started, 2)
-            backup.write_manifest()
+            try:
+                backup.write_manifest()
+                removed = prune(self.folder, Retention.from_settings(self.settings))
+            except OSError as exc:
+                self.last_failure = Failure(
+                    dt.datetime.now(UTC), self._disk_message(exc.strerror or str(exc))
+                )
+                log.error("backup_failed", kind=kind, error=self.last_failure.message)
+                raise BackupError(self.last_failure.message) from None
             self.last_failure = None
-            removed = prune(self.folder, Retention.from_settings(self.settings))
             log.info(
                 "backup_done",
                 file=str(backup.path),
