@@ -92,7 +92,7 @@ async def test_a_backup_restores_onto_a_fresh_data_dir_with_the_same_counts_and_
     # A fresh machine: its own master key already, the old one supplied to the restore.
     fresh = new_settings(tmp_path / "new")
     new_ring = load_keyring(fresh.data_dir, {}, create=True)
-    done = await restore_backup(fresh, backup.path, tmp_path / "old" / KEY_FILE)
+    done = await restore_backup(fresh, backup.path, old_ring.current)
     assert "1 secret(s) re-sealed" in done.key_note
 
     cluster = EmbeddedPostgres(fresh.data_dir)
@@ -295,10 +295,25 @@ def test_backup_commands_take_list_and_restore(
     assert "manual" in listed and "verified" in listed
     file = next((tmp_path / "data" / "backups").glob("*.dump"))
 
+    # The master key, sealed with a passphrase, may travel with the backups.
+    key = load_keyring(tmp_path / "data", {}, create=True)
+    monkeypatch.setenv("STREAMERHUB_KEY_PASSPHRASE", "four random words here")
+    assert main(["backup", "export-key", *base]) == 0
+    sealed = tmp_path / "data" / "backups" / "master-key.sealed"
+    assert oct(sealed.stat().st_mode & 0o777) == "0o600"
+    assert key.current not in sealed.read_bytes() and b"master" not in sealed.read_bytes()[30:]
+    capsys.readouterr()
+
     monkeypatch.delenv("STREAMERHUB_DATABASE_URL")
-    assert main(["backup", "restore", str(file), "--to", str(tmp_path / "fresh"), *base[:2]]) == 0
+    to = ["--to", str(tmp_path / "fresh"), "--master-key", str(sealed), *base[:2]]
+    monkeypatch.setenv("STREAMERHUB_KEY_PASSPHRASE", "not the passphrase")
+    assert main(["backup", "restore", str(file), *to]) == 1
+    assert "does not open with this passphrase" in capsys.readouterr().err
+    monkeypatch.setenv("STREAMERHUB_KEY_PASSPHRASE", "four random words here")
+    assert main(["backup", "restore", str(file), *to]) == 0
     out = capsys.readouterr().out
-    assert "restored" in out and "schema" in out
+    assert "restored" in out and "schema" in out and "installed" in out
+    assert load_keyring(tmp_path / "fresh", {}, create=False).current == key.current
     assert main(["backup", "restore", str(tmp_path / "nope.dump"), *base]) == 1
     err = capsys.readouterr().err
     assert "not found" in err and "Traceback" not in err

@@ -15,7 +15,6 @@ from streamerhub.crypto import (
     aad_for,
     key_id,
     load_keyring,
-    read_key_file,
     write_key_file,
 )
 from streamerhub.db import (
@@ -62,7 +61,7 @@ async def check_schema(tools: PgTools, path: Path) -> int:
 
 
 async def restore_backup(
-    settings: Settings, path: Path, master_key: Path | None = None
+    settings: Settings, path: Path, master_key: bytes | None = None
 ) -> Restored:
     """Restore `path` into the settings' database, which must hold no table yet; then apply
     newer migrations and, with the old master key, make the sealed secrets open again."""
@@ -110,16 +109,15 @@ async def _restore_into(db: Database, path: Path, version: int, embedded: bool) 
     return done
 
 
-async def _master_key(db: Database, data_dir: Path, supplied: Path | None) -> str:
+async def _master_key(db: Database, data_dir: Path, old: bytes | None) -> str:
     """Install the old master key, or re-seal under the data dir's own key."""
-    if supplied is None:
+    if old is None:
         if await has_sealed_secrets(db):
             return (
                 "stream keys and Twitch tokens are sealed with the master key of the backed-up "
                 f"daemon: copy its master.key into {data_dir} (or rerun with --master-key FILE)"
             )
         return ""
-    old = read_key_file(supplied)
     target = data_dir / KEY_FILE
     if not target.exists() and not os.environ.get("CREDENTIALS_DIRECTORY"):
         write_key_file(target, old)

@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import getpass
+import os
 from pathlib import Path
 from typing import Any
 
 from streamerhub.config import Settings, load_settings, prepare_data_dir
+
+PASSPHRASE_ENV = "STREAMERHUB_KEY_PASSPHRASE"
 
 
 def add_backup_commands(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -37,6 +41,18 @@ def add_backup_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         "the data dir's own key",
     )
     restore.set_defaults(handler=cmd_backup_restore)
+    export = actions.add_parser(
+        "export-key",
+        parents=[common],
+        help="write the master key sealed with a passphrase (scrypt + AES-GCM)",
+    )
+    export.add_argument(
+        "file",
+        nargs="?",
+        type=Path,
+        help="where to write it (default: master-key.sealed in the backup folder)",
+    )
+    export.set_defaults(handler=cmd_backup_export_key)
 
 
 def cmd_backup_now(args: argparse.Namespace, settings: Settings) -> int:
@@ -79,7 +95,8 @@ def cmd_backup_restore(args: argparse.Namespace, settings: Settings) -> int:
     if args.to:
         settings = load_settings(args.config, args.to)
     prepare_data_dir(settings.data_dir)
-    done = asyncio.run(restore_backup(settings, args.file.absolute(), args.master_key))
+    key = _read_master_key(args.master_key) if args.master_key else None
+    done = asyncio.run(restore_backup(settings, args.file.absolute(), key))
     print(
         f"restored {args.file} into {done.database}: schema {done.schema_version:04d}"
         f"{f' (+{done.migrated} migration(s) applied)' if done.migrated else ''}, "
@@ -89,6 +106,41 @@ def cmd_backup_restore(args: argparse.Namespace, settings: Settings) -> int:
         print(done.key_note)
     print(f"start it with: streamerhub run --data-dir {settings.data_dir}")
     return 0
+
+
+def cmd_backup_export_key(args: argparse.Namespace, settings: Settings) -> int:
+    from streamerhub.backup.archive import folder_of
+    from streamerhub.backup.keyfile import write_sealed_export
+    from streamerhub.crypto import load_keyring
+
+    keyring = load_keyring(settings.data_dir, os.environ, create=False)
+    path = args.file or folder_of(settings) / "master-key.sealed"
+    write_sealed_export(path, keyring.current, _passphrase(confirm=True))
+    print(f"master key {keyring.current_id} written to {path}, sealed with your passphrase")
+    print("without the passphrase this file is useless: keep the passphrase somewhere else")
+    return 0
+
+
+def _read_master_key(path: Path) -> bytes:
+    from streamerhub.backup.keyfile import is_sealed_export, open_master_key
+    from streamerhub.crypto import read_key_file
+
+    if is_sealed_export(path):
+        return open_master_key(path, _passphrase(confirm=False))
+    return read_key_file(path)
+
+
+def _passphrase(confirm: bool) -> str:
+    # For scripts: the environment; else asked on the terminal, never echoed.
+    given = os.environ.get(PASSPHRASE_ENV)
+    if given:
+        return given
+    first = getpass.getpass("Passphrase for the master key: ")
+    if confirm and getpass.getpass("Same passphrase again: ") != first:
+        from streamerhub.backup.tools import BackupError
+
+        raise BackupError("the two passphrases differ: nothing was written")
+    return first
 
 
 def _size(size: int) -> str:
