@@ -12,6 +12,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -29,7 +30,11 @@ from streamerhub.fake_twitch import FakeTwitch
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
-CHROMIUM = "/usr/bin/chromium"
+# Chromium or Chrome, found the way Playwright users expect: a configured path, else the system's
+# browser by name (Debian's chromium, Ubuntu's snap chromium-browser, Google Chrome), else a
+# browser Playwright downloaded itself (`playwright install chromium`).
+BROWSER_ENV = "STREAMERHUB_BROWSER"
+BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -44,23 +49,46 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 NOW = dt.datetime.now(dt.timezone.utc)
 
 
-def require_chromium() -> None:
-    """On CI a missing browser is a failure (.ci/run installs it); elsewhere a skip."""
-    if os.path.exists(CHROMIUM):
-        return
+def find_browser(env: dict[str, str] | None = None) -> str | None:
+    """The browser to drive: $STREAMERHUB_BROWSER, a Chromium/Chrome on PATH, or Playwright's own."""
+    env = dict(os.environ) if env is None else env
+    if env.get(BROWSER_ENV):
+        return env[BROWSER_ENV] if os.access(env[BROWSER_ENV], os.X_OK) else None
+    for name in BROWSER_NAMES:
+        found = shutil.which(name, path=env.get("PATH"))
+        if found:
+            return found
+    cache = Path(env.get("PLAYWRIGHT_BROWSERS_PATH") or Path.home() / ".cache" / "ms-playwright")
+    downloaded = sorted(cache.glob("chromium-*/chrome-linux*/chrome"))
+    return str(downloaded[-1]) if downloaded else None
+
+
+MISSING_BROWSER = (
+    "no Chromium or Chrome found for the browser tests: install one (Debian: apt-get install "
+    "chromium; Ubuntu: snap install chromium; or `python -m playwright install chromium`) or set "
+    f"{BROWSER_ENV}=/path/to/chrome"
+)
+
+
+def require_chromium() -> str:
+    """The browser's path. On CI a missing browser is a failure (.ci/run installs it); elsewhere
+    a skip that says what to install."""
+    found = find_browser()
+    if found:
+        return found
     if os.environ.get("CI"):
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
-    pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)")
+        pytest.fail(MISSING_BROWSER)
+    pytest.skip(MISSING_BROWSER)
 
 
 @contextlib.asynccontextmanager
 async def chromium(*extra_args: str) -> AsyncIterator[Any]:
     from playwright.async_api import async_playwright
 
-    require_chromium()
+    executable = require_chromium()
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(
-            executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *extra_args]
+            executable_path=executable, args=[*CHROMIUM_ARGS, *extra_args]
         )
         try:
             yield browser
@@ -452,3 +480,20 @@ async def test_demo_mode_is_alive_and_separate(tmp_path: Path) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
         kill_postgres_of(data / "demo")
+
+
+def test_the_browser_is_found_by_path_name_or_setting(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    snap = bin_dir / "chromium-browser"  # Ubuntu's name for the snap
+    snap.write_text("#!/bin/sh\n")
+    snap.chmod(0o755)
+    empty = {"PATH": str(tmp_path / "none"), "PLAYWRIGHT_BROWSERS_PATH": str(tmp_path / "pw")}
+    assert find_browser({**empty, "PATH": str(bin_dir)}) == str(snap)
+    assert find_browser({**empty, BROWSER_ENV: str(snap)}) == str(snap)
+    assert find_browser({**empty, BROWSER_ENV: str(tmp_path / "missing")}) is None
+    assert find_browser(empty) is None
+    downloaded = tmp_path / "pw" / "chromium-1200" / "chrome-linux" / "chrome"
+    downloaded.parent.mkdir(parents=True)
+    downloaded.write_text("")
+    assert find_browser(empty) == str(downloaded)
