@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from streamerhub.db import INSTALL_HINT, find_pg_bindir, redact_url
+from streamerhub.db import INSTALL_HINT, pg_binaries, redact_url
 from streamerhub.errors import StreamerHubError
 
 # Only the schema table's rows are read back from a dump, to know which schema it holds.
@@ -40,33 +40,34 @@ class PgTools:
 
 
 def find_tools(server_major: int | None = None) -> PgTools:
-    """The binaries that run the embedded server (pgserver's, else the system's); for an
-    external server, the first installation at least as new as it (pg_dump refuses older)."""
-    candidates: list[Path] = []
-    try:
-        candidates.append(find_pg_bindir())
-    except StreamerHubError:
-        pass
+    """The pg_dump / pg_restore to use: those of the server's own major version when this machine
+    has them (the embedded cluster's, see db.pg_binaries), else the oldest newer one (pg_dump
+    refuses a newer server, and a newer client reads an older server)."""
+    folders = [(b.bindir, b.major) for b in pg_binaries()]
     system = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_major_of_path, reverse=True)
-    candidates += [Path(p) for p in system]
+    folders += [(Path(p), _major_of_path(p)) for p in system]  # client-only installs too
     on_path = shutil.which("pg_dump")
-    if on_path:
-        candidates.append(Path(on_path).resolve().parent)
-    found = []
-    for folder in candidates:
-        if (folder / "pg_dump").is_file() and (folder / "pg_restore").is_file():
-            tools = PgTools(folder, _major_of_path(str(folder)) or _major_of_binary(folder))
-            if server_major is None or tools.major >= server_major:
-                return tools
-            found.append(tools)
-    if found:
-        newest = max(t.major for t in found)
-        raise BackupError(
-            f"the database server is PostgreSQL {server_major} but the newest pg_dump found is "
-            f"{newest}: install the client of version {server_major} or newer "
-            f"(Debian/Ubuntu: apt-get install postgresql-client-{server_major})"
-        )
-    raise BackupError(f"pg_dump and pg_restore not found: {INSTALL_HINT}")
+    if on_path and (Path(on_path).resolve().parent / "pg_dump").is_file():
+        folder = Path(on_path).resolve().parent  # not Debian's wrapper: the real binary's folder
+        folders.append((folder, _major_of_binary(folder)))
+    found = [
+        PgTools(folder, major)
+        for folder, major in folders
+        if (folder / "pg_dump").is_file() and (folder / "pg_restore").is_file()
+    ]
+    if not found:
+        raise BackupError(f"pg_dump and pg_restore not found: {INSTALL_HINT}")
+    if server_major is None:
+        return found[0]
+    usable = sorted((t for t in found if t.major >= server_major), key=lambda t: t.major)
+    if usable:
+        return usable[0]
+    newest = max(t.major for t in found)
+    raise BackupError(
+        f"the database server is PostgreSQL {server_major} but the newest pg_dump found is "
+        f"{newest}: install the client of version {server_major} or newer "
+        f"(Debian/Ubuntu: apt-get install postgresql-client-{server_major})"
+    )
 
 
 def _major_of_path(path: str) -> int:
