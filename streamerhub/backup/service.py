@@ -83,9 +83,10 @@ class BackupService:
 
     async def tools(self) -> PgTools:
         if self._tools is None:
-            # The embedded server's own binaries; for an external server a client at least as new.
-            major = None if self.embedded else await server_major(self.db)
-            self._tools = find_tools(major)
+            # The server's own major version when this machine has it (always, for the embedded
+            # cluster), else a client at least as new: a newer pg_dump writes SQL an older server
+            # cannot restore (e.g. SET transaction_timeout on PostgreSQL 16).
+            self._tools = find_tools(await server_major(self.db))
         return self._tools
 
     # ------------------------------------------------------------------ taking one
