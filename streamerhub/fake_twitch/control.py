@@ -92,7 +92,10 @@ async def post_fail(request: web.Request) -> web.Response:
         raise ApiError(400, "path must start with /")
     if status != "timeout" and not (isinstance(status, int) and 400 <= status <= 599):
         raise ApiError(400, 'status must be an HTTP error code or "timeout"')
-    state.failures.append(Failure(path, status, max(1, int(body.get("count", 1)))))
+    count, applied = max(1, int(body.get("count", 1))), bool(body.get("applied", False))
+    method = str(body["method"]).upper() if body.get("method") else None
+    limit = bool(body.get("eventsub_limit", False))
+    state.failures.append(Failure(path, status, count, applied, method, limit))
     return web.json_response({"pending": [vars(f).copy() for f in state.failures]})
 
 
@@ -160,6 +163,8 @@ async def post_token(request: web.Request) -> web.Response:
         token.expires_at = 0
     if body.get("revoked"):
         state.revoke(token)
+        if body.get("revocation_frames") and token.user_id:  # the user disconnected the app
+            await delivery.revoke_grant(state, token.user_id, token.client_id)
     if isinstance(body.get("scopes"), list):
         token.scopes = [str(s) for s in body["scopes"]]
     return web.json_response(

@@ -163,6 +163,21 @@ async def revoke(
     return revoked
 
 
+async def revoke_grant(state: State, user_id: str, client_id: str) -> list[str]:
+    """The user revoked the app (or one of its tokens): as on Twitch, every subscription of that
+    user and client gets an `authorization_revoked` frame and nothing more is delivered to it."""
+    revoked = []
+    for sub in list(state.subscriptions.values()):
+        if sub.owner_id != user_id or sub.client_id != client_id or sub.status != "enabled":
+            continue
+        sub.status = "authorization_revoked"
+        session = state.sessions.get(sub.session_id)
+        if session is not None:
+            await send(state, session, frames.revocation(sub.to_json()), "revocation")
+        revoked.append(sub.id)
+    return revoked
+
+
 async def close_all(
     state: State, code: int, reason: str = "", session_id: str | None = None
 ) -> int:

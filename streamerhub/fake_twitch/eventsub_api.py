@@ -70,7 +70,7 @@ def _session(state: State, transport: object, token: Token) -> Session:
 def _authorize(row: catalog.SubscriptionType, condition: dict[str, Any], token: Token) -> None:
     if row.scope is None:
         return
-    if row.scope not in token.scopes:
+    if not catalog.scope_granted(row.scope, token.scopes):
         raise ApiError(403, "subscription missing proper authorization")
     # The token's user must be the one the condition acts as: broadcaster, or moderator for follows.
     acting = condition.get("moderator_user_id") or condition.get("broadcaster_user_id")

@@ -43,9 +43,12 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     is_helix, is_oauth = request.path.startswith("/helix/"), request.path.startswith("/oauth2/")
     exhausted = False
     try:
-        failure = state.take_failure(request.path)
+        failure = state.take_failure(request.path, request.method)
+        if failure is not None and failure.applied:
+            # Twitch did the work but the answer never arrived (timeout or 5xx on the way back).
+            await handler(request)
         if failure is not None:
-            exhausted = failure.status == 429
+            exhausted = failure.status == 429 and not failure.eventsub_limit
             raise await _fault(state, failure)
         if is_helix:
             state.counters["helix_requests"] += 1
@@ -72,6 +75,8 @@ async def _fault(state: State, failure: Failure) -> ApiError:
         except asyncio.TimeoutError:
             pass
         return ApiError(504, "Gateway Timeout")
+    if failure.eventsub_limit:
+        return ApiError(429, "total cost exceeded")
     return ApiError(int(failure.status), "Injected failure")
 
 

@@ -32,6 +32,13 @@ class Settings:
     device_interval: int = 5  # the device flow's advertised polling interval
     hang_seconds: float = 30.0  # how long a "timeout" fault holds a request
     ratelimit_limit: int = 800  # Helix points per minute
+    # Twitch's client types: "confidential" refreshes only with the secret (also device-code
+    # tokens), "public" has no secret and cannot use the authorization-code flow; "any" checks
+    # neither (the old, lenient fake).
+    client_type: str = "any"
+    client_secret: str = ""  # when set, the one secret a confidential client must send
+    authorize_outcome: str = "approve"  # or "access_denied": the user clicks Cancel
+    device_outcome: str = "approve"  # or "access_denied" / "expired_token"
     simulate: bool = False
     speed: float = 1.0  # simulation speed factor
     seed: int | None = None  # simulation randomness, for reproducible demos
@@ -163,6 +170,10 @@ class Failure:
     path: str
     status: int | str
     remaining: int
+    applied: bool = False  # "applied, answer lost": the request takes effect, its answer is dropped
+    method: str | None = None  # only requests of this HTTP method; None = any
+    # a 429 that is an EventSub limit (transports, cost), not the bucket: points remain
+    eventsub_limit: bool = False
 
 
 @dataclass
@@ -353,10 +364,10 @@ class State:
         return found
 
     # Faults ------------------------------------------------------------------------------------
-    def take_failure(self, path: str) -> Failure | None:
-        """Consume one pending fault whose path prefix matches, if any."""
+    def take_failure(self, path: str, method: str = "GET") -> Failure | None:
+        """Consume one pending fault whose path prefix (and method, if set) matches, if any."""
         for failure in self.failures:
-            if path.startswith(failure.path):
+            if path.startswith(failure.path) and failure.method in (None, method):
                 failure.remaining -= 1
                 if failure.remaining <= 0:
                     self.failures.remove(failure)
