@@ -3,6 +3,8 @@ was done, client types, grant loss, EventSub-limit 429s, read-or-manage scopes."
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 from typing import Awaitable, Callable
 
 import pytest
@@ -204,3 +206,112 @@ async def test_the_category_search_never_refreshes_the_grant_behind_the_bot(rig:
         await OAuth(rig.http, rig.fake.auth_url, rig.fake.client_id).refresh(
             "1000", grant["refresh_token"]
         )
+
+
+def _stamp(at: dt.datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def test_backfill_recovers_what_helix_keeps_and_dedupes_against_live(rig: Rig) -> None:
+    await rig.connect()
+    bot = await rig.start_bot()
+    await rig.wait_subscribed(bot)
+    now = dt.datetime.now(dt.timezone.utc)
+    _, online = sample_event("stream.online", id="s1", started_at=_stamp(now))
+    _, update = sample_event("channel.update", title="old title", category_id="509658")
+    _, begun = sample_event("channel.poll.begin", id="p1")
+    await rig.deliver(
+        ("stream.online", online), ("channel.update", update), ("channel.poll.begin", begun)
+    )
+    await wait_until(_is(rig, "SELECT count(*) FROM twitch_events", 3), 5, "live events stored")
+    await bot.stop()  # the gap: everything below happens while nobody listens
+
+    gap_start = dt.datetime.now(dt.timezone.utc)
+    await rig.control("live", {"live": False})  # s1 ends: Twitch keeps its archive
+    await rig.control("live", {"live": True})  # a whole stream inside the gap
+    await asyncio.sleep(1.1)
+    await rig.control("live", {"live": False, "title": "new title"})
+    in_gap = _stamp(gap_start + dt.timedelta(seconds=1))
+    choices = [{"id": "c1", "title": "yes", "votes": 3, "channel_points_votes": 0, "bits_votes": 0}]
+    poll = {"title": "Q?", "choices": choices, "duration": 60, "started_at": in_gap}
+    await rig.control(
+        "history",
+        {
+            "polls": [
+                {"id": "p2", "status": "COMPLETED", "ended_at": in_gap, **poll},
+                {
+                    **poll,
+                    "id": "p1",
+                    "status": "TERMINATED",
+                    "ended_at": in_gap,
+                    "started_at": _stamp(now),
+                },
+            ],
+            "predictions": [
+                {
+                    "id": "r1",
+                    "title": "Win?",
+                    "outcomes": [
+                        {
+                            "id": "o1",
+                            "title": "yes",
+                            "users": 2,
+                            "channel_points": 500,
+                            "color": "BLUE",
+                            "top_predictors": [],
+                        }
+                    ],
+                    "prediction_window": 30,
+                    "status": "RESOLVED",
+                    "winning_outcome_id": "o1",
+                    "created_at": in_gap,
+                    "locked_at": in_gap,
+                    "ended_at": in_gap,
+                }
+            ],
+        },
+    )
+    await asyncio.sleep(2)  # the gap lasts longer than the streams it hides
+    again = await rig.start_bot()
+    await rig.wait_subscribed(again)
+    await wait_until(
+        _is(rig, "SELECT count(*) FROM eventsub_gaps WHERE backfilled_at IS NULL", 0), 10, "done"
+    )
+    rows = await rig.fetch(
+        "SELECT e.subscription_type, e.backfilled, e.payload->'event'->>'id' AS id, e.occurred_at"
+        "  FROM twitch_events e ORDER BY e.subscription_type, e.payload->'event'->>'id', e.backfilled"
+    )
+    got = [(r["subscription_type"], r["id"], r["backfilled"]) for r in rows]
+    assert ("channel.poll.begin", "p1", False) in got  # live, not doubled by the backfill
+    assert ("channel.poll.begin", "p1", True) not in got
+    for recovered in (
+        ("channel.poll.end", "p1", True),
+        ("channel.poll.begin", "p2", True),
+        ("channel.poll.end", "p2", True),
+        ("channel.prediction.begin", "r1", True),
+        ("channel.prediction.lock", "r1", True),
+        ("channel.prediction.end", "r1", True),
+    ):
+        assert recovered in got, recovered
+    streams = await rig.fetch(
+        "SELECT kind, stream_id, s.occurred_at, e.backfilled FROM twitch_streams s"
+        "  JOIN twitch_events e USING (message_id) ORDER BY s.occurred_at, kind DESC"
+    )
+    onlines = sorted(
+        (s["stream_id"] == "s1", s["backfilled"]) for s in streams if s["kind"] == "online"
+    )
+    assert onlines == [(False, True), (True, False)]  # the hidden stream, and s1 seen live
+    offlines = [s for s in streams if s["kind"] == "offline"]
+    assert len(offlines) == 2 and all(s["backfilled"] for s in offlines)
+    gap_end = await rig.value("SELECT max(ended_at) FROM eventsub_gaps")
+    # Each end comes from its archive, not from the gap's end two seconds later.
+    assert all(s["occurred_at"] < gap_end - dt.timedelta(seconds=1) for s in offlines)
+    updates = await rig.fetch(
+        "SELECT title, e.backfilled FROM twitch_channel_updates u JOIN twitch_events e"
+        "  USING (message_id) ORDER BY u.occurred_at"
+    )
+    assert [(u["title"], u["backfilled"]) for u in updates] == [
+        ("old title", False),
+        ("new title", True),
+    ]
+    assert await rig.value("SELECT count(*) FROM dead_letters") == 0

@@ -241,6 +241,24 @@ class Helix:
             "PATCH", "/channels", params={"broadcaster_id": broadcaster_id}, json=changes
         )
 
+    def polls(self, broadcaster_id: str) -> AsyncIterator[dict[str, Any]]:
+        """Polls of the last 90 days, newest first (channel:read:polls or manage)."""
+        return self._pages("/polls", {"broadcaster_id": broadcaster_id, "first": "20"})
+
+    def predictions(self, broadcaster_id: str) -> AsyncIterator[dict[str, Any]]:
+        """Predictions of the last 90 days, newest first (channel:read:predictions or manage)."""
+        return self._pages("/predictions", {"broadcaster_id": broadcaster_id, "first": "25"})
+
+    def archives(self, user_id: str) -> AsyncIterator[dict[str, Any]]:
+        """Past broadcasts kept in /videos (stream_id, created_at, duration), newest first."""
+        return self._pages("/videos", {"user_id": user_id, "type": "archive", "first": "20"})
+
+    async def channel_info(self, broadcaster_id: str) -> dict[str, Any] | None:
+        """GET /channels: the title, category and labels as they are now."""
+        params = {"broadcaster_id": broadcaster_id}
+        data = (await self.request("GET", "/channels", params=params)).get("data") or []
+        return data[0] if data else None
+
     async def _pages(self, path: str, params: dict[str, str]) -> AsyncIterator[dict[str, Any]]:
         while True:
             body = await self.request("GET", path, params=params)

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import WSCloseCode, web
 from aiohttp.typedefs import Handler
 
-from . import control, helix, oauth
+from . import control, helix, history, oauth
 from .delivery import close_all
 from .keys import STATE_KEY
 from .replies import ApiError
@@ -24,6 +24,7 @@ def build_app(state: State) -> web.Application:
     app[STATE_KEY] = state
     app.router.add_get("/ws", eventsub_ws)
     helix.add_routes(app)
+    history.add_routes(app)
     oauth.add_routes(app)
     control.add_routes(app)
     app.cleanup_ctx.append(simulation_ctx)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import secrets
 import time
 from collections import Counter, deque
@@ -39,6 +40,11 @@ class Settings:
     client_secret: str = ""  # when set, the one secret a confidential client must send
     authorize_outcome: str = "approve"  # or "access_denied": the user clicks Cancel
     device_outcome: str = "approve"  # or "access_denied" / "expired_token"
+    # Seeded chaos for delivery (Twitch's "at least once", in no promised order):
+    chaos_duplicates: float = 0.0  # share of frames sent again later with the same message_id
+    chaos_reorder: int = 0  # shuffle frames within windows of this many (progress before begin)
+    chaos_stale: float = 0.0  # share of frames whose message_timestamp is minutes old
+    chaos_seed: int | None = None
     simulate: bool = False
     speed: float = 1.0  # simulation speed factor
     seed: int | None = None  # simulation randomness, for reproducible demos
@@ -225,9 +231,12 @@ class State:
         self.followers: dict[str, dict[str, Follower]] = {}
         self.subscribers: dict[str, dict[str, Subscriber]] = {}
         self.failures: list[Failure] = []
+        # Per channel: polls, predictions, videos (see history())
+        self.histories: dict[str, dict[str, list[dict[str, Any]]]] = {}
         self.keepalive_enabled = True
         self.stopping = asyncio.Event()  # set on shutdown: held requests let go
         self.counters: Counter[str] = Counter()
+        self.chaos = random.Random(self.settings.chaos_seed)
         self.ratelimit = RateLimit(
             self.settings.ratelimit_limit, float(self.settings.ratelimit_limit)
         )
@@ -270,6 +279,10 @@ class State:
     def channel(self, user_id: str) -> Channel:
         """The channel of a broadcaster, created on first use."""
         return self.channels.setdefault(user_id, Channel(user_id))
+
+    def history(self, user_id: str) -> dict[str, list[dict[str, Any]]]:
+        """What Helix keeps of a channel's past, newest first: polls, predictions, videos."""
+        return self.histories.setdefault(user_id, {"polls": [], "predictions": [], "videos": []})
 
     # Tokens --------------------------------------------------------------------------------
     def issue_token(
