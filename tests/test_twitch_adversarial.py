@@ -15,6 +15,7 @@ from streamerhub.bot.helix import Helix, HelixError
 from streamerhub.bot.link import LinkError, TwitchChannelLink
 from streamerhub.bot.oauth import ClientMisconfigured, OAuth, TokenRevoked
 from streamerhub.bot.tokens import TokenStore, load_channel_token
+from streamerhub.commands.check import check_twitch_client
 from streamerhub.fake_twitch import sample_event
 
 __all__ = ["rig"]  # the fixture, imported for pytest
@@ -98,6 +99,8 @@ async def test_the_login_and_check_say_a_confidential_app_needs_its_secret(rig: 
         rig.tmp, STREAMERHUB_TWITCH_CLIENT_ID="abc", STREAMERHUB_TWITCH_CLIENT_TYPE="public"
     )
     assert public.twitch.client_problem() is None
+    line = check_twitch_client(settings).line()
+    assert line.startswith("WARN") and "STREAMERHUB_TWITCH_CLIENT_SECRET" in line
 
 
 async def test_an_eventsub_limit_429_is_not_waited_out_like_a_rate_limit(rig: Rig) -> None:
@@ -315,3 +318,17 @@ async def test_backfill_recovers_what_helix_keeps_and_dedupes_against_live(rig: 
         ("new title", True),
     ]
     assert await rig.value("SELECT count(*) FROM dead_letters") == 0
+
+
+async def test_a_version_twitch_withdrew_says_update_streamerhub(rig: Rig) -> None:
+    rig.fake.state.settings.withdrawn = ("channel.goal.begin@1",)
+    await rig.connect()
+    bot = await rig.start_bot()
+    await rig.wait_subscribed(bot)
+    status = bot.status()[0]
+    assert status["state"] == "update StreamerHub" and "channel.goal.begin" in status["reason"]
+    assert status["subscriptions"]["revoked"] == ["channel.goal.begin"]
+    detail = await rig.value(
+        "SELECT detail FROM eventsub_subscriptions WHERE subscription_type = 'channel.goal.begin'"
+    )
+    assert "update StreamerHub" in detail

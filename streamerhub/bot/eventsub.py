@@ -30,6 +30,7 @@ from streamerhub.bot.oauth import TokenError, TokenRevoked
 from streamerhub.bot.session import Session, SessionLost, open_socket
 from streamerhub.bot.subscriptions import (
     KNOWN_TYPES,
+    WITHDRAWN,
     Subscriber,
     SubscriptionResult,
 )
@@ -398,6 +399,11 @@ class EventSubClient:
             self._spawn(self.on_subscriptions(results))
         enabled = sum(r.status == "enabled" for r in results)
         failed = [r for r in results if r.status == "error"]
+        if withdrawn := [r for r in results if r.status == WITHDRAWN]:
+            self.stats.attention = (
+                "update StreamerHub",
+                f"{withdrawn[0].wanted.label}: {withdrawn[0].detail}",
+            )
         log.info(
             "eventsub_subscribed",
             channel_id=self.channel_id,

@@ -47,6 +47,7 @@ SUBSCRIPTIONS: tuple[tuple[str, str, str | None], ...] = (
     *((f"channel.goal.{p}", "1", "channel:read:goals") for p in ("begin", "progress", "end")),
 )
 KNOWN_TYPES = frozenset(t for t, _, _ in SUBSCRIPTIONS)
+WITHDRAWN = "revoked:version_removed"
 
 
 def allowed(scope: str | None, granted: Collection[str]) -> bool:
@@ -266,6 +267,9 @@ def _collect(
 def _failed(wanted: Wanted, exc: HelixError) -> SubscriptionResult:
     if exc.status == 403:
         return SubscriptionResult(wanted, "missing_scope", detail=exc.message)
+    if exc.status == 410:  # only a newer release can subscribe to what Twitch serves now
+        detail = f"Twitch withdrew version {wanted.version}: update StreamerHub"
+        return SubscriptionResult(wanted, WITHDRAWN, detail=detail)
     if exc.status == 409:  # exists, yet not found on our session: say so, never guess an id
         return SubscriptionResult(wanted, "error", detail=f"409: {exc.message}")
     return SubscriptionResult(wanted, "error", detail=f"{exc.status}: {exc.message}")

@@ -43,6 +43,7 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     state = request.config_dict[STATE_KEY]
     is_helix, is_oauth = request.path.startswith("/helix/"), request.path.startswith("/oauth2/")
     exhausted = False
+    bucket = state.bucket_for(request.headers.get("Authorization", ""))
     try:
         failure = state.take_failure(request.path, request.method)
         if failure is not None and failure.applied:
@@ -53,7 +54,7 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
             raise await _fault(state, failure)
         if is_helix:
             state.counters["helix_requests"] += 1
-            if not state.ratelimit.take():
+            if not bucket.take():
                 exhausted = True
                 raise ApiError(429, "Too Many Requests")
         response = await handler(request)
@@ -64,7 +65,7 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
             raise
         response = ApiError(exc.status, exc.reason).response(oauth=is_oauth)
     if is_helix:
-        response.headers.update(state.ratelimit.headers(exhausted))
+        response.headers.update(bucket.headers(exhausted))
     return response
 
 

@@ -22,6 +22,17 @@ DEFAULT_USER = {"id": "1000", "login": "streamer", "display_name": "Streamer"}
 TOKEN_LIFETIME = 14_400  # seconds; Twitch user tokens live about four hours
 
 
+# A dead socket's subscriptions stay listed (at least a minute on Twitch) with why it died.
+DISABLED_BY_CLOSE = {
+    4001: "websocket_received_inbound_traffic",
+    4002: "websocket_failed_ping_pong",
+    4003: "websocket_connection_unused",
+    4005: "websocket_network_timeout",
+    4006: "websocket_network_error",
+    4000: "websocket_internal_error",
+}
+
+
 @dataclass
 class Settings:
     """Timing knobs; the defaults are Twitch's own numbers."""
@@ -45,6 +56,8 @@ class Settings:
     chaos_reorder: int = 0  # shuffle frames within windows of this many (progress before begin)
     chaos_stale: float = 0.0  # share of frames whose message_timestamp is minutes old
     chaos_seed: int | None = None
+    # "type@version" entries Twitch has withdrawn: subscribing answers 410
+    withdrawn: tuple[str, ...] = ()
     simulate: bool = False
     speed: float = 1.0  # simulation speed factor
     seed: int | None = None  # simulation randomness, for reproducible demos
@@ -237,9 +250,11 @@ class State:
         self.stopping = asyncio.Event()  # set on shutdown: held requests let go
         self.counters: Counter[str] = Counter()
         self.chaos = random.Random(self.settings.chaos_seed)
+        # Helix buckets are per client and user (per client for app tokens), as on Twitch.
         self.ratelimit = RateLimit(
             self.settings.ratelimit_limit, float(self.settings.ratelimit_limit)
         )
+        self.buckets: dict[tuple[str, str], RateLimit] = {}
         self.add_user(**DEFAULT_USER, broadcaster_type="affiliate")
         self.channel(DEFAULT_USER["id"])
         self.default_token = self.issue_token(DEFAULT_USER["id"])
@@ -307,6 +322,17 @@ class State:
         self.tokens[token.access_token] = token
         return token
 
+    def bucket_for(self, authorization: str) -> RateLimit:
+        """The rate-limit bucket of the caller's client and user (unknown callers share one)."""
+        token = self.tokens.get(authorization.partition(" ")[2].strip())
+        if token is None:
+            return self.ratelimit
+        key = (token.client_id, token.user_id)
+        if key not in self.buckets:
+            limit = self.settings.ratelimit_limit
+            self.buckets[key] = RateLimit(limit, float(limit))
+        return self.buckets[key]
+
     def valid_token(self, access_token: str) -> Token | None:
         """The token if it is known, unexpired and unrevoked."""
         token = self.tokens.get(access_token)
@@ -349,7 +375,7 @@ class State:
         if session.reconnect_token:
             self.reconnects.pop(session.reconnect_token, None)
         for sub in self.session_subscriptions(session.id):
-            sub.status = "websocket_disconnected"
+            sub.status = DISABLED_BY_CLOSE.get(close_code or 0, "websocket_disconnected")
         session.status = "closed"
         self.closed_sessions.append(
             {
