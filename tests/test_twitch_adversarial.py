@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
+import sys
 from typing import Awaitable, Callable
 
 import pytest
@@ -332,3 +334,47 @@ async def test_a_version_twitch_withdrew_says_update_streamerhub(rig: Rig) -> No
         "SELECT detail FROM eventsub_subscriptions WHERE subscription_type = 'channel.goal.begin'"
     )
     assert "update StreamerHub" in detail
+
+
+async def test_the_daemon_keeps_a_channel_whose_refresh_lacks_the_secret_and_says_why(
+    rig: Rig,
+) -> None:
+    grant = await rig.connect()
+    rig.fake.state.settings.client_type = "confidential"
+    await rig.control("token", {"access_token": grant["access_token"], "expired": True})
+    bot = await rig.start_bot()  # no client_secret configured
+
+    def waiting() -> bool:
+        status = bot.status()
+        return bool(status) and status[0]["state"] == "waiting for Twitch"
+
+    await wait_until(waiting, 10, "channel waiting with the reason")
+    assert "client_secret" in bot.status()[0]["reason"]
+    assert await rig.value("SELECT status FROM twitch_channels") == "connected"
+    assert await rig.value("SELECT refresh_token_sealed IS NOT NULL FROM twitch_channels")
+
+
+async def test_twitch_login_without_the_secret_says_what_to_set(rig: Rig) -> None:
+    (rig.tmp / "empty.toml").write_text("")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMERHUB_")} | {
+        "STREAMERHUB_TWITCH_CLIENT_ID": "abc",
+        "STREAMERHUB_TWITCH_AUTH_URL": rig.fake.auth_url,
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "streamerhub",
+        "twitch",
+        "login",
+        "--config",
+        str(rig.tmp / "empty.toml"),
+        "--data-dir",
+        str(rig.tmp / "login-data"),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    said = out.decode() + err.decode()
+    assert proc.returncode != 0
+    assert "STREAMERHUB_TWITCH_CLIENT_SECRET" in said and "Traceback" not in said
