@@ -139,6 +139,7 @@ class Subscriber:
         for task, wanted in zip(tasks, self.plan, strict=True):
             if task in pending:
                 self.inflight[wanted] = task
+                task.add_done_callback(_retrieve)  # a late failure nobody awaits is not an error
         return _collect(tasks, self.plan, pending)
 
     def cancel_inflight(self) -> None:
@@ -240,6 +241,11 @@ class Subscriber:
                 log.warning(
                     "eventsub_stale_delete_failed", channel_id=self.channel_id, error=str(exc)
                 )
+
+
+def _retrieve(task: asyncio.Future[SubscriptionResult]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _collect(
