@@ -18,6 +18,7 @@ from streamerhub.bot.link import LinkError, TwitchChannelLink
 from streamerhub.bot.oauth import ClientMisconfigured, OAuth, TokenRevoked
 from streamerhub.bot.tokens import TokenStore, load_channel_token
 from streamerhub.commands.check import check_twitch_client
+from streamerhub.commands.twitch import _merge, render_status
 from streamerhub.fake_twitch import sample_event
 
 __all__ = ["rig"]  # the fixture, imported for pytest
@@ -378,3 +379,19 @@ async def test_twitch_login_without_the_secret_says_what_to_set(rig: Rig) -> Non
     said = out.decode() + err.decode()
     assert proc.returncode != 0
     assert "STREAMERHUB_TWITCH_CLIENT_SECRET" in said and "Traceback" not in said
+
+
+def test_twitch_status_shows_what_a_revocation_asks_of_the_user() -> None:
+    row = {
+        "channel_id": "1000",
+        "display_name": "Streamer",
+        "login": "streamer",
+        "status": "connected",
+        "status_reason": None,
+        "subscriptions": {"enabled": 25, "missing_scope": [], "revoked": ["channel.cheer"]},
+        "events_today": 3,
+    }
+    runtime = {"1000": {"state": "reconnect Twitch", "reason": "Twitch revoked channel.cheer"}}
+    text = render_status([_merge(row, runtime)], daemon_running=True)
+    assert "connection: reconnect Twitch (Twitch revoked channel.cheer)" in text
+    assert "revoked: channel.cheer" in text
