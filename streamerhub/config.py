@@ -180,6 +180,16 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "twitch",
+        "client_type",
+        str,
+        "confidential",
+        "The client type you registered the application with: confidential (the default; "
+        "needs client_secret, also to refresh tokens) or public (no secret; the dashboard's "
+        "browser sign-in is then unavailable, use `streamerhub twitch login`).",
+        _choice("confidential", "public"),
+    ),
+    Setting(
+        "twitch",
         "api_url",
         str,
         "https://api.twitch.tv/helix",
@@ -322,9 +332,26 @@ class LogSettings:
 class TwitchSettings:
     client_id: str
     client_secret: str
+    client_type: str
     api_url: str
     auth_url: str
     eventsub_url: str
+
+    def client_problem(self) -> str | None:
+        """What is missing for Twitch to accept this application, in words a user can act on."""
+        if not self.client_id:
+            return (
+                "[twitch] client_id is empty: register an application at "
+                "https://dev.twitch.tv/console (client type Confidential) and set it"
+            )
+        if self.client_type == "confidential" and not self.client_secret:
+            return (
+                "[twitch] client_secret is empty: a Confidential application refreshes tokens "
+                "only with its secret (without it every channel stops about four hours after "
+                'login). Set STREAMERHUB_TWITCH_CLIENT_SECRET, or client_type = "public" if '
+                "you registered a Public application"
+            )
+        return None
 
 
 @dataclass(frozen=True)

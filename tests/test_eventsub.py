@@ -434,8 +434,14 @@ async def test_bad_frames_become_dead_letters_and_the_connection_carries_on(rig:
             "notification", "channel.chat.message", {"subscription": sub, "event": event}
         ),
         "frame too large": frame("session_keepalive", payload={"pad": "x" * (1024 * 1024)}),
+        # Ours are known by id or by naming our session; this one names another session.
         "subscription id we never created": frame(
-            "notification", "channel.follow", {"subscription": sub, "event": event}
+            "notification",
+            "channel.follow",
+            {
+                "subscription": sub | {"transport": {"method": "websocket", "session_id": "x"}},
+                "event": event,
+            },
         ),
     }
     for text in bad.values():

@@ -605,3 +605,171 @@ async def test_cli_prints_url_and_stops_on_sigterm(http):
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+# --- the adversarial knobs (all off by default) --------------------------------------------------
+
+
+async def test_client_types_follow_twitchs_rules(http):
+    async with FakeTwitch(client_type="confidential", client_secret="s3cret") as fake:
+        refresh = {
+            "grant_type": "refresh_token",
+            "refresh_token": fake.state.default_token.refresh_token,
+            "client_id": fake.client_id,
+        }
+        async with http.post(f"{fake.auth_url}/token", data=refresh) as resp:
+            assert resp.status == 400 and (await resp.json())["message"] == "missing client secret"
+        async with http.post(
+            f"{fake.auth_url}/token", data=refresh | {"client_secret": "s3cret"}
+        ) as resp:
+            assert resp.status == 200  # the grant survived the refused attempt
+    async with FakeTwitch(client_type="public") as fake:
+        code = {"grant_type": "authorization_code", "code": "x", "client_id": fake.client_id}
+        async with http.post(f"{fake.auth_url}/token", data=code) as resp:
+            assert resp.status == 400 and "public" in (await resp.json())["message"]
+
+
+@pytest.mark.parametrize("outcome", ["access_denied", "expired_token"])
+async def test_device_codes_can_be_denied_or_expire(http, outcome):
+    async with FakeTwitch(device_outcome=outcome) as fake:
+        async with http.post(f"{fake.auth_url}/device", data={"client_id": "abc"}) as resp:
+            device = await resp.json()
+        poll = {
+            "client_id": "abc",
+            "device_code": device["device_code"],
+            "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+        }
+        async with http.post(f"{fake.auth_url}/token", data=poll) as resp:
+            assert resp.status == 400 and (await resp.json())["message"] == outcome
+
+
+async def test_authorize_can_answer_access_denied(http):
+    async with FakeTwitch(authorize_outcome="access_denied") as fake:
+        async with http.get(
+            f"{fake.auth_url}/authorize",
+            params={"client_id": "abc", "redirect_uri": "http://127.0.0.1:9/cb", "state": "s"},
+            allow_redirects=False,
+        ) as resp:
+            query = parse_qs(urlsplit(resp.headers["Location"]).query)
+        assert query["error"] == ["access_denied"] and query["state"] == ["s"]
+
+
+async def test_an_applied_request_whose_answer_is_lost_took_effect(http):
+    async with FakeTwitch() as fake:
+        ws, welcome = await connect(http, fake.ws_url)
+        await control(
+            http,
+            fake,
+            "fail",
+            {"path": "/helix/eventsub/subscriptions", "status": 503, "applied": True},
+        )
+        status, _ = await subscribe(http, fake, session_id(welcome))
+        assert status == 503
+        status, body = await subscribe(http, fake, session_id(welcome))
+        assert status == 409  # the first one exists
+        await ws.close()
+
+
+async def test_subscription_list_pages_and_refuses_two_filters(http):
+    async with FakeTwitch() as fake:
+        ws, welcome = await connect(http, fake.ws_url)
+        for sub_type in ("channel.follow", "stream.online", "stream.offline"):
+            assert (await subscribe(http, fake, session_id(welcome), sub_type))[0] == 202
+        url = f"{fake.api_url}/eventsub/subscriptions"
+        async with http.get(url, params={"first": "2"}, headers=helix_headers(fake)) as resp:
+            first = await resp.json()
+        assert len(first["data"]) == 2 and first["pagination"]["cursor"] and first["total"] == 3
+        both = {"status": "enabled", "type": "stream.online"}
+        async with http.get(url, params=both, headers=helix_headers(fake)) as resp:
+            assert resp.status == 400
+        await ws.close()
+
+
+async def test_a_dead_socket_leaves_its_subscriptions_with_twitchs_reason(http):
+    async with FakeTwitch(ping_interval=0.3) as fake:
+        ws = await http.ws_connect(fake.ws_url, autoping=False)
+        welcome = await next_frame(ws)
+        await subscribe(http, fake, session_id(welcome))
+        while (await asyncio.wait_for(ws.receive(), 3)).type is not aiohttp.WSMsgType.CLOSE:
+            pass  # pings we leave unanswered
+        assert ws.close_code == 4002
+        async with http.get(
+            f"{fake.api_url}/eventsub/subscriptions", headers=helix_headers(fake)
+        ) as resp:
+            statuses = [s["status"] for s in (await resp.json())["data"]]
+        assert statuses == ["websocket_failed_ping_pong"]
+
+
+async def test_chaos_resends_reorders_and_stales_with_a_seed(http):
+    async with FakeTwitch(
+        chaos_duplicates=0.5, chaos_reorder=4, chaos_stale=0.5, chaos_seed=3
+    ) as fake:
+        ws, welcome = await connect(http, fake.ws_url)
+        await subscribe(http, fake, session_id(welcome))
+        events = [
+            {"subscription_type": "channel.follow", "event": sample_event("channel.follow")[1]}
+            for _ in range(20)
+        ]
+        sent = await control(http, fake, "events", {"events": events})
+        frames = [await next_frame(ws) for _ in range(sent["delivered"])]
+        ids = [f["metadata"]["message_id"] for f in frames]
+        assert len(ids) > len(set(ids)) == 20  # resent with the same message_id
+        firsts = list(dict.fromkeys(ids))
+        assert firsts != sorted(firsts)  # ids count up in the order the events were sent
+        stamps = [f["metadata"]["message_timestamp"] for f in frames]
+        assert min(stamps) < time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 600))
+        await ws.close()
+
+
+async def test_eventsub_limit_429_keeps_points_and_buckets_are_per_user(http):
+    async with FakeTwitch(ratelimit_limit=2) as fake:
+        other = (await control(http, fake, "token", {"user_id": "2000"}))["access_token"]
+        await control(
+            http,
+            fake,
+            "fail",
+            {"path": "/helix/eventsub/subscriptions", "status": 429, "eventsub_limit": True},
+        )
+        async with http.get(
+            f"{fake.api_url}/eventsub/subscriptions", headers=helix_headers(fake)
+        ) as resp:
+            assert resp.status == 429 and int(resp.headers["Ratelimit-Remaining"]) > 0
+        for _ in range(3):
+            async with http.get(f"{fake.api_url}/users", headers=helix_headers(fake)) as resp:
+                last = resp.status
+        assert last == 429  # user 1000's bucket is empty…
+        async with http.get(f"{fake.api_url}/users", headers=helix_headers(fake, other)) as resp:
+            assert resp.status == 200  # …user 2000's is not
+
+
+async def test_channel_tags_follow_twitchs_rules(http):
+    async with FakeTwitch() as fake:
+        for tags, status in ((["English", "Speedrun"], 204), (["two words"], 400), (["c++"], 400)):
+            async with http.patch(
+                f"{fake.api_url}/channels",
+                params={"broadcaster_id": "1000"},
+                json={"tags": tags},
+                headers=helix_headers(fake),
+            ) as resp:
+                assert resp.status == status, tags
+
+
+async def test_helix_keeps_polls_predictions_and_archives(http):
+    async with FakeTwitch() as fake:
+        await control(http, fake, "live", {"live": True})
+        await control(http, fake, "live", {"live": False})
+        await control(http, fake, "history", {"polls": [{"id": "p1", "status": "COMPLETED"}]})
+        headers = helix_headers(fake)
+        async with http.get(
+            f"{fake.api_url}/videos", params={"user_id": "1000", "type": "archive"}, headers=headers
+        ) as resp:
+            videos = (await resp.json())["data"]
+        assert len(videos) == 1 and videos[0]["stream_id"] and videos[0]["duration"].endswith("s")
+        async with http.get(
+            f"{fake.api_url}/polls", params={"broadcaster_id": "1000"}, headers=headers
+        ) as resp:
+            assert [p["id"] for p in (await resp.json())["data"]] == ["p1"]
+        async with http.get(
+            f"{fake.api_url}/channels", params={"broadcaster_id": "1000"}, headers=headers
+        ) as resp:
+            assert (await resp.json())["data"][0]["title"]

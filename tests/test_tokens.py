@@ -144,11 +144,15 @@ async def test_device_login_stores_sealed_tokens_and_never_shows_them(
     db_url: str, tmp_path: Path
 ) -> None:
     data_dir = tmp_path / "data"
-    async with FakeTwitch(device_interval=1) as fake:
+    secret = "confidential-app-secret"
+    async with FakeTwitch(
+        device_interval=1, client_type="confidential", client_secret=secret
+    ) as fake:
         env = {
             **os.environ,
             "STREAMERHUB_DATABASE_URL": db_url,
             "STREAMERHUB_TWITCH_CLIENT_ID": fake.client_id,
+            "STREAMERHUB_TWITCH_CLIENT_SECRET": secret,
             "STREAMERHUB_TWITCH_AUTH_URL": fake.auth_url,
             "STREAMERHUB_TWITCH_API_URL": fake.api_url,
             "STREAMERHUB_LOG_FORMAT": "json",
@@ -178,8 +182,8 @@ async def test_device_login_stores_sealed_tokens_and_never_shows_them(
         token = issued[0]
     assert "/oauth2/activate" in stdout and "code:" in stdout
     assert "Connected Twitch channel Streamer (login streamer, id 1000)" in stdout
-    for secret in (token.access_token, token.refresh_token):
-        assert secret not in stdout and secret not in stderr
+    for hidden in (token.access_token, token.refresh_token, secret):
+        assert hidden not in stdout and hidden not in stderr
     keyring = load_keyring(data_dir, {}, create=False)
     conn = await asyncpg.connect(db_url)
     try:

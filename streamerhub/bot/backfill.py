@@ -1,27 +1,38 @@
 """After every transport gap: fetch from Helix what EventSub could not replay.
 
-EventSub never replays a gap. Helix still knows two things: the follower list (with `followed_at`)
-and whether the stream is live. Follows inside the gap are stored as backfilled events whose
-message id is derived from the follow itself, so running a backfill twice stores nothing new, and
-the store's event key (user + followed_at to the second) dedupes them against live ones. Stream
-state is reconciled: a stream that went live or offline during the gap gets its event, marked
-backfilled. Subs, cheers and raids missed in a gap are gone; the gap row says so by existing.
+EventSub never replays a gap. Helix still keeps:
+- the follower list with `followed_at`: follows inside the gap;
+- polls and predictions of the last 90 days: each begin / lock / end that fell inside the gap;
+- past broadcasts in `/videos` (archives with `stream_id`, `created_at`, `duration`): streams that
+  started and ended inside the gap, and when a stream we saw go live ended;
+- whether the channel is live now, and its current title and category (one synthetic
+  `channel.update` when they differ from the last one stored).
+Every event rebuilt here is marked backfilled and has a message id derived from what it is, so a
+second backfill stores nothing new; the store's event keys (a follow's user and second, a stream's,
+poll's or prediction's own id per phase) dedupe it against the live event. Subs, cheers, raids,
+redemptions, hype trains and goals missed in a gap are gone; the gap row says so by existing.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from streamerhub.bot.eventsub import Gap
-from streamerhub.bot.helix import Helix
+from streamerhub.bot.helix import Helix, HelixError
+from streamerhub.bot.subscriptions import allowed
 from streamerhub.log import get_logger
 
 log = get_logger(__name__)
 
 FOLLOW_SCOPE = "moderator:read:followers"
+POLL_SCOPE = "channel:read:polls"
+PREDICTION_SCOPE = "channel:read:predictions"
 MAX_FOLLOW_PAGES = 50  # 5,000 follows in one gap is already a raid of followers; stop there
+MAX_HISTORY_ITEMS = 100  # polls, predictions, archives looked at per gap (newest first)
+ARCHIVE_LOOKBACK = dt.timedelta(days=2)  # a stream seen live may have begun this long before
 
 
 class BackfillSink(Protocol):
@@ -40,6 +51,9 @@ class BackfillSink(Protocol):
 class StreamHistory(Protocol):
     async def last_stream(self, channel_id: str) -> tuple[str, str | None] | None:
         """(kind 'online'/'offline', stream id) of the newest stored stream event, if any."""
+
+    async def last_channel_update(self, channel_id: str) -> tuple[str, str | None] | None:
+        """(title, category id) of the newest stored channel.update, if any."""
 
 
 @dataclass(frozen=True)
@@ -66,11 +80,23 @@ async def backfill_gap(
     sink: BackfillSink,
     history: StreamHistory,
 ) -> list[str]:
-    """Backfill one closed gap; returns the message ids handed to the store."""
-    ids: list[str] = []
+    """Backfill one closed gap; returns the message ids handed to the store. One part failing
+    (Helix down, a scope gone) does not keep the others from running."""
+    steps = []
     if FOLLOW_SCOPE in scopes:
-        ids += await backfill_follows(gap, channel, helix, sink)
-    ids += await reconcile_stream(gap, channel, helix, sink, history)
+        steps.append(("follows", backfill_follows(gap, channel, helix, sink)))
+    if allowed(POLL_SCOPE, scopes):
+        steps.append(("polls", backfill_polls(gap, channel, helix, sink)))
+    if allowed(PREDICTION_SCOPE, scopes):
+        steps.append(("predictions", backfill_predictions(gap, channel, helix, sink)))
+    steps.append(("streams", reconcile_stream(gap, channel, helix, sink, history)))
+    steps.append(("channel", reconcile_channel(channel, helix, sink, history)))
+    ids: list[str] = []
+    for what, step in steps:
+        try:
+            ids += await step
+        except HelixError as exc:
+            log.warning("backfill_step_failed", channel_id=channel.id, step=what, error=str(exc))
     return ids
 
 
@@ -120,25 +146,235 @@ def follow_event(
 async def reconcile_stream(
     gap: Gap, channel: Channel, helix: Helix, sink: BackfillSink, history: StreamHistory
 ) -> list[str]:
-    """Store the online/offline transition that happened during the gap, if one did."""
+    """Stream transitions during the gap: the stored stream ending (stamped with its archive's
+    end when Twitch kept one, else the gap's end), whole streams inside the gap (from their
+    archives), and a stream live now that we never saw start."""
     live = await helix.stream(channel.id)
     last = await history.last_stream(channel.id)
-    if live is not None and (last is None or last[0] == "offline" or last[1] != str(live["id"])):
-        return _submit(sink, *online_event(channel, live))
-    if live is None and last is not None and last[0] == "online":
-        when = (gap.ended_at or dt.datetime.now(dt.timezone.utc)).isoformat()
-        message_id = f"backfill:stream.offline:{channel.id}:{last[1] or when}"
-        return _submit(
-            sink,
-            message_id,
-            "stream.offline",
-            "1",
-            when,
-            _payload(
-                "stream.offline", "1", {"broadcaster_user_id": channel.id}, channel.broadcaster()
-            ),
+    live_id = str(live["id"]) if live is not None else None
+    archives = await _archives(gap, channel, helix)
+    ids: list[str] = []
+    if last is not None and last[0] == "online" and last[1] != live_id:
+        kept = archives.get(last[1] or "")
+        stamp = _clamp(_archive_end(kept) if kept else None, gap)
+        ids += _submit(sink, *offline_event(channel, last[1], stamp))
+    for stream_id, video in sorted(archives.items(), key=lambda kv: str(kv[1]["created_at"])):
+        begun, ended = _parse(video.get("created_at")), _archive_end(video)
+        if stream_id in (live_id, last[1] if last else None) or begun is None or ended is None:
+            continue
+        if _within(begun, gap) and _within(ended, gap):
+            started = str(video["created_at"])
+            stream = {"id": stream_id, "type": "live", "started_at": started}
+            ids += _submit(sink, *online_event(channel, stream))
+            ids += _submit(sink, *offline_event(channel, stream_id, ended))
+    if live is not None and (last is None or last[0] == "offline" or last[1] != live_id):
+        ids += _submit(sink, *online_event(channel, live))
+    return ids
+
+
+def offline_event(
+    channel: Channel, stream_id: str | None, ended: dt.datetime
+) -> tuple[str, str, str, str, dict[str, Any]]:
+    """A stream.offline notification stamped at `ended`."""
+    when = ended.isoformat()
+    return (
+        f"backfill:stream.offline:{channel.id}:{stream_id or when}",
+        "stream.offline",
+        "1",
+        when,
+        _payload("stream.offline", "1", {"broadcaster_user_id": channel.id}, channel.broadcaster()),
+    )
+
+
+async def _archives(gap: Gap, channel: Channel, helix: Helix) -> dict[str, dict[str, Any]]:
+    """Archives by stream id, back to ARCHIVE_LOOKBACK before the gap."""
+    found: dict[str, dict[str, Any]] = {}
+    oldest = gap.started_at - ARCHIVE_LOOKBACK
+    async for video in helix.archives(channel.id):
+        begun = _parse(video.get("created_at"))
+        if begun is None or begun < oldest or len(found) >= MAX_HISTORY_ITEMS:
+            break
+        if video.get("stream_id"):
+            found[str(video["stream_id"])] = video
+    return found
+
+
+def _archive_end(video: dict[str, Any] | None) -> dt.datetime | None:
+    """created_at + duration ("3h8m33s") of an archive."""
+    begun = _parse((video or {}).get("created_at"))
+    match = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", str((video or {}).get("duration")))
+    if begun is None or match is None or not any(match.groups()):
+        return None
+    hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return begun + dt.timedelta(hours=hours, minutes=minutes, seconds=seconds)
+
+
+def _clamp(at: dt.datetime | None, gap: Gap) -> dt.datetime:
+    """Within the gap: nothing was missed before it, and it ended by its end."""
+    end = gap.ended_at or dt.datetime.now(dt.timezone.utc)
+    if at is None:
+        return end
+    return min(end, max(gap.started_at, at))
+
+
+def _within(at: dt.datetime | None, gap: Gap) -> bool:
+    # Helix writes times to the second: widen the start to the whole second it falls in.
+    end = gap.ended_at or dt.datetime.now(dt.timezone.utc)
+    return at is not None and gap.started_at.replace(microsecond=0) <= at <= end
+
+
+async def reconcile_channel(
+    channel: Channel, helix: Helix, sink: BackfillSink, history: StreamHistory
+) -> list[str]:
+    """One synthetic channel.update when the title or category now differs from the last one
+    stored (a change during the gap; when exactly is unknown, so it is stamped now)."""
+    info = await helix.channel_info(channel.id)
+    stored = await history.last_channel_update(channel.id)
+    if info is None or stored is None:
+        return []
+    title, category = str(info.get("title") or ""), str(info.get("game_id") or "") or None
+    if (title, category) == (stored[0], stored[1]):
+        return []
+    now = dt.datetime.now(dt.timezone.utc).isoformat()
+    event = {
+        **channel.broadcaster(),
+        "title": title,
+        "language": info.get("broadcaster_language"),
+        "category_id": category,
+        "category_name": info.get("game_name"),
+        "content_classification_labels": list(info.get("content_classification_labels") or []),
+    }
+    condition = {"broadcaster_user_id": channel.id}
+    return _submit(
+        sink,
+        f"backfill:channel.update:{channel.id}:{title}:{category}:{now}",
+        "channel.update",
+        "2",
+        now,
+        _payload("channel.update", "2", condition, event),
+    )
+
+
+POLL_END = {"COMPLETED": "completed", "TERMINATED": "terminated", "ARCHIVED": "archived"}
+PREDICTION_END = {"RESOLVED": "resolved", "CANCELED": "canceled"}
+
+
+async def backfill_polls(gap: Gap, channel: Channel, helix: Helix, sink: BackfillSink) -> list[str]:
+    """channel.poll.begin / end for polls that began or ended inside the gap."""
+    ids: list[str] = []
+    seen = 0
+    async for poll in helix.polls(channel.id):
+        seen += 1
+        if seen > MAX_HISTORY_ITEMS:
+            break
+        for event in poll_events(channel, poll, gap):
+            ids += _submit(sink, *event)
+    return ids
+
+
+def poll_events(
+    channel: Channel, poll: dict[str, Any], gap: Gap
+) -> list[tuple[str, str, str, str, dict[str, Any]]]:
+    """The poll's begin and end notifications that fall inside the gap, rebuilt from Helix."""
+    started, ended = _parse(poll.get("started_at")), _parse(poll.get("ended_at"))
+    base = {
+        "id": str(poll.get("id")),
+        **channel.broadcaster(),
+        "title": poll.get("title"),
+        "choices": [
+            {
+                "id": c.get("id"),
+                "title": c.get("title"),
+                "votes": c.get("votes", 0),
+                "channel_points_votes": c.get("channel_points_votes", 0),
+                "bits_votes": c.get("bits_votes", 0),
+            }
+            for c in poll.get("choices") or []
+        ],
+        "bits_voting": {
+            "is_enabled": bool(poll.get("bits_voting_enabled")),
+            "amount_per_vote": poll.get("bits_per_vote") or 0,
+        },
+        "channel_points_voting": {
+            "is_enabled": bool(poll.get("channel_points_voting_enabled")),
+            "amount_per_vote": poll.get("channel_points_per_vote") or 0,
+        },
+        "started_at": poll.get("started_at"),
+    }
+    out = []
+    if started is not None and _within(started, gap):
+        ends_at = started + dt.timedelta(seconds=int(poll.get("duration") or 0))
+        out.append(
+            _history_event(
+                channel, "channel.poll.begin", base | {"ends_at": ends_at.isoformat()}, started
+            )
         )
-    return []
+    status = POLL_END.get(str(poll.get("status")))
+    if status and ended is not None and _within(ended, gap):
+        event = base | {"status": status, "ended_at": poll.get("ended_at")}
+        out.append(_history_event(channel, "channel.poll.end", event, ended))
+    return out
+
+
+async def backfill_predictions(
+    gap: Gap, channel: Channel, helix: Helix, sink: BackfillSink
+) -> list[str]:
+    """channel.prediction.begin / lock / end for phases that fell inside the gap."""
+    ids: list[str] = []
+    seen = 0
+    async for prediction in helix.predictions(channel.id):
+        seen += 1
+        if seen > MAX_HISTORY_ITEMS:
+            break
+        for event in prediction_events(channel, prediction, gap):
+            ids += _submit(sink, *event)
+    return ids
+
+
+def prediction_events(
+    channel: Channel, prediction: dict[str, Any], gap: Gap
+) -> list[tuple[str, str, str, str, dict[str, Any]]]:
+    """The prediction's begin, lock and end notifications inside the gap, rebuilt from Helix."""
+    created = _parse(prediction.get("created_at"))
+    locked, ended = _parse(prediction.get("locked_at")), _parse(prediction.get("ended_at"))
+    base = {
+        "id": str(prediction.get("id")),
+        **channel.broadcaster(),
+        "title": prediction.get("title"),
+        "outcomes": list(prediction.get("outcomes") or []),
+        "started_at": prediction.get("created_at"),
+    }
+    out = []
+    if created is not None and _within(created, gap):
+        window = dt.timedelta(seconds=int(prediction.get("prediction_window") or 0))
+        begin = base | {"locks_at": (created + window).isoformat()}
+        out.append(_history_event(channel, "channel.prediction.begin", begin, created))
+    if locked is not None and _within(locked, gap):
+        lock = base | {"locked_at": prediction.get("locked_at")}
+        out.append(_history_event(channel, "channel.prediction.lock", lock, locked))
+    status = PREDICTION_END.get(str(prediction.get("status")))
+    if status and ended is not None and _within(ended, gap):
+        end = base | {
+            "status": status,
+            "winning_outcome_id": prediction.get("winning_outcome_id"),
+            "ended_at": prediction.get("ended_at"),
+        }
+        out.append(_history_event(channel, "channel.prediction.end", end, ended))
+    return out
+
+
+def _history_event(
+    channel: Channel, type_: str, event: dict[str, Any], at: dt.datetime
+) -> tuple[str, str, str, str, dict[str, Any]]:
+    """A poll/prediction phase; its message id names the phase and the occurrence's id."""
+    condition = {"broadcaster_user_id": channel.id}
+    return (
+        f"backfill:{type_}:{channel.id}:{event['id']}",
+        type_,
+        "1",
+        at.isoformat(),
+        _payload(type_, "1", condition, event),
+    )
 
 
 def online_event(

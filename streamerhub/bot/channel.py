@@ -160,6 +160,7 @@ class ChannelRunner:
             shared.store,
             on_subscriptions=self._subscriptions_changed,
             on_gap=lambda gap: self._backfill(gap, helix),
+            on_revoked=token.validate_soon,
             open_gap=downtime,
         )
         self.state, self.reason = ChannelState.RUNNING, None
@@ -206,10 +207,12 @@ class ChannelRunner:
 
     def _shown_state(self, stats: Stats | None) -> str:
         if self.state is ChannelState.RUNNING and stats is not None:
-            return stats.state.value
+            return stats.attention[0] if stats.attention else stats.state.value
         return self.state
 
     def _shown_reason(self, stats: Stats | None) -> str | None:
+        if self.state is ChannelState.RUNNING and stats is not None and stats.attention:
+            return stats.attention[1]
         if self.reason or stats is None or stats.state is State.CONNECTED:
             return self.reason or None
         return stats.last_error

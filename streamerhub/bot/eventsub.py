@@ -30,6 +30,7 @@ from streamerhub.bot.oauth import TokenError, TokenRevoked
 from streamerhub.bot.session import Session, SessionLost, open_socket
 from streamerhub.bot.subscriptions import (
     KNOWN_TYPES,
+    WITHDRAWN,
     Subscriber,
     SubscriptionResult,
 )
@@ -97,6 +98,8 @@ class Stats:
     gaps: int = 0
     last_gap: Gap | None = None
     last_error: str | None = None
+    # What the user must do after a revocation: ("reconnect Twitch" | "update StreamerHub", why)
+    attention: tuple[str, str] | None = None
     subscriptions: dict[str, SubscriptionResult] = field(default_factory=dict)
 
 
@@ -116,6 +119,7 @@ class EventSubClient:
         sink: EventSink,
         on_subscriptions: OnSubscriptions | None = None,
         on_gap: Callable[[Gap], Awaitable[None]] | None = None,
+        on_revoked: Callable[[str], Awaitable[None]] | None = None,
         open_gap: Gap | None = None,
         keepalive_slack: float = KEEPALIVE_SLACK,
         max_backoff: float = 60.0,
@@ -123,7 +127,7 @@ class EventSubClient:
         self.channel_id = channel_id
         self.http, self.url, self.helix = http, url, helix
         self.scopes, self.sink = scopes, sink
-        self.on_subscriptions, self.on_gap = on_subscriptions, on_gap
+        self.on_subscriptions, self.on_gap, self.on_revoked = on_subscriptions, on_gap, on_revoked
         self.keepalive_slack, self.max_backoff = keepalive_slack, max_backoff
         self.stats = Stats(last_gap=open_gap)
         self.subscriber = Subscriber(channel_id, helix, scopes)
@@ -188,6 +192,7 @@ class EventSubClient:
                 raise
             raise SessionLost(f"subscribing failed: {exc}") from None
         finally:
+            self.subscriber.cancel_inflight()
             for other in list(self._conns):
                 await self._close(other, force=True)
 
@@ -321,6 +326,35 @@ class EventSubClient:
         )
         if changed and self.on_subscriptions is not None:
             self._spawn(self.on_subscriptions(changed))
+        self._revoked(
+            str(sub.get("type") or "?"),
+            str(sub.get("version") or "?"),
+            str(sub.get("status") or "unknown"),
+        )
+
+    def _revoked(self, type_: str, version: str, status: str) -> None:
+        """A revoked type misses its events from now on: a gap of its own, a state the user
+        sees, and (when the grant may be gone) the token checked now rather than within the
+        hour."""
+        self.stats.gaps += 1
+        self.sink.record_gap_start(
+            self.channel_id, f"{type_}: subscription revoked by Twitch ({status})"[:500]
+        )
+        if status == "version_removed":
+            self.stats.attention = (
+                "update StreamerHub",
+                f"Twitch withdrew {type_} version {version}: "
+                "update StreamerHub to capture it again",
+            )
+            return
+        if status in ("authorization_revoked", "user_removed") and not self.stats.attention:
+            self.stats.attention = (
+                "reconnect Twitch",
+                f"Twitch revoked {type_} ({status}): reconnect the channel "
+                "(`streamerhub twitch login` or Settings → Connect a Twitch channel)",
+            )
+        if self.on_revoked is not None:
+            self._spawn(self.on_revoked(status))
 
     def _bad(self, reason: str, raw: str) -> None:
         self.stats.bad_frames += 1
@@ -365,6 +399,11 @@ class EventSubClient:
             self._spawn(self.on_subscriptions(results))
         enabled = sum(r.status == "enabled" for r in results)
         failed = [r for r in results if r.status == "error"]
+        if withdrawn := [r for r in results if r.status == WITHDRAWN]:
+            self.stats.attention = (
+                "update StreamerHub",
+                f"{withdrawn[0].wanted.label}: {withdrawn[0].detail}",
+            )
         log.info(
             "eventsub_subscribed",
             channel_id=self.channel_id,

@@ -2,8 +2,10 @@
 
 Plain aiohttp rather than twitchAPI's `Twitch`: its token refresh "lock" wedges after one failed
 refresh (see docs/twitch-eventsub.md), and every call here has to share the one refresh path of
-`tokens.ChannelToken`. 429 waits for `Ratelimit-Reset`; 5xx, timeouts and dropped
-connections are retried with capped exponential backoff and jitter; a 401 refreshes the token once.
+`tokens.ChannelToken`. A 429 with `Ratelimit-Remaining: 0` waits for `Ratelimit-Reset`; one
+with points left is an EventSub limit (too many transports, cost) and is not retried; 5xx,
+timeouts and dropped connections are retried with capped exponential backoff and jitter; a 401
+refreshes the token once.
 """
 
 from __future__ import annotations
@@ -143,6 +145,11 @@ class Helix:
                 raise HelixError(401, message, path)
             raise _Unauthorized()
         if resp.status == 429:
+            if _remaining(resp) > 0:
+                # Not the bucket: an EventSub limit (transports, cost, per-session count).
+                # Waiting for the reset would not help; the caller decides.
+                message = str((await _json(resp)).get("message") or "limit reached")
+                raise HelixError(429, message, path)
             raise _Retry("rate limited", ratelimit_wait(resp.headers.get("Ratelimit-Reset")))
         if resp.status >= 500:
             raise _Retry(f"server error {resp.status}")
@@ -234,6 +241,24 @@ class Helix:
             "PATCH", "/channels", params={"broadcaster_id": broadcaster_id}, json=changes
         )
 
+    def polls(self, broadcaster_id: str) -> AsyncIterator[dict[str, Any]]:
+        """Polls of the last 90 days, newest first (channel:read:polls or manage)."""
+        return self._pages("/polls", {"broadcaster_id": broadcaster_id, "first": "20"})
+
+    def predictions(self, broadcaster_id: str) -> AsyncIterator[dict[str, Any]]:
+        """Predictions of the last 90 days, newest first (channel:read:predictions or manage)."""
+        return self._pages("/predictions", {"broadcaster_id": broadcaster_id, "first": "25"})
+
+    def archives(self, user_id: str) -> AsyncIterator[dict[str, Any]]:
+        """Past broadcasts kept in /videos (stream_id, created_at, duration), newest first."""
+        return self._pages("/videos", {"user_id": user_id, "type": "archive", "first": "20"})
+
+    async def channel_info(self, broadcaster_id: str) -> dict[str, Any] | None:
+        """GET /channels: the title, category and labels as they are now."""
+        params = {"broadcaster_id": broadcaster_id}
+        data = (await self.request("GET", "/channels", params=params)).get("data") or []
+        return data[0] if data else None
+
     async def _pages(self, path: str, params: dict[str, str]) -> AsyncIterator[dict[str, Any]]:
         while True:
             body = await self.request("GET", path, params=params)
@@ -253,6 +278,14 @@ def ratelimit_wait(reset: str | None, now: float | None = None) -> float:
     except ValueError:
         wait = 1.0
     return min(MAX_RATELIMIT_WAIT, max(0.1, wait))
+
+
+def _remaining(resp: aiohttp.ClientResponse) -> int:
+    """Ratelimit-Remaining; 0 when absent or unreadable (then it is the bucket)."""
+    try:
+        return int(resp.headers.get("Ratelimit-Remaining") or 0)
+    except ValueError:
+        return 0
 
 
 async def _json(resp: aiohttp.ClientResponse) -> dict[str, Any]:

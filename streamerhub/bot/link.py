@@ -18,7 +18,7 @@ from typing import AsyncIterator, Callable
 import aiohttp
 
 from streamerhub.bot import registry
-from streamerhub.bot.helix import Helix
+from streamerhub.bot.helix import Helix, HelixError
 from streamerhub.bot.oauth import (
     LOGIN_SCOPES,
     CodeRejected,
@@ -151,8 +151,17 @@ class TwitchChannelLink:
         return LinkedChannel(channel_id, login, login)
 
     async def disconnect(self, channel_id: str) -> None:
+        """Forget the channel here, stop it, then revoke the grant at Twitch so the tokens stop
+        working there too (not only in our database)."""
+        try:
+            stored = await self.store.load(channel_id)
+        except StreamerHubError as exc:  # unreadable tokens: nothing to revoke with
+            log.warning("twitch_revoke_skipped", channel_id=channel_id, error=str(exc))
+            stored = None
         await self.store.disconnect(channel_id, "disconnected by the owner on the dashboard")
         await self._sync()
+        if stored is not None and stored.access_token:
+            await self.revoke(stored.access_token)
 
     async def _sync(self) -> None:
         # Start (or stop) the channel's EventSub client now rather than at the bot's next sync.
@@ -173,16 +182,37 @@ class TwitchChannelLink:
             helix = Helix(bot.http, bot.api_url, bot.client_id, live[0], retries=1)
             body = await helix.request("GET", "/search/categories", params)
         else:
-            # No bot runs the channel here: its stored token, on a client for this call.
+            # No bot of this process runs the channel: its stored token, never refreshed here,
+            # since the grant's one refresher (a bot, maybe in another daemon) holds the refresh
+            # token in memory and a second refresh would retire it under its feet.
             async with self._oauth() as oauth:
-                token: ChannelToken = await load_channel_token(
-                    self.store, oauth, channels[0].channel_id
+                token = _NoRefresh(
+                    await load_channel_token(self.store, oauth, channels[0].channel_id)
                 )
                 helix = Helix(
                     oauth.session, self.settings.twitch.api_url, oauth.client_id, token, retries=1
                 )
-                body = await helix.request("GET", "/search/categories", params)
+                try:
+                    body = await helix.request("GET", "/search/categories", params)
+                except (HelixError, TokenError) as exc:
+                    raise LinkError(
+                        "Twitch refused the category search with the stored token; it is "
+                        "renewed by the running daemon: try again in a minute."
+                    ) from exc
         return [{"id": str(c["id"]), "name": str(c["name"])} for c in body.get("data") or []]
+
+
+class _NoRefresh:
+    """A stored token used as is: a 401 is an error, not a refresh (see search_categories)."""
+
+    def __init__(self, token: ChannelToken) -> None:
+        self.channel_id, self._token = token.channel_id, token
+
+    def access_token(self) -> str:
+        return self._token.access_token()
+
+    async def refresh(self, stale: str) -> str:
+        raise TokenError(f"channel {self.channel_id}: token expired; its holder renews it")
 
 
 class TwitchOverviewFacts:

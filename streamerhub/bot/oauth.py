@@ -57,6 +57,19 @@ class CodeRejected(TokenError):
         self.status, self.message = status, message
 
 
+class ClientMisconfigured(TokenError):
+    """Twitch refused our client, not the grant (a confidential app's secret is missing or wrong):
+    the tokens stay; the fix is in the config."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(
+            f"Twitch refused this application's credentials ({message}): a Confidential app "
+            "refreshes tokens only with its secret. Set [twitch] client_secret (or "
+            "STREAMERHUB_TWITCH_CLIENT_SECRET) to the app's Client Secret and restart; the "
+            "channel stays connected meanwhile"
+        )
+
+
 class TokenRevoked(TokenError):
     """The grant is gone (refresh token rejected): the user has to log in again."""
 
@@ -206,6 +219,9 @@ class OAuth:
         status, body = await self._post("/token", form)
         if status == 200:
             return Grant.from_json(body)
+        message = str(body.get("message") or "")
+        if "client secret" in message.lower() or message.lower().startswith("invalid client"):
+            raise ClientMisconfigured(message)  # only config is missing: keep the grant
         if status in (400, 401):
             raise TokenRevoked(
                 channel_id, f"Twitch rejected the refresh token ({body.get('message') or status})"

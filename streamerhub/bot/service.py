@@ -103,6 +103,8 @@ class TwitchBot:
                 "twitch_not_configured",
                 hint="set [twitch] client_id, then run `streamerhub twitch login`",
             )
+        elif problem := self.deps.settings.twitch.client_problem():
+            log.warning("twitch_client_misconfigured", hint=problem)
         await self.sync()
         self._loop_task = asyncio.create_task(self._sync_forever(), name="twitch-sync")
 

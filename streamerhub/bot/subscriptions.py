@@ -47,6 +47,15 @@ SUBSCRIPTIONS: tuple[tuple[str, str, str | None], ...] = (
     *((f"channel.goal.{p}", "1", "channel:read:goals") for p in ("begin", "progress", "end")),
 )
 KNOWN_TYPES = frozenset(t for t, _, _ in SUBSCRIPTIONS)
+WITHDRAWN = "revoked:version_removed"
+
+
+def allowed(scope: str | None, granted: Collection[str]) -> bool:
+    """Twitch accepts the read scope or its manage counterpart (channel:manage:polls serves
+    channel.poll.* as well as channel:read:polls does)."""
+    if scope is None or scope in granted:
+        return True
+    return ":read:" in scope and scope.replace(":read:", ":manage:", 1) in granted
 
 
 @dataclass(frozen=True)
@@ -102,11 +111,17 @@ class Subscriber:
         self.plan = build_plan(channel_id)
         self.known: set[str] = set()  # subscription ids we created (carried over reconnects)
         self.subscribing: str | None = None  # session id being subscribed right now
+        self.inflight: dict[Wanted, asyncio.Future[SubscriptionResult]] = {}  # sent, unanswered
 
     async def create_all(self, session_id: str, window: float) -> list[SubscriptionResult]:
-        """The whole plan, concurrently; what is not answered within `window` s is an error."""
+        """The whole plan, concurrently; what is not answered within `window` s is an error.
+
+        A POST already sent is never cancelled at the window's end: Twitch may have applied it,
+        and a re-sent POST would then meet 409. Its answer is awaited by the retry instead
+        (`create_each`); only the channel stopping cancels it."""
         scopes = self.scopes()
         self.known = set()
+        self.cancel_inflight()
         self.subscribing = session_id
         limit = asyncio.Semaphore(SUBSCRIBE_CONCURRENCY)
         tasks = [
@@ -114,35 +129,58 @@ class Subscriber:
         ]
         try:
             _, pending = await asyncio.wait(tasks, timeout=window)
-        finally:
-            # Also when we are cancelled (the channel stops): no request outlives this call.
+        except BaseException:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        finally:
             self.subscribing = None
+        for task, wanted in zip(tasks, self.plan, strict=True):
+            if task in pending:
+                self.inflight[wanted] = task
+                task.add_done_callback(_retrieve)  # a late failure nobody awaits is not an error
         return _collect(tasks, self.plan, pending)
 
+    def cancel_inflight(self) -> None:
+        """The channel stops or its session is gone: late answers no longer matter."""
+        for task in self.inflight.values():
+            task.cancel()
+        self.inflight = {}
+
     async def create_each(self, wanted: list[Wanted], session_id: str) -> list[SubscriptionResult]:
-        """Create these subscriptions again (a retry of those that failed)."""
+        """Create these subscriptions again (a retry of those that failed); one whose first POST
+        is still under way gets that POST's answer rather than a second POST."""
         limit = asyncio.Semaphore(SUBSCRIBE_CONCURRENCY)
         return list(
-            await asyncio.gather(
-                *(self._create(limit, w, session_id, self.scopes()) for w in wanted)
-            )
+            await asyncio.gather(*(self._create_once(limit, w, session_id) for w in wanted))
         )
 
+    async def _create_once(
+        self, limit: asyncio.Semaphore, wanted: Wanted, session_id: str
+    ) -> SubscriptionResult:
+        task = self.inflight.pop(wanted, None)
+        if task is not None:
+            try:
+                return await task
+            except HelixError as exc:
+                return _failed(wanted, exc)
+        return await self._create(limit, wanted, session_id, self.scopes())
+
     def racing(self, sub: dict[str, Any], session_id: str) -> bool:
-        """A notification may beat our POST's answer: ours if we are subscribing its session."""
+        """A notification may beat our POST's answer (or the answer was lost): Twitch sends a
+        socket only the subscriptions of its own session, so one naming the session it arrived
+        on is ours, and is adopted."""
         transport = sub.get("transport") or {}
-        if self.subscribing and transport.get("session_id") == self.subscribing == session_id:
-            self.known.add(str(sub.get("id")))
+        if session_id and transport.get("session_id") == session_id and sub.get("id"):
+            self.known.add(str(sub["id"]))
             return True
         return False
 
     async def _create(
         self, limit: asyncio.Semaphore, wanted: Wanted, session_id: str, scopes: frozenset[str]
     ) -> SubscriptionResult:
-        if wanted.scope and wanted.scope not in scopes:
+        if not allowed(wanted.scope, scopes):
             return SubscriptionResult(wanted, "missing_scope", detail=f"needs {wanted.scope}")
         async with limit:
             try:
@@ -150,9 +188,36 @@ class Subscriber:
                     wanted.type, wanted.version, dict(wanted.condition), session_id
                 )
             except HelixError as exc:
-                return _failed(wanted, exc)
+                if exc.status != 409:
+                    return _failed(wanted, exc)
+                found = await self._adopt(wanted, session_id)
+                if found is None:
+                    return _failed(wanted, exc)
+                sub = found
         self.known.add(str(sub["id"]))
         return SubscriptionResult(wanted, "enabled", str(sub["id"]))
+
+    async def _adopt(self, wanted: Wanted, session_id: str) -> dict[str, Any] | None:
+        """409: an earlier POST of ours reached Twitch but its answer did not. The subscription
+        exists on our session: find it so its notifications are known as ours."""
+        try:
+            subs = await self.helix.subscriptions(type=wanted.type)
+        except HelixError as exc:
+            log.warning("eventsub_adopt_list_failed", channel_id=self.channel_id, error=str(exc))
+            return None
+        condition = dict(wanted.condition)
+        for sub in subs:
+            transport = sub.get("transport") or {}
+            if (
+                transport.get("session_id") == session_id
+                and sub.get("version") == wanted.version
+                and sub.get("condition") == condition
+            ):
+                log.info(
+                    "eventsub_subscription_adopted", channel_id=self.channel_id, type=wanted.type
+                )
+                return sub
+        return None
 
     async def delete_stale(self) -> None:
         """At start no session of ours exists: every WebSocket subscription of the token is
@@ -176,6 +241,11 @@ class Subscriber:
                 log.warning(
                     "eventsub_stale_delete_failed", channel_id=self.channel_id, error=str(exc)
                 )
+
+
+def _retrieve(task: asyncio.Future[SubscriptionResult]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _collect(
@@ -203,8 +273,11 @@ def _collect(
 def _failed(wanted: Wanted, exc: HelixError) -> SubscriptionResult:
     if exc.status == 403:
         return SubscriptionResult(wanted, "missing_scope", detail=exc.message)
-    if exc.status == 409:  # already there (a resent POST): it is enabled on this session
-        return SubscriptionResult(wanted, "enabled", detail="already existed")
+    if exc.status == 410:  # only a newer release can subscribe to what Twitch serves now
+        detail = f"Twitch withdrew version {wanted.version}: update StreamerHub"
+        return SubscriptionResult(wanted, WITHDRAWN, detail=detail)
+    if exc.status == 409:  # exists, yet not found on our session: say so, never guess an id
+        return SubscriptionResult(wanted, "error", detail=f"409: {exc.message}")
     return SubscriptionResult(wanted, "error", detail=f"{exc.status}: {exc.message}")
 
 

@@ -212,6 +212,7 @@ class ChannelToken:
         self._unsaved: Grant | None = None
         self.refreshes = 0
         self.validated_at: float | None = None
+        self._wake = asyncio.Event()  # validate now (a revocation may mean the grant is gone)
 
     def access_token(self) -> str:
         if self.revoked:
@@ -292,7 +293,7 @@ class ChannelToken:
     ) -> None:
         """Validate every hour as Twitch requires; transient failures are retried sooner."""
         if first_delay:
-            await sleep(every)
+            await self._pause(every, sleep)
         while True:
             try:
                 await self.validate()
@@ -304,7 +305,21 @@ class ChannelToken:
                     "twitch_token_validate_failed", channel_id=self.channel_id, error=str(exc)
                 )
                 delay = min(every, 60.0)
-            await sleep(delay)
+            await self._pause(delay, sleep)
+
+    async def validate_soon(self, _why: str = "") -> None:
+        """Wake `validate_forever` now instead of at the next hour."""
+        self._wake.set()
+
+    async def _pause(self, delay: float, sleep: Callable[[float], Awaitable[None]]) -> None:
+        napping = asyncio.ensure_future(sleep(delay))
+        woken = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait((napping, woken), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            napping.cancel()
+            woken.cancel()
+            self._wake.clear()
 
 
 async def load_channel_token(store: TokenStore, oauth: OAuth, channel_id: str) -> ChannelToken:

@@ -29,6 +29,13 @@ def check_config(settings: Settings) -> Result:
     return Result("config", True, where)
 
 
+def check_twitch_client(settings: Settings) -> Result:
+    problem = settings.twitch.client_problem()
+    if problem:
+        return Result("twitch client", True, problem, warn=True)
+    return Result("twitch client", True, f"{settings.twitch.client_type} application")
+
+
 def check_data_dir(settings: Settings) -> Result:
     from streamerhub.config import prepare_data_dir
 
@@ -127,6 +134,7 @@ def _is_loopback(host: str) -> bool:
 async def run_checks(settings: Settings) -> int:
     checks: list[Callable[[Settings], Result | Awaitable[Result]]] = [
         check_config,
+        check_twitch_client,
         check_data_dir,
         check_master_key,
         check_database,

@@ -59,12 +59,8 @@ def add_twitch_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 def cmd_login(args: argparse.Namespace, settings: Settings) -> int:
     from streamerhub.bot.oauth import TokenError
 
-    if not settings.twitch.client_id:
-        raise ConfigError(
-            "twitch.client_id is empty: create an application at "
-            "https://dev.twitch.tv/console (category 'Other', client type "
-            "'Public'), then set [twitch] client_id or STREAMERHUB_TWITCH_CLIENT_ID"
-        )
+    if problem := settings.twitch.client_problem():
+        raise ConfigError(problem)
     try:
         code: int = asyncio.run(
             _with_db(settings, lambda db: _login(db, settings, tuple(args.scopes)))

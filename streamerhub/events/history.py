@@ -62,6 +62,12 @@ class StreamHistory:
             row = await conn.fetchrow(LAST_STREAM, channel_id)
         return (row["kind"], row["stream_id"]) if row else None
 
+    async def last_channel_update(self, channel_id: str) -> tuple[str, str | None] | None:
+        """(title, category id) of the newest stored channel.update, if any."""
+        async with self.db.pool.acquire() as conn:
+            row = await conn.fetchrow(LAST_CHANNEL_UPDATE, channel_id)
+        return (row["title"], row["category_id"]) if row else None
+
 
 async def latest_gaps(db: Database) -> dict[str, GapRecord]:
     """Each channel's newest gap, by channel id."""
@@ -120,6 +126,10 @@ SELECT greatest((SELECT max(received_at) FROM twitch_events
 
 LAST_STREAM = """
 SELECT kind, stream_id FROM twitch_streams WHERE channel_id = $1
+ ORDER BY occurred_at DESC LIMIT 1"""
+
+LAST_CHANNEL_UPDATE = """
+SELECT title, category_id FROM twitch_channel_updates WHERE channel_id = $1
  ORDER BY occurred_at DESC LIMIT 1"""
 
 LATEST_GAPS = """

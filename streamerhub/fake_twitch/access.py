@@ -8,6 +8,7 @@ from typing import Sequence, TypeVar
 
 from aiohttp import web
 
+from .catalog import scope_granted
 from .keys import STATE_KEY
 from .replies import ApiError, int_param, require
 from .state import State, Token
@@ -31,7 +32,7 @@ def authenticate(request: web.Request, scope: str | None = None) -> tuple[State,
         raise ApiError(401, "Client ID is missing")
     if client_id != token.client_id:
         raise ApiError(401, "Client ID and OAuth token do not match")
-    if scope is not None and scope not in token.scopes:
+    if scope is not None and not scope_granted(scope, token.scopes):
         raise ApiError(401, f"Missing scope: {scope}")
     return state, token
 

@@ -88,3 +88,11 @@ def current(subscription_type: str) -> SubscriptionType | None:
 def is_one_of(row: SubscriptionType) -> bool:
     """True when the condition needs exactly one of its keys rather than all of them."""
     return row.type == "channel.raid"
+
+
+def scope_granted(scope: str, granted: list[str] | tuple[str, ...]) -> bool:
+    """Twitch accepts a read scope's manage counterpart too (channel:manage:polls for
+    channel.poll.*, channel:manage:redemptions for redemptions)."""
+    if scope in granted:
+        return True
+    return ":read:" in scope and scope.replace(":read:", ":manage:", 1) in granted

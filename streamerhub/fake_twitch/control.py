@@ -6,7 +6,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from . import delivery
+from . import delivery, history
 from .channel import Follower, Subscriber, generated_followers, generated_subscribers
 from .keys import STATE_KEY
 from .replies import ApiError, json_body
@@ -92,7 +92,10 @@ async def post_fail(request: web.Request) -> web.Response:
         raise ApiError(400, "path must start with /")
     if status != "timeout" and not (isinstance(status, int) and 400 <= status <= 599):
         raise ApiError(400, 'status must be an HTTP error code or "timeout"')
-    state.failures.append(Failure(path, status, max(1, int(body.get("count", 1)))))
+    count, applied = max(1, int(body.get("count", 1))), bool(body.get("applied", False))
+    method = str(body["method"]).upper() if body.get("method") else None
+    limit = bool(body.get("eventsub_limit", False))
+    state.failures.append(Failure(path, status, count, applied, method, limit))
     return web.json_response({"pending": [vars(f).copy() for f in state.failures]})
 
 
@@ -101,13 +104,25 @@ async def post_live(request: web.Request) -> web.Response:
     state, body = await _setup(request)
     channel = state.channel(str(body.get("user_id", "1000")))
     if body.get("live") is True:
-        channel.go_live()
-    elif body.get("live") is False:
+        channel.go_live(started_at=body.get("started_at"))
+    elif body.get("live") is False and channel.live and channel.stream_id and channel.started_at:
+        # As on Twitch: the ended stream is kept as an archive in /videos.
+        history.archive(state, channel.user_id, channel.stream_id, channel.started_at)
         channel.go_offline()
     for key in ("viewer_count", "title", "game_name", "game_id", "language"):
         if key in body:
             setattr(channel, key, body[key])
     return web.json_response(channel.snapshot())
+
+
+async def post_history(request: web.Request) -> web.Response:
+    """Set what Helix keeps: {"user_id"?, "polls"?, "predictions"?, "videos"?} (newest first)."""
+    state, body = await _setup(request)
+    kept = state.history(str(body.get("user_id", "1000")))
+    for kind in ("polls", "predictions", "videos"):
+        if isinstance(body.get(kind), list):
+            kept[kind] = [dict(item) for item in body[kind]]
+    return web.json_response({kind: len(items) for kind, items in kept.items()})
 
 
 async def post_followers(request: web.Request) -> web.Response:
@@ -160,6 +175,8 @@ async def post_token(request: web.Request) -> web.Response:
         token.expires_at = 0
     if body.get("revoked"):
         state.revoke(token)
+        if body.get("revocation_frames") and token.user_id:  # the user disconnected the app
+            await delivery.revoke_grant(state, token.user_id, token.client_id)
     if isinstance(body.get("scopes"), list):
         token.scopes = [str(s) for s in body["scopes"]]
     return web.json_response(
@@ -188,6 +205,7 @@ def add_routes(app: web.Application, prefix: str = "/_fake") -> None:
         ("revoke", post_revoke),
         ("fail", post_fail),
         ("live", post_live),
+        ("history", post_history),
         ("followers", post_followers),
         ("subscribers", post_subscribers),
         ("token", post_token),

@@ -59,10 +59,32 @@ async def deliver(state: State, items: list[Any], reflect: bool = True) -> Outco
             apply_event(state, subscription_type, event)
     delivered, ids = 0, []
     for session, (texts, batch_ids) in batch.frames.items():
+        texts, batch_ids = _chaos(state, texts, batch_ids)
         sent = await send_many(state, session, texts, "notification")
         delivered += sent
         ids.extend(batch_ids[:sent])
     return Outcome(delivered, ids)
+
+
+def _chaos(state: State, texts: list[str], ids: list[str]) -> tuple[list[str], list[str]]:
+    """Resend a share of frames later (same message_id) and shuffle within small windows."""
+    settings, rng = state.settings, state.chaos
+    pairs = list(zip(texts, ids, strict=True))
+    if settings.chaos_duplicates > 0:
+        for pair in list(pairs):
+            if rng.random() < settings.chaos_duplicates:
+                pairs.insert(rng.randint(pairs.index(pair) + 1, len(pairs)), pair)
+                state.counters["chaos_duplicates"] += 1
+    window = settings.chaos_reorder
+    if window > 1:
+        for start in range(0, len(pairs), window):
+            chunk = pairs[start : start + window]
+            rng.shuffle(chunk)
+            pairs[start : start + window] = chunk
+    return [t for t, _ in pairs], [i for _, i in pairs]
+
+
+STALE_BY_NS = 12 * 60 * 1_000_000_000  # older than Twitch's 10-minute replay window
 
 
 class _Batch:
@@ -85,6 +107,10 @@ class _Batch:
         event_json = frames.dumps(event)
         type_json, version_json = self._head(subscription_type, version)
         timestamp = self.stamper.now()
+        if self.state.settings.chaos_stale and self.state.chaos.random() < (
+            self.state.settings.chaos_stale
+        ):
+            timestamp = frames.rfc3339_ns(time.time_ns() - STALE_BY_NS)
         for session, sub_json in recipients:
             mid = message_id or self.stamper.message_id()
             texts, ids = self.frames.setdefault(session, ([], []))
@@ -156,6 +182,21 @@ async def revoke(
         if version is not None and sub.version != str(version):
             continue
         sub.status = status
+        session = state.sessions.get(sub.session_id)
+        if session is not None:
+            await send(state, session, frames.revocation(sub.to_json()), "revocation")
+        revoked.append(sub.id)
+    return revoked
+
+
+async def revoke_grant(state: State, user_id: str, client_id: str) -> list[str]:
+    """The user revoked the app (or one of its tokens): as on Twitch, every subscription of that
+    user and client gets an `authorization_revoked` frame and nothing more is delivered to it."""
+    revoked = []
+    for sub in list(state.subscriptions.values()):
+        if sub.owner_id != user_id or sub.client_id != client_id or sub.status != "enabled":
+            continue
+        sub.status = "authorization_revoked"
         session = state.sessions.get(sub.session_id)
         if session is not None:
             await send(state, session, frames.revocation(sub.to_json()), "revocation")

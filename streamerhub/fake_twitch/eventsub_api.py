@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from . import catalog
-from .access import authenticate
+from .access import authenticate, page
 from .frames import new_id
 from .replies import ApiError, json_body, require
 from .state import Session, State, Subscription, Token
@@ -22,6 +22,8 @@ async def create(request: web.Request) -> web.Response:
     """POST: 202 with the new subscription, or Twitch's 400/401/403/409/429."""
     state, token = authenticate(request)
     body = await json_body(request)
+    if f"{body.get('type')}@{body.get('version')}" in state.settings.withdrawn:
+        raise ApiError(410, "The subscription type and version have been withdrawn")
     row = catalog.lookup(str(body.get("type")), str(body.get("version")))
     if row is None:
         raise ApiError(400, "The combination of values in the type and version fields is not valid")
@@ -70,7 +72,7 @@ def _session(state: State, transport: object, token: Token) -> Session:
 def _authorize(row: catalog.SubscriptionType, condition: dict[str, Any], token: Token) -> None:
     if row.scope is None:
         return
-    if row.scope not in token.scopes:
+    if not catalog.scope_granted(row.scope, token.scopes):
         raise ApiError(403, "subscription missing proper authorization")
     # The token's user must be the one the condition acts as: broadcaster, or moderator for follows.
     acting = condition.get("moderator_user_id") or condition.get("broadcaster_user_id")
@@ -121,6 +123,8 @@ async def list_subscriptions(request: web.Request) -> web.Response:
     """GET: the caller's subscriptions, filterable by status, type, user_id or id."""
     state, token = authenticate(request)
     query = request.query
+    if sum(key in query for key in ("status", "type", "user_id", "subscription_id")) > 1:
+        raise ApiError(400, "Only one of status, type, user_id or subscription_id may be given")
     subs = [
         s
         for s in _owned(state, token)
@@ -129,8 +133,13 @@ async def list_subscriptions(request: web.Request) -> web.Response:
         and query.get("subscription_id", s.id) == s.id
         and (not query.get("user_id") or query["user_id"] in s.condition.values())
     ]
+    chunk, pagination = page(request, subs)
     return web.json_response(
-        {"data": [s.to_json() for s in subs], **_totals(state, token, subs), "pagination": {}}
+        {
+            "data": [s.to_json() for s in chunk],
+            **_totals(state, token, subs),
+            "pagination": pagination,
+        }
     )
 
 

@@ -112,6 +112,9 @@ def _update_channel(channel: Channel, body: dict[str, Any]) -> None:
         tags = body["tags"]
         if not isinstance(tags, list) or len(tags) > 10 or any(len(str(t)) > 25 for t in tags):
             raise ApiError(400, "tags must be a list of at most 10 tags of 25 characters")
+        # Twitch's tag rules: letters and digits only (any script), no spaces or punctuation.
+        if any(not str(t) or not str(t).isalnum() for t in tags):
+            raise ApiError(400, "The tag is invalid: no spaces or special characters")
         channel.tags = [str(t) for t in tags]
 
 

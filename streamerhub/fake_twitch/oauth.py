@@ -25,6 +25,13 @@ async def authorize(request: web.Request) -> web.StreamResponse:
     client_id, redirect_uri = require(params, "client_id"), require(params, "redirect_uri")
     scopes = split_scopes(params.get("scope"))
     reply = {"scope": " ".join(scopes or []), "state": params.get("state", "")}
+    if state.settings.authorize_outcome == "access_denied":
+        denied = {
+            "error": "access_denied",
+            "error_description": "The user denied you access",
+            "state": reply["state"],
+        }
+        raise web.HTTPFound(_with(redirect_uri, query=urlencode(denied)))
     if params.get("response_type", "code") == "token":
         token = state.issue_token(DEFAULT_USER["id"], scopes, client_id)
         fragment = urlencode({"access_token": token.access_token, "token_type": "bearer", **reply})
@@ -61,7 +68,21 @@ async def token(request: web.Request) -> web.Response:
     return web.json_response(grants[grant_type](state, params))
 
 
+def _check_secret(state: State, params: dict[str, Any]) -> None:
+    """A confidential client authenticates with its secret; Twitch's own wording."""
+    if state.settings.client_type != "confidential":
+        return
+    secret = params.get("client_secret") or ""
+    if not secret:
+        raise ApiError(400, "missing client secret")
+    if state.settings.client_secret and secret != state.settings.client_secret:
+        raise ApiError(403, "invalid client secret")
+
+
 def _code_grant(state: State, params: dict[str, Any]) -> dict[str, Any]:
+    if state.settings.client_type == "public":
+        raise ApiError(400, "invalid client: public clients cannot use the authorization code flow")
+    _check_secret(state, params)
     grant = state.auth_codes.pop(params.get("code", ""), None)
     if grant is None or grant["client_id"] != params.get("client_id"):
         raise ApiError(400, "Invalid authorization code")
@@ -74,6 +95,7 @@ def _refresh_grant(state: State, params: dict[str, Any]) -> dict[str, Any]:
     old = state.refresh_tokens.get(params.get("refresh_token", ""))
     if old is not None and params.get("client_id") not in (None, old.client_id):
         raise ApiError(400, "Invalid refresh token")
+    _check_secret(state, params)
     fresh = state.refresh(params.get("refresh_token", ""))
     if fresh is None:
         raise ApiError(400, "Invalid refresh token")
@@ -84,6 +106,10 @@ def _device_grant(state: State, params: dict[str, Any]) -> dict[str, Any]:
     grant = state.device_codes.get(params.get("device_code", ""))
     if grant is None or grant["expires_at"] < time.time():
         raise ApiError(400, "invalid device code")
+    outcome = state.settings.device_outcome
+    if outcome != "approve":  # the user denied it, or let it expire
+        del state.device_codes[params["device_code"]]
+        raise ApiError(400, outcome)
     if not grant["approved"]:
         # Twitch answers "pending" until the user has entered the code; the fake's user
         # "enters" it right after the first poll (or when /activate is opened).

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import WSCloseCode, web
 from aiohttp.typedefs import Handler
 
-from . import control, helix, oauth
+from . import control, helix, history, oauth
 from .delivery import close_all
 from .keys import STATE_KEY
 from .replies import ApiError
@@ -24,6 +24,7 @@ def build_app(state: State) -> web.Application:
     app[STATE_KEY] = state
     app.router.add_get("/ws", eventsub_ws)
     helix.add_routes(app)
+    history.add_routes(app)
     oauth.add_routes(app)
     control.add_routes(app)
     app.cleanup_ctx.append(simulation_ctx)
@@ -42,14 +43,18 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     state = request.config_dict[STATE_KEY]
     is_helix, is_oauth = request.path.startswith("/helix/"), request.path.startswith("/oauth2/")
     exhausted = False
+    bucket = state.bucket_for(request.headers.get("Authorization", ""))
     try:
-        failure = state.take_failure(request.path)
+        failure = state.take_failure(request.path, request.method)
+        if failure is not None and failure.applied:
+            # Twitch did the work but the answer never arrived (timeout or 5xx on the way back).
+            await handler(request)
         if failure is not None:
-            exhausted = failure.status == 429
+            exhausted = failure.status == 429 and not failure.eventsub_limit
             raise await _fault(state, failure)
         if is_helix:
             state.counters["helix_requests"] += 1
-            if not state.ratelimit.take():
+            if not bucket.take():
                 exhausted = True
                 raise ApiError(429, "Too Many Requests")
         response = await handler(request)
@@ -60,7 +65,7 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
             raise
         response = ApiError(exc.status, exc.reason).response(oauth=is_oauth)
     if is_helix:
-        response.headers.update(state.ratelimit.headers(exhausted))
+        response.headers.update(bucket.headers(exhausted))
     return response
 
 
@@ -72,6 +77,8 @@ async def _fault(state: State, failure: Failure) -> ApiError:
         except asyncio.TimeoutError:
             pass
         return ApiError(504, "Gateway Timeout")
+    if failure.eventsub_limit:
+        return ApiError(429, "total cost exceeded")
     return ApiError(int(failure.status), "Injected failure")
 
 

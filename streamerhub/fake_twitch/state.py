@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import secrets
 import time
 from collections import Counter, deque
@@ -21,6 +22,17 @@ DEFAULT_USER = {"id": "1000", "login": "streamer", "display_name": "Streamer"}
 TOKEN_LIFETIME = 14_400  # seconds; Twitch user tokens live about four hours
 
 
+# A dead socket's subscriptions stay listed (at least a minute on Twitch) with why it died.
+DISABLED_BY_CLOSE = {
+    4001: "websocket_received_inbound_traffic",
+    4002: "websocket_failed_ping_pong",
+    4003: "websocket_connection_unused",
+    4005: "websocket_network_timeout",
+    4006: "websocket_network_error",
+    4000: "websocket_internal_error",
+}
+
+
 @dataclass
 class Settings:
     """Timing knobs; the defaults are Twitch's own numbers."""
@@ -32,6 +44,20 @@ class Settings:
     device_interval: int = 5  # the device flow's advertised polling interval
     hang_seconds: float = 30.0  # how long a "timeout" fault holds a request
     ratelimit_limit: int = 800  # Helix points per minute
+    # Twitch's client types: "confidential" refreshes only with the secret (also device-code
+    # tokens), "public" has no secret and cannot use the authorization-code flow; "any" checks
+    # neither (the old, lenient fake).
+    client_type: str = "any"
+    client_secret: str = ""  # when set, the one secret a confidential client must send
+    authorize_outcome: str = "approve"  # or "access_denied": the user clicks Cancel
+    device_outcome: str = "approve"  # or "access_denied" / "expired_token"
+    # Seeded chaos for delivery (Twitch's "at least once", in no promised order):
+    chaos_duplicates: float = 0.0  # share of frames sent again later with the same message_id
+    chaos_reorder: int = 0  # shuffle frames within windows of this many (progress before begin)
+    chaos_stale: float = 0.0  # share of frames whose message_timestamp is minutes old
+    chaos_seed: int | None = None
+    # "type@version" entries Twitch has withdrawn: subscribing answers 410
+    withdrawn: tuple[str, ...] = ()
     simulate: bool = False
     speed: float = 1.0  # simulation speed factor
     seed: int | None = None  # simulation randomness, for reproducible demos
@@ -163,6 +189,10 @@ class Failure:
     path: str
     status: int | str
     remaining: int
+    applied: bool = False  # "applied, answer lost": the request takes effect, its answer is dropped
+    method: str | None = None  # only requests of this HTTP method; None = any
+    # a 429 that is an EventSub limit (transports, cost), not the bucket: points remain
+    eventsub_limit: bool = False
 
 
 @dataclass
@@ -214,12 +244,17 @@ class State:
         self.followers: dict[str, dict[str, Follower]] = {}
         self.subscribers: dict[str, dict[str, Subscriber]] = {}
         self.failures: list[Failure] = []
+        # Per channel: polls, predictions, videos (see history())
+        self.histories: dict[str, dict[str, list[dict[str, Any]]]] = {}
         self.keepalive_enabled = True
         self.stopping = asyncio.Event()  # set on shutdown: held requests let go
         self.counters: Counter[str] = Counter()
+        self.chaos = random.Random(self.settings.chaos_seed)
+        # Helix buckets are per client and user (per client for app tokens), as on Twitch.
         self.ratelimit = RateLimit(
             self.settings.ratelimit_limit, float(self.settings.ratelimit_limit)
         )
+        self.buckets: dict[tuple[str, str], RateLimit] = {}
         self.add_user(**DEFAULT_USER, broadcaster_type="affiliate")
         self.channel(DEFAULT_USER["id"])
         self.default_token = self.issue_token(DEFAULT_USER["id"])
@@ -260,6 +295,10 @@ class State:
         """The channel of a broadcaster, created on first use."""
         return self.channels.setdefault(user_id, Channel(user_id))
 
+    def history(self, user_id: str) -> dict[str, list[dict[str, Any]]]:
+        """What Helix keeps of a channel's past, newest first: polls, predictions, videos."""
+        return self.histories.setdefault(user_id, {"polls": [], "predictions": [], "videos": []})
+
     # Tokens --------------------------------------------------------------------------------
     def issue_token(
         self, user_id: str, scopes: list[str] | None = None, client_id: str = DEFAULT_CLIENT_ID
@@ -282,6 +321,17 @@ class State:
         token = Token(secrets.token_hex(15), "", client_id, "", [], time.time() + 60 * 86_400)
         self.tokens[token.access_token] = token
         return token
+
+    def bucket_for(self, authorization: str) -> RateLimit:
+        """The rate-limit bucket of the caller's client and user (unknown callers share one)."""
+        token = self.tokens.get(authorization.partition(" ")[2].strip())
+        if token is None:
+            return self.ratelimit
+        key = (token.client_id, token.user_id)
+        if key not in self.buckets:
+            limit = self.settings.ratelimit_limit
+            self.buckets[key] = RateLimit(limit, float(limit))
+        return self.buckets[key]
 
     def valid_token(self, access_token: str) -> Token | None:
         """The token if it is known, unexpired and unrevoked."""
@@ -325,7 +375,7 @@ class State:
         if session.reconnect_token:
             self.reconnects.pop(session.reconnect_token, None)
         for sub in self.session_subscriptions(session.id):
-            sub.status = "websocket_disconnected"
+            sub.status = DISABLED_BY_CLOSE.get(close_code or 0, "websocket_disconnected")
         session.status = "closed"
         self.closed_sessions.append(
             {
@@ -353,10 +403,10 @@ class State:
         return found
 
     # Faults ------------------------------------------------------------------------------------
-    def take_failure(self, path: str) -> Failure | None:
-        """Consume one pending fault whose path prefix matches, if any."""
+    def take_failure(self, path: str, method: str = "GET") -> Failure | None:
+        """Consume one pending fault whose path prefix (and method, if set) matches, if any."""
         for failure in self.failures:
-            if path.startswith(failure.path):
+            if path.startswith(failure.path) and failure.method in (None, method):
                 failure.remaining -= 1
                 if failure.remaining <= 0:
                     self.failures.remove(failure)
