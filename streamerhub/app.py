@@ -231,7 +231,7 @@ def add_dashboard(app: web.Application, settings: Settings) -> None:
             demo=app.get(DEMO_MODE, False),
             extra={"key_info": key_info, "api_token_hint": MASK + token[-4:]},
             twitch_auth=link,
-            twitch_overview=TwitchOverviewFacts(app[DB]),
+            twitch_overview=TwitchOverviewFacts(app[DB], lambda: app.get(TWITCH)),
             multistream_history=RunHistory(app[DB]),
             backups=app.get(BACKUPS),
         )

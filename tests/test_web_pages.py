@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from web_support import add_channel, add_samples, dashboard, notification, store_events
+from web_support import CHANNEL, add_channel, add_samples, dashboard, notification, store_events
 
 from streamerhub.analytics.export import EVENT_COLUMNS
+from streamerhub.web.context import SERVICES
 from streamerhub.web.users import UserStore
 
 pytestmark = pytest.mark.e2e
@@ -288,3 +289,27 @@ async def test_errors_end_on_pages_in_words(tmp_path: Path, db_url: str, monkeyp
         down = await dash.client.get("/events")
         text = await down.text()
         assert down.status == 503 and "cannot reach its database" in text and "<h1>" in text
+
+
+async def test_settings_shows_what_a_revocation_asks_of_the_owner(
+    tmp_path: Path, db_url: str
+) -> None:
+    class RunningBot:  # what TwitchBot.status() reports after a single revocation
+        def status(self) -> list[dict[str, Any]]:
+            return [
+                {
+                    "channel_id": CHANNEL,
+                    "state": "reconnect Twitch",
+                    "reason": "Twitch revoked channel.cheer: connect the channel again",
+                }
+            ]
+
+    async with dashboard(tmp_path, db_url) as dash:
+        await signed_in(dash)
+        await add_channel(dash.db)
+        page = await (await dash.client.get("/settings")).text()
+        assert "capture-attention" not in page  # no bot running here: nothing claimed
+        dash.client.app[SERVICES].twitch_overview.bot = RunningBot  # type: ignore[union-attr]
+        page = await (await dash.client.get("/settings")).text()
+        assert 'capture-attention">reconnect Twitch</strong>' in page
+        assert "connect the channel again" in page

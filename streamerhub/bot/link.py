@@ -216,10 +216,18 @@ class _NoRefresh:
 
 
 class TwitchOverviewFacts:
-    """web's TwitchOverview: the Settings page's channels, subscriptions and gaps."""
+    """web's TwitchOverview: the Settings page's channels, subscriptions, gaps, and what the
+    running bot says of each channel's capture (a revocation's "reconnect Twitch", …)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, bot: Callable[[], TwitchBot | None] = lambda: None) -> None:
         self.db = db
+        self.bot = bot
+
+    def capture(self) -> dict[str, tuple[str, str | None]]:
+        running = self.bot()
+        if running is None:
+            return {}
+        return {s["channel_id"]: (str(s["state"]), s.get("reason")) for s in running.status()}
 
     async def channels(self) -> list[registry.ChannelRecord]:
         return await registry.all_channels(self.db)

@@ -182,6 +182,10 @@ class TwitchOverview(Protocol):
     async def events_stored(self) -> int:
         """How many events are stored in all."""
 
+    def capture(self) -> Mapping[str, tuple[str, str | None]]:
+        """Each running channel's capture state and why, by channel id, as the bot sees it now
+        (e.g. "reconnect Twitch" after a revocation); empty when the bot is not running here."""
+
 
 class BackupFile(Protocol):
     """One backup in the backup folder."""

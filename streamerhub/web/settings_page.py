@@ -36,9 +36,17 @@ async def _facts(request: web.Request) -> dict[str, Any]:
         "schema_version": max(await svc.db.applied_versions(), default=None),
     }
     if twitch is None:
-        return {"channels": [], "health": {}, "problems": [], "gaps": [], "database": database}
+        return {
+            "channels": [],
+            "capture": {},
+            "health": {},
+            "problems": [],
+            "gaps": [],
+            "database": database,
+        }
     return {
         "channels": await twitch.channels(),
+        "capture": twitch.capture(),
         "health": await twitch.subscription_health(),
         "problems": await twitch.subscription_problems(),
         "gaps": await twitch.recent_gaps(GAPS_SHOWN),
