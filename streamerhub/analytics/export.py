@@ -21,15 +21,19 @@ from streamerhub.analytics.browse import EventFilter, where_clause
 from streamerhub.analytics.periods import (
     BUCKET_SIZES,
     DAY,
+    FIRST_YEAR,
+    LAST_YEAR,
+    MAX_BUCKETS,
     UTC,
     Calendar,
     Period,
+    estimate_buckets,
     parse_day,
     range_period,
 )
 from streamerhub.analytics.queries import first_data, time_series
 from streamerhub.analytics.sessions import SESSION_COLUMNS, SESSION_JOINS, _summary
-from streamerhub.errors import StreamerHubError
+from streamerhub.errors import InvalidInput
 
 FORMATS = ("csv", "json")
 KINDS = ("events", "sessions", "series")
@@ -103,7 +107,7 @@ SERIES_COLUMNS = (
 )
 
 
-class ExportError(StreamerHubError):
+class ExportError(InvalidInput):
     """An export that cannot be made (unknown kind or format)."""
 
 
@@ -236,11 +240,18 @@ class _Encoder:
         return buf.getvalue().encode()
 
 
+# A spreadsheet runs a cell starting with one of these as a formula (a chatter named
+# "=HYPERLINK(…)" would run in the streamer's Excel); a leading ' makes it plain text.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _csv_value(value: Any) -> Any:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        value = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
     return "" if value is None else value
 
 
@@ -396,11 +407,7 @@ async def open_export(
     a bad value is reported under the name the user knows.
     """
     now = now or datetime.now(UTC)
-    check_export(req.kind, req.fmt)
-    if req.bucket is not None and req.bucket not in BUCKET_SIZES:
-        raise ExportError(f"unknown bucket {req.bucket!r}: one of {', '.join(BUCKET_SIZES)}")
-    start = parse_when(cal, req.start, names[0], end=False) if req.start else None
-    end = parse_when(cal, req.end, names[1], end=True) if req.end else now
+    start, end = check_request(cal, req, names, now)
     channel = await resolve_channel(pool, channels, req.channel, required=req.kind == "series")
     if req.kind == "events":
         return export_events(pool, cal, start or _BEGINNING, end, req.fmt, channel)
@@ -411,21 +418,52 @@ async def open_export(
     period = range_period(cal, start, max(end, start + timedelta(seconds=1)))
     if req.bucket:
         period = Period(period.kind, period.start, period.end, req.bucket, cal)
+    check_buckets(period, names)
     return export_series(pool, channel, period, req.fmt, now)
 
 
-def parse_when(cal: Calendar, text: str, name: str, *, end: bool) -> datetime:
-    """A day (the streamer's; as an end, included) or an ISO time (naive: the streamer's zone)."""
-    if DAY.fullmatch(text):
-        day = parse_day(text, name)
-        return cal.day_start(day + timedelta(days=1) if end else day)
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+def check_buckets(period: Period, names: tuple[str, str] = ("from", "to")) -> None:
+    """Refuse a series of more than MAX_BUCKETS buckets before any is built: a century by the
+    hour would hold the event loop (and every capture) for seconds and take hundreds of MB."""
+    count = estimate_buckets(period.start, period.end, period.bucket)
+    if count > MAX_BUCKETS:
         raise ExportError(
-            f"{name} {text!r}: expected a day (2026-03-29) or a time "
-            "(2026-03-29T20:00, 2026-03-29T18:00Z)"
-        ) from None
+            f"{names[0]}/{names[1]}: {count} {period.bucket} buckets is more than the limit of "
+            f"{MAX_BUCKETS}; choose a shorter range or a larger bucket (day, week, month)"
+        )
+
+
+def check_request(
+    cal: Calendar, req: ExportRequest, names: tuple[str, str], now: datetime
+) -> tuple[datetime | None, datetime]:
+    """Refuse an unknown kind, format or bucket and a bad time before anything is opened (the
+    CLI checks before it connects); the range's start (None: the beginning) and end."""
+    check_export(req.kind, req.fmt)
+    if req.bucket is not None and req.bucket not in BUCKET_SIZES:
+        raise ExportError(f"unknown bucket {req.bucket!r}: one of {', '.join(BUCKET_SIZES)}")
+    start = parse_when(cal, req.start, names[0], end=False) if req.start else None
+    end = parse_when(cal, req.end, names[1], end=True) if req.end else now
+    return start, end
+
+
+def parse_when(cal: Calendar, text: str, name: str, *, end: bool) -> datetime:
+    """A day (the streamer's; as an end, included) or an ISO time (naive: the streamer's zone),
+    between FIRST_YEAR and LAST_YEAR."""
+    if DAY.fullmatch(text.strip()):
+        day = parse_day(text, name)
+        when = datetime.combine(day, datetime.min.time())
+    else:
+        try:
+            when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ExportError(
+                f"{name} {text!r}: expected a day (2026-03-29) or a time "
+                "(2026-03-29T20:00, 2026-03-29T18:00Z)"
+            ) from None
+    if not FIRST_YEAR <= when.year <= LAST_YEAR:
+        raise ExportError(f"{name} {text!r}: the year must be between {FIRST_YEAR} and {LAST_YEAR}")
+    if DAY.fullmatch(text.strip()):
+        return cal.day_start(when.date() + timedelta(days=1) if end else when.date())
     return cal.resolve(when) if when.tzinfo is None else when.astimezone(UTC)
 
 

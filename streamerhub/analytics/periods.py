@@ -15,7 +15,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from streamerhub.errors import StreamerHubError
+from streamerhub.errors import InvalidInput
 
 UTC = timezone.utc
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -23,9 +23,22 @@ BUCKET_SIZES = ("hour", "day", "week", "month")
 PERIOD_KINDS = ("day", "week", "month", "all", "custom")
 ROLLUP_LEVELS = (86400, 3600, 900)  # the resolutions kept by migration 0003, coarsest first
 RAW = 0  # a piece read from the typed rows themselves
+# The most buckets one chart or series export may have (83 days by the hour, 5 years by the day,
+# 38 by the week, 166 by the month): building and filling them runs on the event loop, ~10 µs
+# each, and the loop also reads capture's EventSub socket.
+MAX_BUCKETS = 2_000
+# Days a user may type: nothing was captured before 1970, and near year 9999 a day's end or a
+# zone shift overflows Python's calendar.
+FIRST_YEAR, LAST_YEAR = 1970, 9000
+_APPROX_BUCKET = {
+    "hour": timedelta(hours=1),
+    "day": timedelta(days=1),
+    "week": timedelta(days=7),
+    "month": timedelta(days=28),
+}
 
 
-class PeriodError(StreamerHubError):
+class PeriodError(InvalidInput):
     """A period that cannot be built (unknown kind, empty or reversed range)."""
 
 
@@ -100,10 +113,17 @@ class Calendar:
         raise PeriodError(f"unknown bucket size {size!r}: one of {', '.join(BUCKET_SIZES)}")
 
     def buckets(self, start: datetime, end: datetime, size: str) -> list["Bucket"]:
-        """The buckets covering [start, end), the first and last clipped to the range."""
+        """The buckets covering [start, end), the first and last clipped to the range; PeriodError
+        past MAX_BUCKETS (checked before any is built)."""
         out: list[Bucket] = []
         lo = _aware(start).astimezone(UTC)
         end = _aware(end).astimezone(UTC)
+        count = estimate_buckets(lo, end, size)
+        if count > MAX_BUCKETS:
+            raise PeriodError(
+                f"{count} {size} buckets is more than the limit of {MAX_BUCKETS}: "
+                "choose a shorter range or a larger bucket"
+            )
         while lo < end:
             hi = min(self.next_start(lo, size), end)
             out.append(Bucket(lo, hi, self.local(lo)))
@@ -182,6 +202,14 @@ class Period:
         }
 
 
+def estimate_buckets(start: datetime, end: datetime, size: str) -> int:
+    """How many `size` buckets [start, end) holds, at most (months counted as 28 days)."""
+    step = _APPROX_BUCKET.get(size)
+    if step is None:
+        raise PeriodError(f"unknown bucket size {size!r}: one of {', '.join(BUCKET_SIZES)}")
+    return max(0, (end - start) // step + 2)
+
+
 def choose_bucket(start: datetime, end: datetime) -> str:
     """Hours up to 3 days, days up to ~3 months, weeks up to 2 years, then months."""
     span = end - start
@@ -223,9 +251,15 @@ def parse_day(text: str, label: str) -> date:
     value = text.strip()
     if DAY.fullmatch(value):
         try:
-            return date.fromisoformat(value)
+            day = date.fromisoformat(value)
         except ValueError:
             pass
+        else:
+            if not FIRST_YEAR <= day.year <= LAST_YEAR:
+                raise PeriodError(
+                    f"{label}: {text!r}: the year must be between {FIRST_YEAR} and {LAST_YEAR}."
+                )
+            return day
     raise PeriodError(f"{label}: {text!r} is not a date like 2025-06-01.")
 
 

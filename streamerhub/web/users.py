@@ -74,6 +74,8 @@ def check_password(password: str, confirm: str | None = None) -> str:
         raise UserError(f"Password: at least {MIN_PASSWORD} characters.")
     if len(password) > 1024:
         raise UserError("Password: at most 1024 characters.")
+    if not _encodable(password) or "\x00" in password:
+        raise UserError("Password: no NUL characters or broken Unicode (lone surrogates).")
     if confirm is not None and confirm != password:
         raise UserError("The two passwords differ: type the same password twice.")
     return password
@@ -84,7 +86,18 @@ async def hash_password(password: str) -> str:
     return await asyncio.to_thread(_HASHER.hash, password)
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 async def verify_password(stored: str | None, password: str) -> bool:
+    if len(password) > 1024 or not _encodable(password):
+        password = ""  # no account has it; still one hash, so the timing says nothing
+
     def check() -> bool:
         try:
             return _HASHER.verify(stored or _DUMMY_HASH, password) and stored is not None

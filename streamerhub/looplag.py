@@ -1,0 +1,73 @@
+"""Event-loop lag: how late the loop runs a timer that was due. Capture (the EventSub reader, its
+keepalive) shares the loop with every request, so this is the one number that says whether a
+handler held the loop too long. Measured all the time, shown on /healthz, logged past a threshold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+from typing import Any, AsyncIterator
+
+from streamerhub.log import get_logger
+
+log = get_logger(__name__)
+
+INTERVAL_S = 0.05  # one probe every 50 ms: ~20 cheap wake-ups a second
+WINDOW = 1200  # the last minute of probes
+WARN_MS = 100.0  # a capture keepalive tolerates seconds; 100 ms already shows in pages
+WARN_EVERY_S = 10.0  # at most one warning this often, however long the lag lasts
+
+
+class LoopLag:
+    """Samples the loop's lag and keeps the last WINDOW of them (milliseconds)."""
+
+    def __init__(
+        self, interval: float = INTERVAL_S, warn_ms: float = WARN_MS, window: int = WINDOW
+    ) -> None:
+        self.interval, self.warn_ms = interval, warn_ms
+        self.samples: collections.deque[float] = collections.deque(maxlen=window)
+        self.worst_ms = 0.0
+        self._warned_at = float("-inf")
+
+    def record(self, lag_ms: float) -> None:
+        self.samples.append(lag_ms)
+        self.worst_ms = max(self.worst_ms, lag_ms)
+        now = time.monotonic()
+        if lag_ms > self.warn_ms and now - self._warned_at >= WARN_EVERY_S:
+            self._warned_at = now
+            log.warning("event_loop_lag", lag_ms=round(lag_ms, 1), threshold_ms=self.warn_ms)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + self.interval
+            await asyncio.sleep(self.interval)
+            self.record(max(0.0, (loop.time() - due) * 1000))
+
+    def snapshot(self) -> dict[str, Any]:
+        """p50/p99/max of the last minute and the worst since start, in ms (for /healthz)."""
+        ordered = sorted(self.samples)
+        if not ordered:
+            return {"p50_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0, "worst_ms": 0.0, "samples": 0}
+        return {
+            "p50_ms": round(ordered[len(ordered) // 2], 1),
+            "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 1),
+            "max_ms": round(ordered[-1], 1),
+            "worst_ms": round(self.worst_ms, 1),
+            "samples": len(ordered),
+        }
+
+
+@contextlib.asynccontextmanager
+async def monitoring(lag: LoopLag) -> AsyncIterator[LoopLag]:
+    """Run the probe for the life of the block."""
+    task = asyncio.create_task(lag.run(), name="looplag")
+    try:
+        yield lag
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
