@@ -3,17 +3,25 @@ stall capture, bad input gets a clear 4xx or one line, never a traceback."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from web_support import PASSWORD, add_channel, dashboard
 
+from streamerhub.analytics.export import _Encoder
 from streamerhub.db import _make_private_dir
 from streamerhub.errors import DatabaseError
+from streamerhub.web.auth import api_token
+from streamerhub.web.login import THROTTLE
 
 pytestmark = pytest.mark.e2e
 
@@ -95,3 +103,217 @@ def test_socket_folder_made_by_someone_else_is_refused(tmp_path: Path) -> None:
     _make_private_dir(fresh)
     assert stat.S_IMODE(fresh.stat().st_mode) == 0o700
     _make_private_dir(fresh)  # our own private folder is adopted on the next start
+
+
+# ----------------------------------------------------------------------------- requests
+
+
+async def test_a_century_of_hourly_buckets_is_a_400_naming_the_limit(
+    tmp_path: Path, db_url: str
+) -> None:
+    async with dashboard(tmp_path, db_url) as dash:
+        await add_channel(dash.db)
+        await dash.create_owner()
+        await dash.add_user("viewer", "viewer")
+        await dash.logout()
+        await dash.login("viewer")
+        started = time.monotonic()
+        huge = await dash.client.get(
+            "/api/v1/export/series?bucket=hour&from=1970-01-01&to=8999-01-01&channel=1000"
+        )
+        assert huge.status == 400 and "limit of 2000" in (await huge.json())["error"]
+        assert time.monotonic() - started < 1.0
+        for bad, words in (
+            ("from=2026-13-45", "not a date"),
+            ("from=0001-01-01", "between 1970 and 9000"),
+            ("to=9999-12-31", "between 1970 and 9000"),
+            ("from=9999-12-31T23:59:59", "between 1970 and 9000"),
+            ("channel=%00", "NUL"),
+        ):
+            resp = await dash.client.get(f"/api/v1/export/events?{bad}")
+            assert resp.status == 400 and words in (await resp.json())["error"], bad
+        page = await dash.client.get("/?period=custom&from=1970-01-01&to=8999-12-31")
+        assert page.status == 400 and "limit of 2000" in await page.text()
+        page = await dash.client.get("/?period=custom&from=0001-01-01&to=9999-12-31")
+        assert page.status == 400 and "between 1970 and 9000" in await page.text()
+
+
+async def test_bad_api_bodies_and_ids_get_a_4xx_naming_the_field(
+    tmp_path: Path, db_url: str
+) -> None:
+    async with dashboard(tmp_path, db_url) as dash:
+        auth = {"Authorization": f"Bearer {api_token(dash.settings.data_dir)}"}
+        big = await dash.client.get(f"/api/v1/targets/{2**64}", headers=auth)
+        assert big.status == 404 and "ids are at most" in (await big.json())["error"]
+        deep = "[" * 100_000 + "]" * 100_000
+        resp = await dash.client.post(
+            "/api/v1/targets", data=deep, headers={**auth, "Content-Type": "application/json"}
+        )
+        assert resp.status == 400 and "deeper than" in (await resp.json())["error"]
+        for name, words in (("a\x00b", "name: contains a NUL"), ("\ud800", "name: is not valid")):
+            body = json.dumps({"name": name, "url": "rtmp://127.0.0.1/live", "stream_key": "k"})
+            resp = await dash.client.post(
+                "/api/v1/targets", data=body, headers={**auth, "Content-Type": "application/json"}
+            )
+            assert resp.status == 400 and words in (await resp.json())["error"], name
+
+
+async def test_an_authorization_header_does_not_lend_the_cookie_its_user(
+    tmp_path: Path, db_url: str
+) -> None:
+    async with dashboard(tmp_path, db_url) as dash:
+        await dash.create_owner()
+        form = {"login": "mallory", "role": "owner", "password": PASSWORD}
+        forged = await dash.client.post(
+            "/settings/users",
+            data=form,
+            headers={"Authorization": "Basic junk", "Origin": "http://evil.example"},
+            allow_redirects=False,
+        )
+        assert forged.status in (303, 401, 403)
+        users = await (await dash.client.get("/settings")).text()
+        assert "mallory" not in users
+
+
+async def test_login_page_text_and_headers(tmp_path: Path, db_url: str) -> None:
+    async with dashboard(tmp_path, db_url) as dash:
+        shown = await dash.client.get("/login?error=Your+account+is+locked:+call+555-0100")
+        assert "555-0100" not in await shown.text()
+        await dash.create_owner()
+        page = await dash.client.get("/")
+        assert page.headers["Cache-Control"] == "no-store"
+        export = await dash.client.get("/api/v1/export/events")
+        assert export.status == 200 and export.headers["Cache-Control"] == "no-store"
+        static = await dash.client.get("/static/app.css")
+        assert "no-store" not in static.headers.get("Cache-Control", "")
+        await dash.logout()
+        csrf = await dash.csrf()
+        for login, password in (
+            ("own%00er", "correct+horse"),
+            ("%ED%B3%BF", "x"),  # a lone surrogate, UTF-8 encoded
+            ("owner", "%ED%A0%80" * 9),
+            ("%FF%FE", "%00" * 12),
+        ):
+            resp = await dash.client.post(
+                "/login",
+                data=f"csrf_token={csrf}&login={login}&password={password}".encode(),
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+                allow_redirects=False,
+            )
+            assert resp.status == 401, login
+
+
+async def test_parallel_guesses_are_serialised_and_the_owner_still_gets_in(
+    tmp_path: Path, db_url: str
+) -> None:
+    extra = '[web]\npublic_url = "http://stats.example.org"\n'
+    async with dashboard(tmp_path, db_url, extra) as dash:
+        await dash.create_owner()
+        owner_ip = {"X-Forwarded-For": "203.0.113.7"}
+        token = await dash.csrf("/")
+        await dash.client.post("/logout", data={"csrf_token": token})
+        good = await dash.client.post(
+            "/login",
+            data={"csrf_token": await dash.csrf(), "login": "owner", "password": PASSWORD},
+            headers=owner_ip,
+            allow_redirects=False,
+        )
+        assert good.status == 303
+        await dash.logout()
+        throttle = dash.app[THROTTLE]
+        throttle.free, throttle.base, throttle.cap = 1, 0.2, 1.0
+        csrf = await dash.csrf()
+
+        async def guess(i: int, who: str = "198.51.100.9") -> int:
+            resp = await dash.client.post(
+                "/login",
+                data={"csrf_token": csrf, "login": "owner", "password": f"wrong guess {i}"},
+                headers={"X-Forwarded-For": f"10.0.0.1, {who}"},
+                allow_redirects=False,
+            )
+            return resp.status
+
+        started = time.monotonic()
+        assert set(await asyncio.gather(*(guess(i) for i in range(6)))) == {401}
+        # One at a time: 0 + 0.2 + 0.4 + 0.8 + 1 + 1 s, not all at once.
+        assert time.monotonic() - started >= 3.0
+        # Another client guessing at the owner's login does not keep the owner out.
+        attack = asyncio.gather(*(guess(i, "192.0.2.1") for i in range(4)))
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        owner = await dash.client.post(
+            "/login",
+            data={"csrf_token": csrf, "login": "owner", "password": PASSWORD},
+            headers=owner_ip,
+            allow_redirects=False,
+        )
+        assert owner.status == 303 and time.monotonic() - started < 1.0
+        await attack
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_quoted() -> None:
+    enc = _Encoder("csv", ("user_name", "bits"))
+    line = enc.rows([{"user_name": '=HYPERLINK("http://x")', "bits": -5}]).decode()
+    assert line.startswith("\"'=HYPERLINK(") and line.rstrip().endswith(",-5")
+    for cell in ("+1", "-cmd", "@SUM(A1)", "\tx"):
+        assert enc.rows([{"user_name": cell, "bits": 1}]).decode().lstrip('"').startswith("'")
+
+
+# ----------------------------------------------------------------------------- CLI, config, logs
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streamerhub", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        env={**os.environ, "STREAMERHUB_DATABASE_URL": "postgresql://u@127.0.0.1:1/x"},
+    )
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["export", "events", "--from", "2026-13-45"], "--from: '2026-13-45' is not a date"),
+        (["export", "events", "--to", "9999-12-31"], "between 1970 and 9000"),
+        (["export", "series", "--bucket", "hour", "--from", "1970-01-01"], "limit of 2000"),
+    ],
+)
+def test_cli_input_errors_are_one_line_exit_2(tmp_path: Path, args: list[str], words: str) -> None:
+    result = _cli(*args, "--data-dir", str(tmp_path / "d"), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert words in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_bytes(b'[general]\ntimezone = "Europe/Z\xfcrich"\n')
+    result = _cli("check", "--config", str(config), "--data-dir", str(tmp_path / "d"), cwd=tmp_path)
+    assert result.returncode == 2 and "is not UTF-8: save the file as UTF-8" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_setup_token_is_printed_never_logged(tmp_path: Path, db_url: str, capfd) -> None:
+    async with dashboard(tmp_path, db_url) as dash:
+        token = dash.setup_token()
+        err = capfd.readouterr()
+        printed = err.out + err.err
+        assert printed.count(token) == 1 and "setup_link_printed" in printed
+
+
+def test_malformed_requests_are_one_info_line(daemon_factory) -> None:
+    daemon = daemon_factory().start()
+    for raw in (
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nBad Header\r\n\r\n",
+        b"GET /\x00 HTTP/1.1\r\n\r\n",
+    ):
+        with socket.create_connection(("127.0.0.1", daemon.port), timeout=5) as conn:
+            conn.sendall(raw)
+            assert b" 400 " in conn.recv(100).split(b"\r\n", 1)[0]
+    daemon.wait_healthy()
+    log = daemon.log()
+    assert "http_bad_request" in log and "Traceback" not in log
+    assert '"level": "error"' not in log

@@ -443,6 +443,8 @@ def check_request(
         raise ExportError(f"unknown bucket {req.bucket!r}: one of {', '.join(BUCKET_SIZES)}")
     start = parse_when(cal, req.start, names[0], end=False) if req.start else None
     end = parse_when(cal, req.end, names[1], end=True) if req.end else now
+    if req.kind == "series" and req.bucket and start is not None and start < end:
+        check_buckets(Period("custom", start, end, req.bucket, cal), names)
     return start, end
 
 

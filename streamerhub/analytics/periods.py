@@ -239,7 +239,7 @@ def custom_period(cal: Calendar, first_day: date, last_day: date) -> Period:
     if last_day < first_day:
         raise PeriodError(f"the range {first_day} … {last_day} ends before it starts")
     start, end = cal.day_start(first_day), cal.day_start(last_day + timedelta(days=1))
-    return Period("custom", start, end, choose_bucket(start, end), cal)
+    return _within_limit(Period("custom", start, end, choose_bucket(start, end), cal))
 
 
 DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -269,6 +269,17 @@ def range_period(cal: Calendar, start: datetime, end: datetime) -> Period:
     if end <= start:
         raise PeriodError(f"the range {start.isoformat()} … {end.isoformat()} is empty")
     return Period("custom", start, end, choose_bucket(start, end), cal)
+
+
+def _within_limit(period: Period) -> Period:
+    """Refuse a range too long for its charts before anything is built from it."""
+    count = estimate_buckets(period.start, period.end, period.bucket)
+    if count > MAX_BUCKETS:
+        raise PeriodError(
+            f"{period.start.date()} … {period.end.date()} is {count} {period.bucket} buckets, "
+            f"more than the limit of {MAX_BUCKETS}: choose a shorter range"
+        )
+    return period
 
 
 def all_time_period(cal: Calendar, first: datetime | None, now: datetime | None = None) -> Period:
