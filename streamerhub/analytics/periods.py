@@ -23,10 +23,11 @@ BUCKET_SIZES = ("hour", "day", "week", "month")
 PERIOD_KINDS = ("day", "week", "month", "all", "custom")
 ROLLUP_LEVELS = (86400, 3600, 900)  # the resolutions kept by migration 0003, coarsest first
 RAW = 0  # a piece read from the typed rows themselves
-# The most buckets one chart or series export may have (83 days by the hour, 5 years by the day,
-# 38 by the week, 166 by the month): building and filling them runs on the event loop, ~10 µs
-# each, and the loop also reads capture's EventSub socket.
-MAX_BUCKETS = 2_000
+# The most buckets one chart or series export may have (41 days by the hour, 2.7 years by the
+# day, 19 by the week, 83 by the month): building and filling them runs on the event loop in
+# steps of ~15 µs a bucket (2000 buckets held it ~35-90 ms), and that loop also reads capture's
+# EventSub socket and answers its pings.
+MAX_BUCKETS = 1_000
 # Days a user may type: nothing was captured before 1970, and near year 9999 a day's end or a
 # zone shift overflows Python's calendar.
 FIRST_YEAR, LAST_YEAR = 1970, 9000
@@ -34,7 +35,7 @@ _APPROX_BUCKET = {
     "hour": timedelta(hours=1),
     "day": timedelta(days=1),
     "week": timedelta(days=7),
-    "month": timedelta(days=28),
+    "month": timedelta(days=30.436875),  # the mean Gregorian month: about right, not a bound
 }
 
 
@@ -203,7 +204,7 @@ class Period:
 
 
 def estimate_buckets(start: datetime, end: datetime, size: str) -> int:
-    """How many `size` buckets [start, end) holds, at most (months counted as 28 days)."""
+    """About how many `size` buckets [start, end) holds (+2 for the clipped edges)."""
     step = _APPROX_BUCKET.get(size)
     if step is None:
         raise PeriodError(f"unknown bucket size {size!r}: one of {', '.join(BUCKET_SIZES)}")
