@@ -20,6 +20,7 @@ import asyncpg
 import pytest
 from test_eventsub import wait_until
 from test_twitch_e2e import _store_channel
+from test_web_auth import twitch_round_trip
 from web_support import PASSWORD, add_channel, dashboard
 
 from streamerhub.analytics.export import _Encoder
@@ -28,6 +29,7 @@ from streamerhub.errors import DatabaseError
 from streamerhub.fake_twitch import FakeTwitch, delivery, sample_event
 from streamerhub.web.auth import api_token
 from streamerhub.web.login import THROTTLE
+from streamerhub.web.users import UserStore
 
 pytestmark = pytest.mark.e2e
 
@@ -397,3 +399,34 @@ async def test_heaviest_reads_during_a_burst_do_not_stall_capture(
 
 async def _equals(read: Any, expected: int) -> bool:
     return await read() == expected
+
+
+# ----------------------------------------------------------------------------- Twitch identities
+
+
+async def test_twitch_sign_in_goes_by_user_id_not_by_name(tmp_path: Path, db_url: str) -> None:
+    async with FakeTwitch() as fake:
+        extra = (
+            f'[twitch]\nclient_id = "{fake.client_id}"\nauth_url = "{fake.auth_url}"\n'
+            f'api_url = "{fake.api_url}"\n'
+        )
+        async with dashboard(tmp_path, db_url, extra) as dash:
+            await dash.create_owner()
+            # "alice" is an owner who signed in with Twitch account 2000 before; account 1000
+            # (the fake's signed-in user) has since taken the name "alice".
+            await UserStore(dash.db).create(
+                "alice", "owner", twitch_login="alice", twitch_user_id="2000"
+            )
+            fake.state.users["1000"]["login"] = "alice"
+            await dash.logout()
+            refused = await twitch_round_trip(dash, "signin")
+            assert refused.status == 400 and "not allowed to sign in" in await refused.text()
+            assert (await dash.client.get("/")).url.path == "/login"
+            # Account 1000 is the connected channel, whatever it is called now: the owner.
+            await add_channel(dash.db, "1000", "streamer")
+            done = await twitch_round_trip(dash, "signin")
+            assert done.status == 200
+            page = await (await dash.client.get("/")).text()
+            assert "alice-twitch" in page and "role-owner" in page
+            again = await UserStore(dash.db).by_twitch_id("1000")
+            assert again is not None and again.login == "alice-twitch"

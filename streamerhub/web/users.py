@@ -36,6 +36,7 @@ class User:
     has_password: bool
     twitch_login: str | None
     last_login_at: dt.datetime | None
+    twitch_user_id: str | None = None  # bound at the first Twitch sign-in
 
     @property
     def is_owner(self) -> bool:
@@ -59,6 +60,7 @@ def _user(row: asyncpg.Record) -> User:
         row["password_hash"] is not None,
         row["twitch_login"],
         row["last_login_at"],
+        row["twitch_user_id"],
     )
 
 
@@ -135,8 +137,27 @@ class UserStore:
             row = await conn.fetchrow(BY_TWITCH_LOGIN, twitch_login.lower())
         return _user(row) if row else None
 
+    async def by_twitch_id(self, twitch_user_id: str) -> User | None:
+        async with self.db.pool.acquire() as conn:
+            row = await conn.fetchrow(BY_TWITCH_ID, twitch_user_id)
+        return _user(row) if row else None
+
+    async def bind_twitch(self, user: User, twitch_user_id: str, twitch_login: str) -> User:
+        """Tie a user added by Twitch login (never signed in with Twitch) to the account's id;
+        UserError when another sign-in tied it first."""
+        async with self.db.pool.acquire() as conn:
+            row = await conn.fetchrow(BIND_TWITCH, user.id, twitch_user_id, twitch_login.lower())
+        if row is None:
+            raise UserError("This Twitch login is already tied to another Twitch account.")
+        return _user(row)
+
     async def create(
-        self, login: str, role: str, password: str | None = None, twitch_login: str | None = None
+        self,
+        login: str,
+        role: str,
+        password: str | None = None,
+        twitch_login: str | None = None,
+        twitch_user_id: str | None = None,
     ) -> User:
         """Add a user; UserError when the login (or Twitch login) is taken."""
         if role not in ROLES:
@@ -150,6 +171,7 @@ class UserStore:
                     role,
                     hashed,
                     twitch_login.lower() if twitch_login else None,
+                    twitch_user_id,
                 )
         except asyncpg.UniqueViolationError:
             raise UserError(
@@ -211,8 +233,14 @@ OWNER_EXISTS = "SELECT EXISTS (SELECT 1 FROM web_users WHERE role = 'owner')"
 LIST_USERS = "SELECT * FROM web_users ORDER BY role, login"
 BY_LOGIN = "SELECT * FROM web_users WHERE login = $1"
 BY_TWITCH_LOGIN = "SELECT * FROM web_users WHERE twitch_login = $1"
+BY_TWITCH_ID = "SELECT * FROM web_users WHERE twitch_user_id = $1"
+BIND_TWITCH = """
+UPDATE web_users SET twitch_user_id = $2, twitch_login = $3, updated_at = now()
+ WHERE id = $1 AND twitch_user_id IS NULL
+RETURNING *"""
 CREATE_USER = """
-INSERT INTO web_users (login, role, password_hash, twitch_login) VALUES ($1, $2, $3, $4)
+INSERT INTO web_users (login, role, password_hash, twitch_login, twitch_user_id)
+VALUES ($1, $2, $3, $4, $5)
 RETURNING *"""
 SET_PASSWORD = "UPDATE web_users SET password_hash = $2, updated_at = now() WHERE id = $1"
 END_USER_SESSIONS = "DELETE FROM web_sessions WHERE user_id = $1"
