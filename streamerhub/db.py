@@ -349,6 +349,7 @@ def _prepare_home(data_dir: Path, home: Path) -> None:
         os.chown(data_dir, -1, user.pw_gid)
         data_dir.chmod(0o710)
         return
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     for folder in (home.parent, home):
         folder.mkdir(mode=0o700, exist_ok=True)
         os.chown(folder, user.pw_uid, user.pw_gid)

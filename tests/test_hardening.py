@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
+import structlog.testing
 from test_eventsub import wait_until
 from test_twitch_e2e import _store_channel
 from test_web_auth import twitch_round_trip
@@ -27,6 +28,7 @@ from streamerhub.analytics.export import _Encoder
 from streamerhub.db import _make_private_dir
 from streamerhub.errors import DatabaseError
 from streamerhub.fake_twitch import FakeTwitch, delivery, sample_event
+from streamerhub.looplag import LoopLag, monitoring
 from streamerhub.web.auth import api_token
 from streamerhub.web.login import THROTTLE
 from streamerhub.web.users import UserStore
@@ -129,7 +131,7 @@ async def test_a_century_of_hourly_buckets_is_a_400_naming_the_limit(
         huge = await dash.client.get(
             "/api/v1/export/series?bucket=hour&from=1970-01-01&to=8999-01-01&channel=1000"
         )
-        assert huge.status == 400 and "limit of 1000" in (await huge.json())["error"]
+        assert huge.status == 400 and "limit of 500" in (await huge.json())["error"]
         assert time.monotonic() - started < 1.0
         for bad, words in (
             ("from=2026-13-45", "not a date"),
@@ -141,7 +143,7 @@ async def test_a_century_of_hourly_buckets_is_a_400_naming_the_limit(
             resp = await dash.client.get(f"/api/v1/export/events?{bad}")
             assert resp.status == 400 and words in (await resp.json())["error"], bad
         page = await dash.client.get("/?period=custom&from=1970-01-01&to=8999-12-31")
-        assert page.status == 400 and "limit of 1000" in await page.text()
+        assert page.status == 400 and "limit of 500" in await page.text()
         page = await dash.client.get("/?period=custom&from=0001-01-01&to=9999-12-31")
         assert page.status == 400 and "between 1970 and 9000" in await page.text()
 
@@ -181,6 +183,11 @@ async def test_an_authorization_header_does_not_lend_the_cookie_its_user(
         assert forged.status in (303, 401, 403)
         users = await (await dash.client.get("/settings")).text()
         assert "mallory" not in users
+        token = await dash.csrf("/settings")
+        huge = await dash.client.post(
+            f"/settings/users/{2**64}/delete", data={"csrf_token": token}, allow_redirects=False
+        )
+        assert huge.status == 400 and "No such user" in await huge.text()
 
 
 async def test_login_page_text_and_headers(tmp_path: Path, db_url: str) -> None:
@@ -286,7 +293,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     [
         (["export", "events", "--from", "2026-13-45"], "--from: '2026-13-45' is not a date"),
         (["export", "events", "--to", "9999-12-31"], "between 1970 and 9000"),
-        (["export", "series", "--bucket", "hour", "--from", "1970-01-01"], "limit of 1000"),
+        (["export", "series", "--bucket", "hour", "--from", "1970-01-01"], "limit of 500"),
     ],
 )
 def test_cli_input_errors_are_one_line_exit_2(tmp_path: Path, args: list[str], words: str) -> None:
@@ -305,11 +312,12 @@ def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
 
 
 async def test_setup_token_is_printed_never_logged(tmp_path: Path, db_url: str, capfd) -> None:
-    async with dashboard(tmp_path, db_url) as dash:
-        token = dash.setup_token()
-        err = capfd.readouterr()
-        printed = err.out + err.err
-        assert printed.count(token) == 1 and "setup_link_printed" in printed
+    with structlog.testing.capture_logs() as logs:
+        async with dashboard(tmp_path, db_url) as dash:
+            token = dash.setup_token()
+    assert token in capfd.readouterr().err, "the link is printed for whoever started the daemon"
+    assert "setup_link_printed" in [e["event"] for e in logs]
+    assert not [e for e in logs if token in repr(e)], "the setup token reached the log"
 
 
 def test_malformed_requests_are_one_info_line(daemon_factory) -> None:
@@ -350,10 +358,10 @@ async def test_heaviest_reads_during_a_burst_do_not_stall_capture(
         await wait_until(lambda: fake.state.sessions, 20, "daemon connected to the fake")
         auth = {"Authorization": f"Bearer {api_token(daemon.data_dir)}"}
         heavy = [
-            "/api/v1/export/series?bucket=hour&from=2026-01-01&to=2026-02-10&channel=1000",
-            "/api/v1/export/series?bucket=day&from=2024-01-01&to=2026-08-01&channel=1000&format=json",
+            "/api/v1/export/series?bucket=hour&from=2026-01-01&to=2026-01-20&channel=1000",
+            "/api/v1/export/series?bucket=day&from=2025-01-01&to=2026-04-30&channel=1000&format=json",
             "/api/v1/export/events?format=json",
-            "/api/v1/export/series?from=1970-01-01&to=2050-01-01&channel=1000",
+            "/api/v1/export/series?from=1990-01-01&to=2030-01-01&channel=1000",
         ]
         async with aiohttp.ClientSession(daemon.url, headers=auth) as http:
 
@@ -394,7 +402,8 @@ async def test_heaviest_reads_during_a_burst_do_not_stall_capture(
         finally:
             await conn.close()
         print("loop lag", lag)
-        assert lag["recent_p99_ms"] <= 50, lag
+        # The part of the lag the daemon's own code caused (a busy machine adds the rest).
+        assert lag["recent_busy_p99_ms"] <= 50, lag
 
 
 async def _equals(read: Any, expected: int) -> bool:
@@ -430,3 +439,17 @@ async def test_twitch_sign_in_goes_by_user_id_not_by_name(tmp_path: Path, db_url
             assert "alice-twitch" in page and "role-owner" in page
             again = await UserStore(dash.db).by_twitch_id("1000")
             assert again is not None and again.login == "alice-twitch"
+
+
+async def test_a_blocked_loop_is_measured_and_logged() -> None:
+    lag = LoopLag(interval=0.01, warn_ms=100)
+    with structlog.testing.capture_logs() as logs:
+        async with monitoring(lag):
+            await asyncio.sleep(0.05)
+            end = time.thread_time() + 0.15
+            while time.thread_time() < end:  # a handler that holds the loop, computing
+                pass
+            await asyncio.sleep(0.05)
+    shown = lag.snapshot()
+    assert shown["max_ms"] >= 100 and shown["recent_busy_max_ms"] >= 100 and shown["p50_ms"] < 50
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["event_loop_lag"]

@@ -39,6 +39,7 @@ from streamerhub.errors import InvalidInput
 FORMATS = ("csv", "json")
 KINDS = ("events", "sessions", "series")
 CHUNK_ROWS = 500
+ENCODE_ROWS = 100  # rows encoded in one turn of the event loop (~5 ms)
 SERIES_CHUNK = 100  # series rows are built from Python objects, not fetched: smaller steps
 
 EVENT_COLUMNS = (
@@ -272,10 +273,14 @@ async def _connection(conn: Any) -> AsyncIterator[Any]:
 
 
 async def _cursor_rows(conn: Any, query: str, args: Sequence[Any]) -> AsyncIterator[list[Any]]:
+    """CHUNK_ROWS rows a round trip, handed on ENCODE_ROWS at a time with a turn of the loop
+    between: encoding 500 events at once held the loop (and capture) for ~40 ms."""
     async with _connection(conn) as c:
         cursor = await c.cursor(query, *args)
         while rows := await cursor.fetch(CHUNK_ROWS):
-            yield rows
+            for i in range(0, len(rows), ENCODE_ROWS):
+                yield rows[i : i + ENCODE_ROWS]
+                await asyncio.sleep(0)
 
 
 async def export_events(

@@ -23,11 +23,11 @@ BUCKET_SIZES = ("hour", "day", "week", "month")
 PERIOD_KINDS = ("day", "week", "month", "all", "custom")
 ROLLUP_LEVELS = (86400, 3600, 900)  # the resolutions kept by migration 0003, coarsest first
 RAW = 0  # a piece read from the typed rows themselves
-# The most buckets one chart or series export may have (41 days by the hour, 2.7 years by the
-# day, 19 by the week, 83 by the month): building and filling them runs on the event loop in
-# steps of ~15 µs a bucket (2000 buckets held it ~35-90 ms), and that loop also reads capture's
-# EventSub socket and answers its pings.
-MAX_BUCKETS = 1_000
+# The most buckets one chart or series export may have (20 days by the hour, 16 months by the
+# day, 9 years by the week, 41 by the month): building and filling them (queries.time_series,
+# rollups._pieces) runs on the event loop in one step of ~40-90 µs a bucket on a busy machine
+# (1000 buckets held it ~45 ms), and that loop also reads capture's EventSub socket.
+MAX_BUCKETS = 500
 # Days a user may type: nothing was captured before 1970, and near year 9999 a day's end or a
 # zone shift overflows Python's calendar.
 FIRST_YEAR, LAST_YEAR = 1970, 9000

@@ -21,6 +21,7 @@ MIN_PASSWORD = 10
 _HASHER = PasswordHasher()  # argon2id, 64 MiB, t=3: ~50 ms per check on this machine
 # Verifying an unknown login still costs one hash, so timing does not reveal which logins exist.
 _DUMMY_HASH = _HASHER.hash("streamerhub-dummy-password")
+MAX_USER_ID = 2**63 - 1  # web_users.id is a bigint
 LOGIN_RE = re.compile(r"[a-z0-9_][a-z0-9_.-]{0,63}")
 
 
@@ -187,6 +188,8 @@ class UserStore:
             await conn.execute(END_USER_SESSIONS, user_id)
 
     async def delete(self, user_id: int) -> None:
+        if user_id > MAX_USER_ID:  # no row has it, and bigint would refuse it with a 500
+            raise UserError("No such user.")
         async with self.db.pool.acquire() as conn:
             role = await conn.fetchval("SELECT role FROM web_users WHERE id = $1", user_id)
             owners = await conn.fetchval("SELECT count(*) FROM web_users WHERE role = 'owner'")
