@@ -1251,7 +1251,8 @@ CREATE TABLE web_users (
     twitch_login   text UNIQUE CHECK (twitch_login = lower(twitch_login)),
     created_at     timestamptz NOT NULL DEFAULT now(),
     updated_at     timestamptz NOT NULL DEFAULT now(),
-    last_login_at  timestamptz
+    last_login_at  timestamptz,
+    twitch_user_id text UNIQUE                       -- 0005: who signs in with Twitch, by id
 );
 
 -- The cookie carries a random id; only its SHA-256 is stored, so a leaked table opens nothing.

@@ -32,6 +32,7 @@ from streamerhub.ffmpeg.jobstore import RunHistory
 from streamerhub.ffmpeg.service import Multistream
 from streamerhub.keys import has_sealed_secrets
 from streamerhub.log import get_logger
+from streamerhub.looplag import LoopLag, monitoring
 from streamerhub.pubsub import Hub
 from streamerhub.web.api import AUTHORIZERS, PREFIX, bearer_authorizer, build_api
 from streamerhub.web.auth import api_token
@@ -53,6 +54,12 @@ CHANNEL_LINK = web.AppKey("channel_link", TwitchChannelLink)
 # Set by demo.py (the only module that loads the fake Twitch) when `run --demo` adds it.
 DEMO_MODE = web.AppKey("demo_mode", bool)
 BACKUPS = web.AppKey("backups", BackupService)
+LOOP_LAG = web.AppKey("loop_lag", LoopLag)
+
+
+async def looplag_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with monitoring(app[LOOP_LAG]):
+        yield
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -170,6 +177,7 @@ async def healthz(request: web.Request) -> web.Response:
         "version": __version__,
         "database": {"ok": db_ok},
         "uptime_s": round(time.monotonic() - app[STARTED_AT], 1),
+        "loop_lag": app[LOOP_LAG].snapshot(),
     }
     return web.json_response(body, status=200 if db_ok else 503)
 
@@ -180,6 +188,7 @@ def build_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[STARTED_AT] = time.monotonic()
     app[HUB] = Hub()
+    app[LOOP_LAG] = LoopLag()
     app[MULTISTREAM] = Multistream(settings, publish=app[HUB].streams.publish)
     # A job's title/category/tags go to its connected Twitch channels through the bot's Helix
     # "modify channel information" call (ffmpeg/channels.py ChannelUpdater).
@@ -187,6 +196,7 @@ def build_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.extend(
         [
             systemd_ctx,
+            looplag_ctx,
             database_ctx,
             crypto_ctx,
             channel_link_ctx,

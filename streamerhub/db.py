@@ -13,6 +13,7 @@ import pwd
 import random
 import re
 import shutil
+import stat
 import subprocess
 import time
 from dataclasses import dataclass
@@ -163,9 +164,10 @@ class EmbeddedPostgres:
 
     def __init__(self, data_dir: Path, bindir: Path | None = None) -> None:
         self.data_dir = data_dir
-        self.pgdata = data_dir / "postgres"
-        self.socket_dir = _socket_dir(data_dir)
-        self.logfile = data_dir / "postgres.log"
+        home = _cluster_home(data_dir)  # the data dir, or the service user's own folder
+        self.pgdata = home / "postgres"
+        self.socket_dir = _socket_dir(home)
+        self.logfile = home / "postgres.log"
         self._bindir = bindir
         self.started_here = False
 
@@ -197,6 +199,7 @@ class EmbeddedPostgres:
 
     async def start(self) -> None:
         """Create the cluster on first use, then start it (or adopt one left by a killed daemon)."""
+        _prepare_home(self.data_dir, self.pgdata.parent)
         if not (self.pgdata / "PG_VERSION").is_file():
             await self._initdb()
         if self.is_running():
@@ -206,7 +209,7 @@ class EmbeddedPostgres:
                 pid=postmaster_pid(self.pgdata),
             )
             return
-        self.socket_dir.mkdir(parents=True, exist_ok=True)
+        _make_private_dir(self.socket_dir)
         _hand_to_service_user(self.socket_dir, self.pgdata, self.logfile)
         opts = f"-k {self.socket_dir} -c listen_addresses='' -c unix_socket_permissions=0700"
         await self._run(
@@ -373,15 +376,81 @@ def _hand_to_service_user(*paths: Path) -> None:
         if not path.exists():
             path.touch(mode=0o600)
         os.chown(path, user.pw_uid, user.pw_gid)
-        _allow_traversal(path.parent)
 
 
-def _allow_traversal(folder: Path) -> None:
-    # The service user must be able to reach the data dir (e.g. under /root when testing as root).
-    for parent in [folder, *folder.parents]:
-        mode = parent.stat().st_mode
-        if not mode & 0o001:
-            parent.chmod(mode | 0o001)
+# A root daemon never opens a folder outside its data dir to the service user (that once made
+# root's home 0701 for good). When the service user cannot already reach the data dir, the cluster
+# lives in the service user's own folder here, one per data dir, linked from DATA_DIR/postgres.
+CLUSTER_HOMES = Path("/var/lib/streamerhub-postgres")
+HOME_MARK = "data-dir"  # in a moved cluster's folder: the data dir it belongs to
+
+
+def _cluster_home(data_dir: Path) -> Path:
+    """Where the cluster, its log and socket live: the data dir, unless the daemon runs as root
+    and a parent of the data dir is closed to the service user (then CLUSTER_HOMES/<digest>)."""
+    if os.geteuid() != 0:
+        return data_dir
+    placed = data_dir / "postgres"
+    if placed.is_symlink():
+        return Path(os.readlink(placed)).parent
+    if placed.is_dir():
+        return data_dir  # made before clusters could move: it stays where it is
+    try:
+        user = pwd.getpwnam(SERVICE_USER)
+        uid, gid = user.pw_uid, user.pw_gid
+    except KeyError:
+        uid = gid = -1  # a user not made yet owns nothing: the "others" bits apply
+    if all(_traversable(p, uid, gid) for p in data_dir.parents if p.exists()):
+        return data_dir
+    return CLUSTER_HOMES / hashlib.sha256(str(data_dir).encode()).hexdigest()[:16]
+
+
+def _traversable(folder: Path, uid: int, gid: int) -> bool:
+    st = folder.stat()
+    bit = 0o100 if st.st_uid == uid else 0o010 if st.st_gid == gid else 0o001
+    return bool(st.st_mode & bit)
+
+
+def _prepare_home(data_dir: Path, home: Path) -> None:
+    """As root, let the service user into the cluster's folder and nothing else: the data dir
+    is shared with its group for traversal only (0710), or the moved folder is its own (0700)."""
+    user = _service_user()
+    if user is None:
+        return
+    if home == data_dir:
+        os.chown(data_dir, -1, user.pw_gid)
+        data_dir.chmod(0o710)
+        return
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for folder in (home.parent, home):
+        folder.mkdir(mode=0o700, exist_ok=True)
+        os.chown(folder, user.pw_uid, user.pw_gid)
+        folder.chmod(0o700)
+    (home / HOME_MARK).write_text(f"{data_dir}\n")
+    link = data_dir / "postgres"
+    if not link.is_symlink():
+        link.symlink_to(home / "postgres", target_is_directory=True)
+        log.info("embedded_postgres_moved", data_dir=str(data_dir), cluster=str(home))
+
+
+def _make_private_dir(folder: Path) -> None:
+    """Create the socket folder exclusively, or adopt it only when it is a real folder owned by
+    us (or the service user) and closed to everyone else: in the shared temp folder another
+    local user could have made it first and would then swap the socket of a trust-auth server."""
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    st = folder.lstat()
+    user = _service_user()
+    owners = {os.geteuid(), *([user.pw_uid] if user else [])}
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid not in owners or st.st_mode & 0o077:
+        raise DatabaseError(
+            f"the PostgreSQL socket folder {folder} exists but is not private (owner uid "
+            f"{st.st_uid}, mode {oct(stat.S_IMODE(st.st_mode))}): another local user may have "
+            f"made it. Remove it (rm -r {folder}) and start again, or choose a shorter data dir "
+            "path so the socket lives inside it"
+        )
 
 
 # ----------------------------------------------------------------------------- error classes

@@ -45,6 +45,22 @@ def reap_orphans() -> None:
         for pgdata_parent in (folder, folder / "data", folder / "data" / "demo"):
             kill_postgres_of(pgdata_parent)
         shutil.rmtree(folder, ignore_errors=True)
+    reap_moved_clusters()
+
+
+def reap_moved_clusters() -> None:
+    """Clusters a root daemon moved out of a data dir under a private folder (see db.py's
+    CLUSTER_HOMES) outlive that data dir: drop those whose data dir is gone."""
+    from streamerhub.db import CLUSTER_HOMES, HOME_MARK
+
+    for home in CLUSTER_HOMES.glob("*") if CLUSTER_HOMES.is_dir() else ():
+        try:
+            data_dir = Path((home / HOME_MARK).read_text().strip())
+        except OSError:
+            continue
+        if not data_dir.exists():
+            kill_postgres_of(home)
+            shutil.rmtree(home, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:
@@ -229,6 +245,9 @@ def daemon_factory() -> Iterator:
     The folder is outside pytest's basetemp for the reason given in pg_cluster.
     """
     folder = Path(tempfile.mkdtemp(prefix=f"{TEST_PREFIX}daemon-"))
+    # Traversable, as an admin would leave a data dir's parent: the cluster then stays in the data
+    # dir (under a private parent a root daemon moves it away; test_hardening covers that).
+    folder.chmod(0o711)
     (folder / OWNER_FILE).write_text(str(os.getpid()))
     made: list[Daemon] = []
 

@@ -243,5 +243,5 @@ def test_cli_export_writes_csv_and_json_to_stdout(
     assert [p["start_local"][11:16] for p in series] == ["00:00", "01:00", "03:00"]  # 3 real hours
     assert main(["export", "sessions", *base, "--format", "json"]) == 0
     assert json.loads(capsysbinary.readouterr().out)[0]["stream_id"] == "night"
-    assert main(["export", "events", *base, "--from", "yesterday"]) == 1
+    assert main(["export", "events", *base, "--from", "yesterday"]) == 2  # a usage error
     assert b"--from 'yesterday'" in capsysbinary.readouterr().err

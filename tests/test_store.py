@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -488,3 +489,4 @@ async def test_database_server_stopped_and_started(tmp_path: Path) -> None:
             await db.close()
     finally:
         await cluster.stop()
+        shutil.rmtree(cluster.pgdata.parent, ignore_errors=True)  # moved out of tmp_path as root

@@ -15,7 +15,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from streamerhub.errors import StreamerHubError
+from streamerhub.errors import InvalidInput
 
 UTC = timezone.utc
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -23,9 +23,23 @@ BUCKET_SIZES = ("hour", "day", "week", "month")
 PERIOD_KINDS = ("day", "week", "month", "all", "custom")
 ROLLUP_LEVELS = (86400, 3600, 900)  # the resolutions kept by migration 0003, coarsest first
 RAW = 0  # a piece read from the typed rows themselves
+# The most buckets one chart or series export may have (20 days by the hour, 16 months by the
+# day, 9 years by the week, 41 by the month): building and filling them (queries.time_series,
+# rollups._pieces) runs on the event loop in one step of ~40-90 µs a bucket on a busy machine
+# (1000 buckets held it ~45 ms), and that loop also reads capture's EventSub socket.
+MAX_BUCKETS = 500
+# Days a user may type: nothing was captured before 1970, and near year 9999 a day's end or a
+# zone shift overflows Python's calendar.
+FIRST_YEAR, LAST_YEAR = 1970, 9000
+_APPROX_BUCKET = {
+    "hour": timedelta(hours=1),
+    "day": timedelta(days=1),
+    "week": timedelta(days=7),
+    "month": timedelta(days=30.436875),  # the mean Gregorian month: about right, not a bound
+}
 
 
-class PeriodError(StreamerHubError):
+class PeriodError(InvalidInput):
     """A period that cannot be built (unknown kind, empty or reversed range)."""
 
 
@@ -100,10 +114,17 @@ class Calendar:
         raise PeriodError(f"unknown bucket size {size!r}: one of {', '.join(BUCKET_SIZES)}")
 
     def buckets(self, start: datetime, end: datetime, size: str) -> list["Bucket"]:
-        """The buckets covering [start, end), the first and last clipped to the range."""
+        """The buckets covering [start, end), the first and last clipped to the range; PeriodError
+        past MAX_BUCKETS (checked before any is built)."""
         out: list[Bucket] = []
         lo = _aware(start).astimezone(UTC)
         end = _aware(end).astimezone(UTC)
+        count = estimate_buckets(lo, end, size)
+        if count > MAX_BUCKETS:
+            raise PeriodError(
+                f"{count} {size} buckets is more than the limit of {MAX_BUCKETS}: "
+                "choose a shorter range or a larger bucket"
+            )
         while lo < end:
             hi = min(self.next_start(lo, size), end)
             out.append(Bucket(lo, hi, self.local(lo)))
@@ -182,6 +203,14 @@ class Period:
         }
 
 
+def estimate_buckets(start: datetime, end: datetime, size: str) -> int:
+    """About how many `size` buckets [start, end) holds (+2 for the clipped edges)."""
+    step = _APPROX_BUCKET.get(size)
+    if step is None:
+        raise PeriodError(f"unknown bucket size {size!r}: one of {', '.join(BUCKET_SIZES)}")
+    return max(0, (end - start) // step + 2)
+
+
 def choose_bucket(start: datetime, end: datetime) -> str:
     """Hours up to 3 days, days up to ~3 months, weeks up to 2 years, then months."""
     span = end - start
@@ -211,7 +240,7 @@ def custom_period(cal: Calendar, first_day: date, last_day: date) -> Period:
     if last_day < first_day:
         raise PeriodError(f"the range {first_day} … {last_day} ends before it starts")
     start, end = cal.day_start(first_day), cal.day_start(last_day + timedelta(days=1))
-    return Period("custom", start, end, choose_bucket(start, end), cal)
+    return _within_limit(Period("custom", start, end, choose_bucket(start, end), cal))
 
 
 DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -223,9 +252,15 @@ def parse_day(text: str, label: str) -> date:
     value = text.strip()
     if DAY.fullmatch(value):
         try:
-            return date.fromisoformat(value)
+            day = date.fromisoformat(value)
         except ValueError:
             pass
+        else:
+            if not FIRST_YEAR <= day.year <= LAST_YEAR:
+                raise PeriodError(
+                    f"{label}: {text!r}: the year must be between {FIRST_YEAR} and {LAST_YEAR}."
+                )
+            return day
     raise PeriodError(f"{label}: {text!r} is not a date like 2025-06-01.")
 
 
@@ -235,6 +270,17 @@ def range_period(cal: Calendar, start: datetime, end: datetime) -> Period:
     if end <= start:
         raise PeriodError(f"the range {start.isoformat()} … {end.isoformat()} is empty")
     return Period("custom", start, end, choose_bucket(start, end), cal)
+
+
+def _within_limit(period: Period) -> Period:
+    """Refuse a range too long for its charts before anything is built from it."""
+    count = estimate_buckets(period.start, period.end, period.bucket)
+    if count > MAX_BUCKETS:
+        raise PeriodError(
+            f"{period.start.date()} … {period.end.date()} is {count} {period.bucket} buckets, "
+            f"more than the limit of {MAX_BUCKETS}: choose a shorter range"
+        )
+    return period
 
 
 def all_time_period(cal: Calendar, first: datetime | None, now: datetime | None = None) -> Period:

@@ -8,8 +8,14 @@ import sys
 from datetime import datetime
 from typing import TYPE_CHECKING, BinaryIO
 
-from streamerhub.analytics.export import FORMATS, KINDS, ExportRequest, open_export
-from streamerhub.analytics.periods import BUCKET_SIZES, Calendar
+from streamerhub.analytics.export import (
+    FORMATS,
+    KINDS,
+    ExportRequest,
+    check_request,
+    open_export,
+)
+from streamerhub.analytics.periods import BUCKET_SIZES, UTC, Calendar
 from streamerhub.config import Settings
 
 if TYPE_CHECKING:
@@ -64,6 +70,9 @@ async def run_export(
     from streamerhub.db import open_database
 
     request = ExportRequest(args.what, args.format, args.start, args.end, args.channel, args.bucket)
+    names = ("--from", "--to")
+    # A typo in a date is reported at once, before a database is started or reached.
+    check_request(Calendar.from_settings(settings), request, names, now or datetime.now(UTC))
     prepare_data_dir(settings.data_dir)
     async with open_database(settings, own_cluster=False) as db:
         await db.check_not_newer()
@@ -73,7 +82,7 @@ async def run_export(
             lambda: all_channels(db),
             request,
             now,
-            names=("--from", "--to"),
+            names=names,
         )
         async for chunk in chunks:
             out.write(chunk)

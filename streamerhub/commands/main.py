@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Awaitable, Callable, Sequence
 
 from streamerhub import __version__
 from streamerhub.config import Settings, load_settings
-from streamerhub.errors import ConfigError, StreamerHubError
+from streamerhub.errors import ConfigError, InvalidInput, StreamerHubError
 from streamerhub.log import setup_logging
 
 if TYPE_CHECKING:  # imported lazily at run time: most commands need no database
@@ -165,6 +165,9 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Every file and folder the daemon, its tools and its FFmpeg children create is private
+    # (0600/0700): spool, videos, logs. What must be shared is opened explicitly.
+    os.umask(0o077)
     if argv[:1] == ["fake-twitch"]:
         from streamerhub.fake_twitch.__main__ import main as fake_main
 
@@ -177,6 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args, settings)
     except ConfigError as exc:
         print(f"streamerhub: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except InvalidInput as exc:  # what the user typed (a bad date, range or bucket): usage error
+        print(f"streamerhub: error: {exc}", file=sys.stderr)
         return 2
     except StreamerHubError as exc:
         print(f"streamerhub: error: {exc}", file=sys.stderr)

@@ -31,6 +31,7 @@ def setup_web(
         ]
     )
     render.setup_templates(app)
+    security.quiet_bad_requests()
 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         app[SERVICES] = resolve(app)

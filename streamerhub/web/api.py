@@ -39,6 +39,8 @@ UPLOAD_CHUNK = 256 * 1024
 JobT = TypeVar("JobT")
 JobT_co = TypeVar("JobT_co", covariant=True)
 FORM_FIELDS = ("video_kbps", "audio_kbps")
+MAX_ID = 2**63 - 1  # PostgreSQL bigint
+MAX_DEPTH = 32  # JSON nesting a request body may have
 # The status of a StreamerHubError, by class, most specific first (TooLarge is an InvalidInput);
 # any other StreamerHubError is a 400.
 STATUS_OF_ERROR: tuple[tuple[type[StreamerHubError], int], ...] = (
@@ -187,16 +189,48 @@ def _ms(request: web.Request) -> MultistreamApi[Any]:
 
 
 def _id(request: web.Request, name: str = "id") -> int:
-    return int(request.match_info[name])
+    value = int(request.match_info[name])
+    if value > MAX_ID:  # no row has it, and PostgreSQL's bigint would refuse it with a 500
+        raise web.HTTPNotFound(text=f"{name}: no such id (ids are at most {MAX_ID})")
+    return value
 
 
 async def _body(request: web.Request) -> Any:
     if not request.can_read_body:
         return {}
     try:
-        return await request.json()
+        body = await request.json()
+    except RecursionError:
+        raise web.HTTPBadRequest(
+            text=f"the request body nests deeper than {MAX_DEPTH} levels"
+        ) from None
     except ValueError:
         raise web.HTTPBadRequest(text="the request body is not valid JSON") from None
+    check_text(body, "body")
+    return body
+
+
+def check_text(value: Any, where: str, depth: int = 0) -> None:
+    """Refuse what no stored text may hold: NUL (PostgreSQL text cannot), lone surrogates (not
+    UTF-8), nesting deeper than MAX_DEPTH. The 400 names the field."""
+    if depth > MAX_DEPTH:
+        raise web.HTTPBadRequest(text=f"{where}: nests deeper than {MAX_DEPTH} levels")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_text(key, where, depth + 1)
+            check_text(item, f"{key}" if where == "body" else f"{where}.{key}", depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            check_text(item, f"{where}[{index}]", depth + 1)
+    elif isinstance(value, str):
+        if "\x00" in value:
+            raise web.HTTPBadRequest(text=f"{where}: contains a NUL character")
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise web.HTTPBadRequest(
+                text=f"{where}: is not valid Unicode (lone surrogate)"
+            ) from None
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -353,6 +387,8 @@ async def export(request: web.Request) -> web.StreamResponse:
     """GET /export/{kind}?from=&to=&format=&channel=&bucket= — the same as `streamerhub export`,
     streamed in constant memory; a bad parameter is a 400 before any byte is sent."""
     query, kind = request.query, request.match_info["kind"]
+    for name, value in query.items():
+        check_text(value, name)
     wanted = ExportRequest(
         kind,
         query.get("format", "csv"),
@@ -366,6 +402,7 @@ async def export(request: web.Request) -> web.StreamResponse:
         headers={
             "Content-Type": media_type(wanted.fmt),
             "Content-Disposition": f'attachment; filename="streamerhub-{kind}.{wanted.fmt}"',
+            "Cache-Control": "no-store",  # streamed: the headers middleware comes too late
         }
     )
     await response.prepare(request)

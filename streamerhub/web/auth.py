@@ -95,11 +95,14 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     """Resolve the signed-in user; refuse state-changing requests without a valid CSRF token.
 
     A request carrying `Authorization` is an API client (Bearer token): a browser cannot add that
-    header to a cross-site request, and the API checks the token itself.
+    header to a cross-site request, and the API checks the token itself. Such a request stands on
+    its header alone: the cookie's user is not taken, so `Authorization: Basic junk` next to the
+    owner's cookie cannot skip the CSRF check and still act as the owner.
     """
     session = await get_session(request)
-    request[CURRENT] = await _session_user(request, session)
-    if request.method not in SAFE_METHODS and "Authorization" not in request.headers:
+    api_client = "Authorization" in request.headers
+    request[CURRENT] = None if api_client else await _session_user(request, session)
+    if request.method not in SAFE_METHODS and not api_client:
         presented = await presented_csrf(request)
         if not same_origin(request) or not csrf_matches(session.get("csrf"), presented):
             log.warning("csrf_refused", path=request.path, method=request.method)
@@ -272,13 +275,15 @@ async def announce_setup_link(settings: Settings, store: UserStore) -> str | Non
         forget_setup_token(settings.data_dir)
         return None
     link = f"{dashboard_url(settings)}/setup/{setup_token(settings.data_dir)}"
+    # The link is a password until used: printed for the person starting the daemon, never
+    # logged (logs are shipped and read by others); the log only says where to find it.
     print(
         f"\n  StreamerHub is not set up yet. Open this link to choose the owner's password:\n"
         f"    {link}\n  (it works once; it is also in {settings.data_dir / SETUP_TOKEN_FILE})\n",
         file=sys.stderr,
         flush=True,
     )
-    log.info("setup_link", url=link)
+    log.info("setup_link_printed", token_file=str(settings.data_dir / SETUP_TOKEN_FILE))
     return link
 
 

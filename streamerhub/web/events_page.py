@@ -99,6 +99,7 @@ async def events_export(request: web.Request) -> web.StreamResponse:
         headers={
             "Content-Type": media_type(fmt),
             "Content-Disposition": f'attachment; filename="streamerhub-events-{stamp}.{fmt}"',
+            "Cache-Control": "no-store",
         }
     )
     await response.prepare(request)

@@ -3,7 +3,6 @@ logout. Twitch sign-in lives in twitch_oauth.py."""
 
 from __future__ import annotations
 
-import asyncio
 from urllib.parse import urlsplit
 
 import aiohttp_jinja2
@@ -18,8 +17,9 @@ from streamerhub.web.auth import (
     sign_out,
 )
 from streamerhub.web.context import services
-from streamerhub.web.security import LoginThrottle
+from streamerhub.web.security import LoginThrottle, client_address, public_url
 from streamerhub.web.users import (
+    LOGIN_RE,
     UserError,
     UserStore,
     check_login,
@@ -106,7 +106,8 @@ async def login_page(request: web.Request) -> web.StreamResponse:
         "login.html",
         request,
         {
-            "error": request.query.get("error"),
+            # Never text from the query string: a crafted link must not put words on our page.
+            "error": None,
             "login": "",
             "next": safe_next(request.query.get("next")),
             "needs_setup": needs_setup,
@@ -117,33 +118,38 @@ async def login_page(request: web.Request) -> web.StreamResponse:
 
 async def login_submit(request: web.Request) -> web.StreamResponse:
     """POST /login: check the password; each failure slows the next attempts for this client
-    and this login (3 free, then 1, 2, 4 … s, up to 30 s)."""
+    and this login (3 free, then 1, 2, 4 … s, up to 30 s), attempts queued one at a time."""
     form = await request.post()
     login = str(form.get("login", "")).strip().lower()
+    password = str(form.get("password", ""))
     next_url = safe_next(str(form.get("next", "/")))
+    svc = services(request)
     throttle = request.app[THROTTLE]
-    keys = [f"ip:{request.remote}", f"login:{login}"]
-    wait = throttle.delay(keys)
-    if wait:
-        await asyncio.sleep(wait)
-    found = await UserStore(services(request).db).by_login(login) if login else None
-    if not await verify_password(found[1] if found else None, str(form.get("password", ""))):
-        throttle.failed(keys)
-        log.warning("web_login_failed", login=login, remote=request.remote, delay_s=wait)
+    client = client_address(request, behind_proxy=public_url(svc.settings) is not None)
+    # A login that no account can have (NUL, surrogates, 10 kB) is a wrong login, not a 500:
+    # it still costs one hash and one throttled attempt, like any unknown name.
+    name = login if LOGIN_RE.fullmatch(login) else ""
+    async with throttle.attempt(client, name) as wait:
+        found = await UserStore(svc.db).by_login(name) if name else None
+        if await verify_password(found[1] if found else None, password):
+            throttle.succeeded(client, name)
+        else:
+            throttle.failed(client, name)
+            found = None
+    if found is None:
+        log.warning("web_login_failed", login=name or "(invalid)", remote=client, delay_s=wait)
         return aiohttp_jinja2.render_template(
             "login.html",
             request,
             {
                 "error": "Wrong login or password.",
-                "login": login,
+                "login": name,
                 "next": next_url,
                 "needs_setup": False,
                 "twitch": _twitch_ready(request),
             },
             status=401,
         )
-    throttle.succeeded(keys)
-    assert found is not None
     await sign_in(request, found[0], "password")
     raise web.HTTPSeeOther(next_url)
 

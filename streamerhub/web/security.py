@@ -3,13 +3,18 @@ and the slow-down applied to repeated failed logins."""
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import contextlib
 import hmac
+import logging
 import secrets
 import time
-from typing import Callable, Iterable
+from typing import AsyncIterator, Callable, Iterable
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler, Middleware
 
 from streamerhub.config import Settings
@@ -34,6 +39,10 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }
+
+# Pages, API answers and exports can show a signed-in user's data: no shared or back-button cache
+# may keep them (static files are the only cacheable answers).
+NO_STORE = "no-store"
 
 
 def public_url(settings: Settings) -> str | None:
@@ -94,10 +103,13 @@ async def headers_middleware(request: web.Request, handler: Handler) -> web.Stre
         response = await handler(request)
     except web.HTTPException as exc:
         exc.headers.update(SECURITY_HEADERS)
+        exc.headers.setdefault("Cache-Control", NO_STORE)
         raise
     if not response.prepared:
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
+        if not request.path.startswith("/static/"):
+            response.headers.setdefault("Cache-Control", NO_STORE)
         response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.2f}"
     return response
 
@@ -136,8 +148,15 @@ def same_origin(request: web.Request) -> bool:
 
 
 class LoginThrottle:
-    """Each failure for a client or a login delays that key's next attempts: 3 free, then
-    1, 2, 4 … s up to `cap`; forgotten after `window` s without failures or on success."""
+    """Each failure for a client or a login delays that key's next attempts: `free` free, then
+    base × 1, 2, 4 … s up to `cap`; forgotten after `window` s without failures or on success.
+
+    Attempts are serialised per client and per login (the delay is waited holding both queues),
+    so parallel requests cannot all slip through before the first failure is counted. A client
+    that signed in to a login before skips that login's queue and the global ceiling, so others'
+    failures cannot lock the owner out of their usual client. Past `ceiling` failures within the
+    window across all keys, every other attempt waits the full `cap`.
+    """
 
     def __init__(
         self,
@@ -145,9 +164,51 @@ class LoginThrottle:
         cap: float = 30.0,
         window: float = 900.0,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        base: float = 1.0,
+        ceiling: int = 200,
     ) -> None:
         self.free, self.cap, self.window, self.clock = free, cap, window, clock
+        self.base, self.ceiling = base, ceiling
         self._failures: dict[str, tuple[int, float]] = {}
+        self._recent: collections.deque[float] = collections.deque()
+        self._trusted: dict[tuple[str, str], float] = {}
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def attempt(self, client: str, login: str) -> AsyncIterator[float]:
+        """Queue behind earlier attempts of this client and login, wait the delay; yields it."""
+        trusted = (client, login) in self._trusted
+        keys = [f"ip:{client}"] + ([] if trusted else [f"login:{login}"])
+        async with contextlib.AsyncExitStack() as stack:
+            for key in sorted(keys):  # one order everywhere: no two attempts deadlock
+                await stack.enter_async_context(self._queue(key))
+            wait = self.delay(keys)
+            if not trusted and self._over_ceiling():
+                wait = self.cap
+            if wait:
+                await asyncio.sleep(wait)
+            yield wait
+
+    @contextlib.asynccontextmanager
+    async def _queue(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users <= 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    def _over_ceiling(self) -> bool:
+        horizon = self.clock() - self.window
+        while self._recent and self._recent[0] < horizon:
+            self._recent.popleft()
+        return len(self._recent) >= self.ceiling
 
     def delay(self, keys: Iterable[str]) -> float:
         now = self.clock()
@@ -158,11 +219,14 @@ class LoginThrottle:
                 self._failures.pop(key, None)
                 continue
             worst = max(worst, count)
-        return 0.0 if worst < self.free else min(self.cap, 2.0 ** (worst - self.free))
+        if worst < self.free:
+            return 0.0
+        return min(self.cap, self.base * 2.0 ** min(worst - self.free, 32))
 
-    def failed(self, keys: Iterable[str]) -> None:
+    def failed(self, client: str, login: str) -> None:
         now = self.clock()
-        for key in keys:
+        self._recent.append(now)
+        for key in (f"ip:{client}", f"login:{login}"):
             count, _ = self._failures.get(key, (0, now))
             self._failures[key] = (count + 1, now)
         if len(self._failures) > 10_000:  # a flood of made-up logins must not eat memory
@@ -170,6 +234,45 @@ class LoginThrottle:
             for key in oldest:
                 del self._failures[key]
 
-    def succeeded(self, keys: Iterable[str]) -> None:
-        for key in keys:
-            self._failures.pop(key, None)
+    def succeeded(self, client: str, login: str) -> None:
+        self._failures.pop(f"ip:{client}", None)
+        self._failures.pop(f"login:{login}", None)
+        self._trusted[(client, login)] = self.clock()
+        if len(self._trusted) > 1_000:
+            oldest = sorted(self._trusted, key=lambda k: self._trusted[k])[:500]
+            for pair in oldest:
+                del self._trusted[pair]
+
+
+def client_address(request: web.Request, behind_proxy: bool) -> str:
+    """Who is asking, for the sign-in throttle. Behind a reverse proxy on this machine ([web]
+    public_url set, the peer a loopback address) every request comes from the proxy, so the
+    address the proxy appended to X-Forwarded-For (its last entry) names the client; a client
+    cannot forge that entry, only the ones before it."""
+    peer = request.remote or ""
+    forwarded = request.headers.get("X-Forwarded-For", "")
+    if behind_proxy and forwarded and peer in ("127.0.0.1", "::1"):
+        last = forwarded.rsplit(",", 1)[-1].strip()
+        if last:
+            return last[:64]
+    return peer
+
+
+class QuietBadRequests(logging.Filter):
+    """aiohttp logs every malformed request (bad request line, header, chunking) at error level
+    with a traceback: anyone could fill the log with them. They are the client's mistake and
+    aiohttp already answered 400, so they become one info line without the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = "http_bad_request: %s", (str(exc.message)[:200],)
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_bad_requests() -> None:
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, QuietBadRequests) for f in server.filters):
+        server.addFilter(QuietBadRequests())

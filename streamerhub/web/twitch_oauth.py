@@ -147,32 +147,44 @@ async def _failed(request: web.Request, purpose: str | None, message: str) -> we
 async def _user_for(
     request: web.Request, purpose: str, token: str, identity: TwitchIdentity
 ) -> User:
-    """The dashboard user this Twitch account signs in as, creating it when allowed."""
+    """The dashboard user this Twitch account signs in as, creating it when allowed.
+
+    Matched by Twitch user id: a login name can be changed and then taken by someone else, who
+    must not inherit the role that went with it. A user the owner added by login is bound to the
+    id of the first account signing in under that name.
+    """
     svc = services(request)
     store = UserStore(svc.db)
-    login = identity.login.lower()
+    login, twitch_id = identity.login.lower(), identity.user_id
     if purpose == "setup":
         if await store.owner_exists() or not setup_token_matches(svc.settings.data_dir, token):
             raise TwitchLoginError("The setup link was already used: sign in instead.")
-        user = await store.create(login, "owner", twitch_login=login)
+        user = await store.create(login, "owner", twitch_login=login, twitch_user_id=twitch_id)
         forget_setup_token(svc.settings.data_dir)
         return user
-    existing = await store.by_twitch_login(login)
-    if existing:
+    if existing := await store.by_twitch_id(twitch_id):
         return existing
-    role = await allowed_role(svc, login)
+    added = await store.by_twitch_login(login)
+    if added is not None and added.twitch_user_id is None:
+        return await store.bind_twitch(added, twitch_id, login)
+    role = await allowed_role(svc, login, twitch_id)
     if role is None:
         raise TwitchLoginError(
             f"The Twitch account {login!r} is not allowed to sign in here. "
             "The owner can add it on the Settings page."
         )
     name = login if await store.by_login(login) is None else f"{login}-twitch"
-    return await store.create(name, role, twitch_login=login)
+    # The name may be held by an account that was renamed since: this one gets no login tie.
+    tie = None if added is not None else login
+    return await store.create(name, role, twitch_login=tie, twitch_user_id=twitch_id)
 
 
-async def allowed_role(svc: Services, login: str) -> str | None:
-    """Owner for a connected channel's own login, viewer for [web] twitch_logins, else None."""
-    if svc.channel_link is not None and await svc.channel_link.is_channel_login(login):
+async def allowed_role(svc: Services, login: str, twitch_id: str) -> str | None:
+    """Owner for a connected (or once connected) channel's own account, by id; viewer for
+    [web] twitch_logins (names the owner typed); else None."""
+    overview = svc.twitch_overview
+    channels = await overview.channels() if overview is not None else []
+    if any(c.channel_id == twitch_id for c in channels):
         return "owner"
     allowed = {name.strip().lower() for name in svc.settings.web.twitch_logins}
     return "viewer" if login in allowed else None

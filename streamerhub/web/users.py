@@ -21,6 +21,7 @@ MIN_PASSWORD = 10
 _HASHER = PasswordHasher()  # argon2id, 64 MiB, t=3: ~50 ms per check on this machine
 # Verifying an unknown login still costs one hash, so timing does not reveal which logins exist.
 _DUMMY_HASH = _HASHER.hash("streamerhub-dummy-password")
+MAX_USER_ID = 2**63 - 1  # web_users.id is a bigint
 LOGIN_RE = re.compile(r"[a-z0-9_][a-z0-9_.-]{0,63}")
 
 
@@ -36,6 +37,7 @@ class User:
     has_password: bool
     twitch_login: str | None
     last_login_at: dt.datetime | None
+    twitch_user_id: str | None = None  # bound at the first Twitch sign-in
 
     @property
     def is_owner(self) -> bool:
@@ -59,6 +61,7 @@ def _user(row: asyncpg.Record) -> User:
         row["password_hash"] is not None,
         row["twitch_login"],
         row["last_login_at"],
+        row["twitch_user_id"],
     )
 
 
@@ -74,6 +77,8 @@ def check_password(password: str, confirm: str | None = None) -> str:
         raise UserError(f"Password: at least {MIN_PASSWORD} characters.")
     if len(password) > 1024:
         raise UserError("Password: at most 1024 characters.")
+    if not _encodable(password) or "\x00" in password:
+        raise UserError("Password: no NUL characters or broken Unicode (lone surrogates).")
     if confirm is not None and confirm != password:
         raise UserError("The two passwords differ: type the same password twice.")
     return password
@@ -84,7 +89,18 @@ async def hash_password(password: str) -> str:
     return await asyncio.to_thread(_HASHER.hash, password)
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 async def verify_password(stored: str | None, password: str) -> bool:
+    if len(password) > 1024 or not _encodable(password):
+        password = ""  # no account has it; still one hash, so the timing says nothing
+
     def check() -> bool:
         try:
             return _HASHER.verify(stored or _DUMMY_HASH, password) and stored is not None
@@ -122,8 +138,27 @@ class UserStore:
             row = await conn.fetchrow(BY_TWITCH_LOGIN, twitch_login.lower())
         return _user(row) if row else None
 
+    async def by_twitch_id(self, twitch_user_id: str) -> User | None:
+        async with self.db.pool.acquire() as conn:
+            row = await conn.fetchrow(BY_TWITCH_ID, twitch_user_id)
+        return _user(row) if row else None
+
+    async def bind_twitch(self, user: User, twitch_user_id: str, twitch_login: str) -> User:
+        """Tie a user added by Twitch login (never signed in with Twitch) to the account's id;
+        UserError when another sign-in tied it first."""
+        async with self.db.pool.acquire() as conn:
+            row = await conn.fetchrow(BIND_TWITCH, user.id, twitch_user_id, twitch_login.lower())
+        if row is None:
+            raise UserError("This Twitch login is already tied to another Twitch account.")
+        return _user(row)
+
     async def create(
-        self, login: str, role: str, password: str | None = None, twitch_login: str | None = None
+        self,
+        login: str,
+        role: str,
+        password: str | None = None,
+        twitch_login: str | None = None,
+        twitch_user_id: str | None = None,
     ) -> User:
         """Add a user; UserError when the login (or Twitch login) is taken."""
         if role not in ROLES:
@@ -137,6 +172,7 @@ class UserStore:
                     role,
                     hashed,
                     twitch_login.lower() if twitch_login else None,
+                    twitch_user_id,
                 )
         except asyncpg.UniqueViolationError:
             raise UserError(
@@ -152,6 +188,8 @@ class UserStore:
             await conn.execute(END_USER_SESSIONS, user_id)
 
     async def delete(self, user_id: int) -> None:
+        if user_id > MAX_USER_ID:  # no row has it, and bigint would refuse it with a 500
+            raise UserError("No such user.")
         async with self.db.pool.acquire() as conn:
             role = await conn.fetchval("SELECT role FROM web_users WHERE id = $1", user_id)
             owners = await conn.fetchval("SELECT count(*) FROM web_users WHERE role = 'owner'")
@@ -198,8 +236,14 @@ OWNER_EXISTS = "SELECT EXISTS (SELECT 1 FROM web_users WHERE role = 'owner')"
 LIST_USERS = "SELECT * FROM web_users ORDER BY role, login"
 BY_LOGIN = "SELECT * FROM web_users WHERE login = $1"
 BY_TWITCH_LOGIN = "SELECT * FROM web_users WHERE twitch_login = $1"
+BY_TWITCH_ID = "SELECT * FROM web_users WHERE twitch_user_id = $1"
+BIND_TWITCH = """
+UPDATE web_users SET twitch_user_id = $2, twitch_login = $3, updated_at = now()
+ WHERE id = $1 AND twitch_user_id IS NULL
+RETURNING *"""
 CREATE_USER = """
-INSERT INTO web_users (login, role, password_hash, twitch_login) VALUES ($1, $2, $3, $4)
+INSERT INTO web_users (login, role, password_hash, twitch_login, twitch_user_id)
+VALUES ($1, $2, $3, $4, $5)
 RETURNING *"""
 SET_PASSWORD = "UPDATE web_users SET password_hash = $2, updated_at = now() WHERE id = $1"
 END_USER_SESSIONS = "DELETE FROM web_sessions WHERE user_id = $1"
