@@ -38,6 +38,12 @@ def _timezone(value: str) -> str | None:
     return None
 
 
+def _absolute_paths(value: list[Any]) -> str | None:
+    if not all(isinstance(v, str) and os.path.isabs(v) for v in value):
+        return 'must be a list of absolute folder paths, e.g. ["/srv/videos"]'
+    return None
+
+
 def _url(*schemes: str, empty_ok: bool = True) -> Callable[[str], str | None]:
     def check(value: str) -> str | None:
         if not value and empty_ok:
@@ -243,6 +249,15 @@ SETTINGS: tuple[Setting, ...] = (
         "Default audio bitrate (kbit/s) of prepared videos.",
         _range(32, 512),
     ),
+    Setting(
+        "library",
+        "import_dirs",
+        list,
+        [],
+        "Absolute folders whose videos may be imported by server path (the daemon's FFmpeg "
+        "reads them); empty turns import by path off, so no request can make it open any file.",
+        _absolute_paths,
+    ),
 )
 
 _BY_NAME = {(s.section, s.key): s for s in SETTINGS}
@@ -301,6 +316,11 @@ class FFmpegSettings:
     audio_kbps: int
 
 
+@dataclass(frozen=True)
+class LibrarySettings:
+    import_dirs: list[str]
+
+
 # One typed view per [section] of SETTINGS; a test holds the two in step.
 SECTIONS: dict[str, type] = {
     "general": GeneralSettings,
@@ -310,6 +330,7 @@ SECTIONS: dict[str, type] = {
     "twitch": TwitchSettings,
     "analytics": AnalyticsSettings,
     "ffmpeg": FFmpegSettings,
+    "library": LibrarySettings,
 }
 
 
@@ -352,6 +373,10 @@ class Settings:
     @functools.cached_property
     def ffmpeg(self) -> FFmpegSettings:
         return self._section("ffmpeg", FFmpegSettings)
+
+    @functools.cached_property
+    def library(self) -> LibrarySettings:
+        return self._section("library", LibrarySettings)
 
 
 def find_config(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:

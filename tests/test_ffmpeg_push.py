@@ -29,6 +29,7 @@ from streamerhub.ffmpeg.probe import probe
 from streamerhub.ffmpeg.progress import FailureClass
 from streamerhub.ffmpeg.status import TargetState, TargetStatus
 from streamerhub.ffmpeg.supervisor import TargetRunner
+from streamerhub.ffmpeg.targets import check_url, output_url
 
 pytestmark = [pytest.mark.ffmpeg, pytest.mark.usefixtures("no_leftover_ffmpeg")]
 
@@ -345,3 +346,20 @@ async def until_quiet(runner: TargetRunner, quiet: float, timeout: float) -> Non
         await asyncio.sleep(0.1)
         if runner.status.out_time != last:
             last, since = runner.status.out_time, time.monotonic()
+
+
+async def test_children_get_no_daemon_secrets_and_an_upper_case_scheme_streams(
+    media_set: MediaSet, servers, runners, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "twitch-client-secret-4f9a7c"
+    monkeypatch.setenv("STREAMERHUB_TWITCH_CLIENT_SECRET", secret)
+    monkeypatch.setenv("STREAMERHUB_DATABASE_URL", f"postgresql://u:{secret}@h/db")
+    ingest = await servers(keys={KEY_A})
+    # What a user typed: RTMP:// crash-looped before (FFmpeg: "Protocol not found").
+    url = output_url(check_url(ingest.url.replace("rtmp://", "RTMP://")), KEY_A)
+    runner = runners(ffmpeg_exe(), url, [media_set.ready])
+    await until(lambda: runner.status.state is TargetState.LIVE, 10)
+    assert runner.status.pid is not None
+    environ = Path(f"/proc/{runner.status.pid}/environ").read_bytes()
+    assert secret.encode() not in environ and b"STREAMERHUB_" not in environ
+    assert b"PATH=" in environ  # the rest of the environment is kept

@@ -147,7 +147,12 @@ def new_multistream(
             raise RuntimeError("Twitch said 400: category not found")
         return "title, category and tags updated"
 
-    settings = make_settings(tmp_path, config or '[general]\ntimezone = "Europe/Paris"\n')
+    # Import by path reads only from import_dirs: the session's temporary folder holds both
+    # the shared media set and each test's own files.
+    config = config or '[general]\ntimezone = "Europe/Paris"\n'
+    if "[library]" not in config:
+        config += f'[library]\nimport_dirs = ["{tmp_path.parent}"]\n'
+    settings = make_settings(tmp_path, config)
     return Multistream(settings, policy=FAST, timing=timing, channel_updater=set_channel_info)
 
 
@@ -488,6 +493,7 @@ async def test_job_rules(multistream: Multistream, media_set: MediaSet) -> None:
     ms = multistream
     async with RtmpServer() as server:
         target = await add_target(ms, "t", server, "rules-key-0001")
+        await ms.library.stop()  # the video stays unprobed: a job may wait for it
         video = (await ms.library.import_path({"path": str(media_set.text)})).id
         job = await ms.create_job({"name": "rules", "videos": [video], "targets": [target]})
         with pytest.raises(InvalidInput, match=r"video \d+ \(notes.mp4\) is not ready"):
@@ -507,12 +513,33 @@ async def test_job_rules(multistream: Multistream, media_set: MediaSet) -> None:
         await ms.targets.delete(target)
 
 
+async def test_a_job_on_a_rejected_video_is_refused_when_created(
+    multistream: Multistream, media_set: MediaSet
+) -> None:
+    # It used to be accepted (201) and to fail only when started, or when its schedule fired.
+    ms = multistream
+    video = (await ms.library.import_path({"path": str(media_set.text)})).id
+    deadline = time.monotonic() + 30
+    while (await ms.library.get(video)).status != "rejected":
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    target = (
+        await ms.targets.create(
+            {"name": "t", "url": "rtmp://127.0.0.1:9/live", "stream_key": "rej-key-0001"}
+        )
+    ).id
+    with pytest.raises(InvalidInput, match=r"video \d+ \(notes.mp4\) was rejected"):
+        await ms.create_job({"name": "x", "videos": [video], "targets": [target]})
+    assert await ms.jobs.list() == []
+
+
 async def test_the_scheduler_fires_once_per_occurrence_and_ends_runs_at_the_window_end(
     multistream: Multistream, media_set: MediaSet
 ) -> None:
     # Driven with explicit clocks through tick(): no waiting, no FFmpeg (the video is not
     # ready, so a scheduled start fails and says why).
     ms = multistream
+    await ms.library.stop()  # the video stays unprobed, so the job can be created
     video = (await ms.library.import_path({"path": str(media_set.text)})).id
     target = (
         await ms.targets.create(

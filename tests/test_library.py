@@ -27,7 +27,13 @@ pytestmark = [pytest.mark.ffmpeg, pytest.mark.usefixtures("no_leftover_ffmpeg")]
 
 @pytest.fixture
 async def library(db: Database, tmp_path: Path) -> AsyncIterator[Library]:
-    lib = Library(db, tmp_path / "data", ffmpeg_exe(), max_upload_bytes=3_000_000)
+    lib = Library(
+        db,
+        tmp_path / "data",
+        ffmpeg_exe(),
+        max_upload_bytes=3_000_000,
+        import_dirs=[tmp_path.parent],  # the session's temporary folder, media set included
+    )
     await lib.start()
     try:
         yield lib
@@ -180,8 +186,41 @@ async def test_a_playlist_must_share_one_shape(
         await wait_status(library, video_id, "ready")
     with pytest.raises(InvalidInput, match="must share size, frame rate and audio format"):
         await library.ready_files(ids)
+    # Checked when a job is created, naming the videos as the user knows them.
+    with pytest.raises(InvalidInput) as mixed:
+        await library.check_playlist(ids)
+    assert f"video {ids[1]} (wide.mp4) differs from video {ids[0]}" in str(mixed.value)
+    assert "import-" not in str(mixed.value) and "480x240" in str(mixed.value)
     prepared = tmp_path / "data" / (await library.get(ids[1])).prepared_path
     await library.delete(ids[1])
     assert not prepared.exists() and wide.exists()  # an imported original stays where it was
     with pytest.raises(NotFound):
         await library.get(ids[1])
+
+
+async def test_import_is_off_until_a_folder_is_named(db: Database, tmp_path: Path) -> None:
+    lib = Library(db, tmp_path / "data", ffmpeg_exe(), max_upload_bytes=1000)
+    with pytest.raises(
+        InvalidInput, match=r"import by server path is off.*\[library\] import_dirs"
+    ):
+        await lib.import_path({"path": "/etc/passwd"})
+
+
+async def test_import_outside_the_folders_is_refused_and_reveals_nothing(
+    db: Database, tmp_path: Path, media_set: MediaSet
+) -> None:
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "escape.mp4").symlink_to("/etc/passwd")
+    lib = Library(db, tmp_path / "data", ffmpeg_exe(), max_upload_bytes=1000, import_dirs=[allowed])
+    answers = []
+    for path in ("/etc/passwd", "/etc/no-such-file", f"{allowed}/../../etc/passwd"):
+        with pytest.raises(InvalidInput) as refused:
+            await lib.import_path({"path": path})
+        answers.append(str(refused.value))
+    # An existing and a missing file get the same answer: no probing of the server's disk.
+    assert len(set(answers)) == 1 and "only files inside the import folders" in answers[0]
+    with pytest.raises(InvalidInput, match="only files inside the import folders"):
+        await lib.import_path({"path": str(allowed / "escape.mp4")})  # a symlink out
+    with pytest.raises(InvalidInput, match="control character"):
+        await lib.import_path({"path": f"{allowed}/a\x00.mp4"})

@@ -15,7 +15,7 @@ import re
 import shutil
 import signal
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Literal
@@ -74,6 +74,7 @@ def read_version(path: str | os.PathLike[str]) -> str:
             timeout=15,
             check=False,
             stdin=subprocess.DEVNULL,
+            env=child_env(),
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise FFmpegNotFound(
@@ -104,6 +105,16 @@ def _child_setup(parent_pid: int) -> None:
         os._exit(1)
 
 
+def child_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The daemon's environment without its STREAMERHUB_* settings.
+
+    FFmpeg needs none of them, and a secret there (STREAMERHUB_TWITCH_CLIENT_SECRET, a database
+    URL with a password) would be one more copy to leak, through /proc, core dumps or a crash
+    reporter, for every child of a daemon that runs for months."""
+    source = os.environ if environ is None else environ
+    return {k: v for k, v in source.items() if not k.upper().startswith("STREAMERHUB_")}
+
+
 async def spawn(
     argv: list[str],
     *,
@@ -121,6 +132,7 @@ async def spawn(
             stderr=stderr,
             preexec_fn=lambda: _child_setup(parent),
             process_group=0,
+            env=child_env(),
         )
     except OSError as exc:
         raise FFmpegNotFound(f"cannot start {argv[0]}: {exc}") from exc

@@ -146,8 +146,10 @@ class Library:
         max_upload_bytes: int,
         profile: EncodeProfile = DEFAULT_PROFILE,
         publish: Publish | None = None,
+        import_dirs: Sequence[str | os.PathLike[str]] = (),
     ) -> None:
         self.db = db
+        self.import_dirs = [Path(d).resolve() for d in import_dirs]
         self.data_dir = data_dir
         self.folder = data_dir / VIDEOS_DIR
         self.ffmpeg = ffmpeg
@@ -222,15 +224,30 @@ class Library:
         return size
 
     async def import_path(self, body: Any) -> Video:
-        """Add a file already on this machine, probed and prepared where it is."""
+        """Add a file from one of the [library] import_dirs, probed and prepared where it is."""
+        if not self.import_dirs:
+            raise InvalidInput(
+                "path: import by server path is off; name the folder(s) it may read in "
+                "[library] import_dirs in config.toml, or upload the file instead"
+            )
         raw = body.get("path") if isinstance(body, dict) else None
         if not isinstance(raw, str) or not raw.strip():
             raise InvalidInput("path: give the absolute path of a video file on the server")
-        path = Path(raw.strip()).expanduser()
+        if not raw.isprintable():
+            raise InvalidInput("path: contains a control character")
+        path = Path(raw.strip())
         if not path.is_absolute():
             raise InvalidInput(f"path: {raw!r} is not absolute (start it with /)")
+        # Containment is checked on the resolved path (symlinks and .. followed) before anything
+        # else is said about the file, so a refused path reveals nothing about what exists.
+        resolved = path.resolve()
+        if not any(resolved.is_relative_to(folder) for folder in self.import_dirs):
+            folders = ", ".join(str(d) for d in self.import_dirs)
+            raise InvalidInput(
+                f"path: only files inside the import folders ({folders}) can be imported; "
+                "move the file there or add its folder to [library] import_dirs"
+            )
         try:
-            resolved = path.resolve(strict=True)
             size = resolved.stat().st_size
         except OSError as exc:
             raise InvalidInput(f"path: cannot read {path} ({exc.strerror})") from None
@@ -289,13 +306,31 @@ class Library:
                     f"video {video.id} ({video.label}) is not ready to stream "
                     f"(status {video.status}{detail})"
                 )
-        issues = playlist_issues([probe_from_json(v.prepared_probe or {}) for v in videos])
-        if issues:
-            raise InvalidInput(
-                "a playlist plays without re-encoding, so its videos must share "
-                f"size, frame rate and audio format: {issues[0]}"
-            )
+        _check_shapes(videos)
         return [self.data_dir / v.prepared_path for v in videos if v.prepared_path]
+
+    async def check_playlist(self, video_ids: Sequence[int]) -> None:
+        """Refuse, when a job is created or edited, a playlist that could never stream.
+
+        A rejected video, or ready videos of different shapes, used to be found only when the
+        job started: a scheduled job then failed when it fired, with nobody watching. Videos
+        still being prepared are accepted; start checks them again.
+        """
+        videos = []
+        for video_id in video_ids:
+            try:
+                videos.append(await self.get(video_id))
+            except NotFound:
+                raise InvalidInput(
+                    f"videos: one of the ids is not a video in the library ({video_id})"
+                ) from None
+        for video in videos:
+            if video.status == "rejected":
+                raise InvalidInput(
+                    f"videos: video {video.id} ({video.label}) was rejected and can never "
+                    f"stream: {video.reason or 'see the library'}; remove it from the playlist"
+                )
+        _check_shapes([v for v in videos if v.status == "ready" and v.prepared_probe])
 
     # ----------------------------------------------------------------------------- actions
 
@@ -438,6 +473,18 @@ class Library:
             reason,
         )
         self.publish({"type": "video", "id": video_id, "status": status, "reason": reason})
+
+
+def _check_shapes(videos: Sequence[Video]) -> None:
+    """InvalidInput naming the videos (by label) when ready videos cannot play back to back."""
+    probes = [probe_from_json(v.prepared_probe or {}) for v in videos]
+    labels = {str(p.path): f"video {v.id} ({v.label})" for p, v in zip(probes, videos, strict=True)}
+    issues = playlist_issues(probes, labels)
+    if issues:
+        raise InvalidInput(
+            "videos: a playlist plays without re-encoding, so its videos must share "
+            f"size, frame rate and audio format: {issues[0]}"
+        )
 
 
 def _human(size: float) -> str:

@@ -13,7 +13,7 @@ import asyncio
 import itertools
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -407,8 +407,17 @@ def complies(media: MediaProbe, profile: EncodeProfile) -> bool:
     return not compliance_issues(media, profile)
 
 
-def playlist_issues(items: Sequence[MediaProbe]) -> list[str]:
-    """Why these files cannot be played back to back in one copy-mode push (empty: they can)."""
+def playlist_issues(
+    items: Sequence[MediaProbe], names: Mapping[str, str] | None = None
+) -> list[str]:
+    """Why these files cannot be played back to back in one copy-mode push (empty: they can).
+
+    `names` maps a file's path to how the user knows it (internal file names mean nothing).
+    """
+    names = names or {}
+
+    def name(m: MediaProbe) -> str:
+        return names.get(str(m.path), m.path.name)
 
     def shape(m: MediaProbe) -> tuple[object, ...]:
         a = m.audio
@@ -425,7 +434,14 @@ def playlist_issues(items: Sequence[MediaProbe]) -> list[str]:
 
     first = items[0] if items else None
     return [
-        f"{m.path.name} differs from {first.path.name}: {shape(m)} vs {shape(first)}"
+        f"{name(m)} differs from {name(first)}: {_shape_text(shape(m))} "
+        f"vs {_shape_text(shape(first))}"
         for m in items[1:]
         if first is not None and shape(m) != shape(first)
     ]
+
+
+def _shape_text(shape: tuple[object, ...]) -> str:
+    codec, width, height, fps, pix_fmt, acodec, rate, channels = shape
+    audio = f"{acodec} {rate} Hz {channels} ch" if acodec else "no audio"
+    return f"{codec} {width}x{height} {fps} fps {pix_fmt}, {audio}"

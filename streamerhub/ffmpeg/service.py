@@ -128,6 +128,7 @@ class Multistream:
             profile=profile,
             max_upload_bytes=self.settings.ffmpeg.max_upload_bytes,
             publish=self.publish,
+            import_dirs=self.settings.library.import_dirs,
         )
         self._jobs = JobStore(db, self.settings.general.timezone)
         self._schedule = Scheduler(self._jobs, self.start_job, self.stop_job)
@@ -197,12 +198,16 @@ class Multistream:
 
     async def create_job(self, body: Any) -> Job:
         """Store a new job; the scheduler looks at it at once."""
+        if isinstance(body, dict) and isinstance(body.get("videos"), list):
+            await self.library.check_playlist(_ids(body["videos"]))
         job = await self.jobs.create(body)
         self._nudge_scheduler()
         return job
 
     async def update_job(self, job_id: int, body: Any) -> Job:
         """Edit a job; the scheduler looks at it at once."""
+        if isinstance(body, dict) and isinstance(body.get("videos"), list):
+            await self.library.check_playlist(_ids(body["videos"]))
         job = await self.jobs.update(job_id, body)
         self._nudge_scheduler()
         return job
@@ -438,3 +443,8 @@ def _ready(part: T | None) -> T:
     if part is None:
         raise StreamerHubError("multistream is not started yet")
     return part
+
+
+def _ids(values: list[Any]) -> list[int]:
+    """The whole-number ids of a request's list; parse_job explains anything else."""
+    return [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
