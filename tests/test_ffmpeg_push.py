@@ -21,7 +21,8 @@ from media import (
     no_leftover_ffmpeg,
     wait_gone,
 )
-from rtmp_server import RtmpServer, RtmpServerProcess
+from nginx_rtmp import NginxRtmp, needs_nginx
+from rtmp_server import ResettingListener, RtmpServer, RtmpServerProcess
 
 from streamerhub.ffmpeg.binary import StopMethod
 from streamerhub.ffmpeg.policy import RestartPolicy, RunnerTiming
@@ -242,7 +243,7 @@ async def test_a_crash_loop_opens_the_breaker_until_retry(tmp_path: Path, runner
     )
     await until(lambda: runner.status.state is TargetState.FAILED, 15)
     assert runner.status.failure is FailureClass.INPUT_ERROR
-    assert "crash loop" in (runner.status.last_error or "")
+    assert "the video file cannot be read" in (runner.status.last_error or "")
     runs = runner.status.run
     await asyncio.sleep(0.5)
     assert runner.status.run == runs  # no retries while failed
@@ -363,3 +364,74 @@ async def test_children_get_no_daemon_secrets_and_an_upper_case_scheme_streams(
     environ = Path(f"/proc/{runner.status.pid}/environ").read_bytes()
     assert secret.encode() not in environ and b"STREAMERHUB_" not in environ
     assert b"PATH=" in environ  # the rest of the environment is kept
+
+
+async def test_a_handshake_resetting_ingest_never_fails_the_target(
+    media_set: MediaSet, runners, tmp_path: Path
+) -> None:
+    # Six resets in five minutes used to mark the target `failed` for good: a 24/7 channel went
+    # dark after ~22 s of a misbehaving ingest. Transient causes are now retried forever.
+    policy = RestartPolicy(backoff_initial=0.1, backoff_max=0.5, breaker_restarts=2)
+    resetter = ResettingListener()
+    port = await resetter.start()
+    statuses: list[TargetStatus] = []
+    url = f"rtmp://127.0.0.1:{port}/live/{KEY_A}"
+    runner = runners(ffmpeg_exe(), url, [media_set.ready], policy=policy, on_status=statuses.append)
+    try:
+        await until(lambda: runner.status.run >= 6, 20)
+    finally:
+        await resetter.stop()
+    assert TargetState.FAILED not in {s.state for s in statuses}
+    assert runner.last_run and runner.last_run.failure is FailureClass.OTHER
+    ingest = RtmpServer(port=port, keys={KEY_A}, record_dir=tmp_path / "rec")
+    await ingest.start()
+    try:
+        took = await until(lambda: runner.status.state is TargetState.LIVE, 15)
+        print(f"live {took:.1f} s after the ingest became healthy")
+    finally:
+        await runner.stop()
+        await ingest.stop()
+
+
+async def test_a_failed_target_is_tried_again_by_itself(tmp_path: Path, runners) -> None:
+    policy = RestartPolicy(
+        backoff_initial=0.05, backoff_max=0.1, breaker_restarts=1, half_open_after=1.0
+    )
+    runner = runners(
+        ffmpeg_exe(), "rtmp://127.0.0.1:9/live/" + KEY_A, [tmp_path / "gone.mp4"], policy=policy
+    )
+    await until(lambda: runner.status.state is TargetState.FAILED, 15)
+    runs = runner.status.run
+    assert runner.status.next_retry_at is not None  # the user sees when it is tried again
+    await until(lambda: runner.status.run > runs, 5)  # half-open: no retry() needed
+    await until(lambda: runner.status.state is TargetState.FAILED, 15)
+
+
+@pytest.fixture
+async def nginx(tmp_path: Path) -> AsyncIterator[NginxRtmp]:
+    ingest = NginxRtmp(tmp_path / "nginx", keys={KEY_A})
+    try:
+        await ingest.start()
+        yield ingest
+    finally:
+        await ingest.stop()
+
+
+@needs_nginx
+async def test_nginx_closing_on_a_wrong_key_is_key_rejected(
+    media_set: MediaSet, runners, nginx: NginxRtmp
+) -> None:
+    # nginx-rtmp refuses a key (on_publish 403) by closing the connection: FFmpeg only says
+    # "Input/output error". That was `other` (fast retries, then `failed`, never "wrong key").
+    wrong = "wrong-key-55443322"
+    bad = runners(ffmpeg_exe(), f"{nginx.url}/{wrong}", [media_set.ready])
+    good = runners(ffmpeg_exe(), f"{nginx.url}/{KEY_A}", [media_set.ready])
+    await until(lambda: bad.status.state is TargetState.BACKOFF, 10)
+    status = bad.status
+    assert status.failure is FailureClass.KEY_REJECTED
+    assert status.next_retry_at is not None and status.next_retry_at - time.time() > 40
+    await until(lambda: good.status.state is TargetState.LIVE, 10)
+    assert await nginx.publishing() == [KEY_A]
+    await asyncio.sleep(1)
+    assert nginx.rejected == [wrong]  # a slow retry: the ingest is not hammered
+    assert_key_hidden(bad, wrong)

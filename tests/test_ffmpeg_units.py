@@ -196,6 +196,17 @@ def test_failures_are_classified_from_stderr(line: str, expected: FailureClass) 
     assert classify_failure(["[info] Input #0, mov,mp4, from 'x.mp4':", line]) is expected
 
 
+def test_a_connection_closed_at_publish_is_a_rejected_key_but_a_reset_handshake_is_not() -> None:
+    opened = "[out#0/flv @ 0x1] [fatal] Error opening output rtmp://h/live/••••: {}"
+    closed = [opened.format("Input/output error")]
+    assert classify_failure(closed) is FailureClass.KEY_REJECTED
+    reset = ["[rtmp @ 0x1] [error] Cannot read RTMP handshake response", *closed]
+    assert classify_failure(reset) is FailureClass.OTHER
+    assert classify_failure([opened.format("Connection reset by peer")]) is FailureClass.OTHER
+    live_drop = ["[vost#0:0/copy @ 0x1] [error] Error submitting a packet: Broken pipe"]
+    assert classify_failure(live_drop) is FailureClass.OTHER
+
+
 def test_first_error_is_the_root_cause_without_prefixes() -> None:
     lines = [
         "[info] Press [q] to stop",

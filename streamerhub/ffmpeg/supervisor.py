@@ -37,7 +37,8 @@ from streamerhub.ffmpeg.binary import (
 from streamerhub.ffmpeg.policy import (
     DEFAULT_POLICY,
     DEFAULT_TIMING,
-    UNREACHABLE,
+    FIX_HINTS,
+    NEEDS_A_HUMAN,
     RestartPolicy,
     RunnerTiming,
 )
@@ -356,7 +357,10 @@ class TargetRunner:
         assert record.failure is not None
         healthy = record.lived >= self.policy.healthy_after
         self._streak = 1 if healthy else self._streak + 1
-        if not healthy and record.failure not in UNREACHABLE and self._crash_loop():
+        # Only what a human must fix ends in `failed`; an ingest or network that misbehaves
+        # (refused, reset, stalled, closed) is retried at most backoff_max apart, forever: a
+        # 24/7 channel must come back by itself after any outage, however it looked.
+        if not healthy and record.failure in NEEDS_A_HUMAN and self._crash_loop():
             await self._fail(record)
             return
         delay = self.policy.delay(record.failure, self._streak, self._rand())
@@ -385,22 +389,25 @@ class TargetRunner:
         return len(self._crashes) > self.policy.breaker_restarts
 
     async def _fail(self, record: RunRecord) -> None:
+        assert record.failure is not None
+        retry_in = self.policy.half_open_after
         error = (
-            f"crash loop: {len(self._crashes)} failed runs in "
-            f"{self.policy.breaker_window:g} s; last: {record.error}"
+            f"{FIX_HINTS[record.failure]} (FFmpeg: {record.error}; "
+            f"{len(self._crashes)} failed runs in {self.policy.breaker_window:g} s; "
+            f"tried again every {retry_in:g} s)"
         )
-        log.error("ffmpeg_failed", target=self.name, error=error)
+        log.error("ffmpeg_failed", target=self.name, failure=record.failure.value, error=error)
         self._publish(
             state=TargetState.FAILED,
             pid=None,
             last_error=error,
             failure=record.failure,
-            next_retry_at=None,
+            next_retry_at=round(self._wall() + retry_in, 3),
         )
-        self._wake.clear()
-        while not self._stopping and self._crashes:  # retry() empties the crash list
-            await self._wake.wait()
-            self._wake.clear()
+        # Half-open: one attempt after retry_in (or at once on retry()); if it fails again the
+        # crash list, still full, sends the target straight back here.
+        self._crashes.popleft()
+        await self._sleep(retry_in)
         if not self._stopping:
             self._publish(restarts=self._status.restarts + 1)
 
