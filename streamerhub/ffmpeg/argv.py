@@ -209,7 +209,11 @@ def resume_point(
 
 
 def plan_video(width: int, height: int, fps: float | None, profile: EncodeProfile) -> VideoPlan:
-    """Keep the source size and rate, capped at the profile's height and fps, dims even."""
+    """Keep the source size and rate, capped at the profile's height and fps, dims even.
+
+    `fps` is the source's nominal rate: a variable-rate recording's average (40.13) made odd
+    output rates and keyframes that drift off the 2 s grid.
+    """
     scaled_width: float = width
     if height > profile.max_height:
         scaled_width, height = width * profile.max_height / height, profile.max_height

@@ -32,6 +32,7 @@ from streamerhub.ffmpeg.probe import (
     MediaProbe,
     ProbeError,
     VideoInfo,
+    compliance_issues,
     playlist_issues,
     probe,
 )
@@ -76,10 +77,21 @@ class Video:
             "profile": {"video_kbps": self.video_kbps, "audio_kbps": self.audio_kbps},
             "prepared": None
             if self.prepared_mode is None
-            else {"mode": self.prepared_mode, "probe": _public_probe(self.prepared_probe)},
+            else {
+                "mode": self.prepared_mode,
+                "reasons": self.encode_reasons(),
+                "probe": _public_probe(self.prepared_probe),
+            },
             "created_at": self.created_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
         }
+
+    def encode_reasons(self) -> list[str]:
+        """Why the source had to be encoded (empty for a remux): what was not stream-ready."""
+        if self.prepared_mode != "encode" or not self.probe:
+            return []
+        profile = EncodeProfile(self.video_kbps, self.audio_kbps)
+        return compliance_issues(probe_from_json(self.probe), profile)
 
 
 def _public_probe(data: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -77,7 +77,7 @@ async def prepare(
             exe,
             src,
             tmp,
-            plan_video(source.video.width, source.video.height, source.video.fps, profile),
+            plan_video(source.video.width, source.video.height, nominal_rate(source), profile),
             profile,
             has_audio=source.audio is not None,
         )
@@ -101,6 +101,12 @@ async def prepare(
         replace(result, path=dst),
         round(time.monotonic() - started, 3),
     )
+
+
+def nominal_rate(media: MediaProbe) -> float | None:
+    """The rate to encode at: the declared one for a variable-rate source, else the average."""
+    video = media.video
+    return video.nominal_fps if video.variable_rate else video.fps
 
 
 async def run_with_progress(
