@@ -250,6 +250,14 @@ SETTINGS: tuple[Setting, ...] = (
         _range(32, 512),
     ),
     Setting(
+        "ffmpeg",
+        "ca_file",
+        str,
+        "",
+        "CA bundle (PEM) that rtmps:// ingests' certificates are verified against; empty uses "
+        "the system's. Set it for a private CA; certificates are always verified.",
+    ),
+    Setting(
         "library",
         "import_dirs",
         list,
@@ -314,6 +322,7 @@ class FFmpegSettings:
     max_upload_bytes: int
     video_kbps: int
     audio_kbps: int
+    ca_file: str
 
 
 @dataclass(frozen=True)

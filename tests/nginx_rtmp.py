@@ -23,10 +23,11 @@ import pytest
 from aiohttp import web
 
 MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
+STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")  # TLS in front (rtmps)
 
 
 def nginx_available() -> bool:
-    return shutil.which("nginx") is not None and MODULE.exists()
+    return shutil.which("nginx") is not None and MODULE.exists() and STREAM_MODULE.exists()
 
 
 needs_nginx = pytest.mark.skipif(
@@ -42,6 +43,7 @@ def _free_port() -> int:
 
 CONFIG = """
 load_module {module};
+load_module {stream_module};
 daemon off;
 master_process off;
 pid {dir}/nginx.pid;
@@ -57,6 +59,14 @@ rtmp {{
             record_unique on;
             on_publish http://127.0.0.1:{hook_port}/on_publish;
         }}
+    }}
+}}
+stream {{
+    server {{
+        listen 127.0.0.1:{tls_port} ssl;
+        ssl_certificate {dir}/cert.pem;
+        ssl_certificate_key {dir}/key.pem;
+        proxy_pass 127.0.0.1:{rtmp_port};
     }}
 }}
 http {{
@@ -79,7 +89,7 @@ class NginxRtmp:
 
     def __init__(self, folder: Path, keys: set[str]) -> None:
         self.dir, self.keys = folder, keys
-        self.rtmp_port, self.stat_port = _free_port(), _free_port()
+        self.rtmp_port, self.stat_port, self.tls_port = _free_port(), _free_port(), _free_port()
         self.published: list[str] = []
         self.rejected: list[str] = []
         self.proc: subprocess.Popen[bytes] | None = None
@@ -89,6 +99,15 @@ class NginxRtmp:
     def url(self) -> str:
         return f"rtmp://127.0.0.1:{self.rtmp_port}/live"
 
+    @property
+    def tls_url(self) -> str:
+        """rtmps:// through nginx's TLS, with a self-signed certificate (`cert` is its CA)."""
+        return f"rtmps://127.0.0.1:{self.tls_port}/live"
+
+    @property
+    def cert(self) -> Path:
+        return self.dir / "cert.pem"
+
     async def _on_publish(self, request: web.Request) -> web.Response:
         name = str((await request.post()).get("name", ""))
         allowed = name in self.keys
@@ -97,6 +116,14 @@ class NginxRtmp:
 
     async def start(self) -> None:
         (self.dir / "rec").mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"]
+            + ["-keyout", str(self.dir / "key.pem"), "-out", str(self.cert)]
+            + ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
         app = web.Application()
         app.router.add_post("/on_publish", self._on_publish)
         self._hook = web.AppRunner(app, access_log=None)
@@ -108,6 +135,8 @@ class NginxRtmp:
         conf.write_text(
             CONFIG.format(
                 module=MODULE,
+                stream_module=STREAM_MODULE,
+                tls_port=self.tls_port,
                 dir=self.dir,
                 rtmp_port=self.rtmp_port,
                 hook_port=hook_port,

@@ -435,3 +435,22 @@ async def test_nginx_closing_on_a_wrong_key_is_key_rejected(
     await asyncio.sleep(1)
     assert nginx.rejected == [wrong]  # a slow retry: the ingest is not hammered
     assert_key_hidden(bad, wrong)
+
+
+@needs_nginx
+async def test_rtmps_certificates_are_verified_with_a_ca_option(
+    media_set: MediaSet, runners, nginx: NginxRtmp
+) -> None:
+    # -tls_verify was never passed: a distro FFmpeg 5.1 pushed the key to a self-signed
+    # endpoint (a man in the middle) without a check.
+    policy = RestartPolicy(backoff_initial=0.2, backoff_max=0.5)
+    unchecked = runners(ffmpeg_exe(), f"{nginx.tls_url}/{KEY_A}", [media_set.ready], policy=policy)
+    await until(lambda: unchecked.status.state is TargetState.BACKOFF, 10)
+    assert unchecked.status.failure is FailureClass.TLS
+    assert nginx.published == []  # the key never reached the endpoint
+    await unchecked.stop()
+    private_ca = runners(
+        ffmpeg_exe(), f"{nginx.tls_url}/{KEY_A}", [media_set.ready], ca_file=str(nginx.cert)
+    )
+    await until(lambda: private_ca.status.state is TargetState.LIVE, 10)
+    assert await nginx.publishing() == [KEY_A]

@@ -6,6 +6,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from media import ffmpeg_exe
 
 from streamerhub.errors import StreamerHubError
 from streamerhub.ffmpeg.argv import (
@@ -19,7 +20,7 @@ from streamerhub.ffmpeg.argv import (
     resume_point,
     url_secrets,
 )
-from streamerhub.ffmpeg.binary import FFmpegNotFound, find_ffmpeg
+from streamerhub.ffmpeg.binary import FFmpegNotFound, find_ffmpeg, tls_verification_problem
 from streamerhub.ffmpeg.policy import RestartPolicy
 from streamerhub.ffmpeg.probe import (
     keyframe_gap,
@@ -298,3 +299,19 @@ def test_find_ffmpeg_names_a_broken_configured_path(tmp_path: Path) -> None:
         find_ffmpeg(fake)
     with pytest.raises(StreamerHubError, match="does not run"):
         find_ffmpeg(tmp_path / "missing")
+
+
+def test_rtmps_pushes_always_verify_the_certificate() -> None:
+    secure = build_push_argv("ffmpeg", [Path("/v/a.mp4")], "rtmps://h/app/k", ca_file="/ca.pem")
+    assert _after(secure, "-tls_verify") == "1" and _after(secure, "-ca_file") == "/ca.pem"
+    assert secure.index("-tls_verify") < secure.index("rtmps://h/app/k")  # an output option
+    plain = build_push_argv("ffmpeg", [Path("/v/a.mp4")], "rtmp://h/app/k", ca_file="/ca.pem")
+    assert "-tls_verify" not in plain
+
+
+def test_check_names_an_ffmpeg_that_cannot_verify(tmp_path: Path) -> None:
+    assert tls_verification_problem(ffmpeg_exe()) is None
+    old = tmp_path / "ffmpeg"
+    old.write_text("#!/bin/sh\necho 'tls AVOptions:'\necho '  -listen <int>'\n")
+    old.chmod(0o755)
+    assert "cannot verify certificates" in (tls_verification_problem(old) or "")

@@ -108,6 +108,7 @@ def build_push_output_args(
     *,
     io_timeout: float = DEFAULT_IO_TIMEOUT,
     send_buffer: int | None = DEFAULT_SEND_BUFFER,
+    ca_file: str | None = None,
 ) -> list[str]:
     """Output layer of a push: copy both streams into FLV over RTMP(S), with I/O bounds.
 
@@ -131,7 +132,18 @@ def build_push_output_args(
     ]
     if send_buffer:
         args += ["-send_buffer_size", str(send_buffer)]
-    return [*args, url]
+    return [*args, *build_tls_args(url, ca_file), url]
+
+
+def build_tls_args(url: str, ca_file: str | None = None) -> list[str]:
+    """For rtmps://: verify the ingest's certificate (against `ca_file` when given).
+
+    Without these, whether the certificate is checked depends on which FFmpeg runs: a distro
+    FFmpeg 5.1 pushed the key to a self-signed endpoint (a man in the middle) without a check.
+    """
+    if urlsplit(url).scheme.lower() != "rtmps":
+        return []
+    return ["-tls_verify", "1", *(["-ca_file", ca_file] if ca_file else [])]
 
 
 def build_push_argv(
@@ -146,6 +158,7 @@ def build_push_argv(
     io_timeout: float = DEFAULT_IO_TIMEOUT,
     send_buffer: int | None = DEFAULT_SEND_BUFFER,
     progress_period: float = 1.0,
+    ca_file: str | None = None,
 ) -> list[str]:
     """argv of one copy-mode push of `inputs` (played `loop` times, None = forever) to `url`.
 
@@ -163,7 +176,9 @@ def build_push_argv(
             source, concat=concat_list is not None, loop=loop, start_at=start_at
         ),
         *build_progress_args(progress, progress_period),
-        *build_push_output_args(url, io_timeout=io_timeout, send_buffer=send_buffer),
+        *build_push_output_args(
+            url, io_timeout=io_timeout, send_buffer=send_buffer, ca_file=ca_file
+        ),
     ]
 
 

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -92,6 +93,38 @@ def read_version(path: str | os.PathLike[str]) -> str:
 def ffmpeg_path(binary: FFmpegBinary | str | os.PathLike[str]) -> str:
     """Accept an FFmpegBinary or a plain path wherever an FFmpeg is needed."""
     return binary.path if isinstance(binary, FFmpegBinary) else str(binary)
+
+
+def system_ca_file() -> str | None:
+    """The system's CA bundle (Debian's /etc/ssl/certs/ca-certificates.crt), if there is one."""
+    paths = ssl.get_default_verify_paths()
+    for candidate in (paths.cafile, paths.openssl_cafile, "/etc/ssl/certs/ca-certificates.crt"):
+        if candidate and os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def tls_verification_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why this FFmpeg cannot verify an rtmps:// ingest's certificate (None: it can)."""
+    try:
+        done = subprocess.run(
+            [str(path), "-hide_banner", "-h", "protocol=tls"],
+            capture_output=True,
+            timeout=15,
+            check=False,
+            stdin=subprocess.DEVNULL,
+            env=child_env(),
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"FFmpeg at {path} does not run ({exc})"
+    text = done.stdout.decode("utf-8", "replace") + done.stderr.decode("utf-8", "replace")
+    if "tls AVOptions" not in text:
+        return "this FFmpeg was built without TLS: rtmps:// targets cannot work"
+    if "tls_verify" not in text or "ca_file" not in text:
+        return "this FFmpeg cannot verify certificates: rtmps:// would send keys unchecked"
+    if system_ca_file() is None:
+        return "no system CA bundle found (install ca-certificates or set [ffmpeg] ca_file)"
+    return None
 
 
 # -------------------------------------------------------------------------------- children

@@ -326,6 +326,7 @@ class Multistream:
             policy=self.policy,
             on_status=lambda s: self._on_status(job.id, target.id, s),
             on_run_end=lambda r: self._on_run_end(job.id, target.id, r),
+            ca_file=self.settings.ffmpeg.ca_file or None,
         )
         self._runners[(job.id, target.id)] = runner
         runner.start()

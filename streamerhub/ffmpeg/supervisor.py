@@ -33,6 +33,7 @@ from streamerhub.ffmpeg.binary import (
     iter_lines,
     spawn,
     stop_process,
+    system_ca_file,
 )
 from streamerhub.ffmpeg.policy import (
     DEFAULT_POLICY,
@@ -89,6 +90,7 @@ class TargetRunner:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
+        ca_file: str | None = None,
     ) -> None:
         if not inputs:
             raise ValueError("a target needs at least one input file")
@@ -99,6 +101,7 @@ class TargetRunner:
         self.timing, self.policy = timing, policy
         self._on_status, self._on_run_end = on_status, on_run_end
         self._clock, self._wall, self._rand = clock, wall, rand
+        self._ca_file = ca_file or system_ca_file()
         self._secrets = url_secrets(url, key)
         for secret in self._secrets:
             register_secret(secret)
@@ -226,6 +229,7 @@ class TargetRunner:
             io_timeout=t.io_timeout,
             send_buffer=t.send_buffer,
             progress_period=t.progress_period,
+            ca_file=self._ca_file,
         )
 
     async def _watch(self, proc: asyncio.subprocess.Process, run: _Run) -> StopMethod | None:
