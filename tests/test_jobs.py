@@ -55,6 +55,40 @@ def test_a_repeating_schedule_uses_the_local_time_of_day_across_dst() -> None:
     assert sched.current(before_first, PARIS) is None
 
 
+def test_durations_are_real_hours_on_dst_days() -> None:
+    # A 3 h window ran 4 h in October and 2 h in March (durations added on the wall clock).
+    for day, hour in ((dt.date(2026, 10, 25), 1), (dt.date(2026, 3, 29), 1)):
+        start = dt.datetime.combine(day, dt.time(hour), tzinfo=PARIS)
+        sched = Schedule(start_at=start, duration_s=3 * 3600, days=(7,))
+        occurrence = sched.current(start + dt.timedelta(minutes=1), PARIS)
+        assert occurrence is not None and occurrence[1] is not None
+        assert occurrence[1].astimezone(UTC) - occurrence[0].astimezone(UTC) == dt.timedelta(
+            hours=3
+        )
+        stop = Schedule(start_at=start, stop_at=start.replace(hour=hour + 3), days=(7,))
+        assert stop.length == dt.timedelta(hours=2 if day.month == 3 else 4)  # real time
+
+
+def test_a_nonexistent_local_start_still_fires_for_its_full_length() -> None:
+    # Sundays 02:30 Paris for 1 h; on 2026-03-29 clocks jump 02:00 → 03:00, so 02:30 does not
+    # exist: the window used to be empty and never fired. Documented: it starts at 03:30 CEST.
+    sched = Schedule(
+        start_at=dt.datetime(2026, 3, 22, 2, 30, tzinfo=PARIS), duration_s=3600, days=(7,)
+    )
+    inside = dt.datetime(2026, 3, 29, 1, 45, tzinfo=UTC)  # 03:45 CEST
+    occurrence = sched.current(inside, PARIS)
+    assert occurrence == (
+        dt.datetime(2026, 3, 29, 1, 30, tzinfo=UTC),
+        dt.datetime(2026, 3, 29, 2, 30, tzinfo=UTC),
+    )
+    # A time that exists twice (2026-10-25 02:30) starts at the first one, in summer time.
+    autumn = sched.next_start(dt.datetime(2026, 10, 24, tzinfo=UTC), PARIS)
+    # (compared in UTC: Python never calls an ambiguous local time equal to another zone's)
+    assert autumn is not None and autumn.astimezone(UTC) == dt.datetime(
+        2026, 10, 25, 0, 30, tzinfo=UTC
+    )
+
+
 def test_a_one_off_schedule_with_stop_at() -> None:
     start = dt.datetime(2025, 6, 1, 20, 0, tzinfo=PARIS)
     sched = Schedule(start_at=start, stop_at=start + dt.timedelta(hours=1))
