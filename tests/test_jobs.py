@@ -18,6 +18,7 @@ from conftest import make_settings
 from media import MediaSet, ffmpeg_exe, media_set, no_leftover_ffmpeg
 from rtmp_server import RtmpServer
 
+from streamerhub.commands.client import job_text
 from streamerhub.crypto import Keyring
 from streamerhub.db import Database
 from streamerhub.errors import Conflict, InvalidInput
@@ -502,25 +503,46 @@ async def test_running_jobs_come_back_after_a_restart(
     media_set: MediaSet,
     updates: list[tuple[str, dict[str, Any]]],
 ) -> None:
+    await db.pool.execute(
+        "INSERT INTO twitch_channels (channel_id, login, display_name) VALUES ('77', 'me', 'Me')"
+    )
     first = new_multistream(tmp_path, updates)
     async with RtmpServer() as server:
         async with first.running(db, keyring):
             video = await ready_video(first, media_set.ready)
-            target = await add_target(first, "kept", server, "kept-key-0001")
+            target = await add_target(first, "kept", server, "kept-key-0001", channel_id="77")
             other = await add_target(first, "paused", server, "paused-key-0002")
             job = await first.create_job(
-                {"name": "kept", "videos": [video], "targets": [target, other], "loop": "forever"}
+                {
+                    "name": "kept",
+                    "videos": [video],
+                    "targets": [target, other],
+                    "loop": "forever",
+                    "title": "Rerun",
+                    "category": "Nonexistent",  # the fake updater refuses it, as Twitch would
+                }
             )
             await first.start_job(job.id)
             await first.stop_job_target(job.id, other)
             await wait_state(first, job.id, target, "live")
+            # The refusal is on the job itself (CLI, dashboard), not only in the detail view.
+            shown = await first.job_json(await first.jobs.get(job.id))
+            assert shown["warnings"] == [
+                "title/category not set on Twitch channel 77: Twitch said 400: category not found"
+            ]
+            assert "warning: title/category not set" in job_text(shown)
         assert (await first.jobs.get(job.id)).running  # a daemon stop keeps the desired state
         second = new_multistream(tmp_path, updates)
         async with second.running(db, keyring):
             await wait_state(second, job.id, target, "live")
             paused = await target_state(second, job.id, other)
             assert (paused["state"], paused["desired"]) == ("stopped", "stopped")
-    assert updates == []  # a restore is not a new start: channel info is left alone
+            # Resuming re-applies the title: the channel may have been retitled meanwhile.
+            deadline = time.monotonic() + 10
+            while len(updates) < 2:
+                assert time.monotonic() < deadline, updates
+                await asyncio.sleep(0.05)
+    assert [channel for channel, _ in updates] == ["77", "77"]
 
 
 async def test_job_rules(multistream: Multistream, media_set: MediaSet) -> None:

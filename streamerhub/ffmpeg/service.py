@@ -169,6 +169,9 @@ class Multistream:
                 await self.jobs.set_stopped(job.id, f"could not restart: {exc}")
                 continue
             log.info("job_restored", job=job.id, name=job.name)
+            # The channel may have been retitled while the daemon was down: resuming a rerun
+            # under someone else's title is what a viewer would notice.
+            self._tasks.spawn(update_channels(self.jobs, self.channel_updater, job))
 
     # ----------------------------------------------------------------------------- targets
 
@@ -394,6 +397,7 @@ class Multistream:
         body = job.to_json(self.tz, now_utc())
         body["targets"] = [await self._target_json(job, t, d) for t, d in job.targets]
         body["state"] = job_state(job, [t["state"] for t in body["targets"]])
+        body["warnings"] = await self.jobs.channel_warnings(job.id)
         if detail:
             body["runs"] = await self.jobs.runs(job.id)
             body["channel_updates"] = await self.jobs.channel_updates(job.id)

@@ -245,6 +245,12 @@ SCHEMAS: dict[str, Any] = {
                     },
                 },
             },
+            "warnings": {
+                "type": "array",
+                "description": "What needs attention while the job runs (e.g. Twitch refused "
+                "the title or category on a linked channel)",
+                "items": {"type": "string"},
+            },
             "channel_updates": {
                 "type": "array",
                 "description": "GET /jobs/{id} only: what was "

@@ -320,6 +320,7 @@
         job.next_start ? ` · next start ${when(job.next_start)}` : null,
         job.stop_deadline && running ? ` · stops ${when(job.stop_deadline)}` : null,
         job.ended_reason && !running ? ` · last run: ${job.ended_reason}` : null),
+      ...(job.warnings || []).map((w) => el("p", {class: "bad small warning", text: `⚠ ${w}`})),
       el("table", {class: "data compact targets-live"},
         el("thead", {}, el("tr", {}, ...["Target", "State", "Bitrate", "FPS", "Speed", "Uptime", "Restarts", "Last error", ""].map((h) => el("th", {text: h})))),
         el("tbody", {}, ...job.targets.map((t) => liveRow(job, t)))));
