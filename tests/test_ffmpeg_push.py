@@ -25,7 +25,7 @@ from nginx_rtmp import NginxRtmp, needs_nginx
 from rtmp_server import ResettingListener, RtmpServer, RtmpServerProcess
 
 from streamerhub.ffmpeg.binary import StopMethod
-from streamerhub.ffmpeg.policy import RestartPolicy, RunnerTiming
+from streamerhub.ffmpeg.policy import RestartPolicy, RunnerTiming, send_buffer_for
 from streamerhub.ffmpeg.probe import probe
 from streamerhub.ffmpeg.progress import FailureClass
 from streamerhub.ffmpeg.status import TargetState, TargetStatus
@@ -196,7 +196,8 @@ async def test_a_frozen_ingest_is_detected_and_the_child_killed(
     pid = runner.status.pid
     assert pid is not None
     ingest.freeze()  # TCP stays open, nothing is read any more
-    await until(lambda: runner.status.state is TargetState.BACKOFF, 20)
+    await until(lambda: runner.status.state is TargetState.BACKOFF, 20)  # off air at once…
+    await until(lambda: runner.last_run is not None, 10)  # …and the wedged child ended
     record = runner.last_run
     assert record is not None and record.failure is FailureClass.TIMEOUT
     assert record.error and "no progress" in record.error
@@ -454,3 +455,27 @@ async def test_rtmps_certificates_are_verified_with_a_ca_option(
     )
     await until(lambda: private_ca.status.state is TargetState.LIVE, 10)
     assert await nginx.publishing() == [KEY_A]
+
+
+async def test_a_frozen_ingest_is_detected_within_10_s_and_the_rates_drop(
+    media_set: MediaSet, servers, runners
+) -> None:
+    # Detection took 16–20 s (README: 10 s), and the bitrate/fps shown were FFmpeg's averages
+    # since the start, which never drop: a frozen target looked healthy for the whole time.
+    ingest = await servers(keys={KEY_A})
+    timing = RunnerTiming(send_buffer=send_buffer_for(500))  # what the daemon uses (~500 kbit/s)
+    runner = runners(ffmpeg_exe(), ingest.url_for(KEY_A), [media_set.ready], timing=timing)
+    await until(lambda: runner.status.state is TargetState.LIVE, 10)
+    await asyncio.sleep(4)
+    live = runner.status
+    assert live.bitrate_kbps and live.bitrate_kbps > 200 and live.fps == pytest.approx(30, abs=4)
+    ingest.freeze()
+    frozen_at, lowest = time.monotonic(), live.bitrate_kbps
+    while (status := runner.status).state is TargetState.LIVE:  # counting down to the stall
+        lowest = min(lowest, status.bitrate_kbps or 0.0)
+        assert time.monotonic() - frozen_at < 15, "never detected"
+        await asyncio.sleep(0.2)
+    took = time.monotonic() - frozen_at
+    print(f"frozen ingest detected after {took:.1f} s; bitrate shown fell to {lowest} kbit/s")
+    assert runner.status.state is TargetState.BACKOFF and took <= 10
+    assert lowest < live.bitrate_kbps / 2  # the shown rate dropped before the restart

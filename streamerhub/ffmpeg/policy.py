@@ -40,7 +40,12 @@ def send_buffer_for(bitrate_kbps: float | None, seconds: float = 1.0) -> int:
 
 @dataclass(frozen=True)
 class RunnerTiming:
-    stall_after: float = 10.0  # no out_time advance for this long → kill and restart
+    # No out_time advance for this long → kill and restart. FFmpeg prints progress every
+    # second while it can write, so 4 s of silence is never a healthy push; the buffers in
+    # between (~1 s of stream in our send buffer, the ingest's receive buffer) take another
+    # 2–5 s to fill, so a frozen ingest is detected within 10 s (bench/multistream.py measures
+    # it): 10 s here made it 16–20 s.
+    stall_after: float = 4.0
     progress_period: float = 1.0  # -stats_period
     io_timeout: float = 10.0  # -rw_timeout: FFmpeg's own bound on a blocked socket
     send_buffer: int | None = MAX_SEND_BUFFER  # bounded; per job: send_buffer_for(bitrate)

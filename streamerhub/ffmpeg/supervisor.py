@@ -54,6 +54,7 @@ from streamerhub.ffmpeg.status import RunRecord, TargetState, TargetStatus
 from streamerhub.log import MASK, get_logger, redact, register_secret
 
 log = get_logger(__name__)
+RATE_WINDOW = 5.0  # seconds over which the shown bitrate and fps are measured
 
 
 @dataclass
@@ -67,6 +68,21 @@ class _Run:
     last_advance: float = 0.0
     live_mono: float | None = None
     stalled: bool = False
+    # (monotonic time, total bytes, frames) per progress block, for current rates: FFmpeg's
+    # own bitrate and fps are averages since the start that never drop when the push stalls.
+    samples: deque[tuple[float, int, int]] = field(default_factory=lambda: deque(maxlen=64))
+
+    def rates(self, now: float, window: float) -> tuple[float | None, float | None]:
+        """(kbit/s, frames/s) over the last `window` seconds up to now; None before 2 samples."""
+        recent = [s for s in self.samples if now - s[0] <= window + 0.5]
+        if len(recent) < 2:
+            return None, None
+        first, last = recent[0], recent[-1]
+        span = now - first[0]  # to now, not to the last block: a stall drops the rates
+        if span <= 0:
+            return None, None
+        kbps = (last[1] - first[1]) * 8 / 1000 / span
+        return round(kbps, 1), round((last[2] - first[2]) / span, 2)
 
 
 class TargetRunner:
@@ -124,11 +140,12 @@ class TargetRunner:
         if run is None or run.parser.last is None:
             return status
         p, now = run.parser.last, self._clock()
+        kbps, fps = run.rates(now, RATE_WINDOW)
         return replace(
             status,
             out_time=p.out_time,
-            bitrate_kbps=p.bitrate_kbps,
-            fps=p.fps,
+            bitrate_kbps=kbps,
+            fps=fps,
             speed=p.speed,
             drop_frames=p.drop_frames,
             dup_frames=p.dup_frames,
@@ -270,6 +287,12 @@ class TargetRunner:
             seconds=limit,
             out_time=run.max_out_us / 1e6 if run.max_out_us >= 0 else None,
         )
+        # Off air from now, not from when the wedged child has finally been killed (seconds).
+        self._publish(
+            state=TargetState.BACKOFF,
+            last_error=f"no progress for {limit:g} s (ingest stalled); restarting",
+            failure=FailureClass.TIMEOUT,
+        )
 
     async def _read_progress(self, stdout: asyncio.StreamReader, run: _Run) -> None:
         async for line in iter_lines(stdout):
@@ -278,6 +301,8 @@ class TargetRunner:
                 self._on_progress(block, run)
 
     def _on_progress(self, block: Progress, run: _Run) -> None:
+        if block.total_size is not None and block.frame is not None:
+            run.samples.append((self._clock(), block.total_size, block.frame))
         out_us = block.out_time_us
         if out_us is None or out_us <= run.max_out_us:
             return
