@@ -138,6 +138,14 @@ def cmd_targets_edit(args: argparse.Namespace, settings: Settings) -> int:
     return _show(args, _run(args, settings, "PATCH", f"/targets/{args.id}", body), _target_line)
 
 
+def cmd_targets_test(args: argparse.Namespace, settings: Settings) -> int:
+    checked = _run(args, settings, "POST", f"/targets/{args.id}/test")
+    if args.json:
+        return _show(args, checked, str)
+    print(f"target {args.id}: {checked['result']}: {checked['message']}")
+    return 0 if checked["ok"] else 1
+
+
 def cmd_targets_rm(args: argparse.Namespace, settings: Settings) -> int:
     _run(args, settings, "DELETE", f"/targets/{args.id}")
     print(f"target {args.id} deleted")
@@ -345,6 +353,11 @@ def _targets(sub: Subcommands, client: argparse.ArgumentParser) -> None:
     state.add_argument("--enable", action="store_true")
     state.add_argument("--disable", action="store_true")
     edit.set_defaults(handler=cmd_targets_edit)
+    test = group.add_parser(
+        "test", parents=[client], help="publish a few test seconds: is the key right?"
+    )
+    test.add_argument("id", type=int)
+    test.set_defaults(handler=cmd_targets_test)
     rm = group.add_parser("rm", parents=[client], help="delete a target")
     rm.add_argument("id", type=int)
     rm.set_defaults(handler=cmd_targets_rm)

@@ -24,6 +24,7 @@ from streamerhub.ffmpeg.binary import FFmpegBinary, find_ffmpeg
 from streamerhub.ffmpeg.channels import ChannelUpdater, update_channels
 from streamerhub.ffmpeg.jobs import Job
 from streamerhub.ffmpeg.jobstore import JobStore
+from streamerhub.ffmpeg.keytest import masker, try_publish
 from streamerhub.ffmpeg.library import Library, probe_from_json
 from streamerhub.ffmpeg.policy import (
     DEFAULT_POLICY,
@@ -192,6 +193,17 @@ class Multistream:
                 await runner.stop()
             if job.target_desired(target.id) == "running" and target.enabled:
                 await self._start_runner(job, target)
+
+    async def test_target(self, target_id: int) -> dict[str, Any]:
+        """Publish a few seconds of a test stream with the target's key: is it right?"""
+        target = await self.targets.get(target_id)
+        key = await self.targets.open_key(target_id)
+        url = output_url(target.url, key)
+        checked = await try_publish(
+            _ready(self.ffmpeg), url, mask=masker(url, key), ca_file=self.settings.ffmpeg.ca_file
+        )
+        log.info("target_tested", target=target_id, result=checked.result)
+        return {"target_id": target_id, **checked.to_json()}
 
     async def delete_target(self, target_id: int) -> None:
         """Delete a target; refused while a job uses it."""

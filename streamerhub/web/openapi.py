@@ -378,6 +378,30 @@ def _paths() -> dict[str, Any]:
             ),
         },
         "/targets/{id}": target_item,
+        "/targets/{id}/test": {
+            "parameters": [_id()],
+            "post": _op(
+                "Test the stream key: publish a few seconds of a test picture (Twitch: in "
+                "bandwidth-test mode, never public)",
+                _answer(
+                    "200",
+                    {
+                        "type": "object",
+                        "properties": {
+                            "target_id": {"type": "integer"},
+                            "result": {
+                                "enum": ["ok", "key_rejected", "unreachable", "tls_error", "error"]
+                            },
+                            "ok": {"type": "boolean"},
+                            "message": {"type": "string"},
+                            "bandwidth_test": {"type": "boolean"},
+                        },
+                    },
+                    "How the test went, in plain words",
+                ),
+                extra=("404",),
+            ),
+        },
         "/videos": {
             "get": _op(
                 "List videos",

@@ -33,8 +33,24 @@
         el("input", {type: "checkbox", checked: t.enabled, onchange: (ev) => toggleTarget(t, ev.target)}),
         t.enabled ? " on" : " off")),
       el("td", {class: "actions"},
+        el("button", {type: "button", class: "small", title: "Publish a few test seconds with this key (Twitch: bandwidth-test mode, never public)", onclick: (ev) => testTarget(t, ev.target), text: "Test"}),
         el("button", {type: "button", class: "small", onclick: () => editTarget(t), text: "Edit"}),
         el("button", {type: "button", class: "small danger", onclick: () => deleteTarget(t), text: "Delete"})));
+  }
+
+  async function testTarget(t, button) {
+    const row = button.closest("tr");
+    const out = row.querySelector(".key-test") || el("div", {class: "key-test small"});
+    button.disabled = true;
+    out.className = "key-test small muted";
+    out.textContent = "Testing…";
+    row.cells[2].append(out);
+    try {
+      const checked = await api("POST", `${API}/targets/${t.id}/test`);
+      out.className = `key-test small ${checked.ok ? "good" : "bad"}`;
+      out.textContent = `${checked.ok ? "OK" : checked.result.replace("_", " ")}: ${checked.message}`;
+    } catch (err) { out.className = "key-test small bad"; out.textContent = String(err.message || err); }
+    button.disabled = false;
   }
 
   async function toggleTarget(t, box) {
