@@ -54,7 +54,7 @@ rtmp {{
         listen 127.0.0.1:{rtmp_port};
         application live {{
             live on;
-            record all;
+            record {record};
             record_path {dir}/rec;
             record_unique on;
             on_publish http://127.0.0.1:{hook_port}/on_publish;
@@ -87,8 +87,8 @@ http {{
 class NginxRtmp:
     """nginx-rtmp on 127.0.0.1 accepting only `keys` (through on_publish)."""
 
-    def __init__(self, folder: Path, keys: set[str]) -> None:
-        self.dir, self.keys = folder, keys
+    def __init__(self, folder: Path, keys: set[str], *, record: bool = True) -> None:
+        self.dir, self.keys, self.record = folder, keys, record
         self.rtmp_port, self.stat_port, self.tls_port = _free_port(), _free_port(), _free_port()
         self.published: list[str] = []
         self.rejected: list[str] = []
@@ -136,6 +136,7 @@ class NginxRtmp:
             CONFIG.format(
                 module=MODULE,
                 stream_module=STREAM_MODULE,
+                record="all" if self.record else "off",
                 tls_port=self.tls_port,
                 dir=self.dir,
                 rtmp_port=self.rtmp_port,

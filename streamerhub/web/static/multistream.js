@@ -69,6 +69,13 @@
   }
 
   const targetForm = document.getElementById("target-form");
+  // A platform fills in its documented ingest URL (and a name when none is typed yet).
+  document.getElementById("target-preset").addEventListener("change", (ev) => {
+    const option = ev.target.selectedOptions[0];
+    if (!option.value) return;
+    targetForm.url.value = option.value;
+    if (!targetForm.name.value) targetForm.name.value = option.dataset.name;
+  });
   function editTarget(t) {
     targetForm.id.value = t.id;
     targetForm.name.value = t.name;
