@@ -217,3 +217,18 @@ async def test_an_image_renamed_mp4_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ProbeError) as caught:
         await probe(ffmpeg_exe(), png)
     assert caught.value.reason == "no_video" and "a still image (png)" in str(caught.value)
+
+
+async def test_a_44k_track_on_a_ready_video_costs_an_audio_encode_only(
+    media_set: MediaSet, tmp_path: Path
+) -> None:
+    # Twitch accepts 44.1 kHz, yet it forced a full video re-encode (time, quality loss).
+    from media import make_clip
+
+    source_path = make_clip(tmp_path / "cd_audio.mp4", seconds=4, audio_rate=44100)
+    source = await probe(ffmpeg_exe(), source_path)
+    done = await prepare(ffmpeg_exe(), source_path, tmp_path / "out.mp4")
+    assert done.mode == "encode" and done.reasons == ("audio sample rate 44100 Hz is not 48000",)
+    assert done.probe.video == source.video  # the video track was copied, not re-encoded
+    assert done.probe.audio is not None and done.probe.audio.sample_rate == 48000
+    assert complies(done.probe, EncodeProfile())

@@ -327,6 +327,27 @@ def build_audio_encode_args(profile: EncodeProfile) -> list[str]:
     ]
 
 
+def build_audio_fix_argv(
+    ffmpeg: str, src: Path, dst: Path, profile: EncodeProfile, *, progress: str = "pipe:1"
+) -> list[str]:
+    """argv that copies a stream-ready video track and re-encodes only the audio (a 44.1 kHz
+    or 5.1 track must not cost a full video encode and its quality loss)."""
+    return [
+        *build_global_args(ffmpeg, overwrite=True),
+        "-nostdin",
+        "-i",
+        _file(src),
+        *build_progress_args(progress, 0.5),
+        *("-map", "0:v:0", "-map", "0:a:0", "-c:v", "copy"),
+        *build_audio_encode_args(profile),
+        "-movflags",
+        "+faststart",
+        "-f",
+        "mp4",
+        _file(dst),
+    ]
+
+
 def build_remux_argv(ffmpeg: str, src: Path, dst: Path, *, progress: str = "pipe:1") -> list[str]:
     """argv that only rewraps an already stream-ready file as a faststart MP4."""
     return [

@@ -417,7 +417,17 @@ def keyframe_gap(scan: tuple[list[float], float]) -> float | None:
 
 def compliance_issues(media: MediaProbe, profile: EncodeProfile) -> list[str]:
     """Why a file is not stream-ready as it is (empty: it only needs a remux)."""
-    v, a = media.video, media.audio
+    return video_issues(media, profile) + _audio_issues(media.audio, profile)
+
+
+def audio_only_issues(media: MediaProbe, profile: EncodeProfile) -> bool:
+    """True when only the audio track needs work: the video can be copied as it is."""
+    return not video_issues(media, profile) and media.audio is not None
+
+
+def video_issues(media: MediaProbe, profile: EncodeProfile) -> list[str]:
+    """Why the video track is not stream-ready as it is."""
+    v = media.video
     issues = []
     if v.codec != "h264":
         issues.append(f"video is {v.codec}, not H.264")
@@ -443,7 +453,6 @@ def compliance_issues(media: MediaProbe, profile: EncodeProfile) -> list[str]:
             f"video peaks at {media.peak_kbps} kbit/s over {PEAK_WINDOW:g} s "
             f"(at most {round(profile.video_kbps * PEAK_FACTOR)})"
         )
-    issues += _audio_issues(a, profile)
     return issues
 
 
