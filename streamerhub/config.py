@@ -237,9 +237,11 @@ SETTINGS: tuple[Setting, ...] = (
         "ffmpeg",
         "video_kbps",
         int,
-        2500,
-        "Default video bitrate (kbit/s) a video is prepared at; each upload may ask for another.",
-        _range(100, 50000),
+        0,
+        "Default video bitrate (kbit/s) a video is prepared at; each upload may ask for another. "
+        "0 picks the platforms' recommendation for the video's size and rate (1080p60 6000, "
+        "1080p30 and 720p60 4500, 720p30 3000, 480p 1500, smaller 800).",
+        lambda v: None if v == 0 else _range(100, 50000)(v),
     ),
     Setting(
         "ffmpeg",

@@ -20,6 +20,7 @@ from media import (
 
 from streamerhub.db import Database
 from streamerhub.errors import InvalidInput, NotFound, TooLarge
+from streamerhub.ffmpeg.argv import recommended_kbps
 from streamerhub.ffmpeg.library import Library, Video, safe_label
 
 pytestmark = [pytest.mark.ffmpeg, pytest.mark.usefixtures("no_leftover_ffmpeg")]
@@ -224,3 +225,33 @@ async def test_import_outside_the_folders_is_refused_and_reveals_nothing(
         await lib.import_path({"path": str(allowed / "escape.mp4")})  # a symlink out
     with pytest.raises(InvalidInput, match="control character"):
         await lib.import_path({"path": f"{allowed}/a\x00.mp4"})
+
+
+async def test_without_a_bitrate_the_recommendation_for_the_size_is_used(
+    db: Database, tmp_path: Path, media_set: MediaSet
+) -> None:
+    # The fixed 2,500 kbit/s default was below Twitch's and YouTube's 1080p recommendations.
+    lib = Library(
+        db,
+        tmp_path / "data",
+        ffmpeg_exe(),
+        max_upload_bytes=3_000_000,
+        import_dirs=[tmp_path.parent],
+        kbps_by_resolution=True,
+    )
+    await lib.start()
+    try:
+        hd = make_clip(tmp_path / "hd.mp4", seconds=2, size="1280x720", rate=60)
+        auto = await lib.import_path({"path": str(hd)})
+        asked = await lib.import_path({"path": str(media_set.ready), "video_kbps": 900})
+        assert auto.video_kbps == 0  # decided once the video is probed
+        assert (await wait_status(lib, auto.id, "ready")).video_kbps == 4500  # 720p60
+        assert (await wait_status(lib, asked.id, "ready")).video_kbps == 900
+    finally:
+        await lib.stop()
+    assert [recommended_kbps(h, f) for h, f in ((1080, 60), (1080, 30), (720, 30), (240, 30))] == [
+        6000,
+        4500,
+        3000,
+        800,
+    ]

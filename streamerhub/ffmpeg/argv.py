@@ -45,6 +45,26 @@ class EncodeProfile:
 
 DEFAULT_PROFILE = EncodeProfile()  # frozen: safe to share as a default argument
 
+# Video kbit/s recommended for a height and frame rate (Twitch's and YouTube's guidance for
+# live H.264): (height at least, fps above 31) → kbit/s, first match wins.
+RECOMMENDED_KBPS = (
+    (1080, True, 6000),
+    (1080, False, 4500),
+    (720, True, 4500),
+    (720, False, 3000),
+    (480, False, 1500),
+    (0, False, 800),
+)
+
+
+def recommended_kbps(height: int, fps: float | None) -> int:
+    """The bitrate a platform recommends for this output size and rate."""
+    fast = bool(fps and fps > 31)
+    for at_least, needs_fast, kbps in RECOMMENDED_KBPS:
+        if height >= at_least and (fast or not needs_fast):
+            return kbps
+    return RECOMMENDED_KBPS[-1][2]
+
 
 @dataclass(frozen=True)
 class VideoPlan:

@@ -24,9 +24,9 @@ import asyncpg
 
 from streamerhub.db import Database
 from streamerhub.errors import Conflict, InvalidInput, NotFound, TooLarge
-from streamerhub.ffmpeg.argv import DEFAULT_PROFILE, EncodeProfile
+from streamerhub.ffmpeg.argv import DEFAULT_PROFILE, EncodeProfile, plan_video, recommended_kbps
 from streamerhub.ffmpeg.binary import FFmpegBinary
-from streamerhub.ffmpeg.prepare import PrepareError, prepare
+from streamerhub.ffmpeg.prepare import PrepareError, nominal_rate, prepare
 from streamerhub.ffmpeg.probe import (
     AudioInfo,
     MediaProbe,
@@ -159,9 +159,13 @@ class Library:
         profile: EncodeProfile = DEFAULT_PROFILE,
         publish: Publish | None = None,
         import_dirs: Sequence[str | os.PathLike[str]] = (),
+        kbps_by_resolution: bool = False,
     ) -> None:
         self.db = db
         self.import_dirs = [Path(d).resolve() for d in import_dirs]
+        # No bitrate asked for: the recommendation for the video's size, set once it is probed
+        # (stored as 0 until then).
+        self.kbps_by_resolution = kbps_by_resolution
         self.data_dir = data_dir
         self.folder = data_dir / VIDEOS_DIR
         self.ffmpeg = ffmpeg
@@ -210,7 +214,8 @@ class Library:
         size = await self._write_chunks(part, chunks)
         final = self.folder / name
         os.replace(part, final)
-        return await self._add(label, "upload", f"{VIDEOS_DIR}/{name}", size, profile)
+        wanted = self._pending(profile, body)
+        return await self._add(label, "upload", f"{VIDEOS_DIR}/{name}", size, wanted)
 
     async def _write_chunks(self, part: Path, chunks: AsyncIterable[bytes]) -> int:
         size = 0
@@ -270,13 +275,25 @@ class Library:
         if not os.access(resolved, os.R_OK):
             raise InvalidInput(f"path: no permission to read {path}")
         label = safe_label(body.get("label") or resolved.name)
-        return await self._add(
-            label, "import", str(resolved), size, parse_profile(body, self.profile)
-        )
+        profile = self._pending(parse_profile(body, self.profile), body)
+        return await self._add(label, "import", str(resolved), size, profile)
+
+    def _pending(self, profile: EncodeProfile, body: Any) -> EncodeProfile | tuple[int, int]:
+        """The profile, or (0, audio kbit/s) when the bitrate waits for the probe."""
+        asked = isinstance(body, dict) and body.get("video_kbps") is not None
+        return profile if asked or not self.kbps_by_resolution else (0, profile.audio_kbps)
 
     async def _add(
-        self, label: str, source: str, path: str, size: int, profile: EncodeProfile
+        self,
+        label: str,
+        source: str,
+        path: str,
+        size: int,
+        profile: EncodeProfile | tuple[int, int],
     ) -> Video:
+        video_kbps, audio_kbps = (
+            profile if isinstance(profile, tuple) else (profile.video_kbps, profile.audio_kbps)
+        )
         row = await self.db.pool.fetchrow(
             f"INSERT INTO videos (label, source, path, size_bytes, video_kbps, audio_kbps) "
             f"VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_COLUMNS}",
@@ -284,8 +301,8 @@ class Library:
             source,
             path,
             size,
-            profile.video_kbps,
-            profile.audio_kbps,
+            video_kbps,
+            audio_kbps,
         )
         video = Video(**row)
         log.info("video_added", video=video.id, label=label, source=source, size_bytes=size)
@@ -351,7 +368,8 @@ class Library:
         video = await self.get(video_id)
         if video_id in self._queued or self._busy_with(video_id):
             raise Conflict(f"video {video_id} is already queued or being prepared")
-        profile = parse_profile(body, EncodeProfile(video.video_kbps, video.audio_kbps))
+        current = EncodeProfile(video.video_kbps or self.profile.video_kbps, video.audio_kbps)
+        profile = parse_profile(body, current)
         await self.db.pool.execute(
             "UPDATE videos SET status = 'uploaded', reason = NULL, video_kbps = $2, "
             "audio_kbps = $3, updated_at = now() WHERE id = $1",
@@ -442,6 +460,14 @@ class Library:
         await self.db.pool.execute(
             "UPDATE videos SET probe = $2 WHERE id = $1", video_id, probe_to_json(media)
         )
+        if video.video_kbps == 0:
+            fps = nominal_rate(media)
+            plan = plan_video(media.video.width, media.video.height, fps, self.profile)
+            kbps = recommended_kbps(plan.height, float(plan.fps))
+            await self.db.pool.execute(
+                "UPDATE videos SET video_kbps = $2 WHERE id = $1", video_id, kbps
+            )
+            video = dataclasses.replace(video, video_kbps=kbps)
         await self._prepare(video, source, media)
 
     async def _prepare(self, video: Video, source: Path, media: MediaProbe) -> None:

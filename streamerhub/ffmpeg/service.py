@@ -19,7 +19,7 @@ from streamerhub.config import Settings
 from streamerhub.crypto import Keyring
 from streamerhub.db import Database
 from streamerhub.errors import Conflict, InvalidInput, NotFound, StreamerHubError
-from streamerhub.ffmpeg.argv import EncodeProfile
+from streamerhub.ffmpeg.argv import DEFAULT_PROFILE, EncodeProfile
 from streamerhub.ffmpeg.binary import FFmpegBinary, find_ffmpeg
 from streamerhub.ffmpeg.channels import ChannelUpdater, update_channels
 from streamerhub.ffmpeg.jobs import Job
@@ -120,7 +120,8 @@ class Multistream:
         self._scheduler = asyncio.create_task(_ready(self._schedule).run(), name="job-scheduler")
 
     def _open_stores(self, db: Database, keyring: Keyring, ffmpeg: FFmpegBinary) -> None:
-        profile = EncodeProfile(self.settings.ffmpeg.video_kbps, self.settings.ffmpeg.audio_kbps)
+        video_kbps = self.settings.ffmpeg.video_kbps or DEFAULT_PROFILE.video_kbps
+        profile = EncodeProfile(video_kbps, self.settings.ffmpeg.audio_kbps)
         self._targets = TargetStore(db, keyring)
         self._library = Library(
             db,
@@ -130,6 +131,7 @@ class Multistream:
             max_upload_bytes=self.settings.ffmpeg.max_upload_bytes,
             publish=self.publish,
             import_dirs=self.settings.library.import_dirs,
+            kbps_by_resolution=self.settings.ffmpeg.video_kbps == 0,
         )
         self._jobs = JobStore(db, self.settings.general.timezone)
         self._schedule = Scheduler(self._jobs, self.start_job, self.stop_job)
