@@ -143,6 +143,9 @@ async def test_preparation_encodes_a_non_compliant_file_with_progress(
     assert video.source == "import" and video.label == "long_gop.mp4"
     ready = await wait_status(library, video.id, "ready", "rejected")
     assert ready.status == "ready" and ready.prepared_mode == "encode"
+    # Why it was encoded is shown (it was never said): the API and the page show these.
+    reasons = ready.to_json()["prepared"]["reasons"]
+    assert any("keyframes every" in r for r in reasons) and any("44100" in r for r in reasons)
     prepared = ready.prepared_probe or {}
     assert prepared["keyframe_interval"] == pytest.approx(2.0, abs=0.1)
     assert prepared["audio"]["sample_rate"] == 48000

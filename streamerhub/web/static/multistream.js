@@ -129,7 +129,10 @@
     parts.push(p.audio ? p.audio.codec : "no audio");
     if (p.bitrate_kbps) parts.push(`${number(p.bitrate_kbps)} kbit/s`);
     if (p.keyframe_interval) parts.push(`keyframes every ${number(p.keyframe_interval, 1)} s`);
-    if (v.prepared) parts.push(v.prepared.mode === "remux" ? "remuxed" : "re-encoded");
+    if (v.prepared) {
+      const why = (v.prepared.reasons || []).join("; ");
+      parts.push(v.prepared.mode === "remux" ? "remuxed" : `re-encoded${why ? ` (${why})` : ""}`);
+    }
     return parts.filter(Boolean).join(" · ");
   }
 
