@@ -15,9 +15,19 @@ Prints one JSON object:
 - recovery_s: from an RTMP ingest coming back (after being killed) to the target `live` again,
   with the daemon's default restart policy: the worst of several outages (--down-seconds), the
   longest one reaching the backoff cap.
+- reset_outage_recovery_s: the ingest dies, then for --reset-seconds (40) a listener on its
+  port accepts and resets every handshake (an overloaded or restarting ingest), then the ingest
+  is healthy again: seconds from healthy to `live`; `reset_outage_failed` says whether the
+  target was ever marked `failed` on the way (it must not be);
+- frozen_detect_s: the ingest stops reading with the connection open (SIGUSR1 to the listener):
+  seconds until the target is shown off air, with the daemon's timing for this bitrate;
+- loop_24h: a small clip looped for --loop-hours (24) of media, pushed without -re (as fast as
+  it goes) to nginx-rtmp: wall seconds, speed, media seconds reached and stalls (progress
+  silent for more than the daemon's stall limit), which must be 0.
 The RTMP ingest is tests/rtmp_server.py in its own process, so it does not share our CPU; the
 pushes are the daemon's own TargetRunner (ffmpeg/supervisor.py). Targets: copy ≤ 5 % of a core,
-min speed ≥ 1.0, copy ≥ 15× cheaper, recovery ≤ 15 s.
+min speed ≥ 1.0, copy ≥ 15× cheaper, recovery ≤ 15 s, reset outage recovery ≤ 15 s, frozen
+detection ≤ 10 s, 24 h loop with 0 stalls.
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ from streamerhub.ffmpeg.argv import (
     EncodeProfile,
     build_global_args,
     build_progress_args,
+    build_push_argv,
 )
 from streamerhub.ffmpeg.binary import (
     FFmpegBinary,
@@ -47,6 +58,7 @@ from streamerhub.ffmpeg.binary import (
     spawn,
     stop_process,
 )
+from streamerhub.ffmpeg.policy import DEFAULT_TIMING, RunnerTiming, send_buffer_for
 from streamerhub.ffmpeg.prepare import prepare
 from streamerhub.ffmpeg.progress import ProgressParser
 from streamerhub.ffmpeg.status import TargetState
@@ -55,6 +67,10 @@ from streamerhub.log import setup_logging
 
 ROOT = Path(__file__).resolve().parent.parent
 LISTENER = ROOT / "tests" / "rtmp_server.py"
+sys.path.insert(0, str(ROOT / "tests"))
+from nginx_rtmp import NginxRtmp, nginx_available  # noqa: E402 - the tests' real ingest
+from rtmp_server import ResettingListener  # noqa: E402 - what nginx cannot be made to do
+
 TICK = os.sysconf("SC_CLK_TCK")
 WARMUP = 3.0
 
@@ -303,6 +319,135 @@ async def measure_recovery(ffmpeg: FFmpegBinary, video: Path, down: float) -> di
         await listener.kill()
 
 
+async def measure_reset_outage(
+    ffmpeg: FFmpegBinary, video: Path, resetting: float
+) -> dict[str, Any]:
+    """Ingest dies, then resets every handshake for `resetting` s, then comes back healthy."""
+    listener = Listener()
+    await listener.start()
+    states: set[str] = set()
+    runner = TargetRunner(
+        ffmpeg,
+        listener.url("bench-reset"),
+        [video],
+        name="reset",
+        on_status=lambda s: states.add(s.state.value),
+    )
+    runner.start()
+    try:
+        await wait_live([runner])
+        await listener.kill()
+        resetter = ResettingListener(port=listener.port)
+        await resetter.start()
+        await asyncio.sleep(resetting)
+        await resetter.stop()
+        back = await listener.start()
+        await wait_live([runner], timeout=60)
+        return {
+            "resetting_s": resetting,
+            "handshakes_reset": resetter.resets,
+            "recovery_s": round(time.monotonic() - back, 2),
+            "failed": "failed" in states,
+            "restarts": runner.status.restarts,
+        }
+    finally:
+        await runner.stop()
+        await listener.kill()
+
+
+async def measure_frozen(ffmpeg: FFmpegBinary, video: Path, kbps: float | None) -> dict[str, Any]:
+    """Seconds from the ingest freezing (connection open, nothing read) to the target off air."""
+    listener = Listener()
+    await listener.start()
+    timing = RunnerTiming(send_buffer=send_buffer_for(kbps))  # as the daemon sets it
+    runner = TargetRunner(ffmpeg, listener.url("bench-frozen"), [video], timing=timing)
+    runner.start()
+    try:
+        await wait_live([runner])
+        await asyncio.sleep(3)
+        assert listener.proc is not None
+        listener.proc.send_signal(signal.SIGUSR1)  # freeze
+        frozen = time.monotonic()
+        while runner.status.state is TargetState.LIVE:
+            if time.monotonic() - frozen > 60:
+                raise RuntimeError("a frozen ingest was never detected")
+            await asyncio.sleep(0.05)
+        return {
+            "detect_s": round(time.monotonic() - frozen, 2),
+            "stall_after_s": timing.stall_after,
+            "send_buffer": timing.send_buffer,
+        }
+    finally:
+        await runner.stop()
+        await listener.kill()
+
+
+async def measure_long_loop(ffmpeg: FFmpegBinary, work: Path, hours: float) -> dict[str, Any]:
+    """A small prepared clip looped for `hours` of media without -re, into nginx-rtmp."""
+    if not nginx_available():
+        return {"skipped": "nginx with libnginx-mod-rtmp is not installed"}
+    clip = work / "loop-source.mp4"
+    make_small_clip(ffmpeg.path, clip)
+    ready = await prepare(ffmpeg, clip, work / "loop.mp4", EncodeProfile(video_kbps=150))
+    seconds = ready.probe.duration or 10.0
+    plays = max(1, round(hours * 3600 / seconds))
+    ingest = NginxRtmp(work / "nginx", keys={"bench-loop"}, record=False)
+    await ingest.start()
+    try:
+        argv = build_push_argv(ffmpeg.path, [ready.path], f"{ingest.url}/bench-loop", plays)
+        argv.remove("-re")  # simulated: as fast as the machine goes
+        return await _run_loop(argv, DEFAULT_TIMING.stall_after, plays * seconds)
+    finally:
+        await ingest.stop()
+
+
+async def _run_loop(argv: list[str], stall_after: float, media_s: float) -> dict[str, Any]:
+    proc = await spawn(argv)
+    assert proc.stdout is not None
+    parser, stalls, longest = ProgressParser(), 0, 0.0
+    start = last = time.monotonic()
+    lines = iter_lines(proc.stdout)
+    try:
+        while True:
+            try:
+                line = await asyncio.wait_for(lines.__anext__(), 120)
+            except StopAsyncIteration:
+                break
+            if parser.feed(line) is None:
+                continue
+            now = time.monotonic()
+            gap, last = now - last, now
+            longest = max(longest, gap)
+            stalls += gap > stall_after
+        code = await proc.wait()
+    finally:
+        await stop_process(proc, quit_wait=0, term_wait=2.0)
+    wall = time.monotonic() - start
+    reached = parser.last.out_time if parser.last and parser.last.out_time else 0.0
+    return {
+        "media_hours": round(media_s / 3600, 2),
+        "reached_hours": round(reached / 3600, 3),
+        "wall_s": round(wall, 1),
+        "speed": round(reached / wall, 1),
+        "stalls": stalls,
+        "longest_progress_gap_s": round(longest, 2),
+        "exit_code": code,
+    }
+
+
+def make_small_clip(ffmpeg: str, path: Path) -> None:
+    subprocess.run(
+        [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-nostdin"]
+        + ["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=30:duration=10"]
+        + ["-f", "lavfi", "-i", "sine=sample_rate=48000:duration=10"]
+        + ["-c:v", "libx264", "-preset", "superfast", "-profile:v", "main", "-g", "60"]
+        + ["-b:v", "150k", "-maxrate", "150k", "-bufsize", "150k", "-c:a", "aac", "-ac", "2"]
+        + [str(path)],
+        check=True,
+        timeout=120,
+    )
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     ffmpeg = find_ffmpeg()
     work = Path(tempfile.mkdtemp(prefix="streamerhub-bench-"))
@@ -319,6 +464,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await measure_recovery(ffmpeg, ready.path, float(down))
             for down in args.down_seconds.split(",")
         ]
+        reset = await measure_reset_outage(ffmpeg, ready.path, args.reset_seconds)
+        frozen = await measure_frozen(ffmpeg, ready.path, ready.probe.video_kbps)
+        loop = await measure_long_loop(ffmpeg, work, args.loop_hours)
     finally:
         await listener.kill()
         shutil.rmtree(work, ignore_errors=True)
@@ -330,7 +478,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         f"min_speed_{args.targets}_targets": min(copy["speeds"]),
         "min_speed_8_targets": min(copy["speeds"]) if args.targets == 8 else None,
         "recovery_s": max(r["recovery_s"] for r in recovery),
+        "reset_outage_recovery_s": reset["recovery_s"],
+        "reset_outage_failed": reset["failed"],
+        "frozen_detect_s": frozen["detect_s"],
+        "loop_24h_stalls": loop.get("stalls"),
         "detail": {
+            "reset_outage": reset,
+            "frozen": frozen,
+            "loop": loop,
             "seconds": args.seconds,
             "targets": args.targets,
             "speeds": copy["speeds"],
@@ -369,6 +524,10 @@ def main() -> None:
         default="4,20",
         help="how long the ingest stays dead, per recovery trial (4,20)",
     )
+    parser.add_argument(
+        "--reset-seconds", type=float, default=40, help="handshake-resetting outage (40)"
+    )
+    parser.add_argument("--loop-hours", type=float, default=24, help="simulated loop (24)")
     setup_logging("info", "pretty")  # logs on stderr: stdout carries the JSON only
     print(json.dumps(asyncio.run(run(parser.parse_args()))))
 

@@ -45,6 +45,12 @@ def _time_of_day(value: str) -> str | None:
     return 'must be a time of day "HH:MM" (24 h, your [general] timezone), or "" for no schedule'
 
 
+def _absolute_paths(value: list[Any]) -> str | None:
+    if not all(isinstance(v, str) and os.path.isabs(v) for v in value):
+        return 'must be a list of absolute folder paths, e.g. ["/srv/videos"]'
+    return None
+
+
 def _url(*schemes: str, empty_ok: bool = True) -> Callable[[str], str | None]:
     def check(value: str) -> str | None:
         if not value and empty_ok:
@@ -248,9 +254,11 @@ SETTINGS: tuple[Setting, ...] = (
         "ffmpeg",
         "video_kbps",
         int,
-        2500,
-        "Default video bitrate (kbit/s) a video is prepared at; each upload may ask for another.",
-        _range(100, 50000),
+        0,
+        "Default video bitrate (kbit/s) a video is prepared at; each upload may ask for another. "
+        "0 picks the platforms' recommendation for the video's size and rate (1080p60 6000, "
+        "1080p30 and 720p60 4500, 720p30 3000, 480p 1500, smaller 800).",
+        lambda v: None if v == 0 else _range(100, 50000)(v),
     ),
     Setting(
         "ffmpeg",
@@ -259,6 +267,23 @@ SETTINGS: tuple[Setting, ...] = (
         160,
         "Default audio bitrate (kbit/s) of prepared videos.",
         _range(32, 512),
+    ),
+    Setting(
+        "ffmpeg",
+        "ca_file",
+        str,
+        "",
+        "CA bundle (PEM) that rtmps:// ingests' certificates are verified against; empty uses "
+        "the system's. Set it for a private CA; certificates are always verified.",
+    ),
+    Setting(
+        "library",
+        "import_dirs",
+        list,
+        [],
+        "Absolute folders whose videos may be imported by server path (the daemon's FFmpeg "
+        "reads them); empty turns import by path off, so no request can make it open any file.",
+        _absolute_paths,
     ),
     Setting(
         "backup",
@@ -366,6 +391,12 @@ class FFmpegSettings:
     max_upload_bytes: int
     video_kbps: int
     audio_kbps: int
+    ca_file: str
+
+
+@dataclass(frozen=True)
+class LibrarySettings:
+    import_dirs: list[str]
 
 
 @dataclass(frozen=True)
@@ -386,6 +417,7 @@ SECTIONS: dict[str, type] = {
     "twitch": TwitchSettings,
     "analytics": AnalyticsSettings,
     "ffmpeg": FFmpegSettings,
+    "library": LibrarySettings,
     "backup": BackupSettings,
 }
 
@@ -429,6 +461,10 @@ class Settings:
     @functools.cached_property
     def ffmpeg(self) -> FFmpegSettings:
         return self._section("ffmpeg", FFmpegSettings)
+
+    @functools.cached_property
+    def library(self) -> LibrarySettings:
+        return self._section("library", LibrarySettings)
 
     @functools.cached_property
     def backup(self) -> BackupSettings:

@@ -50,7 +50,9 @@ def make_clip(
             "-c:v",
             "libx264",
             "-preset",
-            "ultrafast",
+            "superfast",  # ultrafast makes Constrained Baseline, which preparation re-encodes
+            "-profile:v",
+            "main",
             "-pix_fmt",
             "yuv420p",
             "-b:v",

@@ -446,6 +446,42 @@ class _Connection(asyncio.Protocol):
         self.server._disconnected(self)
 
 
+class ResettingListener:
+    """A listener that accepts, reads the client's first handshake bytes and resets (RST).
+
+    What an overloaded or restarting ingest (or a middlebox) looks like: nginx cannot be made
+    to do this on purpose, so this stays a double.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host, self.port, self.resets = host, port, 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(
+            self._reset, self.host, self.port, reuse_address=True
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def _reset(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await asyncio.wait_for(reader.read(1537), 5)
+        except (asyncio.TimeoutError, ConnectionError):
+            pass
+        sock = writer.get_extra_info("socket")
+        if sock is not None:  # linger 0: close() sends RST instead of FIN
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.resets += 1
+        writer.close()
+
+    async def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+            await server.wait_closed()
+
+
 class RtmpServer:
     """A minimal RTMP ingest on 127.0.0.1; keys=None accepts every stream key."""
 

@@ -350,3 +350,24 @@ async def test_export_refuses_bad_parameters_in_words(api: Api, query: str, mess
         assert message in (await resp.json())["error"]
     async with api.client.get("/api/v1/export/events") as resp:
         assert resp.status == 401
+
+
+@pytest.mark.ffmpeg
+async def test_a_job_on_a_rejected_video_is_a_400_naming_it(
+    api: Api, media_set: MediaSet, tmp_path: Path
+) -> None:
+    # It was accepted (201), then failed when started or when its schedule fired.
+    video = await api.call("POST", "/videos", 201, json={"path": str(media_set.text)})
+    await wait_video(api, video["id"], "rejected")
+    target = await api.call(
+        "POST",
+        "/targets",
+        201,
+        json={"name": "t", "url": "RTMP://127.0.0.1:9/live", "stream_key": "api-key-00001"},
+    )
+    assert target["url"] == "rtmp://127.0.0.1:9/live"  # stored the way FFmpeg reads it
+    refused = await api.call(
+        "POST", "/jobs", 400, json={"name": "j", "videos": [video["id"]], "targets": [target["id"]]}
+    )
+    assert f"video {video['id']} (notes.mp4) was rejected" in refused["error"]
+    assert await api.call("GET", "/jobs", 200) == []

@@ -141,3 +141,94 @@ async def test_a_failed_preparation_says_why_and_leaves_nothing(
     with pytest.raises(PrepareError, match="FFmpeg failed"):
         await prepare(ffmpeg_exe(), broken, tmp_path / "out.mp4", source=source, force_encode=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.mp4"]
+
+
+def _encode(
+    path: Path, *args: str, seconds: int = 6, video: str = "testsrc2=size=320x240:rate=60"
+) -> Path:
+    """An H.264/AAC file made with extra FFmpeg options (sources a broadcast engineer meets)."""
+    import subprocess
+
+    base = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-nostdin"]
+    inputs = [
+        *("-f", "lavfi", "-i", f"{video}:duration={seconds}"),
+        *("-f", "lavfi", "-i", f"sine=sample_rate=48000:duration={seconds}"),
+    ]
+    codecs = ["-c:v", "libx264", "-preset", "superfast", "-g", "120", "-c:a", "aac"]
+    subprocess.run([*base, *inputs, *codecs, *args, str(path)], check=True, timeout=60)
+    return path
+
+
+async def test_a_variable_rate_recording_comes_out_at_its_nominal_rate(tmp_path: Path) -> None:
+    # A phone-style VFR file (60 fps nominal, frames dropped unevenly: ~36 fps on average) came
+    # out at the average rate with keyframes off the 2 s grid.
+    vfr = _encode(
+        tmp_path / "phone.mp4",
+        *("-vf", "select='not(eq(mod(n\\,3)\\,1))*not(between(t\\,2\\,3)*eq(mod(n\\,2)\\,0))'"),
+        *("-fps_mode", "vfr", "-profile:v", "main", "-ac", "2"),
+    )
+    source = await probe(ffmpeg_exe(), vfr)
+    assert source.video.variable_rate and source.video.nominal_fps == 60
+    done = await prepare(ffmpeg_exe(), vfr, tmp_path / "out.mp4", EncodeProfile(video_kbps=600))
+    assert done.mode == "encode" and any("variable frame rate" in r for r in done.reasons)
+    assert done.probe.video.fps == 60 and not done.probe.video.variable_rate
+    assert done.probe.keyframe_interval == pytest.approx(2.0, abs=0.02)
+
+
+async def test_surround_baseline_and_peaky_files_are_encoded_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    # All three were remuxed as they were: only the average bitrate was checked.
+    surround = _encode(tmp_path / "surround.mp4", "-profile:v", "main", "-ac", "6")
+    baseline = _encode(tmp_path / "baseline.mp4", "-profile:v", "baseline", "-ac", "2")
+    # Still, then two seconds of noise: ~1.2 Mbit/s on average, ~6 Mbit/s at the peak.
+    peaky = _encode(
+        tmp_path / "peaky.mp4",
+        *("-profile:v", "main", "-ac", "2", "-crf", "30"),
+        *("-vf", "noise=alls=100:allf=t+u:enable='between(t,2,4)'"),
+        seconds=10,
+        video="color=c=gray:size=320x240:rate=60",
+    )
+    profile = EncodeProfile(video_kbps=2500)
+    expected = {surround: "not stereo", baseline: "not Main or High", peaky: "peaks at"}
+    for path, words in expected.items():
+        done = await prepare(ffmpeg_exe(), path, tmp_path / f"out-{path.name}", profile)
+        assert done.mode == "encode" and any(words in r for r in done.reasons), done.reasons
+        out = done.probe
+        assert out.audio is not None and (out.audio.channels, out.audio.sample_rate) == (
+            "stereo",
+            48000,
+        )
+        assert out.video.profile in ("Main", "High") and complies(out, profile), compliance_issues(
+            out, profile
+        )
+
+
+async def test_an_image_renamed_mp4_is_rejected(tmp_path: Path) -> None:
+    import subprocess
+
+    png = tmp_path / "still.mp4"
+    subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc2", "-frames:v", "1"]
+        + ["-f", "image2", "-c:v", "png", str(png)],
+        check=True,
+        timeout=30,
+    )
+    with pytest.raises(ProbeError) as caught:
+        await probe(ffmpeg_exe(), png)
+    assert caught.value.reason == "no_video" and "a still image (png)" in str(caught.value)
+
+
+async def test_a_44k_track_on_a_ready_video_costs_an_audio_encode_only(
+    media_set: MediaSet, tmp_path: Path
+) -> None:
+    # Twitch accepts 44.1 kHz, yet it forced a full video re-encode (time, quality loss).
+    from media import make_clip
+
+    source_path = make_clip(tmp_path / "cd_audio.mp4", seconds=4, audio_rate=44100)
+    source = await probe(ffmpeg_exe(), source_path)
+    done = await prepare(ffmpeg_exe(), source_path, tmp_path / "out.mp4")
+    assert done.mode == "encode" and done.reasons == ("audio sample rate 44100 Hz is not 48000",)
+    assert done.probe.video == source.video  # the video track was copied, not re-encoded
+    assert done.probe.audio is not None and done.probe.audio.sample_rate == 48000
+    assert complies(done.probe, EncodeProfile())

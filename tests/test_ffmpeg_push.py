@@ -21,14 +21,16 @@ from media import (
     no_leftover_ffmpeg,
     wait_gone,
 )
-from rtmp_server import RtmpServer, RtmpServerProcess
+from nginx_rtmp import NginxRtmp, needs_nginx
+from rtmp_server import ResettingListener, RtmpServer, RtmpServerProcess
 
 from streamerhub.ffmpeg.binary import StopMethod
-from streamerhub.ffmpeg.policy import RestartPolicy, RunnerTiming
+from streamerhub.ffmpeg.policy import RestartPolicy, RunnerTiming, send_buffer_for
 from streamerhub.ffmpeg.probe import probe
 from streamerhub.ffmpeg.progress import FailureClass
 from streamerhub.ffmpeg.status import TargetState, TargetStatus
 from streamerhub.ffmpeg.supervisor import TargetRunner
+from streamerhub.ffmpeg.targets import check_url, output_url
 
 pytestmark = [pytest.mark.ffmpeg, pytest.mark.usefixtures("no_leftover_ffmpeg")]
 
@@ -194,7 +196,8 @@ async def test_a_frozen_ingest_is_detected_and_the_child_killed(
     pid = runner.status.pid
     assert pid is not None
     ingest.freeze()  # TCP stays open, nothing is read any more
-    await until(lambda: runner.status.state is TargetState.BACKOFF, 20)
+    await until(lambda: runner.status.state is TargetState.BACKOFF, 20)  # off air at once…
+    await until(lambda: runner.last_run is not None, 10)  # …and the wedged child ended
     record = runner.last_run
     assert record is not None and record.failure is FailureClass.TIMEOUT
     assert record.error and "no progress" in record.error
@@ -241,7 +244,7 @@ async def test_a_crash_loop_opens_the_breaker_until_retry(tmp_path: Path, runner
     )
     await until(lambda: runner.status.state is TargetState.FAILED, 15)
     assert runner.status.failure is FailureClass.INPUT_ERROR
-    assert "crash loop" in (runner.status.last_error or "")
+    assert "the video file cannot be read" in (runner.status.last_error or "")
     runs = runner.status.run
     await asyncio.sleep(0.5)
     assert runner.status.run == runs  # no retries while failed
@@ -345,3 +348,134 @@ async def until_quiet(runner: TargetRunner, quiet: float, timeout: float) -> Non
         await asyncio.sleep(0.1)
         if runner.status.out_time != last:
             last, since = runner.status.out_time, time.monotonic()
+
+
+async def test_children_get_no_daemon_secrets_and_an_upper_case_scheme_streams(
+    media_set: MediaSet, servers, runners, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "twitch-client-secret-4f9a7c"
+    monkeypatch.setenv("STREAMERHUB_TWITCH_CLIENT_SECRET", secret)
+    monkeypatch.setenv("STREAMERHUB_DATABASE_URL", f"postgresql://u:{secret}@h/db")
+    ingest = await servers(keys={KEY_A})
+    # What a user typed: RTMP:// crash-looped before (FFmpeg: "Protocol not found").
+    url = output_url(check_url(ingest.url.replace("rtmp://", "RTMP://")), KEY_A)
+    runner = runners(ffmpeg_exe(), url, [media_set.ready])
+    await until(lambda: runner.status.state is TargetState.LIVE, 10)
+    assert runner.status.pid is not None
+    environ = Path(f"/proc/{runner.status.pid}/environ").read_bytes()
+    assert secret.encode() not in environ and b"STREAMERHUB_" not in environ
+    assert b"PATH=" in environ  # the rest of the environment is kept
+
+
+async def test_a_handshake_resetting_ingest_never_fails_the_target(
+    media_set: MediaSet, runners, tmp_path: Path
+) -> None:
+    # Six resets in five minutes used to mark the target `failed` for good: a 24/7 channel went
+    # dark after ~22 s of a misbehaving ingest. Transient causes are now retried forever.
+    policy = RestartPolicy(backoff_initial=0.1, backoff_max=0.5, breaker_restarts=2)
+    resetter = ResettingListener()
+    port = await resetter.start()
+    statuses: list[TargetStatus] = []
+    url = f"rtmp://127.0.0.1:{port}/live/{KEY_A}"
+    runner = runners(ffmpeg_exe(), url, [media_set.ready], policy=policy, on_status=statuses.append)
+    try:
+        await until(lambda: runner.status.run >= 6, 20)
+    finally:
+        await resetter.stop()
+    assert TargetState.FAILED not in {s.state for s in statuses}
+    assert runner.last_run and runner.last_run.failure is FailureClass.OTHER
+    ingest = RtmpServer(port=port, keys={KEY_A}, record_dir=tmp_path / "rec")
+    await ingest.start()
+    try:
+        took = await until(lambda: runner.status.state is TargetState.LIVE, 15)
+        print(f"live {took:.1f} s after the ingest became healthy")
+    finally:
+        await runner.stop()
+        await ingest.stop()
+
+
+async def test_a_failed_target_is_tried_again_by_itself(tmp_path: Path, runners) -> None:
+    policy = RestartPolicy(
+        backoff_initial=0.05, backoff_max=0.1, breaker_restarts=1, half_open_after=1.0
+    )
+    runner = runners(
+        ffmpeg_exe(), "rtmp://127.0.0.1:9/live/" + KEY_A, [tmp_path / "gone.mp4"], policy=policy
+    )
+    await until(lambda: runner.status.state is TargetState.FAILED, 15)
+    runs = runner.status.run
+    assert runner.status.next_retry_at is not None  # the user sees when it is tried again
+    await until(lambda: runner.status.run > runs, 5)  # half-open: no retry() needed
+    await until(lambda: runner.status.state is TargetState.FAILED, 15)
+
+
+@pytest.fixture
+async def nginx(tmp_path: Path) -> AsyncIterator[NginxRtmp]:
+    ingest = NginxRtmp(tmp_path / "nginx", keys={KEY_A})
+    try:
+        await ingest.start()
+        yield ingest
+    finally:
+        await ingest.stop()
+
+
+@needs_nginx
+async def test_nginx_closing_on_a_wrong_key_is_key_rejected(
+    media_set: MediaSet, runners, nginx: NginxRtmp
+) -> None:
+    # nginx-rtmp refuses a key (on_publish 403) by closing the connection: FFmpeg only says
+    # "Input/output error". That was `other` (fast retries, then `failed`, never "wrong key").
+    wrong = "wrong-key-55443322"
+    bad = runners(ffmpeg_exe(), f"{nginx.url}/{wrong}", [media_set.ready])
+    good = runners(ffmpeg_exe(), f"{nginx.url}/{KEY_A}", [media_set.ready])
+    await until(lambda: bad.status.state is TargetState.BACKOFF, 10)
+    status = bad.status
+    assert status.failure is FailureClass.KEY_REJECTED
+    assert status.next_retry_at is not None and status.next_retry_at - time.time() > 40
+    await until(lambda: good.status.state is TargetState.LIVE, 10)
+    assert await nginx.publishing() == [KEY_A]
+    await asyncio.sleep(1)
+    assert nginx.rejected == [wrong]  # a slow retry: the ingest is not hammered
+    assert_key_hidden(bad, wrong)
+
+
+@needs_nginx
+async def test_rtmps_certificates_are_verified_with_a_ca_option(
+    media_set: MediaSet, runners, nginx: NginxRtmp
+) -> None:
+    # -tls_verify was never passed: a distro FFmpeg 5.1 pushed the key to a self-signed
+    # endpoint (a man in the middle) without a check.
+    policy = RestartPolicy(backoff_initial=0.2, backoff_max=0.5)
+    unchecked = runners(ffmpeg_exe(), f"{nginx.tls_url}/{KEY_A}", [media_set.ready], policy=policy)
+    await until(lambda: unchecked.status.state is TargetState.BACKOFF, 10)
+    assert unchecked.status.failure is FailureClass.TLS
+    assert nginx.published == []  # the key never reached the endpoint
+    await unchecked.stop()
+    private_ca = runners(
+        ffmpeg_exe(), f"{nginx.tls_url}/{KEY_A}", [media_set.ready], ca_file=str(nginx.cert)
+    )
+    await until(lambda: private_ca.status.state is TargetState.LIVE, 10)
+    assert await nginx.publishing() == [KEY_A]
+
+
+async def test_a_frozen_ingest_is_detected_within_10_s_and_the_rates_drop(
+    media_set: MediaSet, servers, runners
+) -> None:
+    # Detection took 16–20 s (README: 10 s), and the bitrate/fps shown were FFmpeg's averages
+    # since the start, which never drop: a frozen target looked healthy for the whole time.
+    ingest = await servers(keys={KEY_A})
+    timing = RunnerTiming(send_buffer=send_buffer_for(500))  # what the daemon uses (~500 kbit/s)
+    runner = runners(ffmpeg_exe(), ingest.url_for(KEY_A), [media_set.ready], timing=timing)
+    await until(lambda: runner.status.state is TargetState.LIVE, 10)
+    await asyncio.sleep(4)
+    live = runner.status
+    assert live.bitrate_kbps and live.bitrate_kbps > 200 and live.fps == pytest.approx(30, abs=4)
+    ingest.freeze()
+    frozen_at, lowest = time.monotonic(), live.bitrate_kbps
+    while (status := runner.status).state is TargetState.LIVE:  # counting down to the stall
+        lowest = min(lowest, status.bitrate_kbps or 0.0)
+        assert time.monotonic() - frozen_at < 15, "never detected"
+        await asyncio.sleep(0.2)
+    took = time.monotonic() - frozen_at
+    print(f"frozen ingest detected after {took:.1f} s; bitrate shown fell to {lowest} kbit/s")
+    assert runner.status.state is TargetState.BACKOFF and took <= 10
+    assert lowest < live.bitrate_kbps / 2  # the shown rate dropped before the restart

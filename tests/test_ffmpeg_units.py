@@ -6,6 +6,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from media import ffmpeg_exe
 
 from streamerhub.errors import StreamerHubError
 from streamerhub.ffmpeg.argv import (
@@ -19,7 +20,7 @@ from streamerhub.ffmpeg.argv import (
     resume_point,
     url_secrets,
 )
-from streamerhub.ffmpeg.binary import FFmpegNotFound, find_ffmpeg
+from streamerhub.ffmpeg.binary import FFmpegNotFound, find_ffmpeg, tls_verification_problem
 from streamerhub.ffmpeg.policy import RestartPolicy
 from streamerhub.ffmpeg.probe import (
     keyframe_gap,
@@ -196,6 +197,17 @@ def test_failures_are_classified_from_stderr(line: str, expected: FailureClass) 
     assert classify_failure(["[info] Input #0, mov,mp4, from 'x.mp4':", line]) is expected
 
 
+def test_a_connection_closed_at_publish_is_a_rejected_key_but_a_reset_handshake_is_not() -> None:
+    opened = "[out#0/flv @ 0x1] [fatal] Error opening output rtmp://h/live/••••: {}"
+    closed = [opened.format("Input/output error")]
+    assert classify_failure(closed) is FailureClass.KEY_REJECTED
+    reset = ["[rtmp @ 0x1] [error] Cannot read RTMP handshake response", *closed]
+    assert classify_failure(reset) is FailureClass.OTHER
+    assert classify_failure([opened.format("Connection reset by peer")]) is FailureClass.OTHER
+    live_drop = ["[vost#0:0/copy @ 0x1] [error] Error submitting a packet: Broken pipe"]
+    assert classify_failure(live_drop) is FailureClass.OTHER
+
+
 def test_first_error_is_the_root_cause_without_prefixes() -> None:
     lines = [
         "[info] Press [q] to stop",
@@ -287,3 +299,19 @@ def test_find_ffmpeg_names_a_broken_configured_path(tmp_path: Path) -> None:
         find_ffmpeg(fake)
     with pytest.raises(StreamerHubError, match="does not run"):
         find_ffmpeg(tmp_path / "missing")
+
+
+def test_rtmps_pushes_always_verify_the_certificate() -> None:
+    secure = build_push_argv("ffmpeg", [Path("/v/a.mp4")], "rtmps://h/app/k", ca_file="/ca.pem")
+    assert _after(secure, "-tls_verify") == "1" and _after(secure, "-ca_file") == "/ca.pem"
+    assert secure.index("-tls_verify") < secure.index("rtmps://h/app/k")  # an output option
+    plain = build_push_argv("ffmpeg", [Path("/v/a.mp4")], "rtmp://h/app/k", ca_file="/ca.pem")
+    assert "-tls_verify" not in plain
+
+
+def test_check_names_an_ffmpeg_that_cannot_verify(tmp_path: Path) -> None:
+    assert tls_verification_problem(ffmpeg_exe()) is None
+    old = tmp_path / "ffmpeg"
+    old.write_text("#!/bin/sh\necho 'tls AVOptions:'\necho '  -listen <int>'\n")
+    old.chmod(0o755)
+    assert "cannot verify certificates" in (tls_verification_problem(old) or "")

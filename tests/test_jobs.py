@@ -18,6 +18,7 @@ from conftest import make_settings
 from media import MediaSet, ffmpeg_exe, media_set, no_leftover_ffmpeg
 from rtmp_server import RtmpServer
 
+from streamerhub.commands.client import job_text
 from streamerhub.crypto import Keyring
 from streamerhub.db import Database
 from streamerhub.errors import Conflict, InvalidInput
@@ -53,6 +54,40 @@ def test_a_repeating_schedule_uses_the_local_time_of_day_across_dst() -> None:
     assert upcoming is not None and upcoming.utcoffset() == dt.timedelta(hours=2)
     before_first = dt.datetime(2025, 3, 20, 20, 30, tzinfo=PARIS)  # a Thursday before start_at
     assert sched.current(before_first, PARIS) is None
+
+
+def test_durations_are_real_hours_on_dst_days() -> None:
+    # A 3 h window ran 4 h in October and 2 h in March (durations added on the wall clock).
+    for day, hour in ((dt.date(2026, 10, 25), 1), (dt.date(2026, 3, 29), 1)):
+        start = dt.datetime.combine(day, dt.time(hour), tzinfo=PARIS)
+        sched = Schedule(start_at=start, duration_s=3 * 3600, days=(7,))
+        occurrence = sched.current(start + dt.timedelta(minutes=1), PARIS)
+        assert occurrence is not None and occurrence[1] is not None
+        assert occurrence[1].astimezone(UTC) - occurrence[0].astimezone(UTC) == dt.timedelta(
+            hours=3
+        )
+        stop = Schedule(start_at=start, stop_at=start.replace(hour=hour + 3), days=(7,))
+        assert stop.length == dt.timedelta(hours=2 if day.month == 3 else 4)  # real time
+
+
+def test_a_nonexistent_local_start_still_fires_for_its_full_length() -> None:
+    # Sundays 02:30 Paris for 1 h; on 2026-03-29 clocks jump 02:00 → 03:00, so 02:30 does not
+    # exist: the window used to be empty and never fired. Documented: it starts at 03:30 CEST.
+    sched = Schedule(
+        start_at=dt.datetime(2026, 3, 22, 2, 30, tzinfo=PARIS), duration_s=3600, days=(7,)
+    )
+    inside = dt.datetime(2026, 3, 29, 1, 45, tzinfo=UTC)  # 03:45 CEST
+    occurrence = sched.current(inside, PARIS)
+    assert occurrence == (
+        dt.datetime(2026, 3, 29, 1, 30, tzinfo=UTC),
+        dt.datetime(2026, 3, 29, 2, 30, tzinfo=UTC),
+    )
+    # A time that exists twice (2026-10-25 02:30) starts at the first one, in summer time.
+    autumn = sched.next_start(dt.datetime(2026, 10, 24, tzinfo=UTC), PARIS)
+    # (compared in UTC: Python never calls an ambiguous local time equal to another zone's)
+    assert autumn is not None and autumn.astimezone(UTC) == dt.datetime(
+        2026, 10, 25, 0, 30, tzinfo=UTC
+    )
 
 
 def test_a_one_off_schedule_with_stop_at() -> None:
@@ -147,7 +182,12 @@ def new_multistream(
             raise RuntimeError("Twitch said 400: category not found")
         return "title, category and tags updated"
 
-    settings = make_settings(tmp_path, config or '[general]\ntimezone = "Europe/Paris"\n')
+    # Import by path reads only from import_dirs: the session's temporary folder holds both
+    # the shared media set and each test's own files.
+    config = config or '[general]\ntimezone = "Europe/Paris"\n'
+    if "[library]" not in config:
+        config += f'[library]\nimport_dirs = ["{tmp_path.parent}"]\n'
+    settings = make_settings(tmp_path, config)
     return Multistream(settings, policy=FAST, timing=timing, channel_updater=set_channel_info)
 
 
@@ -348,8 +388,11 @@ async def _freeze_one_of_two(ms: Multistream, media_set: MediaSet) -> None:
             f"frozen target left live after {time.monotonic() - frozen_at:.1f} s: "
             f"{left['failure_class']}, {left['last_error']}"
         )
-        assert left["restarts"] >= 1
-        assert left["failure_class"] == "timeout"
+        assert left["failure_class"] == "timeout"  # off air at once, restarted just after
+        deadline = time.monotonic() + 10
+        while (await target_state(ms, job.id, ta))["restarts"] < 1:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
         b_now = await target_state(ms, job.id, tb)
         assert (b_now["state"], b_now["pid"]) == ("live", b_pid)
 
@@ -463,31 +506,53 @@ async def test_running_jobs_come_back_after_a_restart(
     media_set: MediaSet,
     updates: list[tuple[str, dict[str, Any]]],
 ) -> None:
+    await db.pool.execute(
+        "INSERT INTO twitch_channels (channel_id, login, display_name) VALUES ('77', 'me', 'Me')"
+    )
     first = new_multistream(tmp_path, updates)
     async with RtmpServer() as server:
         async with first.running(db, keyring):
             video = await ready_video(first, media_set.ready)
-            target = await add_target(first, "kept", server, "kept-key-0001")
+            target = await add_target(first, "kept", server, "kept-key-0001", channel_id="77")
             other = await add_target(first, "paused", server, "paused-key-0002")
             job = await first.create_job(
-                {"name": "kept", "videos": [video], "targets": [target, other], "loop": "forever"}
+                {
+                    "name": "kept",
+                    "videos": [video],
+                    "targets": [target, other],
+                    "loop": "forever",
+                    "title": "Rerun",
+                    "category": "Nonexistent",  # the fake updater refuses it, as Twitch would
+                }
             )
             await first.start_job(job.id)
             await first.stop_job_target(job.id, other)
             await wait_state(first, job.id, target, "live")
+            # The refusal is on the job itself (CLI, dashboard), not only in the detail view.
+            shown = await first.job_json(await first.jobs.get(job.id))
+            assert shown["warnings"] == [
+                "title/category not set on Twitch channel 77: Twitch said 400: category not found"
+            ]
+            assert "warning: title/category not set" in job_text(shown)
         assert (await first.jobs.get(job.id)).running  # a daemon stop keeps the desired state
         second = new_multistream(tmp_path, updates)
         async with second.running(db, keyring):
             await wait_state(second, job.id, target, "live")
             paused = await target_state(second, job.id, other)
             assert (paused["state"], paused["desired"]) == ("stopped", "stopped")
-    assert updates == []  # a restore is not a new start: channel info is left alone
+            # Resuming re-applies the title: the channel may have been retitled meanwhile.
+            deadline = time.monotonic() + 10
+            while len(updates) < 2:
+                assert time.monotonic() < deadline, updates
+                await asyncio.sleep(0.05)
+    assert [channel for channel, _ in updates] == ["77", "77"]
 
 
 async def test_job_rules(multistream: Multistream, media_set: MediaSet) -> None:
     ms = multistream
     async with RtmpServer() as server:
         target = await add_target(ms, "t", server, "rules-key-0001")
+        await ms.library.stop()  # the video stays unprobed: a job may wait for it
         video = (await ms.library.import_path({"path": str(media_set.text)})).id
         job = await ms.create_job({"name": "rules", "videos": [video], "targets": [target]})
         with pytest.raises(InvalidInput, match=r"video \d+ \(notes.mp4\) is not ready"):
@@ -507,12 +572,33 @@ async def test_job_rules(multistream: Multistream, media_set: MediaSet) -> None:
         await ms.targets.delete(target)
 
 
+async def test_a_job_on_a_rejected_video_is_refused_when_created(
+    multistream: Multistream, media_set: MediaSet
+) -> None:
+    # It used to be accepted (201) and to fail only when started, or when its schedule fired.
+    ms = multistream
+    video = (await ms.library.import_path({"path": str(media_set.text)})).id
+    deadline = time.monotonic() + 30
+    while (await ms.library.get(video)).status != "rejected":
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    target = (
+        await ms.targets.create(
+            {"name": "t", "url": "rtmp://127.0.0.1:9/live", "stream_key": "rej-key-0001"}
+        )
+    ).id
+    with pytest.raises(InvalidInput, match=r"video \d+ \(notes.mp4\) was rejected"):
+        await ms.create_job({"name": "x", "videos": [video], "targets": [target]})
+    assert await ms.jobs.list() == []
+
+
 async def test_the_scheduler_fires_once_per_occurrence_and_ends_runs_at_the_window_end(
     multistream: Multistream, media_set: MediaSet
 ) -> None:
     # Driven with explicit clocks through tick(): no waiting, no FFmpeg (the video is not
     # ready, so a scheduled start fails and says why).
     ms = multistream
+    await ms.library.stop()  # the video stays unprobed, so the job can be created
     video = (await ms.library.import_path({"path": str(media_set.text)})).id
     target = (
         await ms.targets.create(

@@ -20,6 +20,7 @@ from media import (
 
 from streamerhub.db import Database
 from streamerhub.errors import InvalidInput, NotFound, TooLarge
+from streamerhub.ffmpeg.argv import recommended_kbps
 from streamerhub.ffmpeg.library import Library, Video, safe_label
 
 pytestmark = [pytest.mark.ffmpeg, pytest.mark.usefixtures("no_leftover_ffmpeg")]
@@ -27,7 +28,13 @@ pytestmark = [pytest.mark.ffmpeg, pytest.mark.usefixtures("no_leftover_ffmpeg")]
 
 @pytest.fixture
 async def library(db: Database, tmp_path: Path) -> AsyncIterator[Library]:
-    lib = Library(db, tmp_path / "data", ffmpeg_exe(), max_upload_bytes=3_000_000)
+    lib = Library(
+        db,
+        tmp_path / "data",
+        ffmpeg_exe(),
+        max_upload_bytes=3_000_000,
+        import_dirs=[tmp_path.parent],  # the session's temporary folder, media set included
+    )
     await lib.start()
     try:
         yield lib
@@ -136,6 +143,9 @@ async def test_preparation_encodes_a_non_compliant_file_with_progress(
     assert video.source == "import" and video.label == "long_gop.mp4"
     ready = await wait_status(library, video.id, "ready", "rejected")
     assert ready.status == "ready" and ready.prepared_mode == "encode"
+    # Why it was encoded is shown (it was never said): the API and the page show these.
+    reasons = ready.to_json()["prepared"]["reasons"]
+    assert any("keyframes every" in r for r in reasons) and any("44100" in r for r in reasons)
     prepared = ready.prepared_probe or {}
     assert prepared["keyframe_interval"] == pytest.approx(2.0, abs=0.1)
     assert prepared["audio"]["sample_rate"] == 48000
@@ -180,8 +190,71 @@ async def test_a_playlist_must_share_one_shape(
         await wait_status(library, video_id, "ready")
     with pytest.raises(InvalidInput, match="must share size, frame rate and audio format"):
         await library.ready_files(ids)
+    # Checked when a job is created, naming the videos as the user knows them.
+    with pytest.raises(InvalidInput) as mixed:
+        await library.check_playlist(ids)
+    assert f"video {ids[1]} (wide.mp4) differs from video {ids[0]}" in str(mixed.value)
+    assert "import-" not in str(mixed.value) and "480x240" in str(mixed.value)
     prepared = tmp_path / "data" / (await library.get(ids[1])).prepared_path
     await library.delete(ids[1])
     assert not prepared.exists() and wide.exists()  # an imported original stays where it was
     with pytest.raises(NotFound):
         await library.get(ids[1])
+
+
+async def test_import_is_off_until_a_folder_is_named(db: Database, tmp_path: Path) -> None:
+    lib = Library(db, tmp_path / "data", ffmpeg_exe(), max_upload_bytes=1000)
+    with pytest.raises(
+        InvalidInput, match=r"import by server path is off.*\[library\] import_dirs"
+    ):
+        await lib.import_path({"path": "/etc/passwd"})
+
+
+async def test_import_outside_the_folders_is_refused_and_reveals_nothing(
+    db: Database, tmp_path: Path, media_set: MediaSet
+) -> None:
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "escape.mp4").symlink_to("/etc/passwd")
+    lib = Library(db, tmp_path / "data", ffmpeg_exe(), max_upload_bytes=1000, import_dirs=[allowed])
+    answers = []
+    for path in ("/etc/passwd", "/etc/no-such-file", f"{allowed}/../../etc/passwd"):
+        with pytest.raises(InvalidInput) as refused:
+            await lib.import_path({"path": path})
+        answers.append(str(refused.value))
+    # An existing and a missing file get the same answer: no probing of the server's disk.
+    assert len(set(answers)) == 1 and "only files inside the import folders" in answers[0]
+    with pytest.raises(InvalidInput, match="only files inside the import folders"):
+        await lib.import_path({"path": str(allowed / "escape.mp4")})  # a symlink out
+    with pytest.raises(InvalidInput, match="control character"):
+        await lib.import_path({"path": f"{allowed}/a\x00.mp4"})
+
+
+async def test_without_a_bitrate_the_recommendation_for_the_size_is_used(
+    db: Database, tmp_path: Path, media_set: MediaSet
+) -> None:
+    # The fixed 2,500 kbit/s default was below Twitch's and YouTube's 1080p recommendations.
+    lib = Library(
+        db,
+        tmp_path / "data",
+        ffmpeg_exe(),
+        max_upload_bytes=3_000_000,
+        import_dirs=[tmp_path.parent],
+        kbps_by_resolution=True,
+    )
+    await lib.start()
+    try:
+        hd = make_clip(tmp_path / "hd.mp4", seconds=2, size="1280x720", rate=60)
+        auto = await lib.import_path({"path": str(hd)})
+        asked = await lib.import_path({"path": str(media_set.ready), "video_kbps": 900})
+        assert auto.video_kbps == 0  # decided once the video is probed
+        assert (await wait_status(lib, auto.id, "ready")).video_kbps == 4500  # 720p60
+        assert (await wait_status(lib, asked.id, "ready")).video_kbps == 900
+    finally:
+        await lib.stop()
+    assert [recommended_kbps(h, f) for h, f in ((1080, 60), (1080, 30), (720, 30), (240, 30))] == [
+        6000,
+        4500,
+        3000,
+        800,
+    ]

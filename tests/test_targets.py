@@ -134,3 +134,33 @@ def test_output_url_appends_the_key_once() -> None:
         output_url("rtmp://a.rtmp.youtube.com/live2/", "k-1")
         == "rtmp://a.rtmp.youtube.com/live2/k-1"
     )
+
+
+def test_a_key_with_a_control_character_is_refused() -> None:
+    # A NUL cut the URL FFmpeg sent: every run failed and was retried forever.
+    for bad in ("abc\x00def-1234", "abc\x1bdef-1234"):
+        with pytest.raises(InvalidInput, match="stream_key: contains an invisible control"):
+            parse_target(_body(stream_key=bad))
+
+
+def test_an_upper_case_scheme_is_stored_the_way_ffmpeg_understands_it() -> None:
+    # FFmpeg knows only "rtmp": RTMP:// was accepted, then every run failed (crash loop).
+    assert parse_target(_body(url="RTMP://Live.Twitch.tv/app"))["url"] == (
+        "rtmp://Live.Twitch.tv/app"
+    )
+    assert output_url("RTMPS://h:443/live2", "k-1") == "rtmps://h:443/live2/k-1"
+
+
+async def test_a_token_in_the_url_query_is_never_shown_and_survives_an_edit(
+    store: TargetStore,
+) -> None:
+    token = "tok_8f3a9c2e77d1"
+    target = await store.create(_body(url=f"rtmp://ingest.example/app?token={token}"))
+    shown = target.to_json()
+    assert token not in repr(shown) and shown["url"] == "rtmp://ingest.example/app?••••"
+    # The edit form sends back what it was shown: the stored token must stay intact.
+    await store.update(target.id, {"url": shown["url"], "name": "renamed"})
+    kept = await store.get(target.id)
+    assert kept.url == f"rtmp://ingest.example/app?token={token}" and kept.name == "renamed"
+    # The key goes into the path, the query stays at the end.
+    assert output_url(kept.url, "k-1") == f"rtmp://ingest.example/app/k-1?token={token}"

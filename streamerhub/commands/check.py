@@ -77,10 +77,14 @@ async def check_database(settings: Settings) -> Result:
 
 
 def check_ffmpeg(settings: Settings) -> Result:
-    from streamerhub.ffmpeg.binary import find_ffmpeg
+    from streamerhub.ffmpeg.binary import find_ffmpeg, tls_verification_problem
 
     found = find_ffmpeg(settings.ffmpeg.path or None)
-    return Result("ffmpeg", True, f"{found.version} ({found.source}: {found.path})")
+    detail = f"{found.version} ({found.source}: {found.path})"
+    problem = tls_verification_problem(found.path)
+    if problem:
+        return Result("ffmpeg", True, f"{detail}; {problem}", warn=True)
+    return Result("ffmpeg", True, detail)
 
 
 def check_process_privacy(settings: Settings) -> Result:

@@ -138,6 +138,14 @@ def cmd_targets_edit(args: argparse.Namespace, settings: Settings) -> int:
     return _show(args, _run(args, settings, "PATCH", f"/targets/{args.id}", body), _target_line)
 
 
+def cmd_targets_test(args: argparse.Namespace, settings: Settings) -> int:
+    checked = _run(args, settings, "POST", f"/targets/{args.id}/test")
+    if args.json:
+        return _show(args, checked, str)
+    print(f"target {args.id}: {checked['result']}: {checked['message']}")
+    return 0 if checked["ok"] else 1
+
+
 def cmd_targets_rm(args: argparse.Namespace, settings: Settings) -> int:
     _run(args, settings, "DELETE", f"/targets/{args.id}")
     print(f"target {args.id} deleted")
@@ -218,7 +226,7 @@ def cmd_videos_rm(args: argparse.Namespace, settings: Settings) -> int:
 # ----------------------------------------------------------------------------- jobs
 
 
-def _job_line(j: dict[str, Any]) -> str:
+def job_text(j: dict[str, Any]) -> str:
     lines = [
         f"{j['id']:>4}  {j['name']:<24} {j['state']:<9} videos {j['videos']} "
         f"loop {j['loop']}" + (f"  next start {j['next_start']}" if j.get("next_start") else "")
@@ -230,6 +238,7 @@ def _job_line(j: dict[str, Any]) -> str:
             f"        target {t['target_id']:>3} {t['name']:<20} {t['state']:<9}"
             f"{speed} restarts {t['restarts']}{error}"
         )
+    lines += [f"        warning: {w}" for w in j.get("warnings", [])]
     return "\n".join(lines)
 
 
@@ -243,14 +252,14 @@ def parse_duration(text: str) -> int:
 
 
 def cmd_jobs_list(args: argparse.Namespace, settings: Settings) -> int:
-    return _show(args, _run(args, settings, "GET", "/jobs"), _job_line)
+    return _show(args, _run(args, settings, "GET", "/jobs"), job_text)
 
 
 def cmd_jobs_show(args: argparse.Namespace, settings: Settings) -> int:
     job = _run(args, settings, "GET", f"/jobs/{args.id}")
     if args.json:
-        return _show(args, job, _job_line)
-    print(_job_line(job))
+        return _show(args, job, job_text)
+    print(job_text(job))
     for run in job.get("runs", [])[:5]:
         print(
             f"  run {run['id']} target {run['target_id']} {run['started_at']} → "
@@ -282,13 +291,13 @@ def cmd_jobs_create(args: argparse.Namespace, settings: Settings) -> int:
         "tags": args.tag or [],
         "schedule": schedule or None,
     }
-    return _show(args, _run(args, settings, "POST", "/jobs", body), _job_line)
+    return _show(args, _run(args, settings, "POST", "/jobs", body), job_text)
 
 
 def _job_action(action: str) -> Handler:
     def handler(args: argparse.Namespace, settings: Settings) -> int:
         path = f"/jobs/{args.id}" + (f"/targets/{args.target}" if args.target else "")
-        return _show(args, _run(args, settings, "POST", f"{path}/{action}"), _job_line)
+        return _show(args, _run(args, settings, "POST", f"{path}/{action}"), job_text)
 
     return handler
 
@@ -344,6 +353,11 @@ def _targets(sub: Subcommands, client: argparse.ArgumentParser) -> None:
     state.add_argument("--enable", action="store_true")
     state.add_argument("--disable", action="store_true")
     edit.set_defaults(handler=cmd_targets_edit)
+    test = group.add_parser(
+        "test", parents=[client], help="publish a few test seconds: is the key right?"
+    )
+    test.add_argument("id", type=int)
+    test.set_defaults(handler=cmd_targets_test)
     rm = group.add_parser("rm", parents=[client], help="delete a target")
     rm.add_argument("id", type=int)
     rm.set_defaults(handler=cmd_targets_rm)

@@ -45,6 +45,26 @@ class EncodeProfile:
 
 DEFAULT_PROFILE = EncodeProfile()  # frozen: safe to share as a default argument
 
+# Video kbit/s recommended for a height and frame rate (Twitch's and YouTube's guidance for
+# live H.264): (height at least, fps above 31) → kbit/s, first match wins.
+RECOMMENDED_KBPS = (
+    (1080, True, 6000),
+    (1080, False, 4500),
+    (720, True, 4500),
+    (720, False, 3000),
+    (480, False, 1500),
+    (0, False, 800),
+)
+
+
+def recommended_kbps(height: int, fps: float | None) -> int:
+    """The bitrate a platform recommends for this output size and rate."""
+    fast = bool(fps and fps > 31)
+    for at_least, needs_fast, kbps in RECOMMENDED_KBPS:
+        if height >= at_least and (fast or not needs_fast):
+            return kbps
+    return RECOMMENDED_KBPS[-1][2]
+
 
 @dataclass(frozen=True)
 class VideoPlan:
@@ -108,6 +128,7 @@ def build_push_output_args(
     *,
     io_timeout: float = DEFAULT_IO_TIMEOUT,
     send_buffer: int | None = DEFAULT_SEND_BUFFER,
+    ca_file: str | None = None,
 ) -> list[str]:
     """Output layer of a push: copy both streams into FLV over RTMP(S), with I/O bounds.
 
@@ -131,7 +152,18 @@ def build_push_output_args(
     ]
     if send_buffer:
         args += ["-send_buffer_size", str(send_buffer)]
-    return [*args, url]
+    return [*args, *build_tls_args(url, ca_file), url]
+
+
+def build_tls_args(url: str, ca_file: str | None = None) -> list[str]:
+    """For rtmps://: verify the ingest's certificate (against `ca_file` when given).
+
+    Without these, whether the certificate is checked depends on which FFmpeg runs: a distro
+    FFmpeg 5.1 pushed the key to a self-signed endpoint (a man in the middle) without a check.
+    """
+    if urlsplit(url).scheme.lower() != "rtmps":
+        return []
+    return ["-tls_verify", "1", *(["-ca_file", ca_file] if ca_file else [])]
 
 
 def build_push_argv(
@@ -146,6 +178,7 @@ def build_push_argv(
     io_timeout: float = DEFAULT_IO_TIMEOUT,
     send_buffer: int | None = DEFAULT_SEND_BUFFER,
     progress_period: float = 1.0,
+    ca_file: str | None = None,
 ) -> list[str]:
     """argv of one copy-mode push of `inputs` (played `loop` times, None = forever) to `url`.
 
@@ -163,7 +196,9 @@ def build_push_argv(
             source, concat=concat_list is not None, loop=loop, start_at=start_at
         ),
         *build_progress_args(progress, progress_period),
-        *build_push_output_args(url, io_timeout=io_timeout, send_buffer=send_buffer),
+        *build_push_output_args(
+            url, io_timeout=io_timeout, send_buffer=send_buffer, ca_file=ca_file
+        ),
     ]
 
 
@@ -209,7 +244,11 @@ def resume_point(
 
 
 def plan_video(width: int, height: int, fps: float | None, profile: EncodeProfile) -> VideoPlan:
-    """Keep the source size and rate, capped at the profile's height and fps, dims even."""
+    """Keep the source size and rate, capped at the profile's height and fps, dims even.
+
+    `fps` is the source's nominal rate: a variable-rate recording's average (40.13) made odd
+    output rates and keyframes that drift off the 2 s grid.
+    """
     scaled_width: float = width
     if height > profile.max_height:
         scaled_width, height = width * profile.max_height / height, profile.max_height
@@ -305,6 +344,27 @@ def build_audio_encode_args(profile: EncodeProfile) -> list[str]:
         str(profile.audio_rate),
         "-ac",
         "2",
+    ]
+
+
+def build_audio_fix_argv(
+    ffmpeg: str, src: Path, dst: Path, profile: EncodeProfile, *, progress: str = "pipe:1"
+) -> list[str]:
+    """argv that copies a stream-ready video track and re-encodes only the audio (a 44.1 kHz
+    or 5.1 track must not cost a full video encode and its quality loss)."""
+    return [
+        *build_global_args(ffmpeg, overwrite=True),
+        "-nostdin",
+        "-i",
+        _file(src),
+        *build_progress_args(progress, 0.5),
+        *("-map", "0:v:0", "-map", "0:a:0", "-c:v", "copy"),
+        *build_audio_encode_args(profile),
+        "-movflags",
+        "+faststart",
+        "-f",
+        "mp4",
+        _file(dst),
     ]
 
 

@@ -14,8 +14,9 @@ import os
 import re
 import shutil
 import signal
+import ssl
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Literal
@@ -74,6 +75,7 @@ def read_version(path: str | os.PathLike[str]) -> str:
             timeout=15,
             check=False,
             stdin=subprocess.DEVNULL,
+            env=child_env(),
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise FFmpegNotFound(
@@ -93,6 +95,38 @@ def ffmpeg_path(binary: FFmpegBinary | str | os.PathLike[str]) -> str:
     return binary.path if isinstance(binary, FFmpegBinary) else str(binary)
 
 
+def system_ca_file() -> str | None:
+    """The system's CA bundle (Debian's /etc/ssl/certs/ca-certificates.crt), if there is one."""
+    paths = ssl.get_default_verify_paths()
+    for candidate in (paths.cafile, paths.openssl_cafile, "/etc/ssl/certs/ca-certificates.crt"):
+        if candidate and os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def tls_verification_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why this FFmpeg cannot verify an rtmps:// ingest's certificate (None: it can)."""
+    try:
+        done = subprocess.run(
+            [str(path), "-hide_banner", "-h", "protocol=tls"],
+            capture_output=True,
+            timeout=15,
+            check=False,
+            stdin=subprocess.DEVNULL,
+            env=child_env(),
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"FFmpeg at {path} does not run ({exc})"
+    text = done.stdout.decode("utf-8", "replace") + done.stderr.decode("utf-8", "replace")
+    if "tls AVOptions" not in text:
+        return "this FFmpeg was built without TLS: rtmps:// targets cannot work"
+    if "tls_verify" not in text or "ca_file" not in text:
+        return "this FFmpeg cannot verify certificates: rtmps:// would send keys unchecked"
+    if system_ca_file() is None:
+        return "no system CA bundle found (install ca-certificates or set [ffmpeg] ca_file)"
+    return None
+
+
 # -------------------------------------------------------------------------------- children
 
 
@@ -102,6 +136,16 @@ def _child_setup(parent_pid: int) -> None:
     _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent_pid:
         os._exit(1)
+
+
+def child_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The daemon's environment without its STREAMERHUB_* settings.
+
+    FFmpeg needs none of them, and a secret there (STREAMERHUB_TWITCH_CLIENT_SECRET, a database
+    URL with a password) would be one more copy to leak, through /proc, core dumps or a crash
+    reporter, for every child of a daemon that runs for months."""
+    source = os.environ if environ is None else environ
+    return {k: v for k, v in source.items() if not k.upper().startswith("STREAMERHUB_")}
 
 
 async def spawn(
@@ -121,6 +165,7 @@ async def spawn(
             stderr=stderr,
             preexec_fn=lambda: _child_setup(parent),
             process_group=0,
+            env=child_env(),
         )
     except OSError as exc:
         raise FFmpegNotFound(f"cannot start {argv[0]}: {exc}") from exc

@@ -52,7 +52,10 @@ async def update_channels(jobs: JobStore, updater: ChannelUpdater | None, job: J
     for _target_id, channel_id in linked:
         ok, detail = await call_updater(updater, channel_id, wanted)
         await jobs.record_channel_update(job.id, channel_id, wanted, ok, detail)
-        log.info("channel_info_set", job=job.id, channel=channel_id, ok=ok, detail=detail)
+        if ok:
+            log.info("channel_info_set", job=job.id, channel=channel_id, detail=detail)
+        else:  # the stream runs, but under the wrong title: someone must act
+            log.warning("channel_info_failed", job=job.id, channel=channel_id, detail=detail)
 
 
 async def call_updater(

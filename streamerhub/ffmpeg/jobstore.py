@@ -261,6 +261,20 @@ class JobStore:
         )
         return [{**dict(r), "at": iso(r["at"], self.tz)} for r in rows]
 
+    async def channel_warnings(self, job_id: int) -> list[str]:
+        """The latest update of each channel of the job, where it failed: what the user must
+        see (a missing scope, a refused category), not only the API's detail view."""
+        rows = await self.db.pool.fetch(
+            "SELECT DISTINCT ON (channel_id) channel_id, ok, detail FROM stream_channel_updates "
+            "WHERE job_id = $1 ORDER BY channel_id, id DESC",
+            job_id,
+        )
+        return [
+            f"title/category not set on Twitch channel {r['channel_id']}: {r['detail']}"
+            for r in rows
+            if not r["ok"]
+        ]
+
     # Last in the class: a method named `list` shadows the builtin in annotations after it.
     async def list(self) -> list[Job]:
         """Every job, oldest first."""

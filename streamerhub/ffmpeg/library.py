@@ -24,14 +24,15 @@ import asyncpg
 
 from streamerhub.db import Database
 from streamerhub.errors import Conflict, InvalidInput, NotFound, TooLarge
-from streamerhub.ffmpeg.argv import DEFAULT_PROFILE, EncodeProfile
+from streamerhub.ffmpeg.argv import DEFAULT_PROFILE, EncodeProfile, plan_video, recommended_kbps
 from streamerhub.ffmpeg.binary import FFmpegBinary
-from streamerhub.ffmpeg.prepare import PrepareError, prepare
+from streamerhub.ffmpeg.prepare import PrepareError, nominal_rate, prepare
 from streamerhub.ffmpeg.probe import (
     AudioInfo,
     MediaProbe,
     ProbeError,
     VideoInfo,
+    compliance_issues,
     playlist_issues,
     probe,
 )
@@ -76,10 +77,21 @@ class Video:
             "profile": {"video_kbps": self.video_kbps, "audio_kbps": self.audio_kbps},
             "prepared": None
             if self.prepared_mode is None
-            else {"mode": self.prepared_mode, "probe": _public_probe(self.prepared_probe)},
+            else {
+                "mode": self.prepared_mode,
+                "reasons": self.encode_reasons(),
+                "probe": _public_probe(self.prepared_probe),
+            },
             "created_at": self.created_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
         }
+
+    def encode_reasons(self) -> list[str]:
+        """Why the source had to be encoded (empty for a remux): what was not stream-ready."""
+        if self.prepared_mode != "encode" or not self.probe:
+            return []
+        profile = EncodeProfile(self.video_kbps, self.audio_kbps)
+        return compliance_issues(probe_from_json(self.probe), profile)
 
 
 def _public_probe(data: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -146,8 +158,14 @@ class Library:
         max_upload_bytes: int,
         profile: EncodeProfile = DEFAULT_PROFILE,
         publish: Publish | None = None,
+        import_dirs: Sequence[str | os.PathLike[str]] = (),
+        kbps_by_resolution: bool = False,
     ) -> None:
         self.db = db
+        self.import_dirs = [Path(d).resolve() for d in import_dirs]
+        # No bitrate asked for: the recommendation for the video's size, set once it is probed
+        # (stored as 0 until then).
+        self.kbps_by_resolution = kbps_by_resolution
         self.data_dir = data_dir
         self.folder = data_dir / VIDEOS_DIR
         self.ffmpeg = ffmpeg
@@ -196,7 +214,8 @@ class Library:
         size = await self._write_chunks(part, chunks)
         final = self.folder / name
         os.replace(part, final)
-        return await self._add(label, "upload", f"{VIDEOS_DIR}/{name}", size, profile)
+        wanted = self._pending(profile, body)
+        return await self._add(label, "upload", f"{VIDEOS_DIR}/{name}", size, wanted)
 
     async def _write_chunks(self, part: Path, chunks: AsyncIterable[bytes]) -> int:
         size = 0
@@ -222,15 +241,30 @@ class Library:
         return size
 
     async def import_path(self, body: Any) -> Video:
-        """Add a file already on this machine, probed and prepared where it is."""
+        """Add a file from one of the [library] import_dirs, probed and prepared where it is."""
+        if not self.import_dirs:
+            raise InvalidInput(
+                "path: import by server path is off; name the folder(s) it may read in "
+                "[library] import_dirs in config.toml, or upload the file instead"
+            )
         raw = body.get("path") if isinstance(body, dict) else None
         if not isinstance(raw, str) or not raw.strip():
             raise InvalidInput("path: give the absolute path of a video file on the server")
-        path = Path(raw.strip()).expanduser()
+        if not raw.isprintable():
+            raise InvalidInput("path: contains a control character")
+        path = Path(raw.strip())
         if not path.is_absolute():
             raise InvalidInput(f"path: {raw!r} is not absolute (start it with /)")
+        # Containment is checked on the resolved path (symlinks and .. followed) before anything
+        # else is said about the file, so a refused path reveals nothing about what exists.
+        resolved = path.resolve()
+        if not any(resolved.is_relative_to(folder) for folder in self.import_dirs):
+            folders = ", ".join(str(d) for d in self.import_dirs)
+            raise InvalidInput(
+                f"path: only files inside the import folders ({folders}) can be imported; "
+                "move the file there or add its folder to [library] import_dirs"
+            )
         try:
-            resolved = path.resolve(strict=True)
             size = resolved.stat().st_size
         except OSError as exc:
             raise InvalidInput(f"path: cannot read {path} ({exc.strerror})") from None
@@ -241,13 +275,25 @@ class Library:
         if not os.access(resolved, os.R_OK):
             raise InvalidInput(f"path: no permission to read {path}")
         label = safe_label(body.get("label") or resolved.name)
-        return await self._add(
-            label, "import", str(resolved), size, parse_profile(body, self.profile)
-        )
+        profile = self._pending(parse_profile(body, self.profile), body)
+        return await self._add(label, "import", str(resolved), size, profile)
+
+    def _pending(self, profile: EncodeProfile, body: Any) -> EncodeProfile | tuple[int, int]:
+        """The profile, or (0, audio kbit/s) when the bitrate waits for the probe."""
+        asked = isinstance(body, dict) and body.get("video_kbps") is not None
+        return profile if asked or not self.kbps_by_resolution else (0, profile.audio_kbps)
 
     async def _add(
-        self, label: str, source: str, path: str, size: int, profile: EncodeProfile
+        self,
+        label: str,
+        source: str,
+        path: str,
+        size: int,
+        profile: EncodeProfile | tuple[int, int],
     ) -> Video:
+        video_kbps, audio_kbps = (
+            profile if isinstance(profile, tuple) else (profile.video_kbps, profile.audio_kbps)
+        )
         row = await self.db.pool.fetchrow(
             f"INSERT INTO videos (label, source, path, size_bytes, video_kbps, audio_kbps) "
             f"VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_COLUMNS}",
@@ -255,8 +301,8 @@ class Library:
             source,
             path,
             size,
-            profile.video_kbps,
-            profile.audio_kbps,
+            video_kbps,
+            audio_kbps,
         )
         video = Video(**row)
         log.info("video_added", video=video.id, label=label, source=source, size_bytes=size)
@@ -289,13 +335,31 @@ class Library:
                     f"video {video.id} ({video.label}) is not ready to stream "
                     f"(status {video.status}{detail})"
                 )
-        issues = playlist_issues([probe_from_json(v.prepared_probe or {}) for v in videos])
-        if issues:
-            raise InvalidInput(
-                "a playlist plays without re-encoding, so its videos must share "
-                f"size, frame rate and audio format: {issues[0]}"
-            )
+        _check_shapes(videos)
         return [self.data_dir / v.prepared_path for v in videos if v.prepared_path]
+
+    async def check_playlist(self, video_ids: Sequence[int]) -> None:
+        """Refuse, when a job is created or edited, a playlist that could never stream.
+
+        A rejected video, or ready videos of different shapes, used to be found only when the
+        job started: a scheduled job then failed when it fired, with nobody watching. Videos
+        still being prepared are accepted; start checks them again.
+        """
+        videos = []
+        for video_id in video_ids:
+            try:
+                videos.append(await self.get(video_id))
+            except NotFound:
+                raise InvalidInput(
+                    f"videos: one of the ids is not a video in the library ({video_id})"
+                ) from None
+        for video in videos:
+            if video.status == "rejected":
+                raise InvalidInput(
+                    f"videos: video {video.id} ({video.label}) was rejected and can never "
+                    f"stream: {video.reason or 'see the library'}; remove it from the playlist"
+                )
+        _check_shapes([v for v in videos if v.status == "ready" and v.prepared_probe])
 
     # ----------------------------------------------------------------------------- actions
 
@@ -304,7 +368,8 @@ class Library:
         video = await self.get(video_id)
         if video_id in self._queued or self._busy_with(video_id):
             raise Conflict(f"video {video_id} is already queued or being prepared")
-        profile = parse_profile(body, EncodeProfile(video.video_kbps, video.audio_kbps))
+        current = EncodeProfile(video.video_kbps or self.profile.video_kbps, video.audio_kbps)
+        profile = parse_profile(body, current)
         await self.db.pool.execute(
             "UPDATE videos SET status = 'uploaded', reason = NULL, video_kbps = $2, "
             "audio_kbps = $3, updated_at = now() WHERE id = $1",
@@ -395,6 +460,14 @@ class Library:
         await self.db.pool.execute(
             "UPDATE videos SET probe = $2 WHERE id = $1", video_id, probe_to_json(media)
         )
+        if video.video_kbps == 0:
+            fps = nominal_rate(media)
+            plan = plan_video(media.video.width, media.video.height, fps, self.profile)
+            kbps = recommended_kbps(plan.height, float(plan.fps))
+            await self.db.pool.execute(
+                "UPDATE videos SET video_kbps = $2 WHERE id = $1", video_id, kbps
+            )
+            video = dataclasses.replace(video, video_kbps=kbps)
         await self._prepare(video, source, media)
 
     async def _prepare(self, video: Video, source: Path, media: MediaProbe) -> None:
@@ -438,6 +511,18 @@ class Library:
             reason,
         )
         self.publish({"type": "video", "id": video_id, "status": status, "reason": reason})
+
+
+def _check_shapes(videos: Sequence[Video]) -> None:
+    """InvalidInput naming the videos (by label) when ready videos cannot play back to back."""
+    probes = [probe_from_json(v.prepared_probe or {}) for v in videos]
+    labels = {str(p.path): f"video {v.id} ({v.label})" for p, v in zip(probes, videos, strict=True)}
+    issues = playlist_issues(probes, labels)
+    if issues:
+        raise InvalidInput(
+            "videos: a playlist plays without re-encoding, so its videos must share "
+            f"size, frame rate and audio format: {issues[0]}"
+        )
 
 
 def _human(size: float) -> str:

@@ -6,9 +6,20 @@ from dataclasses import dataclass
 
 from streamerhub.ffmpeg.progress import FailureClass
 
-# Failures whose cause is outside the daemon (the ingest or the network): retried forever at
-# most backoff_max apart, so a target comes back by itself soon after its ingest does.
-UNREACHABLE = frozenset({FailureClass.CONNECTION_REFUSED, FailureClass.DNS, FailureClass.TIMEOUT})
+# Failures only a human can fix (a wrong key or URL, an unreadable file, a certificate the
+# target does not trust): after a crash loop the target is marked `failed` with what to fix,
+# and still tried again every half_open_after seconds, so it comes back by itself when the
+# cause goes away (a key fixed on the platform's side, a certificate renewed).
+NEEDS_A_HUMAN = frozenset({FailureClass.KEY_REJECTED, FailureClass.INPUT_ERROR, FailureClass.TLS})
+
+# What `failed` tells the user to do, per class.
+FIX_HINTS = {
+    FailureClass.KEY_REJECTED: "the ingest refused the stream key: copy the key (and check the "
+    "URL) from the platform's stream settings, then save the target or press Retry",
+    FailureClass.INPUT_ERROR: "the video file cannot be read: prepare it again or re-upload it",
+    FailureClass.TLS: "the secure connection failed: check the URL and the ingest's "
+    "certificate (a private CA needs the target's CA file)",
+}
 
 
 MIN_SEND_BUFFER = 64 * 1024
@@ -29,7 +40,12 @@ def send_buffer_for(bitrate_kbps: float | None, seconds: float = 1.0) -> int:
 
 @dataclass(frozen=True)
 class RunnerTiming:
-    stall_after: float = 10.0  # no out_time advance for this long → kill and restart
+    # No out_time advance for this long → kill and restart. FFmpeg prints progress every
+    # second while it can write, so 4 s of silence is never a healthy push; the buffers in
+    # between (~1 s of stream in our send buffer, the ingest's receive buffer) take another
+    # 2–5 s to fill, so a frozen ingest is detected within 10 s (bench/multistream.py measures
+    # it): 10 s here made it 16–20 s.
+    stall_after: float = 4.0
     progress_period: float = 1.0  # -stats_period
     io_timeout: float = 10.0  # -rw_timeout: FFmpeg's own bound on a blocked socket
     send_buffer: int | None = MAX_SEND_BUFFER  # bounded; per job: send_buffer_for(bitrate)
@@ -52,9 +68,10 @@ class RestartPolicy:
     jitter: float = 0.2  # ± this fraction of each delay
     key_rejected_initial: float = 60.0  # a wrong key is not a blip: do not hammer the ingest
     key_rejected_max: float = 600.0
-    breaker_restarts: int = 5  # more than this many crashes…
+    breaker_restarts: int = 5  # more than this many crashes needing a human…
     breaker_window: float = 300.0  # …within this many seconds → failed
     healthy_after: float = 30.0  # a run live this long resets the backoff and is no crash
+    half_open_after: float = 300.0  # a failed target is still tried this often
 
     def delay(self, failure: FailureClass, streak: int, rand: float) -> float:
         """Seconds to wait before attempt `streak` (1 = first retry) after `failure`."""

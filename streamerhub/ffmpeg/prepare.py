@@ -22,6 +22,7 @@ from streamerhub.errors import StreamerHubError
 from streamerhub.ffmpeg.argv import (
     DEFAULT_PROFILE,
     EncodeProfile,
+    build_audio_fix_argv,
     build_prepare_argv,
     build_remux_argv,
     plan_video,
@@ -33,7 +34,7 @@ from streamerhub.ffmpeg.binary import (
     spawn,
     stop_process,
 )
-from streamerhub.ffmpeg.probe import MediaProbe, compliance_issues, probe
+from streamerhub.ffmpeg.probe import MediaProbe, audio_only_issues, compliance_issues, probe
 from streamerhub.ffmpeg.progress import ProgressParser, first_error
 from streamerhub.log import redact
 
@@ -72,18 +73,13 @@ async def prepare(
     reasons = tuple(compliance_issues(source, profile))
     encode = force_encode or bool(reasons)
     tmp = dst.with_name(f".{dst.name}.{secrets.token_hex(4)}.part")
-    argv = (
-        build_prepare_argv(
-            exe,
-            src,
-            tmp,
-            plan_video(source.video.width, source.video.height, source.video.fps, profile),
-            profile,
-            has_audio=source.audio is not None,
-        )
-        if encode
-        else build_remux_argv(exe, src, tmp)
-    )
+    if not encode:
+        argv = build_remux_argv(exe, src, tmp)
+    elif not force_encode and audio_only_issues(source, profile):
+        argv = build_audio_fix_argv(exe, src, tmp, profile)
+    else:
+        plan = plan_video(source.video.width, source.video.height, nominal_rate(source), profile)
+        argv = build_prepare_argv(exe, src, tmp, plan, profile, has_audio=source.audio is not None)
     try:
         await run_with_progress(argv, source.duration, on_progress)
         result = await probe(exe, tmp)
@@ -101,6 +97,12 @@ async def prepare(
         replace(result, path=dst),
         round(time.monotonic() - started, 3),
     )
+
+
+def nominal_rate(media: MediaProbe) -> float | None:
+    """The rate to encode at: the declared one for a variable-rate source, else the average."""
+    video = media.video
+    return video.nominal_fps if video.variable_rate else video.fps
 
 
 async def run_with_progress(

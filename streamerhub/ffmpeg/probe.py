@@ -13,7 +13,7 @@ import asyncio
 import itertools
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,11 @@ from streamerhub.ffmpeg.binary import FFmpegBinary, ffmpeg_path, run_ffmpeg
 from streamerhub.ffmpeg.progress import split_log_line
 
 KEYFRAME_WINDOW = 20.0
+# A peak above PEAK_FACTOR × the profile's bitrate over any PEAK_WINDOW seconds needs a
+# re-encode. An encode with a VBV of one second at that bitrate (what preparation makes, and
+# what Twitch asks for) carries at most bufsize + 2 s × maxrate = 1.5× in 2 s, so it passes.
+PEAK_WINDOW = 2.0
+PEAK_FACTOR = 1.5
 TAIL_SECONDS = 5.0
 
 
@@ -42,8 +47,15 @@ class VideoInfo:
     pix_fmt: str | None
     width: int
     height: int
-    fps: float | None
+    fps: float | None  # the average rate (frames / duration)
     bitrate_kbps: int | None
+    nominal_fps: float | None = None  # the stream's declared rate (tbr); differs when VFR
+
+    @property
+    def variable_rate(self) -> bool:
+        """Phone and screen recordings: the average rate is not the declared one."""
+        fps, nominal = self.fps, self.nominal_fps
+        return bool(fps and nominal and abs(fps - nominal) > 0.01 * nominal)
 
 
 @dataclass(frozen=True)
@@ -64,6 +76,7 @@ class MediaProbe:
     video: VideoInfo
     audio: AudioInfo | None
     keyframe_interval: float | None  # longest gap between keyframes in the first ~20 s
+    peak_kbps: int | None = None  # highest video bitrate over any 2 s of the first ~20 s
 
     @property
     def video_kbps(self) -> int | None:
@@ -129,6 +142,7 @@ async def probe(
         video,
         info.audio,
         keyframe_gap(parse_keyframe_times(frames[1])),
+        peak_kbps(frames[1]),
     )
 
 
@@ -206,8 +220,19 @@ def _unreadable(path: Path, banner: str) -> ProbeError:
     )
 
 
+# Still-image decoders: a PNG renamed .mp4 used to be "prepared" and streamed at ~1 fps.
+_IMAGE_CODECS = frozenset({"png", "mjpeg", "bmp", "gif", "webp", "tiff", "jpegls", "qoi"})
+
+
 def _video_or_raise(path: Path, info: InputInfo) -> VideoInfo:
     if info.video is not None:
+        still = info.container.endswith("_pipe") or info.container == "image2"
+        if info.video.codec in _IMAGE_CODECS and (still or not info.duration):
+            raise ProbeError(
+                "no_video",
+                f"{path.name}: a still image ({info.video.codec}), not a video; "
+                "make a video of it first (e.g. with a video editor)",
+            )
         return info.video
     if info.audio is not None:
         raise ProbeError(
@@ -276,9 +301,10 @@ def parse_video_stream(rest: str) -> VideoInfo | None:
     if size is None:
         return None
     pix_fmt = parts[1].split("(")[0].strip() if len(parts) > 1 else None
-    fps = _rate(parts, "fps") or _rate(parts, "tbr")
+    tbr = _rate(parts, "tbr")
+    fps = _rate(parts, "fps") or tbr
     return VideoInfo(
-        codec, profile, pix_fmt, int(size.group(1)), int(size.group(2)), fps, _kbps(parts)
+        codec, profile, pix_fmt, int(size.group(1)), int(size.group(2)), fps, _kbps(parts), tbr
     )
 
 
@@ -354,6 +380,29 @@ def parse_keyframe_times(framecrc: str) -> tuple[list[float], float]:
     return sorted(keys), end
 
 
+def peak_kbps(framecrc: str, window: float = PEAK_WINDOW) -> int | None:
+    """Highest bitrate over any `window` seconds of the scanned packets (what an ingest and a
+    viewer's connection have to absorb; the average hides it)."""
+    timebase, packets = 1.0, []
+    for line in framecrc.splitlines():
+        if match := re.match(r"#tb 0: (\d+)/(\d+)", line):
+            timebase = int(match.group(1)) / int(match.group(2))
+        elif line[:2] == "0,":
+            fields = [f.strip() for f in line.split(",")]
+            packets.append((int(fields[1]) * timebase, int(fields[4])))
+    if not packets:
+        return None
+    packets.sort()
+    best, total, start = 0, 0, 0
+    for time_s, size in packets:
+        total += size
+        while packets[start][0] <= time_s - window:
+            total -= packets[start][1]
+            start += 1
+        best = max(best, total)
+    return round(best * 8 / 1000 / window)
+
+
 def keyframe_gap(scan: tuple[list[float], float]) -> float | None:
     """Longest distance between keyframes, counting the stretch after the last one."""
     keys, end = scan
@@ -368,16 +417,30 @@ def keyframe_gap(scan: tuple[list[float], float]) -> float | None:
 
 def compliance_issues(media: MediaProbe, profile: EncodeProfile) -> list[str]:
     """Why a file is not stream-ready as it is (empty: it only needs a remux)."""
-    v, a = media.video, media.audio
+    return video_issues(media, profile) + _audio_issues(media.audio, profile)
+
+
+def audio_only_issues(media: MediaProbe, profile: EncodeProfile) -> bool:
+    """True when only the audio track needs work: the video can be copied as it is."""
+    return not video_issues(media, profile) and media.audio is not None
+
+
+def video_issues(media: MediaProbe, profile: EncodeProfile) -> list[str]:
+    """Why the video track is not stream-ready as it is."""
+    v = media.video
     issues = []
     if v.codec != "h264":
         issues.append(f"video is {v.codec}, not H.264")
+    elif (v.profile or "").lower() not in ("main", "high"):
+        issues.append(f"H.264 profile {v.profile or 'unknown'} is not Main or High")
     if v.pix_fmt not in ("yuv420p", "yuvj420p"):
         issues.append(f"pixel format {v.pix_fmt} is not yuv420p")
     if v.height > profile.max_height:
         issues.append(f"height {v.height} is above {profile.max_height}")
     if v.fps is None or v.fps > profile.max_fps + 0.01:
         issues.append(f"frame rate {v.fps or 'unknown'} is above {profile.max_fps:g}")
+    if v.variable_rate:
+        issues.append(f"variable frame rate (average {v.fps:g} fps, nominal {v.nominal_fps:g})")
     slack = 1 / v.fps + 0.05 if v.fps else 0.1
     gap = media.keyframe_interval
     if gap is None or gap > profile.keyframe_seconds + slack:
@@ -385,7 +448,11 @@ def compliance_issues(media: MediaProbe, profile: EncodeProfile) -> list[str]:
     kbps = media.video_kbps
     if kbps is None or kbps > profile.video_kbps * 1.15:
         issues.append(f"video bitrate {kbps or '?'} kbit/s is above {profile.video_kbps}")
-    issues += _audio_issues(a, profile)
+    if media.peak_kbps and media.peak_kbps > profile.video_kbps * PEAK_FACTOR:
+        issues.append(
+            f"video peaks at {media.peak_kbps} kbit/s over {PEAK_WINDOW:g} s "
+            f"(at most {round(profile.video_kbps * PEAK_FACTOR)})"
+        )
     return issues
 
 
@@ -395,6 +462,8 @@ def _audio_issues(a: AudioInfo | None, profile: EncodeProfile) -> list[str]:
     issues = []
     if a.codec != "aac":
         issues.append(f"audio is {a.codec}, not AAC")
+    if a.channels != "stereo":
+        issues.append(f"audio is {a.channels or 'of unknown layout'}, not stereo")
     if a.sample_rate != profile.audio_rate:
         issues.append(f"audio sample rate {a.sample_rate} Hz is not {profile.audio_rate}")
     if a.bitrate_kbps and a.bitrate_kbps > profile.audio_kbps * 1.25:
@@ -407,8 +476,17 @@ def complies(media: MediaProbe, profile: EncodeProfile) -> bool:
     return not compliance_issues(media, profile)
 
 
-def playlist_issues(items: Sequence[MediaProbe]) -> list[str]:
-    """Why these files cannot be played back to back in one copy-mode push (empty: they can)."""
+def playlist_issues(
+    items: Sequence[MediaProbe], names: Mapping[str, str] | None = None
+) -> list[str]:
+    """Why these files cannot be played back to back in one copy-mode push (empty: they can).
+
+    `names` maps a file's path to how the user knows it (internal file names mean nothing).
+    """
+    names = names or {}
+
+    def name(m: MediaProbe) -> str:
+        return names.get(str(m.path), m.path.name)
 
     def shape(m: MediaProbe) -> tuple[object, ...]:
         a = m.audio
@@ -425,7 +503,14 @@ def playlist_issues(items: Sequence[MediaProbe]) -> list[str]:
 
     first = items[0] if items else None
     return [
-        f"{m.path.name} differs from {first.path.name}: {shape(m)} vs {shape(first)}"
+        f"{name(m)} differs from {name(first)}: {_shape_text(shape(m))} "
+        f"vs {_shape_text(shape(first))}"
         for m in items[1:]
         if first is not None and shape(m) != shape(first)
     ]
+
+
+def _shape_text(shape: tuple[object, ...]) -> str:
+    codec, width, height, fps, pix_fmt, acodec, rate, channels = shape
+    audio = f"{acodec} {rate} Hz {channels} ch" if acodec else "no audio"
+    return f"{codec} {width}x{height} {fps} fps {pix_fmt}, {audio}"

@@ -150,6 +150,15 @@ _FAILURE_PATTERNS: tuple[tuple[FailureClass, re.Pattern[str]], ...] = (
     ),
 )
 
+# An ingest that refuses a key by closing the connection (nginx-rtmp `on_publish` answering 403,
+# and ingests that behave like it) leaves FFmpeg with only a generic error while it opens the
+# output, after a completed handshake. A handshake that is reset says so first ("Cannot read
+# RTMP handshake response"); a connection that drops while live is a write error, not an open.
+_CLOSED_AT_PUBLISH = re.compile(
+    r"Error opening output .*: (?:Input/output error|Broken pipe|End of file)", re.I
+)
+_HANDSHAKE_OR_RESET = re.compile(r"handshake|Connection reset", re.I)
+
 _PREFIX = re.compile(r"^(?:\[[^\]]* @ 0x[0-9a-f]+\] )?(?:\[(\w+)\] )?")
 ERROR_LEVELS = frozenset({"error", "fatal", "panic"})
 
@@ -165,10 +174,14 @@ def classify_failure(lines: Iterable[str]) -> FailureClass:
     """Failure class of a run from its stderr (error lines first, then everything)."""
     lines = list(lines)
     errors = [text for level, text in map(split_log_line, lines) if level in ERROR_LEVELS]
-    for candidates in (errors, [split_log_line(line)[1] for line in lines]):
+    texts = [split_log_line(line)[1] for line in lines]
+    for candidates in (errors, texts):
         for failure, pattern in _FAILURE_PATTERNS:
             if any(pattern.search(text) for text in candidates):
                 return failure
+    closed = any(_CLOSED_AT_PUBLISH.search(text) for text in errors)
+    if closed and not any(_HANDSHAKE_OR_RESET.search(text) for text in texts):
+        return FailureClass.KEY_REJECTED
     return FailureClass.OTHER
 
 

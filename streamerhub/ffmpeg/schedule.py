@@ -1,5 +1,13 @@
 """When a job runs: a start moment (or its time of day on some weekdays) and a stop, read in
-the streamer's time zone."""
+the streamer's time zone.
+
+Times of day are local; everything after that is absolute time. Python adds a timedelta to an
+aware datetime on the wall clock, and compares two datetimes of one tzinfo by wall clock, so
+every occurrence is turned into UTC before a duration is added or a moment compared: a 3 h
+window lasts 3 real hours on a DST day. A local time that does not exist (02:30 when clocks
+jump from 02:00 to 03:00) starts when it would have, by the old offset (03:30 new time); one
+that exists twice (02:30 when clocks go back) starts at the first of the two.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +17,7 @@ from typing import Any, Mapping
 
 from streamerhub.errors import InvalidInput
 
+UTC = dt.timezone.utc
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 SCHEDULE_FIELDS = ("start_at", "stop_at", "duration_s", "days")
 
@@ -28,39 +37,45 @@ class Schedule:
         if self.duration_s:
             return dt.timedelta(seconds=self.duration_s)
         if self.stop_at and self.start_at:
-            return self.stop_at - self.start_at
+            return self.stop_at.astimezone(UTC) - self.start_at.astimezone(UTC)
         return None
 
     def starts(self, tz: dt.tzinfo, around: dt.datetime, span_days: int = 8) -> list[dt.datetime]:
-        """Occurrence starts within span_days either side of `around`, in order."""
+        """Occurrence starts (in UTC) within span_days either side of `around`, in order."""
         if self.start_at is None:
             return []
+        first = self.start_at.astimezone(UTC)
         if not self.days:
-            return [self.start_at]
+            return [first]
         time_of_day = self.start_at.astimezone(tz).timetz().replace(tzinfo=None)
         today = around.astimezone(tz).date()
         days = (today + dt.timedelta(days=offset) for offset in range(-span_days, span_days + 1))
         moments = (
-            dt.datetime.combine(day, time_of_day, tzinfo=tz)
+            dt.datetime.combine(day, time_of_day, tzinfo=tz).replace(fold=0).astimezone(UTC)
             for day in days
             if day.isoweekday() in self.days
         )
-        return [moment for moment in moments if moment >= self.start_at]
+        return [moment for moment in moments if moment >= first]
 
     def current(
         self, now: dt.datetime, tz: dt.tzinfo
     ) -> tuple[dt.datetime, dt.datetime | None] | None:
-        """The latest occurrence that has begun and not ended: (start, end or None)."""
+        """The latest occurrence that has begun and not ended: (start, end or None), in UTC."""
+        now = now.astimezone(UTC)
         begun = [s for s in self.starts(tz, now) if s <= now]
         if not begun:
             return None
         start = begun[-1]
-        end = start + self.length if self.length else None
+        length = self.length
+        end = start + length if length else None
+        # In UTC: Python never calls an ambiguous local time equal to a moment of another zone.
         return (start, end) if end is None or now < end else None
 
     def next_start(self, now: dt.datetime, tz: dt.tzinfo) -> dt.datetime | None:
         """The first occurrence starting after now, if any."""
-        return next((s for s in self.starts(tz, now) if s > now), None)
+        now = now.astimezone(UTC)
+        upcoming = next((s for s in self.starts(tz, now) if s > now), None)
+        return None if upcoming is None else upcoming.astimezone(tz)
 
     def deadline_for_manual_start(self, now: dt.datetime) -> dt.datetime | None:
         """A run started by hand still honours 'stop after' and a one-off 'stop at'."""

@@ -19,11 +19,12 @@ from streamerhub.config import Settings
 from streamerhub.crypto import Keyring
 from streamerhub.db import Database
 from streamerhub.errors import Conflict, InvalidInput, NotFound, StreamerHubError
-from streamerhub.ffmpeg.argv import EncodeProfile
+from streamerhub.ffmpeg.argv import DEFAULT_PROFILE, EncodeProfile
 from streamerhub.ffmpeg.binary import FFmpegBinary, find_ffmpeg
 from streamerhub.ffmpeg.channels import ChannelUpdater, update_channels
 from streamerhub.ffmpeg.jobs import Job
 from streamerhub.ffmpeg.jobstore import JobStore
+from streamerhub.ffmpeg.keytest import masker, try_publish
 from streamerhub.ffmpeg.library import Library, probe_from_json
 from streamerhub.ffmpeg.policy import (
     DEFAULT_POLICY,
@@ -119,7 +120,8 @@ class Multistream:
         self._scheduler = asyncio.create_task(_ready(self._schedule).run(), name="job-scheduler")
 
     def _open_stores(self, db: Database, keyring: Keyring, ffmpeg: FFmpegBinary) -> None:
-        profile = EncodeProfile(self.settings.ffmpeg.video_kbps, self.settings.ffmpeg.audio_kbps)
+        video_kbps = self.settings.ffmpeg.video_kbps or DEFAULT_PROFILE.video_kbps
+        profile = EncodeProfile(video_kbps, self.settings.ffmpeg.audio_kbps)
         self._targets = TargetStore(db, keyring)
         self._library = Library(
             db,
@@ -128,6 +130,8 @@ class Multistream:
             profile=profile,
             max_upload_bytes=self.settings.ffmpeg.max_upload_bytes,
             publish=self.publish,
+            import_dirs=self.settings.library.import_dirs,
+            kbps_by_resolution=self.settings.ffmpeg.video_kbps == 0,
         )
         self._jobs = JobStore(db, self.settings.general.timezone)
         self._schedule = Scheduler(self._jobs, self.start_job, self.stop_job)
@@ -168,6 +172,9 @@ class Multistream:
                 await self.jobs.set_stopped(job.id, f"could not restart: {exc}")
                 continue
             log.info("job_restored", job=job.id, name=job.name)
+            # The channel may have been retitled while the daemon was down: resuming a rerun
+            # under someone else's title is what a viewer would notice.
+            self._tasks.spawn(update_channels(self.jobs, self.channel_updater, job))
 
     # ----------------------------------------------------------------------------- targets
 
@@ -189,6 +196,17 @@ class Multistream:
             if job.target_desired(target.id) == "running" and target.enabled:
                 await self._start_runner(job, target)
 
+    async def test_target(self, target_id: int) -> dict[str, Any]:
+        """Publish a few seconds of a test stream with the target's key: is it right?"""
+        target = await self.targets.get(target_id)
+        key = await self.targets.open_key(target_id)
+        url = output_url(target.url, key)
+        checked = await try_publish(
+            _ready(self.ffmpeg), url, mask=masker(url, key), ca_file=self.settings.ffmpeg.ca_file
+        )
+        log.info("target_tested", target=target_id, result=checked.result)
+        return {"target_id": target_id, **checked.to_json()}
+
     async def delete_target(self, target_id: int) -> None:
         """Delete a target; refused while a job uses it."""
         await self.targets.delete(target_id)
@@ -197,12 +215,16 @@ class Multistream:
 
     async def create_job(self, body: Any) -> Job:
         """Store a new job; the scheduler looks at it at once."""
+        if isinstance(body, dict) and isinstance(body.get("videos"), list):
+            await self.library.check_playlist(_ids(body["videos"]))
         job = await self.jobs.create(body)
         self._nudge_scheduler()
         return job
 
     async def update_job(self, job_id: int, body: Any) -> Job:
         """Edit a job; the scheduler looks at it at once."""
+        if isinstance(body, dict) and isinstance(body.get("videos"), list):
+            await self.library.check_playlist(_ids(body["videos"]))
         job = await self.jobs.update(job_id, body)
         self._nudge_scheduler()
         return job
@@ -321,6 +343,7 @@ class Multistream:
             policy=self.policy,
             on_status=lambda s: self._on_status(job.id, target.id, s),
             on_run_end=lambda r: self._on_run_end(job.id, target.id, r),
+            ca_file=self.settings.ffmpeg.ca_file or None,
         )
         self._runners[(job.id, target.id)] = runner
         runner.start()
@@ -388,6 +411,7 @@ class Multistream:
         body = job.to_json(self.tz, now_utc())
         body["targets"] = [await self._target_json(job, t, d) for t, d in job.targets]
         body["state"] = job_state(job, [t["state"] for t in body["targets"]])
+        body["warnings"] = await self.jobs.channel_warnings(job.id)
         if detail:
             body["runs"] = await self.jobs.runs(job.id)
             body["channel_updates"] = await self.jobs.channel_updates(job.id)
@@ -438,3 +462,8 @@ def _ready(part: T | None) -> T:
     if part is None:
         raise StreamerHubError("multistream is not started yet")
     return part
+
+
+def _ids(values: list[Any]) -> list[int]:
+    """The whole-number ids of a request's list; parse_job explains anything else."""
+    return [v for v in values if isinstance(v, int) and not isinstance(v, bool)]

@@ -33,11 +33,13 @@ from streamerhub.ffmpeg.binary import (
     iter_lines,
     spawn,
     stop_process,
+    system_ca_file,
 )
 from streamerhub.ffmpeg.policy import (
     DEFAULT_POLICY,
     DEFAULT_TIMING,
-    UNREACHABLE,
+    FIX_HINTS,
+    NEEDS_A_HUMAN,
     RestartPolicy,
     RunnerTiming,
 )
@@ -52,6 +54,7 @@ from streamerhub.ffmpeg.status import RunRecord, TargetState, TargetStatus
 from streamerhub.log import MASK, get_logger, redact, register_secret
 
 log = get_logger(__name__)
+RATE_WINDOW = 5.0  # seconds over which the shown bitrate and fps are measured
 
 
 @dataclass
@@ -65,6 +68,21 @@ class _Run:
     last_advance: float = 0.0
     live_mono: float | None = None
     stalled: bool = False
+    # (monotonic time, total bytes, frames) per progress block, for current rates: FFmpeg's
+    # own bitrate and fps are averages since the start that never drop when the push stalls.
+    samples: deque[tuple[float, int, int]] = field(default_factory=lambda: deque(maxlen=64))
+
+    def rates(self, now: float, window: float) -> tuple[float | None, float | None]:
+        """(kbit/s, frames/s) over the last `window` seconds up to now; None before 2 samples."""
+        recent = [s for s in self.samples if now - s[0] <= window + 0.5]
+        if len(recent) < 2:
+            return None, None
+        first, last = recent[0], recent[-1]
+        span = now - first[0]  # to now, not to the last block: a stall drops the rates
+        if span <= 0:
+            return None, None
+        kbps = (last[1] - first[1]) * 8 / 1000 / span
+        return round(kbps, 1), round((last[2] - first[2]) / span, 2)
 
 
 class TargetRunner:
@@ -88,6 +106,7 @@ class TargetRunner:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
+        ca_file: str | None = None,
     ) -> None:
         if not inputs:
             raise ValueError("a target needs at least one input file")
@@ -98,6 +117,7 @@ class TargetRunner:
         self.timing, self.policy = timing, policy
         self._on_status, self._on_run_end = on_status, on_run_end
         self._clock, self._wall, self._rand = clock, wall, rand
+        self._ca_file = ca_file or system_ca_file()
         self._secrets = url_secrets(url, key)
         for secret in self._secrets:
             register_secret(secret)
@@ -120,11 +140,12 @@ class TargetRunner:
         if run is None or run.parser.last is None:
             return status
         p, now = run.parser.last, self._clock()
+        kbps, fps = run.rates(now, RATE_WINDOW)
         return replace(
             status,
             out_time=p.out_time,
-            bitrate_kbps=p.bitrate_kbps,
-            fps=p.fps,
+            bitrate_kbps=kbps,
+            fps=fps,
             speed=p.speed,
             drop_frames=p.drop_frames,
             dup_frames=p.dup_frames,
@@ -225,6 +246,7 @@ class TargetRunner:
             io_timeout=t.io_timeout,
             send_buffer=t.send_buffer,
             progress_period=t.progress_period,
+            ca_file=self._ca_file,
         )
 
     async def _watch(self, proc: asyncio.subprocess.Process, run: _Run) -> StopMethod | None:
@@ -265,6 +287,12 @@ class TargetRunner:
             seconds=limit,
             out_time=run.max_out_us / 1e6 if run.max_out_us >= 0 else None,
         )
+        # Off air from now, not from when the wedged child has finally been killed (seconds).
+        self._publish(
+            state=TargetState.BACKOFF,
+            last_error=f"no progress for {limit:g} s (ingest stalled); restarting",
+            failure=FailureClass.TIMEOUT,
+        )
 
     async def _read_progress(self, stdout: asyncio.StreamReader, run: _Run) -> None:
         async for line in iter_lines(stdout):
@@ -273,6 +301,8 @@ class TargetRunner:
                 self._on_progress(block, run)
 
     def _on_progress(self, block: Progress, run: _Run) -> None:
+        if block.total_size is not None and block.frame is not None:
+            run.samples.append((self._clock(), block.total_size, block.frame))
         out_us = block.out_time_us
         if out_us is None or out_us <= run.max_out_us:
             return
@@ -356,7 +386,10 @@ class TargetRunner:
         assert record.failure is not None
         healthy = record.lived >= self.policy.healthy_after
         self._streak = 1 if healthy else self._streak + 1
-        if not healthy and record.failure not in UNREACHABLE and self._crash_loop():
+        # Only what a human must fix ends in `failed`; an ingest or network that misbehaves
+        # (refused, reset, stalled, closed) is retried at most backoff_max apart, forever: a
+        # 24/7 channel must come back by itself after any outage, however it looked.
+        if not healthy and record.failure in NEEDS_A_HUMAN and self._crash_loop():
             await self._fail(record)
             return
         delay = self.policy.delay(record.failure, self._streak, self._rand())
@@ -385,22 +418,25 @@ class TargetRunner:
         return len(self._crashes) > self.policy.breaker_restarts
 
     async def _fail(self, record: RunRecord) -> None:
+        assert record.failure is not None
+        retry_in = self.policy.half_open_after
         error = (
-            f"crash loop: {len(self._crashes)} failed runs in "
-            f"{self.policy.breaker_window:g} s; last: {record.error}"
+            f"{FIX_HINTS[record.failure]} (FFmpeg: {record.error}; "
+            f"{len(self._crashes)} failed runs in {self.policy.breaker_window:g} s; "
+            f"tried again every {retry_in:g} s)"
         )
-        log.error("ffmpeg_failed", target=self.name, error=error)
+        log.error("ffmpeg_failed", target=self.name, failure=record.failure.value, error=error)
         self._publish(
             state=TargetState.FAILED,
             pid=None,
             last_error=error,
             failure=record.failure,
-            next_retry_at=None,
+            next_retry_at=round(self._wall() + retry_in, 3),
         )
-        self._wake.clear()
-        while not self._stopping and self._crashes:  # retry() empties the crash list
-            await self._wake.wait()
-            self._wake.clear()
+        # Half-open: one attempt after retry_in (or at once on retry()); if it fails again the
+        # crash list, still full, sends the target straight back here.
+        self._crashes.popleft()
+        await self._sleep(retry_in)
         if not self._stopping:
             self._publish(restarts=self._status.restarts + 1)
 

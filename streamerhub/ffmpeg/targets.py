@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
@@ -38,7 +38,7 @@ class Target:
         return {
             "id": self.id,
             "name": self.name,
-            "url": self.url,
+            "url": shown_url(self.url),
             "stream_key": MASK + self.key_hint,
             "enabled": self.enabled,
             "channel_id": self.channel_id,
@@ -77,7 +77,9 @@ def check_url(value: Any) -> str:
         raise InvalidInput("url: has no host, e.g. rtmp://live.twitch.tv/app")
     if port == 0:
         raise InvalidInput("url: port 0 is not a valid port")
-    return url
+    # FFmpeg's protocol names are lower case: RTMP:// made every run fail ("Protocol not found")
+    # and the target crash-loop, so the scheme is stored the way FFmpeg understands it.
+    return urlunsplit(parts._replace(scheme=parts.scheme.lower()))
 
 
 def check_key(value: Any) -> str:
@@ -88,6 +90,12 @@ def check_key(value: Any) -> str:
     if any(c.isspace() for c in value):
         raise InvalidInput(
             "stream_key: must not contain spaces or line breaks (check the copied text)"
+        )
+    if not value.isprintable():
+        # A NUL or other control character cuts or corrupts the URL FFmpeg sends: every run
+        # failed and was retried forever.
+        raise InvalidInput(
+            "stream_key: contains an invisible control character (copy the key again)"
         )
     if len(value) > 500:
         raise InvalidInput("stream_key: at most 500 characters")
@@ -141,8 +149,21 @@ def key_hint(key: str) -> str:
 
 
 def output_url(url: str, key: str) -> str:
-    """The full publish URL FFmpeg needs: ingest URL + '/' + key."""
-    return f"{url.rstrip('/')}/{key}"
+    """The full publish URL FFmpeg needs: the key appended to the ingest URL's path.
+
+    A query (``?bandwidthtest=true``, a platform's token) stays at the end, after the key.
+    """
+    parts = urlsplit(url)
+    path = f"{parts.path.rstrip('/')}/{key}"
+    return urlunsplit((parts.scheme.lower(), parts.netloc, path, parts.query, ""))
+
+
+def shown_url(url: str) -> str:
+    """The ingest URL as the API and pages show it: a query (often a token) is masked."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, MASK, ""))
 
 
 # ----------------------------------------------------------------------------- storage
@@ -201,6 +222,8 @@ class TargetStore:
         """Change any fields; a missing stream_key keeps the stored one."""
         fields = parse_target(body, partial=True)
         current = await self.get(target_id)
+        if fields.get("url") == shown_url(current.url):
+            fields["url"] = current.url  # the form sent back the masked URL: nothing changed
         sealed, hint = None, None
         if "stream_key" in fields:
             register_secret(fields["stream_key"])

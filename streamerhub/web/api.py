@@ -104,6 +104,7 @@ class MultistreamApi(Protocol[JobT]):
 
     async def update_target(self, target_id: int, body: Any) -> Shown: ...
     async def delete_target(self, target_id: int) -> None: ...
+    async def test_target(self, target_id: int) -> dict[str, Any]: ...
     async def create_job(self, body: Any) -> JobT: ...
     async def update_job(self, job_id: int, body: Any) -> JobT: ...
     async def delete_job(self, job_id: int) -> None: ...
@@ -256,6 +257,11 @@ async def get_target(request: web.Request) -> web.Response:
 async def update_target(request: web.Request) -> web.Response:
     target = await _ms(request).update_target(_id(request), await _body(request))
     return _json(target.to_json())
+
+
+async def test_target(request: web.Request) -> web.Response:
+    """POST /targets/{id}/test — publish a few seconds with the key; 200 whatever the answer."""
+    return _json(await _ms(request).test_target(_id(request)))
 
 
 async def delete_target(request: web.Request) -> web.Response:
@@ -420,6 +426,7 @@ ROUTES: tuple[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamRespon
     ("GET", "/targets/{id:\\d+}", get_target),
     ("PATCH", "/targets/{id:\\d+}", update_target),
     ("DELETE", "/targets/{id:\\d+}", delete_target),
+    ("POST", "/targets/{id:\\d+}/test", test_target),
     ("GET", "/videos", list_videos),
     ("POST", "/videos", create_video),
     ("GET", "/videos/{id:\\d+}", get_video),

@@ -245,6 +245,12 @@ SCHEMAS: dict[str, Any] = {
                     },
                 },
             },
+            "warnings": {
+                "type": "array",
+                "description": "What needs attention while the job runs (e.g. Twitch refused "
+                "the title or category on a linked channel)",
+                "items": {"type": "string"},
+            },
             "channel_updates": {
                 "type": "array",
                 "description": "GET /jobs/{id} only: what was "
@@ -372,6 +378,30 @@ def _paths() -> dict[str, Any]:
             ),
         },
         "/targets/{id}": target_item,
+        "/targets/{id}/test": {
+            "parameters": [_id()],
+            "post": _op(
+                "Test the stream key: publish a few seconds of a test picture (Twitch: in "
+                "bandwidth-test mode, never public)",
+                _answer(
+                    "200",
+                    {
+                        "type": "object",
+                        "properties": {
+                            "target_id": {"type": "integer"},
+                            "result": {
+                                "enum": ["ok", "key_rejected", "unreachable", "tls_error", "error"]
+                            },
+                            "ok": {"type": "boolean"},
+                            "message": {"type": "string"},
+                            "bandwidth_test": {"type": "boolean"},
+                        },
+                    },
+                    "How the test went, in plain words",
+                ),
+                extra=("404",),
+            ),
+        },
         "/videos": {
             "get": _op(
                 "List videos",

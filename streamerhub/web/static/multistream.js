@@ -33,8 +33,24 @@
         el("input", {type: "checkbox", checked: t.enabled, onchange: (ev) => toggleTarget(t, ev.target)}),
         t.enabled ? " on" : " off")),
       el("td", {class: "actions"},
+        el("button", {type: "button", class: "small", title: "Publish a few test seconds with this key (Twitch: bandwidth-test mode, never public)", onclick: (ev) => testTarget(t, ev.target), text: "Test"}),
         el("button", {type: "button", class: "small", onclick: () => editTarget(t), text: "Edit"}),
         el("button", {type: "button", class: "small danger", onclick: () => deleteTarget(t), text: "Delete"})));
+  }
+
+  async function testTarget(t, button) {
+    const row = button.closest("tr");
+    const out = row.querySelector(".key-test") || el("div", {class: "key-test small"});
+    button.disabled = true;
+    out.className = "key-test small muted";
+    out.textContent = "Testing…";
+    row.cells[2].append(out);
+    try {
+      const checked = await api("POST", `${API}/targets/${t.id}/test`);
+      out.className = `key-test small ${checked.ok ? "good" : "bad"}`;
+      out.textContent = `${checked.ok ? "OK" : checked.result.replace("_", " ")}: ${checked.message}`;
+    } catch (err) { out.className = "key-test small bad"; out.textContent = String(err.message || err); }
+    button.disabled = false;
   }
 
   async function toggleTarget(t, box) {
@@ -53,6 +69,13 @@
   }
 
   const targetForm = document.getElementById("target-form");
+  // A platform fills in its documented ingest URL (and a name when none is typed yet).
+  document.getElementById("target-preset").addEventListener("change", (ev) => {
+    const option = ev.target.selectedOptions[0];
+    if (!option.value) return;
+    targetForm.url.value = option.value;
+    if (!targetForm.name.value) targetForm.name.value = option.dataset.name;
+  });
   function editTarget(t) {
     targetForm.id.value = t.id;
     targetForm.name.value = t.name;
@@ -106,7 +129,10 @@
     parts.push(p.audio ? p.audio.codec : "no audio");
     if (p.bitrate_kbps) parts.push(`${number(p.bitrate_kbps)} kbit/s`);
     if (p.keyframe_interval) parts.push(`keyframes every ${number(p.keyframe_interval, 1)} s`);
-    if (v.prepared) parts.push(v.prepared.mode === "remux" ? "remuxed" : "re-encoded");
+    if (v.prepared) {
+      const why = (v.prepared.reasons || []).join("; ");
+      parts.push(v.prepared.mode === "remux" ? "remuxed" : `re-encoded${why ? ` (${why})` : ""}`);
+    }
     return parts.filter(Boolean).join(" · ");
   }
 
@@ -320,6 +346,7 @@
         job.next_start ? ` · next start ${when(job.next_start)}` : null,
         job.stop_deadline && running ? ` · stops ${when(job.stop_deadline)}` : null,
         job.ended_reason && !running ? ` · last run: ${job.ended_reason}` : null),
+      ...(job.warnings || []).map((w) => el("p", {class: "bad small warning", text: `⚠ ${w}`})),
       el("table", {class: "data compact targets-live"},
         el("thead", {}, el("tr", {}, ...["Target", "State", "Bitrate", "FPS", "Speed", "Uptime", "Restarts", "Last error", ""].map((h) => el("th", {text: h})))),
         el("tbody", {}, ...job.targets.map((t) => liveRow(job, t)))));

@@ -1,0 +1,144 @@
+"""A target's stream key tested before air: a few seconds of a test picture published to it.
+
+The answer is one of ok / key_rejected / unreachable / tls_error / error, with a sentence a
+user can act on. Twitch ingests get their documented bandwidth-test mode
+(``?bandwidthtest=true`` after the key): Twitch accepts and measures the stream but never puts
+it on the channel, so a test never goes public.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from streamerhub.ffmpeg.argv import (
+    build_global_args,
+    build_progress_args,
+    build_tls_args,
+    masked_url,
+    url_secrets,
+)
+from streamerhub.ffmpeg.binary import FFmpegBinary, ffmpeg_path, run_ffmpeg, system_ca_file
+from streamerhub.ffmpeg.progress import FailureClass, ProgressParser, classify_failure, first_error
+from streamerhub.log import MASK, get_logger, redact
+
+log = get_logger(__name__)
+
+TEST_SECONDS = 3.0
+TWITCH_HOSTS = ("twitch.tv", "contribute.live-video.net")  # ingests: live.twitch.tv, *.contribute…
+
+_MESSAGES = {
+    "ok": "the ingest accepted the key and {seconds:g} s of a test stream",
+    "key_rejected": "the ingest refused the stream key: copy it again from the platform's "
+    "stream settings (and check the URL's application name)",
+    "unreachable": "the ingest could not be reached: check the host and port of the URL "
+    "(and that this machine can reach it)",
+    "tls_error": "the secure connection failed: check the URL, and set [ffmpeg] ca_file "
+    "for an ingest with a private certificate authority",
+    "error": "the test stream failed",
+}
+_RESULTS = {
+    FailureClass.KEY_REJECTED: "key_rejected",
+    FailureClass.CONNECTION_REFUSED: "unreachable",
+    FailureClass.DNS: "unreachable",
+    FailureClass.TIMEOUT: "unreachable",
+    FailureClass.TLS: "tls_error",
+}
+
+
+@dataclass(frozen=True)
+class KeyTest:
+    result: str  # ok, key_rejected, unreachable, tls_error, error
+    message: str
+    bandwidth_test: bool  # Twitch's mode that never goes public
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "result": self.result,
+            "ok": self.result == "ok",
+            "message": self.message,
+            "bandwidth_test": self.bandwidth_test,
+        }
+
+
+def masker(url: str, key: str) -> Callable[[str], str]:
+    """A function hiding this URL's key (and query) in FFmpeg's words."""
+    shown, secrets = masked_url(url), url_secrets(url, key)
+
+    def mask(text: str) -> str:
+        text = text.replace(url, shown).replace(trial_url(url), shown)
+        for secret in secrets:
+            text = text.replace(secret, MASK)
+        return redact(text)
+
+    return mask
+
+
+def is_twitch(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    return any(host == h or host.endswith("." + h) for h in TWITCH_HOSTS)
+
+
+def trial_url(publish_url: str) -> str:
+    """The URL a test publishes to: Twitch's bandwidth-test mode added for Twitch ingests."""
+    if not is_twitch(publish_url):
+        return publish_url
+    parts = urlsplit(publish_url)
+    query = "&".join(q for q in (parts.query, "bandwidthtest=true") if q)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+
+
+def build_trial_argv(ffmpeg: str, url: str, seconds: float, ca_file: str | None) -> list[str]:
+    """A small test picture and silence, encoded on the fly, published for `seconds`."""
+    return [
+        *build_global_args(ffmpeg),
+        "-nostdin",
+        "-re",
+        *("-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"),
+        *("-f", "lavfi", "-i", "anullsrc=r=48000:cl=stereo"),
+        *build_progress_args("pipe:1", 0.5),
+        *("-t", str(seconds), "-c:v", "libx264", "-preset", "ultrafast", "-profile:v", "main"),
+        *("-pix_fmt", "yuv420p", "-g", "60", "-b:v", "500k", "-maxrate", "500k"),
+        *("-bufsize", "500k", "-c:a", "aac", "-b:a", "128k", "-ar", "48000", "-ac", "2"),
+        *("-f", "flv", "-rw_timeout", "10000000"),
+        *build_tls_args(url, ca_file),
+        url,
+    ]
+
+
+async def try_publish(
+    ffmpeg: FFmpegBinary | str,
+    publish_url: str,
+    *,
+    mask: Callable[[str], str] = redact,
+    seconds: float = TEST_SECONDS,
+    ca_file: str | None = None,
+) -> KeyTest:
+    """Publish a test stream to `publish_url` (ingest URL + key) and say how it went."""
+    url = trial_url(publish_url)
+    argv = build_trial_argv(ffmpeg_path(ffmpeg), url, seconds, ca_file or system_ca_file())
+    try:
+        code, out, err = await run_ffmpeg(argv, timeout=seconds + 25)
+    except asyncio.TimeoutError:
+        return _result("unreachable", "no answer within the time limit", url, seconds)
+    parser = ProgressParser()
+    for line in out.splitlines():
+        parser.feed(line)
+    sent = parser.last is not None and (parser.last.out_time or 0) >= seconds * 0.8
+    lines = err.splitlines()
+    if code == 0 and sent:
+        return _result("ok", None, url, seconds)
+    said = first_error(lines) or f"FFmpeg exited with code {code}"
+    result = _RESULTS.get(classify_failure(lines), "error")
+    return _result(result, str(mask(said)), url, seconds)
+
+
+def _result(result: str, detail: str | None, url: str, seconds: float) -> KeyTest:
+    bandwidth_test = is_twitch(url)
+    message = _MESSAGES[result].format(seconds=seconds)
+    if bandwidth_test and result == "ok":
+        message += " (Twitch bandwidth-test mode: nothing went public)"
+    return KeyTest(result, message + (f" (FFmpeg: {detail})" if detail else ""), bandwidth_test)
