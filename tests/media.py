@@ -137,7 +137,8 @@ def child_pids(pid: int | None = None) -> set[int]:
             except OSError:
                 continue
             parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found, frontier = set(), {pid or os.getpid()}
+    found: set[int] = set()
+    frontier = {pid or os.getpid()}
     while frontier:
         frontier = {p for p, parent in parents.items() if parent in frontier} - found
         found |= frontier

@@ -35,6 +35,9 @@ class FakeHelix:
         self.subs: dict[str, Any] = {"c1": HelixError(403)}
         self.asked: list[list[str]] = []
 
+    async def connected_channel_ids(self) -> list[str]:
+        return sorted(self.followers)
+
     async def fetch_streams(self, channel_ids):
         self.asked.append(list(channel_ids))
         if self.failures:

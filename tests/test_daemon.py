@@ -164,7 +164,7 @@ def test_systemd_notifications(daemon_factory, tmp_path: Path) -> None:
         notify.settimeout(30)
         daemon = daemon_factory(env={"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "2000000"})
         daemon.start()
-        seen = set()
+        seen: set[str] = set()
         while not {"READY=1", "WATCHDOG=1"} <= seen:
             seen.add(notify.recv(256).decode())
         daemon.signal(signal.SIGTERM)

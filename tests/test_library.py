@@ -138,7 +138,7 @@ async def test_preparation_encodes_a_non_compliant_file_with_progress(
     library: Library, media_set: MediaSet
 ) -> None:
     seen: list[float] = []
-    library._on_progress = lambda vid, fraction: seen.append(fraction)  # type: ignore[method-assign]  # a spy
+    library._on_progress = lambda vid, fraction: seen.append(fraction)  # type: ignore[method-assign, assignment]  # a spy
     video = await library.import_path({"path": str(media_set.long_gop)})
     assert video.source == "import" and video.label == "long_gop.mp4"
     ready = await wait_status(library, video.id, "ready", "rejected")

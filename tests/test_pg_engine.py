@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import asyncpg
 import pytest
@@ -29,7 +30,7 @@ async def _server_major(cluster: EmbeddedPostgres) -> int:
 
 
 @pytest.fixture
-def data_dir() -> Path:
+def data_dir() -> Iterator[Path]:
     # Outside pytest's basetemp: as root the cluster runs as the service user (see conftest).
     folder = Path(tempfile.mkdtemp(prefix="streamerhub-test-engine-"))
     folder.chmod(0o755)

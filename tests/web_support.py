@@ -43,7 +43,7 @@ class Dash:
 
     def __init__(self, client: TestClient, settings: Settings) -> None:
         self.client, self.settings = client, settings
-        self.app = client.server.app
+        self.app = client.app  # the TestServer's application
 
     @property
     def db(self) -> Any:
