@@ -188,6 +188,8 @@ async def healthz(request: web.Request) -> web.Response:
         risks += health.pop("at_risk")
         body["store"] = {
             "mode": health["mode"],
+            "received": health["received"],
+            "stored": health["stored"],
             "queued": health["queued"],
             "memory_window": health["memory_window"],
             "spool_items": health["spool_items"],
@@ -210,6 +212,31 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 AT_RISK_STATES = ("waiting to reconnect", "disconnected")
+
+
+def capture_problems(app: web.Application) -> list[str]:
+    """The dashboard banner: what /healthz would report, from the last known states (no I/O)."""
+    problems = []
+    state = app[DB].state
+    if not state.up:
+        problems.append(
+            f"The database is down{_since(state.down_since)}: events are kept on disk and "
+            "stored once it is back."
+        )
+    store = app.get(EVENTS)
+    return problems + (store.risks() if store is not None else [])
+
+
+def capture_state(app: web.Application) -> dict[str, Any]:
+    """Database and write-path state for the Settings page."""
+    state = app[DB].state
+    store = app.get(EVENTS)
+    return {
+        "database_up": state.up,
+        "database_down_since": _iso(state.down_since),
+        "restarts": state.restarts,
+        "store": store.status() if store is not None else None,
+    }
 
 
 def _channel_health(status: dict[str, Any]) -> dict[str, Any]:
@@ -286,7 +313,12 @@ def add_dashboard(app: web.Application, settings: Settings) -> None:
             link,
             multistream=MULTISTREAM in app,
             demo=app.get(DEMO_MODE, False),
-            extra={"key_info": key_info, "api_token_hint": MASK + token[-4:]},
+            extra={
+                "key_info": key_info,
+                "api_token_hint": MASK + token[-4:],
+                "capture_problems": lambda: capture_problems(app),
+                "capture_state": lambda: capture_state(app),
+            },
             twitch_auth=link,
             twitch_overview=TwitchOverviewFacts(app[DB]),
             multistream_history=RunHistory(app[DB]),

@@ -166,9 +166,7 @@ async def test_database_back_while_disk_full_goes_direct_then_spool_shrinks(
             assert await count(db, "twitch_events") == 3400
             assert (await store.health())["at_risk"] == []
             disk.full = False  # the disk returns: the replayed batches go, the file shrinks
-            await until(
-                lambda: _is(store.spool.size() < spooled_size / 4), 10, "spool file shrunk"
-            )
+            await until(lambda: _is(store.spool.size() < spooled_size / 4), 10, "spool file shrunk")
     finally:
         await restore(pg_cluster, name)
     assert (await Spool(tmp_path / SPOOL_FILE).open()).items == 0
@@ -241,9 +239,7 @@ async def test_gap_after_a_crash_starts_at_twitchs_timestamp_not_the_replay_time
             await asyncio.wait_for(store.drain(), 10)
     finally:
         await restore(pg_cluster, name)
-    channel = json.loads(frame_text("channel.cheer"))["payload"]["event"][
-        "broadcaster_user_id"
-    ]
+    channel = json.loads(frame_text("channel.cheer"))["payload"]["event"]["broadcaster_user_id"]
     last = await history.last_received(db, channel)
     assert last == sent + dt.timedelta(milliseconds=19)
 

@@ -273,19 +273,23 @@ class EventStore:
                 oldest = (await self.spool.stats(self._replayed_through)).oldest_at
         body["spool_oldest_age_s"] = round(time.time() - oldest, 1) if oldest else None
         body["writer_stalled_s"] = self.stalled_for()
+        body["at_risk"] = self.risks()
+        return body
+
+    def risks(self) -> list[str]:
+        """What puts capture at risk right now, in words (empty: nothing)."""
         risks = []
         if self._wedged_since is not None:
             risks.append(
                 "neither the database nor the spool disk accepts events: they are held in "
-                f"memory ({body['queued']} now), then dropped; free disk space or bring "
-                "PostgreSQL back"
+                f"memory ({len(self._queue) + len(self._inflight)} now), then dropped; free "
+                f"disk space ({self.spool.path.parent}) or bring PostgreSQL back"
             )
         elif self.stalled_for() > STALL_S:
             risks.append(f"the event writer has made no progress for {self.stalled_for()} s")
         if self.counters.dropped:
             risks.append(f"{self.counters.dropped} events were dropped (see the log)")
-        body["at_risk"] = risks
-        return body
+        return risks
 
     def stalled_for(self) -> float:
         """Seconds the writer has had items and made no progress (0 when idle or moving)."""
