@@ -2,15 +2,17 @@
 """Crash figures: the daemon as a process, fed by the fake Twitch, killed with SIGKILL.
 
 Each trial sends numbered events (a flood as fast as the fake goes, or a steady stream at
---rates events/s), `kill -9`s the daemon (a flood: as soon as the daemon has read all of it off the socket, as its
-/healthz counts it; a steady stream: at a random moment), restarts it and waits until its store is drained. Per trial:
-delivered (what the fake wrote to the socket), stored, duplicated (rows beyond one per
-delivered event), lost, and the lost events' span in milliseconds of sending. The summary
-gives the worst loss in events and in ms. Note: events the fake had written but the daemon had
-not read yet (the kernel's socket buffers) count as lost here: Twitch would not send them again.
+--rates events/s) and `kill -9`s the daemon: a flood as soon as the daemon has read all of it
+off the socket (as its /healthz counts it), a steady stream at a random moment. Then it
+restarts the daemon and waits until its store is drained. Per trial: delivered (what the fake
+wrote to the socket), stored, duplicated (rows beyond one per delivered event), lost, and the
+lost events' span in milliseconds of sending; the summary gives the worst loss in events and in
+ms. Events the fake had written but the daemon had not read yet (the kernel's socket buffers)
+count as lost here: Twitch would not send them again.
 
 Prints ONE JSON object. Everything runs in a temp dir; every process is stopped at the end.
 Example: bench/crash.py --trials 10 --flood 30000 --rates 300 2000
+         bench/crash.py --rss-flood 150000   (the daemon's RSS idle, at its peak and after)
 """
 
 from __future__ import annotations
@@ -248,9 +250,41 @@ async def trial(rig: Rig, n: int, kind: str, rate: float | None, right_after: bo
     return {"kind": kind, **outcome(sent, stored, dup)}
 
 
+def memory_mb(pid: int) -> dict[str, float]:
+    """The process's resident memory now and at its peak (VmRSS, VmHWM), in MB."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return {k: round(int(fields[k].split()[0]) / 1024, 1) for k in ("VmRSS", "VmHWM")}
+
+
+async def rss_flood(rig: Rig, n: int) -> dict[str, Any]:
+    """A flood of n events into a fresh daemon: its RSS idle, at the peak, and after."""
+    await rig.start_daemon()
+    assert rig.daemon is not None
+    await asyncio.sleep(2)
+    idle = memory_mb(rig.daemon.pid)["VmRSS"]
+    sent = await rig.send(n, f"r{random.getrandbits(40):x}-", None)
+    await rig.until(rig.drained, 300, "flood stored")
+    await asyncio.sleep(2)
+    after = memory_mb(rig.daemon.pid)
+    ids = [i for _, chunk in sent for i in chunk]
+    stored, dup = await rig.stored(ids)
+    rig.stop_daemon()
+    return {
+        "events": n,
+        "rss_idle_mb": idle,
+        "rss_peak_mb": after["VmHWM"],
+        "rss_after_mb": after["VmRSS"],
+        **outcome(sent, stored, dup),
+    }
+
+
 async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     trials: list[dict[str, Any]] = []
     async with Rig(workdir) as rig:
+        if args.rss_flood:
+            return {"rss_flood": await rss_flood(rig, args.rss_flood)}
         for t in range(args.trials):
             if t % (len(args.rates) + 1) == 0:
                 result = await trial(rig, args.flood, "flood", None, right_after=True)
@@ -274,6 +308,12 @@ def main() -> None:
     parser.add_argument("--flood", type=int, default=30_000, help="events per flood trial")
     parser.add_argument("--rates", type=float, nargs="+", default=[300.0, 2000.0])
     parser.add_argument("--steady-seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--rss-flood",
+        type=int,
+        default=0,
+        help="instead of the trials: the daemon's RSS through one flood of this many events",
+    )
     args = parser.parse_args()
     setup_logging("error", "json")
     with tempfile.TemporaryDirectory(prefix="streamerhub-crash-") as tmp:

@@ -165,7 +165,8 @@ async def stop_while_wedged(rig: FaultRig, args: argparse.Namespace) -> dict[str
     await rig.cut(allow=False)
     sent = await rig.send(int(args.rate * 2), f"w{random.getrandbits(40):x}-", args.rate)
     await asyncio.sleep(1)
-    code = rig.stop_daemon()
+    code = rig.stop_daemon()  # it stops the embedded server too: start it to let it in again
+    await rig.cluster.start()
     await rig.cut(allow=True)
     rig.free_disk()
     reported = 0

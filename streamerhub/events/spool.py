@@ -138,14 +138,19 @@ class Spool:
             conn.execute(sql, params)
 
     def _read(self, max_items: int, after: int) -> list[tuple[int, str]]:
-        rows = self._db().execute(READ, {"after": after, "limit": max(1, max_items)}).fetchall()
+        # Row by row, not fetchall(): each row may hold thousands of items, and a backlog of
+        # hundreds of rows must not be loaded to pick the first few (that was 100+ MB in a flood).
+        cursor = self._db().execute(READ, {"after": after, "limit": max(1, max_items)})
         picked: list[tuple[int, str]] = []
         total = 0
-        for row_id, count, text in rows:
-            if picked and total + count > max_items:
-                break
-            picked.append((row_id, text))
-            total += count
+        try:
+            for row_id, count, text in cursor:
+                if picked and total + count > max_items:
+                    break
+                picked.append((row_id, text))
+                total += count
+        finally:
+            cursor.close()
         return picked
 
     def _stats(self, after: int) -> tuple[int, int, float | None]:

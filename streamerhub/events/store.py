@@ -34,6 +34,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import ctypes
+import ctypes.util
 import json
 import random
 import sqlite3
@@ -96,6 +98,15 @@ WEDGED_RETRY_MIN, WEDGED_RETRY_MAX = 0.2, 2.0  # both sinks refusing: retry soon
 STOP_COMMIT_S = 3.0  # on stop, the last try at the database for what the spool refused
 
 # ----------------------------------------------------------------------------- the store
+
+
+def _trim_heap() -> None:
+    """Hand freed memory back to the OS after a flood or a replay: glibc keeps what Python freed
+    in its arenas (measured: RSS stayed ~100 MB above idle after a 150k-event flood)."""
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 class EventStore:
@@ -571,6 +582,8 @@ class EventStore:
         )
         self._direct, self._offline_since = True, None
         self._caught_up.set()
+        if replayed:
+            _trim_heap()
         return True
 
     # -- commit
