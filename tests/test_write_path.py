@@ -4,11 +4,13 @@ both sinks down, stop while wedged, gaps by Twitch's clock, a dead embedded Post
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -20,15 +22,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from conftest import OWNER_FILE, TEST_PREFIX
 from test_events import EVENTS, frame_text
 from test_store import count, cut, db_name, restore
 
+from streamerhub.app import EVENTS, _watchdog
 from streamerhub.db import Database, EmbeddedPostgres, _pid_alive, create_pool, postmaster_pid
 from streamerhub.events import history
 from streamerhub.events.frames import parse_frame
 from streamerhub.events.spool import SPOOL_FILE, Spool
-from streamerhub.events.store import EventStore
+from streamerhub.events.store import STALL_S, EventStore
 
 TESTS = Path(__file__).resolve().parent
 DISK_FULL = "database or disk is full"
@@ -311,3 +315,42 @@ def test_daemon_restarts_its_postgres_and_healthz_tells(daemon_factory: Any) -> 
     assert new_pid != pid and new_pid is not None and _pid_alive(new_pid)
     assert "embedded_postgres_restarted" in daemon.log()
     del seen_503  # a restart faster than our polling may never show the 503: not asserted
+
+
+# ----------------------------------------------------------------------------- watchdog
+
+
+class _Writer:
+    def __init__(self, mode: str, stalled: float) -> None:
+        self.mode, self.stalled = mode, stalled
+
+    def stalled_for(self) -> float:
+        return self.stalled
+
+
+@pytest.mark.parametrize(
+    ("mode", "stalled", "pinged"),
+    [("direct", 0.0, True), ("direct", STALL_S + 1, False), ("wedged", STALL_S + 1, True)],
+)
+async def test_watchdog_is_withheld_from_a_hung_writer(
+    mode: str, stalled: float, pinged: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = Path(tempfile.mkdtemp(prefix=f"{TEST_PREFIX}notify-"))
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+            listener.bind(str(folder / "notify"))
+            listener.setblocking(False)
+            monkeypatch.setenv("NOTIFY_SOCKET", str(folder / "notify"))
+            app = web.Application()
+            app[EVENTS] = _Writer(mode, stalled)  # type: ignore[assignment]
+            task = asyncio.create_task(_watchdog(app, 0.05))
+            await asyncio.sleep(0.2)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            got = []
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    got.append(listener.recv(100))
+        assert (b"WATCHDOG=1" in got) is pinged
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
