@@ -27,7 +27,8 @@ from conftest import OWNER_FILE, TEST_PREFIX
 from test_events import EVENTS, frame_text
 from test_store import count, cut, db_name, restore
 
-from streamerhub.app import EVENTS, _watchdog
+from streamerhub.app import EVENTS as STORE_KEY
+from streamerhub.app import _watchdog
 from streamerhub.db import Database, EmbeddedPostgres, _pid_alive, create_pool, postmaster_pid
 from streamerhub.events import history
 from streamerhub.events.frames import parse_frame
@@ -342,7 +343,7 @@ async def test_watchdog_is_withheld_from_a_hung_writer(
             listener.setblocking(False)
             monkeypatch.setenv("NOTIFY_SOCKET", str(folder / "notify"))
             app = web.Application()
-            app[EVENTS] = _Writer(mode, stalled)  # type: ignore[assignment]
+            app[STORE_KEY] = _Writer(mode, stalled)  # type: ignore[assignment]
             task = asyncio.create_task(_watchdog(app, 0.05))
             await asyncio.sleep(0.2)
             task.cancel()
