@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import time
+from datetime import datetime, timezone
 from typing import Any, AsyncIterator
 
 from aiohttp import web
@@ -27,7 +28,7 @@ from streamerhub.bot.service import (
 from streamerhub.config import Settings
 from streamerhub.crypto import Keyring, load_keyring
 from streamerhub.db import Database, open_database
-from streamerhub.events.store import EventStore
+from streamerhub.events.store import STALL_S, EventStore
 from streamerhub.ffmpeg.jobstore import RunHistory
 from streamerhub.ffmpeg.service import Multistream
 from streamerhub.keys import has_sealed_secrets
@@ -141,18 +142,26 @@ def _bot_deps(app: web.Application) -> BotDeps:
 
 
 async def systemd_ctx(app: web.Application) -> AsyncIterator[None]:
-    """WATCHDOG=1 pings while the loop is healthy; STOPPING=1 when shutdown begins."""
+    """WATCHDOG=1 pings while the loop and the writer progress; STOPPING=1 when shutdown begins."""
     interval = systemd.watchdog_interval()
-    task = asyncio.create_task(_watchdog(interval)) if interval else None
+    task = asyncio.create_task(_watchdog(app, interval)) if interval else None
     yield
     systemd.notify("STOPPING=1")
     if task:
         task.cancel()
 
 
-async def _watchdog(interval: float) -> None:
+async def _watchdog(app: web.Application, interval: float) -> None:
+    # The ping runs on the loop, so a blocked loop sends none. A writer that has work and has
+    # moved nothing for STALL_S is hung (every commit and spool write has a timeout): let
+    # systemd restart us. A *wedged* writer (database and disk both refusing) is waiting on
+    # resources, not hung: a restart would drop what it holds, so /healthz reports it instead.
     while True:
-        systemd.notify("WATCHDOG=1")
+        store = app.get(EVENTS)
+        if store is None or store.mode == "wedged" or store.stalled_for() < STALL_S:
+            systemd.notify("WATCHDOG=1")
+        else:
+            log.error("watchdog_withheld", writer_stalled_s=store.stalled_for())
         await asyncio.sleep(interval)
 
 
@@ -169,17 +178,104 @@ def _force_exit(sig: signal.Signals) -> None:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Liveness for monitors: version, database reachability, uptime."""
+    """Overall status and each part's state; 503 whenever capture is at risk (with why)."""
     app = request.app
-    db_ok = await app[DB].ping()
-    body = {
-        "status": "ok" if db_ok else "degraded",
+    db = app[DB]
+    db_ok = await db.ping()
+    state = db.state
+    risks: list[str] = []
+    if not db_ok:
+        risks.append(
+            f"the database is down{_since(state.down_since)}: events are kept in the spool on disk"
+            + ("; the embedded server is being restarted" if state.embedded else "")
+        )
+    body: dict[str, Any] = {
         "version": __version__,
-        "database": {"ok": db_ok},
         "uptime_s": round(time.monotonic() - app[STARTED_AT], 1),
+        "database": {
+            "ok": db_ok,
+            "down_since": _iso(state.down_since),
+            "embedded": state.embedded,
+            "restarts": state.restarts,
+        },
         "loop_lag": app[LOOP_LAG].snapshot(),
     }
-    return web.json_response(body, status=200 if db_ok else 503)
+    store = app.get(EVENTS)
+    if store is not None:
+        store.note_database(db_ok)
+        health = await store.health()
+        risks += health.pop("at_risk")
+        body["store"] = {
+            "mode": health["mode"],
+            "received": health["received"],
+            "stored": health["stored"],
+            "queued": health["queued"],
+            "memory_window": health["memory_window"],
+            "spool_items": health["spool_items"],
+            "spool_oldest_age_s": health["spool_oldest_age_s"],
+            "spool_error": health["spool_error"],
+            "dropped": health["dropped"],
+            "writer_stalled_s": health["writer_stalled_s"],
+        }
+    bot = app.get(TWITCH)
+    if bot is not None:
+        body["channels"] = [_channel_health(c) for c in bot.status()]
+        risks += [
+            f"channel {c['login'] or c['channel_id']}: {c['state']}"
+            + (f" ({c['reason']})" if c.get("reason") else "")
+            for c in body["channels"]
+            if c["state"] in AT_RISK_STATES
+        ]
+    body = {"status": "at_risk" if risks else "ok", "problems": risks, **body}
+    return web.json_response(body, status=503 if risks else 200)
+
+
+AT_RISK_STATES = ("waiting to reconnect", "disconnected")
+
+
+def capture_problems(app: web.Application) -> list[str]:
+    """The dashboard banner: what /healthz would report, from the last known states (no I/O)."""
+    problems = []
+    state = app[DB].state
+    if not state.up:
+        problems.append(
+            f"The database is down{_since(state.down_since)}: events are kept on disk and "
+            "stored once it is back."
+        )
+    store = app.get(EVENTS)
+    return problems + (store.risks() if store is not None else [])
+
+
+def capture_state(app: web.Application) -> dict[str, Any]:
+    """Database and write-path state for the Settings page."""
+    state = app[DB].state
+    store = app.get(EVENTS)
+    return {
+        "database_up": state.up,
+        "database_down_since": _iso(state.down_since),
+        "restarts": state.restarts,
+        "store": store.status() if store is not None else None,
+    }
+
+
+def _channel_health(status: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "channel_id": status["channel_id"],
+        "login": status.get("login"),
+        "state": status["state"],
+        "reason": status.get("reason"),
+        "last_gap": status.get("last_gap"),
+    }
+
+
+def _since(at: float | None) -> str:
+    return f" since {_iso(at)}" if at is not None else ""
+
+
+def _iso(at: float | None) -> str | None:
+    if at is None:
+        return None
+    return datetime.fromtimestamp(at, timezone.utc).isoformat(timespec="seconds")
 
 
 def build_app(settings: Settings) -> web.Application:
@@ -239,7 +335,12 @@ def add_dashboard(app: web.Application, settings: Settings) -> None:
             link,
             multistream=MULTISTREAM in app,
             demo=app.get(DEMO_MODE, False),
-            extra={"key_info": key_info, "api_token_hint": MASK + token[-4:]},
+            extra={
+                "key_info": key_info,
+                "api_token_hint": MASK + token[-4:],
+                "capture_problems": lambda: capture_problems(app),
+                "capture_state": lambda: capture_state(app),
+            },
             twitch_auth=link,
             twitch_overview=TwitchOverviewFacts(app[DB], lambda: app.get(TWITCH)),
             multistream_history=RunHistory(app[DB]),

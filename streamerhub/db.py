@@ -516,19 +516,78 @@ def is_transient(exc: BaseException) -> bool:
 # ----------------------------------------------------------------------------- pool + migrations
 
 
+@dataclass
+class DatabaseState:
+    """What /healthz and the dashboard say about the database (time.time() values)."""
+
+    up: bool = True
+    down_since: float | None = None
+    embedded: bool = False
+    restarts: int = 0  # times the supervisor restarted a dead embedded postmaster
+    last_error: str | None = None
+
+    def saw(self, up: bool, error: str | None = None) -> None:
+        if up:
+            self.up, self.down_since = True, None
+            return
+        if self.up:
+            self.down_since = time.time()
+        self.up, self.last_error = False, error or self.last_error
+
+
+SUPERVISE_EVERY = 1.0  # how often the supervisor checks the embedded postmaster is alive
+RESTART_BACKOFF_MAX = 30.0
+
+
 class Database:
     """The asyncpg pool in use plus schema management; the only module that talks to asyncpg."""
 
     def __init__(self, pool: asyncpg.Pool, url: str) -> None:
         self.pool = pool
         self.url = url
+        self.state = DatabaseState()
 
     async def ping(self) -> bool:
         try:
             async with self.pool.acquire(timeout=2) as conn:
-                return bool(await conn.fetchval("SELECT 1") == 1)
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError, asyncpg.InterfaceError):
+                up = bool(await conn.fetchval("SELECT 1") == 1)
+        except Exception as e:  # noqa: BLE001 - whatever failed, the database did not answer
+            # (a server killed mid-query raises more than asyncpg's documented classes; a health
+            # check that raised would turn /healthz into a 500)
+            self.state.saw(False, f"{type(e).__name__}: {e}")
             return False
+        self.state.saw(up)
+        return up
+
+    async def supervise(self, cluster: EmbeddedPostgres, every: float = SUPERVISE_EVERY) -> None:
+        """Restart the embedded postmaster whenever it dies (PostgreSQL replays its WAL on
+        start), with backoff; runs until cancelled. Writers spool meanwhile."""
+        self.state.embedded = True
+        while True:
+            await asyncio.sleep(every)
+            if cluster.is_running():
+                continue
+            self.state.saw(False, "the embedded PostgreSQL server stopped")
+            log.error(
+                "embedded_postgres_died", pgdata=str(cluster.pgdata), logfile=str(cluster.logfile)
+            )
+            await self._restart(cluster)
+
+    async def _restart(self, cluster: EmbeddedPostgres) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await cluster.start()
+            except DatabaseError as exc:  # e.g. its old backends still hold shared memory
+                log.warning("embedded_postgres_restart_failed", error=str(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RESTART_BACKOFF_MAX)
+                continue
+            self.state.restarts += 1
+            await self.pool.expire_connections()  # every pooled connection died with the server
+            up = await self.ping()
+            log.info("embedded_postgres_restarted", restarts=self.state.restarts, up=up)
+            return
 
     async def close(self) -> None:
         await self.pool.close()
@@ -686,9 +745,15 @@ async def open_database(settings: Settings, own_cluster: bool = True) -> AsyncIt
             await embedded.stop()
         raise
     db = Database(pool, url)
+    watch = None
+    if embedded is not None and own_cluster:
+        watch = asyncio.create_task(db.supervise(embedded), name="postgres-supervisor")
     try:
         yield db
     finally:
+        if watch is not None:  # before the stop below: a stopped server must stay stopped
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
         await db.close()
         if embedded is not None and (own_cluster or embedded.started_here):
             await embedded.stop()

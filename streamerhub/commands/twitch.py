@@ -129,15 +129,53 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     report = asyncio.run(_with_db(settings, lambda db: _status(db, settings)))
     live = _live_status(settings)
     channels = [_merge(row, live) for row in report]
+    health = _daemon_health(settings) if live is not None else None
     if args.json:
-        print(
-            json.dumps(
-                {"daemon_running": live is not None, "channels": channels}, default=str, indent=2
-            )
-        )
+        body = {"daemon_running": live is not None, "channels": channels, "health": health}
+        print(json.dumps(body, default=str, indent=2))
     else:
         print(render_status(channels, live is not None))
+        if health is not None:
+            print(render_health(health))
     return 0
+
+
+def _daemon_health(settings: Settings) -> dict[str, Any] | None:
+    """The running daemon's /healthz (database and write path state), if it answers."""
+    import urllib.error
+    import urllib.request
+
+    host = settings.web.host
+    host = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{settings.web.port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=3) as resp:
+            body: dict[str, Any] = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:  # 503 still carries the report
+        body = json.loads(exc.read())
+    except (OSError, ValueError):
+        return None
+    return body
+
+
+def render_health(health: dict[str, Any]) -> str:
+    """Capture health: the database and the write path, from the daemon's /healthz."""
+    lines = [f"capture: {health.get('status')}"]
+    lines += [f"  problem: {p}" for p in health.get("problems") or []]
+    db = health.get("database") or {}
+    down = f"down since {db.get('down_since')}" if not db.get("ok") else "up"
+    lines.append(f"  database: {down}, restarts of the embedded server: {db.get('restarts', 0)}")
+    store = health.get("store")
+    if store:
+        age = store.get("spool_oldest_age_s")
+        lines.append(
+            f"  store: {store['mode']}, {store['queued']} queued in memory"
+            f" (at most {store['memory_window']}), spool backlog {store['spool_items']}"
+            + (f" (oldest {_age(age)} old)" if age else "")
+            + (f", {store['dropped']} dropped" if store.get("dropped") else "")
+        )
+    return "\n".join(lines)
 
 
 async def _status(db: Database, settings: Settings) -> list[dict[str, Any]]:

@@ -35,7 +35,9 @@ async def open_gap(db: Database, channel_id: str) -> tuple[dt.datetime, str] | N
 
 
 async def last_received(db: Database, channel_id: str) -> dt.datetime | None:
-    """The channel's last sign of life: its newest live event, or the end of its newest gap."""
+    """The channel's last sign of life, by Twitch's clock: the message timestamp of its newest
+    live event, or the end of its newest gap. Not received_at: a row replayed from the spool
+    gets the replay's time, which would shrink the gap a crash during an outage leaves."""
     async with db.pool.acquire() as conn:
         last: dt.datetime | None = await conn.fetchval(LAST_RECEIVED, channel_id)
     return last
@@ -120,7 +122,7 @@ SELECT started_at, reason FROM eventsub_gaps WHERE channel_id = $1 AND ended_at 
 
 # The last sign of life: the newest live event, or the end of the newest gap (a resubscription).
 LAST_RECEIVED = """
-SELECT greatest((SELECT max(received_at) FROM twitch_events
+SELECT greatest((SELECT max(occurred_at) FROM twitch_events
                   WHERE channel_id = $1 AND NOT backfilled),
                 (SELECT max(ended_at) FROM eventsub_gaps WHERE channel_id = $1))"""
 

@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS batches (
 APPEND = "INSERT INTO batches (spooled_at, count, items) VALUES (:at, :count, :items)"
 READ = "SELECT id, count, items FROM batches WHERE id > :after ORDER BY id LIMIT :limit"
 DELETE_THROUGH = "DELETE FROM batches WHERE id <= :last"
-STATS = "SELECT count(*), coalesce(sum(count), 0), min(spooled_at) FROM batches"
+STATS = "SELECT count(*), coalesce(sum(count), 0), min(spooled_at) FROM batches WHERE id > :after"
+LAST_ID = "SELECT coalesce(max(id), 0) FROM batches"
 
 
 @dataclass(frozen=True)
@@ -64,10 +65,18 @@ class Spool:
         await asyncio.to_thread(self._call, self._open)
         return await self.stats()
 
-    async def append(self, items: list[Any]) -> None:
-        """Append one batch and fsync it: durable when this returns."""
+    async def append(self, items: list[Any]) -> int:
+        """Append one batch and fsync it: durable when this returns. Returns the batch's id."""
         text = json.dumps(items, ensure_ascii=False, separators=(",", ":"))
-        await asyncio.to_thread(self._call, self._append, text, len(items))
+        last: int = await asyncio.to_thread(self._call, self._append, text, len(items))
+        return last
+
+    def append_now(self, items: list[Any]) -> int:
+        """append() on the caller's thread: for the store's overflow, which must be on disk
+        before the reader takes the next frame (the loop waits on the fsync on purpose)."""
+        text = json.dumps(items, ensure_ascii=False, separators=(",", ":"))
+        last: int = self._call(self._append, text, len(items))
+        return last
 
     async def read(self, max_items: int, after: int = 0) -> list[SpooledBatch]:
         """The oldest batches (at least one, then up to max_items items in total)."""
@@ -78,9 +87,19 @@ class Spool:
         """Forget every batch up to and including last_id (they are in the database now)."""
         await asyncio.to_thread(self._call, self._write, DELETE_THROUGH, {"last": last_id})
 
-    async def stats(self) -> SpoolStats:
-        batches, items, oldest = await asyncio.to_thread(self._call, self._stats)
+    async def stats(self, after: int = 0) -> SpoolStats:
+        """What the spool holds after batch `after` (0: everything)."""
+        batches, items, oldest = await asyncio.to_thread(self._call, self._stats, after)
         return SpoolStats(batches, items, oldest)
+
+    async def shrink(self) -> None:
+        """Give the file's space back once it is empty (VACUUM, then truncate the WAL)."""
+        await asyncio.to_thread(self._call, self._shrink)
+
+    def size(self) -> int:
+        """Bytes on disk: the database file plus its WAL."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        return sum(p.stat().st_size for p in (self.path, wal) if p.exists())
 
     async def close(self) -> None:
         """Close the file (idempotent)."""
@@ -107,8 +126,10 @@ class Spool:
             raise sqlite3.ProgrammingError(f"spool {self.path} is not open")
         return self._conn
 
-    def _append(self, text: str, count: int) -> None:
+    def _append(self, text: str, count: int) -> int:
         self._write(APPEND, {"at": time.time(), "count": count, "items": text})
+        last: int = self._db().execute(LAST_ID).fetchone()[0]
+        return last
 
     def _write(self, sql: str, params: dict[str, Any]) -> None:
         conn = self._db()
@@ -117,19 +138,29 @@ class Spool:
             conn.execute(sql, params)
 
     def _read(self, max_items: int, after: int) -> list[tuple[int, str]]:
-        rows = self._db().execute(READ, {"after": after, "limit": max(1, max_items)}).fetchall()
+        # Row by row, not fetchall(): each row may hold thousands of items, and a backlog of
+        # hundreds of rows must not be loaded to pick the first few (that was 100+ MB in a flood).
+        cursor = self._db().execute(READ, {"after": after, "limit": max(1, max_items)})
         picked: list[tuple[int, str]] = []
         total = 0
-        for row_id, count, text in rows:
-            if picked and total + count > max_items:
-                break
-            picked.append((row_id, text))
-            total += count
+        try:
+            for row_id, count, text in cursor:
+                if picked and total + count > max_items:
+                    break
+                picked.append((row_id, text))
+                total += count
+        finally:
+            cursor.close()
         return picked
 
-    def _stats(self) -> tuple[int, int, float | None]:
-        items, events, oldest = self._db().execute(STATS).fetchone()
+    def _stats(self, after: int) -> tuple[int, int, float | None]:
+        items, events, oldest = self._db().execute(STATS, {"after": after}).fetchone()
         return items, events, oldest
+
+    def _shrink(self) -> None:
+        conn = self._db()
+        conn.execute("VACUUM")  # needs room for a copy of what is left: little, once emptied
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _close(self) -> None:
         if self._conn is not None:

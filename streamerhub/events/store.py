@@ -14,10 +14,19 @@ When PostgreSQL is unreachable (refused, shutting down, pool errors, or a commit
 the database with backoff; once it answers, the spool is replayed in order (ON CONFLICT makes
 replay idempotent) and new batches go straight to the database again.
 
-Durability: an item is durable once committed or spooled. The writer takes what is queued at
-most `flush_interval` (5 ms) after it arrived, so `kill -9` loses at most that window plus the
-batch being committed (a few ms idle; ~0.2 s for a full 2,000-event batch in a burst); spool.py
-says why frames are not written ahead one by one.
+Durability: an item is durable once committed or spooled. At most `memory_window` items
+(2 × batch_size: the batch being written plus the one gathering) are ever held only in memory:
+the submit() that would exceed it writes the queue to the spool before it returns, so the
+EventSub reader (which calls submit() synchronously) reads no further frame until the overflow
+is on disk, and a flood switches the store to spooling (the recovery task replays the spool into
+a database that is up at once). `kill -9` therefore loses at most that window; spool.py says why
+frames are not written ahead one by one.
+
+No state waits on a single resource: a batch the spool refuses (disk full) is committed if the
+database answers, whatever the mode; replay goes back to direct writes even when the replayed
+batches cannot be deleted from the spool yet (they are deleted, and the file shrunk, later).
+Only when both refuse is the store "wedged": it keeps the items in memory up to `max_held`,
+then drops the newest and counts them (`dropped`), logging at error.
 """
 
 from __future__ import annotations
@@ -25,6 +34,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import ctypes
+import ctypes.util
 import json
 import random
 import sqlite3
@@ -75,12 +86,27 @@ class StoreCounters:
     spooled: int = 0  # items written to the spool while the database was away
     replayed: int = 0  # items committed from the spool
     batches: int = 0  # transactions committed
+    overflows: int = 0  # times a flood outran the writer and the queue went to the spool
+    dropped: int = 0  # items lost because neither the database nor the disk took them
     last_commit_ms: float | None = None
 
 
 Item = Normalised | Frame | DeadLetter | GapMark
 
+STALL_S = 30.0  # a writer with work and no progress this long puts capture at risk
+WEDGED_RETRY_MIN, WEDGED_RETRY_MAX = 0.2, 2.0  # both sinks refusing: retry soon, then every 2 s
+STOP_COMMIT_S = 3.0  # on stop, the last try at the database for what the spool refused
+
 # ----------------------------------------------------------------------------- the store
+
+
+def _trim_heap() -> None:
+    """Hand freed memory back to the OS after a flood or a replay: glibc keeps what Python freed
+    in its arenas (measured: RSS stayed ~100 MB above idle after a 150k-event flood)."""
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 class EventStore:
@@ -98,6 +124,8 @@ class EventStore:
         replay_timeout: float = 60.0,
         retry_initial: float = 0.2,
         retry_max: float = 10.0,
+        memory_window: int | None = None,
+        max_held: int = 50_000,
     ) -> None:
         self._db = db
         self.spool = Spool(Path(data_dir) / SPOOL_FILE)
@@ -109,17 +137,27 @@ class EventStore:
         # go, so a slow but working database still drains the spool.
         self.commit_timeout, self.replay_timeout = commit_timeout, replay_timeout
         self.retry_initial, self.retry_max = retry_initial, retry_max
+        self.memory_window = memory_window or 2 * batch_size
+        self.max_held = max(max_held, self.memory_window)
         self.counters = StoreCounters()
         self._queue: collections.deque[Entry] = collections.deque()
         self._inflight: list[Entry] = []
         self._has_items, self._full = asyncio.Event(), asyncio.Event()
-        self._progress = asyncio.Condition()
+        self._progressed = asyncio.Event()
         self._submitted = self._persisted = 0
+        self._last_progress = time.monotonic()
+        self._spill_failed_at = 0  # queue length of the last failed overflow write
         self._spool_lock = asyncio.Lock()  # appends vs the replayer's "spool is empty" switch
-        self._spool_items = 0
-        self._direct = True  # False: database away or spool not replayed yet
+        self._spool_items = 0  # spooled and not replayed yet
+        self._spool_appends = 0  # bumped by every append: the replayer's "nothing new" check
+        self._replayed_through = 0  # last spool batch committed; deleted only when the disk lets
+        self._untidy = False  # replayed batches to delete / a file to shrink
+        self._direct = True  # False: spooling (database away, a flood, or spool not replayed)
+        self._wedged_since: float | None = None  # neither the database nor the disk takes a batch
+        self._spool_error: str | None = None
         self._offline, self._caught_up = asyncio.Event(), asyncio.Event()
-        self._offline_since: float | None = None
+        self._offline_since: float | None = None  # spooling since
+        self._db_down_since: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._stopped: asyncio.Future[None] | None = None
@@ -141,7 +179,7 @@ class EventStore:
             log.warning(
                 "spool_found", items=stats.items, batches=stats.batches, path=str(self.spool.path)
             )
-            self._go_offline(None)
+            self._go_offline()
         else:
             self._caught_up.set()
         self._tasks = [
@@ -157,11 +195,16 @@ class EventStore:
         except Exception as exc:  # the reader's loop must survive anything we are handed
             log.exception("submit_failed", item_type=type(item).__name__)
             entry = Entry(make_letter("store", f"cannot queue: {exc!r}", repr(item)), time.time())
-        self._queue.append(entry)
         self._submitted += 1
+        if len(self._queue) >= self.max_held:
+            self._drop(entry)
+            return
+        self._queue.append(entry)
         self._has_items.set()
         if len(self._queue) >= self.batch_size:
             self._full.set()
+        if len(self._queue) + len(self._inflight) >= self.memory_window:
+            self._spill()
 
     def submit_backfill(
         self,
@@ -200,13 +243,23 @@ class EventStore:
     async def flush(self) -> None:
         """Wait until everything submitted so far is durable: committed or spooled."""
         target = self._submitted
-        async with self._progress:
-            await self._progress.wait_for(lambda: self._persisted >= target)
+        while self._persisted < target:
+            self._progressed.clear()
+            await self._progressed.wait()
 
     async def drain(self) -> None:
         """Wait until everything submitted so far is in the database (spool replayed)."""
         await self.flush()
         await self._caught_up.wait()
+
+    @property
+    def mode(self) -> str:
+        """direct, spooling (database away), replaying (spool draining into it), wedged."""
+        if self._wedged_since is not None:
+            return "wedged"
+        if self._direct:
+            return "direct"
+        return "spooling" if self._db_down_since is not None else "replaying"
 
     def status(self) -> dict[str, Any]:
         """Counters plus the live state, for `twitch status` and the dashboard."""
@@ -214,9 +267,53 @@ class EventStore:
             **asdict(self.counters),
             "queued": len(self._queue) + len(self._inflight),
             "spool_items": self._spool_items,
-            "mode": "direct" if self._direct else "spooling",
+            "mode": self.mode,
             "offline_since": self._offline_since,
+            "database_down_since": self._db_down_since,
+            "wedged_since": self._wedged_since,
+            "spool_error": self._spool_error,
+            "memory_window": self.memory_window,
         }
+
+    async def health(self) -> dict[str, Any]:
+        """status() plus the spool's backlog age, and whether capture is at risk (and why)."""
+        body = self.status()
+        oldest = None
+        if self._spool_items:
+            with contextlib.suppress(OSError, sqlite3.Error):
+                oldest = (await self.spool.stats(self._replayed_through)).oldest_at
+        body["spool_oldest_age_s"] = round(time.time() - oldest, 1) if oldest else None
+        body["writer_stalled_s"] = self.stalled_for()
+        body["at_risk"] = self.risks()
+        return body
+
+    def risks(self) -> list[str]:
+        """What puts capture at risk right now, in words (empty: nothing)."""
+        risks = []
+        if self._wedged_since is not None:
+            risks.append(
+                "neither the database nor the spool disk accepts events: they are held in "
+                f"memory ({len(self._queue) + len(self._inflight)} now), then dropped; free "
+                f"disk space ({self.spool.path.parent}) or bring PostgreSQL back"
+            )
+        elif self.stalled_for() > STALL_S:
+            risks.append(f"the event writer has made no progress for {self.stalled_for()} s")
+        if self.counters.dropped:
+            risks.append(f"{self.counters.dropped} events were dropped (see the log)")
+        return risks
+
+    def stalled_for(self) -> float:
+        """Seconds the writer has had items and made no progress (0 when idle or moving)."""
+        if not self._queue and not self._inflight:
+            return 0.0
+        return round(time.monotonic() - self._last_progress, 1)
+
+    def note_database(self, up: bool) -> None:
+        """What the database supervisor or a ping learned (shown by health())."""
+        if up:
+            self._db_down_since = None
+        elif self._db_down_since is None:
+            self._db_down_since = time.time()
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Flush what is queued (to the database, else the spool) within `timeout`; idempotent."""
@@ -256,9 +353,7 @@ class EventStore:
                     log.exception("store_write_failed", items=len(batch))
                     await asyncio.sleep(1.0)
             self._inflight = []
-            self._persisted += len(batch)
-            async with self._progress:
-                self._progress.notify_all()
+            self._advance(len(batch))
 
     async def _next_batch(self) -> list[Entry]:
         while not self._queue:
@@ -278,23 +373,53 @@ class EventStore:
         count = min(len(self._queue), self.batch_size)
         return [self._queue.popleft() for _ in range(count)]
 
+    def _advance(self, count: int) -> None:
+        self._persisted += count
+        self._last_progress = time.monotonic()
+        self._progressed.set()
+
     async def _persist(self, batch: list[Entry]) -> None:
+        delay = WEDGED_RETRY_MIN
         while True:
             if self._direct and await self._try_commit(batch):
-                return
+                return self._unwedge()
             outcome = await self._try_spool(batch)
             if outcome == "spooled":
-                return
-            if outcome == "failed":  # disk refused too: keep the batch in memory, retry both
-                await asyncio.sleep(1.0)
+                return self._unwedge()
+            # The disk refused: the database may be back although the spool is not replayed (it
+            # cannot be written, maybe not even shrunk). Events go to whichever sink works.
+            if outcome == "failed" and await self._try_commit(batch, offline=False):
+                return self._unwedge()
+            if outcome == "failed":
+                self._wedge()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, WEDGED_RETRY_MAX)
 
-    async def _try_commit(self, batch: list[Entry]) -> bool:
+    def _wedge(self) -> None:
+        if self._wedged_since is None:
+            self._wedged_since = time.time()
+            log.error(
+                "store_wedged",
+                spool=str(self.spool.path),
+                error=self._spool_error,
+                hint="free disk space for the spool or bring PostgreSQL back",
+            )
+
+    def _unwedge(self) -> None:
+        if self._wedged_since is not None:
+            log.info("store_unwedged", wedged_s=round(time.time() - self._wedged_since, 1))
+            self._wedged_since = None
+
+    async def _try_commit(self, batch: list[Entry], offline: bool = True) -> bool:
         try:
             await self._commit_isolating(batch, self.commit_timeout)
-            return True
         except Exception as exc:  # noqa: BLE001 - only transient errors get here
-            self._go_offline(exc)
+            self.note_database(False)
+            if offline:
+                self._go_offline(exc)
             return False
+        self.note_database(True)
+        return True
 
     async def _try_spool(self, batch: list[Entry]) -> str:
         async with self._spool_lock:
@@ -303,24 +428,73 @@ class EventStore:
             try:
                 await self._append(batch)
             except (OSError, sqlite3.Error) as exc:
-                log.error(
-                    "spool_write_failed",
-                    path=str(self.spool.path),
-                    error=str(exc),
-                    items=len(batch),
-                )
+                self._spool_failed(exc, len(batch))
                 return "failed"
-            self._spool_items += len(batch)
-            self.counters.spooled += len(batch)
             return "spooled"
+
+    def _spool_failed(self, exc: BaseException, items: int) -> None:
+        if self._spool_error is None:
+            log.error("spool_write_failed", path=str(self.spool.path), error=str(exc), items=items)
+        self._spool_error = str(exc)
 
     async def _append(self, batch: list[Entry]) -> None:
         try:
-            await self.spool.append([encode(entry) for entry in batch])
+            encoded = [encode(entry) for entry in batch]
+            await self.spool.append(encoded)
         except (TypeError, ValueError):  # something JSON cannot carry: dead-letter just that
             await self.spool.append(encodable(batch))
+        self._spooled(len(batch))
 
-    def _go_offline(self, exc: BaseException | None) -> None:
+    def _spooled(self, count: int) -> None:
+        self._spool_items += count
+        self._spool_appends += 1
+        self.counters.spooled += count
+        self._spool_error = None
+
+    def _spill(self) -> None:
+        """The queue reached the memory window: put it on disk now, before the reader goes on."""
+        if self._spill_failed_at and len(self._queue) < self._spill_failed_at + self.batch_size:
+            return  # the disk just refused: try again one batch later, not on every event
+        queue, written = self._queue, 0
+        try:
+            while queue:  # in batch_size rows: replay commits them one batch at a time
+                chunk = [queue[i] for i in range(min(len(queue), self.batch_size))]
+                try:
+                    self.spool.append_now([encode(entry) for entry in chunk])
+                except (TypeError, ValueError):
+                    self.spool.append_now(encodable(chunk))
+                for _ in chunk:
+                    queue.popleft()
+                written += len(chunk)
+                self._spooled(len(chunk))
+        except (OSError, sqlite3.Error) as exc:
+            self._spill_failed_at = len(queue)
+            self._spool_failed(exc, len(queue))
+        else:
+            self._spill_failed_at = 0
+        if not written:
+            return
+        self._full.clear()
+        self.counters.overflows += 1
+        if self._direct:
+            log.info("store_overflow", items=written, window=self.memory_window)
+        self._go_offline()
+        self._advance(written)
+
+    def _drop(self, entry: Entry) -> None:
+        """Nowhere to put it: count it and say so (never silently)."""
+        self.counters.dropped += 1
+        self._persisted += 1  # flush() must not wait for it forever
+        if self.counters.dropped == 1 or self.counters.dropped % 1000 == 0:
+            log.error(
+                "events_dropped",
+                dropped=self.counters.dropped,
+                held=len(self._queue),
+                kind=type(entry.item).__name__,
+                hint="neither PostgreSQL nor the spool disk accepts events",
+            )
+
+    def _go_offline(self, exc: BaseException | None = None) -> None:
         if self._direct and exc is not None:
             log.warning("database_unavailable", error=repr(exc), spool=str(self.spool.path))
         if self._direct:
@@ -335,48 +509,81 @@ class EventStore:
         while True:
             await self._offline.wait()
             delay = self.retry_initial
-            while not await self._replay_logged():
+            while not await self._recover_logged():
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, self.retry_max)
-            self._offline.clear()
+            # Cleared only when nothing is left to do: no await between the check and the clear,
+            # so a batch that went offline meanwhile keeps the event set.
+            if self._direct and not self._untidy:
+                self._offline.clear()
 
-    async def _replay_logged(self) -> bool:
+    async def _recover_logged(self) -> bool:
         try:
-            return await self._replay()
+            if not self._direct and not await self._replay():
+                return False
+            return await self._tidy()
         except Exception:  # keep retrying: the spool holds the data, the log holds the bug
             log.exception("spool_replay_failed")
             return False
 
     async def _replay(self) -> bool:
-        """Replay the spool in order; True once it is empty and batches go direct again."""
-        if not await self._db.ping():
+        """Replay the spool in order; True once it is all committed and batches go direct again."""
+        up = await self._db.ping()
+        self.note_database(up)
+        if not up:
             return False
         replayed = 0
         while True:
             async with self._spool_lock:
-                batches = await self.spool.read(self.batch_size)
-                if not batches:
+                seen = self._spool_appends
+                batches = await self.spool.read(self.batch_size, after=self._replayed_through)
+                if not batches and seen == self._spool_appends:
                     return self._back_online(replayed)
+            if not batches:
+                continue  # an overflow was written while we read: read again
             entries = [decode(item) for batch in batches for item in batch.items]
             try:
                 await self._commit_isolating(entries, self.replay_timeout)
-                await self.spool.delete_through(batches[-1].id)
-            except Exception as exc:  # noqa: BLE001 - transient, or the spool file failing: retry later
+            except Exception as exc:  # noqa: BLE001 - transient: retry later
                 log.warning("spool_replay_paused", error=repr(exc), replayed=replayed)
                 return False
+            self._replayed_through = batches[-1].id
+            self._untidy = True
             self._spool_items -= len(entries)
             self.counters.replayed += len(entries)
             replayed += len(entries)
+            # Forget replayed batches as we go; a full disk may refuse even a DELETE: then they
+            # stay (skipped by `after`) until _tidy() succeeds, and a crash replays them again,
+            # which ON CONFLICT makes harmless.
+            with contextlib.suppress(OSError, sqlite3.Error):
+                await self.spool.delete_through(self._replayed_through)
+
+    async def _tidy(self) -> bool:
+        """Delete replayed batches and, once the spool is empty, give its space back."""
+        if not self._untidy:
+            return True
+        try:
+            async with self._spool_lock:
+                await self.spool.delete_through(self._replayed_through)
+                if self._spool_items == 0 and not (await self.spool.stats()).items:
+                    await self.spool.shrink()
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("spool_tidy_failed", error=str(exc), path=str(self.spool.path))
+            return False
+        self._untidy = False
+        return True
 
     def _back_online(self, replayed: int) -> bool:
         away = time.time() - self._offline_since if self._offline_since else None
         log.info(
-            "database_back",
+            "database_back" if replayed or away else "store_direct",
             replayed=replayed,
             offline_s=round(away, 1) if away is not None else None,
         )
         self._direct, self._offline_since = True, None
         self._caught_up.set()
+        if replayed:
+            _trim_heap()
         return True
 
     # -- commit
@@ -419,8 +626,9 @@ class EventStore:
         log.info("event_store_stopped", **self.status())
 
     async def _abandon(self, writer: asyncio.Task[None]) -> None:
-        # The database hangs: spool whatever is in flight or queued (a commit we cancelled may
-        # have landed; replay dedupes it).
+        # The writer could not finish in time (database hanging, disk refusing): save what is
+        # in flight or queued to whichever sink takes it (a commit we cancelled may have landed;
+        # replay dedupes it), and say exactly what could not be saved.
         writer.cancel()
         await asyncio.gather(writer, return_exceptions=True)
         left = [*self._inflight, *self._queue]
@@ -431,8 +639,23 @@ class EventStore:
         self._persisted += len(left)  # durable or logged as lost: either way, flush() is done
         try:
             await self._append(left)
-            self._spool_items += len(left)
-            self.counters.spooled += len(left)
             log.warning("store_stop_spooled", items=len(left))
+            return
         except (OSError, sqlite3.Error) as exc:
-            log.error("store_stop_lost", items=len(left), error=str(exc))
+            spool_error = str(exc)
+        try:
+            await self._commit_isolating(left, STOP_COMMIT_S)
+            log.warning("store_stop_committed", items=len(left), spool_error=spool_error)
+            return
+        except Exception as exc:  # noqa: BLE001 - the last sink failed too: report, do not raise
+            db_error = repr(exc)
+        self.counters.dropped += len(left)
+        events = [e.item.raw.message_id for e in left if isinstance(e.item, Normalised)]
+        log.error(
+            "store_stop_lost",
+            items=len(left),
+            events=len(events),
+            message_ids=events[:50],
+            spool_error=spool_error,
+            database_error=db_error,
+        )

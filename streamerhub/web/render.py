@@ -74,6 +74,9 @@ async def page_context(request: web.Request) -> dict[str, Any]:
         "nav": nav,
         "csrf": await csrf_token(request),
         "demo": bool(svc and svc.demo),
+        "capture_problems": svc.extra["capture_problems"]()
+        if svc and "capture_problems" in svc.extra
+        else [],
         "timezone": svc.settings.general.timezone if svc else "UTC",
         "active": request.match_info.route.name or "",
         "flash": await take_flash(request),

@@ -79,6 +79,7 @@ async def _settings_page(
             "public_url": public_url(svc.settings),
             "key": svc.extra.get("key_info", {}),
             "api_token_hint": svc.extra.get("api_token_hint"),
+            "capture": svc.extra["capture_state"]() if "capture_state" in svc.extra else None,
             "data_dir": str(svc.settings.data_dir),
             "allowed_twitch": svc.settings.web.twitch_logins,
             "backup": backups_facts(request),
