@@ -343,7 +343,7 @@ async def test_watchdog_is_withheld_from_a_hung_writer(
             listener.setblocking(False)
             monkeypatch.setenv("NOTIFY_SOCKET", str(folder / "notify"))
             app = web.Application()
-            app[STORE_KEY] = _Writer(mode, stalled)  # type: ignore[assignment]
+            app[STORE_KEY] = _Writer(mode, stalled)  # type: ignore[assignment, misc]  # a stand-in writer
             task = asyncio.create_task(_watchdog(app, 0.05))
             await asyncio.sleep(0.2)
             task.cancel()
