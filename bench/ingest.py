@@ -37,7 +37,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -462,12 +461,15 @@ async def flood(ctx: dict[str, Any], args: argparse.Namespace, spool: Path, tag:
 
 
 async def steady(ctx: dict[str, Any], args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    """A paced rate for a while: latency from the fake's send to our commit."""
-    latencies: list[float] = []
+    """A paced rate for a while: latency from the fake's send to our commit.
 
-    def committed(item: dict[str, Any]) -> None:
-        sent = datetime.fromisoformat(item["occurred_at"]).timestamp()
-        latencies.append((time.time() - sent) * 1000)
+    The store wakes its subscribers once per commit that stored events; every event of one
+    commit shares its transaction's received_at, so the n-th distinct received_at (in order) is
+    the n-th wake-up, whose time is that commit's."""
+    woken: list[float] = []
+
+    def committed(_wake_up: dict[str, Any]) -> None:
+        woken.append(time.time())
 
     per_post = max(1, args.steady_rate // 20)  # 20 posts a second
     count = int(args.steady_rate * args.steady_seconds)
@@ -481,12 +483,21 @@ async def steady(ctx: dict[str, Any], args: argparse.Namespace, workdir: Path) -
             store,
             body_list,
             count,
-            lambda: len(latencies) >= count,
+            lambda: store.counters.stored >= count,
             pace=per_post / args.steady_rate,
         )
+        await store.drain()
     finally:
         await store.stop()
-    latencies.sort()
+    async with ctx["db"].pool.acquire() as conn:
+        commits = await conn.fetch(
+            "SELECT array_agg(extract(epoch FROM occurred_at)::float8) AS sent FROM twitch_events"
+            " WHERE message_id = ANY($1::text[]) GROUP BY received_at ORDER BY received_at",
+            ctx["delivered"],
+        )
+    latencies = sorted(
+        (at - sent) * 1000 for row, at in zip(commits, woken, strict=False) for sent in row["sent"]
+    )
     return {
         "steady_events": count,
         "steady_rate": args.steady_rate,

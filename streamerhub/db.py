@@ -498,6 +498,15 @@ def is_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, _CONNECTION_ERRORS) or type(exc) in _CONNECTION_ERRORS_EXACTLY
 
 
+# A row another table still points at, or a reference to a row that is not there. PostgreSQL 18
+# reports a RESTRICT foreign key as restrict_violation (23001) where 16 said
+# foreign_key_violation (23503): catch both wherever a reference can fail.
+REFERENCE_VIOLATIONS: tuple[type[Exception], ...] = (
+    asyncpg.ForeignKeyViolationError,
+    asyncpg.RestrictViolationError,
+)
+
+
 def is_transient(exc: BaseException) -> bool:
     """True when a write failed because the database is unreachable or going away, so the same
     rows may succeed later; False when the rows are at fault (a data exception, an integrity

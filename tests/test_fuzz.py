@@ -77,8 +77,8 @@ def _sign_in_owner_and_viewer(base: str, data_dir: Path) -> requests.Session:
     return viewer
 
 
-def _check_answer(what: str, status: int, text: str, secrets: list[str]) -> None:
-    assert status < 500, f"{what}: {status} {text[:300]}"
+def _check_answer(what: str, status: int, text: str, secrets: list[str], log: str = "") -> None:
+    assert status < 500, f"{what}: {status} {text[:300]}\n{log[-4000:]}"
     assert "Traceback" not in text, f"{what}: traceback in the answer"
     for secret in secrets:
         assert secret not in text, f"{what}: a secret in the answer"
@@ -91,6 +91,7 @@ def _fuzz(
     headers: dict[str, str],
     session: requests.Session | None,
     secrets: list[str],
+    daemon_log: Any,
 ) -> None:
     @given(case=operation.as_strategy())
     @BUDGET
@@ -102,7 +103,8 @@ def _fuzz(
             base_url=f"{base}/api/v1", headers=headers, cookies=cookies, timeout=30
         )
         what = f"{role} {case.method} {case.formatted_path}"
-        _check_answer(what, response.status_code, response.text, secrets)
+        log = daemon_log() if response.status_code >= 500 else ""
+        _check_answer(what, response.status_code, response.text, secrets, log)
 
     call()
 
@@ -124,7 +126,7 @@ def test_api_and_pages_never_fail_or_leak(daemon_factory) -> None:
     assert len(operations) >= 20, "the OpenAPI document lists every route"
     for operation in operations:
         for role, headers, session in roles:
-            _fuzz(operation, base, role, headers, session, secrets)
+            _fuzz(operation, base, role, headers, session, secrets, daemon.log)
 
     pages = ["/", "/events", "/streams", "/events/export", "/overview/data", "/login"]
 

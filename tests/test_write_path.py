@@ -34,6 +34,7 @@ from streamerhub.events import history
 from streamerhub.events.frames import parse_frame
 from streamerhub.events.spool import SPOOL_FILE, Spool
 from streamerhub.events.store import STALL_S, EventStore
+from streamerhub.log import setup_logging
 
 TESTS = Path(__file__).resolve().parent
 DISK_FULL = "database or disk is full"
@@ -207,6 +208,8 @@ async def test_stop_with_both_sinks_down_reports_exactly_what_was_lost(
     db: Database, db_url: str, pg_cluster: EmbeddedPostgres, tmp_path: Path, capfd: Any
 ) -> None:
     name = db_name(db_url)
+    # The log goes to this test's stderr, not to a stream an earlier test left behind.
+    setup_logging("info", "pretty")
     try:
         store = fast_store(db, tmp_path)
         await store.start()

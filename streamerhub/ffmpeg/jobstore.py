@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import asyncpg
 
-from streamerhub.db import Database
+from streamerhub.db import REFERENCE_VIOLATIONS, Database
 from streamerhub.errors import Conflict, InvalidInput, NotFound
 from streamerhub.ffmpeg.jobs import EDITABLE_WHILE_RUNNING, Job, parse_job
 from streamerhub.ffmpeg.schedule import Schedule, iso
@@ -298,14 +298,14 @@ async def _write_items(conn: asyncpg.Connection, job_id: int, videos: Any, targe
             "INSERT INTO stream_job_videos (job_id, position, video_id) VALUES ($1, $2, $3)",
             [(job_id, i, v) for i, v in enumerate(videos)],
         )
-    except asyncpg.ForeignKeyViolationError:
+    except REFERENCE_VIOLATIONS:
         raise InvalidInput("videos: one of the ids is not a video in the library") from None
     try:
         await conn.executemany(
             "INSERT INTO stream_job_targets (job_id, target_id) VALUES ($1, $2)",
             [(job_id, t) for t in targets],
         )
-    except asyncpg.ForeignKeyViolationError:
+    except REFERENCE_VIOLATIONS:
         raise InvalidInput("targets: one of the ids is not a target") from None
 
 

@@ -20,9 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterable, Callable, Sequence
 
-import asyncpg
-
-from streamerhub.db import Database
+from streamerhub.db import REFERENCE_VIOLATIONS, Database
 from streamerhub.errors import Conflict, InvalidInput, NotFound, TooLarge
 from streamerhub.ffmpeg.argv import DEFAULT_PROFILE, EncodeProfile, plan_video, recommended_kbps
 from streamerhub.ffmpeg.binary import FFmpegBinary
@@ -406,7 +404,7 @@ class Library:
             await self.cancel(video_id)
         try:
             await self.db.pool.execute("DELETE FROM videos WHERE id = $1", video_id)
-        except asyncpg.ForeignKeyViolationError:
+        except REFERENCE_VIOLATIONS:
             raise Conflict(f"video {video_id} was just added to a job") from None
         if video.source == "upload":
             (self.data_dir / video.path).unlink(missing_ok=True)

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from streamerhub.crypto import Keyring, aad_for
-from streamerhub.db import Database
+from streamerhub.db import REFERENCE_VIOLATIONS, Database
 from streamerhub.errors import Conflict, InvalidInput, NotFound
 from streamerhub.log import MASK, register_secret
 
@@ -254,7 +254,7 @@ class TargetStore:
     async def delete(self, target_id: int) -> None:
         try:
             done = await self.db.pool.execute("DELETE FROM stream_targets WHERE id = $1", target_id)
-        except asyncpg.ForeignKeyViolationError:
+        except REFERENCE_VIOLATIONS:
             jobs = await self.db.pool.fetch(
                 "SELECT j.name FROM stream_job_targets t JOIN stream_jobs j ON j.id = t.job_id "
                 "WHERE t.target_id = $1 ORDER BY j.id",
@@ -291,7 +291,7 @@ async def _write(conn: asyncpg.Connection, sql: str, *args: Any) -> asyncpg.Reco
         return await conn.fetchrow(sql, *args)
     except asyncpg.UniqueViolationError:
         raise Conflict(f"name: a target named {args[1]!r} already exists") from None
-    except asyncpg.ForeignKeyViolationError:
+    except REFERENCE_VIOLATIONS:
         raise InvalidInput(
             "channel_id: no connected Twitch channel has this id (connect the "
             "channel first, or leave channel_id empty)"

@@ -38,7 +38,7 @@ async def _facts(request: web.Request) -> dict[str, Any]:
     if twitch is None:
         return {
             "channels": [],
-            "capture": {},
+            "channel_capture": {},
             "health": {},
             "problems": [],
             "gaps": [],
@@ -46,7 +46,7 @@ async def _facts(request: web.Request) -> dict[str, Any]:
         }
     return {
         "channels": await twitch.channels(),
-        "capture": twitch.capture(),
+        "channel_capture": twitch.capture(),
         "health": await twitch.subscription_health(),
         "problems": await twitch.subscription_problems(),
         "gaps": await twitch.recent_gaps(GAPS_SHOWN),
