@@ -21,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from test_browser import chromium, new_page, shot
 from test_web_pages import SSE
 from web_support import add_channel, csrf_of, dashboard, notification, store_events
 
@@ -220,6 +221,24 @@ async def test_the_dashboard_and_its_live_feed_work_through_the_nginx_example(
                 live = await feed.next(timeout=2.0)
                 assert live["json"]["text"].endswith("cheered 42 bits")
                 assert time.monotonic() - sent < 1.0  # not held back by a proxy buffer
+
+        # And in a real browser, by the public name, through nginx's TLS: sign in, live feed.
+        rules = f"--host-resolver-rules=MAP {NAME} 127.0.0.1"
+        async with chromium(rules, "--ignore-certificate-errors") as browser:
+            page = await new_page(browser)
+            await page.goto(f"{public}/login")
+            await page.fill("input[name=login]", "owner")
+            await page.fill("input[name=password]", PASSWORD)
+            await page.click("button[type=submit]")
+            await page.wait_for_selector('[data-card="followers"]')
+            await page.goto(f"{public}/?period=day")
+            await page.wait_for_selector("#feed-status.live")
+            now = dt.datetime.now(dt.timezone.utc)
+            await store_events(
+                dash.db, store_dir, [notification("channel.cheer", now, bits=77)], hub=dash.hub
+            )
+            await page.wait_for_selector("#feed li:has-text('cheered 77 bits')", timeout=5000)
+            await shot(page, "20-dashboard-through-nginx")
 
 
 # ----------------------------------------------------------------------------- Caddy
