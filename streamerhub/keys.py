@@ -1,4 +1,5 @@
-"""Master-key rotation: re-seal every *_sealed column under a fresh key, then forget the old."""
+"""Secrets at rest across tables: re-sealing every *_sealed column (master-key rotation, a
+restore under another data dir's key), and whether any is sealed yet."""
 
 from __future__ import annotations
 
@@ -18,6 +19,15 @@ async def rotate_master_key(db: Database, data_dir: Path, keyring: Keyring) -> t
     crash half-way leaves a database that both keys together still open.
     """
     new = retire_and_replace(data_dir, keyring)
+    count = await reseal(db, new)
+    forget_retired(data_dir)
+    log.info("master_key_rotated", key_id=new.current_id, resealed=count)
+    return Keyring(new.current, {}, new.source), count
+
+
+async def reseal(db: Database, ring: Keyring) -> int:
+    """Seal every secret not yet under the ring's current key again under it (opening it with a
+    retired key of the ring), in one transaction; returns how many were re-sealed."""
     count = 0
     async with db.pool.acquire() as conn, conn.transaction():
         for table, key, column in await sealed_columns(conn):
@@ -26,15 +36,15 @@ async def rotate_master_key(db: Database, data_dir: Path, keyring: Keyring) -> t
                 f'WHERE "{column}" IS NOT NULL FOR UPDATE'
             )
             for row in rows:
+                if not ring.needs_reseal(row["blob"]):
+                    continue
                 aad = aad_for(table, row["id"], column)
-                blob = new.seal(new.open(row["blob"], aad), aad)
+                blob = ring.seal(ring.open(row["blob"], aad), aad)
                 await conn.execute(
                     f'UPDATE "{table}" SET "{column}" = $1 WHERE "{key}" = $2', blob, row["id"]
                 )
                 count += 1
-    forget_retired(data_dir)
-    log.info("master_key_rotated", key_id=new.current_id, resealed=count)
-    return Keyring(new.current, {}, new.source), count
+    return count
 
 
 async def has_sealed_secrets(db: Database) -> bool:

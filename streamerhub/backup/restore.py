@@ -12,7 +12,6 @@ from streamerhub.config import Settings
 from streamerhub.crypto import (
     KEY_FILE,
     Keyring,
-    aad_for,
     key_id,
     load_keyring,
     write_key_file,
@@ -23,9 +22,8 @@ from streamerhub.db import (
     create_pool,
     load_migrations,
     redact_url,
-    sealed_columns,
 )
-from streamerhub.keys import has_sealed_secrets
+from streamerhub.keys import has_sealed_secrets, reseal
 from streamerhub.log import get_logger
 
 log = get_logger(__name__)
@@ -126,24 +124,3 @@ async def _master_key(db: Database, data_dir: Path, old: bytes | None) -> str:
     current = Keyring(found.current, {**found.retired, key_id(old): old}, found.source)
     count = await reseal(db, current)
     return f"{count} secret(s) re-sealed under this data dir's master key {current.current_id}"
-
-
-async def reseal(db: Database, ring: Keyring) -> int:
-    """Seal every secret under the ring's current key (opening it with a retired one)."""
-    count = 0
-    async with db.pool.acquire() as conn, conn.transaction():
-        for table, key, column in await sealed_columns(conn):
-            rows = await conn.fetch(
-                f'SELECT "{key}" AS id, "{column}" AS blob FROM "{table}" '
-                f'WHERE "{column}" IS NOT NULL'
-            )
-            for row in rows:
-                if not ring.needs_reseal(row["blob"]):
-                    continue
-                aad = aad_for(table, row["id"], column)
-                blob = ring.seal(ring.open(row["blob"], aad), aad)
-                await conn.execute(
-                    f'UPDATE "{table}" SET "{column}" = $1 WHERE "{key}" = $2', blob, row["id"]
-                )
-                count += 1
-    return count
