@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, AsyncIterator, Callable, Protocol
 
 from streamerhub.bot.eventsub import Gap
 from streamerhub.bot.helix import Helix, HelixError
@@ -255,26 +255,17 @@ async def reconcile_channel(
     )
 
 
+Rebuilt = tuple[str, str, str, str, dict[str, Any]]  # what _submit takes after the sink
 POLL_END = {"COMPLETED": "completed", "TERMINATED": "terminated", "ARCHIVED": "archived"}
 PREDICTION_END = {"RESOLVED": "resolved", "CANCELED": "canceled"}
 
 
 async def backfill_polls(gap: Gap, channel: Channel, helix: Helix, sink: BackfillSink) -> list[str]:
     """channel.poll.begin / end for polls that began or ended inside the gap."""
-    ids: list[str] = []
-    seen = 0
-    async for poll in helix.polls(channel.id):
-        seen += 1
-        if seen > MAX_HISTORY_ITEMS:
-            break
-        for event in poll_events(channel, poll, gap):
-            ids += _submit(sink, *event)
-    return ids
+    return await _replay(helix.polls(channel.id), poll_events, gap, channel, sink)
 
 
-def poll_events(
-    channel: Channel, poll: dict[str, Any], gap: Gap
-) -> list[tuple[str, str, str, str, dict[str, Any]]]:
+def poll_events(channel: Channel, poll: dict[str, Any], gap: Gap) -> list[Rebuilt]:
     """The poll's begin and end notifications that fall inside the gap, rebuilt from Helix."""
     started, ended = _parse(poll.get("started_at")), _parse(poll.get("ended_at"))
     base = {
@@ -320,20 +311,29 @@ async def backfill_predictions(
     gap: Gap, channel: Channel, helix: Helix, sink: BackfillSink
 ) -> list[str]:
     """channel.prediction.begin / lock / end for phases that fell inside the gap."""
+    return await _replay(helix.predictions(channel.id), prediction_events, gap, channel, sink)
+
+
+async def _replay(
+    history: AsyncIterator[dict[str, Any]],
+    events_of: Callable[[Channel, dict[str, Any], Gap], list[Rebuilt]],
+    gap: Gap,
+    channel: Channel,
+    sink: BackfillSink,
+) -> list[str]:
+    """Submit the notifications rebuilt from the newest MAX_HISTORY_ITEMS items Helix keeps."""
     ids: list[str] = []
     seen = 0
-    async for prediction in helix.predictions(channel.id):
+    async for item in history:
         seen += 1
         if seen > MAX_HISTORY_ITEMS:
             break
-        for event in prediction_events(channel, prediction, gap):
+        for event in events_of(channel, item, gap):
             ids += _submit(sink, *event)
     return ids
 
 
-def prediction_events(
-    channel: Channel, prediction: dict[str, Any], gap: Gap
-) -> list[tuple[str, str, str, str, dict[str, Any]]]:
+def prediction_events(channel: Channel, prediction: dict[str, Any], gap: Gap) -> list[Rebuilt]:
     """The prediction's begin, lock and end notifications inside the gap, rebuilt from Helix."""
     created = _parse(prediction.get("created_at"))
     locked, ended = _parse(prediction.get("locked_at")), _parse(prediction.get("ended_at"))
