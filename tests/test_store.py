@@ -23,6 +23,16 @@ from streamerhub.events.store import EventStore
 from streamerhub.events.typed import TYPED_TABLES
 from streamerhub.pubsub import Topic
 
+
+async def spooled_items(data_dir: Path) -> int:
+    """Items left in the spool file of `data_dir`, read with a spool that is closed again."""
+    spool = Spool(data_dir / SPOOL_FILE)
+    try:
+        return (await spool.open()).items
+    finally:
+        await spool.close()
+
+
 TESTS = Path(__file__).resolve().parent
 
 
@@ -348,7 +358,7 @@ async def test_outage_mid_burst_spools_then_stores_everything_once(
         await restore(pg_cluster, name)
     assert await count(db, "twitch_events") == 1500 and await count(db, "twitch_cheers") == 1500
     assert len(published) > woken and set(map(len, published)) == {0}  # replays wake the feed
-    assert (await Spool(tmp_path / SPOOL_FILE).open()).items == 0
+    assert await spooled_items(tmp_path) == 0
     # The live feed reads rows by received_at: replayed rows sort after those stored before.
     order = await fetch(
         db,
@@ -462,7 +472,7 @@ async def test_spool_left_by_kill_9_is_replayed_on_start_without_duplicates(
         await asyncio.wait_for(store.drain(), 20)
         assert (store.counters.replayed, store.counters.duplicates) == (100, 50)
     assert await count(db, "twitch_events") == 150 and await count(db, "twitch_cheers") == 150
-    assert (await Spool(tmp_path / SPOOL_FILE).open()).items == 0
+    assert await spooled_items(tmp_path) == 0
 
 
 async def test_database_server_stopped_and_started(tmp_path: Path) -> None:

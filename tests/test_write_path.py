@@ -25,7 +25,7 @@ import pytest
 from aiohttp import web
 from conftest import OWNER_FILE, TEST_PREFIX
 from test_events import EVENTS, frame_text
-from test_store import count, cut, db_name, restore
+from test_store import count, cut, db_name, restore, spooled_items
 
 from streamerhub.app import EVENTS as STORE_KEY
 from streamerhub.app import _watchdog
@@ -175,7 +175,7 @@ async def test_database_back_while_disk_full_goes_direct_then_spool_shrinks(
             await until(lambda: _is(store.spool.size() < spooled_size / 4), 10, "spool file shrunk")
     finally:
         await restore(pg_cluster, name)
-    assert (await Spool(tmp_path / SPOOL_FILE).open()).items == 0
+    assert await spooled_items(tmp_path) == 0
     assert store.counters.dropped == 0
 
 

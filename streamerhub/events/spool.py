@@ -116,9 +116,13 @@ class Spool:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute(SCHEMA)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute(SCHEMA)
+        except BaseException:
+            conn.close()  # a full disk fails here: the next try opens a fresh connection
+            raise
         self._conn = conn
 
     def _db(self) -> sqlite3.Connection:
