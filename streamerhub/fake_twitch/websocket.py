@@ -11,7 +11,7 @@ from typing import Literal
 
 from aiohttp import WSMsgType, web
 
-from . import frames
+from . import conduits, frames
 from .keys import STATE_KEY
 from .state import Session, State
 
@@ -54,11 +54,13 @@ async def eventsub_ws(request: web.Request) -> web.WebSocketResponse:
         if previous is not None:
             # Only after the welcome: until then the old socket keeps getting the events.
             state.move_subscriptions(previous, session)
+            conduits.session_moved(state, previous, session)
         ticker = asyncio.create_task(_tick(state, session))
         await _read(session)
     finally:
         await _stop_ticker(ticker, session)
         state.end_session(session, session.close_code or ws.close_code)
+        conduits.session_ended(state, session, session.close_code or ws.close_code)
     return ws
 
 
