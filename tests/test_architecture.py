@@ -39,7 +39,7 @@ EVENT_LOG = {
 }
 # wing (a package, or a top-level module) -> the tables whose SQL lives there.
 OWNERS: dict[str, set[str]] = {
-    "bot": {"twitch_channels", "eventsub_subscriptions"},
+    "bot": {"twitch_channels", "eventsub_subscriptions", "twitch_conduits", "twitch_conduit_shards"},
     "events": EVENT_LOG,
     "analytics": {
         "analytics_event_rollup",

@@ -9,9 +9,13 @@ import asyncio
 import json
 
 import aiohttp
+import asyncpg
 import pytest
+from test_eventsub import wait_until
+from test_twitch_e2e import _store_channel
 
-from streamerhub.fake_twitch import FakeTwitch, sample_event
+from streamerhub.bot.subscriptions import SUBSCRIPTIONS
+from streamerhub.fake_twitch import FakeTwitch, conduits, delivery, sample_event
 
 SECRET = "fake-client-secret-0123456789"
 
@@ -214,3 +218,93 @@ async def test_an_unassigned_session_dies_at_the_deadline_and_a_late_assignment_
         assert status == 202 and body["errors"][0]["id"] == "0" and not body["data"]
         _, code = await drain(ws, quiet=2)
         assert code == 4003
+
+
+# --- the daemon in conduit mode ------------------------------------------------------------------
+
+
+def _shards(fake: FakeTwitch) -> list[dict]:
+    found = list(conduits.world(fake.state).conduits.values())
+    return [s.to_json() for s in found[0].shards] if found else []
+
+
+def _conduit_subscriptions(fake: FakeTwitch) -> int:
+    return sum(
+        isinstance(s, conduits.ConduitSubscription) for s in fake.state.subscriptions.values()
+    )
+
+
+async def _conduit_daemon(daemon_factory, db_url: str, fake: FakeTwitch, **extra: str):
+    env = {
+        "STREAMERHUB_DATABASE_URL": db_url,
+        "STREAMERHUB_TWITCH_CLIENT_ID": fake.client_id,
+        "STREAMERHUB_TWITCH_CLIENT_SECRET": SECRET,
+        "STREAMERHUB_TWITCH_API_URL": fake.api_url,
+        "STREAMERHUB_TWITCH_AUTH_URL": fake.auth_url,
+        "STREAMERHUB_TWITCH_EVENTSUB_URL": fake.ws_url,
+        **extra,
+    }
+    daemon = daemon_factory(env=env)
+    daemon.data_dir.mkdir(parents=True)
+    await _store_channel(db_url, daemon.data_dir, fake)
+    await asyncio.to_thread(daemon.start)
+    return daemon
+
+
+@pytest.mark.e2e
+async def test_a_shard_socket_closed_mid_burst_loses_nothing(daemon_factory, db_url: str) -> None:
+    async with FakeTwitch(client_type="confidential", client_secret=SECRET) as fake:
+        daemon = await _conduit_daemon(daemon_factory, db_url, fake)
+
+        def ready() -> bool:
+            shards = _shards(fake)
+            enabled = [s for s in shards if s["status"] == "enabled"]
+            # every channel type plus conduit.shard.disabled; no per-channel socket subscriptions
+            return len(enabled) == 2 and _conduit_subscriptions(fake) == len(SUBSCRIPTIONS) + 2
+
+        await wait_until(ready, 30, "conduit with two enabled shards and the subscriptions")
+        assert not any(fake.state.session_subscriptions(s) for s in fake.state.sessions)
+        first_session = _shards(fake)[0]["transport"]["session_id"]
+
+        conduits.world(fake.state).kills["0"] = 300  # shard 0's socket dies mid-burst
+        items = []
+        for i in range(2000):
+            version, event = sample_event("channel.cheer", user_id=str(50_000 + i), bits=i + 1)
+            items.append({"subscription_type": "channel.cheer", "event": event})
+        outcome = await delivery.deliver(fake.state, items)
+        assert outcome.delivered == 2000 and fake.state.counters["conduit_shards_killed"] == 1
+
+        conn = await asyncpg.connect(db_url)
+        try:
+
+            async def stored() -> int:
+                n = await conn.fetchval(
+                    "SELECT count(*) FROM twitch_events WHERE message_id = ANY($1::text[])",
+                    outcome.message_ids,
+                )
+                return n if n == 2000 else 0
+
+            await wait_until(stored, 30, "all 2,000 cheers committed")
+        finally:
+            await conn.close()
+
+        def reassigned() -> bool:
+            shard = _shards(fake)[0]
+            return (
+                shard["status"] == "enabled" and shard["transport"]["session_id"] != first_session
+            )
+
+        await wait_until(reassigned, 15, "shard 0 on a new session")
+        conduit_id = next(iter(conduits.world(fake.state).conduits))
+
+        def published() -> dict:
+            status = json.loads((daemon.data_dir / "twitch-status.json").read_text())["conduit"]
+            # rewritten every 5 s: wait for one written after the burst
+            fresh = status and status["conduit_id"] == conduit_id
+            return status if fresh and status["notifications"] == 2000 else {}
+
+        status = await wait_until(published, 10, "twitch-status.json names the conduit")
+        assert sorted(s["shard_id"] for s in status["shards"]) == [0, 1]
+        assert SECRET not in json.dumps(status)
+        log = daemon.log()
+        assert "conduit_shard_lost" in log and SECRET not in log and "Traceback" not in log

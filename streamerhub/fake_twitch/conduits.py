@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from aiohttp import web
 
@@ -223,10 +223,14 @@ def _assign(
 
 
 # --------------------------------------------------------------------------- subscriptions
-def subscribe(state: State, token: Token, body: dict[str, Any]) -> web.Response:
-    """POST /eventsub/subscriptions with transport.method = conduit (eventsub_api hands it on)."""
-    from .eventsub_api import _condition  # one validator for both transports
-
+def subscribe(
+    state: State,
+    token: Token,
+    body: dict[str, Any],
+    validate: Callable[[catalog.SubscriptionType, object], dict[str, str]],
+) -> web.Response:
+    """POST /eventsub/subscriptions with transport.method = conduit: eventsub_api hands it on,
+    with its condition validator."""
     if token.user_id:
         raise ApiError(400, "The conduit transport requires an app access token")
     conduit = world(state).conduits.get(str((body.get("transport") or {}).get("conduit_id")))
@@ -240,7 +244,7 @@ def subscribe(state: State, token: Token, body: dict[str, Any]) -> web.Response:
         found = catalog.lookup(type_, version)
         if found is None:
             raise ApiError(400, "The combination of type and version is not valid")
-        row, condition = found, _condition(found, body.get("condition"))
+        row, condition = found, validate(found, body.get("condition"))
         _authorized_by_user(state, row, condition, token)
     for sub in state.subscriptions.values():
         if (
@@ -493,6 +497,10 @@ async def get_conduits(request: web.Request) -> web.Response:
             ]
         }
     )
+
+
+sockets.ON_MOVED.append(session_moved)
+sockets.ON_ENDED.append(session_ended)
 
 
 def add_routes(app: web.Application) -> None:

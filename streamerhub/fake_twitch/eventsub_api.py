@@ -23,7 +23,7 @@ async def create(request: web.Request) -> web.Response:
     state, token = authenticate(request)
     body = await json_body(request)
     if isinstance(body.get("transport"), dict) and body["transport"].get("method") == "conduit":
-        return conduits.subscribe(state, token, body)
+        return conduits.subscribe(state, token, body, _condition)
     if f"{body.get('type')}@{body.get('version')}" in state.settings.withdrawn:
         raise ApiError(410, "The subscription type and version have been withdrawn")
     row = catalog.lookup(str(body.get("type")), str(body.get("version")))
