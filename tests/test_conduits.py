@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import time
 
 import aiohttp
 import asyncpg
@@ -308,3 +310,58 @@ async def test_a_shard_socket_closed_mid_burst_loses_nothing(daemon_factory, db_
         assert SECRET not in json.dumps(status)
         log = daemon.log()
         assert "conduit_shard_lost" in log and SECRET not in log and "Traceback" not in log
+
+
+@pytest.mark.e2e
+async def test_a_second_daemon_grows_the_conduit_and_takes_over_a_killed_one(
+    daemon_factory, db_url: str
+) -> None:
+    async with FakeTwitch(client_type="confidential", client_secret=SECRET) as fake:
+        first = await _conduit_daemon(daemon_factory, db_url, fake)
+        await wait_until(lambda: _enabled(fake) == 2, 30, "the first daemon's two shards")
+        env = {k: v for k, v in first.env.items() if k.startswith("STREAMERHUB_")}
+        env.pop("STREAMERHUB_WEB_PORT")
+        second = daemon_factory(env=env, data_dir=first.data_dir.parent / "data-second")
+        second.data_dir.mkdir(parents=True)
+        shutil.copy(first.data_dir / "master.key", second.data_dir / "master.key")
+        await asyncio.to_thread(second.start)
+        await wait_until(lambda: _enabled(fake) == 4, 30, "the conduit grown to four shards")
+        conn = await asyncpg.connect(db_url)
+        try:
+            owners = await conn.fetch("SELECT shard_id, daemon_id FROM twitch_conduit_shards")
+            by_daemon: dict[str, list[int]] = {}
+            for row in owners:
+                by_daemon.setdefault(row["daemon_id"], []).append(row["shard_id"])
+            assert sorted(len(v) for v in by_daemon.values()) == [2, 2]
+
+            assert first.proc is not None
+            first.proc.kill()  # kill -9: its sockets drop, its leases are still live
+            killed_at = time.monotonic()
+            await wait_until(lambda: _enabled(fake) == 2, 10, "the killed daemon's shards down")
+            items = []
+            for i in range(500):
+                _, event = sample_event("channel.cheer", user_id=str(70_000 + i), bits=i + 1)
+                items.append({"subscription_type": "channel.cheer", "event": event})
+            outcome = await delivery.deliver(fake.state, items)
+            assert outcome.delivered == 500  # Twitch sends only to the enabled shards
+
+            async def stored() -> bool:
+                n = await conn.fetchval(
+                    "SELECT count(*) FROM twitch_events WHERE message_id = ANY($1::text[])",
+                    outcome.message_ids,
+                )
+                return bool(n == 500)
+
+            await wait_until(stored, 20, "the 500 cheers stored by the survivor")
+            # conduit.shard.disabled, not the 15 s lease, hands the dead daemon's shards over.
+            await wait_until(lambda: _enabled(fake) == 4, 12, "the survivor on all four shards")
+            assert time.monotonic() - killed_at < 12
+            holders = await conn.fetch("SELECT DISTINCT daemon_id FROM twitch_conduit_shards")
+            assert len(holders) == 1
+        finally:
+            await conn.close()
+        assert "conduit_shard_taken_over" in second.log()
+
+
+def _enabled(fake: FakeTwitch) -> int:
+    return sum(s["status"] == "enabled" for s in _shards(fake))
