@@ -226,6 +226,9 @@ async def healthz(request: web.Request) -> web.Response:
             for c in body["channels"]
             if c["state"] in AT_RISK_STATES
         ]
+        if bot.conduit is not None:
+            body["conduit"] = bot.conduit.status()
+            risks += bot.conduit.risks()
     body = {"status": "at_risk" if risks else "ok", "problems": risks, **body}
     return web.json_response(body, status=503 if risks else 200)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import time
 
@@ -14,7 +15,7 @@ import aiohttp
 import asyncpg
 import pytest
 from test_eventsub import wait_until
-from test_twitch_e2e import _store_channel
+from test_twitch_e2e import _cli, _store_channel
 
 from streamerhub.bot.subscriptions import SUBSCRIPTIONS
 from streamerhub.fake_twitch import FakeTwitch, conduits, delivery, sample_event
@@ -310,6 +311,14 @@ async def test_a_shard_socket_closed_mid_burst_loses_nothing(daemon_factory, db_
         assert SECRET not in json.dumps(status)
         log = daemon.log()
         assert "conduit_shard_lost" in log and SECRET not in log and "Traceback" not in log
+
+        health = await asyncio.to_thread(daemon.wait_healthy)
+        assert health["status"] == "ok" and health["conduit"]["conduit_id"] == conduit_id
+        cli_env = {**os.environ, **daemon.env}
+        args = ("--config", str(daemon.config), "--data-dir", str(daemon.data_dir))
+        code, out = await _cli("twitch", "status", *args, env=cli_env)
+        assert code == 0 and f"conduit: {conduit_id} — running" in out, out
+        assert "shard 0 (this daemon): enabled" in out and SECRET not in out
 
 
 @pytest.mark.e2e

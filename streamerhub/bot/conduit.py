@@ -398,6 +398,13 @@ class ConduitRunner:
         return False
 
     # --------------------------------------------------------------------------- status
+    def risks(self) -> list[str]:
+        """For /healthz: this daemon reads no shard (others may, see all_shards)."""
+        if any(link.stats.state == "enabled" for link in self.links.values()):
+            return []
+        why = f" ({self.stats.last_error})" if self.stats.last_error else ""
+        return [f"conduit: no shard enabled in this daemon{why}"]
+
     def status(self) -> dict[str, Any]:
         """A JSON-able snapshot for the dashboard, /healthz and `twitch status`."""
         stats = self.stats
