@@ -315,7 +315,12 @@ def _live(state: State, shard: Shard) -> Session | None:
 
 
 def _pick(state: State, conduit: Conduit, avoid: Session | None = None) -> Session | None:
-    """The next enabled shard's session, round-robin, other than `avoid`."""
+    """The next enabled shard's session, round-robin; for a retry (`avoid` set), any other one."""
+    if avoid is not None:
+        others = [
+            s for sh in conduit.shards if (s := _live(state, sh)) is not None and s is not avoid
+        ]
+        return state.chaos.choice(others) if others else None
     count = len(conduit.shards)
     for step in range(count):
         shard = conduit.shards[(conduit.cursor + step) % count]
