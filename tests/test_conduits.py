@@ -374,3 +374,20 @@ async def test_a_second_daemon_grows_the_conduit_and_takes_over_a_killed_one(
 
 def _enabled(fake: FakeTwitch) -> int:
     return sum(s["status"] == "enabled" for s in _shards(fake))
+
+
+async def test_shard_leases_split_lapse_and_pass_on(db) -> None:
+    from streamerhub.bot.shards import ShardClaims
+
+    async with db.pool.acquire() as conn:
+        await conn.execute("INSERT INTO twitch_conduits (client_id, conduit_id) VALUES ('c', 'x')")
+    first = ShardClaims(db, "c", "first", lease_seconds=1.0)
+    second = ShardClaims(db, "c", "second", lease_seconds=30.0)
+    assert await first.claim(2) == [0, 1]
+    assert await second.claim(2) == [2, 3]  # a joining daemon takes new shards: the conduit grows
+    assert await first.claim(2) == [0, 1]  # renewal keeps them
+    await asyncio.sleep(1.2)  # the first daemon is cut off: its lease lapses
+    assert not first.still_held(0)  # and it will not reassign those shards any more
+    assert await second.claim(4) == [0, 1, 2, 3]
+    assert await second.take_over(2, "nobody") is False
+    assert {r.daemon_id for r in await second.rows()} == {"second"}

@@ -164,10 +164,13 @@ class ConduitRunner:
         try:
             held = await self.claims.claim(self.settings.shards)
             self.shard_rows = await self.claims.rows()
-        except Exception as exc:  # noqa: BLE001 - database unreachable: the leases decide
-            held = [s for s in self.links if self.claims.still_held(s)]
+        except Exception as exc:  # noqa: BLE001 - database unreachable: keep reading
+            # Sockets already assigned keep capturing (events go to the spool); only a new
+            # assignment needs a live lease (ShardLink), so a cut-off daemon never takes a shard
+            # back from one that claimed it meanwhile.
+            held = list(self.links)
             self.stats.last_error = f"shard leases not renewed: {type(exc).__name__}: {exc}"
-            log.warning("conduit_lease_renewal_failed", error=str(exc), still_held=held)
+            log.warning("conduit_lease_renewal_failed", error=str(exc), shards=held)
         if held and max(held) >= self.stats.shard_count:
             await self._grow(conduit_id, max(held) + 1)
         gone = [s for s in self.links if s not in held]
@@ -476,6 +479,8 @@ class ShardLink:
 
     async def _session(self) -> str:
         self.stats.state = "connecting"
+        if not self.runner.claims.still_held(self.shard_id):
+            raise SessionLost("lease not renewed (database unreachable?): not reassigning")
         conn = await self._open(self.runner.eventsub_url)
         try:
             await self.runner.assign(self.conduit_id, self.shard_id, conn.session_id)

@@ -3,9 +3,10 @@
 Every daemon renews its own rows every third of the lease and takes free or lapsed ones until it
 holds as many as it wants; one claim round at a time across daemons (a transaction-scoped
 advisory lock), so two daemons never take the same shard. A daemon that cannot reach the database
-keeps a shard only until the lease it last wrote runs out (`still_held`), then lets it go: by then
-another daemon may hold it. Nothing else is fenced on the shard: Twitch sends each notification to
-one shard, and the events table's message_id key makes any overlap harmless.
+keeps reading the sockets it has, but assigns a shard to a new session only while the lease it last
+wrote has not run out (`still_held`): by then another daemon may hold it, and must not have it
+taken back. Nothing else is fenced on the shard: Twitch sends each notification to one shard, and
+the events table's message_id key makes any overlap harmless.
 """
 
 from __future__ import annotations
