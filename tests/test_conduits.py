@@ -391,3 +391,100 @@ async def test_shard_leases_split_lapse_and_pass_on(db) -> None:
     assert await second.claim(4) == [0, 1, 2, 3]
     assert await second.take_over(2, "nobody") is False
     assert {r.daemon_id for r in await second.rows()} == {"second"}
+
+
+class DatabaseLink:
+    """A TCP stand-in for the database's Unix socket that the test can cut and restore."""
+
+    def __init__(self, unix_path: str) -> None:
+        self.unix_path, self.cut = unix_path, False
+        self.open: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        self.sever()
+        if self.server is not None:
+            self.server.close()
+
+    def sever(self) -> None:
+        self.cut = True
+        for writer in self.open:
+            writer.transport.abort()
+        self.open = []
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.cut:
+            writer.transport.abort()
+            return
+        up_reader, up_writer = await asyncio.open_unix_connection(self.unix_path)
+        self.open += [writer, up_writer]
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+@pytest.mark.e2e
+async def test_a_daemon_cut_off_from_the_database_lets_its_channels_go_and_loses_nothing(
+    daemon_factory, db_url: str, pg_cluster
+) -> None:
+    socket_file = next(pg_cluster.socket_dir.glob(".s.PGSQL.*"))
+    link = DatabaseLink(str(socket_file))
+    await link.start()
+    database = db_url.split("/")[3].split("?")[0]
+    proxied = f"postgresql://streamerhub@127.0.0.1:{link.port}/{database}?sslmode=disable"
+    try:
+        async with FakeTwitch(client_type="confidential", client_secret=SECRET) as fake:
+            daemon = await _conduit_daemon(
+                daemon_factory,
+                db_url,
+                fake,
+                STREAMERHUB_DATABASE_URL=proxied,
+                STREAMERHUB_CONDUIT_LEASE_SECONDS="3",
+            )
+            await wait_until(lambda: _enabled(fake) == 2, 30, "two shards")
+            await wait_until(
+                lambda: _conduit_subscriptions(fake) == len(SUBSCRIPTIONS) + 2, 30, "subscribed"
+            )
+            link.sever()  # the daemon loses the database; Twitch stays reachable
+            cut_at = time.monotonic()
+            items = []
+            for i in range(300):
+                _, event = sample_event("channel.cheer", user_id=str(80_000 + i), bits=i + 1)
+                items.append({"subscription_type": "channel.cheer", "event": event})
+            outcome = await delivery.deliver(fake.state, items)
+            assert outcome.delivered == 300
+            await wait_until(
+                lambda: "twitch_channels_released" in daemon.log(), 30, "channels let go"
+            )
+            # lease 3 s + a sync round (5 s) + the lock connection's ping timeout (5 s)
+            assert time.monotonic() - cut_at < 3 + 5 + 5 + 3
+            link.cut = False
+            conn = await asyncpg.connect(db_url)
+            try:
+
+                async def stored() -> bool:
+                    n = await conn.fetchval(
+                        "SELECT count(*) FROM twitch_events WHERE message_id = ANY($1::text[])",
+                        outcome.message_ids,
+                    )
+                    return bool(n == 300)
+
+                await wait_until(stored, 40, "the cheers spooled meanwhile, stored once back")
+            finally:
+                await conn.close()
+    finally:
+        await link.stop()

@@ -88,6 +88,7 @@ class TwitchBot:
         self.conduit_mode = conduit_mode(deps.settings.conduit.mode, twitch.client_secret)
         self.conduit: ConduitRunner | None = None
         self._conduit_task: asyncio.Task[None] | None = None
+        self._unreachable_since: float | None = None  # first failed sync of the current outage
 
     async def start(self) -> None:
         self.http = aiohttp.ClientSession(headers={"User-Agent": "StreamerHub"})
@@ -200,9 +201,35 @@ class TwitchBot:
             synced = time.monotonic()
             try:
                 await self.sync()
+                self._unreachable_since = None
             except Exception as exc:  # noqa: BLE001 - database blips: try again next round
                 log.warning("twitch_sync_failed", error=str(exc))
                 synced = -SYNC_EVERY  # ...the next round, not a whole SYNC_EVERY later
+                await self._fence()
+
+    async def _fence(self) -> None:
+        """Conduit mode: a daemon that cannot reach the database for lease_seconds lets its
+        channels go (token refreshes, Helix polls), since their locks went with its connection
+        and another daemon may hold them now. Capture goes on through the conduit's shards; the
+        channels come back with the next successful sync."""
+        if not self.conduit_mode or not self.runners:
+            return
+        now = time.monotonic()
+        if self._unreachable_since is None:
+            self._unreachable_since = now
+        if now - self._unreachable_since < self.deps.settings.conduit.lease_seconds:
+            return
+        log.warning(
+            "twitch_channels_released",
+            reason="database unreachable",
+            channels=sorted(self.runners),
+        )
+        async with self._syncing:
+            runners, self.runners = list(self.runners.values()), {}
+            await asyncio.gather(
+                *(r.stop("database unreachable", record_gap=False) for r in runners)
+            )
+            self.ownership.let_go()
 
     async def _sync_due(self, synced: float) -> bool:
         """Wait one status round, or less when woken; True when a sync is due."""
@@ -281,8 +308,12 @@ class BotHelixStats:
         raise TwitchError(f"channel {channel_id or '(any)'} is not connected in this daemon")
 
     async def connected_channel_ids(self) -> list[str]:
-        """Every connected channel (bot/registry.py), by id."""
-        return sorted(c.channel_id for c in await connected_channels(self.bot.deps.db))
+        """The connected channels (bot/registry.py) this daemon runs, by id: with several
+        daemons, each channel is polled by the one holding its lock, never twice."""
+        ours = self.bot.runners
+        return sorted(
+            c.channel_id for c in await connected_channels(self.bot.deps.db) if c.channel_id in ours
+        )
 
     async def fetch_streams(self, channel_ids: Sequence[str]) -> list[dict[str, Any]]:
         return await self._helix().streams(list(channel_ids)) if channel_ids else []
