@@ -488,3 +488,25 @@ async def test_a_daemon_cut_off_from_the_database_lets_its_channels_go_and_loses
                 await conn.close()
     finally:
         await link.stop()
+
+
+async def test_settings_shows_the_conduit_and_its_shards(tmp_path, db_url) -> None:
+    from web_support import dashboard
+
+    async with FakeTwitch(client_type="confidential", client_secret=SECRET) as fake:
+        extra = (
+            f'[twitch]\nclient_id = "{fake.client_id}"\nclient_secret = "{SECRET}"\n'
+            f'api_url = "{fake.api_url}"\n'
+            f'auth_url = "{fake.auth_url}"\neventsub_url = "{fake.ws_url}"\n'
+        )
+        async with dashboard(tmp_path, db_url, extra) as dash:
+            await dash.create_owner()
+            await wait_until(lambda: _enabled(fake) == 2, 20, "two shards")
+            conduit_id = next(iter(conduits.world(fake.state).conduits))
+
+            async def shown() -> str:
+                page = await (await dash.client.get("/settings")).text()
+                return page if "shard 1 (this daemon): enabled" in page else ""
+
+            page = await wait_until(shown, 10, "the settings page lists both shards")
+            assert f"{conduit_id} · running" in page and SECRET not in page
