@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import time
 
 import aiohttp
@@ -510,3 +511,46 @@ async def test_settings_shows_the_conduit_and_its_shards(tmp_path, db_url) -> No
 
             page = await wait_until(shown, 10, "the settings page lists both shards")
             assert f"{conduit_id} · running" in page and SECRET not in page
+
+
+@pytest.mark.e2e
+async def test_a_daemon_stopping_mid_burst_hands_its_frames_on(daemon_factory, db_url) -> None:
+    async with FakeTwitch(client_type="confidential", client_secret=SECRET) as fake:
+        first = await _conduit_daemon(daemon_factory, db_url, fake)
+        await wait_until(lambda: _enabled(fake) == 2, 30, "the first daemon's two shards")
+        env = {k: v for k, v in first.env.items() if k.startswith("STREAMERHUB_")}
+        env.pop("STREAMERHUB_WEB_PORT")
+        second = daemon_factory(env=env, data_dir=first.data_dir.parent / "data-second")
+        second.data_dir.mkdir(parents=True)
+        shutil.copy(first.data_dir / "master.key", second.data_dir / "master.key")
+        await asyncio.to_thread(second.start)
+        await wait_until(lambda: _enabled(fake) == 4, 30, "four shards")
+        ids: list[str] = []
+
+        async def burst() -> None:
+            for chunk in range(40):
+                items = []
+                for i in range(100):
+                    n = 100 * chunk + i
+                    _, event = sample_event("channel.cheer", user_id=str(60_000 + n), bits=n + 1)
+                    items.append({"subscription_type": "channel.cheer", "event": event})
+                ids.extend((await delivery.deliver(fake.state, items)).message_ids)
+                await asyncio.sleep(0.02)
+
+        sending = asyncio.create_task(burst())
+        await asyncio.sleep(0.3)
+        second.signal(signal.SIGTERM)  # a clean stop in the middle of the burst
+        await sending
+        assert await asyncio.to_thread(second.wait, 30) == 0
+        conn = await asyncpg.connect(db_url)
+        try:
+
+            async def stored() -> bool:
+                n = await conn.fetchval(
+                    "SELECT count(*) FROM twitch_events WHERE message_id = ANY($1::text[])", ids
+                )
+                return bool(n == len(ids) == 4000)
+
+            await wait_until(stored, 20, "every cheer of the burst stored once")
+        finally:
+            await conn.close()
