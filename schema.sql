@@ -4,7 +4,7 @@
 -- ===== 0001_foundation.sql =====
 
 -- 0001: Twitch capture. Every notification is kept raw in twitch_events; the typed twitch_*
--- tables can always be rebuilt from it (see streamerhub/bot/events.py).
+-- tables can always be rebuilt from it (see streamerhub/events/normalise.py).
 
 CREATE TABLE twitch_channels (
     channel_id          text PRIMARY KEY,            -- Twitch broadcaster user id
@@ -1251,8 +1251,7 @@ CREATE TABLE web_users (
     twitch_login   text UNIQUE CHECK (twitch_login = lower(twitch_login)),
     created_at     timestamptz NOT NULL DEFAULT now(),
     updated_at     timestamptz NOT NULL DEFAULT now(),
-    last_login_at  timestamptz,
-    twitch_user_id text UNIQUE                       -- 0005: who signs in with Twitch, by id
+    last_login_at  timestamptz
 );
 
 -- The cookie carries a random id; only its SHA-256 is stored, so a leaked table opens nothing.
@@ -1275,3 +1274,34 @@ CREATE INDEX twitch_events_received ON twitch_events (received_at);
 CREATE INDEX twitch_events_user_time ON twitch_events
     ((lower(coalesce(payload #>> '{event,user_login}', payload #>> '{event,from_broadcaster_user_login}'))),
      occurred_at DESC);
+
+-- ===== 0005_web_twitch_ids.sql =====
+
+-- 0005: Dashboard users signed in with Twitch are matched by Twitch user id, which never
+-- changes, not by login name, which can be changed and later taken by someone else. A user added
+-- by login is bound to the id of the first account that signs in under that name.
+
+ALTER TABLE web_users ADD COLUMN twitch_user_id text UNIQUE;
+
+-- ===== 0006_conduit.sql =====
+
+-- 0006: Conduit mode. The installation's one EventSub conduit per Twitch application (its id
+-- survives restarts, so subscriptions on it are adopted rather than recreated), and which daemon
+-- holds each of its shards: a lease renewed by the holder, free for any daemon once it lapses.
+
+CREATE TABLE twitch_conduits (
+    client_id  text PRIMARY KEY,
+    conduit_id text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE twitch_conduit_shards (
+    client_id   text NOT NULL REFERENCES twitch_conduits (client_id) ON DELETE CASCADE,
+    shard_id    integer NOT NULL CHECK (shard_id >= 0),
+    daemon_id   text NOT NULL,
+    session_id  text,
+    status      text NOT NULL,
+    lease_until timestamptz NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (client_id, shard_id)
+);

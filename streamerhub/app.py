@@ -226,6 +226,9 @@ async def healthz(request: web.Request) -> web.Response:
             for c in body["channels"]
             if c["state"] in AT_RISK_STATES
         ]
+        if bot.conduit is not None:
+            body["conduit"] = bot.conduit.status()
+            risks += bot.conduit.risks()
     body = {"status": "at_risk" if risks else "ok", "problems": risks, **body}
     return web.json_response(body, status=503 if risks else 200)
 
@@ -250,11 +253,13 @@ def capture_state(app: web.Application) -> dict[str, Any]:
     """Database and write-path state for the Settings page."""
     state = app[DB].state
     store = app.get(EVENTS)
+    bot = app.get(TWITCH)
     return {
         "database_up": state.up,
         "database_down_since": _iso(state.down_since),
         "restarts": state.restarts,
         "store": store.status() if store is not None else None,
+        "conduit": bot.conduit.status() if bot is not None and bot.conduit is not None else None,
     }
 
 

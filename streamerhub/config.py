@@ -318,6 +318,34 @@ SETTINGS: tuple[Setting, ...] = (
         "Monthly backups kept (newest of each month).",
         _range(0, 1200),
     ),
+    Setting(
+        "conduit",
+        "mode",
+        str,
+        "auto",
+        "How events come from Twitch: conduit (one EventSub conduit shared by every daemon; "
+        "a dropped socket loses nothing; needs client_secret), websocket (one socket per "
+        "channel), or auto (conduit when a client_secret is set).",
+        _choice("auto", "conduit", "websocket"),
+    ),
+    Setting(
+        "conduit",
+        "shards",
+        int,
+        2,
+        "WebSocket shards this daemon keeps open on the conduit (at least 2: while one "
+        "reconnects, Twitch retries its notifications on another).",
+        _range(2, 64),
+    ),
+    Setting(
+        "conduit",
+        "lease_seconds",
+        float,
+        15.0,
+        "How long a daemon's claim on a shard lasts without renewal (renewed every third of "
+        "it): a daemon that died or lost the database leaves its shards to others after this.",
+        _range(3, 300),
+    ),
 )
 
 _BY_NAME = {(s.section, s.key): s for s in SETTINGS}
@@ -408,6 +436,13 @@ class BackupSettings:
     keep_monthly: int
 
 
+@dataclass(frozen=True)
+class ConduitSettings:
+    mode: str
+    shards: int
+    lease_seconds: float
+
+
 # One typed view per [section] of SETTINGS; a test holds the two in step.
 SECTIONS: dict[str, type] = {
     "general": GeneralSettings,
@@ -419,6 +454,7 @@ SECTIONS: dict[str, type] = {
     "ffmpeg": FFmpegSettings,
     "library": LibrarySettings,
     "backup": BackupSettings,
+    "conduit": ConduitSettings,
 }
 
 
@@ -469,6 +505,10 @@ class Settings:
     @functools.cached_property
     def backup(self) -> BackupSettings:
         return self._section("backup", BackupSettings)
+
+    @functools.cached_property
+    def conduit(self) -> ConduitSettings:
+        return self._section("conduit", ConduitSettings)
 
 
 def find_config(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:

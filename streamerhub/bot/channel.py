@@ -65,6 +65,7 @@ class Shared:
     http: aiohttp.ClientSession
     api_url: str
     eventsub_url: str
+    conduit: bool = False  # events come through the daemon's conduit (bot/conduit.py)
 
 
 class ChannelState(enum.StrEnum):
@@ -151,6 +152,11 @@ class ChannelRunner:
         await token.validate()
         downtime = await missed_since_last_run(shared.db, shared.store, self.channel_id)
         helix = self.helix = Helix(shared.http, shared.api_url, shared.oauth.client_id, token)
+        if shared.conduit:
+            # Conduit mode: no socket of its own; the channel keeps its token fresh and its Helix.
+            self.state, self.reason = ChannelState.RUNNING, None
+            await token.validate_forever(first_delay=True)
+            return
         self.client = EventSubClient(
             self.channel_id,
             shared.http,

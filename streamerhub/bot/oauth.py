@@ -228,6 +228,28 @@ class OAuth:
             )
         raise TokenError(f"token refresh failed with {status}: {body.get('message')}")
 
+    async def client_credentials(self) -> Grant:
+        """POST /token grant_type=client_credentials: an app access token (conduits need one).
+
+        Only a confidential client has the secret this takes; the answer has no refresh token,
+        a new grant is simply asked for when it expires or is rejected."""
+        if not self.client_secret:
+            raise ClientMisconfigured("an app access token needs [twitch] client_secret")
+        status, body = await self._post(
+            "/token",
+            {
+                "client_id": self.client_id,
+                "client_secret": self.client_secret,
+                "grant_type": "client_credentials",
+            },
+        )
+        if status != 200 or not body.get("access_token"):
+            message = str(body.get("message") or status)
+            if status in (400, 403):
+                raise ClientMisconfigured(f"Twitch refused the app access token: {message}")
+            raise TokenError(f"app access token request failed with {status}: {message}")
+        return Grant.from_json(body)
+
     async def validate(self, access_token: str) -> dict[str, Any] | None:
         """GET /validate: the token's user, scopes and lifetime; None when it is invalid."""
         try:
@@ -284,3 +306,40 @@ def authorize_url(
 def in_seconds(seconds: float) -> dt.datetime:
     """The moment `seconds` from now, in UTC."""
     return dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=seconds)
+
+
+APP_TOKEN_MARGIN = 300.0  # seconds before expiry an app token is replaced
+
+
+class AppToken:
+    """The app access token conduits are managed with: Helix's TokenSource for the app itself.
+
+    Fetched on first use, again shortly before it expires and again when Helix rejects it
+    (one request at a time). Grant.from_json registers it with the log redactor."""
+
+    channel_id = "app"  # what Helix logs for retries; no channel is involved
+
+    def __init__(self, oauth: OAuth) -> None:
+        self.oauth = oauth
+        self._token = ""
+        self._expires_at = 0.0
+        self._lock = asyncio.Lock()
+
+    def access_token(self) -> str:
+        return self._token
+
+    async def ensure(self) -> str:
+        """A token that is good for a while yet."""
+        if self._token and time.monotonic() < self._expires_at:
+            return self._token
+        return await self.refresh(self._token)
+
+    async def refresh(self, stale: str) -> str:
+        async with self._lock:
+            if self._token and self._token != stale:
+                return self._token  # another caller replaced it meanwhile
+            grant = await self.oauth.client_credentials()
+            self._token = grant.access_token
+            lifetime = grant.expires_in or 3600
+            self._expires_at = time.monotonic() + max(lifetime - APP_TOKEN_MARGIN, lifetime / 2)
+            return self._token

@@ -73,6 +73,12 @@ class Ownership:
         except Exception as exc:  # noqa: BLE001 - the lock went with its dead connection
             log.warning("twitch_channel_unlock_failed", channel_id=channel_id, error=str(exc))
 
+    def let_go(self) -> None:
+        """Give up every lock now without the database (it may be unreachable): the connection
+        is dropped, and its backend ended at the next `ensure()` if it outlived us."""
+        self._drop_connection()
+        self.held.clear()
+
     async def close(self) -> None:
         """Release every lock and the connection; idempotent."""
         conn, self._conn = self._conn, None

@@ -28,10 +28,11 @@ from streamerhub.bot.channel import (
     ChannelState,
     Shared,
 )
+from streamerhub.bot.conduit import ConduitRunner, conduit_mode
 from streamerhub.bot.helix import Helix
 from streamerhub.bot.oauth import OAuth
 from streamerhub.bot.ownership import Ownership
-from streamerhub.bot.registry import connected_channels
+from streamerhub.bot.registry import all_channels, connected_channels
 from streamerhub.bot.tokens import ChannelToken, TokenStore
 from streamerhub.config import Settings
 from streamerhub.crypto import Keyring
@@ -83,6 +84,11 @@ class TwitchBot:
         # One sync at a time: the dashboard's, a NOTIFY's and the timer's may coincide.
         self._syncing = asyncio.Lock()
         self._loop_task: asyncio.Task[None] | None = None
+        twitch = settings.twitch
+        self.conduit_mode = conduit_mode(deps.settings.conduit.mode, twitch.client_secret)
+        self.conduit: ConduitRunner | None = None
+        self._conduit_task: asyncio.Task[None] | None = None
+        self._unreachable_since: float | None = None  # first failed sync of the current outage
 
     async def start(self) -> None:
         self.http = aiohttp.ClientSession(headers={"User-Agent": "StreamerHub"})
@@ -97,7 +103,20 @@ class TwitchBot:
             self.http,
             self.api_url,
             self.eventsub_url,
+            conduit=self.conduit_mode,
         )
+        if self.client_id and self.conduit_mode:
+            self.conduit = ConduitRunner(
+                self.deps.db,
+                self.deps.store,
+                self.http,
+                self.oauth,
+                self.api_url,
+                self.eventsub_url,
+                self.deps.settings.conduit,
+            )
+            self._conduit_task = asyncio.create_task(self.conduit.run(), name="twitch-conduit")
+            log.info("twitch_conduit_mode", daemon_id=self.conduit.daemon_id)
         if not self.client_id:
             log.info(
                 "twitch_not_configured",
@@ -114,6 +133,11 @@ class TwitchBot:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
             self._loop_task = None
+        if self._conduit_task is not None and self.conduit is not None:
+            self._conduit_task.cancel()
+            await asyncio.gather(self._conduit_task, return_exceptions=True)
+            with contextlib.suppress(Exception):  # the leases lapse by themselves anyway
+                await self.conduit.claims.release()
         async with self._syncing:
             await asyncio.gather(*(r.stop("daemon stopped") for r in self.runners.values()))
             self.write_status()
@@ -130,6 +154,15 @@ class TwitchBot:
             for channel_id in await self.ownership.ensure():
                 await self._hand_over(channel_id)
             wanted = {c.channel_id: c.connected_at for c in await connected_channels(self.deps.db)}
+            if self.conduit is not None:
+                # Every daemon subscribes every channel on the shared conduit (a repeat is a 409).
+                self.conduit.set_channels(
+                    {
+                        c.channel_id: frozenset(c.scopes)
+                        for c in await all_channels(self.deps.db)
+                        if c.channel_id in wanted
+                    }
+                )
             await self._stop_changed(wanted)
             await self._start_new(wanted)
 
@@ -168,9 +201,35 @@ class TwitchBot:
             synced = time.monotonic()
             try:
                 await self.sync()
+                self._unreachable_since = None
             except Exception as exc:  # noqa: BLE001 - database blips: try again next round
                 log.warning("twitch_sync_failed", error=str(exc))
                 synced = -SYNC_EVERY  # ...the next round, not a whole SYNC_EVERY later
+                await self._fence()
+
+    async def _fence(self) -> None:
+        """Conduit mode: a daemon that cannot reach the database for lease_seconds lets its
+        channels go (token refreshes, Helix polls), since their locks went with its connection
+        and another daemon may hold them now. Capture goes on through the conduit's shards; the
+        channels come back with the next successful sync."""
+        if not self.conduit_mode or not self.runners:
+            return
+        now = time.monotonic()
+        if self._unreachable_since is None:
+            self._unreachable_since = now
+        if now - self._unreachable_since < self.deps.settings.conduit.lease_seconds:
+            return
+        log.warning(
+            "twitch_channels_released",
+            reason="database unreachable",
+            channels=sorted(self.runners),
+        )
+        async with self._syncing:
+            runners, self.runners = list(self.runners.values()), {}
+            await asyncio.gather(
+                *(r.stop("database unreachable", record_gap=False) for r in runners)
+            )
+            self.ownership.let_go()
 
     async def _sync_due(self, synced: float) -> bool:
         """Wait one status round, or less when woken; True when a sync is due."""
@@ -212,7 +271,12 @@ class TwitchBot:
 
     def write_status(self) -> None:
         """Publish the status for `streamerhub twitch status` (atomic replace, 0600)."""
-        body = {"pid": os.getpid(), "written_at": time.time(), "channels": self.status()}
+        body = {
+            "pid": os.getpid(),
+            "written_at": time.time(),
+            "channels": self.status(),
+            "conduit": self.conduit.status() if self.conduit is not None else None,
+        }
         tmp = self.status_path.with_suffix(".tmp")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -244,8 +308,12 @@ class BotHelixStats:
         raise TwitchError(f"channel {channel_id or '(any)'} is not connected in this daemon")
 
     async def connected_channel_ids(self) -> list[str]:
-        """Every connected channel (bot/registry.py), by id."""
-        return sorted(c.channel_id for c in await connected_channels(self.bot.deps.db))
+        """The connected channels (bot/registry.py) this daemon runs, by id: with several
+        daemons, each channel is polled by the one holding its lock, never twice."""
+        ours = self.bot.runners
+        return sorted(
+            c.channel_id for c in await connected_channels(self.bot.deps.db) if c.channel_id in ours
+        )
 
     async def fetch_streams(self, channel_ids: Sequence[str]) -> list[dict[str, Any]]:
         return await self._helix().streams(list(channel_ids)) if channel_ids else []

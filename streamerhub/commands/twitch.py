@@ -130,11 +130,19 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     live = _live_status(settings)
     channels = [_merge(row, live) for row in report]
     health = _daemon_health(settings) if live is not None else None
+    conduit = _live_conduit(settings) if live is not None else None
     if args.json:
-        body = {"daemon_running": live is not None, "channels": channels, "health": health}
+        body = {
+            "daemon_running": live is not None,
+            "channels": channels,
+            "health": health,
+            "conduit": conduit,
+        }
         print(json.dumps(body, default=str, indent=2))
     else:
         print(render_status(channels, live is not None))
+        if conduit:
+            print(render_conduit(conduit))
         if health is not None:
             print(render_health(health))
     return 0
@@ -245,6 +253,40 @@ def _live_status(settings: Settings) -> dict[str, dict[str, Any]] | None:
     except (OSError, ValueError, KeyError):
         return None
     return {c["channel_id"]: c for c in body.get("channels") or []}
+
+
+def _live_conduit(settings: Settings) -> dict[str, Any] | None:
+    """The daemon's conduit (conduit mode), as its status file last said."""
+    from streamerhub.bot.service import read_status_file
+
+    conduit = (read_status_file(settings.data_dir) or {}).get("conduit")
+    return conduit if isinstance(conduit, dict) else None
+
+
+def render_conduit(conduit: dict[str, Any]) -> str:
+    """Conduit mode: the conduit, this daemon's shards and every daemon's, in text."""
+    lines = [
+        f"conduit: {conduit.get('conduit_id') or '(not yet)'} — {conduit.get('state')}, "
+        f"{conduit.get('shard_count')} shard(s) on Twitch; this daemon is "
+        f"{conduit.get('daemon_id')}"
+        + (f" (last error: {conduit['last_error']})" if conduit.get("last_error") else "")
+    ]
+    for shard in conduit.get("shards") or []:
+        lines.append(
+            f"  shard {shard['shard_id']} (this daemon): {shard['state']}, session "
+            f"{shard.get('session_id') or '-'}, {shard.get('connections', 0)} connection(s)"
+        )
+    for row in conduit.get("all_shards") or []:
+        lease = "lease live" if row.get("live") else "lease lapsed"
+        lines.append(
+            f"  shard {row['shard_id']}: held by {row['daemon_id']} ({lease}), {row.get('status')}"
+        )
+    lines.append(
+        f"  notifications: {conduit.get('notifications', 0):,}, Twitch retries dropped as "
+        f"duplicates: {conduit.get('duplicates', 0):,}, shards taken over: "
+        f"{conduit.get('takeovers', 0)}"
+    )
+    return "\n".join(lines)
 
 
 def _merge(row: dict[str, Any], live: dict[str, dict[str, Any]] | None) -> dict[str, Any]:

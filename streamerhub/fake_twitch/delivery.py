@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import catalog, frames
+from . import catalog, conduits, frames
 from .channel import apply_event
 from .state import Session, State, route_key
 from .websocket import close_session, send, send_many
@@ -63,7 +63,8 @@ async def deliver(state: State, items: list[Any], reflect: bool = True) -> Outco
         sent = await send_many(state, session, texts, "notification")
         delivered += sent
         ids.extend(batch_ids[:sent])
-    return Outcome(delivered, ids)
+    through_conduits, conduit_ids = await conduits.deliver(state, parsed)
+    return Outcome(delivered + through_conduits, ids + conduit_ids)
 
 
 def _chaos(state: State, texts: list[str], ids: list[str]) -> tuple[list[str], list[str]]:

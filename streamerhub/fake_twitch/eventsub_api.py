@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import catalog
+from . import catalog, conduits
 from .access import authenticate, page
 from .frames import new_id
 from .replies import ApiError, json_body, require
@@ -22,6 +22,8 @@ async def create(request: web.Request) -> web.Response:
     """POST: 202 with the new subscription, or Twitch's 400/401/403/409/429."""
     state, token = authenticate(request)
     body = await json_body(request)
+    if isinstance(body.get("transport"), dict) and body["transport"].get("method") == "conduit":
+        return conduits.subscribe(state, token, body, _condition)
     if f"{body.get('type')}@{body.get('version')}" in state.settings.withdrawn:
         raise ApiError(410, "The subscription type and version have been withdrawn")
     row = catalog.lookup(str(body.get("type")), str(body.get("version")))

@@ -120,6 +120,12 @@ def _device_grant(state: State, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _client_grant(state: State, params: dict[str, Any]) -> dict[str, Any]:
+    # Twitch's client-credentials grant always takes the secret: only a confidential client has one.
+    secret = params.get("client_secret") or ""
+    if not secret:
+        raise ApiError(400, "missing client secret")
+    if state.settings.client_secret and secret != state.settings.client_secret:
+        raise ApiError(403, "invalid client secret")
     return state.issue_app_token(require(params, "client_id")).grant_json()
 
 

@@ -6,7 +6,7 @@ import asyncio
 import secrets
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Literal
 
 from aiohttp import WSMsgType, web
@@ -19,6 +19,10 @@ KEEPALIVE_MIN, KEEPALIVE_MAX = 10, 600
 _MAX_SLEEP = 0.5  # how late the ticker may notice a re-enabled keepalive or a queued close
 _CHUNK_BYTES = 256 * 1024
 _HIGH_WATER = 4 * 1024 * 1024  # transport backlog above which a flood waits for the reader
+# What else follows a socket (conduits.py registers its shards here, the socket knows no conduit):
+# called after a reconnect's welcome with (state, old, new), at the end with (state, session, code).
+ON_MOVED: list[Callable[[State, Session, Session], None]] = []
+ON_ENDED: list[Callable[[State, Session, int | None], None]] = []
 
 
 async def eventsub_ws(request: web.Request) -> web.WebSocketResponse:
@@ -54,11 +58,15 @@ async def eventsub_ws(request: web.Request) -> web.WebSocketResponse:
         if previous is not None:
             # Only after the welcome: until then the old socket keeps getting the events.
             state.move_subscriptions(previous, session)
+            for moved in ON_MOVED:
+                moved(state, previous, session)
         ticker = asyncio.create_task(_tick(state, session))
         await _read(session)
     finally:
         await _stop_ticker(ticker, session)
         state.end_session(session, session.close_code or ws.close_code)
+        for ended in ON_ENDED:
+            ended(state, session, session.close_code or ws.close_code)
     return ws
 
 
