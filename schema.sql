@@ -1354,6 +1354,9 @@ CREATE TABLE twitch_chat_messages (
     occurred_at       timestamptz NOT NULL
 );
 CREATE INDEX twitch_chat_messages_channel_time ON twitch_chat_messages (channel_id, occurred_at);
+-- the chat text retention finds the messages whose text is still there by age
+CREATE INDEX twitch_chat_messages_text_age ON twitch_chat_messages (occurred_at)
+    WHERE text IS NOT NULL;
 
 -- channel.chat.notification: the notice (sub, resub, gift_paid_upgrade, announcement, …).
 CREATE TABLE twitch_chat_notifications (
@@ -1371,6 +1374,8 @@ CREATE TABLE twitch_chat_notifications (
 );
 CREATE INDEX twitch_chat_notifications_channel_time
     ON twitch_chat_notifications (channel_id, occurred_at);
+CREATE INDEX twitch_chat_notifications_text_age ON twitch_chat_notifications (occurred_at)
+    WHERE text IS NOT NULL;
 
 -- channel.ad_break.begin
 CREATE TABLE twitch_ad_breaks (

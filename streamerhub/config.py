@@ -318,6 +318,15 @@ SETTINGS: tuple[Setting, ...] = (
         "Monthly backups kept (newest of each month).",
         _range(0, 1200),
     ),
+    Setting(
+        "events",
+        "chat_text_days",
+        int,
+        0,
+        "Days the words of chat messages are kept (0: forever); older messages keep their "
+        "row, so chat counts and rollups stay.",
+        _range(0, 36500),
+    ),
 )
 
 _BY_NAME = {(s.section, s.key): s for s in SETTINGS}
@@ -408,6 +417,11 @@ class BackupSettings:
     keep_monthly: int
 
 
+@dataclass(frozen=True)
+class EventsSettings:
+    chat_text_days: int
+
+
 # One typed view per [section] of SETTINGS; a test holds the two in step.
 SECTIONS: dict[str, type] = {
     "general": GeneralSettings,
@@ -419,6 +433,7 @@ SECTIONS: dict[str, type] = {
     "ffmpeg": FFmpegSettings,
     "library": LibrarySettings,
     "backup": BackupSettings,
+    "events": EventsSettings,
 }
 
 
@@ -469,6 +484,10 @@ class Settings:
     @functools.cached_property
     def backup(self) -> BackupSettings:
         return self._section("backup", BackupSettings)
+
+    @functools.cached_property
+    def events(self) -> EventsSettings:
+        return self._section("events", EventsSettings)
 
 
 def find_config(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:
