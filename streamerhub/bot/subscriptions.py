@@ -64,6 +64,7 @@ SUBSCRIPTIONS: tuple[tuple[str, str, str | None], ...] = (
 _MODERATED = ("channel.follow", "channel.shoutout.create", "channel.shoutout.receive")
 _CHAT_USER = ("channel.chat.message", "channel.chat.notification")
 KNOWN_TYPES = frozenset(t for t, _, _ in SUBSCRIPTIONS)
+SCOPE_OF: dict[str, str | None] = {t: scope for t, _, scope in SUBSCRIPTIONS}
 WITHDRAWN = "revoked:version_removed"
 
 

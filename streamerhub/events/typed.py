@@ -66,9 +66,8 @@ _PHASE = "split_part(subscription_type, '.', -1)"
 # A JSON list that may be absent or null.
 _LIST = "coalesce(nullif(e -> '{0}', 'null'::jsonb), '[]'::jsonb)"
 # A Twitch amount object {value, decimal_places, currency} in the currency's units.
-_MONEY = (
-    "(e -> '{0}' ->> 'value')::numeric / 10::numeric ^ (e -> '{0}' ->> 'decimal_places')::integer"
-)
+_PLACES = "(e -> '{0}' ->> 'decimal_places')::integer"
+_MONEY = f"round((e -> '{{0}}' ->> 'value')::numeric / 10::numeric ^ {_PLACES}, {_PLACES})"
 
 # The newer types (issue 13), appended to PROJECTIONS.
 NEWER = f"""bits_uses AS (
