@@ -444,3 +444,37 @@ async def test_the_daemon_captures_every_new_type_and_exports_it(
         daemon.signal(signal.SIGTERM)
         assert await asyncio.to_thread(daemon.wait, 30) == 0
         assert "Traceback" not in daemon.log()
+
+
+@pytest.mark.e2e
+async def test_the_dashboard_shows_the_new_types_and_which_scope_each_lacks(
+    tmp_path: Path, db_url: str
+) -> None:
+    from web_support import CHANNEL, add_channel, dashboard, notification, store_events
+
+    async with dashboard(tmp_path, db_url) as dash:
+        await dash.create_owner()
+        await add_channel(dash.db)
+        now = datetime.now(timezone.utc) - timedelta(minutes=5)
+        items = [
+            notification(t, now + timedelta(seconds=i), CHANNEL)
+            for i, t in enumerate(
+                ["channel.chat.message", "channel.bits.use", "channel.shoutout.receive"]
+            )
+        ]
+        await store_events(dash.db, dash.settings.data_dir, items)
+        page = await (await dash.client.get("/events?type=chat&type=cheers&type=shoutouts")).text()
+        assert "Cool_Viewer: Hi chat" in page
+        assert "Cool_Viewer used 100 Bits on a gigantified emote" in page
+        assert "Raider_Rick shouted you out to 860 viewers" in page
+
+        async with dash.db.pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO eventsub_subscriptions (channel_id, subscription_type, version, status,"
+                " detail) VALUES ($1, 'channel.chat.message', '1', 'missing_scope',"
+                " 'needs user:read:chat'), ($1, 'channel.bits.use', '1', 'enabled', NULL)",
+                CHANNEL,
+            )
+        settings = await (await dash.client.get("/settings")).text()
+        assert "channel.chat.message v1" in settings and "needs user:read:chat" in settings
+        assert 'id="missing-scopes"' in settings and "channel.bits.use v1" not in settings
