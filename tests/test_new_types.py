@@ -162,9 +162,9 @@ async def test_each_new_type_is_stored_raw_and_typed_with_what_a_user_sees(
 
 async def test_redelivered_events_are_stored_once(db: Database, tmp_path: Path) -> None:
     # Twitch may send one chat message, donation or redemption again under a new message id.
-    chat = dict(message_id="chat-1")
-    donation = dict(id="donation-1")
-    auto = dict(id="auto-1")
+    chat: dict[str, Any] = {"message_id": "chat-1"}
+    donation: dict[str, Any] = {"id": "donation-1"}
+    auto: dict[str, Any] = {"id": "auto-1"}
     store = await store_frames(
         db,
         tmp_path,
