@@ -599,6 +599,8 @@ async def chat_burst(
     await store.start()
     sampler = asyncio.create_task(sample_rss())
     ctx["delivered"] = []
+    fake_pid = ctx["fake"].proc.pid
+    before = (time.process_time(), cluster_cpu_s(ctx["cluster"]), process_cpu_s(fake_pid))
     try:
         seconds = await run_phase(
             ctx,
@@ -612,6 +614,8 @@ async def chat_burst(
     finally:
         sampler.cancel()
         await store.stop()
+    after = (time.process_time(), cluster_cpu_s(ctx["cluster"]), process_cpu_s(fake_pid))
+    cpu = {k: b - a for k, a, b in zip(("python", "postgres", "fake"), before, after)}
     async with ctx["db"].pool.acquire() as conn:
         stamps = await conn.fetch(
             "SELECT extract(epoch FROM received_at)::float8 AS started,"
@@ -642,6 +646,10 @@ async def chat_burst(
         "spooled": store.counters.spooled,
         "rss_start_mb": round(rss[0], 1),
         "rss_peak_mb": round(max(rss), 1),
+        # CPU cores the burst kept busy (bot + store, PostgreSQL, the fake): what the machine
+        # must have free for the figures above to hold
+        "cpu_cores_used": {k: round(v / seconds, 2) for k, v in cpu.items()},
+        "load_average_1m": round(os.getloadavg()[0], 1),
     }
 
 
