@@ -18,6 +18,11 @@ Prints one JSON object:
   path since a batch waits for its statement, and which such noise barely moves;
 - cpu_us_per_event: CPU of this process, of PostgreSQL (every process of the cluster) and of
   the fake, per event of the measured floods (wall-clock alone follows the shared machine).
+`--chat` runs only a raid-sized chat burst instead (issue 13): --chat-rate chat messages a second
+(2,000) with the normal mix of every type on top (--chat-mix-rate, 100/s) for --chat-seconds
+(60), and prints lost, p50/p99/max frame→commit (as the steady phase measures it) and this
+process's resident memory at start and at its peak (the bot and store, as in the daemon).
+Targets: 0 lost, p99 ≤ 250 ms, RSS ≤ 150 MB.
 Every flood starts from an empty database, after one warm-up flood that is not counted.
 The fake runs as its own process (`streamerhub fake-twitch`) so it does not share our CPU; the
 database is a fresh embedded PostgreSQL in a temp dir, stopped at the end even on error.
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import contextlib
 import json
 import os
@@ -38,7 +44,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import aiohttp
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -88,21 +94,79 @@ class FakeProcess:
                 self.proc.wait(5)
 
 
+def mix_event(i: int, tag: str) -> dict[str, Any]:
+    """The i-th event of the normal mix: every type in turn, every occurrence distinct (the
+    types deduped by an id of their own get a fresh one)."""
+    sub_type = TYPES[i % len(TYPES)]
+    unique = {
+        "channel.follow": {"user_id": f"{tag}{i}"},
+        "stream.online": {"id": f"{tag}{i}"},
+        "channel.charity_campaign.start": {"id": f"{tag}{i}"},
+        "channel.charity_campaign.stop": {"id": f"{tag}{i}"},
+        "channel.shared_chat.begin": {"session_id": f"{tag}{i}"},
+        "channel.shared_chat.end": {"session_id": f"{tag}{i}"},
+    }.get(sub_type, {})
+    _, event = sample_event(sub_type, **unique)
+    return {"subscription_type": sub_type, "event": event}
+
+
 def bodies(count: int, tag: str) -> list[bytes]:
     """Control-API bodies of BATCH events each: every type in turn, every occurrence distinct."""
     out, batch = [], []
     for i in range(count):
-        sub_type = TYPES[i % len(TYPES)]
-        unique = {
-            "channel.follow": {"user_id": f"{tag}{i}"},
-            "stream.online": {"id": f"{tag}{i}"},
-        }.get(sub_type, {})
-        _, event = sample_event(sub_type, **unique)
-        batch.append({"subscription_type": sub_type, "event": event})
+        batch.append(mix_event(i, tag))
         if len(batch) == BATCH or i == count - 1:
             out.append(json.dumps({"events": batch, "reflect": False}).encode())
             batch = []
     return out
+
+
+CHATTERS = 5000  # distinct chatters of the burst
+_WORDS = ("PogChamp", "gg", "what a play", "LUL", "raid hype", "hello chat", "KEKW", "no way")
+
+
+def chat_message(i: int, tag: str) -> dict[str, Any]:
+    """The i-th message of a raid-sized chat burst: many chatters, short and longer lines."""
+    who = str(100_000 + i % CHATTERS)
+    text = " ".join(_WORDS[(i + k) % len(_WORDS)] for k in range(1 + i % 12))
+    _, event = sample_event(
+        "channel.chat.message",
+        chatter_user_id=who,
+        chatter_user_login=f"chatter{who}",
+        chatter_user_name=f"Chatter{who}",
+        message_id=f"{tag}{i}",
+        message={"text": text, "fragments": [{"type": "text", "text": text}]},
+    )
+    return {"subscription_type": "channel.chat.message", "event": event}
+
+
+def chat_bodies(args: argparse.Namespace, path: Path) -> int:
+    """--chat: 20 posts a second, each a twentieth of a second of chat plus the normal mix,
+    written to `path` one body a line (held on disk, not in the memory being measured); the
+    number of events."""
+    posts = int(args.chat_seconds * 20)
+    chat, mix = args.chat_rate / 20, args.chat_mix_rate / 20
+    count = 0
+    with path.open("wb") as out:
+        for p in range(posts):
+            events = [chat_message(i, "c") for i in range(int(p * chat), int((p + 1) * chat))]
+            events += [mix_event(i, "x") for i in range(int(p * mix), int((p + 1) * mix))]
+            out.write(json.dumps({"events": events, "reflect": False}).encode() + b"\n")
+            count += len(events)
+    return count
+
+
+def read_bodies(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as lines:
+        yield from (line.rstrip(b"\n") for line in lines)
+
+
+def rss_mb() -> float:
+    """This process's resident memory: the bot and the store, as in the daemon."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 class Sender:
@@ -172,7 +236,7 @@ class NaiveSink(CountingSink):
 async def run_phase(
     ctx: dict[str, Any],
     sink: Any,
-    body_list: list[bytes],
+    body_list: Iterable[bytes],
     count: int,
     done: Any,
     pace: float | None = None,
@@ -344,6 +408,8 @@ async def measure(
             "cluster": cluster,
             "delivered": [],
         }
+        if args.chat:
+            return await chat_burst(ctx, args, workdir)
         n, naive_n = args.events, args.naive_events
         result: dict[str, Any] = {"events": n, "naive_events": naive_n}
 
@@ -508,6 +574,85 @@ async def steady(ctx: dict[str, Any], args: argparse.Namespace, workdir: Path) -
     }
 
 
+async def chat_burst(
+    ctx: dict[str, Any], args: argparse.Namespace, workdir: Path
+) -> dict[str, Any]:
+    """--chat: a raid-sized chat burst with the normal mix on top, paced for --chat-seconds.
+    Frame→commit: from the frame's Twitch timestamp (set by the fake as it sends) to the end of
+    the commit that stored it. A batch's rows share their transaction's start (received_at); the
+    store wakes us after each commit, so an event's commit is the first wake-up at or after its
+    batch's start. Resident memory is sampled every 0.2 s."""
+    commits: list[float] = []
+
+    def committed(_wake_up: dict[str, Any]) -> None:
+        commits.append(time.time())
+
+    count = chat_bodies(args, workdir / "chat-bodies.jsonl")
+    rss = [rss_mb()]
+
+    async def sample_rss() -> None:
+        while True:
+            rss.append(rss_mb())
+            await asyncio.sleep(0.2)
+
+    store = EventStore(ctx["db"], workdir / "spool", committed)
+    await store.start()
+    sampler = asyncio.create_task(sample_rss())
+    ctx["delivered"] = []
+    fake_pid = ctx["fake"].proc.pid
+    before = (time.process_time(), cluster_cpu_s(ctx["cluster"]), process_cpu_s(fake_pid))
+    try:
+        seconds = await run_phase(
+            ctx,
+            store,
+            read_bodies(workdir / "chat-bodies.jsonl"),
+            count,
+            lambda: store.counters.stored >= count,
+            pace=1 / 20,
+        )
+        await store.drain()
+    finally:
+        sampler.cancel()
+        await store.stop()
+    after = (time.process_time(), cluster_cpu_s(ctx["cluster"]), process_cpu_s(fake_pid))
+    cpu = {k: b - a for k, a, b in zip(("python", "postgres", "fake"), before, after)}
+    async with ctx["db"].pool.acquire() as conn:
+        stamps = await conn.fetch(
+            "SELECT extract(epoch FROM received_at)::float8 AS started,"
+            " extract(epoch FROM occurred_at)::float8 AS sent FROM twitch_events"
+            " WHERE message_id = ANY($1::text[])",
+            ctx["delivered"],
+        )
+        chat_rows = await conn.fetchval("SELECT count(*) FROM twitch_chat_messages")
+    latencies = sorted(
+        (commits[min(bisect.bisect_left(commits, r["started"]), len(commits) - 1)] - r["sent"])
+        * 1000
+        for r in stamps
+    )
+    return {
+        "chat_rate": args.chat_rate,
+        "mix_rate": args.chat_mix_rate,
+        "seconds": args.chat_seconds,
+        "events": count,
+        "chat_messages_stored": chat_rows,
+        "wall_s": round(seconds, 1),
+        "lost": await lost(ctx["db"], ctx["delivered"]),
+        "p50_frame_to_commit_ms": round(statistics.median(latencies), 1) if latencies else None,
+        "p99_frame_to_commit_ms": (
+            round(latencies[int(len(latencies) * 0.99) - 1], 1) if latencies else None
+        ),
+        "max_frame_to_commit_ms": round(latencies[-1], 1) if latencies else None,
+        "batches": store.counters.batches,
+        "spooled": store.counters.spooled,
+        "rss_start_mb": round(rss[0], 1),
+        "rss_peak_mb": round(max(rss), 1),
+        # CPU cores the burst kept busy (bot + store, PostgreSQL, the fake): what the machine
+        # must have free for the figures above to hold
+        "cpu_cores_used": {k: round(v / seconds, 2) for k, v in cpu.items()},
+        "load_average_1m": round(os.getloadavg()[0], 1),
+    }
+
+
 def _rebatch(body_list: list[bytes], size: int) -> list[bytes]:
     events = [e for body in body_list for e in json.loads(body)["events"]]
     return [
@@ -552,6 +697,14 @@ def main() -> None:
         action="store_true",
         help="also print [total ms, self ms, calls] per PL/pgSQL function",
     )
+    parser.add_argument(
+        "--chat",
+        action="store_true",
+        help="only the chat burst: --chat-rate messages/s plus --chat-mix-rate of every type",
+    )
+    parser.add_argument("--chat-rate", type=int, default=2000, help="chat messages per second")
+    parser.add_argument("--chat-mix-rate", type=int, default=100, help="other events per second")
+    parser.add_argument("--chat-seconds", type=float, default=60.0, help="length of the burst")
     args = parser.parse_args()
     setup_logging("error", "json")
     with tempfile.TemporaryDirectory(prefix="streamerhub-ingest-") as tmp:

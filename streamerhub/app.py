@@ -28,6 +28,7 @@ from streamerhub.bot.service import (
 from streamerhub.config import Settings
 from streamerhub.crypto import Keyring, load_keyring
 from streamerhub.db import Database, open_database
+from streamerhub.events.retention import chat_retention
 from streamerhub.events.store import STALL_S, EventStore
 from streamerhub.ffmpeg.jobstore import RunHistory
 from streamerhub.ffmpeg.service import Multistream
@@ -90,7 +91,10 @@ async def multistream_ctx(app: web.Application) -> AsyncIterator[None]:
 async def events_ctx(app: web.Application) -> AsyncIterator[None]:
     """The event store: batched commits (spooled to disk while PostgreSQL is away), published
     to the hub after commit; stopped after the bot, so what it received is flushed."""
-    async with EventStore(app[DB], app[SETTINGS].data_dir, app[HUB].events) as store:
+    async with (
+        EventStore(app[DB], app[SETTINGS].data_dir, app[HUB].events) as store,
+        chat_retention(app[DB], app[SETTINGS].events.chat_text_days),
+    ):
         app[EVENTS] = store
         yield
 

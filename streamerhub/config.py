@@ -346,6 +346,15 @@ SETTINGS: tuple[Setting, ...] = (
         "it): a daemon that died or lost the database leaves its shards to others after this.",
         _range(3, 300),
     ),
+    Setting(
+        "events",
+        "chat_text_days",
+        int,
+        0,
+        "Days the words of chat messages are kept (0: forever); older messages keep their "
+        "row, so chat counts and rollups stay.",
+        _range(0, 36500),
+    ),
 )
 
 _BY_NAME = {(s.section, s.key): s for s in SETTINGS}
@@ -443,6 +452,11 @@ class ConduitSettings:
     lease_seconds: float
 
 
+@dataclass(frozen=True)
+class EventsSettings:
+    chat_text_days: int
+
+
 # One typed view per [section] of SETTINGS; a test holds the two in step.
 SECTIONS: dict[str, type] = {
     "general": GeneralSettings,
@@ -455,6 +469,7 @@ SECTIONS: dict[str, type] = {
     "library": LibrarySettings,
     "backup": BackupSettings,
     "conduit": ConduitSettings,
+    "events": EventsSettings,
 }
 
 
@@ -509,6 +524,10 @@ class Settings:
     @functools.cached_property
     def conduit(self) -> ConduitSettings:
         return self._section("conduit", ConduitSettings)
+
+    @functools.cached_property
+    def events(self) -> EventsSettings:
+        return self._section("events", EventsSettings)
 
 
 def find_config(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:

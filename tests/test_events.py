@@ -353,7 +353,7 @@ def test_v2_fields_survive_raw_and_the_raid_side_names_the_channel() -> None:
 
 def test_unknown_type_is_raw_only_and_unknown_fields_survive() -> None:
     event = {"broadcaster_user_id": "1337", "duration_seconds": 60, "brand_new": {"x": [1]}}
-    item = normalise("m-9", "channel.ad_break.begin", "1", STAMP, payload("x", event))
+    item = normalise("m-9", "channel.vip.add", "1", STAMP, payload("x", event))
     assert item.table is None and item.raw.channel_id == "1337"
     assert item.raw.event["brand_new"] == {"x": [1]}
     follow = norm("channel.follow", event={**EVENTS["channel.follow"][1], "future_field": 7})
@@ -362,7 +362,8 @@ def test_unknown_type_is_raw_only_and_unknown_fields_survive() -> None:
 
 
 def test_charity_donation_uses_broadcaster_id() -> None:
-    event = {"id": "d-1", "broadcaster_id": "555", "amount": {"value": 500}}
+    amount = {"value": 500, "decimal_places": 2, "currency": "USD"}
+    event = {"id": "d-1", "campaign_id": "c-1", "broadcaster_id": "555", "amount": amount}
     item = normalise(
         "m-2",
         "channel.charity_campaign.donate",

@@ -160,6 +160,18 @@ TYPED_TABLE = {
     "stream.offline": "twitch_streams",
     "channel.raid": "twitch_raids",
     "channel.update": "twitch_channel_updates",
+    "channel.bits.use": "twitch_bits_uses",
+    "channel.channel_points_automatic_reward_redemption.add": "twitch_automatic_redemptions",
+    "channel.chat.message": "twitch_chat_messages",
+    "channel.chat.notification": "twitch_chat_notifications",
+    "channel.ad_break.begin": "twitch_ad_breaks",
+    "channel.shoutout.create": "twitch_shoutouts",
+    "channel.shoutout.receive": "twitch_shoutouts",
+    **{
+        f"channel.charity_campaign.{p}": "twitch_charity"
+        for p in ("donate", "start", "progress", "stop")
+    },
+    **{f"channel.shared_chat.{p}": "twitch_shared_chats" for p in ("begin", "update", "end")},
 }
 
 
@@ -431,7 +443,7 @@ async def test_bad_frames_become_dead_letters_and_the_connection_carries_on(rig:
         "no metadata": json.dumps({"payload": {}}),
         "unknown message_type": frame("session_party"),
         "unknown subscription type": frame(
-            "notification", "channel.chat.message", {"subscription": sub, "event": event}
+            "notification", "channel.vip.add", {"subscription": sub, "event": event}
         ),
         "frame too large": frame("session_keepalive", payload={"pad": "x" * (1024 * 1024)}),
         # Ours are known by id or by naming our session; this one names another session.

@@ -544,7 +544,11 @@ def test_sample_event_covers_every_subscription_type():
     for row in SUBSCRIPTION_TYPES:
         version, event = sample_event(row.type)
         assert version == row.version
-        channel = event.get("broadcaster_user_id") or event.get("to_broadcaster_user_id")
+        channel = (
+            event.get("broadcaster_user_id")
+            or event.get("to_broadcaster_user_id")
+            or event.get("broadcaster_id")  # charity events
+        )
         assert channel == "1000", row.type
     _, gift = sample_event("channel.subscription.gift", is_anonymous=True)
     assert gift["user_id"] is None and gift["user_login"] is None and gift["total"] > 0

@@ -111,10 +111,10 @@ async def test_typed_tables_rebuild_from_raw_rows(store: EventStore, db: Databas
 
 async def test_unknown_type_lands_raw_only(store: EventStore, db: Database) -> None:
     event = {"broadcaster_user_id": "1337", "duration_seconds": 90, "is_automatic": True}
-    store.submit(parse_frame(frame_text("channel.ad_break.begin", "ad-1", event)))
+    store.submit(parse_frame(frame_text("channel.future.thing", "ad-1", event)))
     await store.drain()
     raw = await fetch(db, "SELECT subscription_type, channel_id, payload FROM twitch_events")
-    assert [(r[0], r[1]) for r in raw] == [("channel.ad_break.begin", "1337")]
+    assert [(r[0], r[1]) for r in raw] == [("channel.future.thing", "1337")]
     assert raw[0]["payload"]["event"]["duration_seconds"] == 90
     assert sum([await count(db, t) for t in TYPED_TABLES]) == 0
 

@@ -59,6 +59,8 @@ EVENT_COLUMNS = (
     "raid_viewers",
     "backfilled",
     "event",
+    "amount",
+    "currency",
 )
 SESSION_EXPORT_COLUMNS = (
     "channel_id",
@@ -147,7 +149,9 @@ def event_row(row: Any, calendar: Calendar) -> dict[str, Any]:
     if isinstance(event, str):
         event = json.loads(event)
     raid = row["subscription_type"] == "channel.raid"
-    prefix = "from_broadcaster_" if raid else ""
+    prefix = _PERSON.get(row["subscription_type"], "")
+    found = event.get("amount")
+    amount: dict[str, Any] = found if isinstance(found, dict) else {}
     return {
         "message_id": row["message_id"],
         "channel_id": row["channel_id"],
@@ -167,7 +171,29 @@ def event_row(row: Any, calendar: Calendar) -> dict[str, Any]:
         "raid_viewers": event.get("viewers") if raid else None,
         "backfilled": row["backfilled"],
         "event": event,
+        "amount": _units(amount),
+        "currency": amount.get("currency"),
     }
+
+
+# Where the person an event is about sits, when not in user_* (raids, chat, shoutouts, ads).
+_PERSON = {
+    "channel.raid": "from_broadcaster_",
+    "channel.chat.message": "chatter_",
+    "channel.chat.notification": "chatter_",
+    "channel.shoutout.create": "to_broadcaster_",
+    "channel.shoutout.receive": "from_broadcaster_",
+    "channel.ad_break.begin": "requester_",
+}
+
+
+def _units(amount: dict[str, Any]) -> str | None:
+    """A Twitch amount (value in minor units, decimal_places) as exact text: 500, 2 → '5.00'."""
+    value, places = amount.get("value"), amount.get("decimal_places")
+    if not isinstance(value, int) or not isinstance(places, int) or not 0 <= places <= 8:
+        return None
+    sign, digits = ("-" if value < 0 else ""), str(abs(value)).rjust(places + 1, "0")
+    return sign + (f"{digits[:-places]}.{digits[-places:]}" if places else digits)
 
 
 def session_row(row: Any, calendar: Calendar, now: datetime) -> dict[str, Any]:

@@ -27,6 +27,8 @@ OAUTH_TIMEOUT = aiohttp.ClientTimeout(total=20, sock_connect=10)
 LOGIN_SCOPES: tuple[str, ...] = (
     "bits:read",
     "channel:manage:broadcast",
+    "channel:read:ads",
+    "channel:read:charity",
     "channel:read:goals",
     "channel:read:hype_train",
     "channel:read:polls",
@@ -34,6 +36,8 @@ LOGIN_SCOPES: tuple[str, ...] = (
     "channel:read:redemptions",
     "channel:read:subscriptions",
     "moderator:read:followers",
+    "moderator:read:shoutouts",
+    "user:read:chat",
 )
 
 

@@ -45,8 +45,26 @@ SUBSCRIPTIONS: tuple[tuple[str, str, str | None], ...] = (
         for p in ("begin", "progress", "lock", "end")
     ),
     *((f"channel.goal.{p}", "1", "channel:read:goals") for p in ("begin", "progress", "end")),
+    # Bits of every kind (cheers, Power-ups, combos); a cheer also comes as channel.cheer.
+    ("channel.bits.use", "1", "bits:read"),
+    ("channel.channel_points_automatic_reward_redemption.add", "2", "channel:read:redemptions"),
+    ("channel.chat.message", "1", "user:read:chat"),
+    ("channel.chat.notification", "1", "user:read:chat"),
+    ("channel.ad_break.begin", "1", "channel:read:ads"),
+    ("channel.shoutout.create", "1", "moderator:read:shoutouts"),
+    ("channel.shoutout.receive", "1", "moderator:read:shoutouts"),
+    *(
+        (f"channel.charity_campaign.{p}", "1", "channel:read:charity")
+        for p in ("donate", "start", "progress", "stop")
+    ),
+    *((f"channel.shared_chat.{p}", "1", None) for p in ("begin", "update", "end")),
 )
+# Conditions beyond broadcaster_user_id: the broadcaster acts as its own moderator and reads its
+# own chat as the chat user; ad breaks name the broadcaster as broadcaster_id.
+_MODERATED = ("channel.follow", "channel.shoutout.create", "channel.shoutout.receive")
+_CHAT_USER = ("channel.chat.message", "channel.chat.notification")
 KNOWN_TYPES = frozenset(t for t, _, _ in SUBSCRIPTIONS)
+SCOPE_OF: dict[str, str | None] = {t: scope for t, _, scope in SUBSCRIPTIONS}
 WITHDRAWN = "revoked:version_removed"
 
 
@@ -86,9 +104,14 @@ def build_plan(channel_id: str) -> list[Wanted]:
             for key in ("to_broadcaster_user_id", "from_broadcaster_user_id"):
                 plan.append(Wanted(type_, version, scope, ((key, channel_id),)))
             continue
+        if type_ == "channel.ad_break.begin":
+            plan.append(Wanted(type_, version, scope, (("broadcaster_id", channel_id),)))
+            continue
         condition = [("broadcaster_user_id", channel_id)]
-        if type_ == "channel.follow":
+        if type_ in _MODERATED:
             condition.append(("moderator_user_id", channel_id))
+        if type_ in _CHAT_USER:
+            condition.append(("user_id", channel_id))
         plan.append(Wanted(type_, version, scope, tuple(condition)))
     return plan
 

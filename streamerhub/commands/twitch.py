@@ -319,13 +319,21 @@ def render_status(channels: list[dict[str, Any]], daemon_running: bool) -> str:
         s = c["subscriptions"]
         lines.append(
             f"  subscriptions: {s['enabled']} enabled"
-            f"; missing scope: {', '.join(s['missing_scope']) or 'none'}"
+            f"; missing scope: {', '.join(map(_needs, s['missing_scope'])) or 'none'}"
             f"; revoked: {', '.join(s['revoked']) or 'none'}"
             + (f"; failing: {', '.join(s['error'])}" if s.get("error") else "")
         )
         lines.append(f"  last gap: {_gap(c)}")
         lines.append(f"  events stored today: {c['events_today']:,}")
     return "\n".join(lines)
+
+
+def _needs(label: str) -> str:
+    """A type that lacks a scope, with the scope: `channel.chat.message (needs user:read:chat)`."""
+    from streamerhub.bot.subscriptions import SCOPE_OF
+
+    scope = SCOPE_OF.get(label.split(" ", 1)[0])
+    return f"{label} (needs {scope})" if scope else label
 
 
 def _gap(c: dict[str, Any]) -> str:

@@ -312,6 +312,103 @@ def _goal(e: dict[str, Any], _: str) -> None:
     _time(e, "ended_at", null=True)
 
 
+def _object(
+    obj: dict[str, Any], key: str, null: bool = True, where: str = "event"
+) -> dict[str, Any]:
+    """A nested JSON object ({} when absent and allowed)."""
+    value = obj.get(key)
+    if value is None and null:
+        return {}
+    if type(value) is not dict:
+        raise BadEvent(
+            f"{where}.{key} missing" if value is None else f"{where}.{key} is not an object"
+        )
+    return value
+
+
+def _bits_use(e: dict[str, Any], _: str) -> None:
+    _user(e, null=True)
+    _int(e, "bits")
+    _text(e, "type")
+    _text(_object(e, "power_up"), "type", null=True, where="event.power_up")
+
+
+def _automatic_redemption(e: dict[str, Any], _: str) -> None:
+    _text(e, "id")
+    _user(e)
+    reward = _object(e, "reward", null=False)
+    _text(reward, "type", where="event.reward")
+    _int(reward, "channel_points", where="event.reward")
+    _text(
+        _object(reward, "emote", where="event.reward"),
+        "name",
+        null=True,
+        where="event.reward.emote",
+    )
+    _time(e, "redeemed_at")
+
+
+def _chat_message(e: dict[str, Any], _: str) -> None:
+    _text(e, "message_id")
+    _user(e, "chatter_user")
+    _text(e, "message_type", null=True)
+    _text(_object(e, "message"), "text", null=True, where="event.message")
+    _int(_object(e, "cheer"), "bits", null=True, where="event.cheer")
+    _text(e, "source_broadcaster_user_id", null=True)
+
+
+def _chat_notification(e: dict[str, Any], _: str) -> None:
+    _text(e, "notice_type")
+    _user(e, "chatter_user", null=True)
+    _bool(e, "chatter_is_anonymous")
+    _text(e, "system_message", null=True)
+    _text(_object(e, "message"), "text", null=True, where="event.message")
+    _text(e, "source_broadcaster_user_id", null=True)
+
+
+def _ad_break(e: dict[str, Any], _: str) -> None:
+    _int(e, "duration_seconds")
+    _bool(e, "is_automatic")
+    _user(e, "requester_user", null=True)
+    _time(e, "started_at")
+
+
+def _shoutout(e: dict[str, Any], sub_type: str) -> None:
+    side = "to" if sub_type == "channel.shoutout.create" else "from"
+    _user(e, f"{side}_broadcaster_user")
+    _text(e, "moderator_user_id", null=True)
+    _int(e, "viewer_count")
+    _time(e, "started_at")
+
+
+def _amount(e: dict[str, Any], key: str, null: bool) -> None:
+    amount = _object(e, key, null)
+    if amount:
+        _int(amount, "value", where=f"event.{key}")
+        _int(amount, "decimal_places", where=f"event.{key}")
+        _text(amount, "currency", where=f"event.{key}")
+        if not 0 <= amount["decimal_places"] <= 8:
+            raise BadEvent(f"event.{key}.decimal_places out of range: {amount['decimal_places']}")
+
+
+def _charity(e: dict[str, Any], sub_type: str) -> None:
+    _text(e, "id")
+    _text(e, "charity_name", null=True)
+    donation = sub_type == "channel.charity_campaign.donate"
+    if donation:
+        _text(e, "campaign_id")
+        _user(e, null=True)
+    _amount(e, "amount", null=not donation)
+    for key in ("current_amount", "target_amount"):
+        _amount(e, key, null=True)
+
+
+def _shared_chat(e: dict[str, Any], _: str) -> None:
+    _text(e, "session_id")
+    _user(e, "host_broadcaster_user")
+    _list(e, "participants")
+
+
 _BY_TABLE: dict[str, Callable[[dict[str, Any], str], None]] = {
     "twitch_follows": _follow,
     "twitch_subscriptions": _subscription,
@@ -324,6 +421,14 @@ _BY_TABLE: dict[str, Callable[[dict[str, Any], str], None]] = {
     "twitch_polls": _poll,
     "twitch_predictions": _prediction,
     "twitch_goals": _goal,
+    "twitch_bits_uses": _bits_use,
+    "twitch_automatic_redemptions": _automatic_redemption,
+    "twitch_chat_messages": _chat_message,
+    "twitch_chat_notifications": _chat_notification,
+    "twitch_ad_breaks": _ad_break,
+    "twitch_shoutouts": _shoutout,
+    "twitch_charity": _charity,
+    "twitch_shared_chats": _shared_chat,
 }
 _CHECKS = {sub_type: _BY_TABLE[table] for sub_type, table in TABLE_OF.items()}
 
@@ -349,6 +454,25 @@ def _follow_key(event: dict[str, Any]) -> str | None:
     return f"{user}@{stamp:%Y-%m-%dT%H:%M:%SZ}" if isinstance(user, str) else None
 
 
+def _field(key: str) -> Callable[[dict[str, Any]], str | None]:
+    def key_of(event: dict[str, Any]) -> str | None:
+        value = event.get(key)
+        return value if isinstance(value, str) and value else None
+
+    return key_of
+
+
+def _ad_break_key(event: dict[str, Any]) -> str | None:
+    # No id: one ad break starts once per channel at a given instant.
+    return _field("started_at")(event)
+
+
+def _shoutout_key(event: dict[str, Any]) -> str | None:
+    other = event.get("to_broadcaster_user_id") or event.get("from_broadcaster_user_id")
+    at = event.get("started_at")
+    return f"{other}@{at}" if isinstance(other, str) and isinstance(at, str) else None
+
+
 # Progress updates (poll/prediction/hype train/goal) and redemption updates share their id with
 # other messages of the same occurrence: no key, every one is kept.
 _EVENT_KEYS: dict[str, Callable[[dict[str, Any]], str | None]] = {
@@ -361,4 +485,14 @@ _EVENT_KEYS: dict[str, Callable[[dict[str, Any]], str | None]] = {
         for phase in ("begin", "end")
     },
     **{f"channel.prediction.{phase}": _own_id for phase in ("begin", "lock", "end")},
+    # The newer types (channel.bits.use has no id of its own: its message id dedupes it).
+    "channel.channel_points_automatic_reward_redemption.add": _own_id,
+    "channel.chat.message": _field("message_id"),
+    "channel.chat.notification": _field("message_id"),
+    "channel.ad_break.begin": _ad_break_key,
+    "channel.shoutout.create": _shoutout_key,
+    "channel.shoutout.receive": _shoutout_key,
+    **{f"channel.charity_campaign.{p}": _own_id for p in ("donate", "start", "stop")},
+    "channel.shared_chat.begin": _field("session_id"),
+    "channel.shared_chat.end": _field("session_id"),
 }

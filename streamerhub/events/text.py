@@ -14,11 +14,12 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "channel.subscription.gift",
         "channel.subscription.end",
     ),
-    "cheers": ("channel.cheer",),
+    "cheers": ("channel.cheer", "channel.bits.use"),
     "raids": ("channel.raid",),
     "redemptions": (
         "channel.channel_points_custom_reward_redemption.add",
         "channel.channel_points_custom_reward_redemption.update",
+        "channel.channel_points_automatic_reward_redemption.add",
     ),
     "stream": ("stream.online", "stream.offline", "channel.update"),
     "hype": ("channel.hype_train.begin", "channel.hype_train.progress", "channel.hype_train.end"),
@@ -32,6 +33,13 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "channel.prediction.end",
     ),
     "goals": ("channel.goal.begin", "channel.goal.progress", "channel.goal.end"),
+    "chat": ("channel.chat.message", "channel.chat.notification"),
+    "ads": ("channel.ad_break.begin",),
+    "shoutouts": ("channel.shoutout.create", "channel.shoutout.receive"),
+    "charity": tuple(
+        f"channel.charity_campaign.{p}" for p in ("donate", "start", "progress", "stop")
+    ),
+    "shared_chat": tuple(f"channel.shared_chat.{p}" for p in ("begin", "update", "end")),
 }
 TYPES: tuple[str, ...] = tuple(t for types in GROUPS.values() for t in types)
 _GROUP_OF = {t: group for group, types in GROUPS.items() for t in types}
@@ -52,13 +60,18 @@ def types_for(groups: list[str]) -> list[str]:
 
 def who(event: Mapping[str, Any]) -> str:
     """The person an event is about (the raider, the gifter…), or '' for channel events."""
-    if event.get("is_anonymous"):
+    if event.get("is_anonymous") or event.get("chatter_is_anonymous"):
         return "Anonymous"
     for key in (
         "user_name",
         "user_login",
+        "chatter_user_name",
+        "chatter_user_login",
         "from_broadcaster_user_name",
         "from_broadcaster_user_login",
+        "to_broadcaster_user_name",  # a shoutout sent
+        "host_broadcaster_user_name",  # a shared chat session
+        "requester_user_name",  # an ad break
     ):
         if event.get(key):
             return str(event[key])
@@ -116,6 +129,116 @@ _TEXT: dict[str, Callable[[Mapping[str, Any]], str]] = {
         f"Redemption by {who(e)} is {e.get('status', 'updated')}"
     ),
 }
+
+
+_AUTOMATIC_REWARDS = {
+    "single_message_bypass_sub_mode": "a message in sub-only mode",
+    "send_highlighted_message": "a highlighted message",
+    "random_sub_emote_unlock": "a random sub emote",
+    "chosen_sub_emote_unlock": "a sub emote",
+    "chosen_modified_sub_emote_unlock": "a modified sub emote",
+    "message_effect": "a message effect",
+    "gigantify_an_emote": "a gigantified emote",
+    "celebration": "a celebration",
+}
+CHAT_PREVIEW = 200  # characters of a chat message shown in one line
+
+
+def _money(amount: Any) -> str:
+    """A Twitch amount {value, decimal_places, currency} as '5.00 USD'."""
+    if not isinstance(amount, Mapping) or not isinstance(amount.get("value"), int):
+        return ""
+    raw = amount.get("decimal_places")
+    places = min(max(raw, 0), 8) if isinstance(raw, int) else 0
+    return f"{amount['value'] / 10**places:.{places}f} {amount.get('currency') or ''}".strip()
+
+
+def _bits_use(e: Mapping[str, Any]) -> str:
+    bits, kind = e.get("bits", 0), e.get("type")
+    if kind == "power_up":
+        power_up = (e.get("power_up") or {}).get("type") or ""
+        what = _AUTOMATIC_REWARDS.get(power_up, "a Power-up")
+        return f"{who(e)} used {bits} Bits on {what}"
+    if kind == "combo":
+        return f"{who(e)} sent a {bits}-Bit combo"
+    return f"{who(e)} cheered {bits} Bits"
+
+
+def _automatic(e: Mapping[str, Any]) -> str:
+    reward = e.get("reward") or {}
+    what = _AUTOMATIC_REWARDS.get(str(reward.get("type")), "an automatic reward")
+    points = reward.get("channel_points")
+    return f"{who(e)} redeemed {what}" + (f" ({points} points)" if points else "")
+
+
+def _chat(e: Mapping[str, Any]) -> str:
+    text = (e.get("message") or {}).get("text")
+    if not text:  # emptied by the chat text retention
+        return f"{who(e)} sent a chat message"
+    return f"{who(e)}: {text[:CHAT_PREVIEW]}" + ("…" if len(text) > CHAT_PREVIEW else "")
+
+
+def _notice(e: Mapping[str, Any]) -> str:
+    if e.get("system_message"):
+        return str(e["system_message"])[:CHAT_PREVIEW]
+    return f"{who(e)}: {str(e.get('notice_type') or 'notice').replace('_', ' ')}"
+
+
+def _ad_break(e: Mapping[str, Any]) -> str:
+    how = "scheduled" if e.get("is_automatic") else f"started by {who(e) or 'the channel'}"
+    return f"Ad break of {e.get('duration_seconds', 0)} s ({how})"
+
+
+def _charity(stage: str) -> Callable[[Mapping[str, Any]], str]:
+    def text(e: Mapping[str, Any]) -> str:
+        charity = e.get("charity_name") or "charity"
+        if stage == "donate":
+            return f"{who(e) or 'Someone'} donated {_money(e.get('amount'))} to {charity}"
+        raised, goal = _money(e.get("current_amount")), _money(e.get("target_amount"))
+        if stage == "start":
+            return f"Charity campaign for {charity} started" + (f" (goal {goal})" if goal else "")
+        if stage == "stop":
+            return f"Charity campaign for {charity} ended: {raised} raised"
+        return f"Charity campaign for {charity}: {raised} of {goal} raised"
+
+    return text
+
+
+def _shared_chat(stage: str) -> Callable[[Mapping[str, Any]], str]:
+    def text(e: Mapping[str, Any]) -> str:
+        if stage == "end":
+            return "Shared chat ended"
+        names = [
+            str(p.get("broadcaster_user_name") or p.get("broadcaster_user_login") or "")
+            for p in e.get("participants") or ()
+            if isinstance(p, Mapping)
+        ]
+        verb = "began" if stage == "begin" else "now"
+        return f"Shared chat {verb} with {', '.join(n for n in names if n) or 'other channels'}"
+
+    return text
+
+
+_TEXT.update(
+    {
+        "channel.bits.use": _bits_use,
+        "channel.channel_points_automatic_reward_redemption.add": _automatic,
+        "channel.chat.message": _chat,
+        "channel.chat.notification": _notice,
+        "channel.ad_break.begin": _ad_break,
+        "channel.shoutout.create": lambda e: (
+            f"Shoutout to {who(e)} ({e.get('viewer_count', 0)} viewers watching)"
+        ),
+        "channel.shoutout.receive": lambda e: (
+            f"{who(e)} shouted you out to {e.get('viewer_count', 0)} viewers"
+        ),
+        **{
+            f"channel.charity_campaign.{p}": _charity(p)
+            for p in ("donate", "start", "progress", "stop")
+        },
+        **{f"channel.shared_chat.{p}": _shared_chat(p) for p in ("begin", "update", "end")},
+    }
+)
 
 
 def describe(subscription_type: str, event: Mapping[str, Any]) -> str:

@@ -46,6 +46,18 @@ TABLE_OF: dict[str, str] = {
         for p in ("begin", "progress", "lock", "end")
     },
     **{f"channel.goal.{p}": "twitch_goals" for p in ("begin", "progress", "end")},
+    "channel.bits.use": "twitch_bits_uses",
+    "channel.channel_points_automatic_reward_redemption.add": "twitch_automatic_redemptions",
+    "channel.chat.message": "twitch_chat_messages",
+    "channel.chat.notification": "twitch_chat_notifications",
+    "channel.ad_break.begin": "twitch_ad_breaks",
+    "channel.shoutout.create": "twitch_shoutouts",
+    "channel.shoutout.receive": "twitch_shoutouts",
+    **{
+        f"channel.charity_campaign.{p}": "twitch_charity"
+        for p in ("donate", "start", "progress", "stop")
+    },
+    **{f"channel.shared_chat.{p}": "twitch_shared_chats" for p in ("begin", "update", "end")},
 }
 TYPED_TABLES: tuple[str, ...] = tuple(sorted(set(TABLE_OF.values())))
 
@@ -53,6 +65,94 @@ TYPED_TABLES: tuple[str, ...] = tuple(sorted(set(TABLE_OF.values())))
 _PHASE = "split_part(subscription_type, '.', -1)"
 # A JSON list that may be absent or null.
 _LIST = "coalesce(nullif(e -> '{0}', 'null'::jsonb), '[]'::jsonb)"
+# A Twitch amount object {value, decimal_places, currency} in the currency's units.
+_PLACES = "(e -> '{0}' ->> 'decimal_places')::integer"
+_MONEY = f"round((e -> '{{0}}' ->> 'value')::numeric / 10::numeric ^ {_PLACES}, {_PLACES})"
+
+# The newer types (issue 13), appended to PROJECTIONS.
+NEWER = f"""bits_uses AS (
+    INSERT INTO twitch_bits_uses (message_id, channel_id, user_id, user_login, user_name, bits,
+                                  kind, power_up_type, occurred_at)
+    SELECT message_id, channel_id, e ->> 'user_id', e ->> 'user_login', e ->> 'user_name',
+           (e ->> 'bits')::integer, e ->> 'type', e -> 'power_up' ->> 'type', occurred_at
+      FROM new_events WHERE subscription_type = 'channel.bits.use'),
+automatic_redemptions AS (
+    INSERT INTO twitch_automatic_redemptions (message_id, channel_id, redemption_id, user_id,
+                                              user_login, user_name, reward_type, channel_points,
+                                              emote_name, redeemed_at)
+    SELECT message_id, channel_id, e ->> 'id', e ->> 'user_id', e ->> 'user_login',
+           e ->> 'user_name', e -> 'reward' ->> 'type',
+           (e -> 'reward' ->> 'channel_points')::integer, e -> 'reward' -> 'emote' ->> 'name',
+           (e ->> 'redeemed_at')::timestamptz
+      FROM new_events
+     WHERE subscription_type = 'channel.channel_points_automatic_reward_redemption.add'),
+chat_messages AS (
+    INSERT INTO twitch_chat_messages (message_id, channel_id, chat_message_id, chatter_user_id,
+                                      chatter_user_login, chatter_user_name, message_type, text,
+                                      bits, source_channel_id, occurred_at)
+    SELECT message_id, channel_id, e ->> 'message_id', e ->> 'chatter_user_id',
+           e ->> 'chatter_user_login', e ->> 'chatter_user_name', e ->> 'message_type',
+           e -> 'message' ->> 'text', (e -> 'cheer' ->> 'bits')::integer,
+           nullif(e ->> 'source_broadcaster_user_id', channel_id), occurred_at
+      FROM new_events WHERE subscription_type = 'channel.chat.message'),
+chat_notifications AS (
+    INSERT INTO twitch_chat_notifications (message_id, channel_id, notice_type, chatter_user_id,
+                                           chatter_user_login, chatter_user_name,
+                                           chatter_is_anonymous, system_message, text,
+                                           source_channel_id, occurred_at)
+    SELECT message_id, channel_id, e ->> 'notice_type', e ->> 'chatter_user_id',
+           e ->> 'chatter_user_login', e ->> 'chatter_user_name',
+           coalesce((e ->> 'chatter_is_anonymous')::boolean, false), e ->> 'system_message',
+           e -> 'message' ->> 'text', nullif(e ->> 'source_broadcaster_user_id', channel_id),
+           occurred_at
+      FROM new_events WHERE subscription_type = 'channel.chat.notification'),
+ad_breaks AS (
+    INSERT INTO twitch_ad_breaks (message_id, channel_id, duration_seconds, is_automatic,
+                                  requester_user_id, requester_user_login, requester_user_name,
+                                  started_at)
+    SELECT message_id, channel_id, (e ->> 'duration_seconds')::integer,
+           coalesce((e ->> 'is_automatic')::boolean, false), e ->> 'requester_user_id',
+           e ->> 'requester_user_login', e ->> 'requester_user_name',
+           (e ->> 'started_at')::timestamptz
+      FROM new_events WHERE subscription_type = 'channel.ad_break.begin'),
+shoutouts AS (
+    INSERT INTO twitch_shoutouts (message_id, channel_id, direction, other_user_id,
+                                  other_user_login, other_user_name, moderator_user_id,
+                                  viewer_count, started_at)
+    SELECT message_id, channel_id, CASE WHEN sent THEN 'sent' ELSE 'received' END,
+           e ->> (side || '_user_id'), e ->> (side || '_user_login'),
+           e ->> (side || '_user_name'), e ->> 'moderator_user_id',
+           (e ->> 'viewer_count')::integer, (e ->> 'started_at')::timestamptz
+      FROM (SELECT *, subscription_type = 'channel.shoutout.create' AS sent,
+                   CASE WHEN subscription_type = 'channel.shoutout.create'
+                        THEN 'to_broadcaster' ELSE 'from_broadcaster' END AS side
+              FROM new_events
+             WHERE subscription_type IN ('channel.shoutout.create',
+                                         'channel.shoutout.receive')) s),
+charity AS (
+    INSERT INTO twitch_charity (message_id, channel_id, phase, campaign_id, donation_id,
+                                charity_name, user_id, user_login, user_name, amount,
+                                current_amount, target_amount, currency, occurred_at)
+    SELECT message_id, channel_id, {_PHASE},
+           CASE WHEN {_PHASE} = 'donate' THEN e ->> 'campaign_id' ELSE e ->> 'id' END,
+           CASE WHEN {_PHASE} = 'donate' THEN e ->> 'id' END, e ->> 'charity_name',
+           e ->> 'user_id', e ->> 'user_login', e ->> 'user_name', {_MONEY.format("amount")},
+           {_MONEY.format("current_amount")}, {_MONEY.format("target_amount")},
+           coalesce(e -> 'amount' ->> 'currency', e -> 'current_amount' ->> 'currency'),
+           occurred_at
+      FROM new_events WHERE subscription_type IN ('channel.charity_campaign.donate',
+                                                  'channel.charity_campaign.start',
+                                                  'channel.charity_campaign.progress',
+                                                  'channel.charity_campaign.stop')),
+shared_chats AS (
+    INSERT INTO twitch_shared_chats (message_id, channel_id, phase, session_id, host_user_id,
+                                     host_user_login, host_user_name, participants, occurred_at)
+    SELECT message_id, channel_id, {_PHASE}, e ->> 'session_id',
+           e ->> 'host_broadcaster_user_id', e ->> 'host_broadcaster_user_login',
+           e ->> 'host_broadcaster_user_name', {_LIST.format("participants")}, occurred_at
+      FROM new_events WHERE subscription_type IN ('channel.shared_chat.begin',
+                                                  'channel.shared_chat.update',
+                                                  'channel.shared_chat.end'))"""
 
 PROJECTIONS = f"""
 follows AS (
@@ -154,7 +254,8 @@ goals AS (
            (e ->> 'ended_at')::timestamptz, occurred_at
       FROM new_events
      WHERE subscription_type IN ('channel.goal.begin', 'channel.goal.progress',
-                                 'channel.goal.end'))"""
+                                 'channel.goal.end')),
+{NEWER}"""
 
 # stream.online/offline rows go in a statement of their own, AFTER the others: their trigger
 # recounts the sessions around them from the typed rows, while the follow/sub/cheer/raid

@@ -16,6 +16,8 @@ class SubscriptionType(NamedTuple):
 
 _B = ("broadcaster_user_id",)
 _SUBS = "channel:read:subscriptions"
+_CHAT = ("broadcaster_user_id", "user_id")
+_MOD = ("broadcaster_user_id", "moderator_user_id")
 
 SUBSCRIPTION_TYPES: list[SubscriptionType] = [
     SubscriptionType(
@@ -59,6 +61,27 @@ SUBSCRIPTION_TYPES: list[SubscriptionType] = [
     SubscriptionType("channel.goal.begin", "1", "channel:read:goals", _B),
     SubscriptionType("channel.goal.progress", "1", "channel:read:goals", _B),
     SubscriptionType("channel.goal.end", "1", "channel:read:goals", _B),
+    SubscriptionType("channel.bits.use", "1", "bits:read", _B),
+    # v1 of automatic rewards is superseded: v2 says channel_points and emote, not cost.
+    SubscriptionType(
+        "channel.channel_points_automatic_reward_redemption.add",
+        "2",
+        "channel:read:redemptions",
+        _B,
+    ),
+    SubscriptionType("channel.chat.message", "1", "user:read:chat", _CHAT),
+    SubscriptionType("channel.chat.notification", "1", "user:read:chat", _CHAT),
+    SubscriptionType("channel.ad_break.begin", "1", "channel:read:ads", ("broadcaster_id",)),
+    SubscriptionType("channel.shoutout.create", "1", "moderator:read:shoutouts", _MOD),
+    SubscriptionType("channel.shoutout.receive", "1", "moderator:read:shoutouts", _MOD),
+    *(
+        SubscriptionType(f"channel.charity_campaign.{p}", "1", "channel:read:charity", _B)
+        for p in ("donate", "start", "progress", "stop")
+    ),
+    *(
+        SubscriptionType(f"channel.shared_chat.{p}", "1", None, _B)
+        for p in ("begin", "update", "end")
+    ),
 ]
 
 _BY_KEY = {(row.type, row.version): row for row in SUBSCRIPTION_TYPES}

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from . import catalog
+from . import catalog, payloads
 from .frames import new_id, rfc3339_ns
 
 BROADCASTER = ("1000", "streamer", "Streamer")
@@ -257,6 +257,8 @@ _BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
     **{f"channel.prediction.{s}": _prediction(s) for s in ("begin", "progress", "lock", "end")},
     **{f"channel.goal.{s}": _goal(s) for s in ("begin", "progress", "end")},
 }
+
+_BUILDERS.update(payloads.BUILDERS)  # the newer types, in a module of their own
 
 _ANONYMOUS_NULLS = {
     "channel.subscription.gift": ("user_id", "user_login", "user_name", "cumulative_total"),

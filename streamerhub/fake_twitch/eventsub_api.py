@@ -15,7 +15,12 @@ from .state import Session, State, Subscription, Token
 MAX_TOTAL_COST = 10
 MAX_PER_SESSION = 300
 MAX_SESSIONS_PER_USER = 3
-_BROADCASTER_KEYS = ("broadcaster_user_id", "to_broadcaster_user_id", "from_broadcaster_user_id")
+_BROADCASTER_KEYS = (
+    "broadcaster_user_id",
+    "to_broadcaster_user_id",
+    "from_broadcaster_user_id",
+    "broadcaster_id",
+)
 
 
 async def create(request: web.Request) -> web.Response:
@@ -77,7 +82,11 @@ def _authorize(row: catalog.SubscriptionType, condition: dict[str, Any], token: 
     if not catalog.scope_granted(row.scope, token.scopes):
         raise ApiError(403, "subscription missing proper authorization")
     # The token's user must be the one the condition acts as: broadcaster, or moderator for follows.
-    acting = condition.get("moderator_user_id") or condition.get("broadcaster_user_id")
+    acting = (
+        condition.get("moderator_user_id")
+        or condition.get("broadcaster_user_id")
+        or condition.get("broadcaster_id")  # channel.ad_break.begin
+    )
     if acting != token.user_id:
         raise ApiError(403, "subscription missing proper authorization")
 

@@ -105,6 +105,26 @@ async def _cheers(show: Show) -> None:
     await show.pause(2)
 
 
+async def _chat_and_support(show: Show) -> None:
+    """Chat, a Power-up, an automatic reward, a shoutout, an ad break and a donation."""
+    lines = ("hi chat", "gg", "PogChamp", "what a play", "LUL", "hype!")
+    for _ in range(show.rng.randint(6, 12)):
+        who = {f"chatter_{k}": v for k, v in show.viewer().items()}
+        text = show.rng.choice(lines)
+        message = {"text": text, "fragments": [{"type": "text", "text": text}]}
+        await show.emit(("channel.chat.message", {**who, "message": message}))
+        await show.pause(0.5)
+    await show.emit(("channel.bits.use", show.viewer()))
+    await show.emit(("channel.channel_points_automatic_reward_redemption.add", show.viewer()))
+    await show.pause(2)
+    await show.emit(("channel.shoutout.receive", {"viewer_count": show.rng.randint(50, 900)}))
+    await show.pause(2)
+    await show.emit(("channel.ad_break.begin", {"duration_seconds": show.rng.choice((30, 60, 90))}))
+    await show.pause(2)
+    await show.emit(("channel.charity_campaign.donate", show.viewer()))
+    await show.pause(2)
+
+
 async def _gift_bomb(show: Show) -> None:
     gifter = show.viewer()
     bomb = [
@@ -168,6 +188,7 @@ async def run_show(state: State, rng: random.Random) -> None:
     await _go_live(show)
     await _follows_and_subs(show)
     await _cheers(show)
+    await _chat_and_support(show)
     await _gift_bomb(show)
     await _redemption_and_raid(show)
     await _stages(show, "channel.poll", ("begin", "progress", "end"), 4)

@@ -164,7 +164,9 @@ class Subscription:
         for key, value in zip(_ROUTED, route_key(event), strict=True):
             if key in self.condition and value != self.condition[key]:
                 return False
-        return True
+        # channel.ad_break.begin's condition says broadcaster_id
+        wanted = self.condition.get("broadcaster_id")
+        return wanted is None or wanted == route_key(event)[0]
 
 
 _ROUTED = ("broadcaster_user_id", "to_broadcaster_user_id", "from_broadcaster_user_id", "reward_id")
@@ -175,7 +177,8 @@ def route_key(event: dict[str, Any]) -> tuple[str, str, str, str]:
     reward = event.get("reward")
     reward_id = reward.get("id") if isinstance(reward, dict) else None
     return (
-        str(event.get("broadcaster_user_id")),
+        # charity events name their channel broadcaster_id
+        str(event.get("broadcaster_user_id", event.get("broadcaster_id"))),
         str(event.get("to_broadcaster_user_id")),
         str(event.get("from_broadcaster_user_id")),
         str(reward_id),
