@@ -4,7 +4,7 @@
 -- ===== 0001_foundation.sql =====
 
 -- 0001: Twitch capture. Every notification is kept raw in twitch_events; the typed twitch_*
--- tables can always be rebuilt from it (see streamerhub/bot/events.py).
+-- tables can always be rebuilt from it (see streamerhub/events/normalise.py).
 
 CREATE TABLE twitch_channels (
     channel_id          text PRIMARY KEY,            -- Twitch broadcaster user id
@@ -1251,8 +1251,7 @@ CREATE TABLE web_users (
     twitch_login   text UNIQUE CHECK (twitch_login = lower(twitch_login)),
     created_at     timestamptz NOT NULL DEFAULT now(),
     updated_at     timestamptz NOT NULL DEFAULT now(),
-    last_login_at  timestamptz,
-    twitch_user_id text UNIQUE                       -- 0005: who signs in with Twitch, by id
+    last_login_at  timestamptz
 );
 
 -- The cookie carries a random id; only its SHA-256 is stored, so a leaked table opens nothing.
@@ -1275,3 +1274,66 @@ CREATE INDEX twitch_events_received ON twitch_events (received_at);
 CREATE INDEX twitch_events_user_time ON twitch_events
     ((lower(coalesce(payload #>> '{event,user_login}', payload #>> '{event,from_broadcaster_user_login}'))),
      occurred_at DESC);
+
+-- ===== 0005_web_twitch_ids.sql =====
+
+-- 0005: Dashboard users signed in with Twitch are matched by Twitch user id, which never
+-- changes, not by login name, which can be changed and later taken by someone else. A user added
+-- by login is bound to the id of the first account that signs in under that name.
+
+ALTER TABLE web_users ADD COLUMN twitch_user_id text UNIQUE;
+
+-- ===== 0011_chatbot.sql =====
+
+-- 0011: the chat bot (chatbot/): its settings per channel, commands, timers, event messages and
+-- the log of every message it sent or skipped, with why.
+
+CREATE TABLE chatbot_settings (
+    channel_id text PRIMARY KEY,
+    enabled boolean NOT NULL DEFAULT true,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE chatbot_commands (
+    id bigserial PRIMARY KEY,
+    name text NOT NULL UNIQUE CHECK (name ~ '^[a-z0-9_]{1,32}$'),
+    response text NOT NULL CHECK (length(response) BETWEEN 1 AND 500),
+    permission text NOT NULL DEFAULT 'everyone'
+        CHECK (permission IN ('everyone', 'subscriber', 'vip', 'moderator', 'broadcaster')),
+    cooldown_s integer NOT NULL DEFAULT 5 CHECK (cooldown_s >= 0),
+    user_cooldown_s integer NOT NULL DEFAULT 15 CHECK (user_cooldown_s >= 0),
+    aliases text[] NOT NULL DEFAULT '{}',
+    enabled boolean NOT NULL DEFAULT true,
+    uses bigint NOT NULL DEFAULT 0,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE chatbot_timers (
+    id bigserial PRIMARY KEY,
+    name text NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 100),
+    message text NOT NULL CHECK (length(message) BETWEEN 1 AND 500),
+    interval_min integer NOT NULL CHECK (interval_min >= 1),
+    min_chat_messages integer NOT NULL DEFAULT 5 CHECK (min_chat_messages >= 0),
+    enabled boolean NOT NULL DEFAULT true
+);
+
+CREATE TABLE chatbot_event_messages (
+    kind text PRIMARY KEY
+        CHECK (kind IN ('follow', 'sub', 'resub', 'gift', 'cheer', 'raid', 'hype_train',
+                        'redemption')),
+    template text NOT NULL CHECK (length(template) BETWEEN 1 AND 500),
+    enabled boolean NOT NULL DEFAULT true,
+    minimum integer NOT NULL DEFAULT 0 CHECK (minimum >= 0),
+    per_minute integer NOT NULL DEFAULT 6 CHECK (per_minute >= 1)
+);
+
+CREATE TABLE chatbot_log (
+    id bigserial PRIMARY KEY,
+    at timestamptz NOT NULL DEFAULT now(),
+    channel_id text NOT NULL,
+    source text NOT NULL,
+    text text NOT NULL,
+    outcome text NOT NULL CHECK (outcome IN ('sent', 'skipped', 'refused')),
+    reason text
+);
+CREATE INDEX chatbot_log_at ON chatbot_log (at DESC);

@@ -60,6 +60,13 @@ OWNERS: dict[str, set[str]] = {
         "stream_channel_updates",
     },
     "web": {"web_users", "web_sessions"},
+    "chatbot": {
+        "chatbot_settings",
+        "chatbot_commands",
+        "chatbot_timers",
+        "chatbot_event_messages",
+        "chatbot_log",
+    },
     "db.py": {"schema_migrations"},
 }
 # Read grants: the read model reads the event log it is built from (never writes it).

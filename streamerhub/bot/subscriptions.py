@@ -45,6 +45,7 @@ SUBSCRIPTIONS: tuple[tuple[str, str, str | None], ...] = (
         for p in ("begin", "progress", "lock", "end")
     ),
     *((f"channel.goal.{p}", "1", "channel:read:goals") for p in ("begin", "progress", "end")),
+    ("channel.chat.message", "1", "user:read:chat"),
 )
 KNOWN_TYPES = frozenset(t for t, _, _ in SUBSCRIPTIONS)
 WITHDRAWN = "revoked:version_removed"
@@ -89,6 +90,8 @@ def build_plan(channel_id: str) -> list[Wanted]:
         condition = [("broadcaster_user_id", channel_id)]
         if type_ == "channel.follow":
             condition.append(("moderator_user_id", channel_id))
+        if type_ == "channel.chat.message":
+            condition.append(("user_id", channel_id))  # read as the streamer's own account
         plan.append(Wanted(type_, version, scope, tuple(condition)))
     return plan
 

@@ -59,6 +59,9 @@ SUBSCRIPTION_TYPES: list[SubscriptionType] = [
     SubscriptionType("channel.goal.begin", "1", "channel:read:goals", _B),
     SubscriptionType("channel.goal.progress", "1", "channel:read:goals", _B),
     SubscriptionType("channel.goal.end", "1", "channel:read:goals", _B),
+    SubscriptionType(
+        "channel.chat.message", "1", "user:read:chat", ("broadcaster_user_id", "user_id")
+    ),
 ]
 
 _BY_KEY = {(row.type, row.version): row for row in SUBSCRIPTION_TYPES}
@@ -69,6 +72,7 @@ HELIX_SCOPES = (
     "channel:manage:broadcast",
     "channel:read:stream_key",
     "user:read:email",
+    "user:write:chat",
 )
 ALL_SCOPES: tuple[str, ...] = tuple(
     sorted({row.scope for row in SUBSCRIPTION_TYPES if row.scope} | set(HELIX_SCOPES))
