@@ -160,7 +160,9 @@ async def post_message(request: web.Request) -> web.Response:
     badges += ["moderator"] if sender in chat.moderators.get(channel, set()) else []
     event = chat_event(state, channel, sender, text, badges)
     event["message_id"] = message_id
-    chat.sent.append({"broadcaster_id": channel, "sender_id": sender, "message": text})
+    chat.sent.append(
+        {"broadcaster_id": channel, "sender_id": sender, "message": text, "at": time.time()}
+    )
     await delivery.deliver(
         state, [{"subscription_type": "channel.chat.message", "event": event}], reflect=False
     )
