@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
+import re
+from pathlib import Path
 from typing import Any, AsyncIterator
 
 import pytest
@@ -33,6 +36,7 @@ class Sender:
     def __init__(self) -> None:
         self.sent: list[str] = []
         self.refuse: list[str] = []
+        self.role = "broadcaster"
 
     async def send(self, channel_id: str, text: str) -> Answer:
         if self.refuse:
@@ -44,7 +48,7 @@ class Sender:
         return channel_id
 
     def sender_role(self, channel_id: str) -> str:
-        return "broadcaster"
+        return self.role
 
 
 class Facts:
@@ -327,3 +331,31 @@ async def test_export_then_import_round_trips_and_a_bad_import_saves_nothing(rig
     with pytest.raises(Conflict, match="!discord already uses"):
         await store.save_command(parse_command({"name": "dc", "response": "clash"}))
     assert len(await store.commands()) == 2
+
+
+async def test_the_chat_rate_limit_of_the_senders_status_skips_what_would_wait_too_long(
+    rig: Rig,
+) -> None:
+    rig.sender.role = "viewer"  # Twitch: 20 messages per 30 s for an account that is not a mod
+    await rig.bot.store.save_event_message(
+        parse_event({"kind": "follow", "template": "Hi {user}", "per_minute": 100})
+    )
+    await rig.bot.reload()
+    for i in range(21):
+        rig.event("channel.follow", user_name=f"fan{i}")
+    log = await rig.log()
+    assert len(rig.sender.sent) == 20
+    assert log[-1] == ("Hi fan20", "skipped", "rate limit: Twitch allows 20 messages per 30 s")
+
+
+async def test_the_readme_import_example_imports(rig: Rig) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("**Import format.**") :]
+    example = re.search(r"```json\n(.*?)```", section, re.S)
+    assert example is not None
+    config = parse_config(json.loads(example.group(1)))
+    assert await rig.bot.store.import_config(config) == {"commands": 1, "timers": 1, "events": 1}
+    await rig.bot.reload()
+    rig.say("!dc", badges=("moderator",))
+    await rig.settle()
+    assert rig.sender.sent == ["User5001, join us: https://discord.gg/example"]
