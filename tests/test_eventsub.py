@@ -160,6 +160,7 @@ TYPED_TABLE = {
     "stream.offline": "twitch_streams",
     "channel.raid": "twitch_raids",
     "channel.update": "twitch_channel_updates",
+    "channel.chat.message": "twitch_events",  # stored raw only (the chat bot reads it live)
 }
 
 
@@ -431,7 +432,7 @@ async def test_bad_frames_become_dead_letters_and_the_connection_carries_on(rig:
         "no metadata": json.dumps({"payload": {}}),
         "unknown message_type": frame("session_party"),
         "unknown subscription type": frame(
-            "notification", "channel.chat.message", {"subscription": sub, "event": event}
+            "notification", "channel.never_heard_of", {"subscription": sub, "event": event}
         ),
         "frame too large": frame("session_keepalive", payload={"pad": "x" * (1024 * 1024)}),
         # Ours are known by id or by naming our session; this one names another session.

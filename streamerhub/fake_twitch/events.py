@@ -239,6 +239,22 @@ def _goal(stage: str) -> Callable[[], dict[str, Any]]:
     return build
 
 
+def _chat_message() -> dict[str, Any]:
+    text = "hello chat"
+    return {
+        **_base(viewer=False),
+        **_who("chatter_user", VIEWER),
+        "message_id": new_id(),
+        "message": {"text": text, "fragments": [{"type": "text", "text": text}]},
+        "color": "",
+        "badges": [],
+        "message_type": "text",
+        "cheer": None,
+        "reply": None,
+        "channel_points_custom_reward_id": None,
+    }
+
+
 _BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
     "channel.follow": _follow,
     "channel.subscribe": _subscribe,
@@ -256,6 +272,7 @@ _BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
     **{f"channel.poll.{s}": _poll(s) for s in ("begin", "progress", "end")},
     **{f"channel.prediction.{s}": _prediction(s) for s in ("begin", "progress", "lock", "end")},
     **{f"channel.goal.{s}": _goal(s) for s in ("begin", "progress", "end")},
+    "channel.chat.message": _chat_message,
 }
 
 _ANONYMOUS_NULLS = {
