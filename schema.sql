@@ -1290,7 +1290,7 @@ ALTER TABLE web_users ADD COLUMN twitch_user_id text UNIQUE;
 
 CREATE TABLE chatbot_settings (
     channel_id text PRIMARY KEY,
-    enabled boolean NOT NULL DEFAULT true,
+    enabled boolean NOT NULL DEFAULT false,  -- off until the owner turns it on
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 

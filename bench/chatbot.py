@@ -151,6 +151,9 @@ async def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             command = {"name": "ping", "response": "pong {args}", "cooldown_s": 0}
             async with http.post(f"{base}/commands", json=command, headers=headers) as resp:
                 assert resp.status == 201, await resp.text()
+            on = {"enabled": True}
+            async with http.put(f"{base}/channels/1000", json=on, headers=headers) as resp:
+                assert resp.status == 200, await resp.text()
             started = time.monotonic()
             ids, asked = await flood(fake, args)
             elapsed = time.monotonic() - started

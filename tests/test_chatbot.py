@@ -103,6 +103,7 @@ class Rig:
 async def rig(db: Database) -> AsyncIterator[Rig]:
     clock, sender, facts = Clock(), Sender(), Facts()
     bot = ChatBot(ChatbotStore(db), sender, facts, minute_s=1.0, timer_tick_s=3600, clock=clock)
+    await bot.store.set_enabled(CHANNEL, True)
     await bot.start()
     try:
         yield Rig(bot, sender, facts, clock)

@@ -46,6 +46,8 @@ async def test_create_a_command_trigger_it_and_see_the_reply(daemon_factory, db_
             await become_owner(page, daemon)
             await page.click("nav a:has-text('Chat bot')")
             await page.wait_for_selector("#command-form")
+            await page.click("#chatbot-on-1000")  # off until turned on
+            await page.wait_for_selector("#chatbot-off-1000")
             await page.fill("#command-form input[name=name]", "!welcome")
             await page.fill("#command-form input[name=response]", "Welcome, {user}!")
             await page.fill("#command-form input[name=cooldown_s]", "0")

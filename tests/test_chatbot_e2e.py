@@ -88,6 +88,9 @@ async def _scenario(
     http: aiohttp.ClientSession, fake: FakeTwitch, daemon: Any, db_url: str
 ) -> None:
     api = Api(http, daemon)
+    # Off until the owner turns it on: a new install never speaks in chat unasked.
+    await chat(http, fake, "!commands")
+    await api.call("PUT", "/channels/1000", {"enabled": True})
     await api.call(
         "POST",
         "/commands",
@@ -106,6 +109,7 @@ async def _scenario(
     await chat(http, fake, "!hello", user_name="Cool_Viewer")
     await wait_until(lambda: "Hi Cool_Viewer! #1" in sent_texts(fake), 10, "reply in chat")
     await wait_until(lambda: api.log_has(source="!hello", outcome="sent"), 5, "sent logged")
+    assert not [t for t in sent_texts(fake) if t.startswith("Commands:")]  # said while off
 
     # permission: a viewer may not, a moderator may
     await chat(http, fake, "!ban troll", user_id="5002")

@@ -101,7 +101,7 @@ class ChatBot:
         self.commands: dict[str, Command] = {}  # by name and by alias
         self.events: dict[str, EventMessage] = {}
         self.timers: list[Timer] = []
-        self.disabled: set[str] = set()
+        self.enabled: set[str] = set()  # channels where the bot may speak (off by default)
         self.cooldowns = Cooldowns(clock)
         self.event_windows: dict[tuple[str, str], Window] = {}
         self.chat_windows: dict[str, Window] = {}
@@ -129,7 +129,7 @@ class ChatBot:
         self.commands = {n: c for c in commands for n in (c.name, *c.aliases)}
         self.events = {e.kind: e for e in await self.store.event_messages()}
         self.timers = await self.store.timers()
-        self.disabled = await self.store.disabled_channels()
+        self.enabled = await self.store.enabled_channels()
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(coro)
@@ -174,7 +174,7 @@ class ChatBot:
             echoes[msg.text] -= 1  # our own message coming back: never a trigger or activity
             return
         self.chat_count[msg.channel_id] += 1
-        if msg.channel_id in self.disabled or not msg.text.startswith("!"):
+        if msg.channel_id not in self.enabled or not msg.text.startswith("!"):
             return
         name, _, args = msg.text[1:].strip().partition(" ")
         name = name.lower()
@@ -230,7 +230,7 @@ class ChatBot:
     def _on_event(self, item: Support) -> None:
         kind = EVENT_KINDS.get(item.kind)
         message = self.events.get(kind or "")
-        if kind is None or message is None or item.channel_id in self.disabled:
+        if kind is None or message is None or item.channel_id not in self.enabled:
             return
         values = event_values(kind, item.event)
         if kind == "raid" and item.event.get("to_broadcaster_user_id") != item.channel_id:
@@ -318,7 +318,7 @@ class ChatBot:
         if not timers:
             return
         for channel in await self.facts.channels():
-            if channel in self.disabled or await self.facts.live_since(channel) is None:
+            if channel not in self.enabled or await self.facts.live_since(channel) is None:
                 continue
             for timer in timers:
                 self._timer_due(channel, timer)

@@ -52,15 +52,9 @@ class ChatbotStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    # on/off per channel ------------------------------------------------------------------
-    async def enabled(self, channel_id: str) -> bool:
-        value = await self.db.pool.fetchval(
-            "SELECT enabled FROM chatbot_settings WHERE channel_id = $1", channel_id
-        )
-        return True if value is None else bool(value)
-
-    async def disabled_channels(self) -> set[str]:
-        rows = await self.db.pool.fetch("SELECT channel_id FROM chatbot_settings WHERE NOT enabled")
+    # on/off per channel: off until the owner turns it on --------------------------------
+    async def enabled_channels(self) -> set[str]:
+        rows = await self.db.pool.fetch("SELECT channel_id FROM chatbot_settings WHERE enabled")
         return {r["channel_id"] for r in rows}
 
     async def set_enabled(self, channel_id: str, enabled: bool) -> None:

@@ -3,7 +3,7 @@
 
 CREATE TABLE chatbot_settings (
     channel_id text PRIMARY KEY,
-    enabled boolean NOT NULL DEFAULT true,
+    enabled boolean NOT NULL DEFAULT false,  -- off until the owner turns it on
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 

@@ -48,7 +48,7 @@ async def overview(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "status": bot.status(),
-            "disabled_channels": sorted(bot.disabled),
+            "enabled_channels": sorted(bot.enabled),
             **config.to_json(),
             "log": [e.to_json() for e in log],
         }
@@ -192,7 +192,7 @@ async def _page(
     if bot is not None:
         context.update(
             status=bot.status(),
-            disabled=bot.disabled,
+            enabled=bot.enabled,
             commands=await bot.store.commands(),
             timers=await bot.store.timers(),
             events=await bot.store.event_messages(),
