@@ -21,13 +21,21 @@ from streamerhub.chatbot.rules import (
     parse_timer,
 )
 from streamerhub.chatbot.service import ChatBot
-from streamerhub.errors import InvalidInput, StreamerHubError
+from streamerhub.errors import InvalidInput, NotFound, StreamerHubError
 from streamerhub.web.api import _body
 from streamerhub.web.auth import flash, require
 from streamerhub.web.channel_picker import channels
 
 CHATBOT = web.AppKey("chatbot", ChatBot)
 LOG_SHOWN = 50
+
+
+def _path(request: web.Request, key: str) -> str:
+    """A path parameter as text PostgreSQL can hold (no NUL): else there is no such thing."""
+    value = request.match_info[key]
+    if "\x00" in value or len(value) > 200:
+        raise NotFound(f"no such {key}")
+    return value
 
 
 def _bot(request: web.Request) -> ChatBot:
@@ -71,7 +79,7 @@ async def replace_command(request: web.Request) -> web.Response:
     body = await _body(request)
     if not isinstance(body, dict):
         raise InvalidInput("command: expected a JSON object")
-    command = parse_command({**body, "name": request.match_info["name"]})
+    command = parse_command({**body, "name": _path(request, "name")})
     saved = await bot.store.save_command(command, replace=True)
     await bot.reload()
     return web.json_response(saved.to_json())
@@ -79,9 +87,10 @@ async def replace_command(request: web.Request) -> web.Response:
 
 async def delete_command(request: web.Request) -> web.Response:
     bot = _bot(request)
-    await bot.store.delete_command(request.match_info["name"].lower().lstrip("!"))
+    name = _path(request, "name").lower().lstrip("!")
+    await bot.store.delete_command(name)
     await bot.reload()
-    return web.json_response({"deleted": request.match_info["name"]})
+    return web.json_response({"deleted": name})
 
 
 async def list_timers(request: web.Request) -> web.Response:
@@ -97,9 +106,10 @@ async def save_timer(request: web.Request) -> web.Response:
 
 async def delete_timer(request: web.Request) -> web.Response:
     bot = _bot(request)
-    await bot.store.delete_timer(request.match_info["name"])
+    name = _path(request, "name")
+    await bot.store.delete_timer(name)
     await bot.reload()
-    return web.json_response({"deleted": request.match_info["name"]})
+    return web.json_response({"deleted": name})
 
 
 async def list_events(request: web.Request) -> web.Response:
@@ -111,7 +121,7 @@ async def save_event(request: web.Request) -> web.Response:
     body = await _body(request)
     if not isinstance(body, dict):
         raise InvalidInput("event message: expected a JSON object")
-    message = parse_event({**body, "kind": request.match_info["kind"]})
+    message = parse_event({**body, "kind": _path(request, "kind")})
     await bot.store.save_event_message(message)
     await bot.reload()
     return web.json_response(message.to_json())
@@ -124,9 +134,12 @@ async def set_channel(request: web.Request) -> web.Response:
     enabled = body.get("enabled") if isinstance(body, dict) else None
     if not isinstance(enabled, bool):
         raise InvalidInput("enabled must be true or false")
-    await bot.store.set_enabled(request.match_info["channel_id"], enabled)
+    channel_id = _path(request, "channel_id")
+    if not channel_id.isdigit():
+        raise NotFound(f"no channel {channel_id!r}: Twitch channel ids are digits")
+    await bot.store.set_enabled(channel_id, enabled)
     await bot.reload()
-    return web.json_response({"channel_id": request.match_info["channel_id"], "enabled": enabled})
+    return web.json_response({"channel_id": channel_id, "enabled": enabled})
 
 
 async def get_log(request: web.Request) -> web.Response:
@@ -223,6 +236,8 @@ async def _apply(request: web.Request, action: Callable[[ChatBot, Any], Awaitabl
     bot = _bot(request)
     form = await request.post()
     try:
+        if any("\x00" in str(v) for v in form.values()):
+            raise InvalidInput("a field holds a NUL character: remove it")
         done = await action(bot, form)
     except StreamerHubError as exc:
         return await _page(request, str(exc), 400)
@@ -281,8 +296,10 @@ async def _save_event(bot: ChatBot, form: Any) -> str:
 
 
 async def _set_channel(bot: ChatBot, form: Any) -> str:
-    enabled = _flag(form, "enabled")
-    await bot.store.set_enabled(str(form.get("channel_id", "")), enabled)
+    enabled, channel_id = _flag(form, "enabled"), str(form.get("channel_id", ""))
+    if not channel_id.isdigit():
+        raise InvalidInput("choose a channel")
+    await bot.store.set_enabled(channel_id, enabled)
     return "The chat bot is on." if enabled else "The chat bot is off."
 
 
