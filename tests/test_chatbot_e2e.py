@@ -111,6 +111,15 @@ async def _scenario(
     await wait_until(lambda: api.log_has(source="!hello", outcome="sent"), 5, "sent logged")
     assert not [t for t in sent_texts(fake) if t.startswith("Commands:")]  # said while off
 
+    # the same viewer again at once: their own cooldown (15 s by default) holds it back
+    await chat(http, fake, "!hello", user_name="Cool_Viewer")
+
+    async def held_back() -> bool:
+        entries = await api.call("GET", "/log")
+        return any(str(e["reason"]).startswith("user cooldown: !hello again in") for e in entries)
+
+    await wait_until(held_back, 5, "user cooldown logged")
+
     # permission: a viewer may not, a moderator may
     await chat(http, fake, "!ban troll", user_id="5002")
     await wait_until(
