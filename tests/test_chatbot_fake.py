@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import aiohttp
 import pytest
 from test_fake_twitch import connect, helix_headers, next_frame
 
+from streamerhub.bot.chat import BotChatSender, Runners
+from streamerhub.bot.helix import Helix
 from streamerhub.fake_twitch import FakeTwitch
 from streamerhub.fake_twitch.chat import room
 
@@ -98,3 +102,56 @@ async def test_app_token_path_duplicates_and_rate_limit_of_a_plain_bot(http) -> 
         assert status == 429  # 20 per 30 s for a bot that is not a moderator
         room(fake.state).moderators["1000"] = {"7000"}
         assert (await send(http, fake, said("as a mod", sender="7000"), app))[0] == 200
+
+
+class StaticToken:
+    channel_id = "1000"
+
+    def __init__(self, access: str) -> None:
+        self.access = access
+
+    def access_token(self) -> str:
+        return self.access
+
+    async def refresh(self, stale: str) -> str:
+        return self.access
+
+
+class OneChannel(Runners):
+    def __init__(self, helix: Helix, scopes: frozenset[str]) -> None:
+        self._helix, self._scopes = helix, scopes
+
+    def helix(self, channel_id: str) -> Helix | None:
+        return self._helix if channel_id == "1000" else None
+
+    def scopes(self, channel_id: str) -> frozenset[str]:
+        return self._scopes
+
+
+async def test_the_bots_sender_reports_what_twitch_answered(http) -> None:
+    async with FakeTwitch() as fake:
+        helix = Helix(http, fake.api_url, fake.client_id, StaticToken(fake.token))
+        sender = BotChatSender(OneChannel(helix, frozenset({"user:write:chat"})))
+        assert (await sender.send("1000", "hello")).sent is True
+        assert room(fake.state).sent[-1]["message"] == "hello"
+        assert (await sender.send("2000", "hi")).reason == (
+            "the channel is not connected in this daemon"
+        )
+        no_scope = BotChatSender(OneChannel(helix, frozenset()))
+        assert "lacks user:write:chat" in str((await no_scope.send("1000", "hi")).reason)
+        await http.post(f"{fake.url}/_fake/chat/drop", json={"code": "msg_banned"})
+        answer = await sender.send("1000", "dropped")
+        assert (answer.sent, answer.reason) == (
+            False,
+            "Twitch dropped it: msg_banned: Your message is being checked by mods and has not "
+            "been sent.",
+        )
+        # Twitch failing: one retry at most, so the outbox is not held for long, and no repeat
+        await http.post(
+            f"{fake.url}/_fake/fail",
+            json={"path": "/helix/chat/messages", "status": 500, "count": 5},
+        )
+        started = time.monotonic()
+        answer = await sender.send("1000", "during an outage")
+        assert answer.sent is False and "gave up after 2 attempts" in str(answer.reason)
+        assert time.monotonic() - started < 3

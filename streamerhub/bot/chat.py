@@ -24,6 +24,7 @@ from streamerhub.db import Database
 from streamerhub.events.frames import Frame
 
 WRITE_SCOPE = "user:write:chat"
+SEND_RETRIES = 1
 CHAT_TYPE = "channel.chat.message"
 SUPPORT_TYPES = frozenset(
     {
@@ -197,8 +198,13 @@ class BotChatSender:
                 False, f"the channel's token lacks {WRITE_SCOPE}: connect the channel again"
             )
         body = {"broadcaster_id": channel_id, "sender_id": channel_id, "message": text}
+        # One retry at most: the outbox must not stall ~15 s on a 5xx, and a retried POST that
+        # Twitch had applied would say the same thing twice.
+        once = Helix(
+            helix.session, helix.api_url, helix.client_id, helix.token, retries=SEND_RETRIES
+        )
         try:
-            answer = await helix.request("POST", "/chat/messages", json=body)
+            answer = await once.request("POST", "/chat/messages", json=body)
         except HelixError as exc:
             return SendResult(False, f"Twitch answered {exc.status}: {exc.message}")
         data = (answer.get("data") or [{}])[0]
