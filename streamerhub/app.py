@@ -153,9 +153,7 @@ async def chatbot_ctx(app: web.Application) -> AsyncIterator[None]:
     """The chat bot: started after the bot (it speaks through the bot's channels), stopped
     before it; the tap offers it events only while it runs."""
     runners = Runners(lambda: app.get(TWITCH))
-    chatbot = ChatBot(
-        ChatbotStore(app[DB]), BotChatSender(runners), BotChannelFacts(runners, lambda: app[DB])
-    )
+    chatbot = ChatBot(ChatbotStore(app[DB]), BotChatSender(runners), BotChannelFacts(runners))
     await chatbot.start()
     app[CHATBOT] = chatbot
     app[CHAT_TAP].offer = chatbot.offer

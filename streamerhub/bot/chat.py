@@ -18,9 +18,7 @@ from typing import Any, Callable, Protocol
 from streamerhub.bot.backfill import BackfillSink
 from streamerhub.bot.channel import BotStore, ChannelState
 from streamerhub.bot.helix import Helix, HelixError
-from streamerhub.bot.registry import connected_channels
 from streamerhub.bot.service import TwitchBot
-from streamerhub.db import Database
 from streamerhub.events.frames import Frame
 
 WRITE_SCOPE = "user:write:chat"
@@ -171,6 +169,12 @@ class Runners:
             return None
         return runner.helix
 
+    def running(self) -> list[str]:
+        """The channels this daemon captures now (another daemon sharing the database may run
+        the others: their timers are its business)."""
+        bot = self.bot()
+        return [c for c in (bot.runners if bot is not None else {}) if self.helix(c) is not None]
+
     def scopes(self, channel_id: str) -> frozenset[str]:
         bot = self.bot()
         token = bot.live_token(channel_id) if bot is not None else None
@@ -217,8 +221,8 @@ class BotChatSender:
 class BotChannelFacts:
     """chatbot.ports.ChannelFacts over Helix with each channel's own token."""
 
-    def __init__(self, runners: Runners, db: Callable[[], Database]) -> None:
-        self.runners, self.db = runners, db
+    def __init__(self, runners: Runners) -> None:
+        self.runners = runners
 
     def _helix(self, channel_id: str) -> Helix:
         helix = self.runners.helix(channel_id)
@@ -227,7 +231,7 @@ class BotChannelFacts:
         return helix
 
     async def channels(self) -> list[str]:
-        return [c.channel_id for c in await connected_channels(self.db())]
+        return self.runners.running()
 
     async def title_and_game(self, channel_id: str) -> tuple[str, str]:
         info = await self._helix(channel_id).channel_info(channel_id) or {}

@@ -112,7 +112,7 @@ class ChannelFacts(Protocol):
     """What the built-in commands, variables and timers read about the channels."""
 
     async def channels(self) -> list[str]:
-        """The ids of the channels this daemon runs."""
+        """The ids of the channels this daemon runs now."""
 
     async def title_and_game(self, channel_id: str) -> tuple[str, str]: ...
 
