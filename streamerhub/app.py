@@ -16,6 +16,7 @@ from streamerhub.analytics.export import ExportRequest, open_export
 from streamerhub.analytics.periods import Calendar
 from streamerhub.analytics.pollers import AnalyticsPollers, PollerConfig
 from streamerhub.backup.service import BackupService, backup_before_upgrade
+from streamerhub.bot.chat import BotChannelFacts, BotChatSender, ChatTap, Runners
 from streamerhub.bot.link import TwitchChannelLink, TwitchOverviewFacts
 from streamerhub.bot.registry import all_channels
 from streamerhub.bot.service import (
@@ -25,6 +26,8 @@ from streamerhub.bot.service import (
     TwitchBot,
     bot_ctx,
 )
+from streamerhub.chatbot.service import ChatBot
+from streamerhub.chatbot.store import ChatbotStore
 from streamerhub.config import Settings
 from streamerhub.crypto import Keyring, load_keyring
 from streamerhub.db import Database, open_database
@@ -38,6 +41,8 @@ from streamerhub.looplag import LoopLag, monitoring
 from streamerhub.pubsub import Hub
 from streamerhub.web.api import AUTHORIZERS, PREFIX, bearer_authorizer, build_api
 from streamerhub.web.auth import api_token
+from streamerhub.web.chatbot_page import API_ROUTES as CHATBOT_ROUTES
+from streamerhub.web.chatbot_page import CHATBOT
 from streamerhub.web.openapi import openapi_json
 
 log = get_logger(__name__)
@@ -57,6 +62,8 @@ CHANNEL_LINK = web.AppKey("channel_link", TwitchChannelLink)
 DEMO_MODE = web.AppKey("demo_mode", bool)
 BACKUPS = web.AppKey("backups", BackupService)
 LOOP_LAG = web.AppKey("loop_lag", LoopLag)
+# Between the EventSub reader and the store: hands the chat bot its copy of chat and support events.
+CHAT_TAP = web.AppKey("chat_tap", ChatTap)
 
 
 async def looplag_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -142,7 +149,21 @@ def _exporter(app: web.Application) -> Any:
 
 
 def _bot_deps(app: web.Application) -> BotDeps:
-    return BotDeps(app[SETTINGS], app[DB], app[KEYRING], app[EVENTS])
+    app[CHAT_TAP] = ChatTap(app[EVENTS])
+    return BotDeps(app[SETTINGS], app[DB], app[KEYRING], app[CHAT_TAP])
+
+
+async def chatbot_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The chat bot: started after the bot (it speaks through the bot's channels), stopped
+    before it; the tap offers it events only while it runs."""
+    runners = Runners(lambda: app.get(TWITCH))
+    chatbot = ChatBot(ChatbotStore(app[DB]), BotChatSender(runners), BotChannelFacts(runners))
+    await chatbot.start()
+    app[CHATBOT] = chatbot
+    app[CHAT_TAP].offer = chatbot.offer
+    yield
+    app[CHAT_TAP].offer = None
+    await chatbot.stop()
 
 
 async def systemd_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -308,6 +329,7 @@ def build_app(settings: Settings) -> web.Application:
             multistream_ctx,
             events_ctx,
             bot_ctx(_bot_deps, TWITCH),
+            chatbot_ctx,
             analytics_ctx,
             backup_ctx,
         ]
@@ -317,7 +339,7 @@ def build_app(settings: Settings) -> web.Application:
     # /api/v1: each authorizer may let a request in; the dashboard appends its session check.
     app[AUTHORIZERS] = [bearer_authorizer(api_token(settings.data_dir))]
     multistream: Multistream = app[MULTISTREAM]
-    app.add_subapp(PREFIX, build_api(multistream, _exporter(app)))
+    app.add_subapp(PREFIX, build_api(multistream, _exporter(app), CHATBOT_ROUTES))
     app.router.add_get("/api/openapi.json", openapi_json)
     add_dashboard(app, settings)
     return app

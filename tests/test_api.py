@@ -29,6 +29,7 @@ from streamerhub.web.api import (
     bearer_authorizer,
     build_api,
 )
+from streamerhub.web.chatbot_page import API_ROUTES as CHATBOT_ROUTES
 from streamerhub.web.openapi import build_openapi, openapi_json
 
 TOKEN = "test-token-" + "x" * 32
@@ -310,7 +311,7 @@ async def test_openapi_describes_every_route(api: Api) -> None:
         for method in item
         if method != "parameters"
     }
-    routed = {(method, path.replace(":\\d+", "")) for method, path, _ in ROUTES}
+    routed = {(method, path.replace(":\\d+", "")) for method, path, _ in (*ROUTES, *CHATBOT_ROUTES)}
     assert described == routed
     for method, path in described:
         operation = doc["paths"][path][method.lower()]

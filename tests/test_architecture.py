@@ -69,6 +69,13 @@ OWNERS: dict[str, set[str]] = {
         "stream_channel_updates",
     },
     "web": {"web_users", "web_sessions"},
+    "chatbot": {
+        "chatbot_settings",
+        "chatbot_commands",
+        "chatbot_timers",
+        "chatbot_event_messages",
+        "chatbot_log",
+    },
     "db.py": {"schema_migrations"},
 }
 OWNERS["bot"] |= {"twitch_conduits", "twitch_conduit_shards"}  # conduit mode (bot/conduit.py)

@@ -137,6 +137,7 @@ def test_login_asks_only_for_scopes_it_uses() -> None:
     # Every EventSub type's scope, plus setting a multistream job's title: nothing unused.
     needed = {scope for _type, _version, scope in SUBSCRIPTIONS if scope}
     needed.add("channel:manage:broadcast")
+    needed.add("user:write:chat")  # the chat bot (bot/chat.py) speaks as the streamer
     assert set(LOGIN_SCOPES) == needed
 
 

@@ -23,7 +23,8 @@ DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 OAUTH_TIMEOUT = aiohttp.ClientTimeout(total=20, sock_connect=10)
 
 # Every scope an EventSub type in subscriptions.SUBSCRIPTIONS needs, plus channel:manage:broadcast
-# (a multistream job sets the title/category). Nothing more: no scope we would not use.
+# (a multistream job sets the title/category) and user:write:chat (the chat bot speaks as the
+# streamer). Nothing more: no scope we would not use.
 LOGIN_SCOPES: tuple[str, ...] = (
     "bits:read",
     "channel:manage:broadcast",
@@ -38,6 +39,7 @@ LOGIN_SCOPES: tuple[str, ...] = (
     "moderator:read:followers",
     "moderator:read:shoutouts",
     "user:read:chat",
+    "user:write:chat",
 )
 
 

@@ -446,12 +446,17 @@ ROUTES: tuple[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamRespon
 )
 
 
-def build_api(service: MultistreamApi[Any], exporter: Exporter) -> web.Application:
-    """The /api/v1 sub-application; mount it with app.add_subapp(PREFIX, build_api(…))."""
+def build_api(
+    service: MultistreamApi[Any],
+    exporter: Exporter,
+    more: Sequence[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]] = (),
+) -> web.Application:
+    """The /api/v1 sub-application; mount it with app.add_subapp(PREFIX, build_api(…)).
+    `more` adds other wings' routes (the chat bot's), under the same auth and error rules."""
     api = web.Application(middlewares=[api_middleware])
     api[SERVICE] = service
     api[EXPORTER] = exporter
-    for method, path, handler in ROUTES:
+    for method, path, handler in (*ROUTES, *more):
         api.router.add_route(method, path, handler)
     api.router.add_route("*", "/{tail:.*}", not_found)
     return api

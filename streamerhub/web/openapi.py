@@ -520,6 +520,60 @@ def _paths() -> dict[str, Any]:
                 },
             },
         },
+        **_chatbot_paths(),
+    }
+
+
+_OBJECT: dict[str, Any] = {"type": "object"}
+_LIST: dict[str, Any] = {"type": "array", "items": _OBJECT}
+
+
+def _name(name: str = "name") -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _chatbot_paths() -> dict[str, Any]:
+    """The chat bot (web/chatbot_page.py): fields and their checks are in the README."""
+    ok, listed = _answer("200", _OBJECT, "Done"), _answer("200", _LIST, "Listed")
+    body = _json_body(_OBJECT)
+    return {
+        "/chatbot": {
+            "get": _op("Chat bot status, configuration and newest log entries", ok),
+        },
+        "/chatbot/commands": {
+            "get": _op("List commands", listed),
+            "post": _op("Create a command", _answer("201", _OBJECT, "Created"), body, ("409",)),
+        },
+        "/chatbot/commands/{name}": {
+            "parameters": [_name()],
+            "put": _op("Create or replace a command", ok, body, ("409",)),
+            "delete": _op("Delete a command", ok, extra=("404",)),
+        },
+        "/chatbot/timers": {
+            "get": _op("List timers", listed),
+            "post": _op("Create or replace a timer (by name)", ok, body),
+        },
+        "/chatbot/timers/{name}": {
+            "parameters": [_name()],
+            "delete": _op("Delete a timer", ok, extra=("404",)),
+        },
+        "/chatbot/events": {"get": _op("Event messages, every kind", listed)},
+        "/chatbot/events/{kind}": {
+            "parameters": [_name("kind")],
+            "put": _op("Set an event message", ok, body),
+        },
+        "/chatbot/channels/{channel_id}": {
+            "parameters": [_name("channel_id")],
+            "put": _op('The bot on or off in a channel: {"enabled": true|false}', ok, body),
+        },
+        "/chatbot/log": {
+            "parameters": [_query("limit", "Newest entries, 1-1000 (default 100)")],
+            "get": _op("Messages sent, skipped or refused, newest first, with why", listed),
+        },
+        "/chatbot/export": {"get": _op("The whole configuration as JSON", ok)},
+        "/chatbot/import": {
+            "post": _op("Add or replace commands, timers, event messages", ok, body)
+        },
     }
 
 

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from streamerhub.web import events_page, multistream_page, overview, settings_page, streams_page
+from streamerhub.web import (
+    chatbot_page,
+    events_page,
+    multistream_page,
+    overview,
+    settings_page,
+    streams_page,
+)
 
 
 def add_routes(app: web.Application) -> None:
@@ -22,3 +29,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/multistream", multistream_page.multistream_page, name="multistream")
     app.router.add_get("/multistream/categories", multistream_page.category_search)
     settings_page.add_routes(app)
+    chatbot_page.add_routes(app)

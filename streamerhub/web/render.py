@@ -29,6 +29,7 @@ NAV = (
     ("events", "/events", "Events", "viewer"),
     ("streams", "/streams", "Streams", "viewer"),
     ("multistream", "/multistream", "Multistream", "owner"),
+    ("chatbot", "/chatbot", "Chat bot", "owner"),
     ("settings", "/settings", "Settings", "owner"),
 )
 ERROR_TITLES = {
