@@ -102,7 +102,11 @@ class MultistreamApi(Protocol[JobT]):
     @property
     def jobs(self) -> JobsApi[JobT]: ...
 
+    async def create_target(self, body: Any) -> Shown: ...
     async def update_target(self, target_id: int, body: Any) -> Shown: ...
+    async def link_target(self, target_id: int, body: Any) -> dict[str, Any]: ...
+    async def unlink_target(self, target_id: int) -> None: ...
+    async def account_stats(self, target_id: int) -> dict[str, Any]: ...
     async def delete_target(self, target_id: int) -> None: ...
     async def test_target(self, target_id: int) -> dict[str, Any]: ...
     async def create_job(self, body: Any) -> JobT: ...
@@ -246,7 +250,7 @@ async def list_targets(request: web.Request) -> web.Response:
 
 
 async def create_target(request: web.Request) -> web.Response:
-    target = await _ms(request).targets.create(await _body(request))
+    target = await _ms(request).create_target(await _body(request))
     return _json(target.to_json(), 201)
 
 
@@ -267,6 +271,21 @@ async def test_target(request: web.Request) -> web.Response:
 async def delete_target(request: web.Request) -> web.Response:
     await _ms(request).delete_target(_id(request))
     return web.Response(status=204)
+
+
+async def link_target(request: web.Request) -> web.Response:
+    """POST /targets/{id}/account — link a Twitch account (connected channel or login)."""
+    return _json(await _ms(request).link_target(_id(request), await _body(request)))
+
+
+async def unlink_target(request: web.Request) -> web.Response:
+    await _ms(request).unlink_target(_id(request))
+    return web.Response(status=204)
+
+
+async def account_stats(request: web.Request) -> web.Response:
+    """GET /targets/{id}/account/stats — the linked account's figures over its job history."""
+    return _json(await _ms(request).account_stats(_id(request)))
 
 
 # ----------------------------------------------------------------------------- videos
@@ -427,6 +446,9 @@ ROUTES: tuple[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamRespon
     ("PATCH", "/targets/{id:\\d+}", update_target),
     ("DELETE", "/targets/{id:\\d+}", delete_target),
     ("POST", "/targets/{id:\\d+}/test", test_target),
+    ("POST", "/targets/{id:\\d+}/account", link_target),
+    ("DELETE", "/targets/{id:\\d+}/account", unlink_target),
+    ("GET", "/targets/{id:\\d+}/account/stats", account_stats),
     ("GET", "/videos", list_videos),
     ("POST", "/videos", create_video),
     ("GET", "/videos/{id:\\d+}", get_video),
