@@ -15,6 +15,7 @@ from typing import (
     AsyncIterator,
     Awaitable,
     Callable,
+    Mapping,
     Protocol,
     Sequence,
     TypeVar,
@@ -71,7 +72,7 @@ class LibraryApi(Protocol):
     @property
     def max_upload_bytes(self) -> int: ...
 
-    async def list(self) -> Sequence[Shown]: ...
+    async def list(self, query: Mapping[str, str] | None = None) -> Sequence[Shown]: ...
     async def get(self, video_id: int) -> Shown: ...
     async def store_upload(
         self, filename: str | None, chunks: AsyncIterable[bytes], body: Any = None
@@ -292,7 +293,8 @@ async def account_stats(request: web.Request) -> web.Response:
 
 
 async def list_videos(request: web.Request) -> web.Response:
-    return _json([v.to_json() for v in await _ms(request).library.list()])
+    """GET /videos[?q=&format=&status=&min_duration=&max_duration=] — filters combine."""
+    return _json([v.to_json() for v in await _ms(request).library.list(request.query)])
 
 
 async def create_video(request: web.Request) -> web.Response:

@@ -481,14 +481,27 @@ def _paths() -> dict[str, Any]:
             ),
         },
         "/videos": {
-            "get": _op(
-                "List videos",
-                _answer(
-                    "200",
-                    {"type": "array", "items": _ref("Video")},
-                    "Videos with status and progress",
+            "get": {
+                **_op(
+                    "List videos",
+                    _answer(
+                        "200",
+                        {"type": "array", "items": _ref("Video")},
+                        "Videos with status and progress",
+                    ),
                 ),
-            ),
+                "parameters": [
+                    _query("q", "Part of the name (case-insensitive)"),
+                    _query("format", "File format, e.g. mp4 (file extension or container)"),
+                    _query(
+                        "status",
+                        "Only videos in this state",
+                        ["uploaded", "probing", "preparing", "ready", "rejected"],
+                    ),
+                    _query("min_duration", "At least this many seconds long"),
+                    _query("max_duration", "At most this many seconds long"),
+                ],
+            },
             "post": _op(
                 "Upload a video (multipart, field `file`) or import one by path",
                 _answer("201", _ref("Video"), "Stored; probing and preparation follow"),
