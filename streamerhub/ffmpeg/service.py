@@ -42,6 +42,7 @@ from streamerhub.ffmpeg.policy import (
     RunnerTiming,
     send_buffer_for,
 )
+from streamerhub.ffmpeg.presets import PRESETS, platform_of, requirement_problems
 from streamerhub.ffmpeg.scheduler import Scheduler, now_utc
 from streamerhub.ffmpeg.status import RunRecord, TargetState, TargetStatus
 from streamerhub.ffmpeg.supervisor import TargetRunner
@@ -49,6 +50,7 @@ from streamerhub.ffmpeg.targets import (
     Target,
     TargetStore,
     output_url,
+    shown_url,
 )
 from streamerhub.ffmpeg.tasks import BackgroundTasks
 from streamerhub.ffmpeg.view import job_state, status_json
@@ -549,12 +551,19 @@ class Multistream:
         """A job with the live state of each of its targets (and history when detail)."""
         body = job.to_json(self.tz, now_utc())
         body["targets"] = [await self._target_json(job, t, d) for t, d in job.targets]
+        probes = await self._prepared_probes(job)
+        for shown in body["targets"]:
+            shown["requirements"] = self._requirements(shown["url"], probes)
         body["state"] = job_state(job, [t["state"] for t in body["targets"]])
-        body["warnings"] = await self.jobs.channel_warnings(job.id) + [
-            f"{t['name']}: {t['twitch']['warning']}"
-            for t in body["targets"]
-            if t.get("twitch") and t["twitch"].get("warning")
-        ]
+        body["warnings"] = (
+            await self.jobs.channel_warnings(job.id)
+            + [
+                f"{t['name']}: {t['twitch']['warning']}"
+                for t in body["targets"]
+                if t.get("twitch") and t["twitch"].get("warning")
+            ]
+            + [problem for t in body["targets"] for problem in t["requirements"]]
+        )
         if detail:
             body["runs"] = await self.jobs.runs(job.id)
             body["channel_updates"] = await self.jobs.channel_updates(job.id)
@@ -576,6 +585,7 @@ class Multistream:
         return {
             "target_id": target_id,
             "name": target.name,
+            "url": shown_url(target.url),
             "enabled": target.enabled,
             "desired": desired,
             **status_json(status, self.tz),
@@ -584,6 +594,30 @@ class Multistream:
             "account": target.account,
             "twitch": self._twitch_json(job.id, target),
         }
+
+    async def _prepared_probes(self, job: Job) -> list[tuple[str, Any]]:
+        """(label, probe) of the job's prepared files, for the platform checks."""
+        found = []
+        for video_id in dict.fromkeys(job.videos):
+            try:
+                video = await self.library.get(video_id)
+            except NotFound:
+                continue
+            if video.prepared_probe:
+                found.append((video.label, probe_from_json(video.prepared_probe)))
+        return found
+
+    @staticmethod
+    def _requirements(url: str, probes: list[tuple[str, Any]]) -> list[str]:
+        """Where the job's prepared files break the target platform's ingest requirements."""
+        platform = platform_of(url)
+        if platform is None:
+            return []
+        return [p for label, probe in probes for p in requirement_problems(platform, probe, label)]
+
+    def presets(self) -> list[dict[str, Any]]:
+        """The platforms a target can be made from, with their ingest requirements."""
+        return [p.to_json() for p in PRESETS.values()]
 
     def _twitch_json(self, job_id: int, target: Target) -> dict[str, Any] | None:
         """Twitch's word on a linked target's push (None when no account is linked)."""

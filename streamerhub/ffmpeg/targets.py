@@ -16,6 +16,7 @@ import asyncpg
 from streamerhub.crypto import Keyring, aad_for
 from streamerhub.db import REFERENCE_VIOLATIONS, Database
 from streamerhub.errors import Conflict, InvalidInput, NotFound
+from streamerhub.ffmpeg.presets import preset_url
 from streamerhub.log import MASK, register_secret
 
 TABLE, KEY_COLUMN = "stream_targets", "stream_key_sealed"
@@ -174,7 +175,13 @@ def check_body(body: Any, known: Sequence[str], required: Sequence[str], partial
 
 
 def parse_target(body: Any, partial: bool = False) -> dict[str, Any]:
-    """Validate a create (all of name, url, stream_key) or an edit (any subset) request."""
+    """Validate a create (all of name, url, stream_key) or an edit (any subset) request.
+
+    A "preset" (and for Twitch a "region") stands for the platform's ingest URL."""
+    if isinstance(body, Mapping) and ("preset" in body or "region" in body):
+        url = preset_url(body)
+        body = {k: v for k, v in body.items() if k not in ("preset", "region")}
+        body["url"] = url
     check_body(body, FIELDS, ("name", "url", "stream_key"), partial)
     return {field: _CHECKS[field](value) for field, value in body.items()}
 

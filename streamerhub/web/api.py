@@ -108,6 +108,7 @@ class MultistreamApi(Protocol[JobT]):
     async def link_target(self, target_id: int, body: Any) -> dict[str, Any]: ...
     async def unlink_target(self, target_id: int) -> None: ...
     async def account_stats(self, target_id: int) -> dict[str, Any]: ...
+    def presets(self) -> list[dict[str, Any]]: ...
     async def delete_target(self, target_id: int) -> None: ...
     async def test_target(self, target_id: int) -> dict[str, Any]: ...
     async def create_job(self, body: Any) -> JobT: ...
@@ -272,6 +273,11 @@ async def test_target(request: web.Request) -> web.Response:
 async def delete_target(request: web.Request) -> web.Response:
     await _ms(request).delete_target(_id(request))
     return web.Response(status=204)
+
+
+async def list_presets(request: web.Request) -> web.Response:
+    """GET /presets — platforms (ingest URL, Twitch regions) and their ingest requirements."""
+    return _json(_ms(request).presets())
 
 
 async def link_target(request: web.Request) -> web.Response:
@@ -448,6 +454,7 @@ ROUTES: tuple[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamRespon
     ("PATCH", "/targets/{id:\\d+}", update_target),
     ("DELETE", "/targets/{id:\\d+}", delete_target),
     ("POST", "/targets/{id:\\d+}/test", test_target),
+    ("GET", "/presets", list_presets),
     ("POST", "/targets/{id:\\d+}/account", link_target),
     ("DELETE", "/targets/{id:\\d+}/account", unlink_target),
     ("GET", "/targets/{id:\\d+}/account/stats", account_stats),

@@ -58,6 +58,15 @@ SCHEMAS: dict[str, Any] = {
                 "description": "Absolute path of a PEM CA bundle for this target's rtmps:// "
                 "ingest (a private CA); null uses [ffmpeg] ca_file or the system's",
             },
+            "preset": {
+                "enum": ["twitch", "youtube", "kick", "facebook"],
+                "description": "Instead of url: the platform's ingest",
+            },
+            "region": {
+                "type": "string",
+                "description": 'With preset twitch: "auto" (default) or an ingest name '
+                'such as "fra05"',
+            },
             "test_key": {
                 "type": "boolean",
                 "default": False,
@@ -437,6 +446,13 @@ def _paths() -> dict[str, Any]:
                     "How the test went, in plain words",
                 ),
                 extra=("404",),
+            ),
+        },
+        "/presets": {
+            "get": _op(
+                "Platform presets: ingest URL (Twitch: auto, or a region), and the ingest "
+                "requirements a job's prepared files are checked against",
+                _answer("200", {"type": "array", "items": {"type": "object"}}, "The presets"),
             ),
         },
         "/targets/{id}/account": {
