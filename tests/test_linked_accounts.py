@@ -341,3 +341,37 @@ async def test_helix_stays_far_within_the_rate_limit_with_10_accounts_and_3_jobs
     print(json.dumps({"helix_per_minute": per_minute, "bucket_per_minute": limit}))
     assert per_minute < limit / 50
     assert counters["faults_injected"] == 0
+
+
+# ----------------------------------------------------------------------------- the fake
+
+
+async def test_the_fake_lists_a_channel_live_only_while_a_push_with_its_key_checks_in() -> None:
+    async with FakeTwitch() as fake, aiohttp.ClientSession() as http:
+        key = fake.state.channel("1000").stream_key
+        headers = {"Authorization": f"Bearer {fake.token}", "Client-Id": fake.client_id}
+
+        async def live() -> list[str]:
+            url = f"{fake.api_url}/streams?user_id=1000"
+            async with http.get(url, headers=headers) as resp:
+                return [s["user_id"] for s in (await resp.json())["data"]]
+
+        async def hook(name: str, key: str) -> int:
+            async with http.post(f"{fake.url}/_fake/ingest/{name}", data={"name": key}) as r:
+                return r.status
+
+        assert await live() == []
+        assert await hook("on_publish", "live_not_anyones_key") == 403
+        assert fake.state.counters["ingest_rejected"] == 1 and await live() == []
+        assert await hook("on_publish", key) == 200
+        assert await live() == ["1000"]
+        assert await hook("on_publish_done", key) == 200
+        assert await live() == []
+        knob = {"user_id": "1000", "publishing": True}
+        async with http.post(f"{fake.url}/_fake/publishing", json=knob) as resp:
+            assert (await resp.json())["live"] is True
+        assert await live() == ["1000"]
+        async with http.get(
+            f"{fake.api_url}/streams/key?broadcaster_id=1000", headers=headers
+        ) as r:
+            assert (await r.json())["data"][0]["stream_key"] == key

@@ -567,6 +567,9 @@ class Multistream:
         if detail:
             body["runs"] = await self.jobs.runs(job.id)
             body["channel_updates"] = await self.jobs.channel_updates(job.id)
+            body["linked_accounts"] = [
+                await self.account_stats(t["target_id"]) for t in body["targets"] if t["account"]
+            ]
         return body
 
     async def _target_json(self, job: Job, target_id: int, desired: str) -> dict[str, Any]:
