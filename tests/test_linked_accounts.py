@@ -375,3 +375,54 @@ async def test_the_fake_lists_a_channel_live_only_while_a_push_with_its_key_chec
             f"{fake.api_url}/streams/key?broadcaster_id=1000", headers=headers
         ) as r:
             assert (await r.json())["data"][0]["stream_key"] == key
+
+
+# ----------------------------------------------------------------------------- the dashboard
+
+
+async def test_a_streamer_links_an_account_by_login_on_the_multistream_page(
+    daemon_factory: Any, db_url: str
+) -> None:
+    from test_browser import (
+        PROBLEMS,
+        become_owner,
+        chromium,
+        daemon_config,
+        new_page,
+        require_chromium,
+        shot,
+    )
+
+    require_chromium()
+    PROBLEMS.clear()
+    async with FakeTwitch() as fake:
+        fake.state.add_user("3000", "someone_else", "SomeoneElse")
+        for n in range(3):
+            fake.state.followers.setdefault("3000", {})[str(n)] = _follower(str(n))
+        config = daemon_config(db_url, fake) + f'client_secret = "{SECRET}"\n'
+        daemon = daemon_factory(config).start()
+        async with chromium() as browser:
+            page = await new_page(browser)
+            await become_owner(page, daemon)
+            await page.goto(f"{daemon.url}/multistream")
+            await page.evaluate(
+                """async (url) => {
+                const h = {'X-CSRF-Token': document.querySelector('meta[name=csrf-token]').content,
+                           'Content-Type': 'application/json'};
+                await fetch('/api/v1/targets', {method: 'POST', headers: h,
+                    body: JSON.stringify({name: 'Alt', url, stream_key: 'live_0000_abcdefgh'})});
+            }""",
+                UNREACHABLE,
+            )
+            await page.reload()
+            await page.wait_for_selector("#link-target option:has-text('Alt')", state="attached")
+            await page.fill("#link-form input[name=login]", "someone_else")
+            await page.click("#link-form button[type=submit]")
+            await page.wait_for_selector("#linked-table td:has-text('SomeoneElse')", timeout=30_000)
+            assert "null" not in await page.inner_text("#linked-table")
+            row = await page.inner_text("#linked-table tbody tr")
+            assert "someone_else, login" in row and "\t3\t" in row
+            assert "could not be reached" in await page.inner_text("#link-result")
+            await shot(page, "16-multistream-linked-account")
+            await page.context.close()
+    assert not PROBLEMS, PROBLEMS

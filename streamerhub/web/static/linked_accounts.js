@@ -1,6 +1,7 @@
 // Linked Twitch accounts panel: link a target to an account, see Twitch's word while live.
 "use strict";
-(() => {
+// This partial's script comes before app.js in the page: start once every deferred script ran.
+document.addEventListener("DOMContentLoaded", () => {
   const panel = document.getElementById("linked-panel");
   if (!panel) return;
   const API = "/api/v1";
@@ -48,7 +49,7 @@
       options(document.getElementById("link-target"));
       options(document.getElementById("ca-target"));
       const body = document.querySelector("#linked-table tbody");
-      body.replaceChildren(...(targets.length ? targets.flatMap((t) => row(t, live[t.id])) :
+      body.replaceChildren(...(targets.length ? targets.flatMap((t) => row(t, live[t.id])).filter(Boolean) :
         [el("tr", {}, el("td", {colspan: 8, class: "empty", text: "No target yet."}))]));
       document.getElementById("linked-updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
       showError("linked-error", null);
@@ -90,4 +91,4 @@
 
   load();
   setInterval(load, 10000);
-})();
+});
