@@ -309,8 +309,7 @@ async def test_helix_stays_far_within_the_rate_limit_with_10_accounts_and_3_jobs
     for n in range(10):
         rig.fake.state.add_user(str(5000 + n), f"acc{n}", f"Acc{n}")
     rig.fake.state.channel("5003").go_live()
-    await rig.connect("1000", "main", LOGIN_SCOPES)
-    await start_bot(rig)
+    await start_bot(rig)  # no connected channel: no EventSub traffic, only the app token's
     accounts = BotTwitchAccounts(lambda: rig.bot, lambda: rig.db, StreamKeyUnavailable)
     settings = make_settings(rig.tmp, **rig.settings_env()).ffmpeg
     store = _Ten()
@@ -330,6 +329,7 @@ async def test_helix_stays_far_within_the_rate_limit_with_10_accounts_and_3_jobs
     delays = [await monitor.check_once() for _ in range(5)]
     per_check = (counters["helix_requests"] - before) / 5
     assert per_check == 1  # one GET /streams for all 10 accounts, whatever the job count
+    assert monitor.helix_calls == 5 + with_refresh
     assert with_refresh == 1 + 1 + 10  # + one GET /users, + a follower total per account
     assert store.samples == 6 * 10
     live = monitor.of(1, 103)  # account 5003, the one Twitch lists

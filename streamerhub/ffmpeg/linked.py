@@ -109,7 +109,7 @@ class LinkedTarget:
 _STATS = """
 WITH s AS (
     SELECT at, ours_live, twitch_live, viewers,
-           lead(at) OVER w - at AS till_next,
+           coalesce(lead(at) OVER w - at, interval '0') AS till_next,  -- the last counts 0
            at - lag(at) OVER w AS since_prev,
            lag(ours_live) OVER w AS prev_live
       FROM stream_linked_samples
