@@ -426,3 +426,13 @@ async def test_a_streamer_links_an_account_by_login_on_the_multistream_page(
             await shot(page, "16-multistream-linked-account")
             await page.context.close()
     assert not PROBLEMS, PROBLEMS
+
+
+def test_the_stream_key_scope_is_asked_for_only_with_fill_key() -> None:
+    from streamerhub.commands.main import build_parser
+    from streamerhub.commands.twitch import _scopes
+
+    plain = build_parser().parse_args(["twitch", "login"])
+    assert _scopes(plain) == LOGIN_SCOPES and "channel:read:stream_key" not in LOGIN_SCOPES
+    filling = build_parser().parse_args(["twitch", "login", "--fill-key"])
+    assert _scopes(filling) == (*LOGIN_SCOPES, "channel:read:stream_key")
