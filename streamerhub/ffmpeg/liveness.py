@@ -162,6 +162,7 @@ class LivenessMonitor:
 
     async def _refresh(self, accounts: TwitchAccounts, user_ids: list[str]) -> None:
         """Names, avatars and follower totals of the linked accounts of running jobs."""
+        self._refreshed = time.monotonic()  # a failure is tried again next period, not at once
         try:
             users = await self._ask(accounts.users_by_id(user_ids))
             for user in users:
@@ -169,8 +170,6 @@ class LivenessMonitor:
                 await self.store.refresh(user, followers)
         except (StreamerHubError, asyncio.TimeoutError) as exc:
             log.warning("linked_refresh_failed", error=redact(str(exc)) or "timeout")
-            return
-        self._refreshed = time.monotonic()
 
     async def _ask(self, call: Awaitable[Any]) -> Any:
         self.helix_calls += 1
