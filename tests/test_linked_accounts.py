@@ -436,3 +436,61 @@ def test_the_stream_key_scope_is_asked_for_only_with_fill_key() -> None:
     assert _scopes(plain) == LOGIN_SCOPES and "channel:read:stream_key" not in LOGIN_SCOPES
     filling = build_parser().parse_args(["twitch", "login", "--fill-key"])
     assert _scopes(filling) == (*LOGIN_SCOPES, "channel:read:stream_key")
+
+
+class _Accounts:
+    """A TwitchAccounts double: who is live on Twitch, and how often it was asked."""
+
+    def __init__(self) -> None:
+        self.live: dict[str, int] = {}
+        self.asked: list[list[str]] = []
+
+    async def connected_ids(self) -> list[str]:
+        return []
+
+    async def user_by_login(self, login: str) -> None:
+        return None
+
+    async def users_by_id(self, user_ids: Any) -> list[Any]:
+        return []
+
+    async def follower_total(self, user_id: str) -> int:
+        return 0
+
+    async def live_streams(self, user_ids: Any) -> list[Any]:
+        from streamerhub.bot.accounts import HelixStream
+
+        self.asked.append(list(user_ids))
+        return [
+            HelixStream(u, self.live[u], "Rerun", "Just Chatting")
+            for u in user_ids
+            if u in self.live
+        ]
+
+    async def stream_key(self, user_id: str) -> str:
+        raise StreamKeyUnavailable("no")
+
+
+async def test_twitch_is_asked_only_while_our_push_is_live_and_calmly_once_confirmed() -> None:
+    store, accounts, ours = _Ten(), _Accounts(), {"live": False}
+    store.linked = store.linked[:1]  # job 1, target 100, account 5000
+    monitor = LivenessMonitor(
+        store,  # type: ignore[arg-type]  # the query side only
+        lambda: accounts,  # type: ignore[arg-type, return-value]
+        lambda _job, _target: ours["live"],
+        interval=2.0,
+        warn_after=0.0,
+        refresh_every=3600,
+    )
+    assert await monitor.check_once() == 2.0 and accounts.asked == []  # our push is down
+    ours["live"] = True
+    assert await monitor.check_once() == 2.0  # asked, Twitch says offline: ask again soon
+    shown = monitor.of(1, 100)
+    assert shown is not None and shown.twitch == "offline" and shown.warning
+    assert "target100" in shown.warning and "another account" in shown.warning
+    accounts.live["5000"] = 42
+    assert await monitor.check_once() == 8.0  # confirmed: 4 times less often
+    shown = monitor.of(1, 100)
+    assert shown is not None and shown.warning is None and shown.viewers == 42
+    assert shown.to_json()["title"] == "Rerun" and shown.to_json()["ours"] == "live"
+    assert accounts.asked == [["5000"], ["5000"]]
