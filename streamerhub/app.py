@@ -16,6 +16,7 @@ from streamerhub.analytics.export import ExportRequest, open_export
 from streamerhub.analytics.periods import Calendar
 from streamerhub.analytics.pollers import AnalyticsPollers, PollerConfig
 from streamerhub.backup.service import BackupService, backup_before_upgrade
+from streamerhub.bot.accounts import BotTwitchAccounts
 from streamerhub.bot.chat import BotChannelFacts, BotChatSender, ChatTap, Runners
 from streamerhub.bot.link import TwitchChannelLink, TwitchOverviewFacts
 from streamerhub.bot.registry import all_channels
@@ -34,6 +35,7 @@ from streamerhub.db import Database, open_database
 from streamerhub.events.retention import chat_retention
 from streamerhub.events.store import STALL_S, EventStore
 from streamerhub.ffmpeg.jobstore import RunHistory
+from streamerhub.ffmpeg.linked import StreamKeyUnavailable
 from streamerhub.ffmpeg.service import Multistream
 from streamerhub.keys import has_sealed_secrets
 from streamerhub.log import get_logger
@@ -319,6 +321,10 @@ def build_app(settings: Settings) -> web.Application:
     # A job's title/category/tags go to its connected Twitch channels through the bot's Helix
     # "modify channel information" call (ffmpeg/channels.py ChannelUpdater).
     app[MULTISTREAM].channel_updater = BotChannelUpdater(lambda: app.get(TWITCH), lambda: app[DB])
+    # Linked Twitch accounts of targets (who they are, live on Twitch, the stream key).
+    app[MULTISTREAM].accounts = BotTwitchAccounts(
+        lambda: app.get(TWITCH), lambda: app[DB], StreamKeyUnavailable
+    )
     app.cleanup_ctx.extend(
         [
             systemd_ctx,

@@ -277,6 +277,33 @@ SETTINGS: tuple[Setting, ...] = (
         "the system's. Set it for a private CA; certificates are always verified.",
     ),
     Setting(
+        "ffmpeg",
+        "twitch_check_interval",
+        float,
+        15.0,
+        "Seconds between asking Twitch (GET /streams, one call for every linked account) "
+        "whether a push to a linked account is live, until it is; then 4 times less often.",
+        _range(1, 600),
+    ),
+    Setting(
+        "ffmpeg",
+        "twitch_offline_warning",
+        float,
+        90.0,
+        "Seconds a push to a linked account may be live on our side while Twitch says offline "
+        "before the job shows a warning (Twitch usually lists a stream within a minute).",
+        _range(5, 3600),
+    ),
+    Setting(
+        "ffmpeg",
+        "twitch_refresh_interval",
+        float,
+        300.0,
+        "Seconds between refreshes of linked accounts' names, avatars and follower totals "
+        "while a job pushes to them.",
+        _range(10, 86400),
+    ),
+    Setting(
         "library",
         "import_dirs",
         list,
@@ -429,6 +456,9 @@ class FFmpegSettings:
     video_kbps: int
     audio_kbps: int
     ca_file: str
+    twitch_check_interval: float
+    twitch_offline_warning: float
+    twitch_refresh_interval: float
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,8 @@ OWNERS: dict[str, set[str]] = {
         "stream_job_targets",
         "stream_runs",
         "stream_channel_updates",
+        "stream_linked_accounts",
+        "stream_linked_samples",
     },
     "web": {"web_users", "web_sessions"},
     "chatbot": {

@@ -69,3 +69,43 @@ async def test_the_target_test_uses_the_sealed_key(
         checked = await ms.test_target(target.id)
     assert checked["result"] == "ok" and checked["target_id"] == target.id
     assert GOOD not in repr(checked)
+
+
+@needs_nginx
+async def test_a_target_with_its_own_ca_file_is_verified_against_it_and_tested_at_creation(
+    nginx: NginxRtmp, db: Database, tmp_path: Path
+) -> None:
+    """A private-CA rtmps:// ingest: refused by the system CAs, accepted with the target's CA
+    file; "test_key" at creation tests the key at once and the answer stays on the target."""
+    import asyncio
+    import time
+
+    from test_jobs import new_multistream
+
+    from streamerhub.errors import InvalidInput
+
+    ms = new_multistream(tmp_path, [])
+    async with ms.running(db, Keyring(os.urandom(32))):
+        plain = await ms.targets.create({"name": "p", "url": nginx.tls_url, "stream_key": GOOD})
+        assert (await ms.test_target(plain.id))["result"] == "tls_error"
+
+        body = {"name": "c", "url": nginx.tls_url, "stream_key": GOOD, "test_key": True}
+        target = await ms.create_target({**body, "ca_file": str(nginx.cert)})
+        assert target.to_json()["ca_file"] == str(nginx.cert)
+        deadline = time.monotonic() + 30
+        while (tested := (await ms.targets.get(target.id)).key_test) is None:
+            assert time.monotonic() < deadline, "the key was never tested"
+            await asyncio.sleep(0.2)
+        assert tested["result"] == "ok" and tested["at"]
+
+        # A new key clears the old answer: it no longer says anything about the target.
+        edited = await ms.update_target(target.id, {"stream_key": WRONG})
+        assert edited.key_test is None
+        # A CA path that is wrong now is a 400 now, not a TLS error at air time.
+        with pytest.raises(InvalidInput, match="ca_file: cannot read /nowhere/ca.pem"):
+            await ms.update_target(target.id, {"ca_file": "/nowhere/ca.pem"})
+        (tmp_path / "not.pem").write_text("hello")
+        with pytest.raises(InvalidInput, match="holds no PEM certificate"):
+            await ms.update_target(target.id, {"ca_file": str(tmp_path / "not.pem")})
+        cleared = await ms.update_target(target.id, {"ca_file": None})
+        assert cleared.ca_file is None

@@ -258,3 +258,42 @@ async def test_without_a_bitrate_the_recommendation_for_the_size_is_used(
         3000,
         800,
     ]
+
+
+async def test_the_library_is_searched_by_name_format_duration_and_status(
+    library: Library, db: Database
+) -> None:
+    rows = [
+        ("Intro 2024.mp4", "ready", "mov,mp4,m4a,3gp,3g2,mj2", 30.0),
+        ("Long rerun.mkv", "ready", "matroska,webm", 7200.0),
+        ("intro_old.flv", "rejected", "flv", 12.0),
+        ("100% raw.mp4", "preparing", "mov,mp4,m4a,3gp,3g2,mj2", 600.0),
+    ]
+    for label, status, container, duration in rows:
+        await db.pool.execute(
+            "INSERT INTO videos (label, source, path, size_bytes, status, probe, video_kbps, "
+            "audio_kbps) VALUES ($1, 'upload', 'x', 1, $2, $3, 2500, 160)",
+            label,
+            status,
+            {"container": container, "duration": duration},
+        )
+
+    async def names(**query: str) -> list[str]:
+        return [v.label for v in await library.list(query)]
+
+    assert await names(q="INTRO") == ["Intro 2024.mp4", "intro_old.flv"]
+    assert await names(q="%") == ["100% raw.mp4"]  # taken literally, not as a wildcard
+    assert await names(format="mp4") == ["Intro 2024.mp4", "100% raw.mp4"]
+    assert await names(format=".mkv") == ["Long rerun.mkv"]
+    assert await names(status="ready", min_duration="60") == ["Long rerun.mkv"]
+    assert await names(max_duration="30") == ["Intro 2024.mp4", "intro_old.flv"]
+    assert len(await names()) == 4
+    for query, message in (
+        ({"status": "done"}, "status: one of uploaded"),
+        ({"min_duration": "an hour"}, "min_duration: a number of seconds"),
+        ({"max_duration": "nan"}, "max_duration: between 0"),
+        ({"sort": "name"}, "unknown filter 'sort'"),
+        ({"format": "mp4;drop"}, "format: a file format"),
+    ):
+        with pytest.raises(InvalidInput, match=message):
+            await library.list(query)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from streamerhub.crypto import Keyring
 from streamerhub.db import Database, sealed_columns
 from streamerhub.errors import Conflict, InvalidInput, NotFound
+from streamerhub.ffmpeg.presets import platform_of, requirement_problems
+from streamerhub.ffmpeg.probe import AudioInfo, MediaProbe, VideoInfo
 from streamerhub.ffmpeg.targets import (
     TargetStore,
     key_hint,
@@ -164,3 +167,106 @@ async def test_a_token_in_the_url_query_is_never_shown_and_survives_an_edit(
     assert kept.url == f"rtmp://ingest.example/app?token={token}" and kept.name == "renamed"
     # The key goes into the path, the query stays at the end.
     assert output_url(kept.url, "k-1") == f"rtmp://ingest.example/app/k-1?token={token}"
+
+
+# ----------------------------------------------------------------------------- presets
+
+
+def test_a_preset_stands_for_the_platforms_ingest_and_twitch_takes_a_region() -> None:
+    base = {"name": "t", "stream_key": KEY}
+    assert parse_target({**base, "preset": "twitch"})["url"] == "rtmp://live.twitch.tv/app"
+    regional = parse_target({**base, "preset": "twitch", "region": "fra05"})
+    assert regional["url"] == "rtmps://fra05.contribute.live-video.net/app"
+    youtube = parse_target({**base, "preset": "youtube"})["url"]
+    assert youtube == "rtmps://a.rtmps.youtube.com:443/live2"
+    for body, message in (
+        ({"preset": "twitch", "url": "rtmp://h/app"}, "give either preset or url"),
+        ({"preset": "youtube", "region": "fra05"}, "region: only Twitch ingests"),
+        ({"preset": "twitch", "region": "fra05.evil.com"}, "region: a Twitch ingest name"),
+        ({"preset": "myspace"}, "preset: one of twitch, youtube, kick, facebook"),
+        ({"region": "fra05", "url": "rtmp://h/app"}, 'region: only with "preset"'),
+    ):
+        with pytest.raises(InvalidInput, match=message):
+            parse_target({**base, **body})
+
+
+def _probe(**changes: Any) -> MediaProbe:
+    video = VideoInfo("h264", "High", "yuv420p", 1920, 1080, 30.0, 4000, 30.0)
+    audio = AudioInfo("aac", 48000, "stereo", 160)
+    fields: dict[str, Any] = {
+        "path": Path("/x.mp4"),
+        "size_bytes": 1,
+        "container": "mov,mp4",
+        "duration": 60.0,
+        "bitrate_kbps": 4160,
+        "video": video,
+        "audio": audio,
+        "keyframe_interval": 2.0,
+        "peak_kbps": 4400,
+    }
+    return MediaProbe(**{**fields, **changes})
+
+
+def test_each_platforms_requirements_are_checked_against_a_prepared_file() -> None:
+    twitch, facebook = (
+        platform_of("rtmp://live.twitch.tv/app"),
+        platform_of("rtmps://live-api-s.facebook.com:443/rtmp"),
+    )
+    assert twitch is not None and facebook is not None
+    assert platform_of("rtmps://fa723fc1b171.global-contribute.live-video.net/app").key == "kick"
+    assert platform_of("rtmp://127.0.0.1:1935/live") is None
+    assert requirement_problems(twitch, _probe(), "intro.mp4") == []
+    bad = _probe(
+        video=VideoInfo("h264", "Constrained Baseline", "yuv420p", 1920, 1080, 30.0, 4000, 30.0),
+        audio=AudioInfo("aac", 44100, "5.1", 384),
+        peak_kbps=7800,
+        keyframe_interval=4.0,
+    )
+    said = " | ".join(requirement_problems(twitch, bad, "intro.mp4"))
+    for part in (
+        "intro.mp4 for Twitch: H.264 profile Constrained Baseline",
+        "peaks 7800) is above 6000 kbit/s",
+        "keyframes 4 s apart (at most 2 s)",
+        "5.1 audio (wants stereo)",
+        "audio 384 kbit/s (at most 160)",
+    ):
+        assert part in said
+    # Facebook wants 48 kHz audio; Twitch takes 44.1 kHz.
+    at_44k = _probe(audio=AudioInfo("aac", 44100, "stereo", 128))
+    assert requirement_problems(twitch, at_44k, "a") == []
+    assert requirement_problems(facebook, at_44k, "a") == [
+        "a for Facebook: audio at 44.1 kHz (wants 48 kHz)"
+    ]
+
+
+async def test_a_job_shows_where_its_files_break_a_target_platforms_requirements(
+    db: Database, tmp_path: Path
+) -> None:
+    from dataclasses import asdict
+
+    from test_jobs import new_multistream
+
+    probe = asdict(_probe(peak_kbps=7800))
+    probe["path"] = "/x.mp4"
+    ms = new_multistream(tmp_path, [])
+    async with ms.running(db, Keyring(os.urandom(32))):
+        video_id = await db.pool.fetchval(
+            "INSERT INTO videos (label, source, path, size_bytes, status, video_kbps, "
+            "audio_kbps, prepared_path, prepared_mode, prepared_probe) VALUES "
+            "('rerun.mp4', 'upload', 'x', 1, 'ready', 6000, 160, 'x', 'encode', $1) RETURNING id",
+            probe,
+        )
+        body = {"name": "T", "preset": "twitch", "stream_key": KEY}
+        twitch = await ms.create_target(body)
+        youtube = await ms.create_target({"name": "Y", "preset": "youtube", "stream_key": KEY})
+        job = await ms.jobs.create(
+            {"name": "j", "videos": [video_id], "targets": [twitch.id, youtube.id]}
+        )
+        shown = await ms.job_json(job)
+    by_name = {t["name"]: t["requirements"] for t in shown["targets"]}
+    assert by_name["Y"] == []  # YouTube takes 7800 kbit/s peaks
+    assert by_name["T"] == [
+        "rerun.mp4 for Twitch: video bitrate 4000 kbit/s (peaks 7800) is above 6000 kbit/s: "
+        "prepare it again at a lower rate"
+    ]
+    assert by_name["T"][0] in shown["warnings"]

@@ -41,6 +41,10 @@ LOGIN_SCOPES: tuple[str, ...] = (
     "user:read:chat",
     "user:write:chat",
 )
+# Asked for only when the streamer chooses "fill the key for me" for a multistream target:
+# reading a channel's stream key is more than StreamerHub needs otherwise.
+STREAM_KEY_SCOPE = "channel:read:stream_key"
+FILL_KEY_SCOPES: tuple[str, ...] = (*LOGIN_SCOPES, STREAM_KEY_SCOPE)
 
 
 class TokenError(StreamerHubError):

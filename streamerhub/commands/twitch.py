@@ -43,6 +43,12 @@ def add_twitch_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         default=list(LOGIN_SCOPES),
         help="scopes to ask for (default: every one StreamerHub can use)",
     )
+    login.add_argument(
+        "--fill-key",
+        action="store_true",
+        help="also let StreamerHub read the channel's stream key (channel:read:stream_key), to "
+        "fill a multistream target's key for you",
+    )
     login.set_defaults(handler=cmd_login)
     status = actions.add_parser(
         "status",
@@ -56,15 +62,20 @@ def add_twitch_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 # ----------------------------------------------------------------------------- login
 
 
+def _scopes(args: argparse.Namespace) -> tuple[str, ...]:
+    from streamerhub.bot.oauth import STREAM_KEY_SCOPE
+
+    asked = tuple(args.scopes)
+    return (*asked, STREAM_KEY_SCOPE) if args.fill_key and STREAM_KEY_SCOPE not in asked else asked
+
+
 def cmd_login(args: argparse.Namespace, settings: Settings) -> int:
     from streamerhub.bot.oauth import TokenError
 
     if problem := settings.twitch.client_problem():
         raise ConfigError(problem)
     try:
-        code: int = asyncio.run(
-            _with_db(settings, lambda db: _login(db, settings, tuple(args.scopes)))
-        )
+        code: int = asyncio.run(_with_db(settings, lambda db: _login(db, settings, _scopes(args))))
         return code
     except TokenError as exc:
         print(f"streamerhub: Twitch login failed: {exc}")

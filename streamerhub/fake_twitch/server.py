@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import WSCloseCode, web
 from aiohttp.typedefs import Handler
 
-from . import chat, conduits, control, helix, history, oauth
+from . import chat, conduits, control, helix, history, ingest, oauth
 from .delivery import close_all
 from .keys import STATE_KEY
 from .replies import ApiError
@@ -29,6 +29,7 @@ def build_app(state: State) -> web.Application:
     control.add_routes(app)
     conduits.add_routes(app)
     chat.add_routes(app)
+    ingest.add_routes(app)
     app.cleanup_ctx.append(simulation_ctx)
     app.on_shutdown.append(_close_sockets)
     return app

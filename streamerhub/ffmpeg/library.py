@@ -18,7 +18,7 @@ import secrets
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterable, Callable, Sequence
+from typing import Any, AsyncIterable, Callable, Mapping, Sequence
 
 from streamerhub.db import REFERENCE_VIOLATIONS, Database
 from streamerhub.errors import Conflict, InvalidInput, NotFound, TooLarge
@@ -34,6 +34,7 @@ from streamerhub.ffmpeg.probe import (
     playlist_issues,
     probe,
 )
+from streamerhub.ffmpeg.search import video_filter
 from streamerhub.log import get_logger, redact
 
 log = get_logger(__name__)
@@ -309,8 +310,10 @@ class Library:
 
     # ----------------------------------------------------------------------------- reading
 
-    async def list(self) -> list[Video]:
-        rows = await self.db.pool.fetch(f"SELECT {_COLUMNS} FROM videos ORDER BY id")
+    async def list(self, query: Mapping[str, str] | None = None) -> list[Video]:
+        """Every video, or those matching the filters of ffmpeg/search.py."""
+        where, args = video_filter(query or {})
+        rows = await self.db.pool.fetch(f"SELECT {_COLUMNS} FROM videos{where} ORDER BY id", *args)
         return [self._with_progress(Video(**r)) for r in rows]
 
     async def get(self, video_id: int) -> Video:

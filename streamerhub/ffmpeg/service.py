@@ -26,6 +26,14 @@ from streamerhub.ffmpeg.jobs import Job
 from streamerhub.ffmpeg.jobstore import JobStore
 from streamerhub.ffmpeg.keytest import masker, try_publish
 from streamerhub.ffmpeg.library import Library, probe_from_json
+from streamerhub.ffmpeg.linked import (
+    LinkedStore,
+    StreamKeyUnavailable,
+    TwitchAccounts,
+    TwitchUser,
+    parse_link,
+)
+from streamerhub.ffmpeg.liveness import Liveness, LivenessMonitor
 from streamerhub.ffmpeg.policy import (
     DEFAULT_POLICY,
     DEFAULT_TIMING,
@@ -34,6 +42,7 @@ from streamerhub.ffmpeg.policy import (
     RunnerTiming,
     send_buffer_for,
 )
+from streamerhub.ffmpeg.presets import PRESETS, platform_of, requirement_problems
 from streamerhub.ffmpeg.scheduler import Scheduler, now_utc
 from streamerhub.ffmpeg.status import RunRecord, TargetState, TargetStatus
 from streamerhub.ffmpeg.supervisor import TargetRunner
@@ -41,6 +50,7 @@ from streamerhub.ffmpeg.targets import (
     Target,
     TargetStore,
     output_url,
+    shown_url,
 )
 from streamerhub.ffmpeg.tasks import BackgroundTasks
 from streamerhub.ffmpeg.view import job_state, status_json
@@ -71,6 +81,11 @@ class Multistream:
         self.data_dir = settings.data_dir
         self.publish = publish or (lambda _event: None)
         self.channel_updater = channel_updater
+        # Twitch's word on linked accounts (bot/accounts.py, wired by app.py); None: no Twitch.
+        self.accounts: TwitchAccounts | None = None
+        self._linked: LinkedStore | None = None
+        self._liveness: LivenessMonitor | None = None
+        self._liveness_task: asyncio.Task[None] | None = None
         self.timing, self.policy = timing, policy
         self.ffmpeg: FFmpegBinary | None = None
         self._targets: TargetStore | None = None
@@ -118,6 +133,9 @@ class Multistream:
         await self.library.start()
         await self.restore()
         self._scheduler = asyncio.create_task(_ready(self._schedule).run(), name="job-scheduler")
+        self._liveness_task = asyncio.create_task(
+            _ready(self._liveness).run(), name="linked-liveness"
+        )
 
     def _open_stores(self, db: Database, keyring: Keyring, ffmpeg: FFmpegBinary) -> None:
         video_kbps = self.settings.ffmpeg.video_kbps or DEFAULT_PROFILE.video_kbps
@@ -135,13 +153,25 @@ class Multistream:
         )
         self._jobs = JobStore(db, self.settings.general.timezone)
         self._schedule = Scheduler(self._jobs, self.start_job, self.stop_job)
+        self._linked = LinkedStore(db)
+        ms = self.settings.ffmpeg
+        self._liveness = LivenessMonitor(
+            self._linked,
+            lambda: self.accounts,
+            self._pushing,
+            interval=ms.twitch_check_interval,
+            warn_after=ms.twitch_offline_warning,
+            refresh_every=ms.twitch_refresh_interval,
+            on_change=self._on_liveness,
+        )
 
     async def stop(self) -> None:
         """Stop the scheduler and every child (bounded), keeping desired states; idempotent."""
-        scheduler, self._scheduler = self._scheduler, None
-        if scheduler is not None:
-            scheduler.cancel()
-            await asyncio.gather(scheduler, return_exceptions=True)
+        for task in (self._scheduler, self._liveness_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._scheduler = self._liveness_task = None
         runners = list(self._runners.values())
         await _stop_abandoning(runners, STOP_BUDGET)
         if self._library is not None:
@@ -196,16 +226,125 @@ class Multistream:
             if job.target_desired(target.id) == "running" and target.enabled:
                 await self._start_runner(job, target)
 
+    async def create_target(self, body: Any) -> Target:
+        """Store a target; with "test_key": true its key is tested in the background at once
+        (the answer lands in the target's key_test)."""
+        target = await self.targets.create(body)
+        if isinstance(body, dict) and body.get("test_key"):
+            self._tasks.spawn(self.test_target(target.id))
+        return target
+
     async def test_target(self, target_id: int) -> dict[str, Any]:
         """Publish a few seconds of a test stream with the target's key: is it right?"""
         target = await self.targets.get(target_id)
         key = await self.targets.open_key(target_id)
         url = output_url(target.url, key)
         checked = await try_publish(
-            _ready(self.ffmpeg), url, mask=masker(url, key), ca_file=self.settings.ffmpeg.ca_file
+            _ready(self.ffmpeg), url, mask=masker(url, key), ca_file=self._ca_file(target)
         )
         log.info("target_tested", target=target_id, result=checked.result)
-        return {"target_id": target_id, **checked.to_json()}
+        answer = {**checked.to_json(), "at": now_utc().isoformat(timespec="seconds")}
+        await self.targets.record_key_test(target_id, answer)
+        return {"target_id": target_id, **answer}
+
+    def _ca_file(self, target: Target) -> str | None:
+        """The target's own CA file (a private CA), else [ffmpeg] ca_file, else the system's."""
+        return target.ca_file or self.settings.ffmpeg.ca_file or None
+
+    # ----------------------------------------------------------------------------- linked
+
+    async def link_target(self, target_id: int, body: Any) -> dict[str, Any]:
+        """Link a Twitch account to a target: a connected channel, or any account by login.
+
+        With fill_key (a connected channel that granted channel:read:stream_key) the key is
+        read from Helix and stored sealed, so it cannot be mistyped or another account's;
+        otherwise the key test checks that the ingest accepts the key.
+        """
+        wanted = parse_link(body)
+        await self.targets.get(target_id)
+        accounts = self._twitch()
+        connected = set(await accounts.connected_ids())
+        user = await self._find_user(accounts, wanted.login, wanted.channel_id, connected)
+        via = "connected" if user.user_id in connected else "login"
+        if wanted.fill_key and via != "connected":
+            raise InvalidInput(
+                f"fill_key: {user.login} is not a connected channel, so StreamerHub cannot read "
+                "its stream key: connect it (asking for the stream key), or paste the key and "
+                "let the key test check it"
+            )
+        followers = await accounts.follower_total(user.user_id)
+        answer: dict[str, Any] = {}
+        if wanted.fill_key:
+            try:
+                key = await accounts.stream_key(user.user_id)
+            except StreamKeyUnavailable as exc:
+                raise InvalidInput(f"fill_key: {exc}") from None
+            await self.update_target(target_id, {"stream_key": key})
+        await _ready(self._linked).link(
+            target_id, user, followers, via, "helix" if wanted.fill_key else "typed"
+        )
+        if via == "connected":
+            await self.targets.update(target_id, {"channel_id": user.user_id})
+        if not wanted.fill_key:
+            answer["key_test"] = await self.test_target(target_id)
+        log.info("target_linked", target=target_id, user_id=user.user_id, via=via)
+        return {"target": (await self.targets.get(target_id)).to_json(), **answer}
+
+    async def _find_user(
+        self,
+        accounts: TwitchAccounts,
+        login: str | None,
+        channel_id: str | None,
+        connected: set[str],
+    ) -> TwitchUser:
+        if channel_id is not None:
+            if channel_id not in connected:
+                raise InvalidInput(
+                    f"channel_id: {channel_id} is not a connected channel (connect it first, "
+                    "or link the account by its login)"
+                )
+            found = await accounts.users_by_id([channel_id])
+            if not found:
+                raise NotFound(f"Twitch has no account with id {channel_id}")
+            return found[0]
+        assert login is not None  # parse_link asks for one of the two
+        user = await accounts.user_by_login(login)
+        if user is None:
+            raise InvalidInput(f"login: Twitch has no account named {login!r}")
+        return user
+
+    async def unlink_target(self, target_id: int) -> None:
+        await self.targets.get(target_id)
+        if not await _ready(self._linked).unlink(target_id):
+            raise NotFound(f"target {target_id} is not linked to a Twitch account")
+
+    async def account_stats(self, target_id: int) -> dict[str, Any]:
+        """The linked account's figures over the history of the jobs pushing to it."""
+        await self.targets.get(target_id)
+        gap = self.settings.ffmpeg.twitch_check_interval * 4 * 3
+        stats = await _ready(self._linked).stats(target_id, gap)
+        if stats is None:
+            raise NotFound(f"target {target_id} is not linked to a Twitch account")
+        return {"target_id": target_id, **stats}
+
+    def _twitch(self) -> TwitchAccounts:
+        if self.accounts is None:
+            raise Conflict("no Twitch client in this daemon: set [twitch] client_id first")
+        return self.accounts
+
+    def _pushing(self, job_id: int, target_id: int) -> bool:
+        runner = self._runners.get((job_id, target_id))
+        return runner is not None and runner.status.state is TargetState.LIVE
+
+    def _on_liveness(self, job_id: int, target_id: int, liveness: Liveness) -> None:
+        self.publish(
+            {
+                "type": "twitch",
+                "job_id": job_id,
+                "target_id": target_id,
+                **liveness.to_json(),
+            }
+        )
 
     async def delete_target(self, target_id: int) -> None:
         """Delete a target; refused while a job uses it."""
@@ -250,6 +389,8 @@ class Multistream:
             job = await self.jobs.get(job_id)
             await self._launch(job)
         log.info("job_started", job=job_id, name=job.name, scheduled=fired is not None)
+        if self._liveness is not None:
+            self._liveness.wake.set()
         self._tasks.spawn(update_channels(self.jobs, self.channel_updater, job))
         self._nudge_scheduler()
         return job
@@ -343,7 +484,7 @@ class Multistream:
             policy=self.policy,
             on_status=lambda s: self._on_status(job.id, target.id, s),
             on_run_end=lambda r: self._on_run_end(job.id, target.id, r),
-            ca_file=self.settings.ffmpeg.ca_file or None,
+            ca_file=self._ca_file(target),
         )
         self._runners[(job.id, target.id)] = runner
         runner.start()
@@ -410,11 +551,25 @@ class Multistream:
         """A job with the live state of each of its targets (and history when detail)."""
         body = job.to_json(self.tz, now_utc())
         body["targets"] = [await self._target_json(job, t, d) for t, d in job.targets]
+        probes = await self._prepared_probes(job)
+        for shown in body["targets"]:
+            shown["requirements"] = self._requirements(shown["url"], probes)
         body["state"] = job_state(job, [t["state"] for t in body["targets"]])
-        body["warnings"] = await self.jobs.channel_warnings(job.id)
+        body["warnings"] = (
+            await self.jobs.channel_warnings(job.id)
+            + [
+                f"{t['name']}: {t['twitch']['warning']}"
+                for t in body["targets"]
+                if t.get("twitch") and t["twitch"].get("warning")
+            ]
+            + [problem for t in body["targets"] for problem in t["requirements"]]
+        )
         if detail:
             body["runs"] = await self.jobs.runs(job.id)
             body["channel_updates"] = await self.jobs.channel_updates(job.id)
+            body["linked_accounts"] = [
+                await self.account_stats(t["target_id"]) for t in body["targets"] if t["account"]
+            ]
         return body
 
     async def _target_json(self, job: Job, target_id: int, desired: str) -> dict[str, Any]:
@@ -433,12 +588,46 @@ class Multistream:
         return {
             "target_id": target_id,
             "name": target.name,
+            "url": shown_url(target.url),
             "enabled": target.enabled,
             "desired": desired,
             **status_json(status, self.tz),
             "state": state,
             "finished": finished,
+            "account": target.account,
+            "twitch": self._twitch_json(job.id, target),
         }
+
+    async def _prepared_probes(self, job: Job) -> list[tuple[str, Any]]:
+        """(label, probe) of the job's prepared files, for the platform checks."""
+        found = []
+        for video_id in dict.fromkeys(job.videos):
+            try:
+                video = await self.library.get(video_id)
+            except NotFound:
+                continue
+            if video.prepared_probe:
+                found.append((video.label, probe_from_json(video.prepared_probe)))
+        return found
+
+    @staticmethod
+    def _requirements(url: str, probes: list[tuple[str, Any]]) -> list[str]:
+        """Where the job's prepared files break the target platform's ingest requirements."""
+        platform = platform_of(url)
+        if platform is None:
+            return []
+        return [p for label, probe in probes for p in requirement_problems(platform, probe, label)]
+
+    def presets(self) -> list[dict[str, Any]]:
+        """The platforms a target can be made from, with their ingest requirements."""
+        return [p.to_json() for p in PRESETS.values()]
+
+    def _twitch_json(self, job_id: int, target: Target) -> dict[str, Any] | None:
+        """Twitch's word on a linked target's push (None when no account is linked)."""
+        if target.account is None:
+            return None
+        liveness = self._liveness.of(job_id, target.id) if self._liveness else None
+        return (liveness or Liveness(ours_live=self._pushing(job_id, target.id))).to_json()
 
 
 async def _stop_runners(runners: list[TargetRunner]) -> None:

@@ -16,10 +16,11 @@ import asyncpg
 from streamerhub.crypto import Keyring, aad_for
 from streamerhub.db import REFERENCE_VIOLATIONS, Database
 from streamerhub.errors import Conflict, InvalidInput, NotFound
+from streamerhub.ffmpeg.presets import preset_url
 from streamerhub.log import MASK, register_secret
 
 TABLE, KEY_COLUMN = "stream_targets", "stream_key_sealed"
-FIELDS = ("name", "url", "stream_key", "enabled", "channel_id")
+FIELDS = ("name", "url", "stream_key", "enabled", "channel_id", "ca_file", "test_key")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,9 @@ class Target:
     channel_id: str | None
     created_at: dt.datetime
     updated_at: dt.datetime
+    ca_file: str | None = None
+    key_test: dict[str, Any] | None = None  # the last key test: result, ok, message, at
+    account: dict[str, Any] | None = None  # the linked Twitch account (ffmpeg/linked.py)
 
     def to_json(self) -> dict[str, Any]:
         """What the API shows: never the key, only its hint."""
@@ -42,6 +46,9 @@ class Target:
             "stream_key": MASK + self.key_hint,
             "enabled": self.enabled,
             "channel_id": self.channel_id,
+            "ca_file": self.ca_file,
+            "key_test": self.key_test,
+            "account": self.account,
             "created_at": self.created_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
         }
@@ -116,12 +123,42 @@ def check_channel(value: Any) -> str | None:
     return str(value)
 
 
+def check_ca_file(value: Any) -> str | None:
+    """An absolute path to a readable PEM file, or null for the [ffmpeg] ca_file / system one.
+
+    Checked when it is set, so a typo is a clear 400 now, not a TLS error at air time.
+    """
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not value.startswith("/") or "\x00" in value:
+        raise InvalidInput("ca_file: give the absolute path of a PEM file (or null)")
+    try:
+        with open(value, "rb") as fh:
+            head = fh.read(65536)
+    except OSError as exc:
+        raise InvalidInput(
+            f"ca_file: cannot read {value} ({exc.strerror}): check the path and that the "
+            "daemon's user may read it"
+        ) from None
+    if b"-----BEGIN CERTIFICATE-----" not in head:
+        raise InvalidInput(f"ca_file: {value} holds no PEM certificate (-----BEGIN CERTIFICATE)")
+    return value
+
+
+def check_flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidInput("test_key: must be true or false")
+    return value
+
+
 _CHECKS = {
     "name": check_name,
     "url": check_url,
     "stream_key": check_key,
     "enabled": check_enabled,
     "channel_id": check_channel,
+    "ca_file": check_ca_file,
+    "test_key": check_flag,
 }
 
 
@@ -138,7 +175,13 @@ def check_body(body: Any, known: Sequence[str], required: Sequence[str], partial
 
 
 def parse_target(body: Any, partial: bool = False) -> dict[str, Any]:
-    """Validate a create (all of name, url, stream_key) or an edit (any subset) request."""
+    """Validate a create (all of name, url, stream_key) or an edit (any subset) request.
+
+    A "preset" (and for Twitch a "region") stands for the platform's ingest URL."""
+    if isinstance(body, Mapping) and ("preset" in body or "region" in body):
+        url = preset_url(body)
+        body = {k: v for k, v in body.items() if k not in ("preset", "region")}
+        body["url"] = url
     check_body(body, FIELDS, ("name", "url", "stream_key"), partial)
     return {field: _CHECKS[field](value) for field, value in body.items()}
 
@@ -168,7 +211,9 @@ def shown_url(url: str) -> str:
 
 # ----------------------------------------------------------------------------- storage
 
-_COLUMNS = "id, name, url, key_hint, enabled, channel_id, created_at, updated_at"
+_COLUMNS = """id, name, url, key_hint, enabled, channel_id, created_at, updated_at, ca_file,
+    key_test, (SELECT to_jsonb(a) - 'target_id' FROM stream_linked_accounts a
+                WHERE a.target_id = stream_targets.id) AS account"""
 
 
 class TargetStore:
@@ -204,8 +249,8 @@ class TargetStore:
                 conn,
                 """
                 INSERT INTO stream_targets (id, name, url, stream_key_sealed, key_hint, enabled,
-                                            channel_id)
-                VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING """
+                                            channel_id, ca_file)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING """
                 + _COLUMNS,
                 target_id,
                 fields["name"],
@@ -214,6 +259,7 @@ class TargetStore:
                 key_hint(key),
                 fields.get("enabled", True),
                 fields.get("channel_id"),
+                fields.get("ca_file"),
             )
         assert row is not None  # INSERT … RETURNING always returns the new row
         return Target(**row)
@@ -236,7 +282,9 @@ class TargetStore:
                 UPDATE stream_targets
                    SET name = $2, url = $3, enabled = $4, channel_id = $5,
                        stream_key_sealed = COALESCE($6, stream_key_sealed),
-                       key_hint = COALESCE($7, key_hint), updated_at = now()
+                       key_hint = COALESCE($7, key_hint), ca_file = $8,
+                       key_test = CASE WHEN $6::bytea IS NULL AND $3 = url THEN key_test END,
+                       updated_at = now()
                  WHERE id = $1 RETURNING """
                 + _COLUMNS,
                 target_id,
@@ -246,10 +294,17 @@ class TargetStore:
                 fields["channel_id"] if "channel_id" in fields else current.channel_id,
                 sealed,
                 hint,
+                fields["ca_file"] if "ca_file" in fields else current.ca_file,
             )
         if row is None:
             raise NotFound(f"no target with id {target_id}")
         return Target(**row)
+
+    async def record_key_test(self, target_id: int, result: dict[str, Any]) -> None:
+        """Keep the last key test's answer, shown with the target until the key or URL changes."""
+        await self.db.pool.execute(
+            "UPDATE stream_targets SET key_test = $2 WHERE id = $1", target_id, result
+        )
 
     async def delete(self, target_id: int) -> None:
         try:

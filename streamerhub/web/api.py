@@ -15,6 +15,7 @@ from typing import (
     AsyncIterator,
     Awaitable,
     Callable,
+    Mapping,
     Protocol,
     Sequence,
     TypeVar,
@@ -71,7 +72,7 @@ class LibraryApi(Protocol):
     @property
     def max_upload_bytes(self) -> int: ...
 
-    async def list(self) -> Sequence[Shown]: ...
+    async def list(self, query: Mapping[str, str] | None = None) -> Sequence[Shown]: ...
     async def get(self, video_id: int) -> Shown: ...
     async def store_upload(
         self, filename: str | None, chunks: AsyncIterable[bytes], body: Any = None
@@ -102,7 +103,12 @@ class MultistreamApi(Protocol[JobT]):
     @property
     def jobs(self) -> JobsApi[JobT]: ...
 
+    async def create_target(self, body: Any) -> Shown: ...
     async def update_target(self, target_id: int, body: Any) -> Shown: ...
+    async def link_target(self, target_id: int, body: Any) -> dict[str, Any]: ...
+    async def unlink_target(self, target_id: int) -> None: ...
+    async def account_stats(self, target_id: int) -> dict[str, Any]: ...
+    def presets(self) -> list[dict[str, Any]]: ...
     async def delete_target(self, target_id: int) -> None: ...
     async def test_target(self, target_id: int) -> dict[str, Any]: ...
     async def create_job(self, body: Any) -> JobT: ...
@@ -246,7 +252,7 @@ async def list_targets(request: web.Request) -> web.Response:
 
 
 async def create_target(request: web.Request) -> web.Response:
-    target = await _ms(request).targets.create(await _body(request))
+    target = await _ms(request).create_target(await _body(request))
     return _json(target.to_json(), 201)
 
 
@@ -269,11 +275,32 @@ async def delete_target(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def list_presets(request: web.Request) -> web.Response:
+    """GET /presets — platforms (ingest URL, Twitch regions) and their ingest requirements."""
+    return _json(_ms(request).presets())
+
+
+async def link_target(request: web.Request) -> web.Response:
+    """POST /targets/{id}/account — link a Twitch account (connected channel or login)."""
+    return _json(await _ms(request).link_target(_id(request), await _body(request)))
+
+
+async def unlink_target(request: web.Request) -> web.Response:
+    await _ms(request).unlink_target(_id(request))
+    return web.Response(status=204)
+
+
+async def account_stats(request: web.Request) -> web.Response:
+    """GET /targets/{id}/account/stats — the linked account's figures over its job history."""
+    return _json(await _ms(request).account_stats(_id(request)))
+
+
 # ----------------------------------------------------------------------------- videos
 
 
 async def list_videos(request: web.Request) -> web.Response:
-    return _json([v.to_json() for v in await _ms(request).library.list()])
+    """GET /videos[?q=&format=&status=&min_duration=&max_duration=] — filters combine."""
+    return _json([v.to_json() for v in await _ms(request).library.list(request.query)])
 
 
 async def create_video(request: web.Request) -> web.Response:
@@ -427,6 +454,10 @@ ROUTES: tuple[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamRespon
     ("PATCH", "/targets/{id:\\d+}", update_target),
     ("DELETE", "/targets/{id:\\d+}", delete_target),
     ("POST", "/targets/{id:\\d+}/test", test_target),
+    ("GET", "/presets", list_presets),
+    ("POST", "/targets/{id:\\d+}/account", link_target),
+    ("DELETE", "/targets/{id:\\d+}/account", unlink_target),
+    ("GET", "/targets/{id:\\d+}/account/stats", account_stats),
     ("GET", "/videos", list_videos),
     ("POST", "/videos", create_video),
     ("GET", "/videos/{id:\\d+}", get_video),

@@ -53,6 +53,26 @@ SCHEMAS: dict[str, Any] = {
                 "description": "Connected Twitch channel id, "
                 "whose title/category/tags a job sets when it starts",
             },
+            "ca_file": {
+                **_nullable("string"),
+                "description": "Absolute path of a PEM CA bundle for this target's rtmps:// "
+                "ingest (a private CA); null uses [ffmpeg] ca_file or the system's",
+            },
+            "preset": {
+                "enum": ["twitch", "youtube", "kick", "facebook"],
+                "description": "Instead of url: the platform's ingest",
+            },
+            "region": {
+                "type": "string",
+                "description": 'With preset twitch: "auto" (default) or an ingest name '
+                'such as "fra05"',
+            },
+            "test_key": {
+                "type": "boolean",
+                "default": False,
+                "description": "Test the key at once in the background (the answer lands in "
+                "the target's key_test)",
+            },
         },
     },
     "Target": {
@@ -64,8 +84,34 @@ SCHEMAS: dict[str, Any] = {
             "stream_key": {"type": "string", "description": "Only a hint, e.g. ••••a1b2"},
             "enabled": {"type": "boolean"},
             "channel_id": _nullable("string"),
+            "ca_file": _nullable("string", description="This target's CA bundle (PEM)"),
+            "key_test": {
+                "type": ["object", "null"],
+                "description": "The last key test (result, ok, message, at); cleared by a new "
+                "key or URL",
+            },
+            "account": {"oneOf": [_ref("LinkedAccount"), {"type": "null"}]},
             "created_at": {"type": "string", "format": "date-time"},
             "updated_at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "LinkedAccount": {
+        "type": "object",
+        "description": "The Twitch account linked to a target, matched by user id",
+        "properties": {
+            "user_id": {"type": "string"},
+            "login": {"type": "string"},
+            "display_name": {"type": "string"},
+            "avatar_url": {"type": "string"},
+            "followers": _nullable("integer"),
+            "via": {"enum": ["connected", "login"]},
+            "key_source": {
+                "type": ["string", "null"],
+                "enum": ["helix", "typed", None],
+                "description": "helix: the key was read from Twitch (channel:read:stream_key)",
+            },
+            "linked_at": {"type": "string", "format": "date-time"},
+            "refreshed_at": {"type": "string", "format": "date-time"},
         },
     },
     "Probe": {
@@ -402,15 +448,76 @@ def _paths() -> dict[str, Any]:
                 extra=("404",),
             ),
         },
-        "/videos": {
+        "/presets": {
             "get": _op(
-                "List videos",
+                "Platform presets: ingest URL (Twitch: auto, or a region), and the ingest "
+                "requirements a job's prepared files are checked against",
+                _answer("200", {"type": "array", "items": {"type": "object"}}, "The presets"),
+            ),
+        },
+        "/targets/{id}/account": {
+            "parameters": [_id()],
+            "post": _op(
+                "Link a Twitch account: a connected channel (channel_id) or any account by "
+                "login; fill_key reads the key from Twitch (channel:read:stream_key), else the "
+                "key test runs",
                 _answer(
                     "200",
-                    {"type": "array", "items": _ref("Video")},
-                    "Videos with status and progress",
+                    {
+                        "type": "object",
+                        "properties": {
+                            "target": _ref("Target"),
+                            "key_test": {"type": "object"},
+                        },
+                    },
+                    "The linked target (and the key test, when the key was not read)",
                 ),
+                _json_body(
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "login": {"type": "string"},
+                            "channel_id": {"type": "string"},
+                            "fill_key": {"type": "boolean", "default": False},
+                        },
+                    }
+                ),
+                ("404", "409"),
             ),
+            "delete": _op("Unlink the Twitch account", _NO_CONTENT, extra=("404",)),
+        },
+        "/targets/{id}/account/stats": {
+            "parameters": [_id()],
+            "get": _op(
+                "The linked account's figures while our pushes were live: streams pushed, "
+                "hours on air, Twitch's peak and average viewers",
+                _answer("200", {"type": "object"}, "Per-account statistics"),
+                extra=("404",),
+            ),
+        },
+        "/videos": {
+            "get": {
+                **_op(
+                    "List videos",
+                    _answer(
+                        "200",
+                        {"type": "array", "items": _ref("Video")},
+                        "Videos with status and progress",
+                    ),
+                ),
+                "parameters": [
+                    _query("q", "Part of the name (case-insensitive)"),
+                    _query("format", "File format, e.g. mp4 (file extension or container)"),
+                    _query(
+                        "status",
+                        "Only videos in this state",
+                        ["uploaded", "probing", "preparing", "ready", "rejected"],
+                    ),
+                    _query("min_duration", "At least this many seconds long"),
+                    _query("max_duration", "At most this many seconds long"),
+                ],
+            },
             "post": _op(
                 "Upload a video (multipart, field `file`) or import one by path",
                 _answer("201", _ref("Video"), "Stored; probing and preparation follow"),

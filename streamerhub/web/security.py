@@ -32,7 +32,8 @@ WILDCARD_BINDS = ("0.0.0.0", "::", "")
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; "
-        "img-src 'self' data:; connect-src 'self'; "
+        # Twitch's image CDN: linked accounts' avatars (the only outside images shown).
+        "img-src 'self' data: https://static-cdn.jtvnw.net; connect-src 'self'; "
         "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
     ),
     "X-Frame-Options": "DENY",
