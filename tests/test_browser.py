@@ -99,8 +99,10 @@ async def chromium(*extra_args: str) -> AsyncIterator[Any]:
 PROBLEMS: list[str] = []  # script errors and CSP refusals seen by any page of the running test
 
 
-async def new_page(browser: Any) -> Any:
-    context = await browser.new_context(viewport={"width": 1360, "height": 900})
+async def new_page(browser: Any, width: int = 1360, scheme: str = "light", **opts: Any) -> Any:
+    context = await browser.new_context(
+        viewport={"width": width, "height": 900}, color_scheme=scheme, **opts
+    )
     page = await context.new_page()
     page.set_default_timeout(15_000)
     page.on("pageerror", lambda exc: PROBLEMS.append(f"{page.url}: {exc}"))
@@ -288,6 +290,23 @@ async def test_owner_journey_feed_periods_and_guards(
                 {"user_login": "feed_test", "bits": 4321, "user_name": "Feed_Test"},
             )
             await page.wait_for_selector("#feed li:has-text('cheered 4321 bits')", timeout=5000)
+
+            # A gift bomb: one row naming the gifter, its subs listed inside it, not 3 rows more.
+            await post_fake(
+                fake,
+                "channel.subscription.gift",
+                {"user_login": "bomber", "user_name": "Bomber", "total": 3},
+            )
+            for i in range(3):
+                await post_fake(
+                    fake,
+                    "channel.subscribe",
+                    {"user_login": f"lucky{i}", "user_name": f"Lucky{i}", "is_gift": True},
+                )
+            bomb = "#feed li.gift-bomb:has-text('Bomber gifted 3 subs')"
+            await page.wait_for_selector(f"{bomb} summary:has-text('3 recipients')", timeout=5000)
+            assert await page.locator("#feed li:has-text('got a gifted sub')").count() == 0
+            assert await page.get_attribute(f"{bomb} .tag", "title") == "channel.subscription.gift"
             await shot(page, "04-overview-live-feed")
 
 
@@ -352,6 +371,126 @@ async def post_fake(fake: FakeTwitch, sub_type: str, overrides: dict[str, Any]) 
             json={"subscription_type": sub_type, "subscription_version": version, "event": event},
         ) as resp:
             assert resp.status == 200 and (await resp.json())["delivered"] >= 1
+
+
+# ----------------------------------------------------------------------------- phone and dark
+
+PAGES = (
+    "/",
+    "/?period=all",
+    "/events",
+    "/streams",
+    "/streams/1000/stream-old",
+    "/settings",
+    "/multistream",
+)
+
+
+async def seed_gift_bomb_and_poll(db_url: str, data_dir: Path) -> None:
+    db = Database(await create_pool(db_url, 2), db_url)
+    try:
+        at = NOW - dt.timedelta(hours=3)
+        items = [
+            notification(
+                "channel.subscription.gift", at, total=3, user_login="bomber", user_name="Bomber"
+            )
+        ]
+        items += [
+            notification(
+                "channel.subscribe",
+                at + dt.timedelta(seconds=1 + i),
+                is_gift=True,
+                user_login=f"lucky{i}",
+                user_name=f"Lucky{i}",
+            )
+            for i in range(3)
+        ]
+        old = NOW - dt.timedelta(days=20)  # inside seed()'s stream-old: its chart's moments
+        items.append(notification("channel.raid", old + dt.timedelta(minutes=30), viewers=77))
+        items.append(notification("channel.update", old + dt.timedelta(minutes=62)))
+        items.append(notification("channel.hype_train.begin", old + dt.timedelta(minutes=70)))
+        items.append(notification("channel.poll.begin", at + dt.timedelta(minutes=5)))
+        items.append(notification("channel.hype_train.begin", at + dt.timedelta(minutes=6)))
+        await store_events(db, data_dir / "seed-bomb", items)
+    finally:
+        await db.close()
+
+
+async def test_every_page_fits_a_phone_and_a_desktop_light_and_dark(
+    daemon_factory, db_url: str, tmp_path: Path
+) -> None:
+    """Each page at 1360 px and 390 px, light and dark: no sideways scrolling, no script error,
+    a screenshot of each; the event browser in human words; the theme toggle."""
+    require_chromium()
+    async with FakeTwitch() as fake:
+        daemon = daemon_factory(daemon_config(db_url, fake))
+        daemon.data_dir.mkdir(parents=True, exist_ok=True)
+        await seed(db_url, daemon.data_dir, fake)
+        await seed_gift_bomb_and_poll(db_url, daemon.data_dir)
+        daemon.start()
+        async with chromium() as browser:
+            page = await new_page(browser)
+            await become_owner(page, daemon)
+            signed_in = await page.context.storage_state()
+            await page.context.close()
+            for width in (1360, 390):
+                for scheme in ("light", "dark"):
+                    page = await new_page(browser, width, scheme, storage_state=signed_in)
+                    for path in PAGES:
+                        response = await page.goto(daemon.url + path)
+                        assert response.status == 200, (path, daemon.log()[-3000:])
+                        await page.wait_for_load_state("load")
+                        wide = await page.evaluate(
+                            "() => [document.documentElement.scrollWidth, window.innerWidth]"
+                        )
+                        assert wide[0] <= wide[1], f"{path} at {width} px {scheme}: {wide}"
+                        slug = path.strip("/").replace("/", "-").replace("?", "") or "overview"
+                        await shot(page, f"20-{width}-{scheme}-{slug}")
+                    background = await page.evaluate(
+                        "() => getComputedStyle(document.documentElement).backgroundColor"
+                    )
+                    assert (background == "rgb(18, 16, 24)") == (scheme == "dark"), background
+                    await page.context.close()
+
+            # The event browser in human words: one row per gift bomb naming the gifter, its
+            # recipients inside; friendly type names with the raw one on hover; a Who everywhere.
+            page = await new_page(browser, 390, "light", storage_state=signed_in)
+            await page.goto(f"{daemon.url}/events")
+            rows = page.locator("#events-table tbody tr")
+            assert await page.locator("#events-table tr:has-text('got a gifted sub')").count() == 0
+            bomb = page.locator("#events-table tr:has-text('Bomber gifted 3 subs')")
+            assert await bomb.locator(".tag").inner_text() == "Gift bomb"
+            await bomb.locator("summary").click()
+            assert "Lucky2" in await bomb.inner_text()
+            hype = page.locator("#events-table tr[data-type='channel.hype_train.begin']")
+            assert (
+                await hype.first.locator(".tag").get_attribute("title")
+                == "channel.hype_train.begin"
+            )
+            whos = await rows.evaluate_all("rows => rows.map(r => r.cells[2].innerText.trim())")
+            assert whos and all(whos), whos
+            await shot(page, "21-events-phone-gift-bomb")
+
+            # The stream summary: its viewer curve marked with the raid, the title change and
+            # the hype train, each listed in words under the chart.
+            await page.goto(f"{daemon.url}/streams/1000/stream-old")
+            await page.wait_for_selector("#chart-stream canvas")
+            moments = await page.inner_text("#moments")
+            assert "raided with 77 viewers" in moments and "Hype train" in moments, moments
+            assert "Title:" in moments
+            await shot(page, "23-stream-summary-phone")
+
+            # The toggle: system → dark → light, kept across pages, charts redrawn without error.
+            await page.goto(daemon.url + "/")
+            await page.wait_for_selector("#chart-events canvas")
+            await page.focus("#theme-toggle")
+            await page.keyboard.press("Enter")
+            assert await page.get_attribute("html", "data-theme") == "dark"
+            await page.wait_for_selector("#chart-events canvas")
+            await page.goto(daemon.url + "/events")
+            assert await page.get_attribute("html", "data-theme") == "dark"
+            assert "dark" in await page.inner_text("#theme-toggle")
+            await shot(page, "22-events-phone-dark-by-toggle")
 
 
 # ----------------------------------------------------------------------------- multistream
