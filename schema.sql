@@ -4,7 +4,7 @@
 -- ===== 0001_foundation.sql =====
 
 -- 0001: Twitch capture. Every notification is kept raw in twitch_events; the typed twitch_*
--- tables can always be rebuilt from it (see streamerhub/bot/events.py).
+-- tables can always be rebuilt from it (see streamerhub/events/normalise.py).
 
 CREATE TABLE twitch_channels (
     channel_id          text PRIMARY KEY,            -- Twitch broadcaster user id
@@ -1251,8 +1251,7 @@ CREATE TABLE web_users (
     twitch_login   text UNIQUE CHECK (twitch_login = lower(twitch_login)),
     created_at     timestamptz NOT NULL DEFAULT now(),
     updated_at     timestamptz NOT NULL DEFAULT now(),
-    last_login_at  timestamptz,
-    twitch_user_id text UNIQUE                       -- 0005: who signs in with Twitch, by id
+    last_login_at  timestamptz
 );
 
 -- The cookie carries a random id; only its SHA-256 is stored, so a leaked table opens nothing.
@@ -1275,3 +1274,24 @@ CREATE INDEX twitch_events_received ON twitch_events (received_at);
 CREATE INDEX twitch_events_user_time ON twitch_events
     ((lower(coalesce(payload #>> '{event,user_login}', payload #>> '{event,from_broadcaster_user_login}'))),
      occurred_at DESC);
+
+-- ===== 0005_web_twitch_ids.sql =====
+
+-- 0005: Dashboard users signed in with Twitch are matched by Twitch user id, which never
+-- changes, not by login name, which can be changed and later taken by someone else. A user added
+-- by login is bound to the id of the first account that signs in under that name.
+
+ALTER TABLE web_users ADD COLUMN twitch_user_id text UNIQUE;
+
+-- ===== 0009_web_preferences.sql =====
+
+-- 0009: The streamer's time zone and the hour their day starts, chosen in the browser (at setup
+-- and in Settings). One row; when present it overrides [general] timezone and day_start_hour for
+-- the dashboard, so nobody has to edit config.toml and restart to see their own clock.
+
+CREATE TABLE web_preferences (
+    id boolean PRIMARY KEY DEFAULT true CHECK (id),
+    timezone text NOT NULL,
+    day_start_hour integer NOT NULL CHECK (day_start_hour BETWEEN 0 AND 23),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);

@@ -59,7 +59,7 @@ OWNERS: dict[str, set[str]] = {
         "stream_runs",
         "stream_channel_updates",
     },
-    "web": {"web_users", "web_sessions"},
+    "web": {"web_users", "web_sessions", "web_preferences"},
     "db.py": {"schema_migrations"},
 }
 # Read grants: the read model reads the event log it is built from (never writes it).
