@@ -96,6 +96,7 @@ async def chromium(*extra_args: str) -> AsyncIterator[Any]:
             await browser.close()
 
 
+DIALOGS: list[str] = []  # confirm() questions the pages asked
 PROBLEMS: list[str] = []  # script errors and CSP refusals seen by any page of the running test
 
 
@@ -506,8 +507,15 @@ async def test_upload_job_live_and_stop(daemon_factory, db_url: str, tmp_path: P
         async with chromium() as browser:
             page = await new_page(browser)
             await become_owner(page, daemon)
+            page.on("dialog", lambda dialog: DIALOGS.append(dialog.message) or dialog.accept())
             await page.goto(f"{daemon.url}/multistream")
             await page.wait_for_selector("#targets-table td.empty")
+            # Until the first job, a checklist says the order: targets, videos, jobs.
+            await page.wait_for_selector("#checklist:not([hidden])")
+            order = await page.evaluate(
+                "() => [...document.querySelectorAll('#multistream > section')].map(s => s.id)"
+            )
+            assert order == ["checklist", "targets-panel", "library-panel", "jobs-panel"], order
 
             # A bad URL is refused next to the form, in words.
             await page.fill("#target-form input[name=name]", "Broken")
@@ -535,13 +543,19 @@ async def test_upload_job_live_and_stop(daemon_factory, db_url: str, tmp_path: P
             await page.wait_for_selector(
                 "#videos-table .state-rejected, #upload-error:not([hidden])", timeout=30_000
             )
+            # The upload's outcome says rejected, not "Uploaded".
+            await page.wait_for_selector(
+                "#upload-status:has-text('Rejected:'), #upload-error:not([hidden])",
+                timeout=10_000,
+            )
+            assert "Uploaded" not in await page.inner_text("#upload-status")
             await shot(page, "13-multistream-library")
 
             # A job to the local RTMP listener: the target goes live, then stop it.
             await page.click("#job-create summary")
             await page.fill("#job-form input[name=name]", "Browser rerun")
+            # Chosen but not added to the playlist: the chosen video is what the job plays.
             await page.select_option("#job-video-pick", label="rerun.mp4")
-            await page.click("#job-video-add")
             await page.click("#job-form button[type=submit]")  # no target chosen: said so
             await page.wait_for_selector("#job-form-error:not([hidden])")
             assert "targets" in await page.inner_text("#job-form-error")
@@ -552,9 +566,37 @@ async def test_upload_job_live_and_stop(daemon_factory, db_url: str, tmp_path: P
             assert await ingest.wait_until(lambda: bool(ingest.sessions), 10)
             await page.wait_for_selector(".job td.num:has-text('kbit/s')", timeout=15_000)
             await shot(page, "14-multistream-live")
+            assert await page.is_hidden("#checklist")
             await page.click(".job button:has-text('Stop job')")
             await page.wait_for_selector(".job .state-stopped", timeout=20_000)
             await shot(page, "15-multistream-stopped")
+
+            # Edit the job in the same form (PATCH): the card shows the new name.
+            await page.click(".job button:has-text('Edit')")
+            await page.fill("#job-form input[name=name]", "Renamed rerun")
+            await page.click("#job-submit")
+            await page.wait_for_selector(".job h3:has-text('Renamed rerun')")
+
+            # Deleting the job's only target is refused in words naming the job; with a second
+            # target, deleting the first takes it out of the job after saying so.
+            row = "#targets-table tr:has-text('Local ingest')"
+            await page.click(f"{row} button:has-text('Delete')")
+            await page.wait_for_selector("#targets-error:has-text('only target of Renamed rerun')")
+            await page.fill("#target-form input[name=name]", "Second ingest")
+            await page.fill("#target-form input[name=url]", ingest.url)
+            await page.fill("#target-form input[name=stream_key]", "live_4243_second")
+            await page.click("#target-submit")
+            await page.wait_for_selector("#targets-table td:has-text('Second ingest')")
+            await page.click(".job button:has-text('Edit')")
+            await page.check("#job-targets label:has-text('Second ingest') input")
+            await page.click("#job-submit")
+            await page.wait_for_selector(".job td:has-text('Second ingest')")
+            await page.click(f"{row} button:has-text('Delete')")
+            await page.wait_for_selector(row, state="detached")
+            assert any("from 1 job (Renamed rerun)" in d for d in DIALOGS), DIALOGS
+            await page.wait_for_selector(".job td:has-text('Second ingest')")
+            assert await page.locator(".job td:has-text('Local ingest')").count() == 0
+            await shot(page, "17-multistream-edited")
 
 
 # ----------------------------------------------------------------------------- demo

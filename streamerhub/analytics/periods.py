@@ -19,7 +19,7 @@ from streamerhub.errors import InvalidInput
 
 UTC = timezone.utc
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-BUCKET_SIZES = ("hour", "day", "week", "month")
+BUCKET_SIZES = ("15min", "hour", "day", "week", "month")
 PERIOD_KINDS = ("day", "week", "month", "all", "custom")
 ROLLUP_LEVELS = (86400, 3600, 900)  # the resolutions kept by migration 0003, coarsest first
 RAW = 0  # a piece read from the typed rows themselves
@@ -31,7 +31,9 @@ MAX_BUCKETS = 500
 # Days a user may type: nothing was captured before 1970, and near year 9999 a day's end or a
 # zone shift overflows Python's calendar.
 FIRST_YEAR, LAST_YEAR = 1970, 9000
+QUARTER = timedelta(minutes=15)
 _APPROX_BUCKET = {
+    "15min": QUARTER,
     "hour": timedelta(hours=1),
     "day": timedelta(days=1),
     "week": timedelta(days=7),
@@ -85,6 +87,8 @@ class Calendar:
     def floor(self, instant: datetime, size: str) -> datetime:
         """Start (UTC) of the hour/day/week/month bucket holding the instant."""
         instant = _aware(instant).astimezone(UTC)
+        if size == "15min":  # every zone in use is a whole number of quarters off UTC
+            return _floor(instant, 900)
         if size == "hour":
             local = self.local(instant).replace(minute=0, second=0, microsecond=0)
             start = local.astimezone(UTC)
@@ -101,6 +105,8 @@ class Calendar:
     def next_start(self, start: datetime, size: str) -> datetime:
         """Start of the bucket after the one starting (or lying) at `start`."""
         start = _aware(start).astimezone(UTC)
+        if size == "15min":
+            return self.floor(start, size) + QUARTER
         if size == "hour":
             after = self.floor(start + timedelta(hours=1), "hour")
             return after if after > start else start + timedelta(hours=1)
@@ -212,8 +218,11 @@ def estimate_buckets(start: datetime, end: datetime, size: str) -> int:
 
 
 def choose_bucket(start: datetime, end: datetime) -> str:
-    """Hours up to 3 days, days up to ~3 months, weeks up to 2 years, then months."""
+    """Quarter hours up to a day (a DST day has 25 hours), hours up to 3 days, days up to ~3
+    months, weeks up to 2 years, then months: a chart of today or one stream shows its shape."""
     span = end - start
+    if span <= timedelta(hours=25):
+        return "15min"
     if span <= timedelta(days=3):
         return "hour"
     if span <= timedelta(days=93):

@@ -78,8 +78,8 @@
     // Half a bucket of room at both ends, so the first and last buckets' bars are not cut off.
     const step = t.length > 1 ? t[1] - t[0] : 3600;
     const xRange = (u, min, max) => [min - step * 0.6, max + step * 0.6];
-    const timeFmt = {hour: "{HH}:{mm}", day: "{MMM} {D}", week: "{MMM} {D}"}[series.bucket] || "{MMM} {YYYY}";
-    const tipFmt = series.bucket === "hour" ? "{YYYY}-{MM}-{DD} {HH}:{mm}" : "{YYYY}-{MM}-{DD}";
+    const timeFmt = {"15min": "{HH}:{mm}", hour: "{HH}:{mm}", day: "{MMM} {D}", week: "{MMM} {D}"}[series.bucket] || "{MMM} {YYYY}";
+    const tipFmt = ["15min", "hour"].includes(series.bucket) ? "{YYYY}-{MM}-{DD} {HH}:{mm}" : "{YYYY}-{MM}-{DD}";
     const axis = () => ({stroke: COLORS.ink, grid: {stroke: COLORS.grid}, ticks: {stroke: COLORS.line}});
     const gaps = gapRanges(series);
     legendGaps(events, gaps);
