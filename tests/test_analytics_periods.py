@@ -12,6 +12,7 @@ from streamerhub.analytics.periods import (
     PeriodError,
     all_time_period,
     calendar_period,
+    chart_bucket,
     choose_bucket,
     custom_period,
     parse_day,
@@ -26,29 +27,24 @@ def z(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def hours(period) -> list:
-    """The period's hourly buckets (a day's own chart uses quarter hours)."""
-    return period.calendar.buckets(period.start, period.end, "hour")
-
-
 def labels(period) -> list[str]:
-    return [b.label.strftime("%H:%M%z") for b in hours(period)]
+    return [b.label.strftime("%H:%M%z") for b in period.buckets()]
 
 
 def test_spring_forward_day_has_23_hourly_buckets_without_2am() -> None:
     day = calendar_period(PARIS, "day", date(2026, 3, 29))
     assert (day.start, day.end) == (z("2026-03-28T23:00Z"), z("2026-03-29T22:00Z"))
-    assert day.bucket == "15min" and len(day.buckets()) == 23 * 4
+    assert day.bucket == "hour"
     assert labels(day)[:4] == ["00:00+0100", "01:00+0100", "03:00+0200", "04:00+0200"]
-    assert len(hours(day)) == 23
+    assert len(day.buckets()) == 23
 
 
 def test_fall_back_day_has_25_hourly_buckets_with_2am_twice() -> None:
     day = calendar_period(PARIS, "day", date(2026, 10, 25))
     assert (day.start, day.end) == (z("2026-10-24T22:00Z"), z("2026-10-25T23:00Z"))
     assert labels(day)[:5] == ["00:00+0200", "01:00+0200", "02:00+0200", "02:00+0100", "03:00+0100"]
-    assert len(hours(day)) == 25 and len(day.buckets()) == 25 * 4
-    assert all(b.end - b.start == timedelta(hours=1) for b in hours(day))
+    assert len(day.buckets()) == 25
+    assert all(b.end - b.start == timedelta(hours=1) for b in day.buckets())
 
 
 def test_day_start_hour_keeps_a_stream_past_midnight_in_one_day() -> None:
@@ -58,7 +54,7 @@ def test_day_start_hour_keeps_a_stream_past_midnight_in_one_day() -> None:
     day = calendar_period(cal, "day", went_offline)
     assert day.start == z("2026-03-28T05:00Z")  # 06:00 CET
     assert day.end == z("2026-03-29T04:00Z")  # 06:00 CEST: 23 hours later
-    assert labels(day)[0] == "06:00+0100" and len(hours(day)) == 23
+    assert labels(day)[0] == "06:00+0100" and len(day.buckets()) == 23
 
 
 def test_week_starts_monday_and_spans_the_dst_change() -> None:
@@ -89,31 +85,9 @@ def test_half_hour_zone_buckets_are_whole_local_hours() -> None:
     cal = Calendar("Asia/Kolkata")
     day = calendar_period(cal, "day", date(2026, 1, 10))
     assert day.start == z("2026-01-09T18:30Z")
-    assert [b.start.minute for b in hours(day)] == [30] * 24
-    # Every bucket, hourly or quarter-hourly, still maps onto the rollups without raw rows.
-    assert all(r != RAW for b in hours(day) for r, _, _ in split_aligned(b.start, b.end))
+    assert [b.start.minute for b in day.buckets()] == [30] * 24
+    # Every bucket still maps onto the rollups without reading raw rows.
     assert all(r != RAW for b in day.buckets() for r, _, _ in split_aligned(b.start, b.end))
-
-
-def test_buckets_fit_the_range_quarter_hours_for_a_day() -> None:
-    """Today is charted by the quarter hour, 3 days by the hour, a week by the day, a year by
-    the week: a 16-minute stream today is two bars, not one."""
-    start = z("2026-05-04T00:00Z")
-    assert [
-        choose_bucket(start, start + span)
-        for span in (
-            timedelta(hours=24),
-            timedelta(days=3),
-            timedelta(days=7),
-            timedelta(days=365),
-            timedelta(days=800),
-        )
-    ] == ["15min", "hour", "day", "week", "month"]
-    nepal = Calendar("Asia/Kathmandu")  # +05:45: quarters still line up with local time
-    today = calendar_period(nepal, "day", date(2026, 5, 4))
-    quarters = today.buckets()
-    assert len(quarters) == 96 and quarters[0].label.strftime("%H:%M") == "00:00"
-    assert quarters[1].label.strftime("%H:%M") == "00:15"
 
 
 def test_all_time_uses_month_buckets_from_the_first_data() -> None:
@@ -166,3 +140,19 @@ def test_one_date_parser_names_the_field_it_refuses(text: str) -> None:
     with pytest.raises(PeriodError, match=f"To: {text!r} is not a date like 2025-06-01"):
         parse_day(text, "To")
     assert parse_day(" 2025-06-01 ", "From") == date(2025, 6, 1)
+
+
+def test_a_day_is_charted_by_the_quarter_hour_and_longer_ranges_keep_their_buckets() -> None:
+    """Today's chart is by the quarter hour (a 16-minute stream is two bars, not one dot), DST
+    days included; three days and more keep hours, days, weeks; exports keep the hourly day."""
+    spring = calendar_period(PARIS, "day", date(2026, 3, 29))
+    assert spring.bucket == "hour"  # exports and the API
+    chart = chart_bucket(spring)
+    assert chart.bucket == "15min" and len(chart.buckets()) == 23 * 4
+    assert [b.label.strftime("%H:%M") for b in chart.buckets()[7:10]] == ["01:45", "03:00", "03:15"]
+    assert all(r != RAW for b in chart.buckets() for r, _, _ in split_aligned(b.start, b.end))
+    nepal = Calendar("Asia/Kathmandu")  # +05:45: quarters still line up with local time
+    today = chart_bucket(calendar_period(nepal, "day", date(2026, 5, 4)))
+    assert [b.label.strftime("%H:%M") for b in today.buckets()[:2]] == ["00:00", "00:15"]
+    week = calendar_period(PARIS, "week", date(2026, 5, 4))
+    assert chart_bucket(week) == week and week.bucket == "day"

@@ -10,7 +10,7 @@ first occurrence.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -218,11 +218,8 @@ def estimate_buckets(start: datetime, end: datetime, size: str) -> int:
 
 
 def choose_bucket(start: datetime, end: datetime) -> str:
-    """Quarter hours up to a day (a DST day has 25 hours), hours up to 3 days, days up to ~3
-    months, weeks up to 2 years, then months: a chart of today or one stream shows its shape."""
+    """Hours up to 3 days, days up to ~3 months, weeks up to 2 years, then months."""
     span = end - start
-    if span <= timedelta(hours=25):
-        return "15min"
     if span <= timedelta(days=3):
         return "hour"
     if span <= timedelta(days=93):
@@ -230,6 +227,15 @@ def choose_bucket(start: datetime, end: datetime) -> str:
     if span <= timedelta(days=731):
         return "week"
     return "month"
+
+
+def chart_bucket(period: "Period") -> "Period":
+    """The period as a chart draws it: a day (25 hours on a DST day) by the quarter hour, the
+    finest rollup, so today's 16-minute stream is two bars, not one dot; longer ranges keep
+    choose_bucket's size. Exports and the API keep choose_bucket's hourly day."""
+    if period.end - period.start <= timedelta(hours=25):
+        return replace(period, bucket="15min")
+    return period
 
 
 def calendar_period(cal: Calendar, kind: str, when: datetime | date | None = None) -> Period:

@@ -14,6 +14,7 @@ from streamerhub.analytics.periods import (
     Period,
     PeriodError,
     calendar_period,
+    chart_bucket,
     parse_day,
 )
 from streamerhub.analytics.queries import (
@@ -177,7 +178,7 @@ async def overview(request: web.Request, channel: str | None) -> dict[str, Any]:
                 "previous": None,
             }
         stats = await stat_cards(conn, channel, period)
-        series = await time_series(conn, channel, period)
+        series = await time_series(conn, channel, chart_bucket(period))
     return {
         "period": period,
         "error": error,
