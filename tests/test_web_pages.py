@@ -362,6 +362,9 @@ async def test_time_zone_chosen_at_setup_and_changed_in_settings(
         settings = await (await dash.client.get("/settings")).text()
         assert '<option value="America/New_York" selected>' in settings
         assert '<option value="6" selected>' in settings
+        # Not configured for Twitch yet: the redirect URL to register, with the console's link.
+        assert "https://dev.twitch.tv/console/apps/create" in settings
+        assert "/auth/twitch/callback</code>" in settings
         csrf = csrf_of(settings)
         refused = await dash.client.post(
             "/settings/clock", data={"csrf_token": csrf, "timezone": "UTC+2", "day_start_hour": "0"}

@@ -11,6 +11,8 @@
   let COLORS = palette();
   const charts = [];  // [plot, target, height, build]: build() mounts it again after a theme change
   const fromZero = (u, min, max) => [0, Math.max(1, max * 1.1)];  // counts start at zero
+  // Whole-number ticks: nobody gets 0.4 of a follow.
+  const WHOLE = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 1e6];
 
   function read(id) {
     const node = document.getElementById(id);
@@ -86,8 +88,8 @@
     mount(events, () => [{
       height: 240,
       scales: {x: {time: true, range: xRange}, y: {range: fromZero}, bits: {range: fromZero}},
-      axes: [{...axis(), space: 70, values: timeValues(timeFmt)}, {...axis(), label: "follows · subs"},
-             {...axis(), scale: "bits", side: 1, grid: {show: false}, label: "bits"}],
+      axes: [{...axis(), space: 70, values: timeValues(timeFmt)}, {...axis(), label: "follows · subs", incrs: WHOLE},
+             {...axis(), scale: "bits", side: 1, grid: {show: false}, label: "bits", incrs: WHOLE}],
       // Every series counts things, so every one is bars: bits in the middle, thinner.
       series: [{value: tipFmt},
                {label: "Follows", stroke: COLORS.follows, ...bars(bucketFill(COLORS.follows), COLORS.follows, -1)},
@@ -107,7 +109,7 @@
     mount(viewers, () => [{
       height: 220,
       scales: {x: {time: true, range: xRange}, y: {range: fromZero}},
-      axes: [{...axis(), space: 70, values: timeValues(timeFmt)}, {...axis(), label: "viewers"}],
+      axes: [{...axis(), space: 70, values: timeValues(timeFmt)}, {...axis(), label: "viewers", incrs: WHOLE}],
       series: [{value: tipFmt},
                {label: "Average", stroke: COLORS.avg, width: 2, fill: bucketFill(COLORS.avg).replace(/59$/, "1a"),
                 spanGaps: false, points: {size: 5}},
@@ -157,7 +159,7 @@
       height: 280,
       scales: {x: {time: true, range: [data.start, data.end]}, y: {range: fromZero}},
       axes: [{stroke: COLORS.ink, grid: {stroke: COLORS.grid}, space: 80, values: timeValues("{HH}:{mm}")},
-             {stroke: COLORS.ink, grid: {stroke: COLORS.grid}, label: "viewers"}],
+             {stroke: COLORS.ink, grid: {stroke: COLORS.grid}, label: "viewers", incrs: WHOLE}],
       series: [{value: "{HH}:{mm}:{ss}"},
                {label: "Viewers", stroke: COLORS.avg, width: 2, fill: bucketFill(COLORS.avg).replace(/59$/, "1a"),
                 spanGaps: false}],
