@@ -291,6 +291,11 @@ async def test_owner_journey_feed_periods_and_guards(
                 {"user_login": "feed_test", "bits": 4321, "user_name": "Feed_Test"},
             )
             await page.wait_for_selector("#feed li:has-text('cheered 4321 bits')", timeout=5000)
+            # The cards follow the live feed without a reload.
+            await page.wait_for_function(
+                "() => document.querySelector('[data-card=bits] .value').textContent === '4,321'",
+                timeout=10_000,
+            )
 
             # A gift bomb: one row naming the gifter, its subs listed inside it, not 3 rows more.
             await post_fake(
@@ -594,8 +599,8 @@ async def test_upload_job_live_and_stop(daemon_factory, db_url: str, tmp_path: P
             await page.click(f"{row} button:has-text('Delete')")
             await page.wait_for_selector(row, state="detached")
             assert any("from 1 job (Renamed rerun)" in d for d in DIALOGS), DIALOGS
-            await page.wait_for_selector(".job td:has-text('Second ingest')")
-            assert await page.locator(".job td:has-text('Local ingest')").count() == 0
+            await page.wait_for_selector(".job td:has-text('Local ingest')", state="detached")
+            assert await page.locator(".job td:has-text('Second ingest')").count() == 1
             await shot(page, "17-multistream-edited")
 
 
