@@ -435,8 +435,18 @@ async def test_every_page_fits_a_phone_and_a_desktop_light_and_dark(
         await seed_gift_bomb_and_poll(db_url, daemon.data_dir)
         daemon.start()
         async with chromium() as browser:
-            page = await new_page(browser)
-            await become_owner(page, daemon)
+            # First start: the setup page preselects the browser's own time zone.
+            page = await new_page(browser, timezone_id="America/New_York")
+            await page.goto(setup_link(daemon))
+            assert await page.input_value("#clock-timezone") == "America/New_York"
+            await page.select_option("#clock-day-start", "6")
+            await shot(page, "19-setup-time-zone")
+            await page.fill("input[name=login]", "owner")
+            await page.fill("input[name=password]", PASSWORD)
+            await page.fill("input[name=confirm]", PASSWORD)
+            await page.click("button[type=submit]")
+            await page.wait_for_url(f"{daemon.url}/")
+            assert "times in America/New_York" in await page.inner_text("footer")
             signed_in = await page.context.storage_state()
             await page.context.close()
             for width in (1360, 390):

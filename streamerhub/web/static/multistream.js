@@ -498,7 +498,7 @@
             r.ended_at ? ` → ${clock(r.ended_at)}` : " (running)",
             r.failure_class ? ` · ${FAILURES[r.failure_class] || r.failure_class}` : "", r.error ? ` · ${r.error}` : ""),
           el("pre", {class: "log", text: r.stderr_tail || "(no output yet)"}));
-      }) : [el("p", {class: "muted", text: job.desired === "running" ? "Starting: FFmpeg's output appears here within seconds." : "This job has not run yet."})]));
+      }) : [el("p", {class: "muted", text: job.desired === "running" ? "Running: each FFmpeg run's output is kept here when the run ends; the live figures are in the table above." : "This job has not run yet."})]));
     } catch (err) { body.textContent = err.message; }
   }
 
