@@ -158,6 +158,9 @@ def series_view(series: Series, tz: str) -> dict[str, Any]:
             p.viewers_peak if on else None for p, on in zip(points, live, strict=True)
         ],
         "gap": [p.gap for p in points],
+        # Exact missing ranges by kind: the events chart shades only EventSub outages, the
+        # viewers chart also the minutes no viewer count was sampled while live.
+        "gaps": [[g.start.timestamp(), g.end.timestamp(), g.kind] for g in series.gaps],
         "bucket": series.period.bucket,
         "tz": tz,
     }

@@ -55,20 +55,19 @@
       const ctx = u.ctx;
       ctx.save();
       ctx.fillStyle = COLORS.gap;
+      const left = u.bbox.left, right = u.bbox.left + u.bbox.width;
       for (const [a, b] of ranges) {
-        const x0 = u.valToPos(a, "x", true), x1 = u.valToPos(b, "x", true);
-        ctx.fillRect(x0, u.bbox.top, Math.max(1, x1 - x0), u.bbox.height);
+        const x0 = Math.max(left, u.valToPos(a, "x", true));
+        const x1 = Math.min(right, u.valToPos(b, "x", true));
+        if (x1 > x0) ctx.fillRect(x0, u.bbox.top, Math.max(1, x1 - x0), u.bbox.height);
       }
       ctx.restore();
     };
   }
 
-  function gapRanges(series) {
-    const out = [];
-    series.t.forEach((t, i) => {
-      if (series.gap && series.gap[i]) out.push([t, series.t[i + 1] || t + (t - (series.t[i - 1] || t))]);
-    });
-    return out;
+  // The missing ranges of the given kinds ("events": EventSub down; "viewers": no samples).
+  function gapRanges(series, kinds) {
+    return (series.gaps || []).filter((g) => kinds.includes(g[2])).map((g) => [g[0], g[1]]);
   }
 
   function overview(series) {
@@ -83,8 +82,8 @@
     const timeFmt = {"15min": "{HH}:{mm}", hour: "{HH}:{mm}", day: "{MMM} {D}", week: "{MMM} {D}"}[series.bucket] || "{MMM} {YYYY}";
     const tipFmt = ["15min", "hour"].includes(series.bucket) ? "{YYYY}-{MM}-{DD} {HH}:{mm}" : "{YYYY}-{MM}-{DD}";
     const axis = () => ({stroke: COLORS.ink, grid: {stroke: COLORS.grid}, ticks: {stroke: COLORS.line}});
-    const gaps = gapRanges(series);
-    legendGaps(events, gaps);
+    const gaps = gapRanges(series, ["events"]);
+    legendGaps(events, gaps, "StreamerHub was not receiving events from Twitch (stopped or disconnected), so counts there may be low.");
     mount(events, () => [{
       height: 240,
       scales: {x: {time: true, range: xRange}, y: {range: fromZero}, bits: {range: fromZero}},
@@ -104,7 +103,8 @@
         {className: "chart-empty", textContent: "No viewer counts in this period (counts are sampled every minute while live)."}));
       return;
     }
-    legendGaps(viewers, gaps);
+    const viewerGaps = gapRanges(series, ["events", "viewers"]);
+    legendGaps(viewers, viewerGaps, "no viewer count was sampled while live (or StreamerHub was not running).");
     // Viewers are a level, so lines; with a point on each bucket so a lone bucket still shows.
     mount(viewers, () => [{
       height: 220,
@@ -114,7 +114,7 @@
                {label: "Average", stroke: COLORS.avg, width: 2, fill: bucketFill(COLORS.avg).replace(/59$/, "1a"),
                 spanGaps: false, points: {size: 5}},
                {label: "Peak", stroke: COLORS.peak, width: 1, dash: [4, 3], spanGaps: false, points: {size: 4}}],
-      hooks: {drawClear: [shade(gaps)]},
+      hooks: {drawClear: [shade(viewerGaps)]},
     }, [t, series.avg_viewers, series.peak_viewers]]);
   }
 
@@ -154,7 +154,7 @@
     };
     const t = data.t.length ? data.t : [data.start, data.end];
     const v = data.t.length ? data.viewers : [null, null];
-    legendGaps(target, data.gaps || []);
+    legendGaps(target, data.gaps || [], "part of this stream was not captured (viewer counts or events missing).");
     mount(target, () => [{
       height: 280,
       scales: {x: {time: true, range: [data.start, data.end]}, y: {range: fromZero}},
@@ -168,10 +168,9 @@
   }
 
   // A shaded band means "nothing was captured here": say so under the chart, once, only when one shows.
-  function legendGaps(target, ranges) {
+  function legendGaps(target, ranges, what) {
     if (!ranges.length || target.parentNode.querySelector(".gap-legend")) return;
-    target.after(SH_el("p", "chart-note gap-legend",
-      [SH_el("span", "legend-gap"), "Shaded: part of this time was not captured (StreamerHub stopped, Twitch unreachable, or viewers not sampled), so figures there may be low."]));
+    target.after(SH_el("p", "chart-note gap-legend", [SH_el("span", "legend-gap"), `Shaded: ${what}`]));
   }
   function SH_el(tag, cls, children) {
     const node = document.createElement(tag);
