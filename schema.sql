@@ -1462,6 +1462,19 @@ CREATE TABLE twitch_shared_chats (
 );
 CREATE INDEX twitch_shared_chats_channel_time ON twitch_shared_chats (channel_id, occurred_at);
 
+-- ===== 0009_web_preferences.sql =====
+
+-- 0009: The streamer's time zone and the hour their day starts, chosen in the browser (at setup
+-- and in Settings). One row; when present it overrides [general] timezone and day_start_hour for
+-- the dashboard, so nobody has to edit config.toml and restart to see their own clock.
+
+CREATE TABLE web_preferences (
+    id boolean PRIMARY KEY DEFAULT true CHECK (id),
+    timezone text NOT NULL,
+    day_start_hour integer NOT NULL CHECK (day_start_hour BETWEEN 0 AND 23),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
 -- ===== 0010_linked_accounts.sql =====
 
 -- 0010: Linked Twitch accounts as push targets (issue 18) and a CA file per target (issue 15).

@@ -12,6 +12,7 @@ from streamerhub.analytics.periods import (
     PeriodError,
     all_time_period,
     calendar_period,
+    chart_bucket,
     choose_bucket,
     custom_period,
     parse_day,
@@ -139,3 +140,19 @@ def test_one_date_parser_names_the_field_it_refuses(text: str) -> None:
     with pytest.raises(PeriodError, match=f"To: {text!r} is not a date like 2025-06-01"):
         parse_day(text, "To")
     assert parse_day(" 2025-06-01 ", "From") == date(2025, 6, 1)
+
+
+def test_a_day_is_charted_by_the_quarter_hour_and_longer_ranges_keep_their_buckets() -> None:
+    """Today's chart is by the quarter hour (a 16-minute stream is two bars, not one dot), DST
+    days included; three days and more keep hours, days, weeks; exports keep the hourly day."""
+    spring = calendar_period(PARIS, "day", date(2026, 3, 29))
+    assert spring.bucket == "hour"  # exports and the API
+    chart = chart_bucket(spring)
+    assert chart.bucket == "15min" and len(chart.buckets()) == 23 * 4
+    assert [b.label.strftime("%H:%M") for b in chart.buckets()[7:10]] == ["01:45", "03:00", "03:15"]
+    assert all(r != RAW for b in chart.buckets() for r, _, _ in split_aligned(b.start, b.end))
+    nepal = Calendar("Asia/Kathmandu")  # +05:45: quarters still line up with local time
+    today = chart_bucket(calendar_period(nepal, "day", date(2026, 5, 4)))
+    assert [b.label.strftime("%H:%M") for b in today.buckets()[:2]] == ["00:00", "00:15"]
+    week = calendar_period(PARIS, "week", date(2026, 5, 4))
+    assert chart_bucket(week) == week and week.bucket == "day"

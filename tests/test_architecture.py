@@ -70,7 +70,7 @@ OWNERS: dict[str, set[str]] = {
         "stream_linked_accounts",
         "stream_linked_samples",
     },
-    "web": {"web_users", "web_sessions"},
+    "web": {"web_users", "web_sessions", "web_preferences"},
     "chatbot": {
         "chatbot_settings",
         "chatbot_commands",

@@ -96,11 +96,14 @@ async def chromium(*extra_args: str) -> AsyncIterator[Any]:
             await browser.close()
 
 
+DIALOGS: list[str] = []  # confirm() questions the pages asked
 PROBLEMS: list[str] = []  # script errors and CSP refusals seen by any page of the running test
 
 
-async def new_page(browser: Any) -> Any:
-    context = await browser.new_context(viewport={"width": 1360, "height": 900})
+async def new_page(browser: Any, width: int = 1360, scheme: str = "light", **opts: Any) -> Any:
+    context = await browser.new_context(
+        viewport={"width": width, "height": 900}, color_scheme=scheme, **opts
+    )
     page = await context.new_page()
     page.set_default_timeout(15_000)
     page.on("pageerror", lambda exc: PROBLEMS.append(f"{page.url}: {exc}"))
@@ -288,6 +291,28 @@ async def test_owner_journey_feed_periods_and_guards(
                 {"user_login": "feed_test", "bits": 4321, "user_name": "Feed_Test"},
             )
             await page.wait_for_selector("#feed li:has-text('cheered 4321 bits')", timeout=5000)
+            # The cards follow the live feed without a reload.
+            await page.wait_for_function(
+                "() => document.querySelector('[data-card=bits] .value').textContent === '4,321'",
+                timeout=10_000,
+            )
+
+            # A gift bomb: one row naming the gifter, its subs listed inside it, not 3 rows more.
+            await post_fake(
+                fake,
+                "channel.subscription.gift",
+                {"user_login": "bomber", "user_name": "Bomber", "total": 3},
+            )
+            for i in range(3):
+                await post_fake(
+                    fake,
+                    "channel.subscribe",
+                    {"user_login": f"lucky{i}", "user_name": f"Lucky{i}", "is_gift": True},
+                )
+            bomb = "#feed li.gift-bomb:has-text('Bomber gifted 3 subs')"
+            await page.wait_for_selector(f"{bomb} summary:has-text('3 recipients')", timeout=5000)
+            assert await page.locator("#feed li:has-text('got a gifted sub')").count() == 0
+            assert await page.get_attribute(f"{bomb} .tag", "title") == "channel.subscription.gift"
             await shot(page, "04-overview-live-feed")
 
 
@@ -354,6 +379,136 @@ async def post_fake(fake: FakeTwitch, sub_type: str, overrides: dict[str, Any]) 
             assert resp.status == 200 and (await resp.json())["delivered"] >= 1
 
 
+# ----------------------------------------------------------------------------- phone and dark
+
+PAGES = (
+    "/",
+    "/?period=all",
+    "/events",
+    "/streams",
+    "/streams/1000/stream-old",
+    "/settings",
+    "/multistream",
+)
+
+
+async def seed_gift_bomb_and_poll(db_url: str, data_dir: Path) -> None:
+    db = Database(await create_pool(db_url, 2), db_url)
+    try:
+        at = NOW - dt.timedelta(hours=3)
+        items = [
+            notification(
+                "channel.subscription.gift", at, total=3, user_login="bomber", user_name="Bomber"
+            )
+        ]
+        items += [
+            notification(
+                "channel.subscribe",
+                at + dt.timedelta(seconds=1 + i),
+                is_gift=True,
+                user_login=f"lucky{i}",
+                user_name=f"Lucky{i}",
+            )
+            for i in range(3)
+        ]
+        old = NOW - dt.timedelta(days=20)  # inside seed()'s stream-old: its chart's moments
+        items.append(notification("channel.raid", old + dt.timedelta(minutes=30), viewers=77))
+        items.append(notification("channel.update", old + dt.timedelta(minutes=62)))
+        items.append(notification("channel.hype_train.begin", old + dt.timedelta(minutes=70)))
+        items.append(notification("channel.poll.begin", at + dt.timedelta(minutes=5)))
+        items.append(notification("channel.hype_train.begin", at + dt.timedelta(minutes=6)))
+        await store_events(db, data_dir / "seed-bomb", items)
+    finally:
+        await db.close()
+
+
+async def test_every_page_fits_a_phone_and_a_desktop_light_and_dark(
+    daemon_factory, db_url: str, tmp_path: Path
+) -> None:
+    """Each page at 1360 px and 390 px, light and dark: no sideways scrolling, no script error,
+    a screenshot of each; the event browser in human words; the theme toggle."""
+    require_chromium()
+    async with FakeTwitch() as fake:
+        daemon = daemon_factory(daemon_config(db_url, fake))
+        daemon.data_dir.mkdir(parents=True, exist_ok=True)
+        await seed(db_url, daemon.data_dir, fake)
+        await seed_gift_bomb_and_poll(db_url, daemon.data_dir)
+        daemon.start()
+        async with chromium() as browser:
+            # First start: the setup page preselects the browser's own time zone.
+            page = await new_page(browser, timezone_id="America/New_York")
+            await page.goto(setup_link(daemon))
+            assert await page.input_value("#clock-timezone") == "America/New_York"
+            await page.select_option("#clock-day-start", "6")
+            await shot(page, "19-setup-time-zone")
+            await page.fill("input[name=login]", "owner")
+            await page.fill("input[name=password]", PASSWORD)
+            await page.fill("input[name=confirm]", PASSWORD)
+            await page.click("button[type=submit]")
+            await page.wait_for_url(f"{daemon.url}/")
+            assert "times in America/New_York" in await page.inner_text("footer")
+            signed_in = await page.context.storage_state()
+            await page.context.close()
+            for width in (1360, 390):
+                for scheme in ("light", "dark"):
+                    page = await new_page(browser, width, scheme, storage_state=signed_in)
+                    for path in PAGES:
+                        response = await page.goto(daemon.url + path)
+                        assert response.status == 200, (path, daemon.log()[-3000:])
+                        await page.wait_for_load_state("load")
+                        wide = await page.evaluate(
+                            "() => [document.documentElement.scrollWidth, window.innerWidth]"
+                        )
+                        assert wide[0] <= wide[1], f"{path} at {width} px {scheme}: {wide}"
+                        slug = path.strip("/").replace("/", "-").replace("?", "") or "overview"
+                        await shot(page, f"20-{width}-{scheme}-{slug}")
+                    background = await page.evaluate(
+                        "() => getComputedStyle(document.documentElement).backgroundColor"
+                    )
+                    assert (background == "rgb(18, 16, 24)") == (scheme == "dark"), background
+                    await page.context.close()
+
+            # The event browser in human words: one row per gift bomb naming the gifter, its
+            # recipients inside; friendly type names with the raw one on hover; a Who everywhere.
+            page = await new_page(browser, 390, "light", storage_state=signed_in)
+            await page.goto(f"{daemon.url}/events")
+            rows = page.locator("#events-table tbody tr")
+            assert await page.locator("#events-table tr:has-text('got a gifted sub')").count() == 0
+            bomb = page.locator("#events-table tr:has-text('Bomber gifted 3 subs')")
+            assert await bomb.locator(".tag").inner_text() == "Gift bomb"
+            await bomb.locator("summary").click()
+            assert "Lucky2" in await bomb.inner_text()
+            hype = page.locator("#events-table tr[data-type='channel.hype_train.begin']")
+            assert (
+                await hype.first.locator(".tag").get_attribute("title")
+                == "channel.hype_train.begin"
+            )
+            whos = await rows.evaluate_all("rows => rows.map(r => r.cells[2].innerText.trim())")
+            assert whos and all(whos), whos
+            await shot(page, "21-events-phone-gift-bomb")
+
+            # The stream summary: its viewer curve marked with the raid, the title change and
+            # the hype train, each listed in words under the chart.
+            await page.goto(f"{daemon.url}/streams/1000/stream-old")
+            await page.wait_for_selector("#chart-stream canvas")
+            moments = await page.inner_text("#moments")
+            assert "raided with 77 viewers" in moments and "Hype train" in moments, moments
+            assert "Title:" in moments
+            await shot(page, "23-stream-summary-phone")
+
+            # The toggle: system → dark → light, kept across pages, charts redrawn without error.
+            await page.goto(daemon.url + "/")
+            await page.wait_for_selector("#chart-events canvas")
+            await page.focus("#theme-toggle")
+            await page.keyboard.press("Enter")
+            assert await page.get_attribute("html", "data-theme") == "dark"
+            await page.wait_for_selector("#chart-events canvas")
+            await page.goto(daemon.url + "/events")
+            assert await page.get_attribute("html", "data-theme") == "dark"
+            assert "dark" in await page.inner_text("#theme-toggle")
+            await shot(page, "22-events-phone-dark-by-toggle")
+
+
 # ----------------------------------------------------------------------------- multistream
 
 
@@ -367,8 +522,15 @@ async def test_upload_job_live_and_stop(daemon_factory, db_url: str, tmp_path: P
         async with chromium() as browser:
             page = await new_page(browser)
             await become_owner(page, daemon)
+            page.on("dialog", lambda dialog: DIALOGS.append(dialog.message) or dialog.accept())
             await page.goto(f"{daemon.url}/multistream")
             await page.wait_for_selector("#targets-table td.empty")
+            # Until the first job, a checklist says the order: targets, videos, jobs.
+            await page.wait_for_selector("#checklist:not([hidden])")
+            order = await page.evaluate(
+                "() => [...document.querySelectorAll('#multistream > section')].map(s => s.id)"
+            )
+            assert order == ["checklist", "targets-panel", "library-panel", "jobs-panel"], order
 
             # A bad URL is refused next to the form, in words.
             await page.fill("#target-form input[name=name]", "Broken")
@@ -396,13 +558,19 @@ async def test_upload_job_live_and_stop(daemon_factory, db_url: str, tmp_path: P
             await page.wait_for_selector(
                 "#videos-table .state-rejected, #upload-error:not([hidden])", timeout=30_000
             )
+            # The upload's outcome says rejected, not "Uploaded".
+            await page.wait_for_selector(
+                "#upload-status:has-text('Rejected:'), #upload-error:not([hidden])",
+                timeout=10_000,
+            )
+            assert "Uploaded" not in await page.inner_text("#upload-status")
             await shot(page, "13-multistream-library")
 
             # A job to the local RTMP listener: the target goes live, then stop it.
             await page.click("#job-create summary")
             await page.fill("#job-form input[name=name]", "Browser rerun")
+            # Chosen but not added to the playlist: the chosen video is what the job plays.
             await page.select_option("#job-video-pick", label="rerun.mp4")
-            await page.click("#job-video-add")
             await page.click("#job-form button[type=submit]")  # no target chosen: said so
             await page.wait_for_selector("#job-form-error:not([hidden])")
             assert "targets" in await page.inner_text("#job-form-error")
@@ -413,9 +581,37 @@ async def test_upload_job_live_and_stop(daemon_factory, db_url: str, tmp_path: P
             assert await ingest.wait_until(lambda: bool(ingest.sessions), 10)
             await page.wait_for_selector(".job td.num:has-text('kbit/s')", timeout=15_000)
             await shot(page, "14-multistream-live")
+            assert await page.is_hidden("#checklist")
             await page.click(".job button:has-text('Stop job')")
             await page.wait_for_selector(".job .state-stopped", timeout=20_000)
             await shot(page, "15-multistream-stopped")
+
+            # Edit the job in the same form (PATCH): the card shows the new name.
+            await page.click(".job button:has-text('Edit')")
+            await page.fill("#job-form input[name=name]", "Renamed rerun")
+            await page.click("#job-submit")
+            await page.wait_for_selector(".job h3:has-text('Renamed rerun')")
+
+            # Deleting the job's only target is refused in words naming the job; with a second
+            # target, deleting the first takes it out of the job after saying so.
+            row = "#targets-table tr:has-text('Local ingest')"
+            await page.click(f"{row} button:has-text('Delete')")
+            await page.wait_for_selector("#targets-error:has-text('only target of Renamed rerun')")
+            await page.fill("#target-form input[name=name]", "Second ingest")
+            await page.fill("#target-form input[name=url]", ingest.url)
+            await page.fill("#target-form input[name=stream_key]", "live_4243_second")
+            await page.click("#target-submit")
+            await page.wait_for_selector("#targets-table td:has-text('Second ingest')")
+            await page.click(".job button:has-text('Edit')")
+            await page.check("#job-targets label:has-text('Second ingest') input")
+            await page.click("#job-submit")
+            await page.wait_for_selector(".job td:has-text('Second ingest')")
+            await page.click(f"{row} button:has-text('Delete')")
+            await page.wait_for_selector(row, state="detached")
+            assert any("from 1 job (Renamed rerun)" in d for d in DIALOGS), DIALOGS
+            await page.wait_for_selector(".job td:has-text('Local ingest')", state="detached")
+            assert await page.locator(".job td:has-text('Second ingest')").count() == 1
+            await shot(page, "17-multistream-edited")
 
 
 # ----------------------------------------------------------------------------- demo

@@ -313,3 +313,72 @@ async def test_settings_shows_what_a_revocation_asks_of_the_owner(
         page = await (await dash.client.get("/settings")).text()
         assert 'capture-attention">reconnect Twitch</strong>' in page
         assert "connect the channel again" in page
+
+
+# ----------------------------------------------------------------------------- the streamer's clock
+
+
+async def test_time_zone_chosen_at_setup_and_changed_in_settings(
+    tmp_path: Path, db_url: str
+) -> None:
+    """Setup asks for the zone and the day's start; every time shows in that zone, named; Settings
+    changes it at once, it survives a restart, and a wrong zone is refused in words."""
+    from web_support import PASSWORD, csrf_of
+
+    moment = dt.datetime(2026, 3, 10, 23, 30, tzinfo=dt.timezone.utc)  # 19:30 in New York
+    async with dashboard(tmp_path, db_url) as dash:
+        await add_channel(dash.db)
+        await store_events(
+            dash.db,
+            dash.settings.data_dir,
+            [notification("channel.follow", moment, user_login="zone_fan", user_name="Zone_Fan")],
+        )
+        token = dash.setup_token()
+        page = await (await dash.client.get(f"/setup/{token}")).text()
+        assert (
+            'name="timezone"' in page and "data-guess" in page and 'name="day_start_hour"' in page
+        )
+        form = {"csrf_token": csrf_of(page), "login": "owner", "password": PASSWORD}
+        wrong = await dash.client.post(
+            f"/setup/{token}", data={**form, "confirm": PASSWORD, "timezone": "Mars/Olympus"}
+        )
+        assert wrong.status == 400 and "Mars/Olympus" in await wrong.text()
+        made = await dash.client.post(
+            f"/setup/{token}",
+            data={
+                **form,
+                "confirm": PASSWORD,
+                "timezone": "America/New_York",
+                "day_start_hour": "6",
+            },
+            allow_redirects=False,
+        )
+        assert made.status == 303, await made.text()
+
+        events = await (await dash.client.get("/events")).text()
+        assert "When (America/New_York)" in events and "2026-03-10 19:30:00" in events
+        assert "times in America/New_York" in events
+
+        settings = await (await dash.client.get("/settings")).text()
+        assert '<option value="America/New_York" selected>' in settings
+        assert '<option value="6" selected>' in settings
+        # Not configured for Twitch yet: the redirect URL to register, with the console's link.
+        assert "https://dev.twitch.tv/console/apps/create" in settings
+        assert "/auth/twitch/callback</code>" in settings
+        csrf = csrf_of(settings)
+        refused = await dash.client.post(
+            "/settings/clock", data={"csrf_token": csrf, "timezone": "UTC+2", "day_start_hour": "0"}
+        )
+        assert refused.status == 400 and "pick one from the list" in await refused.text()
+        changed = await dash.client.post(
+            "/settings/clock",
+            data={"csrf_token": csrf, "timezone": "Asia/Tokyo", "day_start_hour": "0"},
+        )
+        assert changed.status == 200 and "Times now show in Asia/Tokyo" in await changed.text()
+        events = await (await dash.client.get("/events")).text()
+        assert "When (Asia/Tokyo)" in events and "2026-03-11 08:30:00" in events
+
+    async with dashboard(tmp_path, db_url) as again:  # a restart keeps the choice
+        assert (await again.login("owner")).status == 303
+        events = await (await again.client.get("/events")).text()
+        assert "When (Asia/Tokyo)" in events and "2026-03-11 08:30:00" in events

@@ -346,7 +346,7 @@ async def time_series(
     followers = await _followers_at(conn, channel_id, [min(b.end, now) for b in buckets])
     missing = await gap_seconds(conn, channel_id, ranges, now)
     gaps = await capture_gaps(
-        conn, channel_id, period.start, period.end, now, viewers=period.bucket == "hour"
+        conn, channel_id, period.start, period.end, now, viewers=period.bucket in ("15min", "hour")
     )
     points = []
     for i, b in enumerate(buckets):

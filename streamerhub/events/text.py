@@ -276,3 +276,41 @@ def event_json(row: Mapping[str, Any], tz: dt.tzinfo) -> dict[str, Any]:
         "text": describe(row["subscription_type"], event),
         "backfilled": bool(row.get("backfilled", False)),
     }
+
+
+# What each type is called on the dashboard; the raw name stays in exports and on hover.
+LABELS: dict[str, str] = {
+    "channel.follow": "Follow",
+    "channel.subscribe": "Sub",
+    "channel.subscription.message": "Resub",
+    "channel.subscription.gift": "Gift bomb",
+    "channel.subscription.end": "Sub ended",
+    "channel.cheer": "Cheer",
+    "channel.raid": "Raid",
+    "channel.channel_points_custom_reward_redemption.add": "Redemption",
+    "channel.channel_points_custom_reward_redemption.update": "Redemption update",
+    "stream.online": "Went live",
+    "stream.offline": "Went offline",
+    "channel.update": "Title/category",
+    "channel.hype_train.begin": "Hype train start",
+    "channel.hype_train.progress": "Hype train",
+    "channel.hype_train.end": "Hype train end",
+    "channel.poll.begin": "Poll start",
+    "channel.poll.progress": "Poll",
+    "channel.poll.end": "Poll end",
+    "channel.prediction.begin": "Prediction start",
+    "channel.prediction.progress": "Prediction",
+    "channel.prediction.lock": "Prediction locked",
+    "channel.prediction.end": "Prediction end",
+    "channel.goal.begin": "Goal start",
+    "channel.goal.progress": "Goal",
+    "channel.goal.end": "Goal end",
+}
+
+
+def label_of(subscription_type: str) -> str:
+    """The friendly name of a type ("Gift bomb"); an unknown type reads as its last words."""
+    if subscription_type in LABELS:
+        return LABELS[subscription_type]
+    tail = subscription_type.rpartition(".")[2] or subscription_type
+    return tail.replace("_", " ").capitalize()

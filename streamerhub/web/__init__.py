@@ -21,7 +21,16 @@ def setup_web(
     app: web.Application, settings: Settings, resolve: Callable[[web.Application], Services]
 ) -> None:
     """Add the dashboard to the daemon's app: guards, sessions, templates, pages, feed."""
-    from streamerhub.web import auth, feed, login, pages, render, security, twitch_oauth
+    from streamerhub.web import (
+        auth,
+        feed,
+        login,
+        pages,
+        preferences,
+        render,
+        security,
+        twitch_oauth,
+    )
 
     app.middlewares.extend(
         [
@@ -34,7 +43,9 @@ def setup_web(
     security.quiet_bad_requests()
 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
-        app[SERVICES] = resolve(app)
+        svc = app[SERVICES] = resolve(app)
+        # The clock chosen in the browser (setup, Settings) wins over config.toml's.
+        svc.settings = preferences.applied(svc.settings, await preferences.load(svc.db))
         yield
 
     async def setup_link_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -13,10 +13,11 @@ from streamerhub.analytics import browse
 from streamerhub.analytics.browse import EventFilter, EventRow
 from streamerhub.analytics.export import FORMATS, export_events, media_type
 from streamerhub.analytics.periods import Calendar, PeriodError, parse_day
-from streamerhub.events.text import GROUPS, event_json, types_for
+from streamerhub.events.text import GROUPS, types_for
 from streamerhub.web.auth import require
 from streamerhub.web.channel_picker import channels, chosen_channel
 from streamerhub.web.context import services
+from streamerhub.web.event_view import fold_gift_bombs, view
 from streamerhub.web.feed import cursor_id, parse_cursor
 from streamerhub.web.render import zone
 
@@ -74,7 +75,7 @@ async def events_page(request: web.Request) -> web.StreamResponse:
             "errors": errors,
             "selected": request.query.getall("type", []),
             "q": request.query,
-            "events": [event_json(r, tz) for r in rows],
+            "events": fold_gift_bombs([view(r, tz) for r in rows]),
             "next_cursor": cursor_id(nxt) if nxt else None,
             "keep": keep,
             "export_query": urlencode([(k, v) for k, v in keep if k != "format"]),

@@ -34,11 +34,12 @@ from streamerhub.analytics.browse import (
     newest_arrival,
 )
 from streamerhub.db import Database
-from streamerhub.events.text import event_json, types_for
+from streamerhub.events.text import types_for
 from streamerhub.log import get_logger
 from streamerhub.pubsub import Hub
 from streamerhub.web.auth import require
 from streamerhub.web.context import SERVICES, services
+from streamerhub.web.event_view import view
 
 log = get_logger(__name__)
 
@@ -224,7 +225,7 @@ async def _send(
     cursor = (row["received_at"], row["message_id"])
     if cursor <= last:
         return last  # already sent by the catch-up
-    data = {**event_json(row, tz), "backlog": backlog}  # backlog: shown, not highlighted
+    data = {**view(row, tz), "backlog": backlog}  # backlog: shown, not highlighted
     await sse.send(json.dumps(data), id=cursor_id(cursor), event="twitch")
     return cursor
 

@@ -8,7 +8,9 @@ from urllib.parse import urlsplit
 import aiohttp_jinja2
 from aiohttp import web
 
+from streamerhub.errors import InvalidInput
 from streamerhub.log import get_logger
+from streamerhub.web import preferences
 from streamerhub.web.auth import (
     current,
     forget_setup_token,
@@ -17,6 +19,7 @@ from streamerhub.web.auth import (
     sign_out,
 )
 from streamerhub.web.context import services
+from streamerhub.web.preferences import clock_choices, use_clock
 from streamerhub.web.security import LoginThrottle, client_address, public_url
 from streamerhub.web.users import (
     LOGIN_RE,
@@ -68,7 +71,13 @@ async def _setup_form(
     return aiohttp_jinja2.render_template(
         "setup.html",
         request,
-        {"token": token, "error": error, "login": login, "twitch": _twitch_ready(request)},
+        {
+            "token": token,
+            "error": error,
+            "login": login,
+            "twitch": _twitch_ready(request),
+            **clock_choices(request, guess=True),
+        },
         status=status,
     )
 
@@ -86,9 +95,15 @@ async def setup_submit(request: web.Request) -> web.StreamResponse:
     try:
         check_login(login)
         password = check_password(str(form.get("password", "")), str(form.get("confirm", "")))
+        # A form without the zone (a script, an older page) keeps config.toml's clock.
+        clock = (
+            preferences.parse({k: str(v) for k, v in form.items()}) if "timezone" in form else None
+        )
         user = await UserStore(svc.db).create(login, "owner", password)
-    except UserError as exc:
+    except (UserError, InvalidInput) as exc:
         return await _setup_form(request, str(exc), 400, login)
+    if clock is not None:
+        await use_clock(request, clock)
     forget_setup_token(svc.settings.data_dir)
     log.info("web_owner_created", login=user.login)
     await sign_in(request, user, "setup")

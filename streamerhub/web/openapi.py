@@ -612,7 +612,7 @@ def _paths() -> dict[str, Any]:
                 _query(
                     "bucket",
                     "Series bucket size; default: chosen to fit the range",
-                    enum=["hour", "day", "week", "month"],
+                    enum=["15min", "hour", "day", "week", "month"],
                 ),
             ],
             "get": {

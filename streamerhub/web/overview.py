@@ -14,6 +14,7 @@ from streamerhub.analytics.periods import (
     Period,
     PeriodError,
     calendar_period,
+    chart_bucket,
     parse_day,
 )
 from streamerhub.analytics.queries import (
@@ -157,6 +158,9 @@ def series_view(series: Series, tz: str) -> dict[str, Any]:
             p.viewers_peak if on else None for p, on in zip(points, live, strict=True)
         ],
         "gap": [p.gap for p in points],
+        # Exact missing ranges by kind: the events chart shades only EventSub outages, the
+        # viewers chart also the minutes no viewer count was sampled while live.
+        "gaps": [[g.start.timestamp(), g.end.timestamp(), g.kind] for g in series.gaps],
         "bucket": series.period.bucket,
         "tz": tz,
     }
@@ -177,7 +181,7 @@ async def overview(request: web.Request, channel: str | None) -> dict[str, Any]:
                 "previous": None,
             }
         stats = await stat_cards(conn, channel, period)
-        series = await time_series(conn, channel, period)
+        series = await time_series(conn, channel, chart_bucket(period))
     return {
         "period": period,
         "error": error,

@@ -9,10 +9,13 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from streamerhub.db import redact_url
+from streamerhub.errors import InvalidInput
+from streamerhub.web import preferences
 from streamerhub.web.auth import current, flash, require
 from streamerhub.web.backups_page import add_routes as add_backup_routes
 from streamerhub.web.backups_page import backups_facts
 from streamerhub.web.context import services
+from streamerhub.web.preferences import clock_choices, use_clock
 from streamerhub.web.security import public_url
 from streamerhub.web.twitch_oauth import redirect_uri
 from streamerhub.web.users import UserError, UserStore, check_password, verify_password
@@ -83,6 +86,7 @@ async def _settings_page(
             "data_dir": str(svc.settings.data_dir),
             "allowed_twitch": svc.settings.web.twitch_logins,
             "backup": backups_facts(request),
+            **clock_choices(request),
         },
         status=status,
     )
@@ -140,9 +144,25 @@ async def change_password(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther("/login")
 
 
+@require("owner")
+async def change_clock(request: web.Request) -> web.StreamResponse:
+    """POST /settings/clock: the time zone and day start, in effect at once."""
+    form = await request.post()
+    try:
+        clock = preferences.parse({k: str(v) for k, v in form.items()})
+    except InvalidInput as exc:
+        return await _settings_page(request, {"clock": str(exc)}, 400)
+    await use_clock(request, clock)
+    await flash(
+        request, f"Times now show in {clock.timezone}; days start at {clock.day_start_hour:02d}:00."
+    )
+    raise web.HTTPSeeOther("/settings#clock")
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/settings", settings_view, name="settings")
     app.router.add_post("/settings/users", add_user)
     app.router.add_post("/settings/users/{user_id:\\d+}/delete", delete_user)
     app.router.add_post("/settings/password", change_password)
+    app.router.add_post("/settings/clock", change_clock)
     add_backup_routes(app)

@@ -11,10 +11,10 @@ from aiohttp import web
 
 from streamerhub.analytics.browse import events_during
 from streamerhub.analytics.sessions import SessionSummary, get_session, list_sessions
-from streamerhub.events.text import event_json
 from streamerhub.web.auth import require
 from streamerhub.web.channel_picker import channels, chosen_channel
 from streamerhub.web.context import services
+from streamerhub.web.event_view import fold_gift_bombs, moments, view
 from streamerhub.web.render import zone
 from streamerhub.web.services import RunSummary
 
@@ -99,6 +99,7 @@ async def stream_page(request: web.Request) -> web.StreamResponse:
         events = await events_during(conn, channel, s.started_at, end)
     history = svc.multistream_history
     marks = markers(await history.runs_between(s.started_at, end) if history else [])
+    shown = fold_gift_bombs([view(e, tz) for e in events])
     chart = {
         "t": [int(at.timestamp()) for at, _ in detail.samples],
         "viewers": [count for _, count in detail.samples],
@@ -112,13 +113,14 @@ async def stream_page(request: web.Request) -> web.StreamResponse:
             {"t": e["occurred_at"].timestamp(), "type": e["subscription_type"]} for e in events
         ],
         "gaps": [[a.timestamp(), b.timestamp()] for a, b, _ in detail.gaps],
+        "moments": moments(shown),
     }
     return aiohttp_jinja2.render_template(
         "stream.html",
         request,
         {
             "s": s,
-            "events": [event_json(e, tz) for e in events],
+            "events": shown,
             "markers": marks,
             "changes": detail.changes,
             "chart": chart,

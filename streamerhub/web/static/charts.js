@@ -2,9 +2,17 @@
 "use strict";
 (() => {
   if (typeof uPlot === "undefined") return;
-  const COLORS = {follows: "#0284c7", subs: "#7c3aed", bits: "#d97706", avg: "#15803d", peak: "#86efac",
-                  up: "#15803d", restarted: "#d97706", down: "#b91c1c", event: "#7c3aed"};
-  const charts = [];
+  // Every colour comes from the page's CSS variables, so light and dark themes style the charts too.
+  const css = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+  const palette = () => ({follows: css("--c-follows"), subs: css("--c-subs"), bits: css("--c-bits"),
+    avg: css("--c-avg"), peak: css("--c-peak"), up: css("--ok"), restarted: css("--warn"),
+    down: css("--bad"), event: css("--accent"), ink: css("--muted"), grid: css("--grid"),
+    line: css("--line"), gap: css("--gap")});
+  let COLORS = palette();
+  const charts = [];  // [plot, target, height, build]: build() mounts it again after a theme change
+  const fromZero = (u, min, max) => [0, Math.max(1, max * 1.1)];  // counts start at zero
+  // Whole-number ticks: nobody gets 0.4 of a follow.
+  const WHOLE = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 1e6];
 
   function read(id) {
     const node = document.getElementById(id);
@@ -18,7 +26,7 @@
 
   // Follows and subs side by side in each bucket (left and right half), not on top of each other.
   function bars(fill, stroke, align) {
-    return {paths: uPlot.paths.bars({size: [0.4, 40], align}), fill, stroke, width: 1};
+    return {paths: uPlot.paths.bars({size: [0.4, 40], align}), fill, stroke, width: 1, points: {show: false}};
   }
 
   // Axis labels in the streamer's time zone (the page says which), not the browser's.
@@ -29,11 +37,16 @@
   let zone = "UTC";
   const zoned = (secs) => uPlot.tzDate(new Date(secs * 1000), zone);
 
-  function mount(target, opts, data) {
+  function mount(target, build) {
+    const [opts, data] = build();
     opts.tzDate = zoned;
     const plot = new uPlot({...opts, ...size(target, opts.height)}, data, target);
-    charts.push([plot, target, opts.height]);
+    charts.push([plot, target, opts.height, build]);
     return plot;
+  }
+
+  function bucketFill(color) {  // the bar colour at 35 % opacity
+    return color.startsWith("#") && color.length === 7 ? `${color}59` : color;
   }
 
   // Shade [from, to) ranges (seconds) where capture was missing: gaps are shown as gaps.
@@ -41,21 +54,20 @@
     return (u) => {
       const ctx = u.ctx;
       ctx.save();
-      ctx.fillStyle = "rgba(185, 28, 28, .08)";
+      ctx.fillStyle = COLORS.gap;
+      const left = u.bbox.left, right = u.bbox.left + u.bbox.width;
       for (const [a, b] of ranges) {
-        const x0 = u.valToPos(a, "x", true), x1 = u.valToPos(b, "x", true);
-        ctx.fillRect(x0, u.bbox.top, Math.max(1, x1 - x0), u.bbox.height);
+        const x0 = Math.max(left, u.valToPos(a, "x", true));
+        const x1 = Math.min(right, u.valToPos(b, "x", true));
+        if (x1 > x0) ctx.fillRect(x0, u.bbox.top, Math.max(1, x1 - x0), u.bbox.height);
       }
       ctx.restore();
     };
   }
 
-  function gapRanges(series) {
-    const out = [];
-    series.t.forEach((t, i) => {
-      if (series.gap && series.gap[i]) out.push([t, series.t[i + 1] || t + (t - (series.t[i - 1] || t))]);
-    });
-    return out;
+  // The missing ranges of the given kinds ("events": EventSub down; "viewers": no samples).
+  function gapRanges(series, kinds) {
+    return (series.gaps || []).filter((g) => kinds.includes(g[2])).map((g) => [g[0], g[1]]);
   }
 
   function overview(series) {
@@ -67,34 +79,43 @@
     // Half a bucket of room at both ends, so the first and last buckets' bars are not cut off.
     const step = t.length > 1 ? t[1] - t[0] : 3600;
     const xRange = (u, min, max) => [min - step * 0.6, max + step * 0.6];
-    const timeFmt = {hour: "{HH}:{mm}", day: "{MMM} {D}", week: "{MMM} {D}"}[series.bucket] || "{MMM} {YYYY}";
-    const tipFmt = series.bucket === "hour" ? "{YYYY}-{MM}-{DD} {HH}:{mm}" : "{YYYY}-{MM}-{DD}";
-    const axis = {stroke: "#6b6880", grid: {stroke: "#eeebf5"}, ticks: {stroke: "#e3e0ee"}};
-    mount(events, {
+    const timeFmt = {"15min": "{HH}:{mm}", hour: "{HH}:{mm}", day: "{MMM} {D}", week: "{MMM} {D}"}[series.bucket] || "{MMM} {YYYY}";
+    const tipFmt = ["15min", "hour"].includes(series.bucket) ? "{YYYY}-{MM}-{DD} {HH}:{mm}" : "{YYYY}-{MM}-{DD}";
+    const axis = () => ({stroke: COLORS.ink, grid: {stroke: COLORS.grid}, ticks: {stroke: COLORS.line}});
+    const gaps = gapRanges(series, ["events"]);
+    legendGaps(events, gaps, "StreamerHub was not receiving events from Twitch (stopped or disconnected), so counts there may be low.");
+    mount(events, () => [{
       height: 240,
-      scales: {x: {time: true, range: xRange}, bits: {auto: true}},
-      axes: [{...axis, space: 70, values: timeValues(timeFmt)}, {...axis, label: "follows · subs"},
-             {...axis, scale: "bits", side: 1, grid: {show: false}, label: "bits"}],
+      scales: {x: {time: true, range: xRange}, y: {range: fromZero}, bits: {range: fromZero}},
+      axes: [{...axis(), space: 70, values: timeValues(timeFmt)}, {...axis(), label: "follows · subs", incrs: WHOLE},
+             {...axis(), scale: "bits", side: 1, grid: {show: false}, label: "bits", incrs: WHOLE}],
+      // Every series counts things, so every one is bars: bits in the middle, thinner.
       series: [{value: tipFmt},
-               {label: "Follows", stroke: COLORS.follows, ...bars("rgba(2,132,199,.35)", COLORS.follows, -1)},
-               {label: "Subs", stroke: COLORS.subs, ...bars("rgba(124,58,237,.35)", COLORS.subs, 1)},
-               {label: "Bits", stroke: COLORS.bits, scale: "bits", width: 2, points: {show: false}}],
-      hooks: {drawClear: [shade(gapRanges(series))]},
-    }, [t, series.follows, series.subs, series.bits]);
+               {label: "Follows", stroke: COLORS.follows, ...bars(bucketFill(COLORS.follows), COLORS.follows, -1)},
+               {label: "Subs", stroke: COLORS.subs, ...bars(bucketFill(COLORS.subs), COLORS.subs, 1)},
+               {label: "Bits", stroke: COLORS.bits, scale: "bits",
+                paths: uPlot.paths.bars({size: [0.15, 12]}), fill: bucketFill(COLORS.bits), width: 1,
+                points: {show: false}}],
+      hooks: {drawClear: [shade(gaps)]},
+    }, [t, series.follows, series.subs, series.bits]]);
     if (!series.avg_viewers.some((v) => v !== null)) {
       viewers.replaceChildren(Object.assign(document.createElement("p"),
         {className: "chart-empty", textContent: "No viewer counts in this period (counts are sampled every minute while live)."}));
       return;
     }
-    mount(viewers, {
+    const viewerGaps = gapRanges(series, ["events", "viewers"]);
+    legendGaps(viewers, viewerGaps, "no viewer count was sampled while live (or StreamerHub was not running).");
+    // Viewers are a level, so lines; with a point on each bucket so a lone bucket still shows.
+    mount(viewers, () => [{
       height: 220,
-      scales: {x: {time: true, range: xRange}},
-      axes: [{...axis, space: 70, values: timeValues(timeFmt)}, {...axis, label: "viewers"}],
+      scales: {x: {time: true, range: xRange}, y: {range: fromZero}},
+      axes: [{...axis(), space: 70, values: timeValues(timeFmt)}, {...axis(), label: "viewers", incrs: WHOLE}],
       series: [{value: tipFmt},
-               {label: "Average", stroke: COLORS.avg, width: 2, fill: "rgba(21,128,61,.10)", spanGaps: false},
-               {label: "Peak", stroke: COLORS.peak, width: 1, dash: [4, 3], spanGaps: false}],
-      hooks: {drawClear: [shade(gapRanges(series))]},
-    }, [t, series.avg_viewers, series.peak_viewers]);
+               {label: "Average", stroke: COLORS.avg, width: 2, fill: bucketFill(COLORS.avg).replace(/59$/, "1a"),
+                spanGaps: false, points: {size: 5}},
+               {label: "Peak", stroke: COLORS.peak, width: 1, dash: [4, 3], spanGaps: false, points: {size: 4}}],
+      hooks: {drawClear: [shade(viewerGaps)]},
+    }, [t, series.avg_viewers, series.peak_viewers]]);
   }
 
   function stream(data) {
@@ -113,6 +134,17 @@
         ctx.beginPath(); ctx.moveTo(x, top); ctx.lineTo(x, bottom); ctx.stroke();
       }
       ctx.setLineDash([]);
+      // Raids, hype trains and title changes: solid lines with a short word at the top.
+      const MOMENT = {raid: COLORS.down, hype: COLORS.restarted, title: COLORS.follows};
+      const WORD = {raid: "raid", hype: "hype", title: "title"};
+      ctx.font = `${11 * devicePixelRatio}px system-ui, sans-serif`;
+      for (const m of data.moments || []) {
+        const x = u.valToPos(m.t, "x", true);
+        ctx.strokeStyle = ctx.fillStyle = MOMENT[m.kind] || COLORS.ink;
+        ctx.lineWidth = 2 * devicePixelRatio;
+        ctx.beginPath(); ctx.moveTo(x, top); ctx.lineTo(x, bottom); ctx.stroke();
+        ctx.fillText(WORD[m.kind] || m.kind, x + 3 * devicePixelRatio, top + 11 * devicePixelRatio);
+      }
       ctx.fillStyle = COLORS.event;
       for (const e of data.events) {
         const x = u.valToPos(e.t, "x", true);
@@ -120,21 +152,40 @@
       }
       ctx.restore();
     };
-    const axis = {stroke: "#6b6880", grid: {stroke: "#eeebf5"}};
     const t = data.t.length ? data.t : [data.start, data.end];
     const v = data.t.length ? data.viewers : [null, null];
-    mount(target, {
+    legendGaps(target, data.gaps || [], "part of this stream was not captured (viewer counts or events missing).");
+    mount(target, () => [{
       height: 280,
-      scales: {x: {time: true, range: [data.start, data.end]}},
-      axes: [{...axis, values: timeValues("{HH}:{mm}")}, {...axis, label: "viewers"}],
+      scales: {x: {time: true, range: [data.start, data.end]}, y: {range: fromZero}},
+      axes: [{stroke: COLORS.ink, grid: {stroke: COLORS.grid}, space: 80, values: timeValues("{HH}:{mm}")},
+             {stroke: COLORS.ink, grid: {stroke: COLORS.grid}, label: "viewers", incrs: WHOLE}],
       series: [{value: "{HH}:{mm}:{ss}"},
-               {label: "Viewers", stroke: COLORS.avg, width: 2, fill: "rgba(21,128,61,.10)", spanGaps: false}],
+               {label: "Viewers", stroke: COLORS.avg, width: 2, fill: bucketFill(COLORS.avg).replace(/59$/, "1a"),
+                spanGaps: false}],
       hooks: {drawClear: [shade(data.gaps || [])], draw: [drawMarks]},
-    }, [t, v]);
+    }, [t, v]]);
+  }
+
+  // A shaded band means "nothing was captured here": say so under the chart, once, only when one shows.
+  function legendGaps(target, ranges, what) {
+    if (!ranges.length || target.parentNode.querySelector(".gap-legend")) return;
+    target.after(SH_el("p", "chart-note gap-legend", [SH_el("span", "legend-gap"), `Shaded: ${what}`]));
+  }
+  function SH_el(tag, cls, children) {
+    const node = document.createElement(tag);
+    node.className = cls;
+    for (const c of children || []) node.append(c);
+    return node;
   }
 
   window.addEventListener("resize", () => {
     for (const [plot, target, height] of charts) plot.setSize(size(target, height));
+  });
+  document.addEventListener("sh-theme", () => {
+    COLORS = palette();
+    const again = charts.splice(0);
+    for (const [plot, target, , build] of again) { plot.destroy(); mount(target, build); }
   });
 
   overview(read("series-data"));

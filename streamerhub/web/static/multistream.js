@@ -5,7 +5,7 @@
   if (!root) return;
   const API = "/api/v1";
   const {api, el, showError, duration, bytes, number} = SH;
-  const state = {targets: [], videos: [], jobs: [], playlist: [], openLogs: new Set()};
+  const state = {targets: [], videos: [], jobs: [], playlist: [], openLogs: new Set(), editing: null};
   // Times in the streamer's zone (as every other page shows them), not the browser's.
   const zone = root.dataset.tz || "UTC";
   const when = (iso) => new Date(iso).toLocaleString("sv-SE", {timeZone: zone}).slice(0, 16);
@@ -15,6 +15,7 @@
   async function loadTargets() {
     state.targets = await api("GET", `${API}/targets`);
     renderTargets();
+    renderChecklist();
     renderJobTargets();
   }
 
@@ -61,11 +62,28 @@
     loadTargets();
   }
 
+  // A target used by jobs: say which, and take it out of them first (a job keeps its other
+  // targets; a job whose only target this is cannot be left without one, so it is named).
   async function deleteTarget(t) {
-    if (!confirm(`Delete the target ${t.name}?`)) return;
-    try { await api("DELETE", `${API}/targets/${t.id}`); showError("targets-error", null); }
-    catch (err) { showError("targets-error", err); }
-    loadTargets();
+    const using = state.jobs.filter((j) => j.targets.some((x) => x.target_id === t.id));
+    const alone = using.filter((j) => j.targets.length === 1);
+    if (alone.length) {
+      showError("targets-error", new Error(`${t.name} is the only target of ${alone.map((j) => j.name).join(", ")}: delete ${alone.length === 1 ? "that job" : "those jobs"} or give ${alone.length === 1 ? "it" : "them"} another target first.`));
+      return;
+    }
+    const question = using.length
+      ? `Remove ${t.name} from ${using.length} job${using.length === 1 ? "" : "s"} (${using.map((j) => j.name).join(", ")}) and delete it?`
+      : `Delete the target ${t.name}?`;
+    if (!confirm(question)) return;
+    try {
+      for (const j of using) {
+        await api("PATCH", `${API}/jobs/${j.id}`, {targets: j.targets.map((x) => x.target_id).filter((id) => id !== t.id)});
+      }
+      await api("DELETE", `${API}/targets/${t.id}`);
+      showError("targets-error", null);
+    } catch (err) { showError("targets-error", err); }
+    await loadTargets();
+    await loadJobs();
   }
 
   const targetForm = document.getElementById("target-form");
@@ -117,6 +135,7 @@
   async function loadVideos() {
     state.videos = await api("GET", `${API}/videos`);
     renderVideos();
+    renderChecklist();
     renderVideoPick();
   }
 
@@ -206,8 +225,9 @@
       try { body = JSON.parse(xhr.responseText); } catch (e) { body = null; }
       if (xhr.status >= 200 && xhr.status < 300) {
         bar.value = 100;
-        status.textContent = `Uploaded ${file.name}: its status is in the table above.`;
+        status.textContent = `Uploaded ${file.name}: checking it…`;
         uploadForm.reset();
+        if (body && body.id) followUpload(body.id, file.name, status);
       } else {
         bar.hidden = true; status.textContent = "";
         showError("upload-error", new Error((body && body.error) || `Upload refused (${xhr.status}).`));
@@ -220,6 +240,23 @@
     });
     xhr.send(data);
   });
+
+  // The upload's outcome in words: ready, or rejected with the reason (never just "Uploaded").
+  async function followUpload(id, name, status) {
+    for (let i = 0; i < 600; i++) {
+      await new Promise((r) => setTimeout(r, 1000));
+      const v = state.videos.find((x) => x.id === id);
+      if (!v) continue;
+      if (v.status === "ready") { status.textContent = `${name} is ready to stream.`; status.className = "good"; return; }
+      if (v.status === "rejected") {
+        status.textContent = `Rejected: ${v.reason || `${name} is not a video StreamerHub can stream`}.`;
+        status.className = "bad";
+        return;
+      }
+      status.className = "muted";
+      status.textContent = `Uploaded ${name}: ${v.status}…`;
+    }
+  }
 
   document.getElementById("import-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
@@ -234,8 +271,12 @@
   function renderVideoPick() {
     const pick = document.getElementById("job-video-pick");
     const ready = state.videos.filter((v) => v.status === "ready");
+    const chosen = pick.value;
     pick.replaceChildren(...(ready.length ? ready.map((v) => el("option", {value: v.id, text: v.label})) :
       [el("option", {value: "", text: "no ready video yet"})]));
+    if (ready.some((v) => String(v.id) === chosen)) pick.value = chosen;
+    pick.disabled = !ready.length;
+    document.getElementById("job-video-add").disabled = !ready.length;
     renderPlaylist();
   }
 
@@ -283,16 +324,59 @@
   document.getElementById("job-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const f = ev.target;
-    if (!state.playlist.length) { showError("job-form-error", new Error("Add at least one ready video to the playlist.")); return; }
+    // A video chosen but not added is what the streamer meant: it becomes the playlist.
+    const picked = Number(document.getElementById("job-video-pick").value);
+    if (!state.playlist.length && picked) { state.playlist.push(picked); renderPlaylist(); }
+    if (!state.playlist.length) { showError("job-form-error", new Error("Add at least one ready video to the playlist (upload one in step 2 first).")); return; }
     try {
-      const job = await api("POST", `${API}/jobs`, jobBody(f));
-      if (f.start_now.checked && !jobBody(f).schedule) await api("POST", `${API}/jobs/${job.id}/start`, {});
+      if (state.editing) {
+        await api("PATCH", `${API}/jobs/${state.editing}`, jobBody(f));
+      } else {
+        const job = await api("POST", `${API}/jobs`, jobBody(f));
+        if (f.start_now.checked && !jobBody(f).schedule) await api("POST", `${API}/jobs/${job.id}/start`, {});
+      }
       showError("job-form-error", null);
-      f.reset(); state.playlist = []; renderPlaylist();
-      document.getElementById("job-create").open = false;
+      resetJobForm();
       loadJobs();
     } catch (err) { showError("job-form-error", err); }
   });
+
+  // Edit a job in the same form: PATCH /jobs/{id} with what the form holds.
+  function editJob(job) {
+    const f = document.getElementById("job-form");
+    resetJobForm();
+    state.editing = job.id;
+    f.name.value = job.name;
+    state.playlist = job.videos.slice();
+    renderPlaylist();
+    for (const box of f.querySelectorAll('input[name="targets"]')) {
+      box.checked = job.targets.some((t) => t.target_id === Number(box.value));
+    }
+    f.loop_mode.value = job.loop === "forever" ? "forever" : job.loop === 1 ? "once" : "times";
+    if (typeof job.loop === "number" && job.loop > 1) f.loop_times.value = job.loop;
+    f.title.value = job.title || "";
+    f.category.value = job.category || "";
+    f.tags.value = (job.tags || []).join(", ");
+    document.getElementById("job-submit").textContent = `Save ${job.name}`;
+    document.getElementById("job-cancel").hidden = false;
+    f.start_now.closest("label").hidden = true;
+    const details = document.getElementById("job-create");
+    details.open = true;
+    f.name.focus();
+  }
+
+  function resetJobForm() {
+    const f = document.getElementById("job-form");
+    f.reset();
+    state.editing = null;
+    state.playlist = [];
+    renderPlaylist();
+    document.getElementById("job-submit").textContent = "Create job";
+    document.getElementById("job-cancel").hidden = true;
+    f.start_now.closest("label").hidden = false;
+    document.getElementById("job-create").open = false;
+  }
+  document.getElementById("job-cancel").addEventListener("click", resetJobForm);
 
   // Category search through the daemon (it asks Twitch with a connected channel's token).
   let searchTimer = null;
@@ -309,8 +393,18 @@
     }, 250);
   });
 
+  // Until the first job exists, the checklist says which step is next.
+  function renderChecklist() {
+    const list = document.getElementById("checklist");
+    list.hidden = !state.jobsLoaded || state.jobs.length > 0;
+    const done = {targets: state.targets.length > 0, videos: state.videos.some((v) => v.status === "ready"), jobs: false};
+    for (const li of list.querySelectorAll("li[data-step]")) li.classList.toggle("done", done[li.dataset.step]);
+  }
+
   async function loadJobs() {
     state.jobs = await api("GET", `${API}/jobs`);
+    state.jobsLoaded = true;
+    renderChecklist();
     await renderJobs();
     document.getElementById("jobs-updated").textContent = `updated ${clock(new Date().toISOString())}`;
   }
@@ -339,6 +433,7 @@
         el("div", {class: "actions"},
           running ? el("button", {type: "button", class: "danger", text: "Stop job", onclick: () => jobAction(job, "stop")})
                   : el("button", {type: "button", class: "primary", text: "Start job", onclick: () => jobAction(job, "start")}),
+          el("button", {type: "button", class: "small", text: "Edit", onclick: () => editJob(job)}),
           running ? null : el("button", {type: "button", class: "small danger", text: "Delete", onclick: () => deleteJob(job)}))),
       el("p", {class: "muted small"}, videoLabels(job.videos), ` · ${loop}`,
         job.title ? ` · “${job.title}”` : null, job.category ? ` · ${job.category}` : null,
@@ -369,10 +464,26 @@
       el("td", {class: "num"}, t.speed ? `${number(t.speed, 2)}×` : "—"),
       el("td", {class: "num"}, t.uptime_s ? duration(t.uptime_s) : "—"),
       el("td", {class: "num"}, t.restarts || 0),
-      el("td", {class: "small"}, t.last_error ? el("span", {class: "bad", text: (t.failure_class ? `[${t.failure_class}] ` : "") + t.last_error}) : ""),
+      el("td", {class: "small"}, t.last_error ? failure(t.failure_class, t.last_error) : ""),
       el("td", {class: "actions"}, job.desired !== "running" ? null :
         on ? el("button", {type: "button", class: "small", text: "Stop", onclick: () => targetAction(job, t, "stop")})
            : el("button", {type: "button", class: "small", text: "Start", onclick: () => targetAction(job, t, "start")})));
+  }
+
+  // Each failure class in one sentence a streamer can act on; FFmpeg's own words below it.
+  const FAILURES = {
+    key_rejected: "The platform refused the stream key: copy it again from the platform's dashboard and edit the target.",
+    connection_refused: "The ingest server refused the connection: check the ingest URL, or the platform may be down.",
+    dns: "The ingest server's name could not be found: check the ingest URL and this machine's internet connection.",
+    tls: "The secure (RTMPS) connection failed: check the URL's rtmps:// address and port, or this machine's clock.",
+    timeout: "The ingest server stopped answering: the connection is slow or dropped; StreamerHub retries by itself.",
+    input_error: "The video could not be read: prepare it again in the library, or remove it from the job.",
+    other: "FFmpeg stopped with an error: the detail below says what it saw.",
+  };
+  function failure(kind, raw) {
+    return el("div", {class: "failure", dataset: {failure: kind || "other"}},
+      el("span", {class: "bad", text: FAILURES[kind] || FAILURES.other}),
+      el("div", {class: "muted raw", title: "FFmpeg's own words", text: raw}));
   }
 
   async function fillLogs(job, details) {
@@ -385,9 +496,9 @@
         return el("div", {class: "run"},
           el("div", {class: "small muted"}, `${target} · run ${r.id} · ${when(r.started_at)}`,
             r.ended_at ? ` → ${clock(r.ended_at)}` : " (running)",
-            r.failure_class ? ` · ${r.failure_class}` : "", r.error ? ` · ${r.error}` : ""),
+            r.failure_class ? ` · ${FAILURES[r.failure_class] || r.failure_class}` : "", r.error ? ` · ${r.error}` : ""),
           el("pre", {class: "log", text: r.stderr_tail || "(no output yet)"}));
-      }) : [el("p", {class: "muted", text: "No run yet."})]));
+      }) : [el("p", {class: "muted", text: job.desired === "running" ? "Running: each FFmpeg run's output is kept here when the run ends; the live figures are in the table above." : "This job has not run yet."})]));
     } catch (err) { body.textContent = err.message; }
   }
 

@@ -1,4 +1,4 @@
-// Overview: refresh the stat cards every 30 s while the page is visible (the feed is live anyway).
+// Overview: refresh the stat cards every 30 s while the page is visible, and soon after each live event.
 "use strict";
 (() => {
   const cards = document.getElementById("cards");
@@ -23,4 +23,10 @@
     }
   }
   setInterval(() => { if (!document.hidden) refresh(); }, 30000);
+  // While events arrive live, the cards follow within a couple of seconds (one refresh per burst).
+  let soon = null;
+  document.addEventListener("sh-event", () => {
+    if (soon) return;
+    soon = setTimeout(() => { soon = null; refresh(); }, 1500);
+  });
 })();
