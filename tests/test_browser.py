@@ -522,7 +522,12 @@ async def test_upload_job_live_and_stop(daemon_factory, db_url: str, tmp_path: P
         async with chromium() as browser:
             page = await new_page(browser)
             await become_owner(page, daemon)
-            page.on("dialog", lambda dialog: DIALOGS.append(dialog.message) or dialog.accept())
+
+            def answer(dialog: Any) -> Any:
+                DIALOGS.append(dialog.message)
+                return dialog.accept()
+
+            page.on("dialog", answer)
             await page.goto(f"{daemon.url}/multistream")
             await page.wait_for_selector("#targets-table td.empty")
             # Until the first job, a checklist says the order: targets, videos, jobs.

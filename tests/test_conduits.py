@@ -91,7 +91,7 @@ async def subscribe(http, fake, token, conduit_id, sub_type, condition, version=
 
 async def drain(ws, quiet: float = 0.5) -> tuple[list[dict], int | None]:
     """Every notification until the socket is quiet (or closed), and its close code."""
-    got = []
+    got: list[dict] = []
     while True:
         try:
             msg = await asyncio.wait_for(ws.receive(), quiet)
