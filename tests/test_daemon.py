@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -171,3 +172,27 @@ def test_systemd_notifications(daemon_factory, tmp_path: Path) -> None:
         while "STOPPING=1" not in seen:
             seen.add(notify.recv(256).decode())
         assert daemon.wait(30) == 0
+
+
+def test_cli_finds_the_daemon_of_a_data_dir_on_any_port(daemon_factory) -> None:
+    """The daemon writes where it listens into its data dir; the CLI, given only --data-dir (before
+    or after the subcommand), reaches it on its non-default port and prints no log lines."""
+    daemon = daemon_factory().start()
+    listen = daemon.data_dir / "listen"
+    assert listen.read_text().strip() == daemon.url
+    data = str(daemon.data_dir)
+    before = _cli("--data-dir", data, "jobs", "list")
+    after = _cli("jobs", "list", "--data-dir", data)
+    for result in (before, after):
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "(none)" and result.stderr == ""
+    ready = [json.loads(l) for l in daemon.log().splitlines() if '"ready"' in l]
+    assert "in a browser" in ready[0]["next"]
+
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(30) == 0
+    assert not listen.exists(), "a stopped daemon left its address behind"
+    env = {**os.environ, "STREAMERHUB_WEB_PORT": str(daemon.port)}  # nothing listens there now
+    gone = _cli("--data-dir", data, "jobs", "list", env=env)
+    assert gone.returncode == 1 and "cannot reach the daemon" in gone.stderr
+    assert "Traceback" not in gone.stderr
