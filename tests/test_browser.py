@@ -19,7 +19,7 @@ from typing import Any, AsyncIterator
 import aiohttp
 import pytest
 from media import make_clip
-from rtmp_server import RtmpServer
+from nginx_rtmp import NginxRtmp, needs_nginx
 from web_support import PASSWORD, add_channel, add_samples, notification, store_events
 
 from streamerhub.bot.oauth import Grant
@@ -357,12 +357,13 @@ async def post_fake(fake: FakeTwitch, sub_type: str, overrides: dict[str, Any]) 
 # ----------------------------------------------------------------------------- multistream
 
 
+@needs_nginx
 async def test_upload_job_live_and_stop(daemon_factory, db_url: str, tmp_path: Path) -> None:
     require_chromium()
     clip = make_clip(tmp_path / "rerun.mp4", seconds=6)
     bogus = tmp_path / "notes.mp4"
     bogus.write_text("this is not a video\n" * 50)
-    async with FakeTwitch() as fake, RtmpServer() as ingest:
+    async with FakeTwitch() as fake, NginxRtmp(record=False) as ingest:
         daemon = daemon_factory(daemon_config(db_url, fake)).start()
         async with chromium() as browser:
             page = await new_page(browser)
@@ -410,7 +411,7 @@ async def test_upload_job_live_and_stop(daemon_factory, db_url: str, tmp_path: P
             await page.select_option("#job-loop-mode", "forever")
             await page.click("#job-form button[type=submit]")
             await page.wait_for_selector(".job .targets-live .state-live", timeout=30_000)
-            assert await ingest.wait_until(lambda: bool(ingest.sessions), 10)
+            await ingest.wait_receiving("live_4242_browsertest", 0.5)
             await page.wait_for_selector(".job td.num:has-text('kbit/s')", timeout=15_000)
             await shot(page, "14-multistream-live")
             await page.click(".job button:has-text('Stop job')")
