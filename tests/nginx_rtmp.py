@@ -129,13 +129,19 @@ class NginxRtmp:
     """
 
     def __init__(
-        self, folder: Path | None = None, keys: Iterable[str] | None = None, *, record: bool = True
+        self,
+        folder: Path | None = None,
+        keys: Iterable[str] | None = None,
+        *,
+        record: bool = True,
+        rtmp_port: int | None = None,
     ) -> None:
         self._own_dir = folder is None
         self.dir = folder or Path(tempfile.mkdtemp(prefix="streamerhub-test-nginx-"))
         self.keys = set(keys) if keys is not None else None
         self.record = record
-        self.rtmp_port, self.stat_port, self.tls_port = _free_port(), _free_port(), _free_port()
+        self.rtmp_port = rtmp_port or _free_port()
+        self.stat_port, self.tls_port = _free_port(), _free_port()
         self.published: list[str] = []
         self.rejected: list[str] = []
         self.connections = 0  # RTMP `connect`s seen, rejected or not
