@@ -390,7 +390,7 @@ async def test_a_frozen_ingest_is_restarted_without_touching_the_other_target(
 
 async def _freeze_one_of_two(ms: Multistream, media_set: MediaSet) -> None:
     video = await ready_video(ms, media_set.ready)
-    async with RtmpServer(keys={KEY_A}) as a, RtmpServer(keys={KEY_B}) as b:
+    async with RtmpServer() as a, RtmpServer() as b:
         ta, tb = await add_target(ms, "A", a, KEY_A), await add_target(ms, "B", b, KEY_B)
         job = await ms.create_job(
             {"name": "frozen", "videos": [video], "targets": [ta, tb], "loop": "forever"}
