@@ -4,16 +4,20 @@ The fake Twitch runs in-process in simulate mode (a looping stream with follows,
 bomb, cheers, a raid…) and the daemon is pointed at it. Demo data lives in its own embedded
 PostgreSQL under DATA_DIR/demo — a configured [database] url is ignored — so it never mixes with
 real data; every page carries a banner saying it is a demo.
+
+The visitor is the owner, signed in on the first page without a password: the demo listens on
+127.0.0.1 only (whatever [web] host says), so only someone on this machine reaches it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import socket
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 from aiohttp import web
 
@@ -24,10 +28,15 @@ from streamerhub.config import Settings
 from streamerhub.fake_twitch import FakeTwitch
 from streamerhub.fake_twitch.simulate import simulate
 from streamerhub.log import get_logger
+from streamerhub.web.auth import auth_middleware, sign_in
+from streamerhub.web.context import SERVICES
+from streamerhub.web.users import User, UserError, UserStore
 
 log = get_logger(__name__)
 
 DEMO_DIR = "demo"
+DEMO_HOST = "127.0.0.1"  # the visitor is signed in as the owner: never reachable from elsewhere
+OWNER = "owner"
 SPEED = 2.0  # the simulated show runs twice as fast as life: something happens every second
 LISTEN_WAIT = 30.0  # the show starts once the daemon subscribed (or after this long anyway)
 
@@ -58,6 +67,9 @@ def demo_settings(settings: Settings) -> tuple[Settings, Demo]:
     values = {
         **settings.values,
         ("database", "url"): "",
+        ("web", "host"): DEMO_HOST,
+        ("web", "allowed_hosts"): [],
+        ("web", "public_url"): "",
         ("twitch", "client_id"): "streamerhub-demo",
         ("twitch", "client_secret"): "",
         ("twitch", "api_url"): f"{base}/helix",
@@ -72,7 +84,13 @@ def add_demo(app: web.Application, demo: Demo) -> None:
     app[DEMO] = demo
     app[DEMO_MODE] = True
     app.cleanup_ctx.insert(0, fake_twitch_ctx)
+    # The owner exists before the web part would print a setup link asking for a password.
+    names = [getattr(ctx, "__name__", "") for ctx in app.cleanup_ctx]
+    at = names.index("services_ctx") + 1 if "services_ctx" in names else len(names)
+    app.cleanup_ctx.insert(at, demo_owner_ctx)
     app.cleanup_ctx.append(connect_channel_ctx)
+    # Inside the session middleware, before the one that resolves who is signed in.
+    app.middlewares.insert(app.middlewares.index(auth_middleware), sign_in_visitor)
 
 
 async def fake_twitch_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -109,3 +127,46 @@ async def connect_channel_ctx(app: web.Application) -> AsyncIterator[None]:
         await link.connect_grant(Grant.from_json(token.grant_json()), Identity("1000", "streamer"))
         log.info("demo_channel_connected", channel_id="1000")
     yield
+
+
+DEMO_OWNER = web.AppKey("demo_owner", User)
+
+
+async def demo_owner_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The demo's owner account, made once (its password is random and never needed)."""
+    store = UserStore(app[SERVICES].db)
+    found = await store.by_login(OWNER)
+    if found is None:
+        try:
+            owner = await store.create(OWNER, "owner", secrets.token_urlsafe(24))
+        except UserError:  # another owner login exists in an older demo database
+            owner = next(u for u in await store.list() if u.is_owner)
+    else:
+        owner = found[0]
+    app[DEMO_OWNER] = owner
+    yield
+
+
+@web.middleware
+async def sign_in_visitor(request: web.Request, handler: Any) -> web.StreamResponse:
+    """A page visit without a live session signs the visitor in as the demo owner."""
+    if request.method == "GET" and _is_page(request) and not await _signed_in(request):
+        await sign_in(request, request.app[DEMO_OWNER], "setup")  # the one method with no secret
+    response: web.StreamResponse = await handler(request)
+    return response
+
+
+def _is_page(request: web.Request) -> bool:
+    return "Authorization" not in request.headers and not request.path.startswith(
+        ("/api/", "/static/", "/healthz")
+    )
+
+
+async def _signed_in(request: web.Request) -> bool:
+    from aiohttp_session import get_session
+
+    sid = (await get_session(request)).get("sid")
+    return (
+        isinstance(sid, str)
+        and await UserStore(request.app[SERVICES].db).session_user(sid) is not None
+    )

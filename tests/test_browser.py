@@ -423,7 +423,8 @@ async def test_upload_job_live_and_stop(daemon_factory, db_url: str, tmp_path: P
 
 
 async def test_demo_mode_is_alive_and_separate(tmp_path: Path) -> None:
-    """`streamerhub run --demo`: simulated Twitch, its own database, a banner on every page."""
+    """`streamerhub run --demo`: simulated Twitch, its own database, a banner on every page, the
+    visitor signed in as the owner at once, and only on 127.0.0.1 whatever the config says."""
     import asyncio
     import signal
     import subprocess
@@ -434,7 +435,7 @@ async def test_demo_mode_is_alive_and_separate(tmp_path: Path) -> None:
 
     require_chromium()
     data, port = tmp_path / "data", free_port()
-    (tmp_path / "config.toml").write_text("")
+    (tmp_path / "config.toml").write_text('[web]\nhost = "0.0.0.0"\n')
     log = tmp_path / "demo.log"
     env = {**os.environ, "STREAMERHUB_WEB_PORT": str(port), "STREAMERHUB_LOG_FORMAT": "json"}
     with open(log, "wb") as out:
@@ -456,19 +457,17 @@ async def test_demo_mode_is_alive_and_separate(tmp_path: Path) -> None:
             start_new_session=True,
         )
     try:
-        token_file = data / "demo" / "setup-token"
         deadline = time.monotonic() + 60
         while '"ready"' not in log.read_text(errors="replace"):
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
             await asyncio.sleep(0.2)
         assert not (data / "postgres").exists(), "demo data must not touch the real database"
+        assert (data / "demo" / "listen").read_text().strip() == f"http://127.0.0.1:{port}"
+        assert "/setup/" not in log.read_text(), "the demo asked for a password"
         async with chromium() as browser:
             page = await new_page(browser)
-            await page.goto(f"http://127.0.0.1:{port}/setup/{token_file.read_text().strip()}")
+            await page.goto(f"http://127.0.0.1:{port}/")  # no setup, no sign-in: the owner
             assert "Demo mode" in await page.inner_text(".demo-banner")
-            await page.fill("input[name=password]", PASSWORD)
-            await page.fill("input[name=confirm]", PASSWORD)
-            await page.click("button[type=submit]")
             await page.wait_for_selector("#feed-status.live")
             # The simulated show: the stream goes live, then follows and subs arrive.
             await page.wait_for_selector("#feed li.ev-follows", timeout=30_000)
