@@ -15,18 +15,23 @@ import asyncio
 import contextlib
 import secrets
 import socket
+import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import Any, AsyncIterator
 
 from aiohttp import web
 
-from streamerhub.app import CHANNEL_LINK, DEMO_MODE
+from streamerhub.analytics.seed import store_follower_totals, store_viewer_samples
+from streamerhub.app import CHANNEL_LINK, DB, DEMO_MODE, EVENTS, SETTINGS
 from streamerhub.bot.oauth import Grant, Identity
 from streamerhub.bot.registry import has_channels
 from streamerhub.config import Settings
+from streamerhub.events.normalise import normalise
 from streamerhub.fake_twitch import FakeTwitch
-from streamerhub.fake_twitch.simulate import simulate
+from streamerhub.fake_twitch.seed import History, seed_history
+from streamerhub.fake_twitch.simulate import CHANNEL, simulate
 from streamerhub.log import get_logger
 from streamerhub.web.auth import auth_middleware, sign_in
 from streamerhub.web.context import SERVICES
@@ -37,6 +42,7 @@ log = get_logger(__name__)
 DEMO_DIR = "demo"
 DEMO_HOST = "127.0.0.1"  # the visitor is signed in as the owner: never reachable from elsewhere
 OWNER = "owner"
+HISTORY_FILE = "demo-history"  # when the seeded history ends: made once, kept in step after
 SPEED = 2.0  # the simulated show runs twice as fast as life: something happens every second
 LISTEN_WAIT = 30.0  # the show starts once the daemon subscribed (or after this long anyway)
 
@@ -89,6 +95,7 @@ def add_demo(app: web.Application, demo: Demo) -> None:
     at = names.index("services_ctx") + 1 if "services_ctx" in names else len(names)
     app.cleanup_ctx.insert(at, demo_owner_ctx)
     app.cleanup_ctx.append(connect_channel_ctx)
+    app.cleanup_ctx.append(history_ctx)
     # Inside the session middleware, before the one that resolves who is signed in.
     app.middlewares.insert(app.middlewares.index(auth_middleware), sign_in_visitor)
 
@@ -170,3 +177,51 @@ async def _signed_in(request: web.Request) -> bool:
         isinstance(sid, str)
         and await UserStore(request.app[SERVICES].db).session_user(sid) is not None
     )
+
+
+async def history_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Weeks of past streams on the first demo start, so every chart has something to show.
+
+    The history is made from the time saved in DATA_DIR/demo-history, so a later start makes the
+    same one again: the fake Twitch's follower list (held in memory) then matches what is stored.
+    """
+    demo, settings = app[DEMO], app[SETTINGS]
+    assert demo.fake is not None
+    marker = settings.data_dir / HISTORY_FILE
+    first = not marker.exists()
+    now = datetime.now(timezone.utc) if first else datetime.fromisoformat(marker.read_text())
+    history = seed_history(demo.fake.state, now)
+    if first:
+        await _store_history(app, history)
+        marker.write_text(now.isoformat())
+        log.info(
+            "demo_history_seeded",
+            streams=len(history.streams),
+            follows=history.follows,
+            followers=history.followers_before + history.follows,
+        )
+    yield
+
+
+async def _store_history(app: web.Application, history: History) -> None:
+    """Events through the event store (the real write path), then what the pollers would have
+    written: a viewer count a minute and a follower total a day."""
+    store, pool = app[EVENTS], app[DB].pool
+    for stream in history.streams:
+        for event in stream.events:
+            store.submit(
+                normalise(
+                    str(uuid.uuid4()),
+                    event.subscription_type,
+                    event.version,
+                    event.occurred_at.isoformat().replace("+00:00", "Z"),
+                    event.payload(),
+                )
+            )
+    await store.flush()
+    for stream in history.streams:
+        category = (stream.category_id, stream.category_name)
+        await store_viewer_samples(
+            pool, CHANNEL, stream.stream_id, stream.viewers, stream.title, category
+        )
+    await store_follower_totals(pool, CHANNEL, history.totals)
