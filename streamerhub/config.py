@@ -318,6 +318,15 @@ SETTINGS: tuple[Setting, ...] = (
         "Monthly backups kept (newest of each month).",
         _range(0, 1200),
     ),
+    Setting(
+        "demo",
+        "ingest_url",
+        str,
+        "rtmp://127.0.0.1:1935/live",
+        "`run --demo` only: the local RTMP server its sample job pushes to; the job starts by "
+        "itself when something listens there (e.g. nginx with libnginx-mod-rtmp).",
+        _url("rtmp", empty_ok=False),
+    ),
 )
 
 _BY_NAME = {(s.section, s.key): s for s in SETTINGS}
@@ -408,6 +417,11 @@ class BackupSettings:
     keep_monthly: int
 
 
+@dataclass(frozen=True)
+class DemoSettings:
+    ingest_url: str
+
+
 # One typed view per [section] of SETTINGS; a test holds the two in step.
 SECTIONS: dict[str, type] = {
     "general": GeneralSettings,
@@ -419,6 +433,7 @@ SECTIONS: dict[str, type] = {
     "ffmpeg": FFmpegSettings,
     "library": LibrarySettings,
     "backup": BackupSettings,
+    "demo": DemoSettings,
 }
 
 
@@ -469,6 +484,10 @@ class Settings:
     @functools.cached_property
     def backup(self) -> BackupSettings:
         return self._section("backup", BackupSettings)
+
+    @functools.cached_property
+    def demo(self) -> DemoSettings:
+        return self._section("demo", DemoSettings)
 
 
 def find_config(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:

@@ -422,6 +422,7 @@ async def test_upload_job_live_and_stop(daemon_factory, db_url: str, tmp_path: P
 # ----------------------------------------------------------------------------- demo
 
 
+@needs_nginx
 async def test_demo_mode_is_alive_and_separate(tmp_path: Path) -> None:
     """`streamerhub run --demo`: simulated Twitch, its own database, a banner on every page, the
     visitor signed in as the owner at once, and only on 127.0.0.1 whatever the config says."""
@@ -437,7 +438,14 @@ async def test_demo_mode_is_alive_and_separate(tmp_path: Path) -> None:
     data, port = tmp_path / "data", free_port()
     (tmp_path / "config.toml").write_text('[web]\nhost = "0.0.0.0"\n')
     log = tmp_path / "demo.log"
-    env = {**os.environ, "STREAMERHUB_WEB_PORT": str(port), "STREAMERHUB_LOG_FORMAT": "json"}
+    ingest = NginxRtmp(tmp_path / "nginx", keys=None, record=False)  # the "local RTMP server"
+    await ingest.start()
+    env = {
+        **os.environ,
+        "STREAMERHUB_WEB_PORT": str(port),
+        "STREAMERHUB_LOG_FORMAT": "json",
+        "STREAMERHUB_DEMO_INGEST_URL": ingest.url,
+    }
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [
@@ -472,6 +480,19 @@ async def test_demo_mode_is_alive_and_separate(tmp_path: Path) -> None:
             # The simulated show: the stream goes live, then follows and subs arrive.
             await page.wait_for_selector("#feed li.ev-follows", timeout=30_000)
             await shot(page, "16-demo-overview")
+            # Weeks of past streams of hours, with viewers, on the Streams page.
+            await page.goto(f"http://127.0.0.1:{port}/streams")
+            rows = await page.locator("#streams-table tbody tr").count()
+            assert rows >= 12, await page.inner_text("#streams-table")
+            assert "h" in await page.inner_text(
+                "#streams-table tbody tr:nth-child(2) td:nth-child(3)"
+            )
+            await shot(page, "17-demo-streams")
+            # The sample clip pushed to the local RTMP server by a running job.
+            await page.goto(f"http://127.0.0.1:{port}/multistream")
+            await page.wait_for_selector(".job .targets-live .state-live", timeout=60_000)
+            assert await ingest.publishing() == ["demo-stream-key"]
+            await shot(page, "18-demo-multistream")
             started = time.monotonic()
             proc.send_signal(signal.SIGTERM)  # with a live feed open: still a prompt, clean stop
             assert proc.wait(30) == 0
@@ -481,6 +502,7 @@ async def test_demo_mode_is_alive_and_separate(tmp_path: Path) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
         kill_postgres_of(data / "demo")
+        await ingest.stop()
 
 
 def test_the_browser_is_found_by_path_name_or_setting(tmp_path: Path) -> None:

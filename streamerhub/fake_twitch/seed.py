@@ -205,6 +205,7 @@ def _online(stream: PastStream) -> None:
 def _add(stream: PastStream, kind: str, minute: int, **fields: Any) -> None:
     """An event `minute` minutes into the stream; a follow's followed_at is that time."""
     at = stream.started_at + dt.timedelta(minutes=minute, seconds=17 * (minute % 3))
+    at = min(at, stream.ended_at)  # the offline comes last
     if kind == "channel.follow":
         fields["followed_at"] = _rfc3339(at)
     version, event = sample_event(kind, **fields)
