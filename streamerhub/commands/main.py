@@ -182,7 +182,6 @@ def _log_level(args: argparse.Namespace, settings: Settings) -> str:
     return "error" if level == "error" else "warning"
 
 
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Every file and folder the daemon, its tools and its FFmpeg children create is private
