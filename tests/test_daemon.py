@@ -189,6 +189,8 @@ def test_cli_finds_the_daemon_of_a_data_dir_on_any_port(daemon_factory) -> None:
         assert result.stdout.strip() == "(none)" and result.stderr == ""
     ready = [json.loads(l) for l in daemon.log().splitlines() if '"ready"' in l]
     assert "in a browser" in ready[0]["next"]
+    status = _cli("twitch", "status", "--data-dir", data)  # reads the daemon's capture health
+    assert "capture: ok" in status.stdout, status.stdout + status.stderr
 
     daemon.signal(signal.SIGTERM)
     assert daemon.wait(30) == 0

@@ -58,8 +58,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def client_url(host: str, port: int) -> str:
-    """The URL a client on this machine reaches a daemon listening on host:port by."""
-    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    """The URL a client on this machine reaches a daemon listening on host:port by (asyncio
+    listens on "::" for IPv6 only, so that one is reached at ::1)."""
+    host = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
     shown = f"[{host}]" if ":" in host else host
     return f"http://{shown}:{port}"
 
