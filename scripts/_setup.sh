@@ -30,8 +30,13 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 want="$(cat pyproject.toml | "$PYTHON" -c 'import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    echo "installing StreamerHub${extras:+ with its $extras tools} into $VENV..." >&2
+    if ! ls "$VENV"/.installed* >/dev/null 2>&1; then  # nothing installed yet: the long one
+        echo "installing StreamerHub${extras:+ with its $extras tools} into $VENV: the web server, the database driver, a bundled PostgreSQL 18 and FFmpeg (about 250 MB; one to two minutes, then seconds on later runs)..." >&2
+    else
+        echo "pyproject.toml changed: updating StreamerHub${extras:+ with its $extras tools} in $VENV (under a minute)..." >&2
+    fi
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
     "$VENV/bin/python" -m pip install --quiet -e ".${extras:+[$extras]}"
     echo "$want" > "$stamp"
+    echo "installed; starting..." >&2
 fi

@@ -394,11 +394,13 @@ def on_ready(settings: Settings) -> Any:
     def ready(_message: str) -> None:
         host = settings.web.host
         shown = f"[{host}]" if ":" in host else host
+        url = f"http://{shown}:{settings.web.port}/"
         log.info(
             "ready",
-            url=f"http://{shown}:{settings.web.port}/",
+            url=url,
             data_dir=str(settings.data_dir),
             version=__version__,
+            next=f"open {url} in a browser (the first visit creates the owner account)",
         )
         systemd.notify("READY=1")
 

@@ -382,6 +382,15 @@ SETTINGS: tuple[Setting, ...] = (
         "row, so chat counts and rollups stay.",
         _range(0, 36500),
     ),
+    Setting(
+        "demo",
+        "ingest_url",
+        str,
+        "rtmp://127.0.0.1:1935/live",
+        "`run --demo` only: the local RTMP server its sample job pushes to; the job starts by "
+        "itself when something listens there (e.g. nginx with libnginx-mod-rtmp).",
+        _url("rtmp", empty_ok=False),
+    ),
 )
 
 _BY_NAME = {(s.section, s.key): s for s in SETTINGS}
@@ -487,6 +496,11 @@ class EventsSettings:
     chat_text_days: int
 
 
+@dataclass(frozen=True)
+class DemoSettings:
+    ingest_url: str
+
+
 # One typed view per [section] of SETTINGS; a test holds the two in step.
 SECTIONS: dict[str, type] = {
     "general": GeneralSettings,
@@ -500,6 +514,7 @@ SECTIONS: dict[str, type] = {
     "backup": BackupSettings,
     "conduit": ConduitSettings,
     "events": EventsSettings,
+    "demo": DemoSettings,
 }
 
 
@@ -558,6 +573,10 @@ class Settings:
     @functools.cached_property
     def events(self) -> EventsSettings:
         return self._section("events", EventsSettings)
+
+    @functools.cached_property
+    def demo(self) -> DemoSettings:
+        return self._section("demo", DemoSettings)
 
 
 def find_config(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:

@@ -1,17 +1,23 @@
-"""A real, minimal RTMP ingest for tests: handshake, chunk streams, AMF0 commands, FLV recording.
+"""An RTMP ingest double, for what no real server can be made to do.
+
+The multistream tests push to real nginx-rtmp (tests/nginx_rtmp.py). This double remains for two
+behaviours of a broken ingest: `freeze()` (stop reading while keeping the connection open, so
+FFmpeg's progress stalls) and `ResettingListener` (a reset during the RTMP handshake). It speaks
+just enough RTMP (handshake, chunk streams, AMF0 commands) for FFmpeg to go live, and accepts
+every stream key.
 
 In-process::
 
-    async with RtmpServer(keys={"k1"}, record_dir=tmp_path) as server:
+    async with RtmpServer() as server:
         url = server.url_for("k1")          # rtmp://127.0.0.1:<port>/live/k1
-        ...; server.freeze(); server.unfreeze(); await server.stop(); await server.start()
+        ...; server.freeze(); server.unfreeze()
 
-As a subprocess (the listener can then be killed for real)::
+As a subprocess (bench/multistream.py: the listener can then be killed for real)::
 
-    python tests/rtmp_server.py --port N --keys k1,k2 --record DIR
+    python tests/rtmp_server.py --port N
 
-prints one JSON object per line on stdout (``ready``, ``connect``, ``publish``, ``rejected``,
-``unpublish``, ``disconnect``, ``stopped``); SIGUSR1 freezes, SIGUSR2 thaws, SIGTERM/SIGINT stop.
+prints one JSON object per line on stdout (``ready``, ``connect``, ``publish``, ``unpublish``,
+``disconnect``, ``stopped``); SIGUSR1 freezes, SIGUSR2 thaws, SIGTERM/SIGINT stop.
 """
 
 from __future__ import annotations
@@ -118,35 +124,7 @@ def amf_encode(value: Any) -> bytes:
 
 # ---------------------------------------------------------------------------------------- FLV
 
-FLV_AUDIO, FLV_VIDEO, FLV_SCRIPT = 8, 9, 18
-
-
-class FlvWriter:
-    """Writes RTMP media messages as an FLV file that ffmpeg can read back."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._file: BinaryIO = path.open("wb")
-        self._file.write(b"FLV\x01\x05\x00\x00\x00\x09" + b"\x00\x00\x00\x00")
-
-    def write_tag(self, tag_type: int, timestamp: int, data: bytes) -> None:
-        ts = timestamp & 0xFFFFFFFF
-        header = (
-            bytes([tag_type])
-            + len(data).to_bytes(3, "big")
-            + (ts & 0xFFFFFF).to_bytes(3, "big")
-            + bytes([ts >> 24])
-            + b"\x00\x00\x00"
-        )
-        self._file.write(header + data + struct.pack(">I", len(header) + len(data)))
-        self._file.flush()  # a test may read the recording while the publish goes on
-
-    def close(self) -> None:
-        if not self._file.closed:
-            self._file.close()
-
-
-# ------------------------------------------------------------------------------------- chunks
+FLV_AUDIO, FLV_VIDEO = 8, 9
 
 
 def encode_message(
@@ -192,7 +170,6 @@ class RtmpStats:
 
     connections: int = 0
     publishes: int = 0
-    rejected: int = 0
     bytes_received: int = 0
     video_messages: int = 0
     audio_messages: int = 0
@@ -201,10 +178,9 @@ class RtmpStats:
 
 @dataclass
 class PublishSession:
-    """One accepted publish: which key, where it was recorded, what arrived."""
+    """One accepted publish: which key, what arrived."""
 
     key: str
-    path: Path | None
     started_at: float
     video_messages: int = 0
     audio_messages: int = 0
@@ -230,7 +206,6 @@ class _Connection(asyncio.Protocol):
         self._acked = 0
         self._ack_window = self.WINDOW
         self.session: PublishSession | None = None
-        self._flv: FlvWriter | None = None
         self.task: asyncio.Task[None] | None = None
 
     # asyncio.Protocol -------------------------------------------------------------------------
@@ -332,8 +307,6 @@ class _Connection(asyncio.Protocol):
             self._ack_window = max(1, struct.unpack(">I", payload[:4])[0])
         elif type_id in (FLV_AUDIO, FLV_VIDEO):
             self._on_media(type_id, ts, payload)
-        elif type_id == FLV_SCRIPT:
-            self._on_data(ts, payload)
         elif type_id in (17, 20):
             self._on_command(amf_decode_all(payload[1:] if type_id == 17 else payload))
 
@@ -347,14 +320,6 @@ class _Connection(asyncio.Protocol):
             self.server.stats.audio_messages += 1
             self.session.audio_messages += 1
         self.session.last_timestamp = ts
-        if self._flv:
-            self._flv.write_tag(type_id, ts, payload)
-
-    def _on_data(self, ts: int, payload: bytes) -> None:
-        values = amf_decode_all(payload)
-        if self._flv and values and values[0] == "@setDataFrame":
-            # Drop the "@setDataFrame" string (1 + 2 + 13 bytes): the rest is an onMetaData tag.
-            self._flv.write_tag(FLV_SCRIPT, ts, payload[16:])
 
     def _on_command(self, values: list[Any]) -> None:
         if len(values) < 2:
@@ -393,21 +358,8 @@ class _Connection(asyncio.Protocol):
 
     def _on_publish(self, name: str) -> None:
         key = name.split("?", 1)[0]
-        if not self.server.key_allowed(key):
-            self.server.stats.rejected += 1
-            self.server.emit("rejected", key=key)
-            status = {
-                "level": "error",
-                "code": "NetStream.Publish.BadName",
-                "description": "Publish rejected: invalid stream key",
-            }
-            self._send_command(5, 1, ["onStatus", 0, None, status])
-            loop = asyncio.get_running_loop()
-            loop.call_later(0.2, self.close)  # let the refusal reach the client first
-            return
         self.server.stats.publishes += 1
         self.session = self.server._new_session(key)
-        self._flv = FlvWriter(self.session.path) if self.session.path else None
         self._send_message(2, 4, 0, struct.pack(">HI", 0, 1))  # StreamBegin, stream 1
         status = {
             "level": "status",
@@ -415,7 +367,7 @@ class _Connection(asyncio.Protocol):
             "description": f"Publishing {key}.",
         }
         self._send_command(5, 1, ["onStatus", 0, None, status])
-        self.server.emit("publish", key=key, path=str(self.session.path or ""))
+        self.server.emit("publish", key=key)
 
     def _end_session(self) -> None:
         if self.session and self.session.ended_at is None:
@@ -423,9 +375,6 @@ class _Connection(asyncio.Protocol):
             self.server.emit(
                 "unpublish", key=self.session.key, video_messages=self.session.video_messages
             )
-        if self._flv:
-            self._flv.close()
-            self._flv = None
 
     # writing ------------------------------------------------------------------------------------
     def _send(self, data: bytes) -> None:
@@ -483,22 +432,18 @@ class ResettingListener:
 
 
 class RtmpServer:
-    """A minimal RTMP ingest on 127.0.0.1; keys=None accepts every stream key."""
+    """A minimal RTMP ingest on 127.0.0.1 that accepts every stream key and can freeze."""
 
     def __init__(
         self,
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        keys: Iterable[str] | None = None,
-        record_dir: Path | None = None,
         app: str = "live",
         rcvbuf: int | None = 65536,
         on_event: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.host, self.port, self.app = host, port, app
-        self.keys = set(keys) if keys is not None else None
-        self.record_dir = Path(record_dir) if record_dir else None
         # A small, fixed receive buffer makes freeze() bite within a second or two instead of
         # after the kernel has soaked up megabytes (it also turns off receive autotuning).
         self.rcvbuf = rcvbuf
@@ -574,9 +519,6 @@ class RtmpServer:
             if conn.transport and not conn.transport.is_closing():
                 conn.transport.resume_reading()
 
-    def key_allowed(self, key: str) -> bool:
-        return self.keys is None or key in self.keys
-
     @property
     def url(self) -> str:
         return f"rtmp://{self.host}:{self.port}/{self.app}"
@@ -614,127 +556,9 @@ class RtmpServer:
             self.emit("disconnect")
 
     def _new_session(self, key: str) -> PublishSession:
-        path = None
-        if self.record_dir:
-            self.record_dir.mkdir(parents=True, exist_ok=True)
-            safe = re.sub(r"[^A-Za-z0-9_-]", "_", key) or "empty"
-            path = self.record_dir / f"{safe}-{len(self.sessions) + 1:03d}.flv"
-        session = PublishSession(key=key, path=path, started_at=time.monotonic())
+        session = PublishSession(key=key, started_at=time.monotonic())
         self.sessions.append(session)
         return session
-
-
-# ---------------------------------------------------------------------------- as a process
-
-
-class RtmpServerProcess:
-    """The server as a child process, for tests that kill listeners for real (SIGKILL).
-
-    ``start()`` waits for the ``ready`` line and returns the port; a later ``start()`` listens
-    on the same port again. ``events`` collects every JSON line the child printed.
-    """
-
-    def __init__(
-        self,
-        *,
-        port: int = 0,
-        keys: Iterable[str] | None = None,
-        record_dir: Path | None = None,
-        app: str = "live",
-    ) -> None:
-        self.port, self.app = port, app
-        self.keys = list(keys) if keys is not None else None
-        self.record_dir = record_dir
-        self.events: list[dict[str, Any]] = []
-        self._proc: subprocess.Popen[str] | None = None
-        self._reader: threading.Thread | None = None
-        self._ready = threading.Event()
-
-    def start(self, timeout: float = 15.0) -> int:
-        if self.running:
-            return self.port
-        argv = [
-            sys.executable,
-            str(Path(__file__).resolve()),
-            "--port",
-            str(self.port),
-            "--app",
-            self.app,
-            "--keys",
-            ",".join(self.keys or []),
-        ]
-        if self.record_dir:
-            argv += ["--record", str(self.record_dir)]
-        self._ready.clear()
-        self._proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
-        self._reader = threading.Thread(target=self._read, args=(self._proc,), daemon=True)
-        self._reader.start()
-        if not self._ready.wait(timeout):
-            self.kill()
-            raise RuntimeError("rtmp_server.py did not become ready")
-        return self.port
-
-    def _read(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            event = json.loads(line)
-            self.events.append(event)
-            if event.get("event") == "ready":
-                self.port = int(event["port"])
-                self._ready.set()
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
-
-    def kill(self) -> None:
-        """SIGKILL: the listener vanishes the way a crashed ingest does."""
-        self._end(signal.SIGKILL)
-
-    def stop(self) -> None:
-        """SIGTERM and wait; idempotent."""
-        self._end(signal.SIGTERM)
-
-    def _end(self, sig: int) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(sig)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        if self._reader is not None:
-            self._reader.join(5)  # it ends at EOF, once the child is gone
-        if proc.stdout:
-            proc.stdout.close()
-
-    def freeze(self) -> None:
-        if self._proc:
-            self._proc.send_signal(signal.SIGUSR1)
-
-    def unfreeze(self) -> None:
-        if self._proc:
-            self._proc.send_signal(signal.SIGUSR2)
-
-    def count(self, event: str) -> int:
-        return sum(1 for e in list(self.events) if e.get("event") == event)
-
-    def url_for(self, key: str) -> str:
-        return f"rtmp://127.0.0.1:{self.port}/{self.app}/{key}"
-
-    def __enter__(self) -> RtmpServerProcess:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 # ---------------------------------------------------------------------------------------- CLI
@@ -745,12 +569,9 @@ def _print_event(event: dict[str, Any]) -> None:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    keys = [k for k in args.keys.split(",") if k] if args.keys else None
     server = RtmpServer(
         host=args.host,
         port=args.port,
-        keys=keys,
-        record_dir=Path(args.record) if args.record else None,
         app=args.app,
         on_event=_print_event,
     )
@@ -772,8 +593,6 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Minimal RTMP ingest for StreamerHub tests")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--keys", default="", help="comma-separated allowed keys (empty: any)")
-    parser.add_argument("--record", default="", help="directory for one FLV file per publish")
     parser.add_argument("--app", default="live")
     asyncio.run(_serve(parser.parse_args(argv)))
 

@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from media import MediaSet, make_clip, media_set, no_leftover_ffmpeg
-from rtmp_server import RtmpServer
+from nginx_rtmp import NginxRtmp, needs_nginx
 from test_jobs import keyring, multistream, updates
 
 from streamerhub.analytics.export import ExportRequest, open_export
@@ -243,10 +243,11 @@ async def test_bad_uploads_are_refused_or_rejected_with_the_reason(
 
 
 @pytest.mark.ffmpeg
+@needs_nginx
 async def test_jobs_show_live_state_per_target(api: Api, media_set: MediaSet) -> None:
     video = await api.call("POST", "/videos", 201, json={"path": str(media_set.ready)})
     await wait_video(api, video["id"], "ready")
-    async with RtmpServer() as server:
+    async with NginxRtmp(record=False) as server:
         ids = [
             (
                 await api.call(

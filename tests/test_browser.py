@@ -19,7 +19,7 @@ from typing import Any, AsyncIterator
 import aiohttp
 import pytest
 from media import make_clip
-from rtmp_server import RtmpServer
+from nginx_rtmp import NginxRtmp, needs_nginx
 from web_support import PASSWORD, add_channel, add_samples, notification, store_events
 
 from streamerhub.bot.oauth import Grant
@@ -512,12 +512,13 @@ async def test_every_page_fits_a_phone_and_a_desktop_light_and_dark(
 # ----------------------------------------------------------------------------- multistream
 
 
+@needs_nginx
 async def test_upload_job_live_and_stop(daemon_factory, db_url: str, tmp_path: Path) -> None:
     require_chromium()
     clip = make_clip(tmp_path / "rerun.mp4", seconds=6)
     bogus = tmp_path / "notes.mp4"
     bogus.write_text("this is not a video\n" * 50)
-    async with FakeTwitch() as fake, RtmpServer() as ingest:
+    async with FakeTwitch() as fake, NginxRtmp(record=False) as ingest:
         daemon = daemon_factory(daemon_config(db_url, fake)).start()
         async with chromium() as browser:
             page = await new_page(browser)
@@ -583,7 +584,7 @@ async def test_upload_job_live_and_stop(daemon_factory, db_url: str, tmp_path: P
             await page.select_option("#job-loop-mode", "forever")
             await page.click("#job-form button[type=submit]")
             await page.wait_for_selector(".job .targets-live .state-live", timeout=30_000)
-            assert await ingest.wait_until(lambda: bool(ingest.sessions), 10)
+            await ingest.wait_receiving("live_4242_browsertest", 0.5)
             await page.wait_for_selector(".job td.num:has-text('kbit/s')", timeout=15_000)
             await shot(page, "14-multistream-live")
             assert await page.is_hidden("#checklist")
@@ -622,8 +623,10 @@ async def test_upload_job_live_and_stop(daemon_factory, db_url: str, tmp_path: P
 # ----------------------------------------------------------------------------- demo
 
 
+@needs_nginx
 async def test_demo_mode_is_alive_and_separate(tmp_path: Path) -> None:
-    """`streamerhub run --demo`: simulated Twitch, its own database, a banner on every page."""
+    """`streamerhub run --demo`: simulated Twitch, its own database, a banner on every page, the
+    visitor signed in as the owner at once, and only on 127.0.0.1 whatever the config says."""
     import asyncio
     import signal
     import subprocess
@@ -634,9 +637,16 @@ async def test_demo_mode_is_alive_and_separate(tmp_path: Path) -> None:
 
     require_chromium()
     data, port = tmp_path / "data", free_port()
-    (tmp_path / "config.toml").write_text("")
+    (tmp_path / "config.toml").write_text('[web]\nhost = "0.0.0.0"\n')
     log = tmp_path / "demo.log"
-    env = {**os.environ, "STREAMERHUB_WEB_PORT": str(port), "STREAMERHUB_LOG_FORMAT": "json"}
+    ingest = NginxRtmp(tmp_path / "nginx", keys=None, record=False)  # the "local RTMP server"
+    await ingest.start()
+    env = {
+        **os.environ,
+        "STREAMERHUB_WEB_PORT": str(port),
+        "STREAMERHUB_LOG_FORMAT": "json",
+        "STREAMERHUB_DEMO_INGEST_URL": ingest.url,
+    }
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [
@@ -656,23 +666,34 @@ async def test_demo_mode_is_alive_and_separate(tmp_path: Path) -> None:
             start_new_session=True,
         )
     try:
-        token_file = data / "demo" / "setup-token"
         deadline = time.monotonic() + 60
         while '"ready"' not in log.read_text(errors="replace"):
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
             await asyncio.sleep(0.2)
         assert not (data / "postgres").exists(), "demo data must not touch the real database"
+        assert (data / "demo" / "listen").read_text().strip() == f"http://127.0.0.1:{port}"
+        assert "/setup/" not in log.read_text(), "the demo asked for a password"
         async with chromium() as browser:
             page = await new_page(browser)
-            await page.goto(f"http://127.0.0.1:{port}/setup/{token_file.read_text().strip()}")
+            await page.goto(f"http://127.0.0.1:{port}/")  # no setup, no sign-in: the owner
             assert "Demo mode" in await page.inner_text(".demo-banner")
-            await page.fill("input[name=password]", PASSWORD)
-            await page.fill("input[name=confirm]", PASSWORD)
-            await page.click("button[type=submit]")
             await page.wait_for_selector("#feed-status.live")
             # The simulated show: the stream goes live, then follows and subs arrive.
             await page.wait_for_selector("#feed li.ev-follows", timeout=30_000)
             await shot(page, "16-demo-overview")
+            # Weeks of past streams of hours, with viewers, on the Streams page.
+            await page.goto(f"http://127.0.0.1:{port}/streams")
+            rows = await page.locator("#streams-table tbody tr").count()
+            assert rows >= 12, await page.inner_text("#streams-table")
+            assert "h" in await page.inner_text(
+                "#streams-table tbody tr:nth-child(2) td:nth-child(3)"
+            )
+            await shot(page, "17-demo-streams")
+            # The sample clip pushed to the local RTMP server by a running job.
+            await page.goto(f"http://127.0.0.1:{port}/multistream")
+            await page.wait_for_selector(".job .targets-live .state-live", timeout=60_000)
+            assert await ingest.publishing() == ["demo-stream-key"]
+            await shot(page, "18-demo-multistream")
             started = time.monotonic()
             proc.send_signal(signal.SIGTERM)  # with a live feed open: still a prompt, clean stop
             assert proc.wait(30) == 0
@@ -682,6 +703,7 @@ async def test_demo_mode_is_alive_and_separate(tmp_path: Path) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
         kill_postgres_of(data / "demo")
+        await ingest.stop()
 
 
 def test_the_browser_is_found_by_path_name_or_setting(tmp_path: Path) -> None:

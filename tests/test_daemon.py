@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
 import signal
 import socket
 import subprocess
@@ -171,3 +173,89 @@ def test_systemd_notifications(daemon_factory, tmp_path: Path) -> None:
         while "STOPPING=1" not in seen:
             seen.add(notify.recv(256).decode())
         assert daemon.wait(30) == 0
+
+
+def test_cli_finds_the_daemon_of_a_data_dir_on_any_port(daemon_factory) -> None:
+    """The daemon writes where it listens into its data dir; the CLI, given only --data-dir (before
+    or after the subcommand), reaches it on its non-default port and prints no log lines."""
+    daemon = daemon_factory().start()
+    listen = daemon.data_dir / "listen"
+    assert listen.read_text().strip() == daemon.url
+    data = str(daemon.data_dir)
+    before = _cli("--data-dir", data, "jobs", "list")
+    after = _cli("jobs", "list", "--data-dir", data)
+    for result in (before, after):
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "(none)" and result.stderr == ""
+    ready = [json.loads(l) for l in daemon.log().splitlines() if '"ready"' in l]
+    assert "in a browser" in ready[0]["next"]
+    status = _cli("twitch", "status", "--data-dir", data)  # reads the daemon's capture health
+    assert "capture: ok" in status.stdout, status.stdout + status.stderr
+
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(30) == 0
+    assert not listen.exists(), "a stopped daemon left its address behind"
+    env = {**os.environ, "STREAMERHUB_WEB_PORT": str(daemon.port)}  # nothing listens there now
+    gone = _cli("--data-dir", data, "jobs", "list", env=env)
+    assert gone.returncode == 1 and "cannot reach the daemon" in gone.stderr
+    assert "Traceback" not in gone.stderr
+
+
+def test_a_terminal_gets_human_log_lines_with_the_url_and_the_next_step() -> None:
+    """On a terminal (and no [log] format set) the daemon logs readable lines, not JSON, and its
+    ready line names the URL and what to do next."""
+    import pty
+    import select
+    import shutil
+    import tempfile
+    import time
+
+    from conftest import OWNER_FILE, TEST_PREFIX, free_port, kill_postgres_of
+
+    folder = Path(tempfile.mkdtemp(prefix=f"{TEST_PREFIX}daemon-"))
+    folder.chmod(0o711)  # as daemon_factory: the cluster stays in the data dir
+    (folder / OWNER_FILE).write_text(str(os.getpid()))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "STREAMERHUB_LOG_FORMAT"}
+    env["STREAMERHUB_WEB_PORT"] = str(port)
+    leader, follower = pty.openpty()
+    command = [sys.executable, "-m", "streamerhub", "run", "--data-dir", str(folder / "data")]
+    proc = subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+        env=env,
+        start_new_session=True,
+    )
+    os.close(follower)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 60
+        while "next=" not in (text := _plain(seen)):
+            assert proc.poll() is None and time.monotonic() < deadline, text
+            if not select.select([leader], [], [], 1.0)[0]:
+                continue  # nothing yet: check the deadline again
+            try:
+                seen += os.read(leader, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+        lines = [line for line in text.splitlines() if line.strip()]
+        assert lines and not any(line.lstrip().startswith("{") for line in lines), text
+        ready = next(line for line in lines if "ready" in line)
+        assert f"http://127.0.0.1:{port}/" in ready and "in a browser" in ready
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+        os.close(leader)
+        kill_postgres_of(folder / "data")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _plain(raw: bytes) -> str:
+    """Terminal output without its colour codes."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", raw.decode(errors="replace"))

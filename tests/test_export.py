@@ -6,6 +6,9 @@ import asyncio
 import csv
 import io
 import json
+import os
+import subprocess
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -245,3 +248,45 @@ def test_cli_export_writes_csv_and_json_to_stdout(
     assert json.loads(capsysbinary.readouterr().out)[0]["stream_id"] == "night"
     assert main(["export", "events", *base, "--from", "yesterday"]) == 2  # a usage error
     assert b"--from 'yesterday'" in capsysbinary.readouterr().err
+
+
+def test_cli_export_into_a_closed_pipe_exits_at_once_without_a_traceback(
+    db_url: str, tmp_path: Path
+) -> None:
+    """`streamerhub export events | head -3`: the reader leaves while the export still holds a
+    pooled connection; the command must stop at once, quietly, and leave no process behind."""
+
+    async def seed() -> None:
+        conn = await asyncpg.connect(db_url)
+        try:
+            await conn.execute(
+                "INSERT INTO twitch_channels (channel_id, login, display_name) "
+                "VALUES ('c1', 'streamer', 'Streamer')"
+            )
+            for i in range(1500):  # well past a pipe's 64 KiB buffer
+                await add_event(conn, "follow", "c1", z("2026-03-01T12:00:00Z"), user=f"u{i}")
+        finally:
+            await conn.close()
+
+    asyncio.run(seed())
+    config = tmp_path / "config.toml"
+    config.write_text(f'[database]\nurl = "{db_url}"\nconnect_timeout = 5.0\n')
+    env = {**os.environ, "STREAMERHUB_LOG_FORMAT": "json"}
+    cli = [sys.executable, "-m", "streamerhub", "export", "events", "--config", str(config)]
+    cli += ["--data-dir", str(tmp_path / "data")]
+    proc = subprocess.Popen(cli, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        head = [proc.stdout.readline() for _ in range(3)]
+        proc.stdout.close()  # what `head -3` does after its third line
+        code = proc.wait(timeout=15)
+        err = proc.stderr.read().decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stderr is not None
+        proc.stderr.close()
+    assert head[0].startswith(b"message_id,") and head[2].strip()
+    assert code in (0, 141, -13), err  # 141/SIGPIPE is what a shell reports for `… | head`
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

@@ -7,16 +7,19 @@ import asyncio
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import time
 import zoneinfo
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, AsyncIterator
 
 import pytest
 from conftest import make_settings
 from media import MediaSet, ffmpeg_exe, media_set, no_leftover_ffmpeg
-from rtmp_server import RtmpServer
+from nginx_rtmp import NginxRtmp, needs_nginx
+from rtmp_server import RtmpServer  # the frozen ingest: what no real server does
 
 from streamerhub.commands.client import job_text
 from streamerhub.crypto import Keyring
@@ -210,7 +213,8 @@ async def ready_video(ms: Multistream, path: Path, timeout: float = 30) -> int:
     return video.id
 
 
-async def add_target(ms: Multistream, name: str, server: RtmpServer, key: str, **extra: Any) -> int:
+async def add_target(ms: Multistream, name: str, server: Any, key: str, **extra: Any) -> int:
+    """A target pushing to `server` (an ingest, anything with a `url`) with this key."""
     return (
         await ms.targets.create({"name": name, "url": server.url, "stream_key": key, **extra})
     ).id
@@ -253,6 +257,20 @@ def decoded_streams(flv: Path) -> tuple[str | None, str | None]:
     return (info.video.codec if info.video else None, info.audio.codec if info.audio else None)
 
 
+def recorded_seconds(flv: Path) -> float:
+    """Seconds of media in a recorded FLV, by decoding all of it."""
+    done = subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-nostats", "-i", str(flv), "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    stamps = re.findall(r"time=(\d+):(\d+):([\d.]+)", done.stderr)
+    assert stamps, done.stderr[-2000:]
+    hours, minutes, seconds = stamps[-1]
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
 def assert_no_key(*texts: Any) -> None:
     dumped = json.dumps(texts, default=str)
     for key in (KEY_A, KEY_B):
@@ -265,6 +283,7 @@ pytestmark = [pytest.mark.usefixtures("no_leftover_ffmpeg")]
 
 
 @pytest.mark.ffmpeg
+@needs_nginx
 async def test_two_targets_are_isolated_and_recover(
     multistream: Multistream,
     media_set: MediaSet,
@@ -279,8 +298,8 @@ async def test_two_targets_are_isolated_and_recover(
     )
     video = await ready_video(ms, media_set.ready)
     async with (
-        RtmpServer(keys={KEY_A}, record_dir=tmp_path / "a") as a,
-        RtmpServer(keys={KEY_B}, record_dir=tmp_path / "b") as b,
+        NginxRtmp(tmp_path / "a", keys={KEY_A}) as a,
+        NginxRtmp(tmp_path / "b", keys={KEY_B}) as b,
     ):
         ta = await add_target(ms, "A", a, KEY_A, channel_id="4242")
         tb = await add_target(ms, "B", b, KEY_B)
@@ -299,12 +318,11 @@ async def test_two_targets_are_isolated_and_recover(
         await wait_state(ms, job.id, ta, "live")
         await wait_state(ms, job.id, tb, "live")
         # Each listener gets a decodable H.264/AAC stream.
-        assert await a.wait_until(lambda: a.stats.video_messages > 60, 10)
-        assert await b.wait_until(lambda: b.stats.video_messages > 60, 10)
-        recorded = [a.sessions[0].path, b.sessions[0].path]  # None only without record_dir
-        assert all(
-            path is not None and decoded_streams(path) == ("h264", "aac") for path in recorded
-        )
+        await a.wait_receiving(KEY_A, 2.5)
+        await b.wait_receiving(KEY_B, 2.5)
+        recorded = [*a.recordings(KEY_A), *b.recordings(KEY_B)]
+        assert len(recorded) == 2
+        assert all(decoded_streams(path) == ("h264", "aac") for path in recorded)
         # The linked, connected Twitch channel got the job's title, category and tags.
         assert updates == [
             (
@@ -372,7 +390,7 @@ async def test_a_frozen_ingest_is_restarted_without_touching_the_other_target(
 
 async def _freeze_one_of_two(ms: Multistream, media_set: MediaSet) -> None:
     video = await ready_video(ms, media_set.ready)
-    async with RtmpServer(keys={KEY_A}) as a, RtmpServer(keys={KEY_B}) as b:
+    async with RtmpServer() as a, RtmpServer() as b:
         ta, tb = await add_target(ms, "A", a, KEY_A), await add_target(ms, "B", b, KEY_B)
         job = await ms.create_job(
             {"name": "frozen", "videos": [video], "targets": [ta, tb], "loop": "forever"}
@@ -415,12 +433,13 @@ async def _freeze_one_of_two(ms: Multistream, media_set: MediaSet) -> None:
 
 
 @pytest.mark.ffmpeg
+@needs_nginx
 async def test_a_rejected_key_is_classified_and_not_hammered(
     multistream: Multistream, media_set: MediaSet
 ) -> None:
     ms = multistream
     video = await ready_video(ms, media_set.ready)
-    async with RtmpServer(keys={"the-right-key-000"}) as server:
+    async with NginxRtmp(keys={"the-right-key-000"}, record=False) as server:
         target = await add_target(ms, "wrong", server, KEY_A)
         job = await ms.create_job({"name": "bad key", "videos": [video], "targets": [target]})
         await ms.start_job(job.id)
@@ -428,19 +447,20 @@ async def test_a_rejected_key_is_classified_and_not_hammered(
         assert status["failure_class"] == "key_rejected"
         assert status["next_retry_in_s"] >= 40
         await asyncio.sleep(2)
-        assert server.stats.rejected == 1
+        assert server.rejected == [KEY_A] and not server.published
         assert_no_key(status)
         await ms.stop_job(job.id)
 
 
 @pytest.mark.ffmpeg
+@needs_nginx
 async def test_loops_and_playlists_play_through_without_reconnecting(
     multistream: Multistream, media_set: MediaSet
 ) -> None:
     ms = multistream
     clip_a = await ready_video(ms, media_set.clip_a)
     clip_b = await ready_video(ms, media_set.clip_b)
-    async with RtmpServer() as looped, RtmpServer() as listed:
+    async with NginxRtmp() as looped, NginxRtmp() as listed:
         t1 = await add_target(ms, "looped", looped, "loop-key-0001")
         t2 = await add_target(ms, "listed", listed, "list-key-0002")
         loop_job = await ms.create_job(
@@ -459,9 +479,10 @@ async def test_loops_and_playlists_play_through_without_reconnecting(
             done = await ms.job_json(await ms.jobs.get(job.id))
             assert done["ended_reason"] == "playlist finished"
             assert done["targets"][0]["finished"] is True
-        for server in (looped, listed):
-            assert server.stats.publishes == 1 and server.stats.connections == 1
-            assert server.sessions[0].last_timestamp >= 5500  # 2 × 3 s, one connection
+        for server, key in ((looped, "loop-key-0001"), (listed, "list-key-0002")):
+            assert server.published == [key] and server.connections == 1
+            [recording] = server.recordings(key)
+            assert recorded_seconds(recording) >= 5.5  # 2 × 3 s, one connection
         playlist_dir = ms.data_dir / "jobs" / f"{list_job.id}-{t2}"
         assert (playlist_dir / "playlist.ffconcat").is_file()
         await ms.delete_job(list_job.id)
@@ -469,12 +490,13 @@ async def test_loops_and_playlists_play_through_without_reconnecting(
 
 
 @pytest.mark.ffmpeg
+@needs_nginx
 async def test_a_scheduled_job_fires_and_stops_after_its_duration(
     multistream: Multistream, media_set: MediaSet
 ) -> None:
     ms = multistream
     video = await ready_video(ms, media_set.ready)
-    async with RtmpServer() as server:
+    async with NginxRtmp(record=False) as server:
         target = await add_target(ms, "timed", server, "timed-key-0001")
         start = dt.datetime.now(UTC) + dt.timedelta(seconds=1.5)
         job = await ms.create_job(
@@ -495,10 +517,11 @@ async def test_a_scheduled_job_fires_and_stops_after_its_duration(
             assert time.monotonic() < deadline, "scheduled job never stopped"
             await asyncio.sleep(0.2)
         assert (await ms.jobs.get(job.id)).ended_reason == "stop time reached"
-        assert server.stats.publishes == 1
+        assert server.published == ["timed-key-0001"]
 
 
 @pytest.mark.ffmpeg
+@needs_nginx
 async def test_running_jobs_come_back_after_a_restart(
     db: Database,
     tmp_path: Path,
@@ -510,7 +533,7 @@ async def test_running_jobs_come_back_after_a_restart(
         "INSERT INTO twitch_channels (channel_id, login, display_name) VALUES ('77', 'me', 'Me')"
     )
     first = new_multistream(tmp_path, updates)
-    async with RtmpServer() as server:
+    async with NginxRtmp(record=False) as server:
         async with first.running(db, keyring):
             video = await ready_video(first, media_set.ready)
             target = await add_target(first, "kept", server, "kept-key-0001", channel_id="77")
@@ -550,17 +573,17 @@ async def test_running_jobs_come_back_after_a_restart(
 
 async def test_job_rules(multistream: Multistream, media_set: MediaSet) -> None:
     ms = multistream
-    async with RtmpServer() as server:
-        target = await add_target(ms, "t", server, "rules-key-0001")
-        await ms.library.stop()  # the video stays unprobed: a job may wait for it
-        video = (await ms.library.import_path({"path": str(media_set.text)})).id
-        job = await ms.create_job({"name": "rules", "videos": [video], "targets": [target]})
-        with pytest.raises(InvalidInput, match=r"video \d+ \(notes.mp4\) is not ready"):
-            await ms.start_job(job.id)
-        with pytest.raises(Conflict, match="is not running: start the job first"):
-            await ms.start_job_target(job.id, target)
-        with pytest.raises(Conflict, match="is used by job 'rules'"):
-            await ms.targets.delete(target)
+    server = SimpleNamespace(url="rtmp://127.0.0.1:1/live")  # nothing is pushed to it
+    target = await add_target(ms, "t", server, "rules-key-0001")
+    await ms.library.stop()  # the video stays unprobed: a job may wait for it
+    video = (await ms.library.import_path({"path": str(media_set.text)})).id
+    job = await ms.create_job({"name": "rules", "videos": [video], "targets": [target]})
+    with pytest.raises(InvalidInput, match=r"video \d+ \(notes.mp4\) is not ready"):
+        await ms.start_job(job.id)
+    with pytest.raises(Conflict, match="is not running: start the job first"):
+        await ms.start_job_target(job.id, target)
+    with pytest.raises(Conflict, match="is used by job 'rules'"):
+        await ms.targets.delete(target)
         with pytest.raises(Conflict, match="is used by job"):
             await ms.library.delete(video)
         with pytest.raises(InvalidInput, match="videos: one of the ids is not a video"):

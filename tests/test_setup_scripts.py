@@ -69,3 +69,30 @@ def test_a_broken_venv_is_removed_and_a_failed_one_never_left(tmp_path: Path) ->
     assert done.returncode != 0
     assert "removing a broken .venv" in done.stderr and "nothing was left behind" in done.stderr
     assert not (project / ".venv").exists()
+
+
+def test_the_first_install_says_what_it_installs_and_how_long(tmp_path: Path) -> None:
+    """The first run is not silent for a minute: it names what it installs and how long it takes.
+    (A stand-in Python makes a venv whose pip fails at once: only the message is checked.)"""
+    project = _copy_of_the_project(tmp_path)
+    venv_python = '#!/bin/sh\n[ "$3" = "--version" ] && exit 0\nexit 1\n'
+    python = tmp_path / "python3"
+    python.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1 $2" = "-m venv" ]; then mkdir -p "$3/bin" && printf %s \'{venv_python}\' '
+        '> "$3/bin/python" && chmod +x "$3/bin/python"; exit; fi\n'
+        f'exec {sys.executable} "$@"\n'
+    )
+    python.chmod(0o755)
+    done = subprocess.run(
+        ["sh", "-c", ". scripts/_setup.sh"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHON": str(python)},
+        timeout=60,
+    )
+    assert done.returncode != 0  # the stand-in pip refused to install
+    first = [line for line in done.stderr.splitlines() if line.startswith("installing")]
+    assert first, done.stderr
+    assert "PostgreSQL" in first[0] and "FFmpeg" in first[0] and "minutes" in first[0]

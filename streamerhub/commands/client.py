@@ -38,10 +38,11 @@ class Client:
     """A few JSON calls to the daemon; API errors become StreamerHubError with its message."""
 
     def __init__(self, settings: Settings, base: str | None = None) -> None:
-        host = settings.web.host
-        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-        shown = f"[{host}]" if ":" in host else host
-        self.base = (base or f"http://{shown}:{settings.web.port}").rstrip("/")
+        from streamerhub.commands.run import client_url, read_listen_file
+
+        # --url, else where this data dir's daemon said it listens, else the configured port.
+        found = base or read_listen_file(settings.data_dir)
+        self.base = (found or client_url(settings.web.host, settings.web.port)).rstrip("/")
         self.token = api_token(settings.data_dir, create=False)
 
     async def call(self, method: str, path: str, body: Any = None, data: Any = None) -> Any:
@@ -317,7 +318,11 @@ def add_commands(sub: Subcommands, common: argparse.ArgumentParser) -> None:
         "api-token", parents=[common], help="print the local admin API token"
     ).set_defaults(handler=cmd_api_token)
     client = argparse.ArgumentParser(add_help=False, parents=[common])
-    client.add_argument("--url", help="daemon URL (default: from [web] host and port)")
+    client.add_argument(
+        "--url",
+        help="daemon URL (default: where the daemon of --data-dir listens, "
+        "else [web] host and port)",
+    )
     client.add_argument("--json", action="store_true", help="print the API's JSON")
     _targets(sub, client)
     _videos(sub, client)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import sys
 from datetime import datetime
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, AsyncGenerator, BinaryIO, cast
 
 from streamerhub.analytics.export import (
     FORMATS,
@@ -59,6 +61,8 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     try:
         return asyncio.run(run_export(args, settings, sys.stdout.buffer))
     except BrokenPipeError:  # `| head`: the reader left, which is fine
+        # Python flushes stdout once more at exit and would print that it could not.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
 
 
@@ -84,7 +88,10 @@ async def run_export(
             now,
             names=names,
         )
-        async for chunk in chunks:
-            out.write(chunk)
-        out.flush()
+        # aclosing: a write that fails (the reader of a pipe left) must end the query too, or
+        # its cursor keeps a pooled connection and closing the pool waits for it forever.
+        async with contextlib.aclosing(cast("AsyncGenerator[bytes, None]", chunks)):
+            async for chunk in chunks:
+                out.write(chunk)
+            out.flush()
     return 0

@@ -19,25 +19,35 @@ if TYPE_CHECKING:  # imported lazily at run time: most commands need no database
 Handler = Callable[[argparse.Namespace, Settings], int]
 
 
-def _common() -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument(
+def _add_global_options(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument(
         "--config",
         metavar="PATH",
+        default=default,
         help="config file (default: $STREAMERHUB_CONFIG, ./config.toml, "
         "/etc/streamerhub/config.toml)",
     )
-    parent.add_argument(
+    parser.add_argument(
         "--data-dir",
         metavar="DIR",
+        default=default,
         help="data directory (default: $STATE_DIRECTORY or $XDG_DATA_HOME/streamerhub)",
     )
+
+
+def _common() -> argparse.ArgumentParser:
+    """The global options again for every subcommand, so they may come before or after it.
+    SUPPRESS: a subcommand that was not given one keeps what came before it (argparse would
+    otherwise overwrite `streamerhub --data-dir X jobs list` with the subcommand's None)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    _add_global_options(parent, argparse.SUPPRESS)
     return parent
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamerhub", description=__doc__)
     parser.add_argument("--version", action="version", version=f"streamerhub {__version__}")
+    _add_global_options(parser, None)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = _common()
 
@@ -163,6 +173,15 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 # ----------------------------------------------------------------------------- entry
 
 
+def _log_level(args: argparse.Namespace, settings: Settings) -> str:
+    """The daemon logs at the configured level; a one-shot command only warns, so its output is
+    its answer (on stdout) and not the life story of the PostgreSQL it started on the way."""
+    level = settings.log.level
+    if args.command == "run" or level == "debug":
+        return level
+    return "error" if level == "error" else "warning"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Every file and folder the daemon, its tools and its FFmpeg children create is private
@@ -175,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings(args.config, args.data_dir)
-        setup_logging(settings.log.level, settings.log.format)
+        setup_logging(_log_level(args, settings), settings.log.format)
         handler: Handler = args.handler
         return handler(args, settings)
     except ConfigError as exc:

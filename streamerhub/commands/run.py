@@ -12,6 +12,8 @@ from typing import TextIO
 from streamerhub.config import Settings
 from streamerhub.errors import ConfigError, StreamerHubError
 
+LISTEN_FILE = "listen"
+
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from aiohttp import web
@@ -28,6 +30,12 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     host, port = settings.web.host, settings.web.port
     ensure_port_free(host, port)
     lock = acquire_daemon_lock(settings.data_dir)
+    ready = on_ready(settings)
+
+    def listening(message: str) -> None:
+        write_listen_file(settings.data_dir, client_url(host, port))
+        ready(message)
+
     try:
         app = build_app(settings)
         if demo is not None:
@@ -38,14 +46,40 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             app,
             host=host,
             port=port,
-            print=on_ready(settings),
+            print=listening,
             access_log=None,
             shutdown_timeout=10,
             handler_cancellation=True,
         )
     finally:
+        (settings.data_dir / LISTEN_FILE).unlink(missing_ok=True)
         lock.close()
     return 0
+
+
+def client_url(host: str, port: int) -> str:
+    """The URL a client on this machine reaches a daemon listening on host:port by (asyncio
+    listens on "::" for IPv6 only, so that one is reached at ::1)."""
+    host = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+def write_listen_file(data_dir: Path, url: str) -> None:
+    """DATA_DIR/listen names where the running daemon answers, so the CLI finds one started on
+    another port (--data-dir is all it needs); removed when the daemon stops."""
+    temporary = data_dir / f"{LISTEN_FILE}.tmp"
+    temporary.write_text(url + "\n")
+    temporary.replace(data_dir / LISTEN_FILE)  # a reader never sees half a URL
+
+
+def read_listen_file(data_dir: Path) -> str | None:
+    """The URL the daemon of this data dir wrote, or None when none is running (or it never
+    wrote one: an older version, or it has not finished starting)."""
+    try:
+        return (data_dir / LISTEN_FILE).read_text().strip() or None
+    except OSError:
+        return None
 
 
 def ensure_port_free(host: str, port: int) -> None:

@@ -164,10 +164,10 @@ def _daemon_health(settings: Settings) -> dict[str, Any] | None:
     import urllib.error
     import urllib.request
 
-    host = settings.web.host
-    host = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
-    shown = f"[{host}]" if ":" in host else host
-    url = f"http://{shown}:{settings.web.port}/healthz"
+    from streamerhub.commands.run import client_url, read_listen_file
+
+    found = read_listen_file(settings.data_dir)  # the daemon of this data dir, on any port
+    url = f"{found or client_url(settings.web.host, settings.web.port)}/healthz"
     try:
         with urllib.request.urlopen(url, timeout=3) as resp:
             body: dict[str, Any] = json.loads(resp.read())

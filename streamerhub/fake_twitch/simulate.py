@@ -197,6 +197,27 @@ async def run_show(state: State, rng: random.Random) -> None:
     await _go_offline(show)
 
 
+async def stay_live(state: State, breather: float = 20.0) -> None:
+    """One stream that stays on air (the demo's today): the show's moments in a loop with a
+    breather between them, a gift bomb every fourth round only, never going offline."""
+    rng = random.Random(state.settings.seed)
+    show = Show(state, rng)
+    await _go_live(show)
+    for round_number in itertools.count():
+        await _follows_and_subs(show)
+        await show.pause(breather)
+        await _cheers(show)
+        await show.pause(breather)
+        if round_number % 4 == 3:
+            await _gift_bomb(show)
+            await show.pause(breather)
+        await _redemption_and_raid(show)
+        await show.pause(breather)
+        await _stages(show, "channel.poll", ("begin", "progress", "end"), 4)
+        await show.pause(breather)
+        state.counters["simulated_shows"] += 1
+
+
 async def simulate(state: State) -> None:
     """Loop shows forever."""
     rng = random.Random(state.settings.seed)
