@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import WSCloseCode, web
 from aiohttp.typedefs import Handler
 
-from . import control, helix, history, oauth
+from . import bits, control, helix, history, oauth
 from .delivery import close_all
 from .keys import STATE_KEY
 from .replies import ApiError
@@ -27,6 +27,7 @@ def build_app(state: State) -> web.Application:
     history.add_routes(app)
     oauth.add_routes(app)
     control.add_routes(app)
+    bits.add_routes(app)
     app.cleanup_ctx.append(simulation_ctx)
     app.on_shutdown.append(_close_sockets)
     return app
