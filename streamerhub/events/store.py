@@ -36,6 +36,7 @@ import collections
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import json
 import random
 import sqlite3
@@ -100,13 +101,24 @@ STOP_COMMIT_S = 3.0  # on stop, the last try at the database for what the spool 
 # ----------------------------------------------------------------------------- the store
 
 
-def _trim_heap() -> None:
+def trim_heap() -> None:
     """Hand freed memory back to the OS after a flood or a replay: glibc keeps what Python freed
     in its arenas (measured: RSS stayed ~100 MB above idle after a 150k-event flood)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, looked up once (find_library runs ldconfig); None elsewhere."""
     try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+        trim: Callable[[int], int] = ctypes.CDLL(
+            ctypes.util.find_library("c") or "libc.so.6"
+        ).malloc_trim
     except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
+        return None
+    return trim
 
 
 class EventStore:
@@ -583,7 +595,7 @@ class EventStore:
         self._direct, self._offline_since = True, None
         self._caught_up.set()
         if replayed:
-            _trim_heap()
+            trim_heap()
         return True
 
     # -- commit
