@@ -275,8 +275,7 @@ def memory_parts(pid: int) -> dict[str, float]:
 
 async def rss_flood(rig: Rig, n: int, settle: float) -> dict[str, Any]:
     """A flood of n events into a fresh daemon: its RSS idle, at the peak, 2 s after the flood
-    is stored, and `settle` s after (the daemon forgets the flood's message ids 30 s after they
-    came, at a keepalive, then hands the freed heap back)."""
+    is stored and `settle` s after, with where the memory sits (heap, anonymous, files)."""
     await rig.start_daemon()
     assert rig.daemon is not None
     await asyncio.sleep(2)

@@ -14,7 +14,6 @@ import pytest
 from conftest import make_settings
 from test_eventsub import EVERY_TYPE, Rig, rig, wait_until
 
-from streamerhub.bot import eventsub
 from streamerhub.bot.helix import Helix, HelixError
 from streamerhub.bot.link import LinkError, TwitchChannelLink
 from streamerhub.bot.oauth import ClientMisconfigured, OAuth, TokenRevoked
@@ -521,26 +520,3 @@ def test_the_fake_bits_leaderboard_keeps_twitchs_pacific_periods() -> None:
     # The day DST ends in Los Angeles has 25 hours.
     start, end = period_bounds("day", dt.datetime(2026, 11, 1, 12, tzinfo=utc))
     assert end - start == dt.timedelta(hours=25)
-
-
-async def test_message_ids_are_forgotten_when_quiet_and_a_late_resend_is_still_stored_once(
-    rig: Rig, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # After a flood the dedupe window would pin the flood's memory: it forgets ids this old at
-    # the next keepalive; the database's message-id key still catches a later resend.
-    monkeypatch.setattr(eventsub, "RECENT_SECONDS", 0.5)
-    await rig.connect()
-    bot = await rig.start_bot()
-    await rig.wait_subscribed(bot)
-    client = bot.runners["1000"].client
-    _, follow = sample_event("channel.follow", user_id="900", user_login="a", user_name="A")
-    [message_id] = await rig.deliver(("channel.follow", follow))
-    await wait_until(_is(rig, "SELECT count(*) FROM twitch_events", 1), 5, "follow stored")
-    assert client.stats.notifications == 1
-    await wait_until(lambda: not client._recent, 8, "ids forgotten at a keepalive")
-    again = {"subscription_type": "channel.follow", "event": follow, "message_id": message_id}
-    await rig.deliver(again)
-    await wait_until(lambda: client.stats.notifications == 2, 5, "resend read")
-    await bot.runners["1000"].shared.store.flush()
-    assert await rig.value("SELECT count(*) FROM twitch_events") == 1
-    assert await rig.value("SELECT count(*) FROM twitch_follows") == 1

@@ -38,7 +38,6 @@ from streamerhub.bot.subscriptions import (
     SubscriptionResult,
 )
 from streamerhub.events.frames import BadFrame, Frame, FrameKind, parse_frame
-from streamerhub.events.store import trim_heap
 from streamerhub.log import get_logger
 
 log = get_logger(__name__)
@@ -48,11 +47,6 @@ STABLE_AFTER = 30.0  # a session that lived this long resets the backoff
 SUBSCRIBE_MARGIN = 1.5  # seconds kept from the keepalive window for the answers to land
 SUBSCRIBE_RETRIES = 6
 RECENT_IDS = 20_000
-# Ids are also forgotten this long after they came (checked at keepalives, when the channel is
-# quiet): Twitch resends within seconds and the database's message-id key catches any later
-# resend, while 20,000 ids left from a flood would pin the memory the flood used (each id lands
-# in its own corner of the heap: RSS stayed ~45 MB above idle after 150,000 events).
-RECENT_SECONDS = 30.0
 NOTIFICATION, KEEPALIVE = FrameKind.NOTIFICATION, FrameKind.KEEPALIVE
 
 
@@ -140,7 +134,7 @@ class EventSubClient:
         self.keepalive_slack, self.max_backoff = keepalive_slack, max_backoff
         self.stats = Stats(last_gap=open_gap)
         self.subscriber = Subscriber(channel_id, helix, scopes)
-        self._recent: OrderedDict[str, float] = OrderedDict()  # message id -> monotonic time
+        self._recent: OrderedDict[str, None] = OrderedDict()
         # A gap already recorded (the daemon's downtime): closed and backfilled once subscribed.
         self._gap: Gap | None = open_gap
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -292,8 +286,6 @@ class EventSubClient:
                 self._end_gap(stamp)
             if kind is NOTIFICATION:
                 self._on_notification(conn, frame)
-            elif self._recent:
-                self._forget_old_ids()
         elif kind is FrameKind.WELCOME:
             if not conn.accept_welcome(frame.session):
                 self._bad("unexpected or malformed session_welcome", frame.text)
@@ -316,21 +308,11 @@ class EventSubClient:
         if message_id in recent:
             self.stats.duplicates += 1
             return
-        recent[message_id] = time.monotonic()
+        recent[message_id] = None
         if len(recent) > RECENT_IDS:
             recent.popitem(last=False)
         self.stats.notifications += 1
         self.sink.submit(frame)
-
-    def _forget_old_ids(self) -> None:
-        """Drop ids older than RECENT_SECONDS; none left: a fresh dict (the old table keeps its
-        size) and the freed heap handed back to the OS."""
-        recent, horizon = self._recent, time.monotonic() - RECENT_SECONDS
-        while recent and next(iter(recent.values())) < horizon:
-            recent.popitem(last=False)
-        if not recent:
-            self._recent = OrderedDict()
-            trim_heap()
 
     def _on_reconnect(self, conn: Session, frame: Frame) -> None:
         url = frame.session.get("reconnect_url")
