@@ -101,9 +101,9 @@ STOP_COMMIT_S = 3.0  # on stop, the last try at the database for what the spool 
 # ----------------------------------------------------------------------------- the store
 
 
-def trim_heap() -> None:
-    """Hand freed memory back to the OS after a flood or a replay: glibc keeps what Python freed
-    in its arenas (measured: RSS stayed ~100 MB above idle after a 150k-event flood)."""
+def _trim_heap() -> None:
+    """Hand freed memory back to the OS after a replay: glibc keeps what Python freed in its
+    heap. (CPython's own small-object arenas are not glibc's: see README, RSS after a flood.)"""
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
@@ -595,7 +595,7 @@ class EventStore:
         self._direct, self._offline_since = True, None
         self._caught_up.set()
         if replayed:
-            trim_heap()
+            _trim_heap()
         return True
 
     # -- commit
