@@ -258,16 +258,37 @@ def memory_mb(pid: int) -> dict[str, float]:
     return {k: round(int(fields[k].split()[0]) / 1024, 1) for k in ("VmRSS", "VmHWM")}
 
 
-async def rss_flood(rig: Rig, n: int) -> dict[str, Any]:
-    """A flood of n events into a fresh daemon: its RSS idle, at the peak, and after."""
+def memory_parts(pid: int) -> dict[str, float]:
+    """Where the resident memory is (MB): glibc's main heap, the anonymous mappings (pymalloc
+    arenas and malloc's large blocks and thread arenas), and mapped files (code, libraries)."""
+    parts = {"heap": 0.0, "anon": 0.0, "files": 0.0}
+    name = "files"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split()
+        if "-" in head[0] and len(head) >= 5:  # a mapping's first line
+            path = head[5] if len(head) > 5 else ""
+            name = "heap" if path == "[heap]" else "anon" if not path else "files"
+        elif head[0] == "Rss:":
+            parts[name] += int(head[1]) / 1024
+    return {k: round(v, 1) for k, v in parts.items()}
+
+
+async def rss_flood(rig: Rig, n: int, settle: float) -> dict[str, Any]:
+    """A flood of n events into a fresh daemon: its RSS idle, at the peak, 2 s after the flood
+    is stored and `settle` s after, with where the memory sits (heap, anonymous, files)."""
     await rig.start_daemon()
     assert rig.daemon is not None
     await asyncio.sleep(2)
     idle = memory_mb(rig.daemon.pid)["VmRSS"]
+    idle_parts = memory_parts(rig.daemon.pid)
     sent = await rig.send(n, f"r{random.getrandbits(40):x}-", None)
-    await rig.until(rig.drained, 300, "flood stored")
+    await rig.until(rig.drained, 600, "flood stored")
+    drained = time.monotonic()
     await asyncio.sleep(2)
+    soon = memory_mb(rig.daemon.pid)
+    await asyncio.sleep(max(0.0, drained + settle - time.monotonic()))
     after = memory_mb(rig.daemon.pid)
+    parts = memory_parts(rig.daemon.pid)
     ids = [i for _, chunk in sent for i in chunk]
     stored, dup = await rig.stored(ids)
     rig.stop_daemon()
@@ -275,7 +296,11 @@ async def rss_flood(rig: Rig, n: int) -> dict[str, Any]:
         "events": n,
         "rss_idle_mb": idle,
         "rss_peak_mb": after["VmHWM"],
+        "rss_2s_after_mb": soon["VmRSS"],
+        "settle_s": settle,
         "rss_after_mb": after["VmRSS"],
+        "rss_idle_parts_mb": idle_parts,
+        "rss_after_parts_mb": parts,
         **outcome(sent, stored, dup),
     }
 
@@ -284,7 +309,7 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     trials: list[dict[str, Any]] = []
     async with Rig(workdir) as rig:
         if args.rss_flood:
-            return {"rss_flood": await rss_flood(rig, args.rss_flood)}
+            return {"rss_flood": await rss_flood(rig, args.rss_flood, args.settle)}
         for t in range(args.trials):
             if t % (len(args.rates) + 1) == 0:
                 result = await trial(rig, args.flood, "flood", None, right_after=True)
@@ -313,6 +338,12 @@ def main() -> None:
         type=int,
         default=0,
         help="instead of the trials: the daemon's RSS through one flood of this many events",
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=45.0,
+        help="with --rss-flood: seconds after the flood is stored to measure 'after'",
     )
     args = parser.parse_args()
     setup_logging("error", "json")

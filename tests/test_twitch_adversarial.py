@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import os
 import sys
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 import pytest
 from conftest import make_settings
@@ -19,7 +20,9 @@ from streamerhub.bot.oauth import ClientMisconfigured, OAuth, TokenRevoked
 from streamerhub.bot.tokens import TokenStore, load_channel_token
 from streamerhub.commands.check import check_twitch_client
 from streamerhub.commands.twitch import _merge, render_status
+from streamerhub.events.text import BITS_AGGREGATE, describe, types_for
 from streamerhub.fake_twitch import sample_event
+from streamerhub.fake_twitch.bits import leaderboard, period_bounds
 
 __all__ = ["rig"]  # the fixture, imported for pytest
 
@@ -395,3 +398,125 @@ def test_twitch_status_shows_what_a_revocation_asks_of_the_user() -> None:
     text = render_status([_merge(row, runtime)], daemon_running=True)
     assert "connection: reconnect Twitch (Twitch revoked channel.cheer)" in text
     assert "revoked: channel.cheer" in text
+
+
+async def test_a_transport_gap_is_bounded_by_twitchs_timestamps_not_the_readers_clock(
+    rig: Rig,
+) -> None:
+    skew = dt.timedelta(seconds=40)
+    rig.fake.state.settings.clock_skew = skew.total_seconds()  # Twitch's clock is 40 s ahead
+    await rig.connect()
+    bot = await rig.start_bot()
+    await rig.wait_subscribed(bot)
+    client = bot.runners["1000"].client
+    _, follow = sample_event("channel.follow", user_id="900", user_login="a", user_name="A")
+    before = dt.datetime.now(dt.timezone.utc)
+    await rig.deliver(("channel.follow", follow))
+    await wait_until(_is(rig, "SELECT count(*) FROM twitch_follows", 1), 5, "follow stored")
+    await rig.control("close", {"code": 4000, "reason": "internal server error"})
+    dropped = dt.datetime.now(dt.timezone.utc)
+    await wait_until(lambda: client.stats.gaps == 1, 5, "gap noticed")
+    await rig.wait_subscribed(bot)
+    back = dt.datetime.now(dt.timezone.utc)
+    await wait_until(
+        _is(rig, "SELECT count(*) FROM eventsub_gaps WHERE ended_at IS NOT NULL", 1), 10, "ended"
+    )
+    started_at, ended_at = (await rig.fetch("SELECT started_at, ended_at FROM eventsub_gaps"))[0]
+    # From the last frame read before the drop (the follow) to the first after resubscribing
+    # (a keepalive within 3 s), both as Twitch stamped them: not the reader's clock, 40 s behind.
+    slack = dt.timedelta(seconds=0.5)
+    assert before + skew - slack <= started_at <= dropped + skew + slack
+    assert back + skew - slack <= ended_at <= back + skew + dt.timedelta(seconds=3) + slack
+    assert client.stats.last_gap is not None and client.stats.last_gap.ended_at == ended_at
+
+
+async def test_bits_missed_in_a_gap_come_back_once_as_a_total_per_user_and_day(rig: Rig) -> None:
+    def cheer(user: str, name: str, bits: int, anonymous: bool = False) -> tuple[str, dict]:
+        who = {} if anonymous else {"user_id": user, "user_login": name.lower(), "user_name": name}
+        event = sample_event("channel.cheer", bits=bits, is_anonymous=anonymous, **who)[1]
+        return ("channel.cheer", event)
+
+    async def restart() -> Any:
+        bot = await rig.start_bot()
+        await rig.wait_subscribed(bot)
+        await wait_until(
+            _is(rig, "SELECT count(*) FROM eventsub_gaps WHERE backfilled_at IS NULL", 0), 10, "bf"
+        )
+        return bot
+
+    aggregates = (
+        "SELECT e.payload->'event'->>'user_id', (e.payload->'event'->>'bits')::int, e.backfilled"
+        "  FROM twitch_events e WHERE subscription_type = 'streamerhub.bits.aggregate'"
+        " ORDER BY 1, 2"
+    )
+    await rig.connect()
+    bot = await restart()
+    await rig.deliver(cheer("700", "Ann", 100))
+    await wait_until(_is(rig, "SELECT count(*) FROM twitch_cheers", 1), 5, "live cheer stored")
+    await bot.stop()
+    # While nobody listens: Ann cheers 50 more, Bob 300, someone 1000 anonymously.
+    await rig.deliver(cheer("700", "Ann", 50), cheer("701", "Bob", 300), cheer("", "", 1000, True))
+    bot = await restart()
+    rows = [tuple(r) for r in await rig.fetch(aggregates)]
+    assert rows == [("700", 50, True), ("701", 300, True)]  # Ann's live 100 is not counted twice
+    await bot.stop()  # a second gap the same day: only what grew beyond what is stored
+    await rig.deliver(cheer("701", "Bob", 20))
+    bot = await restart()
+    rows = [tuple(r) for r in await rig.fetch(aggregates)]
+    assert rows == [("700", 50, True), ("701", 20, True), ("701", 300, True)]
+    await bot.stop()  # and a gap with nothing missed adds nothing
+    bot = await restart()
+    assert len(await rig.fetch(aggregates)) == 3
+    # Listed with the cheers as a total, never counted as a cheer.
+    assert await rig.value("SELECT count(*) FROM twitch_cheers") == 1
+    payload = await rig.value(
+        "SELECT payload->'event' FROM twitch_events"
+        " WHERE subscription_type = 'streamerhub.bits.aggregate' ORDER BY payload->'event'->>'user_id' LIMIT 1"
+    )
+    line = describe(BITS_AGGREGATE, json.loads(payload) if isinstance(payload, str) else payload)
+    assert "Ann: 50 bits missed in a gap" in line and "single cheers not recoverable" in line
+    assert BITS_AGGREGATE in types_for(["cheers"])
+    assert await rig.value("SELECT count(*) FROM dead_letters") == 0
+    await bot.stop()
+
+
+def test_the_fake_bits_leaderboard_keeps_twitchs_pacific_periods() -> None:
+    utc = dt.timezone.utc
+    # 07:59 UTC on 2 Dec is still 1 Dec in Los Angeles (PST, UTC-8); 06:59 in July (PDT).
+    cheers = [
+        {
+            "user_id": "1",
+            "user_login": "a",
+            "user_name": "A",
+            "bits": 5,
+            "at": "2026-12-02T07:59:00Z",
+        },
+        {
+            "user_id": "2",
+            "user_login": "b",
+            "user_name": "B",
+            "bits": 7,
+            "at": "2026-12-02T08:00:00Z",
+        },
+        {
+            "user_id": "1",
+            "user_login": "a",
+            "user_name": "A",
+            "bits": 1,
+            "at": "2026-12-03T07:00:00Z",
+        },
+    ]
+    lines, span = leaderboard(cheers, "day", dt.datetime(2026, 12, 2, 12, tzinfo=utc))
+    assert span == {"started_at": "2026-12-02T08:00:00Z", "ended_at": "2026-12-03T08:00:00Z"}
+    assert [(x["user_id"], x["rank"], x["score"]) for x in lines] == [("2", 1, 7), ("1", 2, 1)]
+    lines, _ = leaderboard(cheers, "all", dt.datetime(2000, 1, 1, tzinfo=utc))
+    assert [(x["user_id"], x["score"]) for x in lines] == [("2", 7), ("1", 6)]
+    assert period_bounds("day", dt.datetime(2026, 7, 1, 7, tzinfo=utc))[0].hour == 7
+    week = period_bounds("week", dt.datetime(2026, 12, 2, 12, tzinfo=utc))  # a Wednesday
+    assert week == (
+        dt.datetime(2026, 11, 30, 8, tzinfo=utc),
+        dt.datetime(2026, 12, 7, 8, tzinfo=utc),
+    )
+    # The day DST ends in Los Angeles has 25 hours.
+    start, end = period_bounds("day", dt.datetime(2026, 11, 1, 12, tzinfo=utc))
+    assert end - start == dt.timedelta(hours=25)

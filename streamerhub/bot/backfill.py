@@ -6,23 +6,33 @@ EventSub never replays a gap. Helix still keeps:
 - past broadcasts in `/videos` (archives with `stream_id`, `created_at`, `duration`): streams that
   started and ended inside the gap, and when a stream we saw go live ended;
 - whether the channel is live now, and its current title and category (one synthetic
-  `channel.update` when they differ from the last one stored).
+  `channel.update` when they differ from the last one stored);
+- the Bits leaderboard (`bits:read`): per user, the Bits of each Pacific-time day the gap touches.
+  Single cheers are gone, so what was missed is stored as one aggregate per user and day
+  (`streamerhub.bits.aggregate`: the day's total at Twitch minus the cheers and aggregates already
+  stored for that user and day), never as made-up cheers. Its key is (user, day start, Twitch's
+  total), so a repeated backfill stores nothing, and a later gap the same day stores only what
+  the total grew by beyond what was heard live. The top 100 of a day only; anonymous cheers have
+  no line on the leaderboard.
 Every event rebuilt here is marked backfilled and has a message id derived from what it is, so a
 second backfill stores nothing new; the store's event keys (a follow's user and second, a stream's,
 poll's or prediction's own id per phase) dedupe it against the live event. Subs, cheers, raids,
-redemptions, hype trains and goals missed in a gap are gone; the gap row says so by existing.
+redemptions, hype trains and goals missed in a gap are gone (cheers but for the Bits
+aggregates); the gap row says so by existing.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+import zoneinfo
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Protocol
 
 from streamerhub.bot.eventsub import Gap
 from streamerhub.bot.helix import Helix, HelixError
 from streamerhub.bot.subscriptions import allowed
+from streamerhub.events.text import BITS_AGGREGATE
 from streamerhub.log import get_logger
 
 log = get_logger(__name__)
@@ -30,6 +40,9 @@ log = get_logger(__name__)
 FOLLOW_SCOPE = "moderator:read:followers"
 POLL_SCOPE = "channel:read:polls"
 PREDICTION_SCOPE = "channel:read:predictions"
+BITS_SCOPE = "bits:read"
+PACIFIC = zoneinfo.ZoneInfo("America/Los_Angeles")  # Twitch's leaderboard days begin at 00:00 PT
+MAX_BITS_DAYS = 7  # a longer gap gets its last week of days
 MAX_FOLLOW_PAGES = 50  # 5,000 follows in one gap is already a raid of followers; stop there
 MAX_HISTORY_ITEMS = 100  # polls, predictions, archives looked at per gap (newest first)
 ARCHIVE_LOOKBACK = dt.timedelta(days=2)  # a stream seen live may have begun this long before
@@ -47,6 +60,9 @@ class BackfillSink(Protocol):
         payload: dict[str, Any],
     ) -> None: ...
 
+    async def drain(self) -> None:
+        """Until everything submitted so far is in the database."""
+
 
 class StreamHistory(Protocol):
     async def last_stream(self, channel_id: str) -> tuple[str, str | None] | None:
@@ -54,6 +70,11 @@ class StreamHistory(Protocol):
 
     async def last_channel_update(self, channel_id: str) -> tuple[str, str | None] | None:
         """(title, category id) of the newest stored channel.update, if any."""
+
+    async def bits_stored(
+        self, channel_id: str, started_at: dt.datetime, ended_at: dt.datetime
+    ) -> dict[str, int]:
+        """Bits per user already stored for [started_at, ended_at): cheers and aggregates."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +110,8 @@ async def backfill_gap(
         steps.append(("polls", backfill_polls(gap, channel, helix, sink)))
     if allowed(PREDICTION_SCOPE, scopes):
         steps.append(("predictions", backfill_predictions(gap, channel, helix, sink)))
+    if allowed(BITS_SCOPE, scopes):
+        steps.append(("bits", backfill_bits(gap, channel, helix, sink, history)))
     steps.append(("streams", reconcile_stream(gap, channel, helix, sink, history)))
     steps.append(("channel", reconcile_channel(channel, helix, sink, history)))
     ids: list[str] = []
@@ -395,6 +418,82 @@ def online_event(
         started_at,
         _payload("stream.online", "1", {"broadcaster_user_id": channel.id}, event),
     )
+
+
+async def backfill_bits(
+    gap: Gap, channel: Channel, helix: Helix, sink: BackfillSink, history: StreamHistory
+) -> list[str]:
+    """One aggregate per user and Pacific day of the gap: what Twitch's total has beyond what
+    is stored. The leaderboard is read first and what was heard is counted after, so a cheer
+    arriving meanwhile is counted as heard (an aggregate may miss it, never doubles it)."""
+    end = gap.ended_at or dt.datetime.now(dt.timezone.utc)
+    ids: list[str] = []
+    for day in pacific_days(gap.started_at, end)[-MAX_BITS_DAYS:]:
+        board = await helix.bits_leaderboard("day", _z(day))
+        lines = [line for line in board.get("data") or [] if line.get("user_id")]
+        if not lines:
+            continue
+        started, ended = _date_range(board, day)
+        await sink.drain()
+        stored = await history.bits_stored(channel.id, started, ended)
+        at = _z(max(gap.started_at, min(end, ended - dt.timedelta(seconds=1))))
+        for line in lines:
+            missed = int(line.get("score") or 0) - stored.get(str(line["user_id"]), 0)
+            if missed > 0:
+                ids += _submit(sink, *bits_event(channel, line, started, ended, missed, at))
+    return ids
+
+
+def pacific_days(start: dt.datetime, end: dt.datetime) -> list[dt.datetime]:
+    """The Pacific-time midnights (as UTC instants) of every day [start, end] touches."""
+    days: list[dt.datetime] = []
+    day = start.astimezone(PACIFIC).date()
+    while True:
+        midnight = dt.datetime.combine(day, dt.time(), PACIFIC).astimezone(dt.timezone.utc)
+        if midnight > end:
+            return days
+        days.append(midnight)
+        day += dt.timedelta(days=1)
+
+
+def _date_range(board: dict[str, Any], day: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    """Twitch's own bounds of the period, or the Pacific day we asked for."""
+    span = board.get("date_range") or {}
+    started, ended = _parse(span.get("started_at")), _parse(span.get("ended_at"))
+    if started is None or ended is None or ended <= started:
+        local = day.astimezone(PACIFIC).date() + dt.timedelta(days=1)
+        return day, dt.datetime.combine(local, dt.time(), PACIFIC).astimezone(dt.timezone.utc)
+    return started, ended
+
+
+def bits_event(
+    channel: Channel,
+    line: dict[str, Any],
+    started: dt.datetime,
+    ended: dt.datetime,
+    missed: int,
+    at: str,
+) -> Rebuilt:
+    """The aggregate of one user's Bits missed in a day: not a cheer, a total."""
+    user_id, score = str(line["user_id"]), int(line.get("score") or 0)
+    event = {
+        **channel.broadcaster(),
+        "user_id": user_id,
+        "user_login": line.get("user_login"),
+        "user_name": line.get("user_name"),
+        "bits": missed,
+        "period": "day",
+        "period_started_at": _z(started),
+        "period_ended_at": _z(ended),
+        "leaderboard_score": score,
+    }
+    message_id = f"backfill:bits:{channel.id}:{user_id}:{_z(started)}:{score}"
+    condition = {"broadcaster_user_id": channel.id}
+    return message_id, BITS_AGGREGATE, "1", at, _payload(BITS_AGGREGATE, "1", condition, event)
+
+
+def _z(at: dt.datetime) -> str:
+    return at.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _submit(

@@ -6,7 +6,10 @@ guarantees:
 - `session_reconnect` opens the new URL while the old socket is still read; the old one is closed
   only after the new welcome, with a close handshake so frames still in flight are read, not lost;
 - a connection with no frame for keepalive + slack is dead: reconnect with capped backoff;
-- every loss → resubscribe window is a gap, stored and handed to the backfill;
+- every loss → resubscribe window is a gap, stored and handed to the backfill, bounded by
+  Twitch's own clock (`message_timestamp`): from the latest frame read before the loss to the
+  first notification or keepalive after resubscribing, so a skewed host clock or a reader that
+  fell behind neither shortens the gap nor shifts the backfill window;
 - bad frames become dead letters and the connection carries on; we never send a data frame.
 The reader never awaits the database: notifications go to the sink's synchronous `submit`.
 One socket's reading and keepalive watch live in bot/session.py, subscribing in
@@ -138,6 +141,12 @@ class EventSubClient:
         self._conns: set[Session] = set()
         self._last_conn: Session | None = None
         self._subscribed_once = open_gap is not None
+        # Twitch's message_timestamp of the latest frame read (RFC3339 UTC, compared as text:
+        # same format, so order holds to the second); a stale resend never moves it back.
+        self._latest_stamp = ""
+        # Subscribed again with a gap open: it ends at the first notification or keepalive
+        # stamped at or after this (the new session's welcome or later: no stale resend).
+        self._end_after: str | None = None
 
     # --------------------------------------------------------------------------- supervisor
     async def run(self) -> None:
@@ -267,11 +276,16 @@ class EventSubClient:
             frame = parse_frame(text)
         except BadFrame as exc:
             return self._bad(exc.reason, text)
-        kind = frame.kind
-        if kind is NOTIFICATION:
-            self._on_notification(conn, frame)
-        elif kind is KEEPALIVE:
-            pass
+        kind, stamp = frame.kind, frame.message_timestamp
+        if stamp is not None and stamp[10:11] != "T":
+            stamp = None  # not RFC3339: it must not order against the real ones
+        if stamp is not None and stamp > self._latest_stamp:
+            self._latest_stamp = stamp
+        if kind is NOTIFICATION or kind is KEEPALIVE:
+            if self._end_after is not None and stamp is not None and stamp >= self._end_after:
+                self._end_gap(stamp)
+            if kind is NOTIFICATION:
+                self._on_notification(conn, frame)
         elif kind is FrameKind.WELCOME:
             if not conn.accept_welcome(frame.session):
                 self._bad("unexpected or malformed session_welcome", frame.text)
@@ -363,21 +377,33 @@ class EventSubClient:
 
     # --------------------------------------------------------------------------- gaps
     def _open_gap(self, reason: str) -> None:
-        """Events may be missed from the last frame of the lost connection on."""
+        """Events may be missed from the last frame of the lost connection on, by Twitch's clock.
+
+        A gap still waiting for its end (resubscribed, lost again before a frame came) just goes
+        on from where it started."""
+        self._end_after = None
         if self._gap is not None or not self._subscribed_once or self._last_conn is None:
             return
-        silent = dt.timedelta(seconds=self._last_conn.silent_for)
-        gap = self._gap = Gap(self.channel_id, dt.datetime.now(dt.timezone.utc) - silent, reason)
+        started = _twitch_time(self._latest_stamp)
+        if started is None:  # no stamped frame ever read: the reader's clock is all there is
+            silent = dt.timedelta(seconds=self._last_conn.silent_for)
+            started = dt.datetime.now(dt.timezone.utc) - silent
+        gap = self._gap = Gap(self.channel_id, started, reason)
         self.stats.gaps += 1
         self.stats.last_gap = gap
         self.sink.record_gap_start(self.channel_id, reason[:500], gap.started_at)
 
     def _close_gap(self) -> None:
+        """Subscribed again: the open gap ends at Twitch's stamp of the next frame after now."""
         self._subscribed_once = True
-        gap, self._gap = self._gap, None
+        if self._gap is not None:
+            self._end_after = self._latest_stamp
+
+    def _end_gap(self, stamp: str) -> None:
+        gap, self._gap, self._end_after = self._gap, None, None
         if gap is None:
             return
-        gap.ended_at = dt.datetime.now(dt.timezone.utc)
+        gap.ended_at = _twitch_time(stamp) or dt.datetime.now(dt.timezone.utc)
         self.sink.record_gap_end(self.channel_id, gap.ended_at)
         log.info(
             "eventsub_gap_closed",
@@ -430,3 +456,12 @@ class EventSubClient:
             failed = [r for r in retried if r.status == "error"]
             if not failed:
                 return
+
+
+def _twitch_time(stamp: str) -> dt.datetime | None:
+    """A message_timestamp as an aware datetime (microseconds); None when absent or malformed."""
+    try:
+        at = dt.datetime.fromisoformat(stamp)
+    except ValueError:
+        return None
+    return at if at.tzinfo is not None else at.replace(tzinfo=dt.timezone.utc)

@@ -259,6 +259,12 @@ class Helix:
         data = (await self.request("GET", "/channels", params=params)).get("data") or []
         return data[0] if data else None
 
+    async def bits_leaderboard(self, period: str, started_at: str) -> dict[str, Any]:
+        """GET /bits/leaderboard (bits:read): the top 100 per-user Bits totals of the Pacific-time
+        period holding started_at, with its date_range."""
+        params = {"period": period, "started_at": started_at, "count": "100"}
+        return await self.request("GET", "/bits/leaderboard", params=params)
+
     async def _pages(self, path: str, params: dict[str, str]) -> AsyncIterator[dict[str, Any]]:
         while True:
             body = await self.request("GET", path, params=params)

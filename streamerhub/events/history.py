@@ -70,6 +70,15 @@ class StreamHistory:
             row = await conn.fetchrow(LAST_CHANNEL_UPDATE, channel_id)
         return (row["title"], row["category_id"]) if row else None
 
+    async def bits_stored(
+        self, channel_id: str, started_at: dt.datetime, ended_at: dt.datetime
+    ) -> dict[str, int]:
+        """Bits per user stored for [started_at, ended_at): cheers heard and the aggregates of
+        earlier backfills of that period."""
+        async with self.db.pool.acquire() as conn:
+            rows = await conn.fetch(BITS_STORED, channel_id, started_at, ended_at)
+        return {r["user_id"]: int(r["bits"]) for r in rows}
+
 
 async def latest_gaps(db: Database) -> dict[str, GapRecord]:
     """Each channel's newest gap, by channel id."""
@@ -147,3 +156,17 @@ EVENTS_SINCE = """
 SELECT channel_id, count(*) AS n FROM twitch_events WHERE received_at >= $1 GROUP BY channel_id"""
 
 EVENTS_STORED = "SELECT count(*) FROM twitch_events"
+
+# Bits per user of a period: cheers heard live (or replayed) plus the Bits aggregates an earlier
+# backfill stored for the same period (their period_started_at is the period's start).
+BITS_STORED = """
+SELECT user_id, sum(bits) AS bits FROM (
+    SELECT user_id, bits FROM twitch_cheers
+     WHERE channel_id = $1 AND occurred_at >= $2 AND occurred_at < $3 AND user_id IS NOT NULL
+    UNION ALL
+    SELECT payload -> 'event' ->> 'user_id', (payload -> 'event' ->> 'bits')::integer
+      FROM twitch_events
+     WHERE subscription_type = 'streamerhub.bits.aggregate' AND channel_id = $1
+       AND (payload -> 'event' ->> 'period_started_at')::timestamptz = $2
+) stored GROUP BY user_id
+"""

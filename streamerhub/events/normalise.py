@@ -22,6 +22,7 @@ from streamerhub.events.frames import (
     Frame,
     FrameKind,
 )
+from streamerhub.events.text import BITS_AGGREGATE
 from streamerhub.events.typed import TABLE_OF
 
 _INT4 = (-(2**31), 2**31 - 1)
@@ -430,7 +431,17 @@ _BY_TABLE: dict[str, Callable[[dict[str, Any], str], None]] = {
     "twitch_charity": _charity,
     "twitch_shared_chats": _shared_chat,
 }
+
+
+def _bits_aggregate(e: dict[str, Any], _: str) -> None:
+    _user(e)
+    _int(e, "bits")
+    _int(e, "leaderboard_score")
+    _time(e, "period_started_at")
+
+
 _CHECKS = {sub_type: _BY_TABLE[table] for sub_type, table in TABLE_OF.items()}
+_CHECKS[BITS_AGGREGATE] = _bits_aggregate
 
 
 # ----------------------------------------------------------------------------- event keys
@@ -473,11 +484,18 @@ def _shoutout_key(event: dict[str, Any]) -> str | None:
     return f"{other}@{at}" if isinstance(other, str) and isinstance(at, str) else None
 
 
+def _bits_key(event: dict[str, Any]) -> str | None:
+    # One user's day at one leaderboard total: a repeated backfill dedupes, a grown total is new.
+    user, day, score = (event.get(k) for k in ("user_id", "period_started_at", "leaderboard_score"))
+    return f"{user}@{day}#{score}"
+
+
 # Progress updates (poll/prediction/hype train/goal) and redemption updates share their id with
 # other messages of the same occurrence: no key, every one is kept.
 _EVENT_KEYS: dict[str, Callable[[dict[str, Any]], str | None]] = {
     "channel.follow": _follow_key,
     "stream.online": _own_id,
+    BITS_AGGREGATE: _bits_key,
     "channel.channel_points_custom_reward_redemption.add": _own_id,
     **{
         f"channel.{kind}.{phase}": _own_id

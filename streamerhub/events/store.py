@@ -36,6 +36,7 @@ import collections
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import json
 import random
 import sqlite3
@@ -101,12 +102,23 @@ STOP_COMMIT_S = 3.0  # on stop, the last try at the database for what the spool 
 
 
 def _trim_heap() -> None:
-    """Hand freed memory back to the OS after a flood or a replay: glibc keeps what Python freed
-    in its arenas (measured: RSS stayed ~100 MB above idle after a 150k-event flood)."""
+    """Hand freed memory back to the OS after a replay: glibc keeps what Python freed in its
+    heap. (CPython's own small-object arenas are not glibc's: see README, RSS after a flood.)"""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, looked up once (find_library runs ldconfig); None elsewhere."""
     try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+        trim: Callable[[int], int] = ctypes.CDLL(
+            ctypes.util.find_library("c") or "libc.so.6"
+        ).malloc_trim
     except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
+        return None
+    return trim
 
 
 class EventStore:

@@ -5,6 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Callable, Mapping
 
+# Not a Twitch type: one user's Bits of one Pacific-time day that a gap hid, rebuilt from the
+# Bits leaderboard after it (bot/backfill.py). A total, never a cheer: it is listed with the
+# cheers, worded as a total, and not counted as a cheer.
+BITS_AGGREGATE = "streamerhub.bits.aggregate"
+
 # The filter groups offered on the feed and the events page: label → subscription types.
 GROUPS: dict[str, tuple[str, ...]] = {
     "follows": ("channel.follow",),
@@ -14,7 +19,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "channel.subscription.gift",
         "channel.subscription.end",
     ),
-    "cheers": ("channel.cheer", "channel.bits.use"),
+    "cheers": ("channel.cheer", "channel.bits.use", BITS_AGGREGATE),
     "raids": ("channel.raid",),
     "redemptions": (
         "channel.channel_points_custom_reward_redemption.add",
@@ -118,6 +123,10 @@ _TEXT: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "channel.subscription.gift": _gift,
     "channel.subscription.end": lambda e: f"{who(e)}'s sub ended ({_tier(e)})",
     "channel.cheer": lambda e: f"{who(e)} cheered {e.get('bits', 0)} bits",
+    BITS_AGGREGATE: lambda e: (
+        f"{who(e)}: {e.get('bits', 0)} bits missed in a gap (from Twitch's day total of "
+        f"{e.get('leaderboard_score', '?')}; single cheers not recoverable)"
+    ),
     "channel.raid": lambda e: f"{who(e)} raided with {e.get('viewers', 0)} viewers",
     "stream.online": lambda e: "Stream went online",
     "stream.offline": lambda e: "Stream went offline",

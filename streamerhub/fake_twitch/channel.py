@@ -158,6 +158,8 @@ class World(Protocol):
 
     def channel(self, user_id: str) -> Channel: ...
 
+    def history(self, user_id: str) -> dict[str, list[dict[str, Any]]]: ...
+
 
 def _user(event: dict[str, Any], prefix: str = "user") -> tuple[str, str, str]:
     return (
@@ -212,6 +214,21 @@ def _on_raid(state: World, event: dict[str, Any]) -> None:
         channel.viewer_count += int(event.get("viewers") or 0)
 
 
+def _on_cheer(state: World, event: dict[str, Any]) -> None:
+    """Twitch keeps every cheer for the Bits leaderboard (bits.py), heard or not."""
+    ledger = state.history(str(event["broadcaster_user_id"])).setdefault("cheers", [])
+    user_id, login, name = _user(event)
+    ledger.append(
+        {
+            "user_id": None if event.get("is_anonymous") else user_id or None,
+            "user_login": login,
+            "user_name": name,
+            "bits": int(event["bits"]),
+            "at": rfc3339_ns(),
+        }
+    )
+
+
 _EFFECTS: dict[str, Callable[[World, dict[str, Any]], None]] = {
     "channel.follow": _on_follow,
     "channel.subscribe": _on_subscribe,
@@ -221,6 +238,7 @@ _EFFECTS: dict[str, Callable[[World, dict[str, Any]], None]] = {
     "stream.offline": _on_offline,
     "channel.update": _on_update,
     "channel.raid": _on_raid,
+    "channel.cheer": _on_cheer,
 }
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import WSCloseCode, web
 from aiohttp.typedefs import Handler
 
-from . import chat, conduits, control, helix, history, ingest, oauth
+from . import bits, chat, conduits, control, helix, history, ingest, oauth
 from .delivery import close_all
 from .keys import STATE_KEY
 from .replies import ApiError
@@ -30,6 +30,7 @@ def build_app(state: State) -> web.Application:
     conduits.add_routes(app)
     chat.add_routes(app)
     ingest.add_routes(app)
+    bits.add_routes(app)
     app.cleanup_ctx.append(simulation_ctx)
     app.on_shutdown.append(_close_sockets)
     return app

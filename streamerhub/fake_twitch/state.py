@@ -61,6 +61,7 @@ class Settings:
     simulate: bool = False
     speed: float = 1.0  # simulation speed factor
     seed: int | None = None  # simulation randomness, for reproducible demos
+    clock_skew: float = 0.0  # seconds Twitch's message_timestamps are ahead of the host
 
 
 @dataclass(eq=False)

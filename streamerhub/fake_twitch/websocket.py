@@ -12,6 +12,7 @@ from typing import Literal
 from aiohttp import WSMsgType, web
 
 from . import frames
+from .clock import skewed
 from .keys import STATE_KEY
 from .state import Session, State
 
@@ -123,6 +124,8 @@ async def send_many(state: State, session: Session, texts: Iterable[str], kind: 
     costs a syscall each and caps a flood near 10k frames/s, chunks reach well past 20k.
     Each write holds whole frames, so aiohttp's own pings and close frames never split one.
     """
+    if state.settings.clock_skew:
+        texts = skewed(texts, state.settings.clock_skew)
     sent, chunk, size = 0, [], 0
     for text in texts:
         frame = text_frame(text.encode())
