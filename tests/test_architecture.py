@@ -49,6 +49,8 @@ OWNERS: dict[str, set[str]] = {
         "viewer_sample_gaps",
         "twitch_totals",
         "follower_checks",
+        "analytics_activity_rollup",
+        "analytics_chatters",
     },
     "ffmpeg": {
         "videos",

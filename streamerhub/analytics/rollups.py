@@ -163,3 +163,104 @@ async def gap_seconds(
         GAP_SECONDS, channel_id, [r[0] for r in ranges], [r[1] for r in ranges], now
     )
     return [float(row["seconds"]) for row in rows]
+
+
+# ----------------------------------------------------------------------------- raw-log activity
+
+# Counters of migration 0008, read from the raw event log by subscription type.
+ACTIVITY_FIELDS = (
+    "chat_messages",
+    "bits_power_up",
+    "bits_combo",
+    "bits_use_cheer",
+    "ad_breaks",
+    "ad_seconds",
+    "shoutouts_in",
+    "shoutout_viewers",
+    "charity_donations",
+    "charity_amount",
+)
+_ACTIVITY_SUMS = ", ".join(f"coalesce(sum(r.{f}), 0) AS {f}" for f in ACTIVITY_FIELDS)
+ACTIVITY_TOTALS = f"""
+SELECT p.idx, r.*
+  FROM {_PIECES}
+ CROSS JOIN LATERAL (SELECT {_ACTIVITY_SUMS}
+                       FROM analytics_activity_rollup r
+                      WHERE r.channel_id = $1 AND r.res = p.res
+                        AND r.bucket >= p.lo AND r.bucket < p.hi) r
+ WHERE p.res > 0
+UNION ALL
+SELECT p.idx, {", ".join(f"coalesce(sum(f.{f}), 0)" for f in ACTIVITY_FIELDS)}
+  FROM {_PIECES}
+ CROSS JOIN LATERAL analytics_raw_activity($1, p.lo, p.hi) f
+ WHERE p.res = 0
+ GROUP BY p.idx"""
+
+# Who chatted in each range: whole UTC days and hours from analytics_chatters, quarters and
+# unaligned edges from the raw messages. One row per (range, chatter).
+_CHATTERS = f"""
+SELECT p.idx, c.user_id, max(c.user_login) AS user_login, sum(c.messages)::bigint AS messages
+  FROM {_PIECES}
+ CROSS JOIN LATERAL (
+       SELECT r.user_id, r.user_login, r.messages FROM analytics_chatters r
+        WHERE p.res IN (3600, 86400) AND r.channel_id = $1 AND r.res = p.res
+          AND r.bucket >= p.lo AND r.bucket < p.hi
+       UNION ALL
+       SELECT f.chatter_id, f.chatter_login, 1 FROM analytics_raw_activity($1, p.lo, p.hi) f
+        WHERE p.res IN (0, 900) AND f.chatter_id IS NOT NULL) c
+ GROUP BY 1, 2"""
+UNIQUE_CHATTERS = f"""
+SELECT p.idx, count(DISTINCT c.user_id) AS chatters
+  FROM {_PIECES}
+ CROSS JOIN LATERAL (
+       SELECT r.user_id FROM analytics_chatters r
+        WHERE p.res IN (3600, 86400) AND r.channel_id = $1 AND r.res = p.res
+          AND r.bucket >= p.lo AND r.bucket < p.hi
+       UNION ALL
+       SELECT f.chatter_id FROM analytics_raw_activity($1, p.lo, p.hi) f
+        WHERE p.res IN (0, 900) AND f.chatter_id IS NOT NULL) c
+ GROUP BY 1"""
+TOP_CHATTERS = f"""
+SELECT user_id, max(user_login) AS user_login, sum(messages)::bigint AS messages
+  FROM ({_CHATTERS}) x
+ GROUP BY 1 ORDER BY 3 DESC, 1 LIMIT $6"""
+
+
+def _chatter_pieces(
+    ranges: Sequence[Range],
+) -> tuple[list[int], list[int], list[datetime], list[datetime]]:
+    """Pieces for the chatter tables, which keep hours and days: quarters are read raw."""
+    idx, res, lo, hi = _pieces(ranges)
+    return idx, [0 if r == 900 else r for r in res], lo, hi
+
+
+async def activity_totals(
+    conn: Any, channel_id: str, ranges: Sequence[Range]
+) -> list[dict[str, Any]]:
+    """Raw-log counters (ACTIVITY_FIELDS) of each [start, end) range; charity as a Decimal."""
+    out: list[dict[str, Any]] = [dict.fromkeys(ACTIVITY_FIELDS, 0) for _ in ranges]
+    for row in await conn.fetch(ACTIVITY_TOTALS, channel_id, *_pieces(ranges)):
+        for name in ACTIVITY_FIELDS:
+            out[row["idx"]][name] += row[name]
+    for totals in out:
+        for name in ACTIVITY_FIELDS:
+            if name != "charity_amount":
+                totals[name] = int(totals[name])
+    return out
+
+
+async def unique_chatters(conn: Any, channel_id: str, ranges: Sequence[Range]) -> list[int]:
+    """How many different people wrote in the channel's own chat in each range."""
+    out = [0] * len(ranges)
+    if ranges:
+        for row in await conn.fetch(UNIQUE_CHATTERS, channel_id, *_chatter_pieces(ranges)):
+            out[row["idx"]] = row["chatters"]
+    return out
+
+
+async def top_chatters(
+    conn: Any, channel_id: str, start: datetime, end: datetime, limit: int = 5
+) -> list[dict[str, Any]]:
+    """The people who wrote most in [start, end): user_id, user_login, messages."""
+    rows = await conn.fetch(TOP_CHATTERS, channel_id, *_chatter_pieces([(start, end)]), limit)
+    return [dict(r) for r in rows]
