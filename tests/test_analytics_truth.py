@@ -5,7 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import date
+import random
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from analytics_data import add_event, add_samples, z
 from streamerhub.analytics.export import export_events, export_series
 from streamerhub.analytics.periods import Calendar, calendar_period, custom_period
 from streamerhub.analytics.queries import stat_cards, time_series
+from streamerhub.analytics.rollups import activity_totals, unique_chatters
 from streamerhub.analytics.sessions import get_session
 from streamerhub.db import Database
 from streamerhub.web.overview import AVG_TIP, NO_TOTAL, card_view
@@ -292,3 +294,37 @@ async def test_chat_bits_ads_shoutouts_and_charity_from_the_raw_log(db: Database
         ("2026-05-10T10:30:00+00:00", 60),
         ("2026-05-10T11:30:00+00:00", 90),
     ]
+
+
+async def test_unique_chatters_and_counts_equal_naive_for_any_range(db: Database) -> None:
+    rng = random.Random(13)
+    start = z("2026-03-26T00:00Z")
+    messages = []
+    async with db.pool.acquire() as conn:
+        for i in range(400):
+            at = start + timedelta(seconds=rng.randrange(6 * 86400))
+            user = f"u{int(40 * rng.random() ** 2)}"
+            source = "other" if rng.random() < 0.05 else None
+            messages.append((at, user, source))
+            # one statement each, as live deliveries are stored
+            await raw(conn, "channel.chat.message", at.isoformat(), chat(user, source), f"m{i}")
+        ours = [(at, user) for at, user, source in messages if source is None]
+        ranges = [
+            (PARIS.day_start(date(2026, 3, 28)), PARIS.day_start(date(2026, 3, 30))),  # DST
+            (start, start + timedelta(days=6)),  # from before the first message
+            (z("2026-03-27T10:07:13Z"), z("2026-03-30T22:59:59Z")),  # unaligned edges
+            (z("2026-03-29T01:00Z"), z("2026-03-29T01:00Z")),  # empty
+        ]
+        naive = [
+            (len({u for at, u in ours if lo <= at < hi}), sum(lo <= at < hi for at, _ in ours))
+            for lo, hi in ranges
+        ]
+
+        async def fast() -> list[tuple[int, int]]:
+            counts = await unique_chatters(conn, "c1", ranges)
+            totals = await activity_totals(conn, "c1", ranges)
+            return [(n, t["chat_messages"]) for n, t in zip(counts, totals, strict=True)]
+
+        assert await fast() == naive
+        await conn.execute("SELECT analytics_activity_rebuild()")  # the bulk path agrees
+        assert await fast() == naive

@@ -51,6 +51,8 @@ OWNERS: dict[str, set[str]] = {
         "follower_checks",
         "analytics_activity_rollup",
         "analytics_chatters",
+        "analytics_chatter_ids",
+        "analytics_chatter_days",
     },
     "ffmpeg": {
         "videos",

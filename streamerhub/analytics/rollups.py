@@ -209,17 +209,43 @@ SELECT p.idx, c.user_id, max(c.user_login) AS user_login, sum(c.messages)::bigin
        SELECT f.chatter_id, f.chatter_login, 1 FROM analytics_raw_activity($1, p.lo, p.hi) f
         WHERE p.res IN (0, 900) AND f.chatter_id IS NOT NULL) c
  GROUP BY 1, 2"""
+# Unique chatters of each range: whole UTC days from the day bitmaps (bit_or, padded to the
+# longest), plus the chatters of the edges (hours, quarters, raw) whose bit is not set there.
+# A range from before the first chatter is simply everyone who first wrote before its end.
 UNIQUE_CHATTERS = f"""
-SELECT p.idx, count(DISTINCT c.user_id) AS chatters
-  FROM {_PIECES}
- CROSS JOIN LATERAL (
-       SELECT r.user_id FROM analytics_chatters r
-        WHERE p.res IN (3600, 86400) AND r.channel_id = $1 AND r.res = p.res
-          AND r.bucket >= p.lo AND r.bucket < p.hi
-       UNION ALL
-       SELECT f.chatter_id FROM analytics_raw_activity($1, p.lo, p.hi) f
-        WHERE p.res IN (0, 900) AND f.chatter_id IS NOT NULL) c
- GROUP BY 1"""
+WITH p AS (SELECT * FROM {_PIECES}),
+first AS (SELECT min(first_at) AS at FROM analytics_chatter_ids WHERE channel_id = $1),
+ranges AS (SELECT idx, min(lo) AS lo, max(hi) AS hi FROM p GROUP BY idx),
+whole AS (SELECT r.idx, r.hi FROM ranges r, first WHERE first.at IS NULL OR r.lo <= first.at),
+days AS (
+    SELECT p.idx, d.seen, max(length(d.seen)) OVER (PARTITION BY p.idx) AS n
+      FROM p JOIN analytics_chatter_days d
+        ON p.res = 86400 AND d.channel_id = $1 AND d.day >= p.lo AND d.day < p.hi
+     WHERE p.idx NOT IN (SELECT idx FROM whole)),
+seen AS (
+    SELECT idx, bit_or(seen || repeat('0', n - length(seen))::varbit) AS seen
+      FROM days GROUP BY idx),
+edge AS (
+    SELECT DISTINCT p.idx, c.user_id
+      FROM p CROSS JOIN LATERAL (
+           SELECT r.user_id FROM analytics_chatters r
+            WHERE p.res = 3600 AND r.channel_id = $1 AND r.res = 3600
+              AND r.bucket >= p.lo AND r.bucket < p.hi
+           UNION ALL
+           SELECT f.chatter_id FROM analytics_raw_activity($1, p.lo, p.hi) f
+            WHERE p.res IN (0, 900) AND f.chatter_id IS NOT NULL) c
+     WHERE p.idx NOT IN (SELECT idx FROM whole))
+SELECT w.idx, (SELECT count(*) FROM analytics_chatter_ids k
+                WHERE k.channel_id = $1 AND k.first_at < w.hi) AS chatters
+  FROM whole w
+UNION ALL
+SELECT r.idx, coalesce(bit_count(s.seen), 0)
+              + (SELECT count(*) FROM edge e
+                   JOIN analytics_chatter_ids k ON k.channel_id = $1 AND k.user_id = e.user_id
+                  WHERE e.idx = r.idx
+                    AND (s.seen IS NULL OR k.id >= length(s.seen) OR get_bit(s.seen, k.id) = 0))
+  FROM ranges r LEFT JOIN seen s ON s.idx = r.idx
+ WHERE r.idx NOT IN (SELECT idx FROM whole)"""
 TOP_CHATTERS = f"""
 SELECT user_id, max(user_login) AS user_login, sum(messages)::bigint AS messages
   FROM ({_CHATTERS}) x
@@ -253,7 +279,7 @@ async def unique_chatters(conn: Any, channel_id: str, ranges: Sequence[Range]) -
     """How many different people wrote in the channel's own chat in each range."""
     out = [0] * len(ranges)
     if ranges:
-        for row in await conn.fetch(UNIQUE_CHATTERS, channel_id, *_chatter_pieces(ranges)):
+        for row in await conn.fetch(UNIQUE_CHATTERS, channel_id, *_pieces(ranges)):
             out[row["idx"]] = row["chatters"]
     return out
 

@@ -62,6 +62,99 @@ CREATE TABLE analytics_chatters (
     PRIMARY KEY (channel_id, res, bucket, user_id)
 ) WITH (fillfactor = 80);
 
+-- Every chatter of a channel once: a small number (their bit in the day bitmaps below) and
+-- when they first wrote.
+CREATE TABLE analytics_chatter_ids (
+    channel_id text NOT NULL,
+    user_id    text NOT NULL,
+    id         integer NOT NULL,                  -- 0, 1, 2 … in the order chatters appeared
+    first_at   timestamptz NOT NULL,
+    PRIMARY KEY (channel_id, user_id)
+);
+CREATE UNIQUE INDEX analytics_chatter_ids_id ON analytics_chatter_ids (channel_id, id);
+CREATE INDEX analytics_chatter_ids_first ON analytics_chatter_ids (channel_id, first_at);
+
+-- Who chatted on each UTC day, as a bitmap over chatter ids: the unique chatters of a month are
+-- bit_count(bit_or(…)) of 30 short rows, whatever the chat volume (a distinct count over the
+-- chatters of every day grows with the chat).
+CREATE TABLE analytics_chatter_days (
+    channel_id text NOT NULL,
+    day        timestamptz NOT NULL,
+    seen       varbit NOT NULL,
+    PRIMARY KEY (channel_id, day)
+);
+
+-- A bitmap with the given bits set (bit n counted from the left, as get_bit does).
+CREATE FUNCTION analytics_bits_of(ids integer[]) RETURNS varbit
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT string_agg(coalesce(b.v, 0)::bit(8)::text, '' ORDER BY g.g)::varbit
+      FROM generate_series(0, (SELECT max(i) FROM unnest(ids) i) / 8) g(g)
+      LEFT JOIN (SELECT i / 8 AS g, bit_or(1 << (7 - i % 8)) AS v FROM unnest(ids) i GROUP BY 1) b
+        ON b.g = g.g
+$$;
+
+-- `a` with the bits `ids` set too, grown as needed; only bits not set yet cost a copy.
+CREATE FUNCTION analytics_set_bits(a varbit, ids integer[]) RETURNS varbit
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    b varbit := coalesce(a, B'');
+    n integer := (SELECT max(i) FROM unnest(ids) i) + 1;
+    i integer;
+BEGIN
+    IF n IS NULL THEN
+        RETURN b;
+    END IF;
+    IF length(b) < n THEN
+        b := b || repeat('0', n - length(b))::varbit;
+    END IF;
+    FOREACH i IN ARRAY ids LOOP
+        IF get_bit(b, i) = 0 THEN
+            b := set_bit(b, i, 1);
+        END IF;
+    END LOOP;
+    RETURN b;
+END $$;
+
+-- Give new chatters their ids (one writer at a time: ids stay dense) and mark who chatted on
+-- which day, from parallel arrays (channel, chatter, when): one entry per message or per chatter-day.
+CREATE FUNCTION analytics_note_chatters(p_channels text[], p_users text[], p_ats timestamptz[])
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+BEGIN
+    IF coalesce(cardinality(p_channels), 0) = 0 THEN
+        RETURN;
+    END IF;
+    IF EXISTS (SELECT 1 FROM unnest(p_channels, p_users) c(ch, u)
+                WHERE NOT EXISTS (SELECT 1 FROM analytics_chatter_ids k
+                                   WHERE k.channel_id = c.ch AND k.user_id = c.u)) THEN
+        PERFORM pg_advisory_xact_lock(hashtext('analytics_chatter_ids'));
+        INSERT INTO analytics_chatter_ids (channel_id, user_id, id, first_at)
+        SELECT n.ch, n.u,
+               coalesce((SELECT max(k.id) + 1 FROM analytics_chatter_ids k WHERE k.channel_id = n.ch), 0)
+               + row_number() OVER (PARTITION BY n.ch ORDER BY n.first_at, n.u) - 1,
+               n.first_at
+          FROM (SELECT c.ch, c.u, min(c.at) AS first_at FROM unnest(p_channels, p_users, p_ats) c(ch, u, at)
+                 WHERE NOT EXISTS (SELECT 1 FROM analytics_chatter_ids k
+                                    WHERE k.channel_id = c.ch AND k.user_id = c.u)
+                 GROUP BY 1, 2) n;
+    END IF;
+    UPDATE analytics_chatter_ids k SET first_at = n.first_at   -- a late (backfilled) message
+      FROM (SELECT c.ch, c.u, min(c.at) AS first_at FROM unnest(p_channels, p_users, p_ats) c(ch, u, at)
+             GROUP BY 1, 2) n
+     WHERE k.channel_id = n.ch AND k.user_id = n.u AND n.first_at < k.first_at;
+    FOR r IN
+        SELECT c.ch, date_bin('1 day', c.at, timestamptz 'epoch') AS day, array_agg(DISTINCT k.id) AS ids
+          FROM unnest(p_channels, p_users, p_ats) c(ch, u, at)
+          JOIN analytics_chatter_ids k ON k.channel_id = c.ch AND k.user_id = c.u
+         GROUP BY 1, 2 ORDER BY 1, 2
+    LOOP
+        INSERT INTO analytics_chatter_days AS d (channel_id, day, seen)
+        VALUES (r.ch, r.day, analytics_bits_of(r.ids))
+        ON CONFLICT (channel_id, day) DO UPDATE SET seen = analytics_set_bits(d.seen, r.ids);
+    END LOOP;
+END $$;
+
 -- ----------------------------------------------------------------------------- facts
 
 CREATE TYPE analytics_activity_fact AS (
@@ -146,6 +239,11 @@ BEGIN
      ORDER BY 1, 2, 3, 4
     ON CONFLICT (channel_id, res, bucket, user_id) DO UPDATE SET
            messages = c.messages + excluded.messages, user_login = excluded.user_login;
+    PERFORM analytics_note_chatters(array_agg(f.channel_id), array_agg(f.chatter_id), array_agg(f.at))
+       FROM (SELECT DISTINCT ON (channel_id, chatter_id, date_bin('1 day', at, timestamptz 'epoch'))
+                    channel_id, chatter_id, at
+               FROM unnest(facts) WHERE chatter_id IS NOT NULL
+              ORDER BY channel_id, chatter_id, date_bin('1 day', at, timestamptz 'epoch'), at) f;
 END $$;
 
 CREATE FUNCTION analytics_events_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -215,6 +313,19 @@ BEGIN
      CROSS JOIN (VALUES (3600, interval '1 hour'), (86400, interval '1 day')) l(res, stride)
      WHERE f.chatter_id IS NOT NULL
      GROUP BY 1, 2, 3, 4;
+    DELETE FROM analytics_chatter_days WHERE p_channel IS NULL OR channel_id = p_channel;
+    DELETE FROM analytics_chatter_ids WHERE p_channel IS NULL OR channel_id = p_channel;
+    INSERT INTO analytics_chatter_ids (channel_id, user_id, id, first_at)
+    SELECT channel_id, chatter_id,
+           row_number() OVER (PARTITION BY channel_id ORDER BY min(at), chatter_id) - 1, min(at)
+      FROM analytics_rebuild_facts WHERE chatter_id IS NOT NULL
+     GROUP BY channel_id, chatter_id;
+    INSERT INTO analytics_chatter_days (channel_id, day, seen)
+    SELECT r.channel_id, r.bucket, analytics_bits_of(array_agg(k.id))
+      FROM analytics_chatters r
+      JOIN analytics_chatter_ids k ON k.channel_id = r.channel_id AND k.user_id = r.user_id
+     WHERE r.res = 86400 AND (p_channel IS NULL OR r.channel_id = p_channel)
+     GROUP BY 1, 2;
     DROP TABLE analytics_rebuild_facts;
 END $$;
 
