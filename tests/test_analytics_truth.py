@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from analytics_data import add_event, add_samples, z
+from web_support import add_channel, dashboard
 
 from streamerhub.analytics.export import export_events, export_series
 from streamerhub.analytics.periods import Calendar, calendar_period, custom_period
@@ -328,3 +329,20 @@ async def test_unique_chatters_and_counts_equal_naive_for_any_range(db: Database
         assert await fast() == naive
         await conn.execute("SELECT analytics_activity_rebuild()")  # the bulk path agrees
         assert await fast() == naive
+
+
+async def test_stream_page_shows_chat_supporters_and_ad_breaks(tmp_path: Path, db_url: str) -> None:
+    async with dashboard(tmp_path, db_url) as dash:
+        await dash.create_owner()
+        await add_channel(dash.db, "c1")
+        async with dash.db.pool.acquire() as conn:
+            await build_stream(conn)
+        page = await dash.client.get("/streams/c1/s1")
+        text = await page.text()
+        overview = await (await dash.client.get("/?period=all&channel=c1")).text()
+    assert page.status == 200
+    assert 'data-card="chat"' in text and "2 chatters" in text
+    assert "<td>alice</td><td>3</td>" in text  # top chatter
+    assert "10:30:00 · 60 s of ads" in text
+    assert "2.5 minutes" in text
+    assert AVG_TIP in overview.replace("&#39;", "'")

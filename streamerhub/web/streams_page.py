@@ -112,6 +112,7 @@ async def stream_page(request: web.Request) -> web.StreamResponse:
             {"t": e["occurred_at"].timestamp(), "type": e["subscription_type"]} for e in events
         ],
         "gaps": [[a.timestamp(), b.timestamp()] for a, b, _ in detail.gaps],
+        "ads": [[at.timestamp(), seconds] for at, seconds in detail.ad_breaks],
     }
     return aiohttp_jinja2.render_template(
         "stream.html",
@@ -122,5 +123,9 @@ async def stream_page(request: web.Request) -> web.StreamResponse:
             "markers": marks,
             "changes": detail.changes,
             "chart": chart,
+            "a": detail.activity,
+            "top_chatters": detail.top_chatters,
+            "top_supporters": detail.top_supporters,
+            "ads": detail.ad_breaks,
         },
     )
