@@ -1337,16 +1337,17 @@ CREATE TABLE analytics_activity_rollup (
     PRIMARY KEY (channel_id, res, bucket)
 ) WITH (fillfactor = 70);
 
--- Who chatted, per UTC hour and per UTC day, with how many messages: unique chatters of any
--- range and top chatters of a stream without reading the messages again.
+-- Who chatted in each UTC hour, with how many messages: the edges of a range's unique chatters
+-- and a stream's top chatters, without reading the messages again. `chatter` is the id of
+-- analytics_chatter_ids (below), so counting reads the primary key only.
 CREATE TABLE analytics_chatters (
     channel_id text NOT NULL,
-    res        integer NOT NULL CHECK (res IN (3600, 86400)),
-    bucket     timestamptz NOT NULL,
+    hour       timestamptz NOT NULL,
+    chatter    integer NOT NULL,
     user_id    text NOT NULL,
     user_login text NOT NULL,
     messages   integer NOT NULL,
-    PRIMARY KEY (channel_id, res, bucket, user_id)
+    PRIMARY KEY (channel_id, hour, chatter)
 ) WITH (fillfactor = 80);
 
 -- Every chatter of a channel once: a small number (their bit in the day bitmaps below) and
@@ -1516,21 +1517,20 @@ BEGIN
            shoutout_viewers = r.shoutout_viewers + excluded.shoutout_viewers,
            charity_donations = r.charity_donations + excluded.charity_donations,
            charity_amount = r.charity_amount + excluded.charity_amount;
-    INSERT INTO analytics_chatters AS c (channel_id, res, bucket, user_id, user_login, messages)
-    SELECT f.channel_id, l.res, date_bin(l.stride, f.at, timestamptz 'epoch'), f.chatter_id,
-           max(f.chatter_login), count(*)
-      FROM unnest(facts) f
-     CROSS JOIN (VALUES (3600, interval '1 hour'), (86400, interval '1 day')) l(res, stride)
-     WHERE f.chatter_id IS NOT NULL
-     GROUP BY 1, 2, 3, 4
-     ORDER BY 1, 2, 3, 4
-    ON CONFLICT (channel_id, res, bucket, user_id) DO UPDATE SET
-           messages = c.messages + excluded.messages, user_login = excluded.user_login;
     PERFORM analytics_note_chatters(array_agg(f.channel_id), array_agg(f.chatter_id), array_agg(f.at))
        FROM (SELECT DISTINCT ON (channel_id, chatter_id, date_bin('1 day', at, timestamptz 'epoch'))
                     channel_id, chatter_id, at
                FROM unnest(facts) WHERE chatter_id IS NOT NULL
               ORDER BY channel_id, chatter_id, date_bin('1 day', at, timestamptz 'epoch'), at) f;
+    INSERT INTO analytics_chatters AS c (channel_id, hour, chatter, user_id, user_login, messages)
+    SELECT f.channel_id, date_bin('1 hour', f.at, timestamptz 'epoch'), k.id, f.chatter_id,
+           max(f.chatter_login), count(*)
+      FROM unnest(facts) f
+      JOIN analytics_chatter_ids k ON k.channel_id = f.channel_id AND k.user_id = f.chatter_id
+     GROUP BY 1, 2, 3, 4
+     ORDER BY 1, 2, 3
+    ON CONFLICT (channel_id, hour, chatter) DO UPDATE SET
+           messages = c.messages + excluded.messages, user_login = excluded.user_login;
 END $$;
 
 CREATE FUNCTION analytics_events_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -1593,13 +1593,6 @@ BEGIN
      CROSS JOIN (VALUES (900, interval '15 minutes'), (3600, interval '1 hour'),
                         (86400, interval '1 day')) l(res, stride)
      GROUP BY 1, 2, 3;
-    INSERT INTO analytics_chatters (channel_id, res, bucket, user_id, user_login, messages)
-    SELECT f.channel_id, l.res, date_bin(l.stride, f.at, timestamptz 'epoch'), f.chatter_id,
-           max(f.chatter_login), count(*)
-      FROM analytics_rebuild_facts f
-     CROSS JOIN (VALUES (3600, interval '1 hour'), (86400, interval '1 day')) l(res, stride)
-     WHERE f.chatter_id IS NOT NULL
-     GROUP BY 1, 2, 3, 4;
     DELETE FROM analytics_chatter_days WHERE p_channel IS NULL OR channel_id = p_channel;
     DELETE FROM analytics_chatter_ids WHERE p_channel IS NULL OR channel_id = p_channel;
     INSERT INTO analytics_chatter_ids (channel_id, user_id, id, first_at)
@@ -1607,11 +1600,16 @@ BEGIN
            row_number() OVER (PARTITION BY channel_id ORDER BY min(at), chatter_id) - 1, min(at)
       FROM analytics_rebuild_facts WHERE chatter_id IS NOT NULL
      GROUP BY channel_id, chatter_id;
+    INSERT INTO analytics_chatters (channel_id, hour, chatter, user_id, user_login, messages)
+    SELECT f.channel_id, date_bin('1 hour', f.at, timestamptz 'epoch'), k.id, f.chatter_id,
+           max(f.chatter_login), count(*)
+      FROM analytics_rebuild_facts f
+      JOIN analytics_chatter_ids k ON k.channel_id = f.channel_id AND k.user_id = f.chatter_id
+     GROUP BY 1, 2, 3, 4;
     INSERT INTO analytics_chatter_days (channel_id, day, seen)
-    SELECT r.channel_id, r.bucket, analytics_bits_of(array_agg(k.id))
-      FROM analytics_chatters r
-      JOIN analytics_chatter_ids k ON k.channel_id = r.channel_id AND k.user_id = r.user_id
-     WHERE r.res = 86400 AND (p_channel IS NULL OR r.channel_id = p_channel)
+    SELECT channel_id, date_bin('1 day', hour, timestamptz 'epoch'), analytics_bits_of(array_agg(DISTINCT chatter))
+      FROM analytics_chatters
+     WHERE p_channel IS NULL OR channel_id = p_channel
      GROUP BY 1, 2;
     DROP TABLE analytics_rebuild_facts;
 END $$;

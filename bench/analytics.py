@@ -328,6 +328,13 @@ WITH ev AS (
     SELECT date_trunc('month', occurred_at AT TIME ZONE $2), 0, 0, 0, 0, sum(bits), 0
       FROM twitch_cheers WHERE channel_id = $1 GROUP BY 1
     UNION ALL
+    SELECT date_trunc('month', occurred_at AT TIME ZONE $2), 0, 0, 0, 0,
+           sum((payload #>> '{event,bits}')::bigint), 0
+      FROM twitch_events
+     WHERE subscription_type = 'channel.bits.use' AND channel_id = $1
+       AND payload #>> '{event,type}' IN ('power_up', 'combo')
+     GROUP BY 1
+    UNION ALL
     SELECT date_trunc('month', occurred_at AT TIME ZONE $2), 0, 0, 0, 0, 0,
            count(*) FILTER (WHERE to_user_id = channel_id)
       FROM twitch_raids WHERE channel_id = $1 GROUP BY 1),

@@ -196,68 +196,58 @@ SELECT p.idx, {", ".join(f"coalesce(sum(f.{f}), 0)" for f in ACTIVITY_FIELDS)}
  WHERE p.res = 0
  GROUP BY p.idx"""
 
-# Who chatted in each range: whole UTC days and hours from analytics_chatters, quarters and
+# Who chatted in each range: whole UTC hours (and days) from analytics_chatters, quarters and
 # unaligned edges from the raw messages. One row per (range, chatter).
 _CHATTERS = f"""
 SELECT p.idx, c.user_id, max(c.user_login) AS user_login, sum(c.messages)::bigint AS messages
   FROM {_PIECES}
  CROSS JOIN LATERAL (
        SELECT r.user_id, r.user_login, r.messages FROM analytics_chatters r
-        WHERE p.res IN (3600, 86400) AND r.channel_id = $1 AND r.res = p.res
-          AND r.bucket >= p.lo AND r.bucket < p.hi
+        WHERE p.res IN (3600, 86400) AND r.channel_id = $1 AND r.hour >= p.lo AND r.hour < p.hi
        UNION ALL
        SELECT f.chatter_id, f.chatter_login, 1 FROM analytics_raw_activity($1, p.lo, p.hi) f
         WHERE p.res IN (0, 900) AND f.chatter_id IS NOT NULL) c
  GROUP BY 1, 2"""
 # Unique chatters of each range: whole UTC days from the day bitmaps (bit_or, padded to the
-# longest), plus the chatters of the edges (hours, quarters, raw) whose bit is not set there.
-# A range from before the first chatter is simply everyone who first wrote before its end.
+# longest), plus the edge chatters (hours from analytics_chatters' key, quarters and seconds
+# from the raw messages) whose bit is not set there. A range that starts before the first
+# chatter is everyone who first wrote before its end.
 UNIQUE_CHATTERS = f"""
 WITH p AS (SELECT * FROM {_PIECES}),
 first AS (SELECT min(first_at) AS at FROM analytics_chatter_ids WHERE channel_id = $1),
 ranges AS (SELECT idx, min(lo) AS lo, max(hi) AS hi FROM p GROUP BY idx),
 whole AS (SELECT r.idx, r.hi FROM ranges r, first WHERE first.at IS NULL OR r.lo <= first.at),
+parts AS (SELECT * FROM p WHERE p.idx NOT IN (SELECT idx FROM whole)),
 days AS (
     SELECT p.idx, d.seen, max(length(d.seen)) OVER (PARTITION BY p.idx) AS n
-      FROM p JOIN analytics_chatter_days d
-        ON p.res = 86400 AND d.channel_id = $1 AND d.day >= p.lo AND d.day < p.hi
-     WHERE p.idx NOT IN (SELECT idx FROM whole)),
+      FROM parts p JOIN analytics_chatter_days d
+        ON p.res = 86400 AND d.channel_id = $1 AND d.day >= p.lo AND d.day < p.hi),
 seen AS (
     SELECT idx, bit_or(seen || repeat('0', n - length(seen))::varbit) AS seen
       FROM days GROUP BY idx),
 edge AS (
-    SELECT DISTINCT p.idx, c.user_id
-      FROM p CROSS JOIN LATERAL (
-           SELECT r.user_id FROM analytics_chatters r
-            WHERE p.res = 3600 AND r.channel_id = $1 AND r.res = 3600
-              AND r.bucket >= p.lo AND r.bucket < p.hi
+    SELECT DISTINCT p.idx, c.id
+      FROM parts p CROSS JOIN LATERAL (
+           SELECT r.chatter AS id FROM analytics_chatters r
+            WHERE p.res = 3600 AND r.channel_id = $1 AND r.hour >= p.lo AND r.hour < p.hi
            UNION ALL
-           SELECT f.chatter_id FROM analytics_raw_activity($1, p.lo, p.hi) f
-            WHERE p.res IN (0, 900) AND f.chatter_id IS NOT NULL) c
-     WHERE p.idx NOT IN (SELECT idx FROM whole))
+           SELECT k.id FROM analytics_raw_activity($1, p.lo, p.hi) f
+             JOIN analytics_chatter_ids k ON k.channel_id = $1 AND k.user_id = f.chatter_id
+            WHERE p.res IN (0, 900)) c)
 SELECT w.idx, (SELECT count(*) FROM analytics_chatter_ids k
                 WHERE k.channel_id = $1 AND k.first_at < w.hi) AS chatters
   FROM whole w
 UNION ALL
 SELECT r.idx, coalesce(bit_count(s.seen), 0)
               + (SELECT count(*) FROM edge e
-                   JOIN analytics_chatter_ids k ON k.channel_id = $1 AND k.user_id = e.user_id
                   WHERE e.idx = r.idx
-                    AND (s.seen IS NULL OR k.id >= length(s.seen) OR get_bit(s.seen, k.id) = 0))
+                    AND (s.seen IS NULL OR e.id >= length(s.seen) OR get_bit(s.seen, e.id) = 0))
   FROM ranges r LEFT JOIN seen s ON s.idx = r.idx
  WHERE r.idx NOT IN (SELECT idx FROM whole)"""
 TOP_CHATTERS = f"""
 SELECT user_id, max(user_login) AS user_login, sum(messages)::bigint AS messages
   FROM ({_CHATTERS}) x
  GROUP BY 1 ORDER BY 3 DESC, 1 LIMIT $6"""
-
-
-def _chatter_pieces(
-    ranges: Sequence[Range],
-) -> tuple[list[int], list[int], list[datetime], list[datetime]]:
-    """Pieces for the chatter tables, which keep hours and days: quarters are read raw."""
-    idx, res, lo, hi = _pieces(ranges)
-    return idx, [0 if r == 900 else r for r in res], lo, hi
 
 
 async def activity_totals(
@@ -288,5 +278,5 @@ async def top_chatters(
     conn: Any, channel_id: str, start: datetime, end: datetime, limit: int = 5
 ) -> list[dict[str, Any]]:
     """The people who wrote most in [start, end): user_id, user_login, messages."""
-    rows = await conn.fetch(TOP_CHATTERS, channel_id, *_chatter_pieces([(start, end)]), limit)
+    rows = await conn.fetch(TOP_CHATTERS, channel_id, *_pieces([(start, end)]), limit)
     return [dict(r) for r in rows]
