@@ -1617,5 +1617,7 @@ END $$;
 -- What the log already holds when this migration runs.
 SELECT analytics_activity_rebuild();
 
--- Peaks as redefined above, for the history already rolled up.
-SELECT analytics_rebuild();
+-- Peaks as redefined above, for the history already rolled up: every quarter with viewers
+-- again, and the hours and days above them (the event rollups stay as they are).
+SELECT analytics_refresh_viewer_buckets(array_agg(channel_id), array_agg(bucket))
+  FROM analytics_viewer_rollup WHERE res = 900;
