@@ -231,9 +231,11 @@ edge AS (
            SELECT r.chatter AS id FROM analytics_chatters r
             WHERE p.res = 3600 AND r.channel_id = $1 AND r.hour >= p.lo AND r.hour < p.hi
            UNION ALL
-           SELECT k.id FROM analytics_raw_activity($1, p.lo, p.hi) f
-             JOIN analytics_chatter_ids k ON k.channel_id = $1 AND k.user_id = f.chatter_id
-            WHERE p.res IN (0, 900)) c)
+           -- a lookup per chatter (a join would hash every chatter id ever)
+           SELECT (SELECT k.id FROM analytics_chatter_ids k
+                    WHERE k.channel_id = $1 AND k.user_id = f.chatter_id)
+             FROM (SELECT DISTINCT f.chatter_id FROM analytics_raw_activity($1, p.lo, p.hi) f
+                    WHERE p.res IN (0, 900) AND f.chatter_id IS NOT NULL) f) c)
 SELECT w.idx, (SELECT count(*) FROM analytics_chatter_ids k
                 WHERE k.channel_id = $1 AND k.first_at < w.hi) AS chatters
   FROM whole w
