@@ -211,7 +211,7 @@ SELECT p.idx, c.user_id, max(c.user_login) AS user_login, sum(c.messages)::bigin
 # Unique chatters of each range: whole UTC days from the day bitmaps (bit_or, padded to the
 # longest), plus the edge chatters (hours from analytics_chatters' key, quarters and seconds
 # from the raw messages) whose bit is not set there. A range that starts before the first
-# chatter is everyone who first wrote before its end.
+# chatter is everyone who first wrote before its end (all time: two index probes).
 UNIQUE_CHATTERS = f"""
 WITH p AS (SELECT * FROM {_PIECES}),
 first AS (SELECT min(first_at) AS at FROM analytics_chatter_ids WHERE channel_id = $1),
@@ -236,8 +236,11 @@ edge AS (
                     WHERE k.channel_id = $1 AND k.user_id = f.chatter_id)
              FROM (SELECT DISTINCT f.chatter_id FROM analytics_raw_activity($1, p.lo, p.hi) f
                     WHERE p.res IN (0, 900) AND f.chatter_id IS NOT NULL) f) c)
-SELECT w.idx, (SELECT count(*) FROM analytics_chatter_ids k
-                WHERE k.channel_id = $1 AND k.first_at < w.hi) AS chatters
+SELECT w.idx,
+       -- ids are dense from 0: those first seen before hi are all but those seen from hi on
+       (SELECT coalesce(max(k.id) + 1, 0) FROM analytics_chatter_ids k WHERE k.channel_id = $1)
+       - (SELECT count(*) FROM analytics_chatter_ids k
+           WHERE k.channel_id = $1 AND k.first_at >= w.hi) AS chatters
   FROM whole w
 UNION ALL
 SELECT r.idx, coalesce(bit_count(s.seen), 0)
