@@ -1465,7 +1465,7 @@ RETURNS analytics_activity_fact LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
            -- shared chat also delivers the other channels' messages: count ours only
            AND coalesce(nullif(e ->> 'source_broadcaster_user_id', ''), channel) = channel THEN
         ROW(channel, at, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-            coalesce(e ->> 'chatter_user_id', ''), coalesce(e ->> 'chatter_user_login', ''))
+            nullif(e ->> 'chatter_user_id', ''), coalesce(e ->> 'chatter_user_login', ''))
             ::analytics_activity_fact
       WHEN t = 'channel.bits.use' THEN
         ROW(channel, at, 0,
@@ -1482,7 +1482,8 @@ RETURNS analytics_activity_fact LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
       WHEN t = 'channel.charity_campaign.donate' THEN
         ROW(channel, at, 0, 0, 0, 0, 0, 0, 0, 0, 1,
             analytics_number(e #>> '{amount,value}')
-              / power(10::numeric, least(analytics_number(e #>> '{amount,decimal_places}'), 9)),
+              / power(10::numeric,
+                      greatest(0, least(trunc(analytics_number(e #>> '{amount,decimal_places}')), 9))),
             NULL, NULL)::analytics_activity_fact
     END
 $$;

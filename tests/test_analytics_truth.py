@@ -346,3 +346,37 @@ async def test_stream_page_shows_chat_supporters_and_ad_breaks(tmp_path: Path, d
     assert "10:30:00 · 60 s of ads" in text
     assert "2.5 minutes" in text
     assert AVG_TIP in overview.replace("&#39;", "'")
+
+
+async def test_malformed_payloads_count_what_they_can_and_never_fail_the_insert(
+    db: Database,
+) -> None:
+    async with db.pool.acquire() as conn:
+        await raw(conn, "channel.bits.use", "2026-05-10T10:00Z", bits_use("x", "power_up", 0), "b0")
+        await raw(
+            conn,
+            "channel.bits.use",
+            "2026-05-10T10:01Z",
+            {"user_id": "id-y", "type": "combo", "bits": "lots"},
+            "b1",
+        )
+        await raw(
+            conn, "channel.chat.message", "2026-05-10T10:02Z", {"message": "no chatter"}, "c0"
+        )
+        amount = {"value": "1e99", "decimal_places": -3, "currency": "USD"}
+        await raw(
+            conn, "channel.charity_campaign.donate", "2026-05-10T10:03Z", {"amount": amount}, "d0"
+        )
+        await raw(
+            conn, "channel.ad_break.begin", "2026-05-10T10:04Z", {"duration_seconds": None}, "a0"
+        )
+        await conn.execute(
+            "INSERT INTO twitch_events (message_id, subscription_type, subscription_version, "
+            "channel_id, occurred_at, payload) VALUES "
+            "('weird', 'channel.chat.message', '1', 'c1', '2026-05-10T10:05Z', '{\"event\": [1]}')"
+        )
+        c = {k: card.value for k, card in (await cards_of(conn, date(2026, 5, 10)))["_"].items()}
+    # Two messages, nobody to name as their chatter; unreadable amounts count as 0.
+    assert (c["chat_messages"], c["chatters"]) == (2, 0)
+    assert (c["bits_power_ups"], c["bits_combos"], c["charity"]) == (0, 0, 0.0)
+    assert (c["ad_breaks"], c["ad_minutes"]) == (1, 0.0)
