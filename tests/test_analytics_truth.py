@@ -101,6 +101,9 @@ async def test_a_spike_just_before_midnight_is_that_days_peak_not_the_next(db: D
             z("2026-05-20T00:00Z"),
         )
     assert day9["_"]["viewers_peak"].value == 999
+    # The first sample 30 s after going live is normal polling, not partial coverage.
+    assert day9["watch_hours"]["sub"] == "viewers × time watched"
+    assert day9["_"]["watch_coverage"].value == 99.2  # 59:30 of the hour's 60:00
     assert day10["_"]["viewers_peak"].value == 100
     peaks = {p.start.isoformat()[:13]: p.viewers_peak for p in hours.points}
     assert (peaks["2026-05-09T23"], peaks["2026-05-10T00"]) == (999, 100)

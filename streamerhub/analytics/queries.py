@@ -24,6 +24,7 @@ from streamerhub.analytics.rollups import (
     activity_totals,
     event_totals,
     gap_seconds,
+    sampling_gap_seconds,
     streamed_seconds,
     unique_chatters,
     viewer_totals,
@@ -157,6 +158,7 @@ CARD_UNITS = {
     "viewers_peak": "viewers",
     "watch_hours": "hours",
     "watch_coverage": "percent",
+    "watch_partial": "",
     "hours_streamed": "hours",
     "bits": "bits",
     "bits_cheers": "bits",
@@ -207,6 +209,7 @@ async def stat_cards(
     streamed = await streamed_seconds(conn, channel_id, windows, now)
     activity = await activity_totals(conn, channel_id, windows)
     chatters = await unique_chatters(conn, channel_id, windows)
+    holes = await sampling_gap_seconds(conn, channel_id, windows)
     at_end = await _totals_at(conn, channel_id, [w[1] for w in windows])
     at_start = await conn.fetch(
         FOLLOWERS_FROM, channel_id, [w[0] for w in windows], [w[1] for w in windows]
@@ -215,6 +218,7 @@ async def stat_cards(
         {
             **_figures(events[i], viewers[i], streamed[i], at_start[i]["followers"], at_end[i]),
             **_activity_figures(events[i], activity[i], chatters[i], streamed[i]),
+            "watch_partial": holes[i] > 0,
         }
         for i in range(len(windows))
     ]
@@ -291,8 +295,9 @@ def average_viewers(viewers: dict[str, int]) -> float:
 
 
 def coverage(sampled_s: float, streamed_s: float) -> float | None:
-    """The percentage of live time the viewer samples cover (None when nothing was live):
-    below 100, watch hours miss the unsampled part (connected mid-stream, missed samples)."""
+    """The percentage of live time the viewer samples cover (None when nothing was live).
+    A minute before each stream's first sample is normal; `watch_partial` says when samples
+    were missing (a sampling gap: connected mid-stream, missed polls)."""
     if streamed_s <= 0:
         return None
     return min(100.0, round(100.0 * sampled_s / streamed_s, 1))

@@ -106,6 +106,22 @@ SELECT k.i,
  ORDER BY k.i"""
 
 
+# Seconds of viewer sampling holes inside each range (connected mid-stream, missed polls).
+SAMPLING_GAP_SECONDS = """
+WITH longest AS (
+    SELECT coalesce(max(ended_at - started_at), interval '0') AS d
+      FROM viewer_sample_gaps WHERE channel_id = $1)
+SELECT k.i,
+       coalesce((SELECT sum(greatest(0, extract(epoch FROM least(g.ended_at, k.hi)
+                                                  - greatest(g.started_at, k.lo))))
+                   FROM viewer_sample_gaps g
+                  WHERE g.channel_id = $1 AND g.started_at < k.hi
+                    AND g.started_at >= k.lo - longest.d AND g.ended_at > k.lo), 0) AS seconds
+  FROM unnest($2::timestamptz[], $3::timestamptz[]) WITH ORDINALITY AS k(lo, hi, i)
+ CROSS JOIN longest
+ ORDER BY k.i"""
+
+
 # ----------------------------------------------------------------------------- readers
 
 
@@ -153,6 +169,14 @@ async def streamed_seconds(
         STREAMED, channel_id, [r[0] for r in ranges], [r[1] for r in ranges], now
     )
     return [row["seconds"] for row in rows]
+
+
+async def sampling_gap_seconds(conn: Any, channel_id: str, ranges: Sequence[Range]) -> list[float]:
+    """Seconds of each range that were live but not covered by viewer samples."""
+    rows = await conn.fetch(
+        SAMPLING_GAP_SECONDS, channel_id, [r[0] for r in ranges], [r[1] for r in ranges]
+    )
+    return [float(row["seconds"]) for row in rows]
 
 
 async def gap_seconds(

@@ -120,7 +120,7 @@ def card_view(stats: StatCards) -> list[dict[str, Any]]:
         follow_line += f" · {'−' + format(lost, ',') if lost is not None else '?'} unfollows"
         follow_line += f" · net {_signed(c['followers_net'].value)}"
     coverage = c["watch_coverage"].value
-    partial = coverage is not None and coverage < 99.5
+    partial = bool(c["watch_partial"].value) and coverage is not None
     bits = c["bits"]
     return [
         card(
