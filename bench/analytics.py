@@ -2,8 +2,10 @@
 """Analytics figures on a realistic history: dashboard query p95s, all-time charts against the
 naive GROUP BY date_trunc over raw rows, and what the rollup triggers cost the event store.
 
-Generates (generate_series in SQL, triggers off, then `analytics_rebuild()`) N events over 3 years
-for one channel — follows, subs, resubs, gifts, cheers, raids — 1,000 stream sessions with a
+Generates (generate_series in SQL, triggers off, then `analytics_rebuild()` and
+`analytics_activity_rebuild()`) N events over 3 years for one channel — chat messages
+(`--chat-share`, 80 % by default), Bits uses, ad breaks, shoutouts, and follows, subs, resubs,
+gifts, cheers, raids — 1,000 stream sessions with a
 viewer sample each minute, title changes, totals snapshots every 15 min and a few EventSub gaps,
 in a fresh embedded PostgreSQL (temp dir, stopped at the end even on error). Then it times every
 dashboard query (cards and chart for day/week/month/all, the sessions list and one session),
@@ -12,7 +14,11 @@ store's statement shapes (raw + one INSERT per typed table per batch) with the t
 off, alternating. Prints one JSON object. Targets: every query p95 ≤ 50 ms, all-time charts
 ≥ 20× faster than naive, ingest slowed by ≤ 20 %.
 
-    .venv/bin/python bench/analytics.py --events 1000000
+    .venv/bin/python bench/analytics.py --events 3000000
+    .venv/bin/python bench/analytics.py --events 30000000 --skip-ingest
+
+The issue-13 target: at 30M events (chat ≥ 80 %) every query p95 ≤ 50 ms and
+p95(30M) / p95(3M) ≤ 1.5 (run both; compare `queries`).
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ TRIGGERS = {
     "twitch_subscriptions": "analytics_subscriptions_ins",
     "twitch_cheers": "analytics_cheers_ins",
     "twitch_raids": "analytics_raids_ins",
+    "twitch_events": "analytics_events_ins",
 }
 
 # Share of each kind of event: (kind, subscription type, version, share).
@@ -163,6 +170,46 @@ GENERATE = [
        SELECT 'ev' || g, '{ch}', CASE WHEN kind = 7 THEN 'u' || u ELSE '{ch}' END, 'x', 'x',
               CASE WHEN kind = 7 THEN '{ch}' ELSE 'u' || u END, 'y', 'y', amount, at
          FROM bench_events WHERE kind IN (7, 8)""",
+    # Chat ({chat} messages, raw rows only: analytics reads them by type), a few heavy chatters
+    # writing most (random()^3 over 200,000 people), spread over the streams.
+    """INSERT INTO twitch_events (message_id, subscription_type, subscription_version, channel_id,
+                                  occurred_at, received_at, payload)
+       SELECT 'chat' || x.g, 'channel.chat.message', '1', '{ch}', x.at, x.at,
+              jsonb_build_object('event', jsonb_build_object(
+                  'broadcaster_user_id', '{ch}', 'chatter_user_id', 'u' || x.u,
+                  'chatter_user_login', 'user' || x.u, 'chatter_user_name', 'User' || x.u,
+                  'message_id', 'cm' || x.g, 'message_type', 'text',
+                  'message', jsonb_build_object('text', 'message number ' || x.g)))
+         FROM (SELECT g, floor(200000 * power(random(), 3))::int AS u,
+                      date_trunc('second', s.started_at
+                                 + coalesce(s.dur_s, 4800) * random() * interval '1 second') AS at
+                 FROM generate_series(1, {chat}) g
+                 JOIN bench_sessions s ON s.i = g % {sessions}) x""",
+    # Power-ups and combos (1 % of the events), 6 ad breaks and a third of a shoutout per stream.
+    """INSERT INTO twitch_events (message_id, subscription_type, subscription_version, channel_id,
+                                  occurred_at, received_at, payload)
+       SELECT 'bu' || g, 'channel.bits.use', '1', '{ch}', at, at,
+              jsonb_build_object('event', jsonb_build_object(
+                  'broadcaster_user_id', '{ch}', 'user_id', 'u' || g % 5000,
+                  'user_login', 'user' || g % 5000, 'bits', 10 + g % 490,
+                  'type', CASE WHEN g % 3 = 0 THEN 'combo' ELSE 'power_up' END))
+         FROM (SELECT g, s.started_at + coalesce(s.dur_s, 4800) * random() * interval '1 second' AS at
+                 FROM generate_series(1, {bits_uses}) g
+                 JOIN bench_sessions s ON s.i = g % {sessions}) x
+       UNION ALL
+       SELECT 'ad' || s.i || '-' || k, 'channel.ad_break.begin', '1', '{ch}',
+              s.started_at + k * interval '30 minutes', s.started_at + k * interval '30 minutes',
+              jsonb_build_object('event', jsonb_build_object(
+                  'broadcaster_user_id', '{ch}', 'duration_seconds', 90, 'is_automatic', true))
+         FROM bench_sessions s, generate_series(1, 6) k
+        WHERE s.started_at + k * interval '30 minutes' < {now}
+       UNION ALL
+       SELECT 'so' || s.i, 'channel.shoutout.receive', '1', '{ch}',
+              s.started_at + interval '10 minutes', s.started_at + interval '10 minutes',
+              jsonb_build_object('event', jsonb_build_object(
+                  'broadcaster_user_id', '{ch}', 'from_broadcaster_user_id', 'pal' || s.i,
+                  'viewer_count', 50 + s.i % 400))
+         FROM bench_sessions s WHERE s.i % 3 = 0""",
     # Twitch totals every 15 min, and a dozen EventSub outages.
     """INSERT INTO twitch_totals (channel_id, taken_at, followers, subscribers, subscriber_points)
        SELECT '{ch}', t, (1000 + {follows} * extract(epoch FROM t - {start}) / {span_s})::int,
@@ -176,10 +223,14 @@ GENERATE = [
 
 
 async def generate(
-    conn: asyncpg.Connection, events: int, sessions: int, now: datetime
+    conn: asyncpg.Connection, total: int, chat_share: float, sessions: int, now: datetime
 ) -> dict[str, float]:
     """Load the history with triggers and FK checks off, then rebuild every rollup."""
     start = now - timedelta(days=365 * YEARS)
+    chat = int(total * chat_share)
+    bits_uses = total // 100
+    ads = sessions * 6 + sessions // 3
+    events = max(0, total - chat - bits_uses - ads)
     params = {
         "ch": CHANNEL,
         "start": f"timestamptz '{start.isoformat()}'",
@@ -187,6 +238,8 @@ async def generate(
         "span_s": int((now - start).total_seconds()),
         "sessions": sessions,
         "events": events,
+        "chat": chat,
+        "bits_uses": bits_uses,
         "follows": int(events * MIX[0][3]),
     }
     await conn.execute(
@@ -224,6 +277,7 @@ async def generate(
     await conn.execute("SET session_replication_role = origin")
     loaded = time.perf_counter()
     await conn.execute("SELECT analytics_rebuild()", timeout=LONG)
+    await conn.execute("SELECT analytics_activity_rebuild()", timeout=LONG)
     rebuilt = time.perf_counter()
     await conn.execute("VACUUM ANALYZE", timeout=LONG)
     return {
@@ -273,6 +327,13 @@ WITH ev AS (
     UNION ALL
     SELECT date_trunc('month', occurred_at AT TIME ZONE $2), 0, 0, 0, 0, sum(bits), 0
       FROM twitch_cheers WHERE channel_id = $1 GROUP BY 1
+    UNION ALL
+    SELECT date_trunc('month', occurred_at AT TIME ZONE $2), 0, 0, 0, 0,
+           sum((payload #>> '{event,bits}')::bigint), 0
+      FROM twitch_events
+     WHERE subscription_type = 'channel.bits.use' AND channel_id = $1
+       AND payload #>> '{event,type}' IN ('power_up', 'combo')
+     GROUP BY 1
     UNION ALL
     SELECT date_trunc('month', occurred_at AT TIME ZONE $2), 0, 0, 0, 0, 0,
            count(*) FILTER (WHERE to_user_id = channel_id)
@@ -462,7 +523,8 @@ class Ingest:
 TRIGGER_TIME = """
 SELECT coalesce(sum(total_time), 0) / 1000 FROM pg_stat_user_functions
  WHERE funcname IN ('analytics_follows_changed', 'analytics_subscriptions_changed',
-                    'analytics_cheers_changed', 'analytics_raids_changed')"""
+                    'analytics_cheers_changed', 'analytics_raids_changed',
+                    'analytics_events_inserted')"""
 
 
 async def trigger_seconds(conn: Any) -> float:
@@ -527,7 +589,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         await cluster.start()
         await cluster.create_database()
-        result: dict[str, Any] = {"events": args.events, "sessions": args.sessions}
+        result: dict[str, Any] = {
+            "events": args.events,
+            "chat_share": args.chat_share,
+            "sessions": args.sessions,
+        }
         pool = await create_pool(cluster.url, 4)
         try:
             db = Database(pool, cluster.url)
@@ -536,7 +602,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await db.upgrade()
                 now = datetime.now(UTC).replace(microsecond=0)
                 async with pool.acquire() as conn:
-                    result.update(await generate(conn, args.events, args.sessions, now))
+                    result.update(
+                        await generate(conn, args.events, args.chat_share, args.sessions, now)
+                    )
                     await conn.execute(
                         "CREATE TABLE bench_meta AS SELECT $1::timestamptz AS now", now
                     )
@@ -549,6 +617,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "stream_sessions",
                     "analytics_event_rollup",
                     "analytics_viewer_rollup",
+                    "analytics_activity_rollup",
+                    "analytics_chatters",
                 )
             }
             result.update(await measure_queries(pool, now, args.runs, args.naive_runs))
@@ -582,6 +652,9 @@ def main() -> int:
     )
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--sessions", type=int, default=1000)
+    parser.add_argument(
+        "--chat-share", type=float, default=0.8, help="share of the events that are chat messages"
+    )
     parser.add_argument("--runs", type=int, default=20, help="timed runs per dashboard query")
     parser.add_argument("--naive-runs", type=int, default=5)
     parser.add_argument(

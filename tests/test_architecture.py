@@ -58,6 +58,10 @@ OWNERS: dict[str, set[str]] = {
         "viewer_sample_gaps",
         "twitch_totals",
         "follower_checks",
+        "analytics_activity_rollup",
+        "analytics_chatters",
+        "analytics_chatter_ids",
+        "analytics_chatter_days",
     },
     "ffmpeg": {
         "videos",

@@ -109,6 +109,9 @@ SERIES_COLUMNS = (
     "hours_streamed",
     "followers_total",
     "gap",
+    "followers_net",
+    "chat_messages",
+    "ad_breaks",
 )
 
 
@@ -116,11 +119,22 @@ class ExportError(InvalidInput):
     """An export that cannot be made (unknown kind or format)."""
 
 
+# A follow counts at Twitch's followed_at, in the charts (migration 0003) and here alike: the
+# message time of a redelivered or late follow can fall on another day than the follow itself.
 EVENTS = """
-SELECT message_id, channel_id, subscription_type, subscription_version, occurred_at,
-       received_at, backfilled, payload -> 'event' AS event
-  FROM twitch_events
- WHERE {where}
+SELECT * FROM (
+    SELECT message_id, channel_id, subscription_type, subscription_version, occurred_at,
+           received_at, backfilled, payload -> 'event' AS event
+      FROM twitch_events
+     WHERE {where} AND subscription_type <> 'channel.follow'
+    UNION ALL
+    SELECT message_id, channel_id, subscription_type, subscription_version,
+           followed_at AS occurred_at, received_at, backfilled, payload -> 'event' AS event
+      FROM (SELECT e.*, coalesce(f.followed_at, e.occurred_at) AS followed_at  -- never dropped
+              FROM twitch_events e
+              LEFT JOIN twitch_follows f ON f.message_id = e.message_id
+             WHERE e.subscription_type = 'channel.follow') e
+     WHERE {follow_where}) x
  ORDER BY occurred_at {order}, message_id {order}"""
 
 SESSIONS = f"""
@@ -321,12 +335,21 @@ async def export_events(
     user: str | None = None,
     newest_first: bool = False,
 ) -> AsyncIterator[bytes]:
-    """Every stored event (raw, all types unless `types`) with occurred_at in [start, end),
-    oldest first (`newest_first`: as the Events page lists them); `user` is a login."""
+    """Every stored event (raw, all types unless `types`) in [start, end): at occurred_at, a follow
+    at its followed_at as in the charts; oldest first (`newest_first`: as the Events page lists
+    them); `user` is a login."""
     enc = _Encoder(fmt, EVENT_COLUMNS)
     args: list[Any] = []
     flt = EventFilter(channel_id, tuple(types), user, start, end)
-    query = EVENTS.format(where=where_clause(flt, args), order="DESC" if newest_first else "ASC")
+    where = where_clause(flt, args)
+    follow_where = where_clause(EventFilter(channel_id, tuple(types), user), args)
+    for bound, op in ((start, ">="), (end, "<")):
+        if bound is not None:
+            args.append(bound)
+            follow_where += f" AND followed_at {op} ${len(args)}"
+    query = EVENTS.format(
+        where=where, follow_where=follow_where, order="DESC" if newest_first else "ASC"
+    )
     yield enc.begin()
     async for rows in _cursor_rows(conn, query, args):
         yield enc.rows(event_row(r, calendar) for r in rows)
@@ -388,6 +411,9 @@ async def export_series(
                 "hours_streamed": p.hours_streamed,
                 "followers_total": p.followers_total,
                 "gap": p.gap,
+                "followers_net": p.followers_net,
+                "chat_messages": p.chat_messages,
+                "ad_breaks": p.ad_breaks,
             }
             for p in series.points[i : i + SERIES_CHUNK]
         )

@@ -185,8 +185,13 @@ class Period:
         if self.kind == "all":
             return None
         if self.kind == "custom":
-            length = self.end - self.start
-            return self.start - length, self.start - length + (until - self.start)
+            # As many of the streamer's days just before, on the wall clock: subtracting the
+            # elapsed time would put the window an hour off when a DST change lies between.
+            days = (cal.day_of(self.end - timedelta(microseconds=1)) - cal.day_of(self.start)).days
+            prev_start = cal.shift(self.start, days=-(days + 1))
+            if until >= self.end:
+                return prev_start, self.start
+            return prev_start, min(self.start, cal.shift(until, days=-(days + 1)))
         step = {"day": {"days": -1}, "week": {"days": -7}, "month": {"months": -1}}[self.kind]
         prev_start = cal.floor(cal.shift(self.start, **step), self.kind)
         if until >= self.end:

@@ -21,9 +21,12 @@ from streamerhub.analytics.periods import (
 )
 from streamerhub.analytics.rollups import (
     Range,
+    activity_totals,
     event_totals,
     gap_seconds,
+    sampling_gap_seconds,
     streamed_seconds,
+    unique_chatters,
     viewer_totals,
 )
 
@@ -144,6 +147,7 @@ CARD_UNITS = {
     "followers_total": "followers",
     "followers_gained": "followers",
     "followers_net": "followers",
+    "followers_lost": "followers",
     "subs_total": "subs",
     "subs_points": "points",
     "subs_new": "subs",
@@ -153,10 +157,23 @@ CARD_UNITS = {
     "viewers_avg": "viewers",
     "viewers_peak": "viewers",
     "watch_hours": "hours",
+    "watch_coverage": "percent",
+    "watch_partial": "",
     "hours_streamed": "hours",
     "bits": "bits",
+    "bits_cheers": "bits",
+    "bits_power_ups": "bits",
+    "bits_combos": "bits",
     "raids": "raids",
     "raid_viewers": "viewers",
+    "chat_messages": "messages",
+    "chatters": "chatters",
+    "messages_per_minute": "messages",
+    "ad_breaks": "ads",
+    "ad_minutes": "minutes",
+    "shoutouts": "shoutouts",
+    "shoutout_viewers": "viewers",
+    "charity": "amount",
 }
 
 
@@ -190,12 +207,19 @@ async def stat_cards(
     events = await event_totals(conn, channel_id, windows)
     viewers = await viewer_totals(conn, channel_id, windows)
     streamed = await streamed_seconds(conn, channel_id, windows, now)
+    activity = await activity_totals(conn, channel_id, windows)
+    chatters = await unique_chatters(conn, channel_id, windows)
+    holes = await sampling_gap_seconds(conn, channel_id, windows)
     at_end = await _totals_at(conn, channel_id, [w[1] for w in windows])
     at_start = await conn.fetch(
         FOLLOWERS_FROM, channel_id, [w[0] for w in windows], [w[1] for w in windows]
     )
     figures = [
-        _figures(events[i], viewers[i], streamed[i], at_start[i]["followers"], at_end[i])
+        {
+            **_figures(events[i], viewers[i], streamed[i], at_start[i]["followers"], at_end[i]),
+            **_activity_figures(events[i], activity[i], chatters[i], streamed[i]),
+            "watch_partial": holes[i] > 0,
+        }
         for i in range(len(windows))
     ]
     figures[0]["viewers_current"] = await current_viewers(conn, channel_id, now)
@@ -213,13 +237,17 @@ def _figures(
     followers_at_start: int | None,
     at_end: dict[str, Any],
 ) -> dict[str, Any]:
-    net = None
+    net = lost = None
     if followers_at_start is not None and at_end["followers"] is not None:
         net = at_end["followers"] - followers_at_start
+        # Twitch sends no event for an unfollow: what the total lost beyond the new follows.
+        # More net growth than follows stored means follows were missed: unfollows unknown.
+        lost = events["follows"] - net if events["follows"] >= net else None
     return {
         "followers_total": at_end["followers"],
         "followers_gained": events["follows"],
         "followers_net": net,
+        "followers_lost": lost,
         "subs_total": at_end["subscribers"],
         "subs_points": at_end["subscriber_points"],
         "subs_new": events["subs_new"],
@@ -228,16 +256,51 @@ def _figures(
         "viewers_avg": average_viewers(viewers),
         "viewers_peak": viewers["peak"],
         "watch_hours": round(viewers["viewer_s"] / 3600, 2),
+        "watch_coverage": coverage(viewers["live_s"], streamed_s),
         "hours_streamed": round(streamed_s / 3600, 2),
-        "bits": events["bits"],
         "raids": events["raids_in"],
         "raid_viewers": events["raid_viewers_in"],
     }
 
 
+def _activity_figures(
+    events: dict[str, int], activity: dict[str, Any], chatters: int, streamed_s: float
+) -> dict[str, Any]:
+    """Figures from the raw log (migration 0008). Bits: channel.cheer's Bits plus the
+    Power-ups and combos of channel.bits.use (whose cheers are channel.cheer's: not added)."""
+    minutes_live = streamed_s / 60
+    return {
+        "bits": events["bits"] + activity["bits_power_up"] + activity["bits_combo"],
+        "bits_cheers": events["bits"],
+        "bits_power_ups": activity["bits_power_up"],
+        "bits_combos": activity["bits_combo"],
+        "chat_messages": activity["chat_messages"],
+        "chatters": chatters,
+        "messages_per_minute": round(activity["chat_messages"] / minutes_live, 1)
+        if minutes_live
+        else None,
+        "ad_breaks": activity["ad_breaks"],
+        "ad_minutes": round(activity["ad_seconds"] / 60, 1),
+        "shoutouts": activity["shoutouts_in"],
+        "shoutout_viewers": activity["shoutout_viewers"],
+        "charity": float(activity["charity_amount"]),
+    }
+
+
 def average_viewers(viewers: dict[str, int]) -> float:
-    """Watch time over the live time the samples cover (Twitch's definition), one decimal."""
+    """Average concurrent viewers, as Twitch's stream summary and the analytics sites count
+    them: watch time ÷ the live time the viewer samples cover, one decimal. Sampling gaps count
+    neither as watch time nor as live time (never as zero viewers): see `coverage`."""
     return round(viewers["viewer_s"] / viewers["live_s"], 1) if viewers["live_s"] else 0.0
+
+
+def coverage(sampled_s: float, streamed_s: float) -> float | None:
+    """The percentage of live time the viewer samples cover (None when nothing was live).
+    A minute before each stream's first sample is normal; `watch_partial` says when samples
+    were missing (a sampling gap: connected mid-stream, missed polls)."""
+    if streamed_s <= 0:
+        return None
+    return min(100.0, round(100.0 * sampled_s / streamed_s, 1))
 
 
 async def _totals_at(conn: Any, channel_id: str, instants: list[datetime]) -> list[dict[str, Any]]:
@@ -302,6 +365,9 @@ class Point:
     watch_hours: float
     hours_streamed: float
     followers_total: int | None
+    followers_net: int | None  # Twitch's total at the end minus at the start (None: unknown)
+    chat_messages: int
+    ad_breaks: int
     gap: bool  # some capture was missing inside this bucket
     gap_seconds: float  # how much (EventSub outages + viewer sampling holes)
 
@@ -343,14 +409,20 @@ async def time_series(
     events = await event_totals(conn, channel_id, ranges)
     viewers = await viewer_totals(conn, channel_id, ranges)
     streamed = await streamed_seconds(conn, channel_id, ranges, now)
+    activity = await activity_totals(conn, channel_id, ranges)
     followers = await _followers_at(conn, channel_id, [min(b.end, now) for b in buckets])
+    starts = await conn.fetch(
+        FOLLOWERS_FROM, channel_id, [b.start for b in buckets], [min(b.end, now) for b in buckets]
+    )
     missing = await gap_seconds(conn, channel_id, ranges, now)
     gaps = await capture_gaps(
         conn, channel_id, period.start, period.end, now, viewers=period.bucket in ("15min", "hour")
     )
     points = []
     for i, b in enumerate(buckets):
-        e, v = events[i], viewers[i]
+        e, v, a = events[i], viewers[i], activity[i]
+        total = followers[i] if b.start < now else None
+        at_start = starts[i]["followers"]
         points.append(
             Point(
                 b.start,
@@ -360,14 +432,17 @@ async def time_series(
                 e["subs_new"],
                 e["subs_resub"],
                 e["subs_gifted"],
-                e["bits"],
+                e["bits"] + a["bits_power_up"] + a["bits_combo"],
                 e["cheers"],
                 e["raids_in"],
                 average_viewers(v),
                 v["peak"],
                 round(v["viewer_s"] / 3600, 2),
                 round(streamed[i] / 3600, 2),
-                followers[i] if b.start < now else None,
+                total,
+                None if total is None or at_start is None else total - at_start,
+                a["chat_messages"],
+                a["ad_breaks"],
                 missing[i] > 0,
                 round(missing[i], 1),
             )

@@ -106,6 +106,22 @@ SELECT k.i,
  ORDER BY k.i"""
 
 
+# Seconds of viewer sampling holes inside each range (connected mid-stream, missed polls).
+SAMPLING_GAP_SECONDS = """
+WITH longest AS (
+    SELECT coalesce(max(ended_at - started_at), interval '0') AS d
+      FROM viewer_sample_gaps WHERE channel_id = $1)
+SELECT k.i,
+       coalesce((SELECT sum(greatest(0, extract(epoch FROM least(g.ended_at, k.hi)
+                                                  - greatest(g.started_at, k.lo))))
+                   FROM viewer_sample_gaps g
+                  WHERE g.channel_id = $1 AND g.started_at < k.hi
+                    AND g.started_at >= k.lo - longest.d AND g.ended_at > k.lo), 0) AS seconds
+  FROM unnest($2::timestamptz[], $3::timestamptz[]) WITH ORDINALITY AS k(lo, hi, i)
+ CROSS JOIN longest
+ ORDER BY k.i"""
+
+
 # ----------------------------------------------------------------------------- readers
 
 
@@ -155,6 +171,14 @@ async def streamed_seconds(
     return [row["seconds"] for row in rows]
 
 
+async def sampling_gap_seconds(conn: Any, channel_id: str, ranges: Sequence[Range]) -> list[float]:
+    """Seconds of each range that were live but not covered by viewer samples."""
+    rows = await conn.fetch(
+        SAMPLING_GAP_SECONDS, channel_id, [r[0] for r in ranges], [r[1] for r in ranges]
+    )
+    return [float(row["seconds"]) for row in rows]
+
+
 async def gap_seconds(
     conn: Any, channel_id: str, ranges: Sequence[Range], now: datetime
 ) -> list[float]:
@@ -163,3 +187,125 @@ async def gap_seconds(
         GAP_SECONDS, channel_id, [r[0] for r in ranges], [r[1] for r in ranges], now
     )
     return [float(row["seconds"]) for row in rows]
+
+
+# ----------------------------------------------------------------------------- raw-log activity
+
+# Counters of migration 0008, read from the raw event log by subscription type.
+ACTIVITY_FIELDS = (
+    "chat_messages",
+    "bits_power_up",
+    "bits_combo",
+    "bits_use_cheer",
+    "ad_breaks",
+    "ad_seconds",
+    "shoutouts_in",
+    "shoutout_viewers",
+    "charity_donations",
+    "charity_amount",
+)
+_ACTIVITY_SUMS = ", ".join(f"coalesce(sum(r.{f}), 0) AS {f}" for f in ACTIVITY_FIELDS)
+ACTIVITY_TOTALS = f"""
+SELECT p.idx, r.*
+  FROM {_PIECES}
+ CROSS JOIN LATERAL (SELECT {_ACTIVITY_SUMS}
+                       FROM analytics_activity_rollup r
+                      WHERE r.channel_id = $1 AND r.res = p.res
+                        AND r.bucket >= p.lo AND r.bucket < p.hi) r
+ WHERE p.res > 0
+UNION ALL
+SELECT p.idx, {", ".join(f"coalesce(sum(f.{f}), 0)" for f in ACTIVITY_FIELDS)}
+  FROM {_PIECES}
+ CROSS JOIN LATERAL analytics_raw_activity($1, p.lo, p.hi) f
+ WHERE p.res = 0
+ GROUP BY p.idx"""
+
+# Who chatted in each range: whole UTC hours (and days) from analytics_chatters, quarters and
+# unaligned edges from the raw messages. One row per (range, chatter).
+_CHATTERS = f"""
+SELECT p.idx, c.user_id, max(c.user_login) AS user_login, sum(c.messages)::bigint AS messages
+  FROM {_PIECES}
+ CROSS JOIN LATERAL (
+       SELECT r.user_id, r.user_login, r.messages FROM analytics_chatters r
+        WHERE p.res IN (3600, 86400) AND r.channel_id = $1 AND r.hour >= p.lo AND r.hour < p.hi
+       UNION ALL
+       SELECT f.chatter_id, f.chatter_login, 1 FROM analytics_raw_activity($1, p.lo, p.hi) f
+        WHERE p.res IN (0, 900) AND f.chatter_id IS NOT NULL) c
+ GROUP BY 1, 2"""
+# Unique chatters of each range: whole UTC days from the day bitmaps (bit_or, padded to the
+# longest), plus the edge chatters (hours from analytics_chatters' key, quarters and seconds
+# from the raw messages) whose bit is not set there. A range that starts before the first
+# chatter is everyone who first wrote before its end (all time: two index probes).
+UNIQUE_CHATTERS = f"""
+WITH p AS (SELECT * FROM {_PIECES}),
+first AS (SELECT min(first_at) AS at FROM analytics_chatter_ids WHERE channel_id = $1),
+ranges AS (SELECT idx, min(lo) AS lo, max(hi) AS hi FROM p GROUP BY idx),
+whole AS (SELECT r.idx, r.hi FROM ranges r, first WHERE first.at IS NULL OR r.lo <= first.at),
+parts AS (SELECT * FROM p WHERE p.idx NOT IN (SELECT idx FROM whole)),
+days AS (
+    SELECT p.idx, d.seen, max(length(d.seen)) OVER (PARTITION BY p.idx) AS n
+      FROM parts p JOIN analytics_chatter_days d
+        ON p.res = 86400 AND d.channel_id = $1 AND d.day >= p.lo AND d.day < p.hi),
+seen AS (
+    SELECT idx, bit_or(seen || repeat('0', n - length(seen))::varbit) AS seen
+      FROM days GROUP BY idx),
+edge AS (
+    SELECT DISTINCT p.idx, c.id
+      FROM parts p CROSS JOIN LATERAL (
+           SELECT r.chatter AS id FROM analytics_chatters r
+            WHERE p.res = 3600 AND r.channel_id = $1 AND r.hour >= p.lo AND r.hour < p.hi
+           UNION ALL
+           -- a lookup per chatter (a join would hash every chatter id ever)
+           SELECT (SELECT k.id FROM analytics_chatter_ids k
+                    WHERE k.channel_id = $1 AND k.user_id = f.chatter_id)
+             FROM (SELECT DISTINCT f.chatter_id FROM analytics_raw_activity($1, p.lo, p.hi) f
+                    WHERE p.res IN (0, 900) AND f.chatter_id IS NOT NULL) f) c)
+SELECT w.idx,
+       -- ids are dense from 0: those first seen before hi are all but those seen from hi on
+       (SELECT coalesce(max(k.id) + 1, 0) FROM analytics_chatter_ids k WHERE k.channel_id = $1)
+       - (SELECT count(*) FROM analytics_chatter_ids k
+           WHERE k.channel_id = $1 AND k.first_at >= w.hi) AS chatters
+  FROM whole w
+UNION ALL
+SELECT r.idx, coalesce(bit_count(s.seen), 0)
+              + (SELECT count(*) FROM edge e
+                  WHERE e.idx = r.idx
+                    AND (s.seen IS NULL OR e.id >= length(s.seen) OR get_bit(s.seen, e.id) = 0))
+  FROM ranges r LEFT JOIN seen s ON s.idx = r.idx
+ WHERE r.idx NOT IN (SELECT idx FROM whole)"""
+TOP_CHATTERS = f"""
+SELECT user_id, max(user_login) AS user_login, sum(messages)::bigint AS messages
+  FROM ({_CHATTERS}) x
+ GROUP BY 1 ORDER BY 3 DESC, 1 LIMIT $6"""
+
+
+async def activity_totals(
+    conn: Any, channel_id: str, ranges: Sequence[Range]
+) -> list[dict[str, Any]]:
+    """Raw-log counters (ACTIVITY_FIELDS) of each [start, end) range; charity as a Decimal."""
+    out: list[dict[str, Any]] = [dict.fromkeys(ACTIVITY_FIELDS, 0) for _ in ranges]
+    for row in await conn.fetch(ACTIVITY_TOTALS, channel_id, *_pieces(ranges)):
+        for name in ACTIVITY_FIELDS:
+            out[row["idx"]][name] += row[name]
+    for totals in out:
+        for name in ACTIVITY_FIELDS:
+            if name != "charity_amount":
+                totals[name] = int(totals[name])
+    return out
+
+
+async def unique_chatters(conn: Any, channel_id: str, ranges: Sequence[Range]) -> list[int]:
+    """How many different people wrote in the channel's own chat in each range."""
+    out = [0] * len(ranges)
+    if ranges:
+        for row in await conn.fetch(UNIQUE_CHATTERS, channel_id, *_pieces(ranges)):
+            out[row["idx"]] = row["chatters"]
+    return out
+
+
+async def top_chatters(
+    conn: Any, channel_id: str, start: datetime, end: datetime, limit: int = 5
+) -> list[dict[str, Any]]:
+    """The people who wrote most in [start, end): user_id, user_login, messages."""
+    rows = await conn.fetch(TOP_CHATTERS, channel_id, *_pieces([(start, end)]), limit)
+    return [dict(r) for r in rows]

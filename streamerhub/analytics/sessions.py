@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from streamerhub.analytics.periods import UTC
+from streamerhub.analytics.rollups import activity_totals, top_chatters, unique_chatters
 
 SESSION_COLUMNS = """
 s.channel_id, s.stream_id, s.started_at, s.ended_at, s.start_source, s.end_source, s.follows,
@@ -57,6 +58,40 @@ SELECT sampled_at, viewer_count, span_s FROM viewer_samples
 SESSION_GAPS = """
 SELECT started_at, ended_at, reason FROM viewer_sample_gaps
  WHERE channel_id = $1 AND stream_id = $2 ORDER BY started_at"""
+
+# Who gave most during a stream: a sub (new, resub or gifted, Tier 1) weighs 500 Bits, about
+# what either costs a viewer. Anonymous gifts and cheers have no one to name: left out.
+TOP_SUPPORTERS = """
+SELECT user_id, max(user_login) AS user_login, sum(subs)::bigint AS subs,
+       sum(gifted)::bigint AS gifted, sum(bits)::bigint AS bits
+  FROM (SELECT user_id, user_login, (kind IN ('sub', 'resub'))::int AS subs,
+               CASE WHEN kind = 'gift' THEN coalesce(gift_total, 1) ELSE 0 END AS gifted, 0 AS bits
+          FROM twitch_subscriptions
+         WHERE channel_id = $1 AND occurred_at >= $2 AND occurred_at < $3
+           AND user_id IS NOT NULL AND NOT is_anonymous AND NOT (kind = 'sub' AND is_gift)
+           AND kind <> 'end'
+        UNION ALL
+        SELECT user_id, user_login, 0, 0, bits FROM twitch_cheers
+         WHERE channel_id = $1 AND occurred_at >= $2 AND occurred_at < $3
+           AND user_id IS NOT NULL AND NOT is_anonymous
+        UNION ALL
+        -- Power-ups and combos (channel.bits.use's cheers are the channel.cheer rows above)
+        SELECT payload #>> '{event,user_id}', payload #>> '{event,user_login}', 0, 0,
+               (payload #>> '{event,bits}')::bigint
+          FROM twitch_events
+         WHERE subscription_type = 'channel.bits.use' AND channel_id = $1
+           AND occurred_at >= $2 AND occurred_at < $3
+           AND payload #>> '{event,type}' IN ('power_up', 'combo')
+           AND payload #>> '{event,bits}' ~ '^[0-9]{1,9}$') x
+ GROUP BY 1
+ ORDER BY 500 * (sum(subs) + sum(gifted)) + sum(bits) DESC, 1
+ LIMIT $4"""
+
+AD_BREAKS = """
+SELECT occurred_at, payload #>> '{event,duration_seconds}' AS duration_s FROM twitch_events
+ WHERE subscription_type = 'channel.ad_break.begin' AND channel_id = $1
+   AND occurred_at >= $2 AND occurred_at < $3
+ ORDER BY occurred_at"""
 
 OPEN_SESSION = "SELECT analytics_open_session($1, $2, $3, 'helix')"
 CLOSE_SESSION = "SELECT analytics_close_session($1, $2, $3)"
@@ -113,10 +148,18 @@ class SessionDetail:
     changes: list[Change]  # title/category changes while live
     samples: list[tuple[datetime, int]]  # the viewer curve
     gaps: list[tuple[datetime, datetime, str]]  # sampling holes
+    activity: dict[str, Any]  # chat_messages, chatters, Bits by kind, ads, shoutouts, charity
+    top_chatters: list[dict[str, Any]]  # user_id, user_login, messages
+    top_supporters: list[dict[str, Any]]  # user_id, user_login, subs, gifted, bits
+    ad_breaks: list[tuple[datetime, int]]  # markers for the viewer curve: start, seconds
 
     def to_dict(self) -> dict[str, Any]:
         return {
             **self.summary.to_dict(),
+            "activity": self.activity,
+            "top_chatters": self.top_chatters,
+            "top_supporters": self.top_supporters,
+            "ad_breaks": [[at.isoformat(), seconds] for at, seconds in self.ad_breaks],
             "changes": [
                 {"at": c.at.isoformat(), "title": c.title, "category": c.category}
                 for c in self.changes
@@ -199,7 +242,35 @@ async def get_session(
         (r["started_at"], r["ended_at"], r["reason"])
         for r in await conn.fetch(SESSION_GAPS, channel_id, stream_id)
     ]
-    return SessionDetail(summary, changes, samples, gaps)
+    return SessionDetail(
+        summary, changes, samples, gaps, *await _stream_activity(conn, channel_id, summary, end)
+    )
+
+
+async def _stream_activity(
+    conn: Any, channel_id: str, summary: SessionSummary, end: datetime
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]], list[tuple[datetime, int]]]:
+    """Chat, supporters and ads during the stream [started_at, end)."""
+    window = (summary.started_at, max(end, summary.started_at))
+    totals = (await activity_totals(conn, channel_id, [window]))[0]
+    activity = {
+        "chat_messages": totals["chat_messages"],
+        "chatters": (await unique_chatters(conn, channel_id, [window]))[0],
+        "bits_power_ups": totals["bits_power_up"],
+        "bits_combos": totals["bits_combo"],
+        "ad_breaks": totals["ad_breaks"],
+        "ad_seconds": totals["ad_seconds"],
+        "shoutouts": totals["shoutouts_in"],
+        "shoutout_viewers": totals["shoutout_viewers"],
+        "charity": float(totals["charity_amount"]),
+    }
+    chatters = await top_chatters(conn, channel_id, *window)
+    supporters = [dict(r) for r in await conn.fetch(TOP_SUPPORTERS, channel_id, *window, 5)]
+    ads = [
+        (r["occurred_at"], int(r["duration_s"]) if (r["duration_s"] or "").isdigit() else 0)
+        for r in await conn.fetch(AD_BREAKS, channel_id, *window)
+    ]
+    return activity, chatters, supporters, ads
 
 
 # ----------------------------------------------------------------------------- reconciliation

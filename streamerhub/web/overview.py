@@ -71,15 +71,37 @@ def _pct(now: float | None, before: float | None) -> float | None:
     return None if now is None or not before else round(100.0 * (now - before) / before, 1)
 
 
+NO_TOTAL = (
+    "Twitch's total is not known for then: it is checked on connecting and every 15 minutes, "
+    "never counted from events."
+)
+AVG_TIP = (
+    "Average concurrent viewers: watch time ÷ the live time the viewer samples cover "
+    "(Twitch's definition). Unsampled time counts neither way, never as zero viewers."
+)
+
+
+def _signed(value: float | None) -> str:
+    return "?" if value is None else f"{value:+,}"
+
+
 def card_view(stats: StatCards) -> list[dict[str, Any]]:
-    """The cards as the page shows them: a value, one line of detail, the change in %."""
+    """The cards as the page shows them: a value, one line of detail, the change in %, and a
+    tooltip that says what the number is. A total Twitch has not told us is "—", never a count
+    of events."""
     c = stats.cards
     subs = ("subs_new", "subs_resub", "subs_gifted")
     gained = c["followers_gained"]
     now_viewers = c["viewers_current"].value
 
     def card(
-        key: str, label: str, value: Any, sub: str, change: float | None, digits: int = 0
+        key: str,
+        label: str,
+        value: Any,
+        sub: str,
+        change: float | None,
+        digits: int = 0,
+        tip: str = "",
     ) -> dict[str, Any]:
         return {
             "key": key,
@@ -88,25 +110,41 @@ def card_view(stats: StatCards) -> list[dict[str, Any]]:
             "sub": sub,
             "delta": change,
             "digits": digits,
+            "tip": tip,
         }
 
     total = c["followers_total"].value
     sub_total = c["subs_total"].value
+    follow_line = f"+{gained.value:,} in this period"
+    if c["followers_net"].value is not None:
+        lost = c["followers_lost"].value
+        follow_line += f" · {'−' + format(lost, ',') if lost is not None else '?'} unfollows"
+        follow_line += f" · net {_signed(c['followers_net'].value)}"
+    coverage = c["watch_coverage"].value
+    partial = bool(c["watch_partial"].value) and coverage is not None
+    bits = c["bits"]
     return [
         card(
             "followers",
             "Followers",
-            total if total is not None else gained.value,
-            f"+{gained.value:,} in this period",
+            total,
+            follow_line if total is not None else f"{follow_line} · total not known yet",
             gained.change_pct,
+            tip="Twitch's follower total at the end of the period. New follows are events "
+            "stored; unfollows = new follows − the total's net change."
+            if total is not None
+            else NO_TOTAL,
         ),
         card(
             "subs",
             "Subscribers",
-            sub_total if sub_total is not None else _sum(stats, subs),
+            sub_total,
             f"{c['subs_new'].value} new · {c['subs_resub'].value} resub · "
             f"{c['subs_gifted'].value} gifted",
             _pct(_sum(stats, subs), _sum(stats, subs, previous=True)),
+            tip="Twitch's subscriber total at the end of the period."
+            if sub_total is not None
+            else NO_TOTAL,
         ),
         card(
             "viewers",
@@ -116,14 +154,19 @@ def card_view(stats: StatCards) -> list[dict[str, Any]]:
             f"{'—' if now_viewers is None else f'{now_viewers:,}'}",
             c["viewers_avg"].change_pct,
             1,
+            tip=AVG_TIP,
         ),
         card(
             "watch_hours",
             "Watch hours",
             c["watch_hours"].value,
-            "viewers × time watched",
+            f"partial: samples cover {coverage:g}% of live time"
+            if partial
+            else "viewers × time watched",
             c["watch_hours"].change_pct,
             1,
+            tip="Σ viewers × time, from the viewer samples. Partial when StreamerHub connected "
+            "mid-stream or samples were missed: the unsampled time is not counted.",
         ),
         card(
             "streamed",
@@ -133,7 +176,15 @@ def card_view(stats: StatCards) -> list[dict[str, Any]]:
             c["hours_streamed"].change_pct,
             1,
         ),
-        card("bits", "Bits", c["bits"].value, "", c["bits"].change_pct),
+        card(
+            "bits",
+            "Bits",
+            bits.value,
+            f"{c['bits_cheers'].value:,} cheers · {c['bits_power_ups'].value:,} Power-ups · "
+            f"{c['bits_combos'].value:,} combos",
+            bits.change_pct,
+            tip="Cheers (channel.cheer) plus Power-ups and combos (channel.bits.use).",
+        ),
         card(
             "raids",
             "Raids",
@@ -141,7 +192,35 @@ def card_view(stats: StatCards) -> list[dict[str, Any]]:
             f"{c['raid_viewers'].value:,} viewers brought",
             c["raids"].change_pct,
         ),
+        card(
+            "chat",
+            "Chat messages",
+            c["chat_messages"].value,
+            f"{c['chatters'].value:,} chatters · "
+            f"{number_text(c['messages_per_minute'].value)} per minute live",
+            c["chat_messages"].change_pct,
+            tip="Messages in your own channel's chat; per minute = messages ÷ minutes live.",
+        ),
+        card(
+            "ads",
+            "Ad breaks",
+            c["ad_breaks"].value,
+            f"{c['ad_minutes'].value:g} minutes of ads",
+            c["ad_breaks"].change_pct,
+        ),
+        card(
+            "shoutouts",
+            "Shoutouts received",
+            c["shoutouts"].value,
+            f"{c['shoutout_viewers'].value:,} viewers brought · charity {c['charity'].value:,.2f}",
+            c["shoutouts"].change_pct,
+            tip="Viewers brought: the shouting channel's viewers when it shouted you out.",
+        ),
     ]
+
+
+def number_text(value: float | None) -> str:
+    return "—" if value is None else f"{value:g}"
 
 
 def series_view(series: Series, tz: str) -> dict[str, Any]:
@@ -153,6 +232,7 @@ def series_view(series: Series, tz: str) -> dict[str, Any]:
         "follows": [p.follows for p in points],
         "subs": [p.subs_new + p.subs_resub + p.subs_gifted for p in points],
         "bits": [p.bits for p in points],
+        "chat": [p.chat_messages for p in points],
         "avg_viewers": [p.viewers_avg if on else None for p, on in zip(points, live, strict=True)],
         "peak_viewers": [
             p.viewers_peak if on else None for p, on in zip(points, live, strict=True)

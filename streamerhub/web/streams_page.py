@@ -114,6 +114,7 @@ async def stream_page(request: web.Request) -> web.StreamResponse:
         ],
         "gaps": [[a.timestamp(), b.timestamp()] for a, b, _ in detail.gaps],
         "moments": moments(shown),
+        "ads": [[at.timestamp(), seconds] for at, seconds in detail.ad_breaks],
     }
     return aiohttp_jinja2.render_template(
         "stream.html",
@@ -124,5 +125,9 @@ async def stream_page(request: web.Request) -> web.StreamResponse:
             "markers": marks,
             "changes": detail.changes,
             "chart": chart,
+            "a": detail.activity,
+            "top_chatters": detail.top_chatters,
+            "top_supporters": detail.top_supporters,
+            "ads": detail.ad_breaks,
         },
     )
