@@ -625,7 +625,8 @@ class Multistream:
         for target_id, _ in job.targets:
             runner = self._runners.get((job_id, target_id))
             name = (await self.targets.get(target_id)).name
-            shown.append(log_json(target_id, name, runner.live_log() if runner else LiveLog(0, False, ())))
+            tail = runner.live_log() if runner else LiveLog(0, False, ())
+            shown.append(log_json(target_id, name, tail))
         return {"job_id": job_id, "targets": shown}
 
     def presets(self) -> list[dict[str, Any]]:
