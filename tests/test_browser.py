@@ -536,7 +536,14 @@ async def test_upload_job_live_and_stop(daemon_factory, db_url: str, tmp_path: P
             order = await page.evaluate(
                 "() => [...document.querySelectorAll('#multistream > section')].map(s => s.id)"
             )
-            assert order == ["checklist", "targets-panel", "library-panel", "jobs-panel"], order
+            # (Linked Twitch accounts belong to the targets step.)
+            assert order == [
+                "checklist",
+                "targets-panel",
+                "linked-panel",
+                "library-panel",
+                "jobs-panel",
+            ], order
 
             # A bad URL is refused next to the form, in words.
             await page.fill("#target-form input[name=name]", "Broken")
@@ -553,23 +560,19 @@ async def test_upload_job_live_and_stop(daemon_factory, db_url: str, tmp_path: P
             await page.wait_for_selector("#targets-table td:has-text('Local ingest')")
             assert "browsertest" not in await page.content()
 
-            # Upload: the progress bar shows, the video ends `ready`.
+            # Upload: the file's own row shows its progress, then says ready; a file that is
+            # not a video says rejected with the reason, not "Uploaded".
             await page.set_input_files("#upload-file", str(clip))
             await page.click("#upload-form button[type=submit]")
-            await page.wait_for_selector("#upload-progress:not([hidden])")
-            await page.wait_for_selector("#videos-table .state-ready", timeout=30_000)
-            assert "100" in (await page.get_attribute("#upload-progress", "value") or "")
+            done = "#upload-list li[data-file='rerun.mp4']"
+            await page.wait_for_selector(f"{done}[data-result=ready]", timeout=30_000)
+            assert await page.get_attribute(f"{done} progress", "value") == "100"
+            await page.wait_for_selector("#videos-table .state-ready")
             await page.set_input_files("#upload-file", str(bogus))
             await page.click("#upload-form button[type=submit]")
-            await page.wait_for_selector(
-                "#videos-table .state-rejected, #upload-error:not([hidden])", timeout=30_000
-            )
-            # The upload's outcome says rejected, not "Uploaded".
-            await page.wait_for_selector(
-                "#upload-status:has-text('Rejected:'), #upload-error:not([hidden])",
-                timeout=10_000,
-            )
-            assert "Uploaded" not in await page.inner_text("#upload-status")
+            bad = "#upload-list li[data-file='notes.mp4']"
+            await page.wait_for_selector(f"{bad}[data-result=rejected]", timeout=30_000)
+            assert (await page.inner_text(f"{bad} .upload-status")).startswith("Rejected:")
             await shot(page, "13-multistream-library")
 
             # A job to the local RTMP listener: the target goes live, then stop it.
@@ -587,6 +590,11 @@ async def test_upload_job_live_and_stop(daemon_factory, db_url: str, tmp_path: P
             await ingest.wait_receiving("live_4242_browsertest", 0.5)
             await page.wait_for_selector(".job td.num:has-text('kbit/s')", timeout=15_000)
             await shot(page, "14-multistream-live")
+            # The running FFmpeg's output, live, its key masked.
+            await page.click(".job details.logs summary")
+            await page.wait_for_selector(".job .live-log pre:has-text('Output #0')")
+            assert "/live/••••" in await page.inner_text(".job .live-log pre")
+            assert "browsertest" not in await page.content()
             assert await page.is_hidden("#checklist")
             await page.click(".job button:has-text('Stop job')")
             await page.wait_for_selector(".job .state-stopped", timeout=20_000)

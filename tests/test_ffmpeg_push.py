@@ -463,3 +463,21 @@ async def test_a_frozen_ingest_is_detected_within_10_s_and_the_rates_drop(
     print(f"frozen ingest detected after {took:.1f} s; bitrate shown fell to {lowest} kbit/s")
     assert runner.status.state is TargetState.BACKOFF and took <= 10
     assert lowest < live.bitrate_kbps / 2  # the shown rate dropped before the restart
+
+
+@needs_nginx
+async def test_the_running_childs_output_is_readable_while_it_pushes(
+    media_set: MediaSet, runners, nginx: NginxRtmp
+) -> None:
+    # FFmpeg's output used to be kept only when a run ended: a running push showed nothing.
+    runner = runners(ffmpeg_exe(), f"{nginx.url}/{KEY_A}", [media_set.ready])
+    assert runner.live_log().lines == ()
+    await until(lambda: runner.status.state is TargetState.LIVE, 10)
+    await until(lambda: any("Output #0" in line for line in runner.live_log().lines), 5)
+    log = runner.live_log()
+    assert log.running and log.run == 1
+    assert any("/live/••••" in line for line in log.lines)  # the URL is there, its key masked
+    assert not [line for line in log.lines if KEY_A in line]
+    await runner.stop()
+    after = runner.live_log()
+    assert not after.running and after.lines == runner.history[-1].stderr_tail

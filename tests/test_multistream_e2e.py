@@ -138,6 +138,14 @@ async def test_daemon_streams_dies_cleanly_and_restores(
         assert all(pids) and all(is_running(p) for p in pids)
         await a.wait_receiving(KEYS["a"], 1.0)
         await b.wait_receiving(KEYS["b"], 1.0)
+        # The running children's output can be read while they push, keys masked.
+        tails = (await s.call("GET", f"/jobs/{job['id']}/log"))["targets"]
+        assert [(t["target_id"], t["running"], t["run"]) for t in tails] == [
+            (ids["a"], True, 1),
+            (ids["b"], True, 1),
+        ]
+        assert all(any("/live/••••" in line for line in t["lines"]) for t in tails), tails
+        await s.call("GET", "/jobs/99999/log", 404)
 
         # A scheduled job the daemon will only see fire after its restart.
         start_at = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=6)

@@ -44,7 +44,7 @@ from streamerhub.ffmpeg.policy import (
 )
 from streamerhub.ffmpeg.presets import PRESETS, platform_of, requirement_problems
 from streamerhub.ffmpeg.scheduler import Scheduler, now_utc
-from streamerhub.ffmpeg.status import RunRecord, TargetState, TargetStatus
+from streamerhub.ffmpeg.status import LiveLog, RunRecord, TargetState, TargetStatus
 from streamerhub.ffmpeg.supervisor import TargetRunner
 from streamerhub.ffmpeg.targets import (
     Target,
@@ -53,7 +53,7 @@ from streamerhub.ffmpeg.targets import (
     shown_url,
 )
 from streamerhub.ffmpeg.tasks import BackgroundTasks
-from streamerhub.ffmpeg.view import job_state, status_json
+from streamerhub.ffmpeg.view import job_state, log_json, status_json
 from streamerhub.log import get_logger, redact
 
 log = get_logger(__name__)
@@ -617,6 +617,17 @@ class Multistream:
         if platform is None:
             return []
         return [p for label, probe in probes for p in requirement_problems(platform, probe, label)]
+
+    async def job_log(self, job_id: int) -> dict[str, Any]:
+        """Each target's recent FFmpeg output: the running child's lines as they come."""
+        job = await self.jobs.get(job_id)
+        shown = []
+        for target_id, _ in job.targets:
+            runner = self._runners.get((job_id, target_id))
+            name = (await self.targets.get(target_id)).name
+            tail = runner.live_log() if runner else LiveLog(0, False, ())
+            shown.append(log_json(target_id, name, tail))
+        return {"job_id": job_id, "targets": shown}
 
     def presets(self) -> list[dict[str, Any]]:
         """The platforms a target can be made from, with their ingest requirements."""

@@ -72,3 +72,12 @@ class RunRecord:
     def lived(self) -> float:
         """Seconds from start to end of a run that went live (0 for one that never did)."""
         return (self.ended_at - self.started_at) if self.went_live else 0.0
+
+
+@dataclass(frozen=True)
+class LiveLog:
+    """A target's recent FFmpeg output, for watching a push while it runs."""
+
+    run: int  # the run the lines belong to (0: no run yet)
+    running: bool  # the lines are the running child's, still growing
+    lines: tuple[str, ...]  # oldest first, stream keys masked

@@ -50,11 +50,12 @@ from streamerhub.ffmpeg.progress import (
     classify_failure,
     first_error,
 )
-from streamerhub.ffmpeg.status import RunRecord, TargetState, TargetStatus
+from streamerhub.ffmpeg.status import LiveLog, RunRecord, TargetState, TargetStatus
 from streamerhub.log import MASK, get_logger, redact, register_secret
 
 log = get_logger(__name__)
 RATE_WINDOW = 5.0  # seconds over which the shown bitrate and fps are measured
+LOG_LINES = 100  # FFmpeg stderr lines kept per run (each at most 4,000 characters)
 
 
 @dataclass
@@ -62,7 +63,7 @@ class _Run:
     number: int
     started_at: float
     started_mono: float
-    ring: deque[str] = field(default_factory=lambda: deque(maxlen=100))
+    ring: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
     parser: ProgressParser = field(default_factory=ProgressParser)
     max_out_us: int = -1
     last_advance: float = 0.0
@@ -155,6 +156,17 @@ class TargetRunner:
     @property
     def last_run(self) -> RunRecord | None:
         return self.history[-1] if self.history else None
+
+    def live_log(self) -> LiveLog:
+        """FFmpeg's recent output: the running child's own lines as they come, else the last
+        run's tail. Lines are masked as they are read, so no key reaches a reader."""
+        run = self._run
+        if run is not None:
+            return LiveLog(run.number, True, tuple(run.ring))
+        last = self.last_run
+        if last is not None:
+            return LiveLog(last.run, False, last.stderr_tail)
+        return LiveLog(0, False, ())
 
     def mask(self, text: str) -> str:
         """Hide this target's stream key (and any registered secret) in text."""

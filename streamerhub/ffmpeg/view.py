@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from streamerhub.ffmpeg.jobs import Job
-from streamerhub.ffmpeg.status import TargetStatus
+from streamerhub.ffmpeg.status import LiveLog, TargetStatus
 from streamerhub.log import redact
 
 
@@ -40,6 +40,17 @@ def status_json(s: TargetStatus, tz: dt.tzinfo) -> dict[str, Any]:
         "next_retry_in_s": None
         if s.next_retry_at is None
         else max(0.0, round(s.next_retry_at - time.time(), 1)),
+    }
+
+
+def log_json(target_id: int, name: str, log: LiveLog) -> dict[str, Any]:
+    """One target's recent FFmpeg output for the API (lines redacted once more on the way out)."""
+    return {
+        "target_id": target_id,
+        "name": name,
+        "run": log.run,
+        "running": log.running,
+        "lines": [redact(line) for line in log.lines],
     }
 
 

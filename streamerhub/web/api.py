@@ -119,6 +119,7 @@ class MultistreamApi(Protocol[JobT]):
     async def start_job_target(self, job_id: int, target_id: int) -> JobT: ...
     async def stop_job_target(self, job_id: int, target_id: int) -> JobT: ...
     async def job_json(self, job: JobT, detail: bool = False) -> dict[str, Any]: ...
+    async def job_log(self, job_id: int) -> dict[str, Any]: ...
 
 
 # Any: whatever job type the service has (the API never looks inside one).
@@ -381,6 +382,11 @@ async def get_job(request: web.Request) -> web.Response:
     return _json(await ms.job_json(await ms.jobs.get(_id(request)), detail=True))
 
 
+async def job_log(request: web.Request) -> web.Response:
+    """GET /jobs/{id}/log — each target's recent FFmpeg output, the running child's as it comes."""
+    return _json(await _ms(request).job_log(_id(request)))
+
+
 async def update_job(request: web.Request) -> web.Response:
     ms = _ms(request)
     return _json(await ms.job_json(await ms.update_job(_id(request), await _body(request))))
@@ -469,6 +475,7 @@ ROUTES: tuple[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamRespon
     ("GET", "/jobs/{id:\\d+}", get_job),
     ("PATCH", "/jobs/{id:\\d+}", update_job),
     ("DELETE", "/jobs/{id:\\d+}", delete_job),
+    ("GET", "/jobs/{id:\\d+}/log", job_log),
     ("POST", "/jobs/{id:\\d+}/start", start_job),
     ("POST", "/jobs/{id:\\d+}/stop", stop_job),
     ("POST", "/jobs/{id:\\d+}/targets/{target_id:\\d+}/start", start_job_target),

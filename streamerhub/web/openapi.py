@@ -217,6 +217,25 @@ SCHEMAS: dict[str, Any] = {
             "schedule": {"oneOf": [_ref("Schedule"), {"type": "null"}]},
         },
     },
+    "JobLog": {
+        "type": "object",
+        "properties": {
+            "job_id": {"type": "integer"},
+            "targets": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "target_id": {"type": "integer"},
+                        "name": {"type": "string"},
+                        "run": {"type": "integer", "description": "0: no run yet"},
+                        "running": {"type": "boolean"},
+                        "lines": {"type": "array", "items": {"type": "string"}},
+                    },
+                },
+            },
+        },
+    },
     "TargetRuntime": {
         "type": "object",
         "properties": {
@@ -568,6 +587,15 @@ def _paths() -> dict[str, Any]:
                 ("404", "409"),
             ),
             "delete": _op("Stop and delete a job", _NO_CONTENT, extra=("404",)),
+        },
+        "/jobs/{id}/log": {
+            "parameters": [_id()],
+            "get": _op(
+                "Each target's recent FFmpeg output (the running child's, as it comes; else "
+                "the last run's), stream keys masked",
+                _answer("200", _ref("JobLog"), "The job's FFmpeg log tails"),
+                extra=("404",),
+            ),
         },
         "/jobs/{id}/start": {
             "parameters": [_id()],

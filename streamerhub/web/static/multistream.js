@@ -5,7 +5,8 @@
   if (!root) return;
   const API = "/api/v1";
   const {api, el, showError, duration, bytes, number} = SH;
-  const state = {targets: [], videos: [], jobs: [], playlist: [], openLogs: new Set(), editing: null};
+  const state = {targets: [], videos: [], jobs: [], playlist: [], openLogs: new Set(), editing: null,
+                 presets: [], testing: new Map()};  // testing: target id → when its key test began
   // Times in the streamer's zone (as every other page shows them), not the browser's.
   const zone = root.dataset.tz || "UTC";
   const when = (iso) => new Date(iso).toLocaleString("sv-SE", {timeZone: zone}).slice(0, 16);
@@ -14,6 +15,11 @@
   // ------------------------------------------------------------------ targets
   async function loadTargets() {
     state.targets = await api("GET", `${API}/targets`);
+    const now = Date.now();
+    for (const [id, since] of state.testing) {
+      const t = state.targets.find((x) => x.id === id);
+      if (!t || t.key_test || now - since > 90_000) state.testing.delete(id);
+    }
     renderTargets();
     renderChecklist();
     renderJobTargets();
@@ -28,8 +34,9 @@
   function targetRow(t) {
     return el("tr", {dataset: {targetId: t.id}},
       el("td", {}, el("strong", {text: t.name})),
-      el("td", {}, el("code", {text: t.url})),
-      el("td", {}, el("code", {class: "masked", text: t.stream_key})),
+      el("td", {}, el("code", {text: t.url}),
+        t.ca_file ? el("div", {class: "small muted ca-file", text: `CA file: ${t.ca_file}`}) : null),
+      el("td", {}, el("code", {class: "masked", text: t.stream_key}), keyTest(t)),
       el("td", {}, el("label", {class: "switch"},
         el("input", {type: "checkbox", checked: t.enabled, onchange: (ev) => toggleTarget(t, ev.target)}),
         t.enabled ? " on" : " off")),
@@ -37,6 +44,17 @@
         el("button", {type: "button", class: "small", title: "Publish a few test seconds with this key (Twitch: bandwidth-test mode, never public)", onclick: (ev) => testTarget(t, ev.target), text: "Test"}),
         el("button", {type: "button", class: "small", onclick: () => editTarget(t), text: "Edit"}),
         el("button", {type: "button", class: "small danger", onclick: () => deleteTarget(t), text: "Delete"})));
+  }
+
+  // The last key test on the target (the one made at creation lands here when done).
+  function keyTest(t) {
+    if (!t.key_test) {
+      return state.testing.has(t.id) ? el("div", {class: "key-test small muted", text: "Testing the key…"}) : null;
+    }
+    const k = t.key_test;
+    return el("div", {class: `key-test small ${k.ok ? "good" : "bad"}`,
+      title: k.at ? `tested ${when(k.at)}` : null,
+      text: `${k.ok ? "OK" : k.result.replaceAll("_", " ")}: ${k.message}`});
   }
 
   async function testTarget(t, button) {
@@ -49,7 +67,7 @@
     try {
       const checked = await api("POST", `${API}/targets/${t.id}/test`);
       out.className = `key-test small ${checked.ok ? "good" : "bad"}`;
-      out.textContent = `${checked.ok ? "OK" : checked.result.replace("_", " ")}: ${checked.message}`;
+      out.textContent = `${checked.ok ? "OK" : checked.result.replaceAll("_", " ")}: ${checked.message}`;
     } catch (err) { out.className = "key-test small bad"; out.textContent = String(err.message || err); }
     button.disabled = false;
   }
@@ -87,21 +105,56 @@
   }
 
   const targetForm = document.getElementById("target-form");
-  // A platform fills in its documented ingest URL (and a name when none is typed yet).
-  document.getElementById("target-preset").addEventListener("change", (ev) => {
-    const option = ev.target.selectedOptions[0];
-    if (!option.value) return;
-    targetForm.url.value = option.value;
-    if (!targetForm.name.value) targetForm.name.value = option.dataset.name;
-  });
+  const presetPick = document.getElementById("target-preset");
+  const regionRow = document.getElementById("target-region-row");
+  const presetNote = document.getElementById("target-preset-note");
+  const REGION = /^[a-z]{3}\d{2,3}$/;  // Twitch's ingest names: fra05, lhr08, jfk50
+
+  // The platforms come from the API (GET /presets), with their documented ingest and needs.
+  async function loadPresets() {
+    state.presets = await api("GET", `${API}/presets`);
+    presetPick.replaceChildren(...state.presets.map((p) => el("option", {value: p.key,
+      text: p.key === "twitch" ? "Twitch (nearest ingest or a region)" : p.key === "custom" ? "custom URL" : p.name})));
+    presetPick.value = "custom";
+  }
+
+  function needs(p) {
+    const r = p.requirements;
+    if (!r) return "";
+    return `${p.name} asks for H.264 (${r.profiles.join("/")}) up to ${r.max_height}p${r.max_fps}, ` +
+      `keyframes at most ${r.max_keyframe_s} s apart, at most ${number(r.max_video_kbps)} kbit/s video, ` +
+      `AAC audio at ${r.sample_rates.map((x) => `${x / 1000} kHz`).join(" or ")}; the job checks its videos against this.`;
+  }
+
+  // A platform fills in its ingest URL (for Twitch: the nearest, or the region typed) and a
+  // name when none is typed yet; the URL is the platform's own, so it is not typed by hand.
+  function applyPreset() {
+    const p = state.presets.find((x) => x.key === presetPick.value);
+    const custom = !p || p.key === "custom";
+    regionRow.hidden = !p || p.key !== "twitch";
+    targetForm.url.readOnly = !custom;
+    presetNote.hidden = custom;
+    if (custom) return;
+    presetNote.textContent = [needs(p), p.key === "twitch" ? "Leave the ingest empty for the nearest one, or type a region name from Twitch's ingest list (e.g. fra05)." : ""].filter(Boolean).join(" ");
+    const region = targetForm.region.value.trim().toLowerCase();
+    targetForm.url.value = p.key === "twitch" && region && region !== "auto"
+      ? `rtmps://${region}.contribute.live-video.net/app` : p.url;
+    if (!targetForm.name.value) targetForm.name.value = p.name;
+  }
+  presetPick.addEventListener("change", applyPreset);
+  targetForm.region.addEventListener("input", applyPreset);
+
   function editTarget(t) {
+    resetTargetForm();
     targetForm.id.value = t.id;
     targetForm.name.value = t.name;
     targetForm.url.value = t.url;
     targetForm.stream_key.value = "";
     targetForm.stream_key.placeholder = `unchanged (${t.stream_key})`;
     targetForm.channel_id.value = t.channel_id || "";
+    targetForm.ca_file.value = t.ca_file || "";
     targetForm.enabled.checked = t.enabled;
+    document.getElementById("target-test-row").hidden = true;  // "Test" on the row does it
     document.getElementById("target-submit").textContent = "Save target";
     document.getElementById("target-cancel").hidden = false;
     targetForm.name.focus();
@@ -111,20 +164,44 @@
     targetForm.reset();
     targetForm.id.value = "";
     targetForm.stream_key.placeholder = "write-only";
+    presetPick.value = "custom";
+    applyPreset();
+    document.getElementById("target-test-row").hidden = false;
     document.getElementById("target-submit").textContent = "Add target";
     document.getElementById("target-cancel").hidden = true;
   }
   document.getElementById("target-cancel").addEventListener("click", resetTargetForm);
 
+  function targetBody(f) {
+    const body = {name: f.name.value, enabled: f.enabled.checked, channel_id: f.channel_id.value || null};
+    const preset = f.id.value ? "custom" : presetPick.value;
+    if (preset === "custom") body.url = f.url.value;
+    else {
+      body.preset = preset;  // the server turns it (and a Twitch region) into the ingest URL
+      const region = f.region.value.trim().toLowerCase();
+      if (preset === "twitch" && region) body.region = region;
+    }
+    if (f.ca_file.value.trim() || f.id.value) body.ca_file = f.ca_file.value.trim() || null;
+    if (f.stream_key.value || !f.id.value) body.stream_key = f.stream_key.value;
+    if (!f.id.value && f.test_key.checked) body.test_key = true;
+    return body;
+  }
+
   targetForm.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const f = targetForm;
-    const body = {name: f.name.value, url: f.url.value, enabled: f.enabled.checked,
-                  channel_id: f.channel_id.value || null};
-    if (f.stream_key.value || !f.id.value) body.stream_key = f.stream_key.value;
+    const region = f.region.value.trim().toLowerCase();
+    if (presetPick.value === "twitch" && region && region !== "auto" && !REGION.test(region)) {
+      showError("target-form-error", new Error(`"${region}" is not a Twitch ingest name: use one like fra05 (from Twitch's ingest list), or leave it empty for the nearest.`));
+      return;
+    }
+    const body = targetBody(f);
     try {
       if (f.id.value) await api("PATCH", `${API}/targets/${f.id.value}`, body);
-      else await api("POST", `${API}/targets`, body);
+      else {
+        const made = await api("POST", `${API}/targets`, body);
+        if (body.test_key) state.testing.set(made.id, Date.now());
+      }
       showError("target-form-error", null);
       resetTargetForm();
       loadTargets();
@@ -191,70 +268,119 @@
     loadVideos();
   }
 
-  // Upload with a progress bar: XMLHttpRequest reports upload progress, fetch does not.
+  // Upload several files (chosen or dropped), one after the other, each with its own progress
+  // bar and its own outcome: ready, or rejected with the reason. XMLHttpRequest reports upload
+  // progress, fetch does not.
   const uploadForm = document.getElementById("upload-form");
-  uploadForm.addEventListener("submit", (ev) => {
-    ev.preventDefault();
-    const file = uploadForm.file.files[0];
+  const drop = document.getElementById("upload-drop");
+  const uploads = {queue: [], busy: false};
+
+  function queueUploads(files) {
+    showError("upload-error", null);
+    if (!files.length) { showError("upload-error", new Error("Choose or drop one or more video files first.")); return; }
+    const options = {};
+    for (const name of ["video_kbps", "audio_kbps"]) if (uploadForm[name].value) options[name] = uploadForm[name].value;
+    for (const file of files) uploads.queue.push({file, options, item: uploadItem(file)});
+    uploadForm.file.value = "";
+    if (!uploads.busy) runUploads();
+  }
+
+  function uploadItem(file) {
+    const item = el("li", {class: "upload-item", dataset: {file: file.name}},
+      el("span", {class: "upload-name", text: file.name}),
+      el("progress", {max: 100, value: 0, "aria-label": `${file.name} upload`}),
+      el("span", {class: "upload-status muted", text: "Waiting…"}));
+    document.getElementById("upload-list").append(item);
+    return item;
+  }
+
+  function say(item, text, tone) {
+    const status = item.querySelector(".upload-status");
+    status.textContent = text;
+    status.className = `upload-status ${tone || "muted"}`;
+    item.dataset.result = tone === "good" ? "ready" : tone === "bad" ? "rejected" : "";
+  }
+
+  async function runUploads() {
+    uploads.busy = true;
+    while (uploads.queue.length) {
+      const next = uploads.queue.shift();
+      const id = await uploadOne(next);
+      if (id) followUpload(id, next.file.name, next.item);
+    }
+    uploads.busy = false;
+  }
+
+  // Resolves with the new video's id, or null when the daemon refused the file.
+  function uploadOne({file, options, item}) {
     const limit = Number(root.dataset.maxUpload);
-    if (!file) { showError("upload-error", new Error("Choose a video file first.")); return; }
+    const bar = item.querySelector("progress");
     if (file.size > limit) {
-      showError("upload-error", new Error(`This file (${bytes(file.size)}) is larger than the upload limit of ${bytes(limit)}. Import it by path instead, or raise [ffmpeg] max_upload_bytes.`));
-      return;
+      bar.hidden = true;
+      say(item, `Rejected: ${bytes(file.size)} is above the upload limit of ${bytes(limit)}. Import it by path instead, or raise [ffmpeg] max_upload_bytes.`, "bad");
+      return Promise.resolve(null);
     }
     const data = new FormData();
-    for (const name of ["video_kbps", "audio_kbps"]) {
-      if (uploadForm[name].value) data.append(name, uploadForm[name].value);
-    }
+    for (const [name, value] of Object.entries(options)) data.append(name, value);
     data.append("file", file, file.name);
-    const bar = document.getElementById("upload-progress");
-    const status = document.getElementById("upload-status");
-    const xhr = new XMLHttpRequest();
-    xhr.open("POST", `${API}/videos`);
-    xhr.setRequestHeader("X-CSRF-Token", SH.csrf());
-    xhr.setRequestHeader("Accept", "application/json");
-    bar.hidden = false; bar.value = 0; showError("upload-error", null);
-    xhr.upload.addEventListener("progress", (e) => {
-      if (e.lengthComputable) {
+    return new Promise((resolve) => {
+      const xhr = new XMLHttpRequest();
+      xhr.open("POST", `${API}/videos`);
+      xhr.setRequestHeader("X-CSRF-Token", SH.csrf());
+      xhr.setRequestHeader("Accept", "application/json");
+      say(item, "Uploading…");
+      xhr.upload.addEventListener("progress", (e) => {
+        if (!e.lengthComputable) return;
         bar.value = Math.round(e.loaded / e.total * 100);
-        status.textContent = `Uploading… ${bar.value} % (${bytes(e.loaded)} of ${bytes(e.total)})`;
-      }
+        say(item, `Uploading… ${bar.value} % (${bytes(e.loaded)} of ${bytes(e.total)})`);
+      });
+      xhr.addEventListener("load", () => {
+        let body = null;
+        try { body = JSON.parse(xhr.responseText); } catch (e) { body = null; }
+        loadVideos();
+        if (xhr.status >= 200 && xhr.status < 300 && body && body.id) {
+          bar.value = 100;
+          say(item, "Uploaded: checking it…");
+          resolve(body.id);
+        } else {
+          bar.hidden = true;
+          say(item, `Rejected: ${(body && body.error) || `the daemon refused the upload (${xhr.status})`}`, "bad");
+          resolve(null);
+        }
+      });
+      xhr.addEventListener("error", () => {
+        bar.hidden = true;
+        say(item, "Not uploaded: the connection broke off (is the daemon running?). Try this file again.", "bad");
+        resolve(null);
+      });
+      xhr.send(data);
     });
-    xhr.addEventListener("load", () => {
-      let body = null;
-      try { body = JSON.parse(xhr.responseText); } catch (e) { body = null; }
-      if (xhr.status >= 200 && xhr.status < 300) {
-        bar.value = 100;
-        status.textContent = `Uploaded ${file.name}: checking it…`;
-        uploadForm.reset();
-        if (body && body.id) followUpload(body.id, file.name, status);
-      } else {
-        bar.hidden = true; status.textContent = "";
-        showError("upload-error", new Error((body && body.error) || `Upload refused (${xhr.status}).`));
-      }
-      loadVideos();
-    });
-    xhr.addEventListener("error", () => {
-      bar.hidden = true; status.textContent = "";
-      showError("upload-error", new Error("The upload was interrupted: is the daemon running?"));
-    });
-    xhr.send(data);
+  }
+
+  uploadForm.addEventListener("submit", (ev) => { ev.preventDefault(); queueUploads([...uploadForm.file.files]); });
+  // Dropping files is the intent to upload them: no button press needed.
+  for (const name of ["dragenter", "dragover"]) {
+    drop.addEventListener(name, (ev) => { ev.preventDefault(); drop.classList.add("over"); });
+  }
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (ev) => {
+    ev.preventDefault();
+    drop.classList.remove("over");
+    queueUploads([...((ev.dataTransfer && ev.dataTransfer.files) || [])]);
   });
 
   // The upload's outcome in words: ready, or rejected with the reason (never just "Uploaded").
-  async function followUpload(id, name, status) {
+  async function followUpload(id, name, item) {
     for (let i = 0; i < 600; i++) {
       await new Promise((r) => setTimeout(r, 1000));
       const v = state.videos.find((x) => x.id === id);
       if (!v) continue;
-      if (v.status === "ready") { status.textContent = `${name} is ready to stream.`; status.className = "good"; return; }
+      if (v.status === "ready") { say(item, "Ready to stream.", "good"); return; }
       if (v.status === "rejected") {
-        status.textContent = `Rejected: ${v.reason || `${name} is not a video StreamerHub can stream`}.`;
-        status.className = "bad";
+        say(item, `Rejected: ${(v.reason || `${name} is not a video StreamerHub can stream`).replace(/\.$/, "")}.`, "bad");
         return;
       }
-      status.className = "muted";
-      status.textContent = `Uploaded ${name}: ${v.status}…`;
+      say(item, `Uploaded: ${v.status}…`);
     }
   }
 
@@ -447,7 +573,10 @@
         el("tbody", {}, ...job.targets.map((t) => liveRow(job, t)))));
     const logs = el("details", {class: "logs", open: state.openLogs.has(job.id),
       ontoggle: (ev) => { if (ev.target.open) { state.openLogs.add(job.id); fillLogs(job, ev.target); } else state.openLogs.delete(job.id); }},
-      el("summary", {text: "FFmpeg log tails"}), el("div", {class: "log-body", text: "Loading…"}));
+      el("summary", {text: running ? "FFmpeg log (live)" : "FFmpeg log"}), el("div", {class: "log-body", text: "Loading…"}));
+    // Keep what the open log showed until the new lines arrive: no "Loading…" flash each poll.
+    const shown = document.querySelector(`.job[data-job-id="${job.id}"] .log-body`);
+    if (shown && state.openLogs.has(job.id)) logs.querySelector(".log-body").replaceChildren(...shown.childNodes);
     if (state.openLogs.has(job.id)) fillLogs(job, logs);
     card.append(logs);
     return card;
@@ -486,19 +615,29 @@
       el("div", {class: "muted raw", title: "FFmpeg's own words", text: raw}));
   }
 
+  // While a job runs, each target's FFmpeg output as it comes (GET /jobs/{id}/log, polled with
+  // the rest of the page); below it, the output each finished run left.
   async function fillLogs(job, details) {
     const body = details.querySelector(".log-body");
     try {
-      const detail = await api("GET", `${API}/jobs/${job.id}`);
-      const runs = (detail.runs || []).slice(0, 6);
-      body.replaceChildren(...(runs.length ? runs.map((r) => {
+      const [live, detail] = await Promise.all([
+        api("GET", `${API}/jobs/${job.id}/log`), api("GET", `${API}/jobs/${job.id}`)]);
+      const tails = live.targets.filter((t) => t.running).map((t) => el("div", {class: "run live-log", dataset: {targetId: t.target_id}},
+        el("div", {class: "small"}, el("strong", {text: t.name}), ` · run ${t.run} · `, el("span", {class: "good", text: "running now"})),
+        el("pre", {class: "log", text: t.lines.join("\n") || "(no output yet)"})));
+      const runs = (detail.runs || []).slice(0, 6).map((r) => {
         const target = (job.targets.find((t) => t.target_id === r.target_id) || {name: `target ${r.target_id}`}).name;
         return el("div", {class: "run"},
           el("div", {class: "small muted"}, `${target} · run ${r.id} · ${when(r.started_at)}`,
             r.ended_at ? ` → ${clock(r.ended_at)}` : " (running)",
             r.failure_class ? ` · ${FAILURES[r.failure_class] || r.failure_class}` : "", r.error ? ` · ${r.error}` : ""),
-          el("pre", {class: "log", text: r.stderr_tail || "(no output yet)"}));
-      }) : [el("p", {class: "muted", text: job.desired === "running" ? "Running: each FFmpeg run's output is kept here when the run ends; the live figures are in the table above." : "This job has not run yet."})]));
+          el("pre", {class: "log", text: r.stderr_tail || "(no output)"}));
+      });
+      const parts = [...tails];
+      if (runs.length) parts.push(el("h4", {class: "small muted", text: "Finished runs"}), ...runs);
+      body.replaceChildren(...(parts.length ? parts : [el("p", {class: "muted", text: "This job has not run yet."})]));
+      // Follow the newest lines, as a terminal does.
+      for (const pre of body.querySelectorAll(".live-log pre")) pre.scrollTop = pre.scrollHeight;
     } catch (err) { body.textContent = err.message; }
   }
 
@@ -525,13 +664,14 @@
   async function refresh() {
     try {
       await loadJobs();
+      if (state.testing.size) await loadTargets();  // a key test made at creation lands
       if (state.videos.some((v) => ["uploaded", "probing", "preparing"].includes(v.status))) await loadVideos();
       showError("jobs-error", null);
     } catch (err) { showError("jobs-error", err); }
   }
 
   (async () => {
-    try { await Promise.all([loadTargets(), loadVideos()]); await loadJobs(); }
+    try { await Promise.all([loadPresets(), loadTargets(), loadVideos()]); await loadJobs(); }
     catch (err) { showError("jobs-error", err); }
     setInterval(() => { if (!document.hidden) refresh(); }, 1500);
   })();
