@@ -61,6 +61,7 @@ class Settings:
     simulate: bool = False
     speed: float = 1.0  # simulation speed factor
     seed: int | None = None  # simulation randomness, for reproducible demos
+    authorize_user: str = ""  # /authorize signs in as this user id (default: the streamer)
 
 
 @dataclass(eq=False)
