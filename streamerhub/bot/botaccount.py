@@ -318,7 +318,10 @@ class TwitchBotAccount:
         """What stops (or may stop) the bot account speaking in a channel, in words."""
         token = self.speaking()
         if token is None:
-            return ["the bot account is not connected"]
+            return [
+                f"the bot account {self.chosen or ''} is disconnected: connect it again here, "
+                "or disconnect it to speak as the channel"
+            ]
         missing = []
         if not self.settings.twitch.client_secret:
             missing.append(

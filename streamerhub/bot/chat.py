@@ -226,12 +226,8 @@ class BotChatSender:
         self, account: TwitchBotAccount, helix: Helix, channel_id: str, text: str
     ) -> SendResult:
         token = account.speaking()
-        if token is None:
-            return SendResult(
-                False,
-                f"the bot account {account.chosen} is disconnected: connect it again on the "
-                "Chat bot page (or disconnect it to speak as the channel)",
-            )
+        if token is None:  # never the channel's own account instead: the owner chose the bot
+            return SendResult(False, account.problems(channel_id, frozenset())[0])
         if not account.settings.twitch.client_secret or account.app_token is None:
             return SendResult(False, account.problems(channel_id, frozenset())[0])
         try:

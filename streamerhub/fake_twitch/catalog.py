@@ -93,7 +93,6 @@ HELIX_SCOPES = (
     "channel:read:stream_key",
     "user:read:email",
     "user:write:chat",
-    "channel:bot",
 )
 ALL_SCOPES: tuple[str, ...] = tuple(
     sorted({row.scope for row in SUBSCRIPTION_TYPES if row.scope} | set(HELIX_SCOPES))

@@ -56,11 +56,30 @@ async def overview(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "status": bot.status(),
+            "account": await _account_json(bot),
             "enabled_channels": sorted(bot.enabled),
             **config.to_json(),
             "log": [e.to_json() for e in log],
         }
     )
+
+
+async def _account_json(bot: ChatBot) -> dict[str, Any]:
+    """Who speaks where (the bot account, or each channel's own), and what is missing."""
+    view = await bot.account.describe() if bot.account is not None else None
+    speakers = bot.speakers
+    channels = sorted(bot.enabled)
+    return {
+        "bot_account": None
+        if view is None or view.login is None
+        else {"login": view.login, "status": view.status, "reason": view.reason},
+        "speakers": [
+            {"channel_id": c, "login": sp.login, "how": sp.how, "missing": list(sp.missing)}
+            for c in channels
+            if speakers is not None
+            for sp in [speakers.speaker(c)]
+        ],
+    }
 
 
 async def list_commands(request: web.Request) -> web.Response:
@@ -208,7 +227,7 @@ async def _page(
         speakers = bot.speakers
         context.update(
             account=await bot.account.describe() if bot.account is not None else None,
-            speakers=[speakers.speaker(c.channel_id) for c in context["channels"]]
+            speakers=[speakers.speaker(c["channel_id"]) for c in context["channels"]]
             if speakers is not None
             else [],
             status=bot.status(),
