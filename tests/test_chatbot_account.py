@@ -129,6 +129,41 @@ async def test_a_revoked_bot_grant_silences_the_bot_and_says_why(
             await account.stop()
 
 
+async def test_daemons_sharing_the_database_refresh_the_bot_grant_once(
+    tmp_path: Path, db: Database
+) -> None:
+    async with FakeTwitch() as fake:
+        fake.state.add_user(BOT_ID, BOT_LOGIN, "Hub_Bot")
+        settings = make_settings(
+            tmp_path,
+            STREAMERHUB_TWITCH_CLIENT_ID=fake.client_id,
+            STREAMERHUB_TWITCH_AUTH_URL=fake.auth_url,
+        )
+        ring = load_keyring(tmp_path, {}, create=True)
+        grant = fake.state.issue_token(BOT_ID, list(BOT_SCOPES), fake.client_id)
+        one, two = TwitchBotAccount(settings, db, ring), TwitchBotAccount(settings, db, ring)
+        await one.store.save_login(
+            BOT_ID, BOT_LOGIN, BOT_LOGIN, Grant.from_json(grant.grant_json())
+        )
+        await one.start()
+        await two.start()
+        try:
+            assert one.token is not None and two.token is not None
+            stale = grant.access_token
+            fresh = await one.token.refresh(stale)  # daemon one: Twitch rotates the pair
+            # Daemon two, with the same stale token: adopts the new pair, asks Twitch nothing.
+            assert await two.token.refresh(stale) == fresh
+            assert two.token.revoked is None and one.token.refreshes == 1
+            assert two.token.refreshes == 0
+            assert await two.token.validate()  # and Twitch still accepts the grant
+            stored = await one.store.current()
+            assert stored is not None and stored.status == "connected"
+            assert stored.access_token == fresh
+        finally:
+            await one.stop()
+            await two.stop()
+
+
 class _Fixed:
     channel_id = "1000"
 

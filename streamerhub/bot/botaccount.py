@@ -106,7 +106,10 @@ class BotAccountStore(TokenStore):
     async def current(self) -> StoredToken | None:
         """The bot account (connected or not), its tokens opened."""
         async with self.db.pool.acquire() as conn:
-            row = await conn.fetchrow(CURRENT)
+            return await self.current_on(conn)
+
+    async def current_on(self, conn: Any) -> StoredToken | None:
+        row = await conn.fetchrow(CURRENT)
         if row is None:
             return None
         account, opened = row["account_id"], {}
@@ -173,7 +176,60 @@ SELECT account_id, login, display_name, scopes, access_token_sealed, refresh_tok
 
 
 class BotToken(ChannelToken):
-    """The bot account's one token holder: refresh under one lock, hourly validation."""
+    """The bot account's token holder: refresh under one lock, hourly validation.
+
+    Every daemon sharing the database holds the bot account (it is not a channel that one
+    daemon owns), so a refresh also takes a database lock on the grant and first looks whether
+    another daemon already refreshed it: Twitch retires a refresh token once used, and a second
+    refresh with it would look like a revoked grant."""
+
+    async def refresh(self, stale: str) -> str:
+        async with self._lock:
+            if self.revoked:
+                raise TokenRevoked(self.channel_id, self.revoked)
+            if self._access != stale:
+                return self._access  # another caller refreshed while we waited
+            try:
+                await self._refresh_shared(stale)
+            except TokenRevoked as exc:
+                await self._revoke(exc.reason)
+                raise
+            except TokenError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the database: Twitch was not asked, or
+                # it was and the new pair is kept in memory, saved at the next validation
+                if self._access == stale:
+                    raise TokenError(f"bot account token refresh: database: {exc!r}") from None
+                log.error("chatbot_account_token_save_failed", error=repr(exc))
+            return self._access
+
+    async def _refresh_shared(self, stale: str) -> None:
+        store = self._store
+        assert isinstance(store, BotAccountStore)  # BotTokens are made only over one
+        async with store.db.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"{TABLE}:refresh")
+            stored = await store.current_on(conn)
+            if stored is not None and stored.access_token not in ("", stale):
+                self._access, self._refresh = stored.access_token, stored.refresh_token
+                log.info("chatbot_account_token_adopted", account_id=self.channel_id)
+                return
+            grant = await self._oauth.refresh(self.channel_id, self._refresh)
+            self._access, self._refresh = grant.access_token, grant.refresh_token or self._refresh
+            if grant.scopes:
+                self.scopes = frozenset(grant.scopes)
+            self.refreshes += 1
+            self._unsaved = grant  # until the commit: _save_pending stores it otherwise
+            access, refresh = store._seal(self.channel_id, grant)
+            await conn.execute(
+                SAVE_REFRESH,
+                self.channel_id,
+                access,
+                refresh,
+                grant.expires_at,
+                list(grant.scopes),
+            )
+        self._unsaved = None
+        log.info("chatbot_account_token_refreshed", account_id=self.channel_id)
 
     async def _revoke(self, reason: str) -> None:
         self.revoked = f"{reason}: connect the bot account again on the Chat bot page"
