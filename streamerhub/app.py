@@ -17,6 +17,7 @@ from streamerhub.analytics.periods import Calendar
 from streamerhub.analytics.pollers import AnalyticsPollers, PollerConfig
 from streamerhub.backup.service import BackupService, backup_before_upgrade
 from streamerhub.bot.accounts import BotTwitchAccounts
+from streamerhub.bot.botaccount import TwitchBotAccount
 from streamerhub.bot.chat import BotChannelFacts, BotChatSender, ChatTap, Runners
 from streamerhub.bot.link import TwitchChannelLink, TwitchOverviewFacts
 from streamerhub.bot.registry import all_channels
@@ -27,7 +28,7 @@ from streamerhub.bot.service import (
     TwitchBot,
     bot_ctx,
 )
-from streamerhub.chatbot.service import ChatBot
+from streamerhub.chatbot.service import TIMER_TICK_S, ChatBot
 from streamerhub.chatbot.store import ChatbotStore
 from streamerhub.config import Settings
 from streamerhub.crypto import Keyring, load_keyring
@@ -159,13 +160,26 @@ async def chatbot_ctx(app: web.Application) -> AsyncIterator[None]:
     """The chat bot: started after the bot (it speaks through the bot's channels), stopped
     before it; the tap offers it events only while it runs."""
     runners = Runners(lambda: app.get(TWITCH))
-    chatbot = ChatBot(ChatbotStore(app[DB]), BotChatSender(runners), BotChannelFacts(runners))
+    minute = app[SETTINGS].chatbot.minute_s
+    account = TwitchBotAccount(app[SETTINGS], app[DB], app[KEYRING])
+    await account.start()
+    sender = BotChatSender(runners, account)
+    chatbot = ChatBot(
+        ChatbotStore(app[DB]),
+        sender,
+        BotChannelFacts(runners),
+        minute_s=minute,
+        timer_tick_s=min(TIMER_TICK_S, minute / 2),
+        account=account,
+        speakers=sender,
+    )
     await chatbot.start()
     app[CHATBOT] = chatbot
     app[CHAT_TAP].offer = chatbot.offer
     yield
     app[CHAT_TAP].offer = None
     await chatbot.stop()
+    await account.stop()
 
 
 async def systemd_ctx(app: web.Application) -> AsyncIterator[None]:

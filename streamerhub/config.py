@@ -391,6 +391,15 @@ SETTINGS: tuple[Setting, ...] = (
         "itself when something listens there (e.g. nginx with libnginx-mod-rtmp).",
         _url("rtmp", empty_ok=False),
     ),
+    Setting(
+        "chatbot",
+        "minute_s",
+        float,
+        60.0,
+        "Seconds in the chat bot's minute (timer intervals, event messages per minute). Leave "
+        "it at 60; tests shorten it so timers run in seconds.",
+        _range(0.5, 60),
+    ),
 )
 
 _BY_NAME = {(s.section, s.key): s for s in SETTINGS}
@@ -501,6 +510,11 @@ class DemoSettings:
     ingest_url: str
 
 
+@dataclass(frozen=True)
+class ChatbotSettings:
+    minute_s: float
+
+
 # One typed view per [section] of SETTINGS; a test holds the two in step.
 SECTIONS: dict[str, type] = {
     "general": GeneralSettings,
@@ -515,6 +529,7 @@ SECTIONS: dict[str, type] = {
     "conduit": ConduitSettings,
     "events": EventsSettings,
     "demo": DemoSettings,
+    "chatbot": ChatbotSettings,
 }
 
 
@@ -577,6 +592,10 @@ class Settings:
     @functools.cached_property
     def demo(self) -> DemoSettings:
         return self._section("demo", DemoSettings)
+
+    @functools.cached_property
+    def chatbot(self) -> ChatbotSettings:
+        return self._section("chatbot", ChatbotSettings)
 
 
 def find_config(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:

@@ -31,8 +31,10 @@ def fake_env(fake: FakeTwitch, db_url: str) -> dict[str, str]:
     }
 
 
-async def start_daemon(daemon_factory, db_url: str, fake: FakeTwitch) -> Any:
-    daemon = daemon_factory(env=fake_env(fake, db_url))
+async def start_daemon(
+    daemon_factory, db_url: str, fake: FakeTwitch, env: dict[str, str] | None = None
+) -> Any:
+    daemon = daemon_factory(env={**fake_env(fake, db_url), **(env or {})})
     daemon.data_dir.mkdir(parents=True)
     await _store_channel(db_url, daemon.data_dir, fake)
     await asyncio.to_thread(daemon.start)

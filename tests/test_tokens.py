@@ -138,6 +138,7 @@ def test_login_asks_only_for_scopes_it_uses() -> None:
     needed = {scope for _type, _version, scope in SUBSCRIPTIONS if scope}
     needed.add("channel:manage:broadcast")
     needed.add("user:write:chat")  # the chat bot (bot/chat.py) speaks as the streamer
+    needed.add("channel:bot")  # or a separate bot account speaks there (bot/botaccount.py)
     assert set(LOGIN_SCOPES) == needed
 
 

@@ -5,8 +5,10 @@ The tap sits between the EventSub reader and the event store: every notification
 the store first, unchanged, and a copy of the chat-relevant ones is *offered* to the chat bot,
 which takes it without waiting or drops it (its inbox is bounded), so capture never waits on chat.
 
-The sender speaks as the streamer's own account: the channel's user token, which must carry
-user:write:chat (sender_id = broadcaster_id, Twitch's user-token path).
+The sender speaks as the bot account when one is connected (bot/botaccount.py: the app's own
+token, sender_id = the bot, Twitch shows the "Chat Bot" badge), else as the streamer's own
+account: the channel's user token, which must carry user:write:chat (sender_id =
+broadcaster_id, Twitch's user-token path).
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from streamerhub.bot.backfill import BackfillSink
+from streamerhub.bot.botaccount import Speaker, TwitchBotAccount
 from streamerhub.bot.channel import BotStore, ChannelState
-from streamerhub.bot.helix import Helix, HelixError
+from streamerhub.bot.helix import Helix, HelixError, TokenSource
+from streamerhub.bot.oauth import TokenError
 from streamerhub.bot.service import TwitchBot
 from streamerhub.events.frames import Frame
 
@@ -180,42 +184,90 @@ class Runners:
         token = bot.live_token(channel_id) if bot is not None else None
         return frozenset(token.scopes) if token is not None else frozenset()
 
+    def login(self, channel_id: str) -> str:
+        bot = self.bot()
+        token = bot.live_token(channel_id) if bot is not None else None
+        return token.login if token is not None else channel_id
+
+
+OWN_ACCOUNT = "the channel's own account (user token)"
+BOT_ACCOUNT = "the bot account (app token: Twitch shows the Chat Bot badge)"
+
 
 class BotChatSender:
-    """chatbot.ports.ChatSender: POST /chat/messages with the channel's own user token."""
+    """chatbot.ports.ChatSender: POST /chat/messages as the bot account (app token) when one
+    is chosen, else with the channel's own user token."""
 
-    def __init__(self, runners: Runners) -> None:
-        self.runners = runners
+    def __init__(self, runners: Runners, account: TwitchBotAccount | None = None) -> None:
+        self.runners, self.account = runners, account
 
     def sender_id(self, channel_id: str) -> str | None:
-        return channel_id
+        token = self.account.speaking() if self.account is not None else None
+        return token.channel_id if token is not None else channel_id
 
     def sender_role(self, channel_id: str) -> str:
-        return "broadcaster"
+        # Whether the bot is a moderator there is not known: Twitch's lower limit is the safe one.
+        return "broadcaster" if self.sender_id(channel_id) == channel_id else "viewer"
 
     async def send(self, channel_id: str, text: str) -> SendResult:
         helix = self.runners.helix(channel_id)
         if helix is None:
             return SendResult(False, "the channel is not connected in this daemon")
+        account = self.account
+        if account is not None and account.chosen is not None:
+            return await self._send_as_bot(account, helix, channel_id, text)
         if WRITE_SCOPE not in self.runners.scopes(channel_id):
             return SendResult(
                 False, f"the channel's token lacks {WRITE_SCOPE}: connect the channel again"
             )
-        body = {"broadcaster_id": channel_id, "sender_id": channel_id, "message": text}
-        # One retry at most: the outbox must not stall ~15 s on a 5xx, and a retried POST that
-        # Twitch had applied would say the same thing twice.
-        once = Helix(
-            helix.session, helix.api_url, helix.client_id, helix.token, retries=SEND_RETRIES
-        )
+        return await _post(helix, helix.token, channel_id, channel_id, text)
+
+    async def _send_as_bot(
+        self, account: TwitchBotAccount, helix: Helix, channel_id: str, text: str
+    ) -> SendResult:
+        token = account.speaking()
+        if token is None:  # never the channel's own account instead: the owner chose the bot
+            return SendResult(False, account.problems(channel_id, frozenset())[0])
+        if not account.settings.twitch.client_secret or account.app_token is None:
+            return SendResult(False, account.problems(channel_id, frozenset())[0])
         try:
-            answer = await once.request("POST", "/chat/messages", json=body)
-        except HelixError as exc:
-            return SendResult(False, f"Twitch answered {exc.status}: {exc.message}")
-        data = (answer.get("data") or [{}])[0]
-        if data.get("is_sent"):
-            return SendResult(True)
-        drop = data.get("drop_reason") or {}
-        return SendResult(False, f"Twitch dropped it: {drop.get('code')}: {drop.get('message')}")
+            await account.app_token.ensure()
+        except TokenError as exc:
+            return SendResult(False, f"the app token was refused: {exc}")
+        return await _post(helix, account.app_token, channel_id, token.channel_id, text)
+
+    def speaker(self, channel_id: str) -> Speaker:
+        """Who speaks in the channel, how, and what is missing (for the page)."""
+        scopes = self.runners.scopes(channel_id)
+        offline = () if self.runners.helix(channel_id) else ("the channel is not running here",)
+        account = self.account
+        if account is not None and account.chosen is not None:
+            missing = account.problems(channel_id, scopes)
+            return Speaker(channel_id, account.chosen, BOT_ACCOUNT, (*offline, *missing))
+        lacking = () if WRITE_SCOPE in scopes or offline else (_lacking(),)
+        return Speaker(channel_id, self.runners.login(channel_id), OWN_ACCOUNT, offline + lacking)
+
+
+def _lacking() -> str:
+    return f"{WRITE_SCOPE} from the channel: connect the channel again on Settings"
+
+
+async def _post(
+    helix: Helix, token: TokenSource, channel_id: str, sender_id: str, text: str
+) -> SendResult:
+    body = {"broadcaster_id": channel_id, "sender_id": sender_id, "message": text}
+    # One retry at most: the outbox must not stall ~15 s on a 5xx, and a retried POST that
+    # Twitch had applied would say the same thing twice.
+    once = Helix(helix.session, helix.api_url, helix.client_id, token, retries=SEND_RETRIES)
+    try:
+        answer = await once.request("POST", "/chat/messages", json=body)
+    except HelixError as exc:
+        return SendResult(False, f"Twitch answered {exc.status}: {exc.message}")
+    data = (answer.get("data") or [{}])[0]
+    if data.get("is_sent"):
+        return SendResult(True)
+    drop = data.get("drop_reason") or {}
+    return SendResult(False, f"Twitch dropped it: {drop.get('code')}: {drop.get('message')}")
 
 
 class BotChannelFacts:

@@ -23,10 +23,12 @@ DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 OAUTH_TIMEOUT = aiohttp.ClientTimeout(total=20, sock_connect=10)
 
 # Every scope an EventSub type in subscriptions.SUBSCRIPTIONS needs, plus channel:manage:broadcast
-# (a multistream job sets the title/category) and user:write:chat (the chat bot speaks as the
-# streamer). Nothing more: no scope we would not use.
+# (a multistream job sets the title/category), user:write:chat (the chat bot speaks as the
+# streamer) and channel:bot (a separate bot account may speak in the channel, bot/botaccount.py).
+# Nothing more: no scope we would not use.
 LOGIN_SCOPES: tuple[str, ...] = (
     "bits:read",
+    "channel:bot",
     "channel:manage:broadcast",
     "channel:read:ads",
     "channel:read:charity",

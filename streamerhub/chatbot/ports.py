@@ -119,3 +119,55 @@ class ChannelFacts(Protocol):
     async def live_since(self, channel_id: str) -> dt.datetime | None: ...
 
     async def followed_at(self, channel_id: str, user_id: str) -> dt.datetime | None: ...
+
+
+class Speaker(Protocol):
+    """Who speaks in one channel's chat, how, and what is missing for it, in words."""
+
+    @property
+    def channel_id(self) -> str: ...
+
+    @property
+    def login(self) -> str: ...
+
+    @property
+    def how(self) -> str: ...
+
+    @property
+    def missing(self) -> tuple[str, ...]: ...
+
+
+class Speakers(Protocol):
+    def speaker(self, channel_id: str) -> Speaker: ...
+
+
+class AccountView(Protocol):
+    """The separate bot account: its login, 'connected' or 'disconnected' (with the reason),
+    its scopes; login None when there is none (the bot speaks as each channel)."""
+
+    @property
+    def login(self) -> str | None: ...
+
+    @property
+    def status(self) -> str | None: ...
+
+    @property
+    def reason(self) -> str | None: ...
+
+    @property
+    def scopes(self) -> tuple[str, ...]: ...
+
+
+class BotAccount(Protocol):
+    """The separate bot account, connected in the browser (bot/botaccount.py)."""
+
+    @property
+    def scopes(self) -> tuple[str, ...]:
+        """What the authorization asks of the bot account: exactly what it needs."""
+
+    async def connect(self, code: str, redirect_uri: str) -> str:
+        """Swap the browser's code for the bot's grant and keep it; the bot's login."""
+
+    async def disconnect(self) -> None: ...
+
+    async def describe(self) -> AccountView: ...

@@ -27,11 +27,13 @@ from streamerhub.chatbot.limits import (
 from streamerhub.chatbot.ports import (
     CHAT_KIND,
     Answer,
+    BotAccount,
     ChannelFacts,
     ChatLine,
     ChatSender,
     Incoming,
     SendResult,
+    Speakers,
     Support,
 )
 from streamerhub.chatbot.rules import BUILT_INS, PERMISSIONS, Command, EventMessage, Timer
@@ -91,8 +93,11 @@ class ChatBot:
         minute_s: float = 60.0,
         timer_tick_s: float = TIMER_TICK_S,
         clock: Clock = time.monotonic,
+        account: BotAccount | None = None,
+        speakers: Speakers | None = None,
     ) -> None:
         self.store, self.sender, self.facts = store, sender, facts
+        self.account, self.speakers = account, speakers  # the page's; None in unit tests
         self.minute_s, self.timer_tick_s, self.clock = minute_s, timer_tick_s, clock
         self.inbox: asyncio.Queue[Incoming] = asyncio.Queue(inbox_size)
         self.outbox: asyncio.Queue[Outgoing] = asyncio.Queue(OUTBOX_SIZE)
@@ -319,6 +324,10 @@ class ChatBot:
             return
         for channel in await self.facts.channels():
             if channel not in self.enabled or await self.facts.live_since(channel) is None:
+                # Offline: each timer's clock and chat count start again when the stream does,
+                # so chat between streams never makes the bot speak at the first tick.
+                for timer in timers:
+                    self.timer_marks.pop((channel, timer.name), None)
                 continue
             for timer in timers:
                 self._timer_due(channel, timer)

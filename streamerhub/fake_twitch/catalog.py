@@ -92,6 +92,7 @@ HELIX_SCOPES = (
     "channel:manage:broadcast",
     "channel:read:stream_key",
     "user:read:email",
+    "user:write:chat",
 )
 ALL_SCOPES: tuple[str, ...] = tuple(
     sorted({row.scope for row in SUBSCRIPTION_TYPES if row.scope} | set(HELIX_SCOPES))

@@ -32,8 +32,9 @@ async def authorize(request: web.Request) -> web.StreamResponse:
             "state": reply["state"],
         }
         raise web.HTTPFound(_with(redirect_uri, query=urlencode(denied)))
+    user_id = state.settings.authorize_user or DEFAULT_USER["id"]
     if params.get("response_type", "code") == "token":
-        token = state.issue_token(DEFAULT_USER["id"], scopes, client_id)
+        token = state.issue_token(user_id, scopes, client_id)
         fragment = urlencode({"access_token": token.access_token, "token_type": "bearer", **reply})
         raise web.HTTPFound(_with(redirect_uri, fragment=fragment))
     code = secrets.token_hex(15)
@@ -41,7 +42,7 @@ async def authorize(request: web.Request) -> web.StreamResponse:
         "client_id": client_id,
         "redirect_uri": redirect_uri,
         "scopes": scopes,
-        "user_id": DEFAULT_USER["id"],
+        "user_id": user_id,
     }
     raise web.HTTPFound(_with(redirect_uri, query=urlencode({"code": code, **reply})))
 

@@ -62,6 +62,7 @@ class Settings:
     speed: float = 1.0  # simulation speed factor
     seed: int | None = None  # simulation randomness, for reproducible demos
     clock_skew: float = 0.0  # seconds Twitch's message_timestamps are ahead of the host
+    authorize_user: str = ""  # /authorize signs in as this user id (default: the streamer)
 
 
 @dataclass(eq=False)

@@ -23,7 +23,7 @@ from streamerhub.chatbot.rules import (
 from streamerhub.chatbot.service import ChatBot
 from streamerhub.errors import InvalidInput, NotFound, StreamerHubError
 from streamerhub.web.api import _body
-from streamerhub.web.auth import flash, require
+from streamerhub.web.auth import current, flash, require
 from streamerhub.web.channel_picker import channels
 
 CHATBOT = web.AppKey("chatbot", ChatBot)
@@ -56,11 +56,30 @@ async def overview(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "status": bot.status(),
+            "account": await _account_json(bot),
             "enabled_channels": sorted(bot.enabled),
             **config.to_json(),
             "log": [e.to_json() for e in log],
         }
     )
+
+
+async def _account_json(bot: ChatBot) -> dict[str, Any]:
+    """Who speaks where (the bot account, or each channel's own), and what is missing."""
+    view = await bot.account.describe() if bot.account is not None else None
+    speakers = bot.speakers
+    channels = sorted(bot.enabled)
+    return {
+        "bot_account": None
+        if view is None or view.login is None
+        else {"login": view.login, "status": view.status, "reason": view.reason},
+        "speakers": [
+            {"channel_id": c, "login": sp.login, "how": sp.how, "missing": list(sp.missing)}
+            for c in channels
+            if speakers is not None
+            for sp in [speakers.speaker(c)]
+        ],
+    }
 
 
 async def list_commands(request: web.Request) -> web.Response:
@@ -202,8 +221,15 @@ async def _page(
         "kinds": EVENT_KINDS,
         "channels": await channels(request),
     }
+    who = current(request)
+    context["owner"] = who is not None and who.user.is_owner
     if bot is not None:
+        speakers = bot.speakers
         context.update(
+            account=await bot.account.describe() if bot.account is not None else None,
+            speakers=[speakers.speaker(c["channel_id"]) for c in context["channels"]]
+            if speakers is not None
+            else [],
             status=bot.status(),
             enabled=bot.enabled,
             commands=await bot.store.commands(),
@@ -214,9 +240,33 @@ async def _page(
     return aiohttp_jinja2.render_template("chatbot.html", request, context, status=status)
 
 
-@require("owner")
+@require("viewer")
 async def chatbot_page(request: web.Request) -> web.StreamResponse:
+    """Everyone signed in may read it (moderators in the viewer role); only the owner changes."""
     return await _page(request)
+
+
+async def connect_account(request: web.Request, code: str, redirect_uri: str) -> web.StreamResponse:
+    """The end of the bot account's browser round trip (web/twitch_oauth.py, purpose "bot")."""
+    who = current(request)
+    bot = request.config_dict.get(CHATBOT)
+    if who is None or not who.user.is_owner:
+        raise InvalidInput("Only the signed-in owner can connect the bot account.")
+    if bot is None or bot.account is None:
+        raise InvalidInput("The chat bot is not running in this daemon.")
+    login = await bot.account.connect(code, redirect_uri)
+    await flash(request, f"The chat bot now speaks as {login} (Twitch shows its Chat Bot badge).")
+    raise web.HTTPSeeOther("/chatbot")
+
+
+@require("owner")
+async def disconnect_account(request: web.Request) -> web.StreamResponse:
+    """POST /chatbot/account/disconnect: back to speaking as each channel's own account."""
+    bot = _bot(request)
+    if bot.account is not None:
+        await bot.account.disconnect()
+    await flash(request, "Bot account disconnected: the bot speaks as each channel again.")
+    raise web.HTTPSeeOther("/chatbot")
 
 
 def _flag(form: Any, key: str) -> bool:
@@ -320,3 +370,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/chatbot/timers/delete", _form(_delete_timer))
     app.router.add_post("/chatbot/events", _form(_save_event))
     app.router.add_post("/chatbot/channels", _form(_set_channel))
+    app.router.add_post("/chatbot/account/disconnect", disconnect_account)

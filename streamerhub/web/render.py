@@ -29,7 +29,7 @@ NAV = (
     ("events", "/events", "Events", "viewer"),
     ("streams", "/streams", "Streams", "viewer"),
     ("multistream", "/multistream", "Multistream", "owner"),
-    ("chatbot", "/chatbot", "Chat bot", "owner"),
+    ("chatbot", "/chatbot", "Chat bot", "viewer"),  # moderators may read it; the owner edits
     ("settings", "/settings", "Settings", "owner"),
 )
 ERROR_TITLES = {

@@ -28,13 +28,14 @@ from streamerhub.web.auth import (
     setup_token_matches,
     sign_in,
 )
+from streamerhub.web.chatbot_page import CHATBOT, connect_account
 from streamerhub.web.context import Services, TwitchAuth, TwitchIdentity, services
 from streamerhub.web.security import public_url
 from streamerhub.web.users import User, UserStore
 
 log = get_logger(__name__)
 
-PURPOSES = ("signin", "setup", "connect")
+PURPOSES = ("signin", "setup", "connect", "bot")  # bot: the chat bot's account (chatbot_page)
 
 
 class TwitchLoginError(StreamerHubError):
@@ -76,6 +77,8 @@ async def start(request: web.Request) -> web.StreamResponse:
                 "daemon (the Twitch bot is not running)."
             )
         scopes = svc.channel_link.scopes
+    if purpose == "bot":
+        scopes = _bot_account_scopes(request)
     auth = _twitch_auth(request)
     state = secrets.token_urlsafe(24)
     session = await get_session(request)
@@ -86,8 +89,20 @@ async def start(request: web.Request) -> web.StreamResponse:
     }
     # force_verify on connect: let the owner pick which account to connect.
     raise web.HTTPFound(
-        auth.authorize_url(redirect_uri(request), scopes, state, force_verify=purpose == "connect")
+        auth.authorize_url(
+            redirect_uri(request), scopes, state, force_verify=purpose in ("connect", "bot")
+        )
     )
+
+
+def _bot_account_scopes(request: web.Request) -> tuple[str, ...]:
+    who = current(request)
+    if who is None or not who.user.is_owner:
+        raise web.HTTPForbidden(text="Only the owner can connect the chat bot's account.")
+    bot = request.config_dict.get(CHATBOT)
+    if bot is None or bot.account is None:
+        raise web.HTTPServiceUnavailable(text="The chat bot is not running in this daemon.")
+    return bot.account.scopes
 
 
 async def callback(request: web.Request) -> web.StreamResponse:
@@ -120,6 +135,8 @@ async def finish(request: web.Request) -> web.StreamResponse:
     try:
         if purpose == "connect":
             return await _connect(request, query.get("code", ""))
+        if purpose == "bot":
+            return await connect_account(request, query.get("code", ""), redirect_uri(request))
         auth = _twitch_auth(request)
         grant = await auth.exchange_code(query.get("code", ""), redirect_uri(request))
         identity = await auth.validate(grant.access_token)
@@ -133,9 +150,9 @@ async def finish(request: web.Request) -> web.StreamResponse:
 
 async def _failed(request: web.Request, purpose: str | None, message: str) -> web.StreamResponse:
     log.warning("twitch_login_failed", purpose=purpose, reason=message)
-    if purpose == "connect":
+    if purpose in ("connect", "bot"):
         await flash(request, message, "error")
-        raise web.HTTPSeeOther("/settings")
+        raise web.HTTPSeeOther("/settings" if purpose == "connect" else "/chatbot")
     return aiohttp_jinja2.render_template(
         "login.html",
         request,
