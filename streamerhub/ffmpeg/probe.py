@@ -412,6 +412,57 @@ def keyframe_gap(scan: tuple[list[float], float]) -> float | None:
     return round(max(b - a for a, b in itertools.pairwise(marks)) if len(marks) > 1 else 0.0, 3)
 
 
+@dataclass(frozen=True)
+class StreamSpan:
+    """Where the first video and audio tracks really end, from their packets (seconds)."""
+
+    video_end: float
+    audio_start: float  # negative: the AAC encoder's priming samples before the content
+    audio_end: float
+
+    @property
+    def audio_overhang(self) -> float:
+        """How far the audio reaches past the point where, in a playlist, the next file's
+        priming packet begins (this file's duration minus that priming): > 0 is a duplicate
+        audio timestamp at the join."""
+        return self.audio_end - (self.video_end + min(0.0, self.audio_start))
+
+
+def build_span_scan_argv(ffmpeg: str, path: Path) -> list[str]:
+    """One line per packet of the first video and audio tracks, whole file, nothing decoded."""
+    return [
+        *(ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-i", str(path)),
+        *("-map", "0:v:0", "-map", "0:a:0", "-c", "copy", "-f", "framecrc", "-"),
+    ]
+
+
+def parse_stream_span(framecrc: str) -> StreamSpan | None:
+    """framecrc of (video, audio) → their span; None when either track has no packet."""
+    timebases: dict[str, float] = {}
+    starts: dict[str, float] = {}
+    ends: dict[str, float] = {}
+    for line in framecrc.splitlines():
+        if match := re.match(r"#tb (\d+): (\d+)/(\d+)", line):
+            timebases[match.group(1)] = int(match.group(2)) / int(match.group(3))
+        elif line[:2] in ("0,", "1,"):
+            fields = [f.strip() for f in line.split(",")]
+            tb = timebases.get(fields[0], 1.0)
+            pts, duration = int(fields[2]) * tb, int(fields[3]) * tb
+            starts[fields[0]] = min(starts.get(fields[0], pts), pts)
+            ends[fields[0]] = max(ends.get(fields[0], pts + duration), pts + duration)
+    if "0" not in ends or "1" not in ends:
+        return None
+    return StreamSpan(round(ends["0"], 6), round(starts["1"], 6), round(ends["1"], 6))
+
+
+async def stream_span(
+    ffmpeg: FFmpegBinary | str, path: Path, timeout: float = 120.0
+) -> StreamSpan | None:
+    """The span of a file's first video and audio tracks (a read of every packet, no decode)."""
+    _, out, _ = await run_ffmpeg(build_span_scan_argv(ffmpeg_path(ffmpeg), path), timeout=timeout)
+    return parse_stream_span(out)
+
+
 # ------------------------------------------------------------------------------ compliance
 
 
