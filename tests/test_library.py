@@ -4,6 +4,7 @@ reason, one preparation at a time with progress, cancel, and names that never be
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from pathlib import Path
 from typing import AsyncIterator
@@ -297,3 +298,24 @@ async def test_the_library_is_searched_by_name_format_duration_and_status(
     ):
         with pytest.raises(InvalidInput, match=message):
             await library.list(query)
+
+
+async def test_a_second_audio_track_is_named_as_dropped(
+    library: Library, media_set: MediaSet, tmp_path: Path
+) -> None:
+    # A commentary track used to vanish without a word: preparation keeps the first track only.
+    two = tmp_path / "two-tracks.mp4"
+    subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-y", "-i", str(media_set.clip_a), "-i"]
+        + [str(media_set.clip_b), "-map", "0:v", "-map", "0:a", "-map", "1:a", "-c", "copy"]
+        + [str(two)],
+        check=True,
+        timeout=60,
+    )
+    video = await library.store_upload("Rerun with commentary.mp4", chunks_of(two))
+    ready = await wait_status(library, video.id, "ready", "rejected")
+    assert ready.status == "ready", ready.reason
+    shown = ready.to_json()
+    assert shown["notices"] == ["2 audio tracks: the first is pushed, the others dropped"]
+    single = await library.store_upload("plain.mp4", chunks_of(media_set.clip_a))
+    assert (await wait_status(library, single.id, "ready")).to_json()["notices"] == []

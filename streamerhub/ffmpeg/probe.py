@@ -77,6 +77,7 @@ class MediaProbe:
     audio: AudioInfo | None
     keyframe_interval: float | None  # longest gap between keyframes in the first ~20 s
     peak_kbps: int | None = None  # highest video bitrate over any 2 s of the first ~20 s
+    audio_tracks: int = 1  # how many audio tracks the file has (only the first is pushed)
 
     @property
     def video_kbps(self) -> int | None:
@@ -98,6 +99,7 @@ class InputInfo:
     bitrate_kbps: int | None
     video: VideoInfo | None
     audio: AudioInfo | None
+    audio_tracks: int = 0
 
 
 # --------------------------------------------------------------------------------- probing
@@ -143,6 +145,7 @@ async def probe(
         info.audio,
         keyframe_gap(parse_keyframe_times(frames[1])),
         peak_kbps(frames[1]),
+        info.audio_tracks,
     )
 
 
@@ -275,6 +278,7 @@ def parse_input_info(stderr: str) -> InputInfo | None:
     container, duration, bitrate = None, None, None
     video: VideoInfo | None = None
     audio: AudioInfo | None = None
+    audio_tracks = 0
     for raw in stderr.splitlines():
         line = split_log_line(raw)[1]
         if (match := _INPUT.match(line)) and container is None:
@@ -286,11 +290,12 @@ def parse_input_info(stderr: str) -> InputInfo | None:
             kind, rest = match.groups()
             if kind == "Video" and video is None and "(attached pic)" not in rest:
                 video = parse_video_stream(rest)
-            elif kind == "Audio" and audio is None:
-                audio = parse_audio_stream(rest)
+            elif kind == "Audio":
+                audio_tracks += 1
+                audio = audio or parse_audio_stream(rest)
     if container is None:
         return None
-    return InputInfo(container, duration, bitrate, video, audio)
+    return InputInfo(container, duration, bitrate, video, audio, audio_tracks)
 
 
 def parse_video_stream(rest: str) -> VideoInfo | None:

@@ -158,6 +158,11 @@ SCHEMAS: dict[str, Any] = {
             "reason": {**_nullable("string"), "description": "Why rejected, or cancelled"},
             "progress": {**_nullable("number"), "description": "0..1 while preparing"},
             "probe": {"oneOf": [_ref("Probe"), {"type": "null"}]},
+            "notices": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "What is left out when it streams (audio tracks after the first)",
+            },
             "profile": {
                 "type": "object",
                 "properties": {
