@@ -19,6 +19,7 @@ from streamerhub.config import Settings
 from streamerhub.crypto import Keyring
 from streamerhub.db import Database
 from streamerhub.errors import Conflict, InvalidInput, NotFound, StreamerHubError
+from streamerhub.ffmpeg import account_export
 from streamerhub.ffmpeg.argv import DEFAULT_PROFILE, EncodeProfile
 from streamerhub.ffmpeg.binary import FFmpegBinary, find_ffmpeg
 from streamerhub.ffmpeg.channels import ChannelUpdater, update_channels
@@ -326,6 +327,14 @@ class Multistream:
         if stats is None:
             raise NotFound(f"target {target_id} is not linked to a Twitch account")
         return {"target_id": target_id, **stats}
+
+    async def account_export(self, job_id: int, fmt: str) -> tuple[bytes, str]:
+        """(file, media type): the job's per-linked-account figures as CSV or JSON."""
+        media = account_export.check_format(fmt)
+        await self.jobs.get(job_id)
+        gap = self.settings.ffmpeg.twitch_check_interval * 4 * 3
+        stats = await _ready(self._linked).job_stats(job_id, gap)
+        return account_export.render(account_export.account_rows(stats, self.tz), fmt), media
 
     def _twitch(self) -> TwitchAccounts:
         if self.accounts is None:

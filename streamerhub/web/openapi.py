@@ -586,6 +586,21 @@ def _paths() -> dict[str, Any]:
             "parameters": [_id()],
             "post": _op("Stop every target", _JOB, extra=("404",)),
         },
+        "/jobs/{id}/accounts": {
+            "parameters": [_id(), _query("format", "csv (default) or json", enum=["csv", "json"])],
+            "get": {
+                "summary": "Per linked Twitch account this job pushed to: streams pushed, hours "
+                "on air, hours Twitch confirmed live, Twitch's peak and average viewers "
+                "(columns in the README, never renamed)",
+                "responses": {
+                    "200": {
+                        "description": "CSV or a JSON array",
+                        "content": {"text/csv": {}, "application/json": {}},
+                    },
+                    **ERRORS,
+                },
+            },
+        },
         "/jobs/{id}/targets/{target_id}/start": {
             "parameters": [_id(), _id("target_id")],
             "post": _op(
