@@ -25,7 +25,7 @@ from streamerhub.ffmpeg.binary import FFmpegBinary, find_ffmpeg
 from streamerhub.ffmpeg.channels import ChannelUpdater, update_channels
 from streamerhub.ffmpeg.jobs import Job
 from streamerhub.ffmpeg.jobstore import JobStore
-from streamerhub.ffmpeg.keytest import masker, try_publish
+from streamerhub.ffmpeg.keytest import KeyTests, in_use, masker, try_publish
 from streamerhub.ffmpeg.library import Library, probe_from_json
 from streamerhub.ffmpeg.linked import (
     LinkedStore,
@@ -98,6 +98,7 @@ class Multistream:
             asyncio.Lock
         )
         self._tasks = BackgroundTasks()
+        self._key_tests = KeyTests()
         self._scheduler: asyncio.Task[None] | None = None
 
     # ----------------------------------------------------------------------------- parts
@@ -240,13 +241,26 @@ class Multistream:
         target = await self.targets.get(target_id)
         key = await self.targets.open_key(target_id)
         url = output_url(target.url, key)
-        checked = await try_publish(
-            _ready(self.ffmpeg), url, mask=masker(url, key), ca_file=self._ca_file(target)
-        )
+        if self._pushes_to(target_id):
+            checked = in_use()
+        else:
+            checked = await self._key_tests.run(
+                target_id,
+                try_publish(
+                    _ready(self.ffmpeg), url, mask=masker(url, key), ca_file=self._ca_file(target)
+                ),
+            )
         log.info("target_tested", target=target_id, result=checked.result)
         answer = {**checked.to_json(), "at": now_utc().isoformat(timespec="seconds")}
         await self.targets.record_key_test(target_id, answer)
         return {"target_id": target_id, **answer}
+
+    def _pushes_to(self, target_id: int) -> bool:
+        """A job's FFmpeg holds (or is about to hold) this target's key."""
+        return any(
+            t == target_id and r.status.state is not TargetState.STOPPED
+            for (_, t), r in self._runners.items()
+        )
 
     def _ca_file(self, target: Target) -> str | None:
         """The target's own CA file (a private CA), else [ffmpeg] ca_file, else the system's."""
@@ -480,6 +494,7 @@ class Multistream:
         old = self._runners.get((job.id, target.id))
         if old is not None:
             await old.stop()
+        await self._key_tests.give_way(target.id)  # an ingest takes one stream per key
         runner = TargetRunner(
             _ready(self.ffmpeg),
             output_url(target.url, key),

@@ -441,7 +441,14 @@ def _paths() -> dict[str, Any]:
                         "properties": {
                             "target_id": {"type": "integer"},
                             "result": {
-                                "enum": ["ok", "key_rejected", "unreachable", "tls_error", "error"]
+                                "enum": [
+                                    "ok",
+                                    "key_rejected",
+                                    "unreachable",
+                                    "tls_error",
+                                    "error",
+                                    "in_use",
+                                ]
                             },
                             "ok": {"type": "boolean"},
                             "message": {"type": "string"},
