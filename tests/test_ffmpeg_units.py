@@ -191,6 +191,8 @@ def test_progress_parser_handles_na_and_end() -> None:
             FailureClass.INPUT_ERROR,
         ),
         ("[out#0/flv @ 0x1] [error] Error muxing a packet", FailureClass.OTHER),
+        # The key is right, only busy (a key test still on it): retried fast, not "wrong key".
+        ("[rtmp @ 0x1] [error] Server error: Already publishing", FailureClass.OTHER),
     ],
 )
 def test_failures_are_classified_from_stderr(line: str, expected: FailureClass) -> None:

@@ -157,3 +157,18 @@ async def test_a_job_started_right_after_creation_is_not_refused_by_the_key_test
         assert during["result"] == "in_use" and "is pushing" in during["message"]
         assert nginx.rejected == [] and TargetState.LIVE.value == "live"
         await ms.stop_job(job.id)
+
+
+@needs_nginx
+async def test_a_key_another_encoder_streams_with_is_in_use_not_rejected(
+    nginx: NginxRtmp,
+) -> None:
+    import asyncio
+
+    url = f"{nginx.url}/{GOOD}"
+    first = asyncio.create_task(try_publish(ffmpeg_exe(), url, seconds=3))
+    while not nginx.published:
+        await asyncio.sleep(0.05)
+    second = await try_publish(ffmpeg_exe(), url, seconds=1, mask=masker(url, GOOD))
+    assert second.result == "in_use" and "already publishing" in second.message
+    assert (await first).result == "ok"

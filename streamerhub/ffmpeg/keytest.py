@@ -41,6 +41,8 @@ _MESSAGES = {
     "error": "the test stream failed",
     "in_use": "not tested: a job is pushing with this key now (an ingest takes one stream per "
     "key); the job's state says whether the ingest takes it",
+    "busy": "not tested: the ingest says something is already publishing with this key (another "
+    "encoder, or a job of this daemon); stop it and test again",
     "yielded": "not finished: a job started pushing with this key, so the test gave way "
     "(an ingest takes one stream per key); the job's state says whether the ingest takes it",
 }
@@ -136,6 +138,8 @@ async def try_publish(
     if code == 0 and sent:
         return _result("ok", None, url, seconds)
     said = first_error(lines) or f"FFmpeg exited with code {code}"
+    if "already publishing" in err.lower():  # someone else streams with the key right now
+        return KeyTest("in_use", _MESSAGES["busy"], is_twitch(url))
     result = _RESULTS.get(classify_failure(lines), "error")
     return _result(result, str(mask(said)), url, seconds)
 
