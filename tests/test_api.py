@@ -373,3 +373,32 @@ async def test_a_job_on_a_rejected_video_is_a_400_naming_it(
     )
     assert f"video {video['id']} (notes.mp4) was rejected" in refused["error"]
     assert await api.call("GET", "/jobs", 200) == []
+
+
+@pytest.mark.ffmpeg
+async def test_a_jobs_linked_account_figures_download_as_csv_or_json(
+    api: Api, media_set: MediaSet
+) -> None:
+    video = await api.call("POST", "/videos", 201, json={"path": str(media_set.ready)})
+    await wait_video(api, video["id"], "ready")
+    target = await api.call(
+        "POST",
+        "/targets",
+        201,
+        json={"name": "t", "url": "rtmp://127.0.0.1:9/app", "stream_key": KEY},
+    )
+    job = await api.call(
+        "POST", "/jobs", 201, json={"name": "j", "videos": [video["id"]], "targets": [target["id"]]}
+    )
+    path = f"/api/v1/jobs/{job['id']}/accounts"
+    async with api.client.get(path, headers=AUTH) as resp:
+        assert resp.status == 200 and resp.content_type == "text/csv"
+        assert f"streamerhub-job-{job['id']}-accounts.csv" in resp.headers["Content-Disposition"]
+        assert (await resp.text()).startswith("job_id,target_id,target_name,user_id,login,")
+    async with api.client.get(path + "?format=json", headers=AUTH) as resp:
+        assert resp.status == 200 and await resp.json() == []  # no linked account yet
+    async with api.client.get(path + "?format=xml", headers=AUTH) as resp:
+        assert resp.status == 400
+        assert "format: 'xml' is not one of csv, json" in (await resp.json())["error"]
+    async with api.client.get(f"/api/v1/jobs/{job['id'] + 100}/accounts", headers=AUTH) as resp:
+        assert resp.status == 404

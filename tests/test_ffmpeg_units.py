@@ -26,6 +26,7 @@ from streamerhub.ffmpeg.probe import (
     keyframe_gap,
     parse_input_info,
     parse_keyframe_times,
+    parse_stream_span,
 )
 from streamerhub.ffmpeg.progress import (
     FailureClass,
@@ -191,6 +192,8 @@ def test_progress_parser_handles_na_and_end() -> None:
             FailureClass.INPUT_ERROR,
         ),
         ("[out#0/flv @ 0x1] [error] Error muxing a packet", FailureClass.OTHER),
+        # The key is right, only busy (a key test still on it): retried fast, not "wrong key".
+        ("[rtmp @ 0x1] [error] Server error: Already publishing", FailureClass.OTHER),
     ],
 )
 def test_failures_are_classified_from_stderr(line: str, expected: FailureClass) -> None:
@@ -271,6 +274,38 @@ def test_input_banner_is_parsed() -> None:
     )
     assert (a.codec, a.sample_rate, a.channels, a.bitrate_kbps) == ("aac", 48000, "stereo", 160)
     assert parse_input_info("x.mp4: Invalid data found when processing input") is None
+
+
+def test_every_audio_track_is_counted_and_the_first_described() -> None:
+    banner = """Input #0, matroska,webm, from 'x.mkv':
+  Duration: 00:00:10.00, start: 0.000000, bitrate: 900 kb/s
+  Stream #0:0: Video: h264 (Main), yuv420p(progressive), 640x360, 30 fps, 30 tbr, 1k tbn
+  Stream #0:1(eng): Audio: aac (LC), 48000 Hz, stereo, fltp (default)
+  Stream #0:2(eng): Audio: opus, 48000 Hz, mono, fltp (commentary)
+"""
+    info = parse_input_info(banner)
+    assert info is not None and info.audio_tracks == 2
+    assert info.audio is not None and (info.audio.codec, info.audio.channels) == ("aac", "stereo")
+
+
+def test_the_audio_overhang_at_a_join_is_read_from_the_packets() -> None:
+    # A prepared MP4 as FFmpeg wrote it: AAC priming at -1024, audio as long as the video.
+    framecrc = """#tb 0: 1/15360
+#tb 1: 1/48000
+0,          0,        512,      512,     2797, 0x1
+1,      -1024,      -1024,     1024,      226, 0x2, F=0x5, S=1, Skip Samples, 10, 0x3
+1,          0,          0,     1024,      290, 0x4
+0,        512,      45568,      512,     1374, 0x5, F=0x0
+1,     143360,     143360,      640,      231, 0x6
+"""
+    span = parse_stream_span(framecrc)
+    assert span is not None and (span.video_end, span.audio_start, span.audio_end) == (
+        3.0,
+        -0.021333,
+        3.0,
+    )
+    assert span.audio_overhang == pytest.approx(1024 / 48000, abs=1e-5)  # the next file's priming
+    assert parse_stream_span("#tb 0: 1/15360\n0, 0, 0, 512, 10, 0x1\n") is None  # no audio
 
 
 def test_keyframe_gap_from_packet_flags() -> None:

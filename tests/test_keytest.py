@@ -109,3 +109,66 @@ async def test_a_target_with_its_own_ca_file_is_verified_against_it_and_tested_a
             await ms.update_target(target.id, {"ca_file": str(tmp_path / "not.pem")})
         cleared = await ms.update_target(target.id, {"ca_file": None})
         assert cleared.ca_file is None
+
+
+@needs_nginx
+async def test_a_job_started_right_after_creation_is_not_refused_by_the_key_test(
+    nginx: NginxRtmp, db: Database, tmp_path: Path
+) -> None:
+    """An ingest takes one publisher per key: the automatic test at creation used to hold the
+    key when a job started at once, so the job's push was refused as a wrong key (and retried
+    minutes later). Now the push stops the test, and a test never runs during a push."""
+    import asyncio
+    import time
+
+    from media import make_clip
+    from test_jobs import new_multistream
+
+    from streamerhub.ffmpeg.status import TargetState
+
+    clip = make_clip(tmp_path / "clip.mp4", seconds=4)
+    ms = new_multistream(tmp_path, [])
+    async with ms.running(db, Keyring(os.urandom(32))):
+        video = await ms.library.import_path({"path": str(clip)})
+        deadline = time.monotonic() + 30
+        while (await ms.library.get(video.id)).status != "ready":
+            assert time.monotonic() < deadline, "the video was never prepared"
+            await asyncio.sleep(0.1)
+        body = {"name": "n", "url": nginx.url, "stream_key": GOOD}
+        target = await ms.create_target({**body, "test_key": True})
+        while not nginx.published:  # the test stream is on the key
+            assert time.monotonic() < deadline, "the key test never published"
+            await asyncio.sleep(0.05)
+        job = await ms.create_job({"name": "j", "videos": [video.id], "targets": [target.id]})
+        await ms.start_job(job.id)
+        while True:
+            [shown] = (await ms.job_json(await ms.jobs.get(job.id)))["targets"]
+            if shown["state"] == "live":
+                break
+            assert shown["state"] in ("starting", "stopped"), shown
+            assert time.monotonic() < deadline, shown
+            await asyncio.sleep(0.1)
+        assert nginx.rejected == []
+        tested = (await ms.targets.get(target.id)).key_test
+        assert tested is not None and tested["result"] == "in_use"
+        assert "a job started pushing" in tested["message"]
+        # Asked while the job pushes: no second publisher, an answer in words.
+        during = await ms.test_target(target.id)
+        assert during["result"] == "in_use" and "is pushing" in during["message"]
+        assert nginx.rejected == [] and TargetState.LIVE.value == "live"
+        await ms.stop_job(job.id)
+
+
+@needs_nginx
+async def test_a_key_another_encoder_streams_with_is_in_use_not_rejected(
+    nginx: NginxRtmp,
+) -> None:
+    import asyncio
+
+    url = f"{nginx.url}/{GOOD}"
+    first = asyncio.create_task(try_publish(ffmpeg_exe(), url, seconds=3))
+    while not nginx.published:
+        await asyncio.sleep(0.05)
+    second = await try_publish(ffmpeg_exe(), url, seconds=1, mask=masker(url, GOOD))
+    assert second.result == "in_use" and "already publishing" in second.message
+    assert (await first).result == "ok"

@@ -4,6 +4,7 @@ reason, one preparation at a time with progress, cancel, and names that never be
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from pathlib import Path
 from typing import AsyncIterator
@@ -24,6 +25,8 @@ from streamerhub.ffmpeg.argv import recommended_kbps
 from streamerhub.ffmpeg.library import Library, Video, safe_label
 
 pytestmark = [pytest.mark.ffmpeg, pytest.mark.usefixtures("no_leftover_ffmpeg")]
+
+DROPPED = "2 audio tracks: the first is pushed, the others dropped"
 
 
 @pytest.fixture
@@ -297,3 +300,55 @@ async def test_the_library_is_searched_by_name_format_duration_and_status(
     ):
         with pytest.raises(InvalidInput, match=message):
             await library.list(query)
+
+
+def two_audio_tracks(media_set: MediaSet, path: Path) -> Path:
+    """clip_a's picture and tone, plus clip_b's tone as a second audio track (commentary)."""
+    subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-y", "-i", str(media_set.clip_a), "-i"]
+        + [str(media_set.clip_b), "-map", "0:v", "-map", "0:a", "-map", "1:a", "-c", "copy"]
+        + [str(path)],
+        check=True,
+        timeout=60,
+    )
+    return path
+
+
+async def test_a_second_audio_track_is_named_as_dropped(
+    library: Library, media_set: MediaSet, tmp_path: Path
+) -> None:
+    # A commentary track used to vanish without a word: preparation keeps the first track only.
+    two = two_audio_tracks(media_set, tmp_path / "two-tracks.mp4")
+    video = await library.store_upload("Rerun with commentary.mp4", chunks_of(two))
+    ready = await wait_status(library, video.id, "ready", "rejected")
+    assert ready.status == "ready", ready.reason
+    shown = ready.to_json()
+    assert shown["notices"] == [DROPPED]
+    single = await library.store_upload("plain.mp4", chunks_of(media_set.clip_a))
+    assert (await wait_status(library, single.id, "ready")).to_json()["notices"] == []
+
+
+@pytest.mark.browser
+@pytest.mark.e2e
+async def test_the_library_page_says_which_audio_track_is_pushed(
+    daemon_factory, db_url: str, media_set: MediaSet, tmp_path: Path
+) -> None:
+    from test_browser import PROBLEMS, become_owner, chromium, daemon_config, new_page, shot
+
+    from streamerhub.fake_twitch import FakeTwitch
+
+    two = two_audio_tracks(media_set, tmp_path / "with-commentary.mp4")
+    PROBLEMS.clear()
+    async with FakeTwitch() as fake:
+        daemon = daemon_factory(daemon_config(db_url, fake)).start()
+        async with chromium() as browser:
+            page = await new_page(browser)
+            await become_owner(page, daemon)
+            await page.goto(f"{daemon.url}/multistream")
+            await page.set_input_files("#upload-file", str(two))
+            await page.click("#upload-form button[type=submit]")
+            await page.wait_for_selector("#videos-table .state-ready", timeout=30_000)
+            notice = await page.inner_text("#videos-table .video-notice")
+            await shot(page, "40-library-audio-track-notice")
+    assert notice == DROPPED
+    assert not PROBLEMS, PROBLEMS

@@ -9,6 +9,9 @@ push with *its* key reaches the ingest.
 from __future__ import annotations
 
 import asyncio
+import csv
+import datetime as dt
+import io
 import json
 import time
 from pathlib import Path
@@ -28,7 +31,7 @@ from streamerhub.bot.service import BotDeps, TwitchBot
 from streamerhub.bot.tokens import TokenStore
 from streamerhub.crypto import Keyring
 from streamerhub.db import Database
-from streamerhub.errors import InvalidInput
+from streamerhub.errors import InvalidInput, NotFound
 from streamerhub.events.store import EventStore
 from streamerhub.fake_twitch import FakeTwitch
 from streamerhub.fake_twitch.channel import Follower
@@ -494,3 +497,81 @@ async def test_twitch_is_asked_only_while_our_push_is_live_and_calmly_once_confi
     assert shown is not None and shown.warning is None and shown.viewers == 42
     assert shown.to_json()["title"] == "Rerun" and shown.to_json()["ours"] == "live"
     assert accounts.asked == [["5000"], ["5000"]]
+
+
+# ----------------------------------------------------------------------------- export
+
+
+async def test_a_jobs_per_account_figures_export_as_csv_and_json(
+    rig: Rig, media_set: MediaSet, no_leftover_ffmpeg: None
+) -> None:
+    state = rig.fake.state
+    state.add_user("3000", "alt_one", "AltOne")
+    state.add_user("3100", "alt_two", "AltTwo")
+    await start_bot(rig)
+    ms = rig.multistream(f'[library]\nimport_dirs = ["{media_set.folder}"]\n')
+    async with ms.running(rig.db, rig.keyring):
+        a = await ms.create_target({"name": "Alt one", "url": UNREACHABLE, "stream_key": "k" * 16})
+        b = await ms.create_target({"name": "=2+5", "url": UNREACHABLE, "stream_key": "k" * 16})
+        await ms.link_target(a.id, {"login": "alt_one"})
+        await ms.link_target(b.id, {"login": "alt_two"})
+        video = await ms.library.import_path({"path": str(media_set.ready)})
+        await wait_for(lambda: _ready(ms, video.id), 30, "the video was never prepared")
+        job = await ms.create_job({"name": "reruns", "videos": [video.id], "targets": [a.id, b.id]})
+        # What Twitch said while the job pushed, 15 s apart: alt_one in two pushes an hour
+        # apart, listed live with viewers; alt_two pushed once and Twitch never listed it.
+        t0 = dt.datetime(2026, 11, 30, 19, 0, tzinfo=dt.UTC)
+        samples = [
+            (a.id, "3000", 0, True, False, None),
+            (a.id, "3000", 15, True, False, None),
+            (a.id, "3000", 30, True, True, 3),
+            (a.id, "3000", 45, True, True, 5),
+            (a.id, "3000", 60, True, True, 4),
+            (a.id, "3000", 3600, True, True, 9),
+            (a.id, "3000", 3615, True, True, 8),
+            (a.id, "3000", 3630, True, False, None),
+            (b.id, "3100", 0, True, False, None),
+            (b.id, "3100", 15, True, False, None),
+            (b.id, "3100", 30, True, False, None),
+        ]
+        await rig.db.pool.executemany(
+            "INSERT INTO stream_linked_samples (job_id, target_id, user_id, at, ours_live, "
+            "twitch_live, viewers) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            [
+                (job.id, t, u, t0 + dt.timedelta(seconds=s), ours, tw, v)
+                for t, u, s, ours, tw, v in samples
+            ],
+        )
+
+        body, media = await ms.account_export(job.id, "csv")
+        assert media.startswith("text/csv")
+        rows = list(csv.DictReader(io.StringIO(body.decode())))
+        one, two = rows
+        assert (one["login"], one["display_name"], one["target_name"]) == (
+            "alt_one",
+            "AltOne",
+            "Alt one",
+        )
+        assert one["streams_pushed"] == "2" and one["peak_viewers"] == "9"
+        assert one["avg_viewers"] == "5.8" and one["samples"] == "8"
+        # 4 × 15 s, then at most 180 s (12 checks) after the first push's last answer, 2 × 15 s
+        assert float(one["hours_on_air"]) == pytest.approx((60 + 180 + 30) / 3600, abs=0.001)
+        assert float(one["hours_confirmed_live"]) == pytest.approx(
+            (30 + 180 + 30) / 3600, abs=0.001
+        )
+        assert one["first_live_at_utc"] == "2026-11-30T19:00:00Z"
+        assert (two["login"], two["streams_pushed"], two["peak_viewers"]) == ("alt_two", "1", "")
+        assert two["hours_confirmed_live"] == "0.0"
+        assert two["target_name"] == "'=2+5"  # a spreadsheet shows it, never computes it
+
+        as_json, media = await ms.account_export(job.id, "json")
+        assert media == "application/json"
+        parsed = json.loads(as_json)
+        assert [r["login"] for r in parsed] == ["alt_one", "alt_two"]
+        assert parsed[0]["peak_viewers"] == 9 and parsed[1]["avg_viewers"] is None
+        assert parsed[1]["target_name"] == "=2+5"  # JSON carries the name as it is
+
+        with pytest.raises(InvalidInput, match="format: 'xlsx' is not one of csv, json"):
+            await ms.account_export(job.id, "xlsx")
+        with pytest.raises(NotFound):
+            await ms.account_export(job.id + 100, "csv")

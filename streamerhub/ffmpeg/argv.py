@@ -368,6 +368,34 @@ def build_audio_fix_argv(
     ]
 
 
+def build_audio_trim_argv(
+    ffmpeg: str,
+    src: Path,
+    dst: Path,
+    end_sample: int,
+    profile: EncodeProfile,
+    *,
+    progress: str = "pipe:1",
+) -> list[str]:
+    """argv that copies the video and re-encodes the audio cut at `end_sample` (see
+    `prepare.align_audio_end`: the next file's AAC priming must not overlap this file's end)."""
+    return [
+        *build_global_args(ffmpeg, overwrite=True),
+        "-nostdin",
+        "-i",
+        _file(src),
+        *build_progress_args(progress, 0.5),
+        *("-map", "0:v:0", "-map", "0:a:0", "-c:v", "copy"),
+        *("-af", f"atrim=end_sample={end_sample}"),
+        *build_audio_encode_args(profile),
+        "-movflags",
+        "+faststart",
+        "-f",
+        "mp4",
+        _file(dst),
+    ]
+
+
 def build_remux_argv(ffmpeg: str, src: Path, dst: Path, *, progress: str = "pipe:1") -> list[str]:
     """argv that only rewraps an already stream-ready file as a faststart MP4."""
     return [

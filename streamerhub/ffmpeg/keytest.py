@@ -9,7 +9,7 @@ it on the channel, so a test never goes public.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -39,6 +39,12 @@ _MESSAGES = {
     "tls_error": "the secure connection failed: check the URL, and set [ffmpeg] ca_file "
     "for an ingest with a private certificate authority",
     "error": "the test stream failed",
+    "in_use": "not tested: a job is pushing with this key now (an ingest takes one stream per "
+    "key); the job's state says whether the ingest takes it",
+    "busy": "not tested: the ingest says something is already publishing with this key (another "
+    "encoder, or a job of this daemon); stop it and test again",
+    "yielded": "not finished: a job started pushing with this key, so the test gave way "
+    "(an ingest takes one stream per key); the job's state says whether the ingest takes it",
 }
 _RESULTS = {
     FailureClass.KEY_REJECTED: "key_rejected",
@@ -51,7 +57,7 @@ _RESULTS = {
 
 @dataclass(frozen=True)
 class KeyTest:
-    result: str  # ok, key_rejected, unreachable, tls_error, error
+    result: str  # ok, key_rejected, unreachable, tls_error, error, in_use
     message: str
     bandwidth_test: bool  # Twitch's mode that never goes public
 
@@ -132,6 +138,8 @@ async def try_publish(
     if code == 0 and sent:
         return _result("ok", None, url, seconds)
     said = first_error(lines) or f"FFmpeg exited with code {code}"
+    if "already publishing" in err.lower():  # someone else streams with the key right now
+        return KeyTest("in_use", _MESSAGES["busy"], is_twitch(url))
     result = _RESULTS.get(classify_failure(lines), "error")
     return _result(result, str(mask(said)), url, seconds)
 
@@ -142,3 +150,44 @@ def _result(result: str, detail: str | None, url: str, seconds: float) -> KeyTes
     if bandwidth_test and result == "ok":
         message += " (Twitch bandwidth-test mode: nothing went public)"
     return KeyTest(result, message + (f" (FFmpeg: {detail})" if detail else ""), bandwidth_test)
+
+
+class KeyTests:
+    """The key tests in flight, by target, so that a push and a test never hold one key at once.
+
+    An ingest takes one publisher per key and refuses the next ("Already publishing"), which
+    looks exactly like a wrong key: a test still running when a job started (the automatic
+    test at creation, then Start) made the job's push fail as `key_rejected` and wait minutes.
+    A push therefore stops its target's test first (`give_way`), and the test answers in_use.
+    """
+
+    def __init__(self) -> None:
+        self._running: dict[int, asyncio.Task[KeyTest]] = {}
+
+    async def run(self, target_id: int, test: Coroutine[None, None, KeyTest]) -> KeyTest:
+        """Run one target's test; in_use when a push took the key meanwhile."""
+        task = asyncio.create_task(test)
+        self._running[target_id] = task
+        try:
+            return await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # our caller is cancelled, not the test
+            return in_use(yielded=True)
+        finally:
+            if self._running.get(target_id) is task:
+                del self._running[target_id]
+
+    async def give_way(self, target_id: int) -> None:
+        """Stop this target's test (its FFmpeg is killed and gone) before a push starts."""
+        task = self._running.get(target_id)
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait([task])
+            log.info("key_test_gave_way", target=target_id)
+
+
+def in_use(*, yielded: bool = False) -> KeyTest:
+    """The answer when a job pushes with the key: no second publisher is tried."""
+    return KeyTest("in_use", _MESSAGES["yielded" if yielded else "in_use"], False)

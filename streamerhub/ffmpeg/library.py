@@ -73,6 +73,7 @@ class Video:
             "reason": self.reason,
             "progress": self.progress,
             "probe": _public_probe(self.probe),
+            "notices": self.notices(),
             "profile": {"video_kbps": self.video_kbps, "audio_kbps": self.audio_kbps},
             "prepared": None
             if self.prepared_mode is None
@@ -84,6 +85,13 @@ class Video:
             "created_at": self.created_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
         }
+
+    def notices(self) -> list[str]:
+        """What the streamer should know about a playable video: what of it is left out."""
+        tracks = (self.probe or {}).get("audio_tracks", 1)
+        if tracks > 1:
+            return [f"{tracks} audio tracks: the first is pushed, the others dropped"]
+        return []
 
     def encode_reasons(self) -> list[str]:
         """Why the source had to be encoded (empty for a remux): what was not stream-ready."""

@@ -127,6 +127,38 @@ SELECT count(*) FILTER (WHERE ours_live AND (prev_live IS NOT TRUE OR since_prev
        count(*) AS samples
   FROM s"""
 
+# The same figures for one job, one row per (target, account) it pushed to: what the job's
+# export gives, next to its history. An account unlinked since keeps its rows (by user id).
+_JOB_STATS = """
+WITH s AS (
+    SELECT target_id, user_id, at, ours_live, twitch_live, viewers,
+           coalesce(lead(at) OVER w - at, interval '0') AS till_next,
+           at - lag(at) OVER w AS since_prev,
+           lag(ours_live) OVER w AS prev_live
+      FROM stream_linked_samples
+     WHERE job_id = $1
+    WINDOW w AS (PARTITION BY target_id, user_id ORDER BY at)
+)
+SELECT s.target_id, t.name AS target_name, s.user_id,
+       (SELECT a.login FROM stream_linked_accounts a WHERE a.user_id = s.user_id
+         ORDER BY a.refreshed_at DESC LIMIT 1) AS login,
+       (SELECT a.display_name FROM stream_linked_accounts a WHERE a.user_id = s.user_id
+         ORDER BY a.refreshed_at DESC LIMIT 1) AS display_name,
+       count(*) FILTER (WHERE ours_live AND (prev_live IS NOT TRUE OR since_prev > $2))
+           AS streams_pushed,
+       coalesce(sum(extract(epoch FROM least(till_next, $2))) FILTER (WHERE ours_live), 0)
+           AS seconds_on_air,
+       coalesce(sum(extract(epoch FROM least(till_next, $2)))
+                FILTER (WHERE ours_live AND twitch_live), 0) AS seconds_confirmed,
+       max(viewers) FILTER (WHERE ours_live AND twitch_live) AS peak_viewers,
+       avg(viewers) FILTER (WHERE ours_live AND twitch_live) AS avg_viewers,
+       count(*) AS samples,
+       min(at) FILTER (WHERE ours_live) AS first_live_at,
+       max(at) FILTER (WHERE ours_live) AS last_live_at
+  FROM s LEFT JOIN stream_targets t ON t.id = s.target_id
+ GROUP BY s.target_id, t.name, s.user_id
+ ORDER BY s.target_id, s.user_id"""
+
 
 class LinkedStore:
     """stream_linked_accounts and stream_linked_samples."""
@@ -241,3 +273,28 @@ class LinkedStore:
             "avg_viewers": round(float(avg), 1) if avg is not None else None,
             "samples": row["samples"],
         }
+
+    async def job_stats(self, job_id: int, max_gap_s: float) -> list[dict[str, Any]]:
+        """Per linked account one job pushed to: the same figures as `stats`, for that job."""
+        rows = await self.db.pool.fetch(_JOB_STATS, job_id, dt.timedelta(seconds=max_gap_s))
+        return [
+            {
+                "job_id": job_id,
+                "target_id": r["target_id"],
+                "target_name": r["target_name"],
+                "user_id": r["user_id"],
+                "login": r["login"],
+                "display_name": r["display_name"],
+                "streams_pushed": r["streams_pushed"],
+                "hours_on_air": round(float(r["seconds_on_air"]) / 3600, 3),
+                "hours_confirmed_live": round(float(r["seconds_confirmed"]) / 3600, 3),
+                "peak_viewers": r["peak_viewers"],
+                "avg_viewers": None
+                if r["avg_viewers"] is None
+                else round(float(r["avg_viewers"]), 1),
+                "samples": r["samples"],
+                "first_live_at": r["first_live_at"],
+                "last_live_at": r["last_live_at"],
+            }
+            for r in rows
+        ]

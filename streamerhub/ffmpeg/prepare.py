@@ -23,6 +23,7 @@ from streamerhub.ffmpeg.argv import (
     DEFAULT_PROFILE,
     EncodeProfile,
     build_audio_fix_argv,
+    build_audio_trim_argv,
     build_prepare_argv,
     build_remux_argv,
     plan_video,
@@ -34,7 +35,13 @@ from streamerhub.ffmpeg.binary import (
     spawn,
     stop_process,
 )
-from streamerhub.ffmpeg.probe import MediaProbe, audio_only_issues, compliance_issues, probe
+from streamerhub.ffmpeg.probe import (
+    MediaProbe,
+    audio_only_issues,
+    compliance_issues,
+    probe,
+    stream_span,
+)
 from streamerhub.ffmpeg.progress import ProgressParser, first_error
 from streamerhub.log import redact
 
@@ -82,6 +89,7 @@ async def prepare(
         argv = build_prepare_argv(exe, src, tmp, plan, profile, has_audio=source.audio is not None)
     try:
         await run_with_progress(argv, source.duration, on_progress)
+        await align_audio_end(exe, tmp, profile)
         result = await probe(exe, tmp)
         _fsync(tmp)
         os.replace(tmp, dst)
@@ -97,6 +105,30 @@ async def prepare(
         replace(result, path=dst),
         round(time.monotonic() - started, 3),
     )
+
+
+async def align_audio_end(exe: str, path: Path, profile: EncodeProfile) -> bool:
+    """End the audio one AAC priming span before the video, so playlists join cleanly.
+
+    In a playlist (FFmpeg's concat demuxer) the next file starts at this file's duration, and
+    its first audio packet (the encoder's priming, before its content) one priming span
+    earlier. Audio that runs as long as the video therefore overlapped it: a duplicate audio
+    timestamp at every join. The last ~21 ms of audio are cut (re-encoding the audio only;
+    the video is copied); the next file's priming packet fills exactly that span.
+    True when the file was rewritten.
+    """
+    span = await stream_span(exe, path)
+    if span is None or span.audio_overhang <= 0.5 / profile.audio_rate:
+        return False
+    end = span.video_end + min(0.0, span.audio_start)
+    aligned = path.with_name(path.name + ".aligned.mp4")
+    try:
+        argv = build_audio_trim_argv(exe, path, aligned, round(end * profile.audio_rate), profile)
+        await run_with_progress(argv, None, None)
+        os.replace(aligned, path)
+    finally:
+        aligned.unlink(missing_ok=True)
+    return True
 
 
 def nominal_rate(media: MediaProbe) -> float | None:

@@ -77,6 +77,7 @@ class MediaProbe:
     audio: AudioInfo | None
     keyframe_interval: float | None  # longest gap between keyframes in the first ~20 s
     peak_kbps: int | None = None  # highest video bitrate over any 2 s of the first ~20 s
+    audio_tracks: int = 1  # how many audio tracks the file has (only the first is pushed)
 
     @property
     def video_kbps(self) -> int | None:
@@ -98,6 +99,7 @@ class InputInfo:
     bitrate_kbps: int | None
     video: VideoInfo | None
     audio: AudioInfo | None
+    audio_tracks: int = 0
 
 
 # --------------------------------------------------------------------------------- probing
@@ -143,6 +145,7 @@ async def probe(
         info.audio,
         keyframe_gap(parse_keyframe_times(frames[1])),
         peak_kbps(frames[1]),
+        info.audio_tracks,
     )
 
 
@@ -275,6 +278,7 @@ def parse_input_info(stderr: str) -> InputInfo | None:
     container, duration, bitrate = None, None, None
     video: VideoInfo | None = None
     audio: AudioInfo | None = None
+    audio_tracks = 0
     for raw in stderr.splitlines():
         line = split_log_line(raw)[1]
         if (match := _INPUT.match(line)) and container is None:
@@ -286,11 +290,12 @@ def parse_input_info(stderr: str) -> InputInfo | None:
             kind, rest = match.groups()
             if kind == "Video" and video is None and "(attached pic)" not in rest:
                 video = parse_video_stream(rest)
-            elif kind == "Audio" and audio is None:
-                audio = parse_audio_stream(rest)
+            elif kind == "Audio":
+                audio_tracks += 1
+                audio = audio or parse_audio_stream(rest)
     if container is None:
         return None
-    return InputInfo(container, duration, bitrate, video, audio)
+    return InputInfo(container, duration, bitrate, video, audio, audio_tracks)
 
 
 def parse_video_stream(rest: str) -> VideoInfo | None:
@@ -410,6 +415,57 @@ def keyframe_gap(scan: tuple[list[float], float]) -> float | None:
         return None
     marks = [*keys, max(end, keys[-1])]
     return round(max(b - a for a, b in itertools.pairwise(marks)) if len(marks) > 1 else 0.0, 3)
+
+
+@dataclass(frozen=True)
+class StreamSpan:
+    """Where the first video and audio tracks really end, from their packets (seconds)."""
+
+    video_end: float
+    audio_start: float  # negative: the AAC encoder's priming samples before the content
+    audio_end: float
+
+    @property
+    def audio_overhang(self) -> float:
+        """How far the audio reaches past the point where, in a playlist, the next file's
+        priming packet begins (this file's duration minus that priming): > 0 is a duplicate
+        audio timestamp at the join."""
+        return self.audio_end - (self.video_end + min(0.0, self.audio_start))
+
+
+def build_span_scan_argv(ffmpeg: str, path: Path) -> list[str]:
+    """One line per packet of the first video and audio tracks, whole file, nothing decoded."""
+    return [
+        *(ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-i", str(path)),
+        *("-map", "0:v:0", "-map", "0:a:0", "-c", "copy", "-f", "framecrc", "-"),
+    ]
+
+
+def parse_stream_span(framecrc: str) -> StreamSpan | None:
+    """framecrc of (video, audio) → their span; None when either track has no packet."""
+    timebases: dict[str, float] = {}
+    starts: dict[str, float] = {}
+    ends: dict[str, float] = {}
+    for line in framecrc.splitlines():
+        if match := re.match(r"#tb (\d+): (\d+)/(\d+)", line):
+            timebases[match.group(1)] = int(match.group(2)) / int(match.group(3))
+        elif line[:2] in ("0,", "1,"):
+            fields = [f.strip() for f in line.split(",")]
+            tb = timebases.get(fields[0], 1.0)
+            pts, duration = int(fields[2]) * tb, int(fields[3]) * tb
+            starts[fields[0]] = min(starts.get(fields[0], pts), pts)
+            ends[fields[0]] = max(ends.get(fields[0], pts + duration), pts + duration)
+    if "0" not in ends or "1" not in ends:
+        return None
+    return StreamSpan(round(ends["0"], 6), round(starts["1"], 6), round(ends["1"], 6))
+
+
+async def stream_span(
+    ffmpeg: FFmpegBinary | str, path: Path, timeout: float = 120.0
+) -> StreamSpan | None:
+    """The span of a file's first video and audio tracks (a read of every packet, no decode)."""
+    _, out, _ = await run_ffmpeg(build_span_scan_argv(ffmpeg_path(ffmpeg), path), timeout=timeout)
+    return parse_stream_span(out)
 
 
 # ------------------------------------------------------------------------------ compliance

@@ -111,6 +111,9 @@ class FailureClass(str, Enum):
 # First match wins, in this order: a refusal by the server says more than the I/O error that
 # follows it, and a DNS failure is reported by FFmpeg as a generic "Input/output error".
 _FAILURE_PATTERNS: tuple[tuple[FailureClass, re.Pattern[str]], ...] = (
+    # The key is right but something else publishes with it (a key test, another encoder):
+    # nginx-rtmp says so as a "Server error"; it passes, so it is retried as a transient.
+    (FailureClass.OTHER, re.compile(r"Already publishing", re.I)),
     (
         FailureClass.KEY_REJECTED,
         re.compile(

@@ -19,12 +19,13 @@ from streamerhub.config import Settings
 from streamerhub.crypto import Keyring
 from streamerhub.db import Database
 from streamerhub.errors import Conflict, InvalidInput, NotFound, StreamerHubError
+from streamerhub.ffmpeg import account_export
 from streamerhub.ffmpeg.argv import DEFAULT_PROFILE, EncodeProfile
 from streamerhub.ffmpeg.binary import FFmpegBinary, find_ffmpeg
 from streamerhub.ffmpeg.channels import ChannelUpdater, update_channels
 from streamerhub.ffmpeg.jobs import Job
 from streamerhub.ffmpeg.jobstore import JobStore
-from streamerhub.ffmpeg.keytest import masker, try_publish
+from streamerhub.ffmpeg.keytest import KeyTests, in_use, masker, try_publish
 from streamerhub.ffmpeg.library import Library, probe_from_json
 from streamerhub.ffmpeg.linked import (
     LinkedStore,
@@ -97,6 +98,7 @@ class Multistream:
             asyncio.Lock
         )
         self._tasks = BackgroundTasks()
+        self._key_tests = KeyTests()
         self._scheduler: asyncio.Task[None] | None = None
 
     # ----------------------------------------------------------------------------- parts
@@ -239,13 +241,26 @@ class Multistream:
         target = await self.targets.get(target_id)
         key = await self.targets.open_key(target_id)
         url = output_url(target.url, key)
-        checked = await try_publish(
-            _ready(self.ffmpeg), url, mask=masker(url, key), ca_file=self._ca_file(target)
-        )
+        if self._pushes_to(target_id):
+            checked = in_use()
+        else:
+            checked = await self._key_tests.run(
+                target_id,
+                try_publish(
+                    _ready(self.ffmpeg), url, mask=masker(url, key), ca_file=self._ca_file(target)
+                ),
+            )
         log.info("target_tested", target=target_id, result=checked.result)
         answer = {**checked.to_json(), "at": now_utc().isoformat(timespec="seconds")}
         await self.targets.record_key_test(target_id, answer)
         return {"target_id": target_id, **answer}
+
+    def _pushes_to(self, target_id: int) -> bool:
+        """A job's FFmpeg holds (or is about to hold) this target's key."""
+        return any(
+            t == target_id and r.status.state is not TargetState.STOPPED
+            for (_, t), r in self._runners.items()
+        )
 
     def _ca_file(self, target: Target) -> str | None:
         """The target's own CA file (a private CA), else [ffmpeg] ca_file, else the system's."""
@@ -326,6 +341,14 @@ class Multistream:
         if stats is None:
             raise NotFound(f"target {target_id} is not linked to a Twitch account")
         return {"target_id": target_id, **stats}
+
+    async def account_export(self, job_id: int, fmt: str) -> tuple[bytes, str]:
+        """(file, media type): the job's per-linked-account figures as CSV or JSON."""
+        media = account_export.check_format(fmt)
+        await self.jobs.get(job_id)
+        gap = self.settings.ffmpeg.twitch_check_interval * 4 * 3
+        stats = await _ready(self._linked).job_stats(job_id, gap)
+        return account_export.render(account_export.account_rows(stats, self.tz), fmt), media
 
     def _twitch(self) -> TwitchAccounts:
         if self.accounts is None:
@@ -471,6 +494,7 @@ class Multistream:
         old = self._runners.get((job.id, target.id))
         if old is not None:
             await old.stop()
+        await self._key_tests.give_way(target.id)  # an ingest takes one stream per key
         runner = TargetRunner(
             _ready(self.ffmpeg),
             output_url(target.url, key),

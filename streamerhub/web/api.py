@@ -108,6 +108,7 @@ class MultistreamApi(Protocol[JobT]):
     async def link_target(self, target_id: int, body: Any) -> dict[str, Any]: ...
     async def unlink_target(self, target_id: int) -> None: ...
     async def account_stats(self, target_id: int) -> dict[str, Any]: ...
+    async def account_export(self, job_id: int, fmt: str) -> tuple[bytes, str]: ...
     def presets(self) -> list[dict[str, Any]]: ...
     async def delete_target(self, target_id: int) -> None: ...
     async def test_target(self, target_id: int) -> dict[str, Any]: ...
@@ -296,6 +297,16 @@ async def account_stats(request: web.Request) -> web.Response:
     return _json(await _ms(request).account_stats(_id(request)))
 
 
+async def account_export(request: web.Request) -> web.Response:
+    """GET /jobs/{id}/accounts?format=csv|json — per linked account: the job's figures."""
+    fmt = request.query.get("format", "csv")
+    body, media = await _ms(request).account_export(_id(request), fmt)
+    disposition = f'attachment; filename="streamerhub-job-{_id(request)}-accounts.{fmt}"'
+    return web.Response(
+        body=body, headers={"Content-Type": media, "Content-Disposition": disposition}
+    )
+
+
 # ----------------------------------------------------------------------------- videos
 
 
@@ -478,6 +489,7 @@ ROUTES: tuple[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamRespon
     ("GET", "/jobs/{id:\\d+}/log", job_log),
     ("POST", "/jobs/{id:\\d+}/start", start_job),
     ("POST", "/jobs/{id:\\d+}/stop", stop_job),
+    ("GET", "/jobs/{id:\\d+}/accounts", account_export),
     ("POST", "/jobs/{id:\\d+}/targets/{target_id:\\d+}/start", start_job_target),
     ("POST", "/jobs/{id:\\d+}/targets/{target_id:\\d+}/stop", stop_job_target),
     ("GET", "/export/{kind}", export),

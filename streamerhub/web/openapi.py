@@ -158,6 +158,11 @@ SCHEMAS: dict[str, Any] = {
             "reason": {**_nullable("string"), "description": "Why rejected, or cancelled"},
             "progress": {**_nullable("number"), "description": "0..1 while preparing"},
             "probe": {"oneOf": [_ref("Probe"), {"type": "null"}]},
+            "notices": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "What is left out when it streams (audio tracks after the first)",
+            },
             "profile": {
                 "type": "object",
                 "properties": {
@@ -455,7 +460,14 @@ def _paths() -> dict[str, Any]:
                         "properties": {
                             "target_id": {"type": "integer"},
                             "result": {
-                                "enum": ["ok", "key_rejected", "unreachable", "tls_error", "error"]
+                                "enum": [
+                                    "ok",
+                                    "key_rejected",
+                                    "unreachable",
+                                    "tls_error",
+                                    "error",
+                                    "in_use",
+                                ]
                             },
                             "ok": {"type": "boolean"},
                             "message": {"type": "string"},
@@ -608,6 +620,21 @@ def _paths() -> dict[str, Any]:
         "/jobs/{id}/stop": {
             "parameters": [_id()],
             "post": _op("Stop every target", _JOB, extra=("404",)),
+        },
+        "/jobs/{id}/accounts": {
+            "parameters": [_id(), _query("format", "csv (default) or json", enum=["csv", "json"])],
+            "get": {
+                "summary": "Per linked Twitch account this job pushed to: streams pushed, hours "
+                "on air, hours Twitch confirmed live, Twitch's peak and average viewers "
+                "(columns in the README, never renamed)",
+                "responses": {
+                    "200": {
+                        "description": "CSV or a JSON array",
+                        "content": {"text/csv": {}, "application/json": {}},
+                    },
+                    **ERRORS,
+                },
+            },
         },
         "/jobs/{id}/targets/{target_id}/start": {
             "parameters": [_id(), _id("target_id")],
