@@ -170,3 +170,23 @@ async def test_first_start_setup_connect_twitch_in_the_browser_then_the_live_fee
             await shot(page, "twitch-connect-5-live-feed")
         assert not PROBLEMS, PROBLEMS
         assert SECRET not in daemon.log()
+
+
+async def test_the_terminal_login_uses_the_application_entered_on_the_dashboard(
+    db: Database, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from streamerhub.bot.oauth import LOGIN_SCOPES
+    from streamerhub.commands.twitch import _login
+    from streamerhub.crypto import write_key_file
+    from streamerhub.errors import ConfigError
+
+    key = AESGCM.generate_key(bit_length=256)
+    async with FakeTwitch(client_secret=SECRET, device_interval=0.05) as fake:
+        settings = make_settings(tmp_path, **_urls(fake))
+        settings.data_dir.mkdir(parents=True)
+        write_key_file(settings.data_dir / "master.key", key)
+        with pytest.raises(ConfigError, match="client_id is empty"):
+            await _login(db, settings, LOGIN_SCOPES)  # nothing entered anywhere yet
+        await TwitchApp(settings, db, Keyring(key)).save(fake.client_id, SECRET)
+        assert await _login(db, settings, LOGIN_SCOPES) == 0
+    assert "Connected Twitch channel Streamer" in capsys.readouterr().out
