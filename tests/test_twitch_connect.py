@@ -190,3 +190,28 @@ async def test_the_terminal_login_uses_the_application_entered_on_the_dashboard(
         await TwitchApp(settings, db, Keyring(key)).save(fake.client_id, SECRET)
         assert await _login(db, settings, LOGIN_SCOPES) == 0
     assert "Connected Twitch channel Streamer" in capsys.readouterr().out
+
+
+async def test_the_page_says_when_config_sets_the_application_and_keeps_it(
+    tmp_path: Path, db_url: str
+) -> None:
+    from web_support import csrf_of, dashboard
+
+    nowhere = "http://127.0.0.1:9"  # the discard port: nothing here is asked anything
+    extra = (
+        f'[twitch]\nclient_id = "from-config"\nclient_secret = "config-secret-9z1"\n'
+        f'api_url = "{nowhere}"\nauth_url = "{nowhere}"\neventsub_url = "ws://127.0.0.1:9"\n'
+        '[conduit]\nmode = "websocket"\n'
+    )
+    async with dashboard(tmp_path, db_url, extra) as dash:
+        await dash.create_owner()
+        page = await (await dash.client.get("/settings")).text()
+        assert 'id="twitch-app-config"' in page and "from-config" in page
+        assert "which win over this page" in page and "config-secret-9z1" not in page
+        assert 'id="twitch-app-form"' not in page
+        refused = await dash.client.post(
+            "/settings/twitch-app",
+            data={"csrf_token": csrf_of(page), "client_id": "other", "client_secret": "x"},
+        )
+        assert refused.status == 400
+        assert "config.toml or the environment, which win" in await refused.text()
