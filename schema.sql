@@ -1910,6 +1910,20 @@ CREATE TABLE chatbot_log (
 );
 CREATE INDEX chatbot_log_at ON chatbot_log (at DESC);
 
+-- ===== 0014_twitch_app.sql =====
+
+-- 0014: The Twitch application's credentials entered on the dashboard (issue 16: connecting Twitch
+-- entirely in the browser). One row at most. [twitch] client_id / client_secret in config.toml or
+-- the environment win over it; the secret is sealed like every other (keys.reseal covers it by
+-- its *_sealed name).
+
+CREATE TABLE twitch_app (
+    id                    smallint PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    client_id             text NOT NULL,
+    client_secret_sealed  bytea NOT NULL,
+    updated_at            timestamptz NOT NULL DEFAULT now()
+);
+
 -- ===== 0018_chatbot_account.sql =====
 
 -- The chat bot's own Twitch account (a second "bot" account, connected on the Chat bot page):

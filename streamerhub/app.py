@@ -19,6 +19,7 @@ from streamerhub.backup.service import BackupService, backup_before_upgrade
 from streamerhub.bot.accounts import BotTwitchAccounts
 from streamerhub.bot.botaccount import TwitchBotAccount
 from streamerhub.bot.chat import BotChannelFacts, BotChatSender, ChatTap, Runners
+from streamerhub.bot.credentials import TwitchApp
 from streamerhub.bot.link import TwitchChannelLink, TwitchOverviewFacts
 from streamerhub.bot.registry import all_channels
 from streamerhub.bot.service import (
@@ -61,6 +62,8 @@ TWITCH = web.AppKey("twitch", TwitchBot)
 # The dashboard's Twitch link (sign-in, connecting channels, category search); demo.py connects
 # its fake channel through it too.
 CHANNEL_LINK = web.AppKey("channel_link", TwitchChannelLink)
+# The Twitch application's credentials in effect (config, else entered on the dashboard).
+TWITCH_APP = web.AppKey("twitch_app", TwitchApp)
 # Set by demo.py (the only module that loads the fake Twitch) when `run --demo` adds it.
 DEMO_MODE = web.AppKey("demo_mode", bool)
 BACKUPS = web.AppKey("backups", BackupService)
@@ -126,9 +129,19 @@ async def analytics_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def channel_link_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The one Twitch link of this daemon, over the bot's token store (once keys are loaded)."""
+    """The one Twitch link of this daemon, over the bot's token store (once keys are loaded),
+    and the application credentials it and the bot use (a change on the dashboard reloads
+    the bot: no restart)."""
+    twitch_app = app[TWITCH_APP] = TwitchApp(app[SETTINGS], app[DB], app[KEYRING])
+    await twitch_app.load()
+
+    async def reload_bot() -> None:
+        if (bot := app.get(TWITCH)) is not None:
+            await bot.reload()
+
+    twitch_app.listeners.append(reload_bot)
     app[CHANNEL_LINK] = TwitchChannelLink(
-        app[SETTINGS], app[DB], app[KEYRING], lambda: app.get(TWITCH)
+        app[SETTINGS], app[DB], app[KEYRING], lambda: app.get(TWITCH), twitch_app
     )
     yield
 
@@ -153,7 +166,7 @@ def _exporter(app: web.Application) -> Any:
 
 def _bot_deps(app: web.Application) -> BotDeps:
     app[CHAT_TAP] = ChatTap(app[EVENTS])
-    return BotDeps(app[SETTINGS], app[DB], app[KEYRING], app[CHAT_TAP])
+    return BotDeps(app[SETTINGS], app[DB], app[KEYRING], app[CHAT_TAP], app[TWITCH_APP])
 
 
 async def chatbot_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -393,6 +406,7 @@ def add_dashboard(app: web.Application, settings: Settings) -> None:
                 "capture_state": lambda: capture_state(app),
             },
             twitch_auth=link,
+            twitch_app=app[TWITCH_APP],
             twitch_overview=TwitchOverviewFacts(app[DB], lambda: app.get(TWITCH)),
             multistream_history=RunHistory(app[DB]),
             backups=app.get(BACKUPS),

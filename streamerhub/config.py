@@ -449,7 +449,8 @@ class TwitchSettings:
         if not self.client_id:
             return (
                 "[twitch] client_id is empty: register an application at "
-                "https://dev.twitch.tv/console (client type Confidential) and set it"
+                "https://dev.twitch.tv/console (client type Confidential) and enter it on the "
+                "dashboard (Settings → Twitch application), or set it in config.toml"
             )
         if self.client_type == "confidential" and not self.client_secret:
             return (

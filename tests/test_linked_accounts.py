@@ -113,8 +113,8 @@ async def rig(db: Database, tmp_path: Path) -> AsyncIterator[Rig]:
             await store.stop()
 
 
-async def start_bot(rig: Rig) -> TwitchBot:
-    settings = make_settings(rig.tmp, **rig.settings_env())
+async def start_bot(rig: Rig, **env: str) -> TwitchBot:
+    settings = make_settings(rig.tmp, **{**rig.settings_env(), **env})
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     assert rig.store is not None
     rig.bot = TwitchBot(BotDeps(settings, rig.db, rig.keyring, rig.store))
@@ -312,7 +312,9 @@ async def test_helix_stays_far_within_the_rate_limit_with_10_accounts_and_3_jobs
     for n in range(10):
         rig.fake.state.add_user(str(5000 + n), f"acc{n}", f"Acc{n}")
     rig.fake.state.channel("5003").go_live()
-    await start_bot(rig)  # no connected channel: no EventSub traffic, only the app token's
+    # No connected channel and no conduit (its shards' Helix calls would be counted too): the
+    # only Helix traffic is the accounts' own, with the bot's app token.
+    await start_bot(rig, STREAMERHUB_CONDUIT_MODE="websocket")
     accounts = BotTwitchAccounts(lambda: rig.bot, lambda: rig.db, StreamKeyUnavailable)
     settings = make_settings(rig.tmp, **rig.settings_env()).ffmpeg
     store = _Ten()

@@ -1,9 +1,9 @@
 """Twitch accounts for multistream targets: ffmpeg/linked.py's TwitchAccounts over Helix.
 
 Public data (users, follower totals, live streams) is read with the app's own token when a
-client secret is configured (bot/apptoken.py), else with any connected channel's token; the
-stream key only with the account's own grant, and only if it included channel:read:stream_key
-(asked for when the streamer chooses "fill the key for me").
+client secret is set (the bot's one `oauth.AppToken`, the conduit's too), else with any
+connected channel's token; the stream key only with the account's own grant, and only if it
+included channel:read:stream_key (asked for when the streamer chooses "fill the key for me").
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from streamerhub.bot.apptoken import AppToken
 from streamerhub.bot.helix import Helix, HelixError
 from streamerhub.bot.oauth import STREAM_KEY_SCOPE
 from streamerhub.bot.registry import connected_channels
@@ -73,21 +72,19 @@ class BotTwitchAccounts:
     async def _public(self) -> Helix:
         """The app token's Helix (client secret set), else any connected channel's."""
         bot = self._running()
-        twitch = bot.deps.settings.twitch
-        if twitch.client_secret:
-            if self._app is None or self._app[0] is not bot.http:
-                token = AppToken(bot.http, bot.auth_url, bot.client_id, twitch.client_secret)
-                self._app = (bot.http, Helix(bot.http, bot.api_url, bot.client_id, token))
-            helix = self._app[1]
-            assert isinstance(helix.token, AppToken)  # built just above
-            await helix.token.ready()
-            return helix
+        if bot.app_token is not None:
+            if self._app is None or self._app[0] is not bot.app_token:
+                helix = Helix(bot.http, bot.api_url, bot.client_id, bot.app_token)
+                self._app = (bot.app_token, helix)
+            await bot.app_token.ensure()
+            return self._app[1]
         for runner in bot.runners.values():
             if runner.helix is not None:
                 return runner.helix
         raise TwitchError(
-            "to read a Twitch account set [twitch] client_secret (the app's own token reads "
-            "public data), or connect a channel first"
+            "to read a Twitch account give StreamerHub the application's Client secret "
+            "(Settings → Twitch application; the app's own token reads public data), or "
+            "connect a channel first"
         )
 
     async def connected_ids(self) -> list[str]:

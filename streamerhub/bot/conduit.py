@@ -102,12 +102,13 @@ class ConduitRunner:
         api_url: str,
         eventsub_url: str,
         settings: ConduitSettings,
+        app_token: AppToken | None = None,
     ) -> None:
         self.db, self.sink, self.http, self.settings = db, sink, http, settings
         self.client_id = oauth.client_id
         self.eventsub_url = eventsub_url
         self.daemon_id = daemon_identity()
-        self.app_token = AppToken(oauth)
+        self.app_token = app_token or AppToken(oauth)  # the bot's one, when it passes it
         self.helix = Helix(http, api_url, oauth.client_id, self.app_token)
         self.claims = ShardClaims(db, oauth.client_id, self.daemon_id, settings.lease_seconds)
         self.stats = ConduitStats()

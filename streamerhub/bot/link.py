@@ -18,6 +18,7 @@ from typing import AsyncIterator, Callable
 import aiohttp
 
 from streamerhub.bot import registry
+from streamerhub.bot.credentials import TwitchApp
 from streamerhub.bot.helix import Helix, HelixError
 from streamerhub.bot.oauth import (
     LOGIN_SCOPES,
@@ -75,12 +76,21 @@ class TwitchChannelLink:
         db: Database,
         keyring: Keyring,
         bot: Callable[[], TwitchBot | None],
+        app: TwitchApp | None = None,
     ) -> None:
-        self.settings, self.db, self.bot = settings, db, bot
+        self.settings, self.db, self.bot, self.app = settings, db, bot, app
         self.scopes = LOGIN_SCOPES
         self.store = TokenStore(db, keyring)
-        self.auth_url, self.client_id = settings.twitch.auth_url, settings.twitch.client_id
-        self.client_secret = settings.twitch.client_secret
+        self.auth_url = settings.twitch.auth_url
+
+    @property
+    def client_id(self) -> str:
+        """The application in effect now (the dashboard may set it while the daemon runs)."""
+        return (self.app.twitch if self.app else self.settings.twitch).client_id
+
+    @property
+    def client_secret(self) -> str:
+        return (self.app.twitch if self.app else self.settings.twitch).client_secret
 
     def _running_bot(self) -> TwitchBot | None:
         bot = self.bot()
@@ -112,8 +122,8 @@ class TwitchChannelLink:
         except CodeRejected as exc:
             raise LinkError(
                 f"Twitch refused the sign-in code ({exc.status}: {exc.message}). "
-                "Check [twitch] client_id / client_secret and the redirect URL "
-                "registered with Twitch, then try again."
+                "Check the application's Client ID and secret (Settings → Twitch application) "
+                "and the redirect URL registered with Twitch, then try again."
             ) from None
         except TwitchUnreachable as exc:
             raise _unreachable(exc) from None

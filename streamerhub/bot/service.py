@@ -29,12 +29,13 @@ from streamerhub.bot.channel import (
     Shared,
 )
 from streamerhub.bot.conduit import ConduitRunner, conduit_mode
+from streamerhub.bot.credentials import TwitchApp
 from streamerhub.bot.helix import Helix
-from streamerhub.bot.oauth import OAuth
+from streamerhub.bot.oauth import AppToken, OAuth
 from streamerhub.bot.ownership import Ownership
 from streamerhub.bot.registry import all_channels, connected_channels
 from streamerhub.bot.tokens import ChannelToken, TokenStore
-from streamerhub.config import Settings
+from streamerhub.config import Settings, TwitchSettings
 from streamerhub.crypto import Keyring
 from streamerhub.db import Database
 from streamerhub.errors import StreamerHubError
@@ -60,6 +61,8 @@ class BotDeps:
     db: Database
     keyring: Keyring
     store: BotStore
+    # The credentials in effect (config, else the dashboard's); None: [twitch] as configured.
+    app: TwitchApp | None = None
 
 
 class TwitchBot:
@@ -68,7 +71,6 @@ class TwitchBot:
     def __init__(self, deps: BotDeps) -> None:
         self.deps = deps
         settings = deps.settings
-        self.client_id = settings.twitch.client_id
         self.api_url = settings.twitch.api_url
         self.eventsub_url = settings.twitch.eventsub_url
         self.auth_url = settings.twitch.auth_url
@@ -79,22 +81,50 @@ class TwitchBot:
         self.http: aiohttp.ClientSession = None  # type: ignore[assignment]  # see above
         self.oauth: OAuth = None  # type: ignore[assignment]  # see above
         self.shared: Shared = None  # type: ignore[assignment]  # see above
+        # The app's own token (public data, the conduit): one per bot, when a secret is set.
+        self.app_token: AppToken | None = None
         self._wake = asyncio.Event()
         self.ownership = Ownership(deps.db, self._wake.set)
         # One sync at a time: the dashboard's, a NOTIFY's and the timer's may coincide.
         self._syncing = asyncio.Lock()
+        self._reloading = asyncio.Lock()
         self._loop_task: asyncio.Task[None] | None = None
-        twitch = settings.twitch
-        self.conduit_mode = conduit_mode(deps.settings.conduit.mode, twitch.client_secret)
         self.conduit: ConduitRunner | None = None
         self._conduit_task: asyncio.Task[None] | None = None
         self._unreachable_since: float | None = None  # first failed sync of the current outage
+        self._configure()
+
+    @property
+    def twitch(self) -> TwitchSettings:
+        """[twitch] with the application credentials in effect now."""
+        app = self.deps.app
+        return app.twitch if app is not None else self.deps.settings.twitch
+
+    def _configure(self) -> None:
+        """Take the credentials in effect (at start, and again on reload)."""
+        twitch = self.twitch
+        self.client_id = twitch.client_id
+        self.conduit_mode = conduit_mode(self.deps.settings.conduit.mode, twitch.client_secret)
+
+    async def reload(self) -> None:
+        """New application credentials (saved on the dashboard): stop everything built on the
+        old ones (OAuth client, token refreshers, conduit) and start again on the new."""
+        async with self._reloading:
+            if not self.running:  # not started yet, or stopping: start() reads them anyway
+                self._configure()
+                return
+            log.info("twitch_app_reloading")
+            await self.stop("the Twitch application changed")
+            self.conduit, self._unreachable_since = None, None
+            self.runners = {}
+            self._configure()
+            await self.start()
 
     async def start(self) -> None:
         self.http = aiohttp.ClientSession(headers={"User-Agent": "StreamerHub"})
-        self.oauth = OAuth(
-            self.http, self.auth_url, self.client_id, self.deps.settings.twitch.client_secret
-        )
+        secret = self.twitch.client_secret
+        self.oauth = OAuth(self.http, self.auth_url, self.client_id, secret)
+        self.app_token = AppToken(self.oauth) if self.client_id and secret else None
         self.shared = Shared(
             self.deps.db,
             self.deps.store,
@@ -114,20 +144,22 @@ class TwitchBot:
                 self.api_url,
                 self.eventsub_url,
                 self.deps.settings.conduit,
+                self.app_token,
             )
             self._conduit_task = asyncio.create_task(self.conduit.run(), name="twitch-conduit")
             log.info("twitch_conduit_mode", daemon_id=self.conduit.daemon_id)
         if not self.client_id:
             log.info(
                 "twitch_not_configured",
-                hint="set [twitch] client_id, then run `streamerhub twitch login`",
+                hint="enter the Twitch application on the dashboard (Settings) or set [twitch] "
+                "client_id, then connect a channel (dashboard or `streamerhub twitch login`)",
             )
-        elif problem := self.deps.settings.twitch.client_problem():
+        elif problem := self.twitch.client_problem():
             log.warning("twitch_client_misconfigured", hint=problem)
         await self.sync()
         self._loop_task = asyncio.create_task(self._sync_forever(), name="twitch-sync")
 
-    async def stop(self) -> None:
+    async def stop(self, why: str = "daemon stopped") -> None:
         """Stop every channel (bounded), release the channel locks, close HTTP; idempotent."""
         if self._loop_task is not None:
             self._loop_task.cancel()
@@ -139,7 +171,7 @@ class TwitchBot:
             with contextlib.suppress(Exception):  # the leases lapse by themselves anyway
                 await self.conduit.claims.release()
         async with self._syncing:
-            await asyncio.gather(*(r.stop("daemon stopped") for r in self.runners.values()))
+            await asyncio.gather(*(r.stop(why) for r in self.runners.values()))
             self.write_status()
             await self.ownership.close()
         if self.http is not None and not self.http.closed:

@@ -72,8 +72,6 @@ def _scopes(args: argparse.Namespace) -> tuple[str, ...]:
 def cmd_login(args: argparse.Namespace, settings: Settings) -> int:
     from streamerhub.bot.oauth import TokenError
 
-    if problem := settings.twitch.client_problem():
-        raise ConfigError(problem)
     try:
         code: int = asyncio.run(_with_db(settings, lambda db: _login(db, settings, _scopes(args))))
         return code
@@ -85,6 +83,7 @@ def cmd_login(args: argparse.Namespace, settings: Settings) -> int:
 async def _login(db: Database, settings: Settings, scopes: tuple[str, ...]) -> int:
     import aiohttp
 
+    from streamerhub.bot.credentials import TwitchApp
     from streamerhub.bot.oauth import OAuth
     from streamerhub.bot.tokens import TokenStore, login_with_device_code
     from streamerhub.crypto import load_keyring
@@ -93,10 +92,14 @@ async def _login(db: Database, settings: Settings, scopes: tuple[str, ...]) -> i
     await db.upgrade()
     # Like app.crypto_ctx: a new master key only while nothing is sealed under an old one.
     keyring = load_keyring(settings.data_dir, os.environ, create=not await has_sealed_secrets(db))
+    # The application of config.toml / the environment, else the one entered on the dashboard.
+    app = TwitchApp(settings, db, keyring)
+    await app.load()
+    twitch = app.twitch
+    if problem := twitch.client_problem():
+        raise ConfigError(problem)
     async with aiohttp.ClientSession(headers={"User-Agent": "StreamerHub"}) as http:
-        oauth = OAuth(
-            http, settings.twitch.auth_url, settings.twitch.client_id, settings.twitch.client_secret
-        )
+        oauth = OAuth(http, twitch.auth_url, twitch.client_id, twitch.client_secret)
         stored = await login_with_device_code(
             oauth, TokenStore(db, keyring), settings.twitch.api_url, _show_code, scopes
         )

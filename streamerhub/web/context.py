@@ -71,6 +71,24 @@ class TwitchAuth(Protocol):
         """Give the token back; a failure is only logged (the token expires anyway)."""
 
 
+class TwitchAppSetup(Protocol):
+    """The Twitch application's credentials: which are in effect, and saving the owner's."""
+
+    @property
+    def source(self) -> str:
+        """config (config.toml or the environment: they win), dashboard, or "" (none yet)."""
+
+    @property
+    def client_id(self) -> str: ...
+
+    @property
+    def secret_set(self) -> bool: ...
+
+    async def save(self, client_id: str, client_secret: str) -> None:
+        """Check them with Twitch, store the secret sealed, and use them now (no restart); a
+        StreamerHubError says what is wrong. An empty secret keeps the stored one."""
+
+
 class ChannelLink(Protocol):
     """Connect or disconnect a Twitch channel from the browser; search categories with it."""
 
@@ -257,6 +275,13 @@ class Services:
     twitch_overview: TwitchOverview | None = None
     multistream_history: MultistreamHistory | None = None
     backups: BackupHealth | None = None
+    twitch_app: TwitchAppSetup | None = None
+
+    def twitch_client_id(self) -> str:
+        """The Client ID in effect: config's, else the one entered on the dashboard."""
+        if self.twitch_app is not None:
+            return self.twitch_app.client_id
+        return self.settings.twitch.client_id
 
 
 SERVICES = web.AppKey("web_services", Services)

@@ -21,6 +21,7 @@ from streamerhub.web.auth import (
 from streamerhub.web.context import services
 from streamerhub.web.preferences import clock_choices, use_clock
 from streamerhub.web.security import LoginThrottle, client_address, public_url
+from streamerhub.web.twitch_oauth import redirect_uri
 from streamerhub.web.users import (
     LOGIN_RE,
     UserError,
@@ -44,7 +45,7 @@ def safe_next(value: str | None) -> str:
 
 
 def _twitch_ready(request: web.Request) -> bool:
-    return bool(services(request).settings.twitch.client_id)
+    return bool(services(request).twitch_client_id())
 
 
 # ----------------------------------------------------------------------------- setup
@@ -76,6 +77,7 @@ async def _setup_form(
             "error": error,
             "login": login,
             "twitch": _twitch_ready(request),
+            "redirect_uri": redirect_uri(request),
             **clock_choices(request, guess=True),
         },
         status=status,

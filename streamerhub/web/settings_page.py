@@ -1,4 +1,5 @@
-"""Settings: Twitch channels (connect/disconnect, subscription health, gaps), dashboard users,
+"""Settings: the Twitch application (Client ID and secret, entered here unless config.toml sets
+them), Twitch channels (connect/disconnect, subscription health, gaps), dashboard users,
 the owner's password, master-key and database facts, the API token's hint. Owners only."""
 
 from __future__ import annotations
@@ -9,12 +10,12 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from streamerhub.db import redact_url
-from streamerhub.errors import InvalidInput
+from streamerhub.errors import InvalidInput, StreamerHubError
 from streamerhub.web import preferences
 from streamerhub.web.auth import current, flash, require
 from streamerhub.web.backups_page import add_routes as add_backup_routes
 from streamerhub.web.backups_page import backups_facts
-from streamerhub.web.context import services
+from streamerhub.web.context import Services, services
 from streamerhub.web.preferences import clock_choices, use_clock
 from streamerhub.web.security import public_url
 from streamerhub.web.twitch_oauth import redirect_uri
@@ -63,7 +64,10 @@ async def settings_view(request: web.Request) -> web.StreamResponse:
 
 
 async def _settings_page(
-    request: web.Request, errors: dict[str, str] | None = None, status: int = 200
+    request: web.Request,
+    errors: dict[str, str] | None = None,
+    status: int = 200,
+    form: dict[str, str] | None = None,
 ) -> web.StreamResponse:
     """The page, with a form's errors (the handlers calling it checked the role already)."""
     svc = services(request)
@@ -76,7 +80,9 @@ async def _settings_page(
             **facts,
             "errors": errors or {},
             "users": await UserStore(svc.db).list(),
-            "can_connect": svc.channel_link is not None and bool(svc.settings.twitch.client_id),
+            "can_connect": svc.channel_link is not None and bool(svc.twitch_client_id()),
+            "twitch_app": _twitch_app(svc),
+            "twitch_app_form_id": (form or {}).get("client_id", svc.twitch_client_id()),
             "bot_running": svc.channel_link is not None,
             "redirect_uri": redirect_uri(request),
             "public_url": public_url(svc.settings),
@@ -159,10 +165,47 @@ async def change_clock(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther("/settings#clock")
 
 
+def _twitch_app(svc: Services) -> dict[str, Any]:
+    """Which application credentials are in effect; never the secret, only whether it is set."""
+    app = svc.twitch_app
+    if app is None:
+        twitch = svc.settings.twitch
+        return {
+            "source": "config",
+            "client_id": twitch.client_id,
+            "secret_set": bool(twitch.client_secret),
+        }
+    return {"source": app.source, "client_id": app.client_id, "secret_set": app.secret_set}
+
+
+@require("owner")
+async def save_twitch_app(request: web.Request) -> web.StreamResponse:
+    """POST /settings/twitch-app: the Twitch application's Client ID and secret, checked with
+    Twitch, stored sealed, used at once (the bot reloads; no restart)."""
+    form = await request.post()
+    svc = services(request)
+    client_id = str(form.get("client_id", "")).strip()
+    if svc.twitch_app is None:
+        raise web.HTTPServiceUnavailable(text="The Twitch application cannot be set here.")
+    try:
+        await svc.twitch_app.save(client_id, str(form.get("client_secret", "")))
+    except StreamerHubError as exc:
+        return await _settings_page(
+            request, {"twitch_app": str(exc)}, 400, {"client_id": client_id}
+        )
+    await flash(
+        request,
+        "Twitch accepted the application and StreamerHub uses it now. Next: Connect a Twitch "
+        "channel.",
+    )
+    raise web.HTTPSeeOther("/settings#twitch")
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/settings", settings_view, name="settings")
     app.router.add_post("/settings/users", add_user)
     app.router.add_post("/settings/users/{user_id:\\d+}/delete", delete_user)
     app.router.add_post("/settings/password", change_password)
     app.router.add_post("/settings/clock", change_clock)
+    app.router.add_post("/settings/twitch-app", save_twitch_app)
     add_backup_routes(app)

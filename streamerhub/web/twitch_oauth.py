@@ -58,13 +58,13 @@ async def start(request: web.Request) -> web.StreamResponse:
     """GET /auth/twitch?purpose=signin|setup|connect: off to Twitch with a fresh state nonce."""
     svc = services(request)
     purpose = request.query.get("purpose", "signin")
-    client_id = svc.settings.twitch.client_id
+    client_id = svc.twitch_client_id()
     if purpose not in PURPOSES:
         raise web.HTTPBadRequest(text="Unknown Twitch sign-in purpose.")
     if not client_id:
         raise web.HTTPBadRequest(
-            text="Twitch sign-in needs [twitch] client_id (and "
-            "client_secret) in config.toml: see the README."
+            text="Twitch sign-in needs the Twitch application: the owner enters its Client ID "
+            "and secret on the Settings page (or [twitch] in config.toml: see the README)."
         )
     scopes: tuple[str, ...] = ()
     if purpose == "connect":
