@@ -47,7 +47,6 @@ document.addEventListener("DOMContentLoaded", () => {
       const live = {};
       for (const job of jobs) for (const t of job.targets || []) if (t.twitch && job.desired === "running") live[t.target_id] = t;
       options(document.getElementById("link-target"));
-      options(document.getElementById("ca-target"));
       const body = document.querySelector("#linked-table tbody");
       body.replaceChildren(...(targets.length ? targets.flatMap((t) => row(t, live[t.id])).filter(Boolean) :
         [el("tr", {}, el("td", {colspan: 8, class: "empty", text: "No target yet."}))]));
@@ -77,16 +76,6 @@ document.addEventListener("DOMContentLoaded", () => {
       document.getElementById("link-result").textContent = "";
       showError("link-form-error", err);
     }
-  });
-
-  document.getElementById("ca-form").addEventListener("submit", async (ev) => {
-    ev.preventDefault();
-    const f = new FormData(ev.target);
-    try {
-      await api("PATCH", `${API}/targets/${f.get("target_id")}`, {ca_file: (f.get("ca_file") || "").trim() || null});
-      showError("ca-form-error", null);
-      await load();
-    } catch (err) { showError("ca-form-error", err); }
   });
 
   load();
