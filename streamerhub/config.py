@@ -391,6 +391,16 @@ SETTINGS: tuple[Setting, ...] = (
         "itself when something listens there (e.g. nginx with libnginx-mod-rtmp).",
         _url("rtmp", empty_ok=False),
     ),
+    Setting(
+        "leases",
+        "multistream_seconds",
+        float,
+        15.0,
+        "With several daemons on one database, one of them runs every multistream job: it "
+        "renews this lease every quarter of it. A daemon that cannot renew it stops its FFmpeg "
+        "children after half of it; another daemon takes the jobs over once it lapses.",
+        _range(3, 300),
+    ),
 )
 
 _BY_NAME = {(s.section, s.key): s for s in SETTINGS}
@@ -501,6 +511,11 @@ class DemoSettings:
     ingest_url: str
 
 
+@dataclass(frozen=True)
+class LeasesSettings:
+    multistream_seconds: float
+
+
 # One typed view per [section] of SETTINGS; a test holds the two in step.
 SECTIONS: dict[str, type] = {
     "general": GeneralSettings,
@@ -515,6 +530,7 @@ SECTIONS: dict[str, type] = {
     "conduit": ConduitSettings,
     "events": EventsSettings,
     "demo": DemoSettings,
+    "leases": LeasesSettings,
 }
 
 
@@ -577,6 +593,10 @@ class Settings:
     @functools.cached_property
     def demo(self) -> DemoSettings:
         return self._section("demo", DemoSettings)
+
+    @functools.cached_property
+    def leases(self) -> LeasesSettings:
+        return self._section("leases", LeasesSettings)
 
 
 def find_config(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:

@@ -81,6 +81,7 @@ OWNERS: dict[str, set[str]] = {
     "db.py": {"schema_migrations"},
 }
 OWNERS["bot"] |= {"twitch_conduits", "twitch_conduit_shards"}  # conduit mode (bot/conduit.py)
+OWNERS["ffmpeg"] |= {"multistream_leases"}  # which daemon runs the jobs (ffmpeg/lease.py)
 # Read grants: the read model reads the event log it is built from (never writes it).
 READS: dict[str, set[str]] = {"analytics": EVENT_LOG}
 SQL = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|FROM|JOIN|TABLE)\b")
