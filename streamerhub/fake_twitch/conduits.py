@@ -282,7 +282,11 @@ def _authorized_by_user(
     """The acting user must have granted this client the type's scope (any live user token)."""
     if row.scope is None:
         return
-    acting = condition.get("moderator_user_id") or condition.get("broadcaster_user_id")
+    acting = (
+        condition.get("moderator_user_id")
+        or condition.get("broadcaster_user_id")
+        or condition.get("broadcaster_id")  # channel.ad_break.begin
+    )
     for user_token in state.tokens.values():
         if (
             user_token.user_id == acting
