@@ -400,7 +400,8 @@ async def test_a_streamer_links_an_account_by_login_on_the_multistream_page(
         for n in range(3):
             fake.state.followers.setdefault("3000", {})[str(n)] = _follower(str(n))
         config = daemon_config(db_url, fake) + f'client_secret = "{SECRET}"\n'
-        daemon = daemon_factory(config).start()
+        # Started off the loop: the fake Twitch on this loop must answer the daemon's start.
+        daemon = await asyncio.to_thread(daemon_factory(config).start)
         async with chromium() as browser:
             page = await new_page(browser)
             await become_owner(page, daemon)
