@@ -395,10 +395,11 @@ SETTINGS: tuple[Setting, ...] = (
         "leases",
         "multistream_seconds",
         float,
-        15.0,
-        "With several daemons on one database, one of them runs every multistream job: it "
-        "renews this lease every quarter of it. A daemon that cannot renew it stops its FFmpeg "
-        "children after half of it; another daemon takes the jobs over once it lapses.",
+        30.0,
+        "One daemon runs every multistream job, holding this lease (renewed every quarter of "
+        "it). A daemon that cannot renew it stops its FFmpeg children after half of it (also "
+        "when it runs alone: a database outage that long pauses the pushes until it is back); "
+        "another daemon takes the jobs over once it lapses.",
         _range(3, 300),
     ),
 )

@@ -156,7 +156,10 @@ class Multistream:
             if self._active:
                 wait = max(0.0, min(wait, lease.fenced_in()))
             await asyncio.sleep(wait)
-            await self._hold_lease()
+            try:
+                await self._hold_lease()
+            except Exception:  # the loop that fences must outlive any failure
+                log.exception("multistream_lease_loop_failed")
 
     async def _hold_lease(self) -> None:
         lease = _ready(self._lease)
@@ -164,7 +167,9 @@ class Multistream:
             ours = await lease.renew()
             why = "another daemon holds the multistream lease"
         except Exception as exc:  # noqa: BLE001 - unreachable database: the fence decides
-            log.warning("multistream_lease_renew_failed", error=redact(f"{type(exc).__name__}"))
+            log.warning(
+                "multistream_lease_renew_failed", error=redact(f"{type(exc).__name__}: {exc}")
+            )
             ours, why = lease.held(), "the database did not renew the multistream lease"
         if ours and not self._active:
             await self._activate()
