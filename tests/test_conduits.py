@@ -618,3 +618,18 @@ async def test_websocket_mode_a_daemon_cut_off_from_the_database_never_resubscri
             assert "eventsub_resubscribe_withheld" in owner.log()
     finally:
         await link.stop()
+
+
+async def test_ownership_is_confirmed_only_while_our_lock_connection_holds_the_lock(db) -> None:
+    from streamerhub.bot.ownership import Ownership
+
+    ownership = Ownership(db, lambda: None)
+    await ownership.ensure()
+    assert await ownership.take("42")
+    assert await ownership.confirm("42")
+    assert not await ownership.confirm("43")  # never ours
+    assert ownership._backend is not None
+    async with db.pool.acquire() as conn:
+        await conn.fetchval("SELECT pg_terminate_backend($1, 5000)", ownership._backend[0])
+    assert not await ownership.confirm("42")  # the lock went with its connection
+    await ownership.close()
