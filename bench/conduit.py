@@ -4,16 +4,17 @@
 --daemons N daemons, each keeping 2 shards of the fake's conduit, receive mixed subs, cheers and
 raids at --rate events/s for --seconds while a random shard's socket is closed mid-burst every
 --kill-shard-every s; with two or more daemons, daemon 0 is `kill -9`ed at a third of the run
-and restarted --restart-after s later. The fake (in this process) load-balances across enabled
+and restarted --restart-after s later, and daemon 1 (whose database connections go through a
+TCP link this script can cut) is cut off from PostgreSQL for --db-cut s at half the run. The fake (in this process) load-balances across enabled
 shards and retries a frame its chosen shard did not take on one other shard, as Twitch does.
 
 Prints one JSON object: sent (events Twitch had to send), delivered (distinct message ids the
 fake wrote to a socket), stored (of the sent, rows in twitch_events), lost (sent - stored: what
 the fake dropped after its one retry, as Twitch does, is counted in twitch_dropped; a dropped
 frame may still have reached a daemon just before it died), duplicated (typed rows beyond one per delivered event),
-shard_kills, daemon_kills, takeovers seen in the logs, and no_shard_max_s: the longest window in
+shard_kills, daemon_kills, db_cut_s, takeovers seen in the logs, load_1m (the machine's load
+average at the end: other work shares the cores), and no_shard_max_s: the longest window in
 which no shard was enabled (sampled every 50 ms). Goal: 0 lost, 0 duplicated.
-Not simulated here: one daemon cut off from the database (see the README's limits).
 The database is a fresh embedded PostgreSQL in a temp dir, shared by all daemons like an external
 one; everything is stopped at the end even on error.
 """
@@ -93,6 +94,50 @@ class Daemon:
             proc.wait(5)
 
 
+class DatabaseLink:
+    """A TCP stand-in for the cluster's Unix socket that the run cuts and restores."""
+
+    def __init__(self, unix_path: str) -> None:
+        self.unix_path, self.cut = unix_path, False
+        self.open: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    def stop(self) -> None:
+        self.sever()
+        if self.server is not None:
+            self.server.close()
+
+    def sever(self) -> None:
+        self.cut = True
+        for writer in self.open:
+            writer.transport.abort()
+        self.open = []
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.cut:
+            writer.transport.abort()
+            return
+        up_reader, up_writer = await asyncio.open_unix_connection(self.unix_path)
+        self.open += [writer, up_writer]
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
 def enabled_shards(fake: FakeTwitch) -> list[str]:
     found = list(conduits.world(fake.state).conduits.values())
     return [s.id for s in found[0].shards if s.status == "enabled"] if found else []
@@ -110,8 +155,15 @@ async def until(check: Any, timeout: float, what: str) -> None:
 class Run:
     """The traffic, the fault schedule and the monitor, over one fake and one database."""
 
-    def __init__(self, args: argparse.Namespace, fake: FakeTwitch, daemons: list[Daemon]) -> None:
-        self.args, self.fake, self.daemons = args, fake, daemons
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        fake: FakeTwitch,
+        daemons: list[Daemon],
+        link: DatabaseLink,
+    ) -> None:
+        self.args, self.fake, self.daemons, self.link = args, fake, daemons, link
+        self.db_cut = 0.0
         self.rng = random.Random(args.seed)
         self.sent: dict[str, str] = {}  # message id -> type
         self.delivered: dict[str, str] = {}  # message ids the fake wrote to a socket
@@ -156,6 +208,19 @@ class Run:
         self.daemon_kills += 1
         await asyncio.sleep(self.args.restart_after)
         self.daemons[0].start()
+
+    async def database_cut(self) -> None:
+        """Daemon 1 loses PostgreSQL (Twitch stays reachable) for --db-cut s at half the run."""
+        if len(self.daemons) < 2 or self.args.db_cut <= 0:
+            return
+        await asyncio.sleep(self.args.seconds / 2)
+        self.link.sever()
+        cut_at = time.monotonic()
+        try:
+            await asyncio.sleep(self.args.db_cut)
+        finally:
+            self.link.cut = False
+            self.db_cut = time.monotonic() - cut_at
 
     async def monitor(self) -> None:
         empty_since: float | None = None
@@ -203,14 +268,20 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 "STREAMERHUB_CONFIG": str(workdir / "config.toml"),
             }
             (workdir / "config.toml").write_text("")
+            socket_file = next(cluster.socket_dir.glob(".s.PGSQL.*"))
+            link = DatabaseLink(str(socket_file))
+            await link.start()
+            proxied = f"postgresql://streamerhub@127.0.0.1:{link.port}/streamerhub?sslmode=disable"
             for index in range(args.daemons):
-                daemons.append(Daemon(workdir, index, env, key))
+                linked = {**env, "STREAMERHUB_DATABASE_URL": proxied} if index == 1 else env
+                daemons.append(Daemon(workdir, index, linked, key))
                 daemons[-1].start()
             want = 2 * args.daemons
             await until(lambda: len(enabled_shards(fake)) >= want, 90, "every daemon's shards")
             await asyncio.sleep(2)  # subscriptions made by the first round
-            run = Run(args, fake, daemons)
+            run = Run(args, fake, daemons, link)
             side = [
+                asyncio.create_task(run.database_cut()),
                 asyncio.create_task(run.shard_faults()),
                 asyncio.create_task(run.daemon_faults()),
                 asyncio.create_task(run.monitor()),
@@ -248,11 +319,14 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 "duplicated": duplicated,
                 "shard_kills": run.shard_kills,
                 "daemon_kills": run.daemon_kills,
+                "db_cut_s": round(run.db_cut, 1),
                 "takeovers": logs.count("conduit_shard_taken_over"),
                 "twitch_retries": fake.state.counters["conduit_retries"],
                 "twitch_dropped": fake.state.counters["conduit_dropped"],
                 "no_shard_max_s": round(run.no_shard_max, 2),
+                "load_1m": round(os.getloadavg()[0], 2),
             }
+            link.stop()
         await db.close()
         return result
     finally:
@@ -268,6 +342,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--kill-shard-every", type=float, default=10.0)
     parser.add_argument("--restart-after", type=float, default=5.0)
+    parser.add_argument("--db-cut", type=float, default=60.0)
     parser.add_argument("--seed", type=int, default=12)
     args = parser.parse_args()
     setup_logging("error", "json")

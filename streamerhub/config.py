@@ -400,6 +400,17 @@ SETTINGS: tuple[Setting, ...] = (
         "it at 60; tests shorten it so timers run in seconds.",
         _range(0.5, 60),
     ),
+    Setting(
+        "leases",
+        "multistream_seconds",
+        float,
+        30.0,
+        "One daemon runs every multistream job, holding this lease (renewed every quarter of "
+        "it). A daemon that cannot renew it stops its FFmpeg children after half of it (also "
+        "when it runs alone: a database outage that long pauses the pushes until it is back); "
+        "another daemon takes the jobs over once it lapses.",
+        _range(3, 300),
+    ),
 )
 
 _BY_NAME = {(s.section, s.key): s for s in SETTINGS}
@@ -516,6 +527,11 @@ class ChatbotSettings:
     minute_s: float
 
 
+@dataclass(frozen=True)
+class LeasesSettings:
+    multistream_seconds: float
+
+
 # One typed view per [section] of SETTINGS; a test holds the two in step.
 SECTIONS: dict[str, type] = {
     "general": GeneralSettings,
@@ -531,6 +547,7 @@ SECTIONS: dict[str, type] = {
     "events": EventsSettings,
     "demo": DemoSettings,
     "chatbot": ChatbotSettings,
+    "leases": LeasesSettings,
 }
 
 
@@ -597,6 +614,10 @@ class Settings:
     @functools.cached_property
     def chatbot(self) -> ChatbotSettings:
         return self._section("chatbot", ChatbotSettings)
+
+    @functools.cached_property
+    def leases(self) -> LeasesSettings:
+        return self._section("leases", LeasesSettings)
 
 
 def find_config(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:

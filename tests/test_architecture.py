@@ -87,6 +87,7 @@ OWNERS: dict[str, set[str]] = {
 OWNERS["bot"] |= {"twitch_conduits", "twitch_conduit_shards"}  # conduit mode (bot/conduit.py)
 OWNERS["bot"] |= {"twitch_bot_accounts"}  # the chat bot's own account (bot/botaccount.py)
 OWNERS["bot"] |= {"twitch_app"}  # the app credentials entered on the dashboard (bot/credentials.py)
+OWNERS["ffmpeg"] |= {"multistream_leases"}  # which daemon runs the jobs (ffmpeg/lease.py)
 # Read grants: the read model reads the event log it is built from (never writes it).
 READS: dict[str, set[str]] = {"analytics": EVENT_LOG}
 SQL = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|FROM|JOIN|TABLE)\b")

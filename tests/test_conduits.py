@@ -554,3 +554,82 @@ async def test_a_daemon_stopping_mid_burst_hands_its_frames_on(daemon_factory, d
             await wait_until(stored, 20, "every cheer of the burst stored once")
         finally:
             await conn.close()
+
+
+# --- websocket mode (no client secret): several daemons, one socket per channel ----------------
+
+
+def _subscribed_sessions(fake: FakeTwitch) -> list[str]:
+    """Sessions holding the channel's subscriptions: more than one is a channel captured twice."""
+    state = fake.state
+    return [s for s in state.sessions if state.session_subscriptions(s)]
+
+
+@pytest.mark.e2e
+async def test_websocket_mode_a_daemon_cut_off_from_the_database_never_resubscribes(
+    daemon_factory, db_url: str, pg_cluster
+) -> None:
+    from streamerhub.fake_twitch.websocket import close_session
+
+    socket_file = next(pg_cluster.socket_dir.glob(".s.PGSQL.*"))
+    link = DatabaseLink(str(socket_file))
+    await link.start()
+    database = db_url.split("/")[3].split("?")[0]
+    proxied = f"postgresql://streamerhub@127.0.0.1:{link.port}/{database}?sslmode=disable"
+    try:
+        async with FakeTwitch() as fake:
+            env = {
+                "STREAMERHUB_DATABASE_URL": proxied,
+                "STREAMERHUB_TWITCH_CLIENT_ID": fake.client_id,
+                "STREAMERHUB_TWITCH_API_URL": fake.api_url,
+                "STREAMERHUB_TWITCH_AUTH_URL": fake.auth_url,
+                "STREAMERHUB_TWITCH_EVENTSUB_URL": fake.ws_url,
+            }
+            owner = daemon_factory(env=env)
+            owner.data_dir.mkdir(parents=True)
+            await _store_channel(db_url, owner.data_dir, fake)
+            await asyncio.to_thread(owner.start)
+            await wait_until(lambda: len(_subscribed_sessions(fake)) == 1, 30, "owner subscribed")
+            [owners_session] = _subscribed_sessions(fake)
+            other = daemon_factory(
+                env={**env, "STREAMERHUB_DATABASE_URL": db_url},
+                data_dir=owner.data_dir.parent / "data-other",
+            )
+            other.data_dir.mkdir(parents=True)
+            shutil.copy(owner.data_dir / "master.key", other.data_dir / "master.key")
+            await asyncio.to_thread(other.start)
+
+            link.sever()  # the owner loses the database (and its channel lock with it)
+
+            def taken_over() -> bool:
+                return _subscribed_sessions(fake) not in ([], [owners_session])
+
+            await wait_until(taken_over, 40, "the other daemon subscribed the channel")
+            # Twitch now closes the old owner's socket (its subscriptions were deleted).
+            await close_session(fake.state.sessions[owners_session], 4000, "internal error")
+            await asyncio.sleep(6)  # the owner reconnects at once; before the fix it resubscribed
+            assert len(_subscribed_sessions(fake)) == 1, "the channel is captured twice"
+            items = []
+            for i in range(50):
+                _, event = sample_event("channel.cheer", user_id=str(90_000 + i), bits=i + 1)
+                items.append({"subscription_type": "channel.cheer", "event": event})
+            outcome = await delivery.deliver(fake.state, items)
+            assert outcome.delivered == 50  # one frame per event: one daemon captures
+            assert "eventsub_resubscribe_withheld" in owner.log()
+    finally:
+        await link.stop()
+
+
+async def test_ownership_is_confirmed_only_while_our_lock_connection_holds_the_lock(db) -> None:
+    from streamerhub.bot.ownership import Ownership
+
+    ownership = Ownership(db, lambda: None)
+    await ownership.ensure()
+    assert await ownership.take("42")
+    assert await ownership.confirm("42")
+    assert not await ownership.confirm("43")  # never ours
+    assert ownership._backend is not None
+    async with db.pool.acquire() as conn:
+        await conn.fetchval("SELECT pg_terminate_backend($1, 5000)", ownership._backend[0])
+    assert not await ownership.confirm("42")  # the lock went with its connection
+    await ownership.close()

@@ -14,7 +14,7 @@ import datetime as dt
 import enum
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Awaitable, Callable, Protocol
 
 import aiohttp
 
@@ -66,6 +66,8 @@ class Shared:
     api_url: str
     eventsub_url: str
     conduit: bool = False  # events come through the daemon's conduit (bot/conduit.py)
+    # Is the channel still this daemon's, asked of the database (bot/ownership.py)?
+    confirm_owner: Callable[[str], Awaitable[bool]] | None = None
 
 
 class ChannelState(enum.StrEnum):
@@ -168,9 +170,14 @@ class ChannelRunner:
             on_gap=lambda gap: self._backfill(gap, helix),
             on_revoked=token.validate_soon,
             open_gap=downtime,
+            confirm_owner=self._confirm_owner(),
         )
         self.state, self.reason = ChannelState.RUNNING, None
         await _first_failure(self.client.run(), token.validate_forever(first_delay=True))
+
+    def _confirm_owner(self) -> Callable[[], Awaitable[bool]] | None:
+        confirm = self.shared.confirm_owner
+        return None if confirm is None else lambda: confirm(self.channel_id)
 
     async def _subscriptions_changed(self, _changed: list[SubscriptionResult]) -> None:
         assert self.client is not None

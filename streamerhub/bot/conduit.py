@@ -391,6 +391,16 @@ class ConduitRunner:
         self.stats.takeovers += 1
         log.warning("conduit_shard_taken_over", shard_id=shard_id, from_daemon=owner)
         self._start_link(conduit_id, shard_id)
+        await self._check_siblings(owner)
+
+    async def _check_siblings(self, owner: str) -> None:
+        """A daemon that lost one shard has usually lost them all, and the notification of a
+        sibling's loss may have gone to a shard of that same daemon and been dropped: ask
+        Twitch about each of its other shards too, rather than wait for their leases."""
+        with contextlib.suppress(Exception):  # the leases still hand them over
+            for row in await self.claims.rows():
+                if row.daemon_id == owner and row.shard_id not in self.links:
+                    self.spawn(self._maybe_take_over(row.shard_id))
 
     async def _shard_enabled(self, conduit_id: str, shard_id: int) -> bool:
         answer = await self.helix.request(

@@ -10,6 +10,10 @@ guarantees:
   Twitch's own clock (`message_timestamp`): from the latest frame read before the loss to the
   first notification or keepalive after resubscribing, so a skewed host clock or a reader that
   fell behind neither shortens the gap nor shifts the backfill window;
+- with several daemons, no session subscribes (and no stale subscription is deleted) before the
+  daemon has confirmed, in the database, that it still owns the channel: a daemon cut off from
+  the database whose socket Twitch closes stays silent instead of capturing beside the daemon
+  that took the channel over (which deleted this one's subscriptions when it did);
 - bad frames become dead letters and the connection carries on; we never send a data frame.
 The reader never awaits the database: notifications go to the sink's synchronous `submit`.
 One socket's reading and keepalive watch live in bot/session.py, subscribing in
@@ -47,6 +51,7 @@ STABLE_AFTER = 30.0  # a session that lived this long resets the backoff
 SUBSCRIBE_MARGIN = 1.5  # seconds kept from the keepalive window for the answers to land
 SUBSCRIBE_RETRIES = 6
 RECENT_IDS = 20_000
+CONFIRM_EVERY = 2.0  # seconds between ownership checks while the database does not confirm
 NOTIFICATION, KEEPALIVE = FrameKind.NOTIFICATION, FrameKind.KEEPALIVE
 
 
@@ -126,8 +131,10 @@ class EventSubClient:
         open_gap: Gap | None = None,
         keepalive_slack: float = KEEPALIVE_SLACK,
         max_backoff: float = 60.0,
+        confirm_owner: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.channel_id = channel_id
+        self.confirm_owner = confirm_owner
         self.http, self.url, self.helix = http, url, helix
         self.scopes, self.sink = scopes, sink
         self.on_subscriptions, self.on_gap, self.on_revoked = on_subscriptions, on_gap, on_revoked
@@ -152,9 +159,11 @@ class EventSubClient:
     async def run(self) -> None:
         """Connect, subscribe and serve forever; returns only by cancellation or revocation."""
         try:
+            await self._wait_for_ownership()
             await self.subscriber.delete_stale()
             attempt = 0
             while True:
+                await self._wait_for_ownership()
                 started = time.monotonic()
                 try:
                     reason = await self._session()
@@ -172,6 +181,19 @@ class EventSubClient:
             if self.stats.state is not State.DISCONNECTED:
                 self.stats.state = State.STOPPED
             await self._shutdown()
+
+    async def _wait_for_ownership(self) -> None:
+        """Subscribe only as the channel's confirmed owner (see the module's docstring)."""
+        if self.confirm_owner is None:
+            return
+        waiting = False
+        while not await self.confirm_owner():
+            if not waiting:
+                waiting = True
+                self.stats.state = State.BACKOFF
+                self.stats.last_error = "waiting for the database to confirm this daemon owns it"
+                log.warning("eventsub_resubscribe_withheld", channel_id=self.channel_id)
+            await asyncio.sleep(CONFIRM_EVERY)
 
     async def _back_off(self, reason: str, attempt: int) -> None:
         self.stats.last_error = reason

@@ -73,6 +73,31 @@ class Ownership:
         except Exception as exc:  # noqa: BLE001 - the lock went with its dead connection
             log.warning("twitch_channel_unlock_failed", channel_id=channel_id, error=str(exc))
 
+    async def confirm(self, channel_id: str) -> bool:
+        """Does our lock connection still hold the channel's lock, asked of the database now?
+
+        WebSocket mode asks before every (re)subscription: a daemon that lost its database may
+        have lost the channel with it, and subscribing then would capture it twice. Asked on a
+        pool connection (the lock connection may be busy with a sync); False when the database
+        does not answer within PING_TIMEOUT."""
+        backend = self._backend
+        if channel_id not in self.held or backend is None:
+            return False
+        try:
+            held = await asyncio.wait_for(self._holds(backend, channel_id), PING_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001 - unreachable or broken: not confirmed
+            log.warning(
+                "twitch_channel_ownership_unconfirmed",
+                channel_id=channel_id,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            return False
+        return held and channel_id in self.held
+
+    async def _holds(self, backend: tuple[int, Any], channel_id: str) -> bool:
+        async with self.db.pool.acquire() as conn:
+            return bool(await conn.fetchval(HOLDS_LOCK, *backend, LOCK_SPACE + channel_id))
+
     def let_go(self) -> None:
         """Give up every lock now without the database (it may be unreachable): the connection
         is dropped, and its backend ended at the next `ensure()` if it outlived us."""
@@ -145,6 +170,13 @@ async def _try_lock(conn: Any, channel_id: str) -> bool:
 TRY_LOCK = "SELECT pg_try_advisory_lock(hashtextextended($1, 0))"
 UNLOCK = "SELECT pg_advisory_unlock(hashtextextended($1, 0))"
 BACKEND_START = "SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+# An advisory lock on a bigint key shows in pg_locks as classid (high half), objid (low half).
+HOLDS_LOCK = """
+SELECT EXISTS (
+  SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+   WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+     AND l.pid = $1 AND a.backend_start = $2
+     AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended($3, 0))"""
 # backend_start guards against a pid the server has handed to a new backend since.
 TERMINATE_BACKEND = """
 SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity

@@ -134,6 +134,7 @@ class TwitchBot:
             self.api_url,
             self.eventsub_url,
             conduit=self.conduit_mode,
+            confirm_owner=self.ownership.confirm,
         )
         if self.client_id and self.conduit_mode:
             self.conduit = ConduitRunner(

@@ -3,6 +3,11 @@
 `Multistream` is built (without I/O) by app.py, started by `multistream_ctx` once the database and
 the keyring are up, and stopped before them. Stopping the daemon stops every FFmpeg child but
 keeps each job's desired state, so the next start brings running jobs back.
+
+With several daemons on one database, only the holder of the multistream lease (ffmpeg/lease.py)
+restores, schedules and runs jobs; the others refuse to start or stop them (naming the daemon
+that runs them) and take over, restoring every running job, once the holder's lease lapses. A
+holder that cannot renew its lease stops its children within half of it (the fence).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from streamerhub.ffmpeg.channels import ChannelUpdater, update_channels
 from streamerhub.ffmpeg.jobs import Job
 from streamerhub.ffmpeg.jobstore import JobStore
 from streamerhub.ffmpeg.keytest import KeyTests, in_use, masker, try_publish
+from streamerhub.ffmpeg.lease import Lease, holder_name
 from streamerhub.ffmpeg.library import Library, probe_from_json
 from streamerhub.ffmpeg.linked import (
     LinkedStore,
@@ -100,6 +106,9 @@ class Multistream:
         self._tasks = BackgroundTasks()
         self._key_tests = KeyTests()
         self._scheduler: asyncio.Task[None] | None = None
+        self._lease: Lease | None = None
+        self._lease_task: asyncio.Task[None] | None = None
+        self._active = False  # this daemon holds the lease and runs the jobs
 
     # ----------------------------------------------------------------------------- parts
 
@@ -133,10 +142,83 @@ class Multistream:
         self._open_stores(db, keyring, self.ffmpeg)
         await self.targets.register_all_keys()
         await self.library.start()
-        await self.restore()
+        self._lease = Lease(
+            db, holder_name(self.data_dir), self.settings.leases.multistream_seconds
+        )
+        await self._hold_lease()
+        self._lease_task = asyncio.create_task(self._keep_lease(), name="multistream-lease")
+
+    # ----------------------------------------------------------------------------- lease
+
+    async def _keep_lease(self) -> None:
+        """Renew the lease forever; run the jobs while it is ours, stop them when it is not."""
+        lease = _ready(self._lease)
+        while True:
+            wait = lease.renew_every
+            if self._active:
+                wait = max(0.0, min(wait, lease.fenced_in()))
+            await asyncio.sleep(wait)
+            try:
+                await self._hold_lease()
+            except Exception:  # the loop that fences must outlive any failure
+                log.exception("multistream_lease_loop_failed")
+
+    async def _hold_lease(self) -> None:
+        lease = _ready(self._lease)
+        try:
+            ours = await lease.renew()
+            why = "another daemon holds the multistream lease"
+        except Exception as exc:  # noqa: BLE001 - unreachable database: the fence decides
+            log.warning(
+                "multistream_lease_renew_failed", error=redact(f"{type(exc).__name__}: {exc}")
+            )
+            ours, why = lease.held(), "the database did not renew the multistream lease"
+        if ours and not self._active:
+            await self._activate()
+        elif not ours and self._active:
+            await self._deactivate(why)
+
+    async def _activate(self) -> None:
+        """The lease is ours: bring back the running jobs, schedule."""
+        self._active = True
+        lease = _ready(self._lease)
+        log.info("multistream_active", holder=lease.holder, generation=lease.generation)
+        try:
+            await self.restore()
+        except Exception as exc:  # noqa: BLE001 - e.g. the database went away meanwhile
+            log.warning("multistream_restore_failed", error=redact(str(exc)))
+            lease.drop()
+            await self._deactivate("restoring the running jobs failed")
+            return
         self._scheduler = asyncio.create_task(_ready(self._schedule).run(), name="job-scheduler")
         self._liveness_task = asyncio.create_task(
             _ready(self._liveness).run(), name="linked-liveness"
+        )
+
+    async def _deactivate(self, why: str) -> None:
+        """Fenced: stop scheduling and every child now; the desired states stay for the next
+        holder (or for this daemon when the lease comes back)."""
+        self._active = False
+        await self._stop_tasks()
+        runners, self._runners = list(self._runners.values()), {}
+        await _stop_abandoning(runners, STOP_BUDGET)
+        log.warning("multistream_fenced", reason=why, children=len(runners))
+
+    async def _stop_tasks(self) -> None:
+        for task in (self._scheduler, self._liveness_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._scheduler = self._liveness_task = None
+
+    async def _check_holder(self) -> None:
+        """Jobs are started and stopped by the lease holder only: say which daemon that is."""
+        if self._active:
+            return
+        holder = await _ready(self._lease).current_holder()
+        raise Conflict(
+            f"another daemon runs the multistream jobs ({holder or 'taking over now'}): start "
+            "and stop jobs on its dashboard or CLI; this daemon takes them over if it stops"
         )
 
     def _open_stores(self, db: Database, keyring: Keyring, ffmpeg: FFmpegBinary) -> None:
@@ -169,13 +251,17 @@ class Multistream:
 
     async def stop(self) -> None:
         """Stop the scheduler and every child (bounded), keeping desired states; idempotent."""
-        for task in (self._scheduler, self._liveness_task):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-        self._scheduler = self._liveness_task = None
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            await asyncio.gather(self._lease_task, return_exceptions=True)
+            self._lease_task = None
+        await self._stop_tasks()
         runners = list(self._runners.values())
         await _stop_abandoning(runners, STOP_BUDGET)
+        if self._active and self._lease is not None:
+            self._active = False
+            with contextlib.suppress(Exception):  # else it lapses by itself
+                await self._lease.release()  # another daemon takes the jobs over at once
         if self._library is not None:
             await self._library.stop()
         await self._tasks.wait(timeout=5)
@@ -225,7 +311,7 @@ class Multistream:
             runner = self._runners.get((job.id, target.id))
             if runner is not None:
                 await runner.stop()
-            if job.target_desired(target.id) == "running" and target.enabled:
+            if job.target_desired(target.id) == "running" and target.enabled and self._active:
                 await self._start_runner(job, target)
 
     async def create_target(self, body: Any) -> Target:
@@ -403,6 +489,7 @@ class Multistream:
         self, job_id: int, *, deadline: dt.datetime | None = None, fired: dt.datetime | None = None
     ) -> Job:
         """Start every enabled target of a job (again); set linked Twitch channels' info."""
+        await self._check_holder()
         async with self._locks[job_id]:
             job = await self.jobs.get(job_id)
             await self._check_startable(job)
@@ -420,6 +507,7 @@ class Multistream:
 
     async def stop_job(self, job_id: int, reason: str = "stopped by user") -> Job:
         """Stop every target of a job and remember why."""
+        await self._check_holder()
         async with self._locks[job_id]:
             await self.jobs.get(job_id)
             await self.jobs.set_stopped(job_id, reason)
@@ -429,6 +517,7 @@ class Multistream:
 
     async def start_job_target(self, job_id: int, target_id: int) -> Job:
         """Start (or retry) one target of a running job; the others are not touched."""
+        await self._check_holder()
         async with self._locks[job_id]:
             job = await self.jobs.get(job_id)
             if not job.running:
@@ -446,6 +535,7 @@ class Multistream:
 
     async def stop_job_target(self, job_id: int, target_id: int) -> Job:
         """Stop one target of a job; the others are not touched."""
+        await self._check_holder()
         async with self._locks[job_id]:
             job = await self.jobs.get(job_id)
             await self._member(job, target_id)
@@ -488,6 +578,7 @@ class Multistream:
                 running.retry()  # starting the job again is the user's retry
 
     async def _start_runner(self, job: Job, target: Target) -> None:
+        await self._check_holder()  # fenced meanwhile: never a child beside the new holder's
         files = await self.library.ready_files(job.videos)
         duration, bitrate = await self._playlist_figures(job)
         key = await self.targets.open_key(target.id)
