@@ -583,9 +583,11 @@ async def chat_burst(
     store wakes us after each commit, so an event's commit is the first wake-up at or after its
     batch's start. Resident memory is sampled every 0.2 s."""
     commits: list[float] = []
+    commit_ms: list[float] = []  # how long each transaction took (where a frame's time goes)
 
     def committed(_wake_up: dict[str, Any]) -> None:
         commits.append(time.time())
+        commit_ms.append(store.counters.last_commit_ms or 0.0)
 
     count = chat_bodies(args, workdir / "chat-bodies.jsonl")
     rss = [rss_mb()]
@@ -643,6 +645,7 @@ async def chat_burst(
         ),
         "max_frame_to_commit_ms": round(latencies[-1], 1) if latencies else None,
         "batches": store.counters.batches,
+        "commit_ms": _quantiles(commit_ms),
         "spooled": store.counters.spooled,
         "rss_start_mb": round(rss[0], 1),
         "rss_peak_mb": round(max(rss), 1),
@@ -650,6 +653,17 @@ async def chat_burst(
         # must have free for the figures above to hold
         "cpu_cores_used": {k: round(v / seconds, 2) for k, v in cpu.items()},
         "load_average_1m": round(os.getloadavg()[0], 1),
+    }
+
+
+def _quantiles(values: list[float]) -> dict[str, float] | None:
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    return {
+        "p50": round(ordered[len(ordered) // 2], 1),
+        "p99": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 1),
+        "max": round(ordered[-1], 1),
     }
 
 
