@@ -1,11 +1,19 @@
-"""The reader's memory of recent message ids (events/seen.py): resends within the window are
-recognised, older ids are forgotten, and remembering allocates nothing per id."""
+"""What a flood leaves in memory: the reader's recent message ids (events/seen.py) and the
+loop-lag samples allocate nothing per id or sample, and the store's queue holds no parsed
+payloads; resends within the window are still recognised."""
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 
+from streamerhub.events.frames import parse_frame
+from streamerhub.events.items import decode, encode
+from streamerhub.events.normalise import Normalised
 from streamerhub.events.seen import RecentIds
+from streamerhub.events.store import EventStore
+from streamerhub.fake_twitch import sample_event
 
 
 def test_a_resend_within_the_window_is_recognised_and_a_new_id_is_not() -> None:
@@ -45,3 +53,43 @@ def test_the_loop_lag_probe_keeps_its_samples_without_an_object_each() -> None:
     assert sys.getallocatedblocks() - before < 100
     snap = lag.snapshot()
     assert snap["samples"] == 2400 and snap["max_ms"] == round(1.0 + 4999e-3, 1)
+
+
+async def test_a_queued_chat_flood_holds_a_few_objects_per_message_not_its_parsed_payload(
+    tmp_path: Path,
+) -> None:
+    """What the store holds per queued event during a flood: the frame's text and a few short
+    strings; the parsed payload (dozens of objects a chat message) is dropped once checked, and
+    an event spooled that way is stored with its payload intact."""
+    texts = [_chat_frame(i) for i in range(2000)]
+    store = EventStore(None, tmp_path, batch_size=10_000)  # type: ignore[arg-type]
+    before = sys.getallocatedblocks()
+    for text in texts:
+        store.submit(parse_frame(text))
+    per_event = (sys.getallocatedblocks() - before) / len(texts)
+    assert per_event < 15, per_event
+    entry = decode(encode(store._queue[0]))
+    assert isinstance(entry.item, Normalised)
+    assert entry.item.payload()["event"]["message"]["text"].startswith("hello")
+    assert json.loads(entry.item.document())["payload"] == json.loads(texts[0])["payload"]
+
+
+def _chat_frame(i: int) -> str:
+    _, event = sample_event("channel.chat.message", message_id=f"chat-{i}")
+    body = {
+        "subscription": {
+            "id": "sub-1",
+            "type": "channel.chat.message",
+            "version": "1",
+            "condition": {"broadcaster_user_id": "1000", "user_id": "1000"},
+        },
+        "event": {**event, "message": {"text": f"hello {i}", "fragments": [{"type": "text"}]}},
+    }
+    meta = {
+        "message_id": f"m-{i}",
+        "message_type": "notification",
+        "message_timestamp": "2026-12-02T12:00:00.000000Z",
+        "subscription_type": "channel.chat.message",
+        "subscription_version": "1",
+    }
+    return json.dumps({"metadata": meta, "payload": body})

@@ -65,6 +65,7 @@ from streamerhub.events.normalise import (
     Normalised,
     normalise,
     normalise_frame,
+    slim,
 )
 from streamerhub.events.spool import SPOOL_FILE, Spool
 from streamerhub.log import get_logger
@@ -343,7 +344,7 @@ class EventStore:
         if isinstance(item, Frame):
             frame = item
             try:
-                item = normalise_frame(frame)
+                item = slim(normalise_frame(frame))
             except BadEvent as exc:
                 return make_letter("eventsub", exc.reason, frame.text)
         if isinstance(item, Normalised):
