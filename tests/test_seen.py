@@ -67,7 +67,7 @@ async def test_a_queued_chat_flood_holds_a_few_objects_per_message_not_its_parse
     for text in texts:
         store.submit(parse_frame(text))
     per_event = (sys.getallocatedblocks() - before) / len(texts)
-    assert per_event < 15, per_event
+    assert per_event < 20, per_event  # 71 when the parsed payload was kept
     entry = decode(encode(store._queue[0]))
     assert isinstance(entry.item, Normalised)
     assert entry.item.payload()["event"]["message"]["text"].startswith("hello")
