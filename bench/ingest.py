@@ -20,8 +20,9 @@ Prints one JSON object:
   the fake, per event of the measured floods (wall-clock alone follows the shared machine).
 `--chat` runs only a raid-sized chat burst instead (issue 13): --chat-rate chat messages a second
 (2,000) with the normal mix of every type on top (--chat-mix-rate, 100/s) for --chat-seconds
-(60), and prints lost, p50/p99/max frame→commit (as the steady phase measures it) and this
-process's resident memory at start and at its peak (the bot and store, as in the daemon).
+(60), and prints lost, p50/p99/max frame→commit (as the steady phase measures it), the
+commits' own durations (commit_ms: the database's share), and this process's resident memory
+at start and at its peak (the bot and store, as in the daemon).
 Targets: 0 lost, p99 ≤ 250 ms, RSS ≤ 150 MB.
 Every flood starts from an empty database, after one warm-up flood that is not counted.
 The fake runs as its own process (`streamerhub fake-twitch`) so it does not share our CPU; the
