@@ -20,8 +20,9 @@ Prints one JSON object:
   the fake, per event of the measured floods (wall-clock alone follows the shared machine).
 `--chat` runs only a raid-sized chat burst instead (issue 13): --chat-rate chat messages a second
 (2,000) with the normal mix of every type on top (--chat-mix-rate, 100/s) for --chat-seconds
-(60), and prints lost, p50/p99/max frame→commit (as the steady phase measures it) and this
-process's resident memory at start and at its peak (the bot and store, as in the daemon).
+(60), and prints lost, p50/p99/max frame→commit (as the steady phase measures it), the
+commits' own durations (commit_ms: the database's share), and this process's resident memory
+at start and at its peak (the bot and store, as in the daemon).
 Targets: 0 lost, p99 ≤ 250 ms, RSS ≤ 150 MB.
 Every flood starts from an empty database, after one warm-up flood that is not counted.
 The fake runs as its own process (`streamerhub fake-twitch`) so it does not share our CPU; the
@@ -583,9 +584,11 @@ async def chat_burst(
     store wakes us after each commit, so an event's commit is the first wake-up at or after its
     batch's start. Resident memory is sampled every 0.2 s."""
     commits: list[float] = []
+    commit_ms: list[float] = []  # how long each transaction took (where a frame's time goes)
 
     def committed(_wake_up: dict[str, Any]) -> None:
         commits.append(time.time())
+        commit_ms.append(store.counters.last_commit_ms or 0.0)
 
     count = chat_bodies(args, workdir / "chat-bodies.jsonl")
     rss = [rss_mb()]
@@ -643,6 +646,7 @@ async def chat_burst(
         ),
         "max_frame_to_commit_ms": round(latencies[-1], 1) if latencies else None,
         "batches": store.counters.batches,
+        "commit_ms": _quantiles(commit_ms),
         "spooled": store.counters.spooled,
         "rss_start_mb": round(rss[0], 1),
         "rss_peak_mb": round(max(rss), 1),
@@ -650,6 +654,17 @@ async def chat_burst(
         # must have free for the figures above to hold
         "cpu_cores_used": {k: round(v / seconds, 2) for k, v in cpu.items()},
         "load_average_1m": round(os.getloadavg()[0], 1),
+    }
+
+
+def _quantiles(values: list[float]) -> dict[str, float] | None:
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    return {
+        "p50": round(ordered[len(ordered) // 2], 1),
+        "p99": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 1),
+        "max": round(ordered[-1], 1),
     }
 
 

@@ -10,9 +10,9 @@ thread spent running code, so the daemon's own share can be told from a crowded 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import time
+from array import array
 from typing import Any, AsyncIterator
 
 from streamerhub.log import get_logger
@@ -33,8 +33,7 @@ class LoopLag:
         self, interval: float = INTERVAL_S, warn_ms: float = WARN_MS, window: int = WINDOW
     ) -> None:
         self.interval, self.warn_ms = interval, warn_ms
-        self.samples: collections.deque[float] = collections.deque(maxlen=window)
-        self.busy: collections.deque[float] = collections.deque(maxlen=window)
+        self.samples, self.busy = Ring(window), Ring(window)
         self.worst_ms = 0.0
         self._warned_at = float("-inf")
 
@@ -66,16 +65,40 @@ class LoopLag:
     def snapshot(self) -> dict[str, Any]:
         """p50/p99/max of the last minute, p99/max of the last RECENT probes (what a request
         just did, start-up left out) and their busy part, the worst since start, in ms."""
-        recent = _stats(list(self.samples)[-RECENT:])
-        busy = _stats(list(self.busy)[-RECENT:])
+        recent = _stats(self.samples.last(RECENT))
+        busy = _stats(self.busy.last(RECENT))
         return {
-            **_stats(list(self.samples)),
+            **_stats(self.samples.last()),
             "recent_p99_ms": recent["p99_ms"],
             "recent_max_ms": recent["max_ms"],
             "recent_busy_p99_ms": busy["p99_ms"],
             "recent_busy_max_ms": busy["max_ms"],
             "worst_ms": round(self.worst_ms, 1),
         }
+
+
+class Ring:
+    """The last `size` floats, in one array allocated up front: 40 samples a second as Python
+    floats would be scattered through the memory a flood fills and keep it mapped after it."""
+
+    def __init__(self, size: int) -> None:
+        self._values = array("d", bytes(8 * size))
+        self._next = self._count = 0
+
+    def append(self, value: float) -> None:
+        self._values[self._next] = value
+        self._next = (self._next + 1) % len(self._values)
+        self._count = min(self._count + 1, len(self._values))
+
+    def last(self, n: int | None = None) -> list[float]:
+        """The last n values (all kept when None), oldest first."""
+        n = self._count if n is None else min(n, self._count)
+        end = self._next + (len(self._values) if self._next < n else 0)
+        values = self._values
+        return [values[i % len(values)] for i in range(end - n, end)]
+
+    def __len__(self) -> int:
+        return self._count
 
 
 def _stats(samples: list[float]) -> dict[str, Any]:

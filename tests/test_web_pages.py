@@ -16,7 +16,9 @@ import pytest
 from web_support import CHANNEL, add_channel, add_samples, dashboard, notification, store_events
 
 from streamerhub.analytics.export import EVENT_COLUMNS
+from streamerhub.events.store import EventStore
 from streamerhub.web.context import SERVICES
+from streamerhub.web.feed import FEED
 from streamerhub.web.users import UserStore
 
 pytestmark = pytest.mark.e2e
@@ -257,6 +259,39 @@ async def test_live_feed_latency_resume_and_filter(tmp_path: Path, db_url: str) 
                 hub=dash.hub,
             )
             assert (await feed.next(timeout=2))["json"]["text"].endswith("cheered 7 bits")
+
+
+async def test_a_chat_flood_costs_the_feed_no_row_reads_unwatched_and_few_watched(
+    tmp_path: Path, db_url: str
+) -> None:
+    """Every commit wakes the feed; with no feed open it only moves its cursor, and with one
+    open a burst of commits is read in a few queries, none missed."""
+    async with dashboard(tmp_path, db_url) as dash:
+        await signed_in(dash)
+        await add_channel(dash.db)
+        broadcaster = dash.client.app[FEED]
+        store_dir = dash.settings.data_dir / "store"
+        store_dir.mkdir(parents=True)
+
+        async def commits(count: int, tag: str) -> None:
+            async with EventStore(dash.db, store_dir, publish=dash.hub.events) as store:
+                for i in range(count):  # one commit each, as a chat flood's batches come
+                    store.submit(
+                        notification("channel.follow", NOW, user_id=f"{tag}{i}", user_login=tag)
+                    )
+                    await store.flush()
+
+        await commits(20, "u")
+        await asyncio.sleep(0.3)
+        assert broadcaster.reads == 0
+        async with dash.client.get("/feed/events?types=cheers") as resp:
+            feed = SSE(resp)
+            await commits(20, "w")
+            await store_events(
+                dash.db, store_dir, [notification("channel.cheer", NOW, bits=5)], hub=dash.hub
+            )
+            assert (await feed.next(timeout=2))["json"]["text"].endswith("cheered 5 bits")
+        assert 1 <= broadcaster.reads <= 8
 
 
 async def test_feed_needs_a_session(tmp_path: Path, db_url: str) -> None:

@@ -26,7 +26,6 @@ import asyncio
 import datetime as dt
 import enum
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol
 
@@ -42,6 +41,7 @@ from streamerhub.bot.subscriptions import (
     SubscriptionResult,
 )
 from streamerhub.events.frames import BadFrame, Frame, FrameKind, parse_frame
+from streamerhub.events.seen import RecentIds
 from streamerhub.log import get_logger
 
 log = get_logger(__name__)
@@ -141,7 +141,7 @@ class EventSubClient:
         self.keepalive_slack, self.max_backoff = keepalive_slack, max_backoff
         self.stats = Stats(last_gap=open_gap)
         self.subscriber = Subscriber(channel_id, helix, scopes)
-        self._recent: OrderedDict[str, None] = OrderedDict()
+        self._recent = RecentIds(RECENT_IDS)  # compact: a flood leaves no scattered ids
         # A gap already recorded (the daemon's downtime): closed and backfilled once subscribed.
         self._gap: Gap | None = open_gap
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -326,13 +326,9 @@ class EventSubClient:
         sub, subscriber = frame.subscription, self.subscriber
         if sub.get("id") not in subscriber.known and not subscriber.racing(sub, conn.session_id):
             return self._bad("subscription id we never created", frame.text)
-        recent, message_id = self._recent, frame.message_id
-        if message_id in recent:
+        if not self._recent.add(frame.message_id):
             self.stats.duplicates += 1
             return
-        recent[message_id] = None
-        if len(recent) > RECENT_IDS:
-            recent.popitem(last=False)
         self.stats.notifications += 1
         self.sink.submit(frame)
 

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from streamerhub.events.frames import MAX_FRAME_BYTES
-from streamerhub.events.normalise import BadEvent, Normalised, normalise
+from streamerhub.events.normalise import BadEvent, Normalised, normalise, slim
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,7 @@ def encode(entry: Entry) -> dict[str, Any]:
     item = entry.item
     if isinstance(item, Normalised):
         raw = item.raw
+        body = {"doc": item.text} if item.text is not None else {"payload": raw.payload}
         return {
             "k": "event",
             "at": entry.at,
@@ -74,7 +75,7 @@ def encode(entry: Entry) -> dict[str, Any]:
             "version": raw.subscription_version,
             "ts": raw.occurred_at,
             "backfilled": raw.backfilled,
-            "payload": raw.payload,
+            **body,  # the frame's text as received ("doc"), or a payload built by hand
         }
     if isinstance(item, DeadLetter):
         return {"k": "letter", "at": entry.at, **asdict(item)}
@@ -106,17 +107,18 @@ def decode(data: dict[str, Any]) -> Entry:
     try:
         kind, at = data["k"], float(data["at"])
         if kind == "event":
-            return Entry(
-                normalise(
-                    data["id"],
-                    data["type"],
-                    data["version"],
-                    data["ts"],
-                    data["payload"],
-                    backfilled=bool(data["backfilled"]),
-                ),
-                at,
+            doc = data.get("doc")
+            payload = json.loads(doc)["payload"] if isinstance(doc, str) else data["payload"]
+            item = normalise(
+                data["id"],
+                data["type"],
+                data["version"],
+                data["ts"],
+                payload,
+                backfilled=bool(data["backfilled"]),
+                text=doc if isinstance(doc, str) else None,
             )
+            return Entry(slim(item), at)
         if kind == "letter":
             return Entry(DeadLetter(data["source"], data["reason"], data["raw"], data["key"]), at)
         return Entry(

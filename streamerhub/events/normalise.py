@@ -37,7 +37,8 @@ class BadEvent(StreamerHubError):
 
 
 class RawRow(NamedTuple):
-    """A twitch_events row; `payload` is the notification's {subscription, event}, untouched."""
+    """A twitch_events row; `payload` is the notification's {subscription, event}, untouched
+    (None on the store's queue: see `slim`)."""
 
     message_id: str
     subscription_type: str
@@ -45,11 +46,12 @@ class RawRow(NamedTuple):
     channel_id: str
     occurred_at: str
     event_key: str | None
-    payload: dict[str, Any]
+    payload: dict[str, Any] | None
     backfilled: bool = False
 
     @property
     def event(self) -> dict[str, Any]:
+        assert self.payload is not None, "a slimmed row: its payload is in Normalised.text"
         event: dict[str, Any] = self.payload["event"]
         return event
 
@@ -68,6 +70,23 @@ class Normalised(NamedTuple):
         if self.text is not None:
             return self.text
         return json.dumps({"payload": self.raw.payload})
+
+    def payload(self) -> dict[str, Any]:
+        """The notification's payload, parsed again from the text when it was slimmed away."""
+        if self.raw.payload is not None:
+            return self.raw.payload
+        assert self.text is not None  # slim() keeps one of the two
+        payload: dict[str, Any] = json.loads(self.text)["payload"]
+        return payload
+
+
+def slim(item: Normalised) -> Normalised:
+    """The item without its parsed payload when its text carries it: what the store queues.
+    A flood's queue then holds one text and a few short strings per event instead of dozens of
+    parsed objects, so the memory it fills is freed whole once the flood is stored."""
+    if item.text is None or item.raw.payload is None:
+        return item
+    return item._replace(raw=item.raw._replace(payload=None))
 
 
 def normalise_frame(frame: Frame) -> Normalised:

@@ -65,6 +65,7 @@ from streamerhub.events.normalise import (
     Normalised,
     normalise,
     normalise_frame,
+    slim,
 )
 from streamerhub.events.spool import SPOOL_FILE, Spool
 from streamerhub.log import get_logger
@@ -113,12 +114,27 @@ def _trim_heap() -> None:
 def _malloc_trim() -> Callable[[int], int] | None:
     """glibc's malloc_trim, looked up once (find_library runs ldconfig); None elsewhere."""
     try:
-        trim: Callable[[int], int] = ctypes.CDLL(
-            ctypes.util.find_library("c") or "libc.so.6"
-        ).malloc_trim
+        trim: Callable[[int], int] = _libc().malloc_trim
     except (OSError, AttributeError):  # not glibc: nothing to do
         return None
     return trim
+
+
+M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
+def _one_malloc_arena() -> None:
+    """Let threads share glibc's main malloc arena. Each thread (the spool's writes and reads
+    run on the executor's) otherwise gets an arena of its own, which keeps what a flood's spool
+    work freed: measured, ~8 MB of a daemon's RSS after a 150,000-event flood. Only the spool and
+    DNS lookups run on threads, so one shared arena costs no contention worth measuring."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+        _libc().mallopt(M_ARENA_MAX, 1)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
 
 
 class EventStore:
@@ -185,6 +201,7 @@ class EventStore:
 
     async def start(self) -> None:
         """Open the spool and start writing; a spool left by a crash is replayed first."""
+        _one_malloc_arena()  # before the spool's first thread work
         stats = await self.spool.open()
         self._spool_items = stats.items
         if stats.items:
@@ -343,7 +360,7 @@ class EventStore:
         if isinstance(item, Frame):
             frame = item
             try:
-                item = normalise_frame(frame)
+                item = slim(normalise_frame(frame))
             except BadEvent as exc:
                 return make_letter("eventsub", exc.reason, frame.text)
         if isinstance(item, Normalised):
@@ -553,13 +570,15 @@ class EventStore:
                     return self._back_online(replayed)
             if not batches:
                 continue  # an overflow was written while we read: read again
+            last = batches[-1].id
             entries = [decode(item) for batch in batches for item in batch.items]
+            batches = []  # the parsed spool rows: not held while the commit runs
             try:
                 await self._commit_isolating(entries, self.replay_timeout)
             except Exception as exc:  # noqa: BLE001 - transient: retry later
                 log.warning("spool_replay_paused", error=repr(exc), replayed=replayed)
                 return False
-            self._replayed_through = batches[-1].id
+            self._replayed_through = last
             self._untidy = True
             self._spool_items -= len(entries)
             self.counters.replayed += len(entries)

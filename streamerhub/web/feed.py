@@ -49,6 +49,7 @@ BACKLOG = 25  # events shown when a feed opens without Last-Event-ID
 RESUME_LIMIT = 5000  # more missed than this: the page is told to reload instead
 POLL_EVERY = 1.0  # safety net when no hub wakes us (another daemon writes)
 COALESCE = 0.01  # gather a burst into one query
+READ_GAP = 0.1  # at most 10 reads a second: a chat flood commits 20+ times a second
 
 
 def cursor_id(cursor: Cursor) -> str:
@@ -101,6 +102,9 @@ class FeedBroadcaster:
         self.listeners: set[Listener] = set()
         self.cursor: Cursor | None = None
         self.closing = asyncio.Event()
+        self.joined = 0  # listeners ever opened: a cursor skip must not race a new one
+        self.reads = 0  # row reads done (a page of rows each)
+        self._read_at = 0.0
 
     async def run(self) -> None:
         self.cursor = await newest_arrival(self.db) or (EPOCH, "")
@@ -115,15 +119,21 @@ class FeedBroadcaster:
                     log.warning("feed_read_failed", error=f"{type(exc).__name__}: {exc}")
 
     async def _wait(self, wakeups: asyncio.Queue[dict[str, Any]]) -> None:
+        loop = asyncio.get_running_loop()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(wakeups.get(), POLL_EVERY)
-            await asyncio.sleep(COALESCE)
+            # One read per burst of commits, not one per commit.
+            await asyncio.sleep(max(COALESCE, self._read_at + READ_GAP - loop.time()))
         while not wakeups.empty():
             wakeups.get_nowait()
+        self._read_at = loop.time()
 
     async def _read_new(self) -> None:
         assert self.cursor is not None
+        if not self.listeners and await self._skip_unwatched():
+            return
         while True:
+            self.reads += 1
             rows = await arrived_after(self.db, self.cursor, BATCH)
             if not rows:
                 return
@@ -132,6 +142,18 @@ class FeedBroadcaster:
                 self._hand(listener, rows)
             if len(rows) < BATCH:
                 return
+
+    async def _skip_unwatched(self) -> bool:
+        """No feed is open: move the cursor to the newest row instead of reading every row (a
+        chat flood is thousands a second). False when a feed opened meanwhile: then the rows are
+        read from the old cursor, as its catch-up may not reach the newest row."""
+        joined = self.joined
+        newest = await newest_arrival(self.db)
+        if self.joined != joined:
+            return False
+        if newest is not None and newest > (self.cursor or (EPOCH, "")):
+            self.cursor = newest
+        return True
 
     @staticmethod
     def _hand(listener: Listener, rows: list[EventRow]) -> None:
@@ -146,6 +168,7 @@ class FeedBroadcaster:
     @contextlib.contextmanager
     def listen(self, flt: Filter) -> Iterator[Listener]:
         listener = Listener(flt)
+        self.joined += 1
         self.listeners.add(listener)
         try:
             yield listener
