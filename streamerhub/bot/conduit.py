@@ -21,7 +21,6 @@ import os
 import secrets
 import socket
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +41,7 @@ from streamerhub.bot.subscriptions import (
 from streamerhub.config import ConduitSettings
 from streamerhub.db import Database
 from streamerhub.events.frames import BadFrame, FrameKind, parse_frame
+from streamerhub.events.seen import RecentIds
 from streamerhub.log import get_logger
 
 log = get_logger(__name__)
@@ -115,7 +115,7 @@ class ConduitRunner:
         self.links: dict[int, ShardLink] = {}
         self.channels: dict[str, frozenset[str]] = {}  # wanted: channel -> granted scopes
         self._subscribed: dict[str, frozenset[str]] = {}
-        self._recent: OrderedDict[str, None] = OrderedDict()
+        self._recent = RecentIds(RECENT_IDS)  # compact: a flood leaves no scattered strings
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.shard_rows: list[ShardRow] = []
@@ -320,12 +320,9 @@ class ConduitRunner:
                 return self._bad(
                     f"unknown subscription type {(frame.subscription_type or '')[:80]!r}", text
                 )
-            if frame.message_id in self._recent:
+            if not self._recent.add(frame.message_id):
                 self.stats.duplicates += 1  # Twitch's retry of a frame that did arrive
                 return
-            self._recent[frame.message_id] = None
-            if len(self._recent) > RECENT_IDS:
-                self._recent.popitem(last=False)
             self.stats.notifications += 1
             self.sink.submit(frame)
         elif kind is FrameKind.WELCOME:
