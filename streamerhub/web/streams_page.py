@@ -83,6 +83,20 @@ def markers(runs: Sequence[RunSummary]) -> list[dict[str, Any]]:
     return sorted(found, key=lambda m: m["t"])
 
 
+def ad_moments(ads: Sequence[tuple[dt.datetime, int]]) -> list[dict[str, Any]]:
+    """Ad breaks as moments of the stream chart: a band from the start for its length."""
+    return [
+        {
+            "t": at.timestamp(),
+            "at": at.isoformat(),
+            "kind": "ad",
+            "seconds": seconds,
+            "label": f"Ad break, {seconds} s" if seconds else "Ad break (length not reported)",
+        }
+        for at, seconds in ads
+    ]
+
+
 @require("viewer")
 async def stream_page(request: web.Request) -> web.StreamResponse:
     channel, stream = request.match_info["channel_id"], request.match_info["stream_id"]
@@ -113,7 +127,7 @@ async def stream_page(request: web.Request) -> web.StreamResponse:
             {"t": e["occurred_at"].timestamp(), "type": e["subscription_type"]} for e in events
         ],
         "gaps": [[a.timestamp(), b.timestamp()] for a, b, _ in detail.gaps],
-        "moments": moments(shown),
+        "moments": sorted(moments(shown) + ad_moments(detail.ad_breaks), key=lambda m: m["t"]),
         "ads": [[at.timestamp(), seconds] for at, seconds in detail.ad_breaks],
     }
     return aiohttp_jinja2.render_template(
