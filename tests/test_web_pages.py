@@ -170,7 +170,8 @@ async def test_stream_sessions_and_stream_page(tmp_path: Path, db_url: str) -> N
             job = await conn.fetchval(
                 "INSERT INTO stream_jobs (name) VALUES ('Rerun') RETURNING id"
             )
-            for begin, end, failure in ((10, 20, "connection_refused"), (21, 50, None)):
+            runs = ((-90, -70, None), (10, 20, "connection_refused"), (21, 50, None))
+            for begin, end, failure in runs:  # the first ran before the stream: not marked
                 await conn.execute(
                     "INSERT INTO stream_runs (job_id, target_id, started_at, ended_at, "
                     "failure_class) VALUES ($1, $2, $3, $4, $5)",
@@ -183,6 +184,14 @@ async def test_stream_sessions_and_stream_page(tmp_path: Path, db_url: str) -> N
         marked = await (await dash.client.get("/streams/1000/stream-1")).text()
         for kind in (">up<", ">down<", ">restarted<", "connection_refused"):
             assert kind in marked, kind
+        chart = json.loads(marked.split('id="stream-data">', 1)[1].split("</script>", 1)[0])
+        drawn = [(m["t"] - start.timestamp(), m["label"]) for m in chart["markers"]]
+        assert drawn == [
+            (600, "YouTube up"),
+            (1200, "YouTube down"),
+            (1260, "YouTube restarted"),
+            (3000, "YouTube down"),
+        ]
         missing = await dash.client.get("/streams/1000/nope")
         assert missing.status == 404 and "No such stream session" in await missing.text()
 
