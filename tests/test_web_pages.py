@@ -196,6 +196,43 @@ async def test_stream_sessions_and_stream_page(tmp_path: Path, db_url: str) -> N
         assert missing.status == 404 and "No such stream session" in await missing.text()
 
 
+async def test_stream_page_compares_with_the_five_streams_before(
+    tmp_path: Path, db_url: str
+) -> None:
+    """Follows and peak viewers against the average of the 5 previous streams, in per cent; a
+    sixth, older stream with far bigger figures is not part of the average."""
+    async with dashboard(tmp_path, db_url) as dash:
+        await signed_in(dash)
+        await add_channel(dash.db)
+        plan = [(7, 10, 1000)] + [(d, 2, 40) for d in (6, 5, 4, 3, 2)] + [(1, 3, 30)]
+        items = []
+        for days, follows, _ in plan:
+            start = ago(days=days)
+            items.append(notification("stream.online", start, id=f"s{days}"))
+            items += [
+                notification("channel.follow", start + dt.timedelta(minutes=1 + i))
+                for i in range(follows)
+            ]
+            items.append(notification("stream.offline", start + dt.timedelta(minutes=30)))
+        await store_events(dash.db, dash.settings.data_dir, items)
+        for days, _, viewers in plan:
+            await add_samples(dash.db, f"s{days}", ago(days=days), [viewers])
+
+        html = await (await dash.client.get("/streams/1000/s1")).text()
+        section = html.split('id="compared"', 1)[1].split("</section>", 1)[0]
+        assert "average of the 5 streams before it" in section
+
+        def row(label: str) -> list[str]:
+            cells = section.split(f'data-figure="{label}">', 1)[1].split("</tr>", 1)[0]
+            return [c.split(">", 1)[1] for c in cells.split("</td>")[:-1]]
+
+        assert row("Follows") == ["Follows", "3", "2.0", "+50 %"]
+        assert row("Peak viewers") == ["Peak viewers", "30", "40.0", "\u221225 %"]
+        assert row("Bits")[3] == "±0 %"
+        first = await (await dash.client.get("/streams/1000/s7")).text()
+        assert "first stored stream: nothing to compare it with yet" in first
+
+
 # ----------------------------------------------------------------------------- live feed
 
 
