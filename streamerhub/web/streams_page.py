@@ -107,7 +107,7 @@ async def comparison(conn: Any, s: SessionSummary, chat_messages: int) -> dict[s
         return {"n": 0, "rows": []}
     windows = [(p.started_at, p.ended_at or p.started_at) for p in earlier]
     chats = [t["chat_messages"] for t in await activity_totals(conn, s.channel_id, windows)]
-    figures = [
+    figures: list[tuple[str, float, list[float]]] = [
         ("Peak viewers", s.viewers_peak, [p.viewers_peak for p in earlier]),
         ("Avg viewers", s.viewers_avg, [p.viewers_avg for p in earlier]),
         ("Follows", s.follows, [p.follows for p in earlier]),
