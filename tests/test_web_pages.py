@@ -192,6 +192,31 @@ async def test_stream_sessions_and_stream_page(tmp_path: Path, db_url: str) -> N
             (1260, "YouTube restarted"),
             (3000, "YouTube down"),
         ]
+        assert "linked-accounts" not in marked  # no linked account pushed to: no section
+
+        # A linked Twitch account pushed to during the stream: Twitch's figures for it from
+        # inside the stream only (an earlier push with 999 viewers is not this stream's).
+        async with dash.db.pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO stream_linked_accounts (target_id, user_id, login, display_name, "
+                "via) VALUES ($1, '2000', 'alt_account', 'Alt_Account', 'login')",
+                target,
+            )
+            minutes = [(-80 + i, 999) for i in range(5)] + [(10 + i, 7) for i in range(31)]
+            minutes[20] = (25, 20)
+            await conn.executemany(
+                "INSERT INTO stream_linked_samples (job_id, target_id, user_id, at, ours_live, "
+                "twitch_live, viewers) VALUES ($1, $2, '2000', $3, true, true, $4)",
+                [(job, target, start + dt.timedelta(minutes=m), n) for m, n in minutes],
+            )
+        linked = await (await dash.client.get("/streams/1000/stream-1")).text()
+        section = linked.split('id="linked-accounts"', 1)[1].split("</section>", 1)[0]
+        row = section.split('data-account="alt_account">', 1)[1].split("</tr>", 1)[0]
+        cells = [c.split(">", 1)[1] for c in row.split("</td>")[:-1]]
+        assert cells[:6] == ["Alt_Account", "YouTube", "1", "0.50", "0.50", "20"], cells
+        assert "not this channel's figures" in section and "999" not in section
+        main = linked.split('id="linked-accounts"', 1)[0]
+        assert "peak 40" in main  # the channel's own figures are untouched
         missing = await dash.client.get("/streams/1000/nope")
         assert missing.status == 404 and "No such stream session" in await missing.text()
 

@@ -165,6 +165,7 @@ async def stream_page(request: web.Request) -> web.StreamResponse:
         compared = await comparison(conn, s, detail.activity["chat_messages"])
     history = svc.multistream_history
     marks = markers(await history.runs_between(s.started_at, end) if history else [])
+    linked = await history.linked_between(s.started_at, end) if history else []
     shown = fold_gift_bombs([view(e, tz) for e in events])
     chart = {
         "t": [int(at.timestamp()) for at, _ in detail.samples],
@@ -196,5 +197,6 @@ async def stream_page(request: web.Request) -> web.StreamResponse:
             "top_supporters": detail.top_supporters,
             "ads": detail.ad_breaks,
             "compared": compared,
+            "linked": linked,
         },
     )
