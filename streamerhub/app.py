@@ -408,7 +408,9 @@ def add_dashboard(app: web.Application, settings: Settings) -> None:
             twitch_auth=link,
             twitch_app=app[TWITCH_APP],
             twitch_overview=TwitchOverviewFacts(app[DB], lambda: app.get(TWITCH)),
-            multistream_history=RunHistory(app[DB]),
+            multistream_history=RunHistory(
+                app[DB], linked_gap_s=settings.ffmpeg.twitch_check_interval * 4 * 3
+            ),
             backups=app.get(BACKUPS),
         )
 

@@ -347,6 +347,16 @@ async def test_stream_page_shows_chat_supporters_and_ad_breaks(tmp_path: Path, d
     assert 'data-card="chat"' in text and "2 chatters" in text
     assert "<td>alice</td><td>3</td>" in text  # top chatter
     assert "10:30:00 · 60 s of ads" in text
+    # Ad breaks are moments of the stream too: listed with raids and hype trains, and drawn
+    # on the curve as a band of their length (the chart data says where and how long).
+    listed = text.split('id="moments"', 1)[1].split("</ul>", 1)[0]
+    assert "Ad break, 60 s" in listed and "Ad break, 90 s" in listed
+    chart = json.loads(text.split('id="stream-data">', 1)[1].split("</script>", 1)[0])
+    bands = [(m["t"], m["seconds"]) for m in chart["moments"] if m["kind"] == "ad"]
+    assert bands == [
+        (z("2026-05-10T10:30Z").timestamp(), 60),
+        (z("2026-05-10T11:30Z").timestamp(), 90),
+    ]
     assert "2.5 minutes" in text
     assert AVG_TIP in overview.replace("&#39;", "'")
 

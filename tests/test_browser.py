@@ -415,6 +415,11 @@ async def seed_gift_bomb_and_poll(db_url: str, data_dir: Path) -> None:
         items.append(notification("channel.raid", old + dt.timedelta(minutes=30), viewers=77))
         items.append(notification("channel.update", old + dt.timedelta(minutes=62)))
         items.append(notification("channel.hype_train.begin", old + dt.timedelta(minutes=70)))
+        items.append(
+            notification(
+                "channel.ad_break.begin", old + dt.timedelta(minutes=80), duration_seconds=90
+            )
+        )
         items.append(notification("channel.poll.begin", at + dt.timedelta(minutes=5)))
         items.append(notification("channel.hype_train.begin", at + dt.timedelta(minutes=6)))
         await store_events(db, data_dir / "seed-bomb", items)
@@ -494,6 +499,7 @@ async def test_every_page_fits_a_phone_and_a_desktop_light_and_dark(
             moments = await page.inner_text("#moments")
             assert "raided with 77 viewers" in moments and "Hype train" in moments, moments
             assert "Title:" in moments
+            assert "Ad break, 90 s" in moments, moments  # and a band on the curve
             await shot(page, "23-stream-summary-phone")
 
             # The toggle: system → dark → light, kept across pages, charts redrawn without error.

@@ -170,7 +170,8 @@ async def test_stream_sessions_and_stream_page(tmp_path: Path, db_url: str) -> N
             job = await conn.fetchval(
                 "INSERT INTO stream_jobs (name) VALUES ('Rerun') RETURNING id"
             )
-            for begin, end, failure in ((10, 20, "connection_refused"), (21, 50, None)):
+            runs = ((-90, -70, None), (10, 20, "connection_refused"), (21, 50, None))
+            for begin, end, failure in runs:  # the first ran before the stream: not marked
                 await conn.execute(
                     "INSERT INTO stream_runs (job_id, target_id, started_at, ended_at, "
                     "failure_class) VALUES ($1, $2, $3, $4, $5)",
@@ -183,8 +184,78 @@ async def test_stream_sessions_and_stream_page(tmp_path: Path, db_url: str) -> N
         marked = await (await dash.client.get("/streams/1000/stream-1")).text()
         for kind in (">up<", ">down<", ">restarted<", "connection_refused"):
             assert kind in marked, kind
+        chart = json.loads(marked.split('id="stream-data">', 1)[1].split("</script>", 1)[0])
+        drawn = [(m["t"] - start.timestamp(), m["label"]) for m in chart["markers"]]
+        assert drawn == [
+            (600, "YouTube up"),
+            (1200, "YouTube down"),
+            (1260, "YouTube restarted"),
+            (3000, "YouTube down"),
+        ]
+        assert "linked-accounts" not in marked  # no linked account pushed to: no section
+
+        # A linked Twitch account pushed to during the stream: Twitch's figures for it from
+        # inside the stream only (an earlier push with 999 viewers is not this stream's).
+        async with dash.db.pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO stream_linked_accounts (target_id, user_id, login, display_name, "
+                "via) VALUES ($1, '2000', 'alt_account', 'Alt_Account', 'login')",
+                target,
+            )
+            minutes = [(-80 + i, 999) for i in range(5)] + [(10 + i, 7) for i in range(31)]
+            minutes[20] = (25, 20)
+            await conn.executemany(
+                "INSERT INTO stream_linked_samples (job_id, target_id, user_id, at, ours_live, "
+                "twitch_live, viewers) VALUES ($1, $2, '2000', $3, true, true, $4)",
+                [(job, target, start + dt.timedelta(minutes=m), n) for m, n in minutes],
+            )
+        linked = await (await dash.client.get("/streams/1000/stream-1")).text()
+        section = linked.split('id="linked-accounts"', 1)[1].split("</section>", 1)[0]
+        row = section.split('data-account="alt_account">', 1)[1].split("</tr>", 1)[0]
+        cells = [c.split(">", 1)[1] for c in row.split("</td>")[:-1]]
+        assert cells[:6] == ["Alt_Account", "YouTube", "1", "0.50", "0.50", "20"], cells
+        assert "not this channel's figures" in section and "999" not in section
+        main = linked.split('id="linked-accounts"', 1)[0]
+        assert "peak 40" in main  # the channel's own figures are untouched
         missing = await dash.client.get("/streams/1000/nope")
         assert missing.status == 404 and "No such stream session" in await missing.text()
+
+
+async def test_stream_page_compares_with_the_five_streams_before(
+    tmp_path: Path, db_url: str
+) -> None:
+    """Follows and peak viewers against the average of the 5 previous streams, in per cent; a
+    sixth, older stream with far bigger figures is not part of the average."""
+    async with dashboard(tmp_path, db_url) as dash:
+        await signed_in(dash)
+        await add_channel(dash.db)
+        plan = [(7, 10, 1000)] + [(d, 2, 40) for d in (6, 5, 4, 3, 2)] + [(1, 3, 30)]
+        items = []
+        for days, follows, _ in plan:
+            start = ago(days=days)
+            items.append(notification("stream.online", start, id=f"s{days}"))
+            items += [
+                notification("channel.follow", start + dt.timedelta(minutes=1 + i))
+                for i in range(follows)
+            ]
+            items.append(notification("stream.offline", start + dt.timedelta(minutes=30)))
+        await store_events(dash.db, dash.settings.data_dir, items)
+        for days, _, viewers in plan:
+            await add_samples(dash.db, f"s{days}", ago(days=days), [viewers])
+
+        html = await (await dash.client.get("/streams/1000/s1")).text()
+        section = html.split('id="compared"', 1)[1].split("</section>", 1)[0]
+        assert "average of the 5 streams before it" in section
+
+        def row(label: str) -> list[str]:
+            cells = section.split(f'data-figure="{label}">', 1)[1].split("</tr>", 1)[0]
+            return [c.split(">", 1)[1] for c in cells.split("</td>")[:-1]]
+
+        assert row("Follows") == ["Follows", "3", "2.0", "+50 %"]
+        assert row("Peak viewers") == ["Peak viewers", "30", "40.0", "\u221225 %"]
+        assert row("Bits")[3] == "±0 %"
+        first = await (await dash.client.get("/streams/1000/s7")).text()
+        assert "first stored stream: nothing to compare it with yet" in first
 
 
 # ----------------------------------------------------------------------------- live feed

@@ -12,6 +12,7 @@ import asyncpg
 from streamerhub.db import REFERENCE_VIOLATIONS, Database
 from streamerhub.errors import Conflict, InvalidInput, NotFound
 from streamerhub.ffmpeg.jobs import EDITABLE_WHILE_RUNNING, Job, parse_job
+from streamerhub.ffmpeg.linked import LinkedStore
 from streamerhub.ffmpeg.schedule import Schedule, iso
 
 _SELECT = """
@@ -336,11 +337,45 @@ class RunSummary:
     nth: int
 
 
-class RunHistory:
-    """Multistream runs by time, read from the job store's tables."""
+@dataclass(frozen=True)
+class LinkedFigures:
+    """A linked account's figures in a time window (web/services.py LinkedAccountFigures)."""
 
-    def __init__(self, db: Database) -> None:
+    target: str
+    login: str | None
+    display_name: str | None
+    streams_pushed: int
+    hours_on_air: float
+    hours_confirmed_live: float
+    peak_viewers: int | None
+    avg_viewers: float | None
+
+
+class RunHistory:
+    """Multistream runs by time, read from the job store's tables; linked accounts' figures
+    by time, read through LinkedStore. `linked_gap_s` is the longest pause between two
+    liveness samples that still counts as one push (the service's own rule)."""
+
+    def __init__(self, db: Database, linked_gap_s: float) -> None:
         self.db = db
+        self.linked_gap_s = linked_gap_s
+
+    async def linked_between(self, start: dt.datetime, end: dt.datetime) -> list[LinkedFigures]:
+        """Each linked account pushed to in [start, end), its figures from inside it only."""
+        rows = await LinkedStore(self.db).window_stats(start, end, self.linked_gap_s)
+        return [
+            LinkedFigures(
+                r["target_name"] or f"target {r['target_id']}",
+                r["login"],
+                r["display_name"],
+                r["streams_pushed"],
+                r["hours_on_air"],
+                r["hours_confirmed_live"],
+                r["peak_viewers"],
+                r["avg_viewers"],
+            )
+            for r in rows
+        ]
 
     async def runs_between(self, start: dt.datetime, end: dt.datetime) -> list[RunSummary]:
         """Runs that overlap [start, end) (a running one counts until now), by start time."""

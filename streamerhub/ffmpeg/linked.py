@@ -127,17 +127,18 @@ SELECT count(*) FILTER (WHERE ours_live AND (prev_live IS NOT TRUE OR since_prev
        count(*) AS samples
   FROM s"""
 
-# The same figures for one job, one row per (target, account) it pushed to: what the job's
-# export gives, next to its history. An account unlinked since keeps its rows (by user id).
-_JOB_STATS = """
+# The same figures one row per (target, account) pushed to, of one job's samples (what the
+# job's export gives, next to its history) or of a time window's (the stream summary's). An
+# account unlinked since keeps its rows (by user id). $2 is the longest gap.
+_PER_ACCOUNT = """
 WITH s AS (
     SELECT target_id, user_id, at, ours_live, twitch_live, viewers,
            coalesce(lead(at) OVER w - at, interval '0') AS till_next,
            at - lag(at) OVER w AS since_prev,
            lag(ours_live) OVER w AS prev_live
       FROM stream_linked_samples
-     WHERE job_id = $1
-    WINDOW w AS (PARTITION BY target_id, user_id ORDER BY at)
+     WHERE {where}
+    WINDOW w AS (PARTITION BY job_id, target_id, user_id ORDER BY at)
 )
 SELECT s.target_id, t.name AS target_name, s.user_id,
        (SELECT a.login FROM stream_linked_accounts a WHERE a.user_id = s.user_id
@@ -158,6 +159,8 @@ SELECT s.target_id, t.name AS target_name, s.user_id,
   FROM s LEFT JOIN stream_targets t ON t.id = s.target_id
  GROUP BY s.target_id, t.name, s.user_id
  ORDER BY s.target_id, s.user_id"""
+_JOB_STATS = _PER_ACCOUNT.format(where="job_id = $1")
+_WINDOW_STATS = _PER_ACCOUNT.format(where="at >= $1 AND at < $3")
 
 
 class LinkedStore:
@@ -277,24 +280,32 @@ class LinkedStore:
     async def job_stats(self, job_id: int, max_gap_s: float) -> list[dict[str, Any]]:
         """Per linked account one job pushed to: the same figures as `stats`, for that job."""
         rows = await self.db.pool.fetch(_JOB_STATS, job_id, dt.timedelta(seconds=max_gap_s))
+        return [{"job_id": job_id, **_account_figures(r)} for r in rows]
+
+    async def window_stats(
+        self, start: dt.datetime, end: dt.datetime, max_gap_s: float
+    ) -> list[dict[str, Any]]:
+        """Per linked account pushed to in [start, end), every job: the same figures as
+        `job_stats`, from the samples inside the window only."""
+        gap = dt.timedelta(seconds=max_gap_s)
         return [
-            {
-                "job_id": job_id,
-                "target_id": r["target_id"],
-                "target_name": r["target_name"],
-                "user_id": r["user_id"],
-                "login": r["login"],
-                "display_name": r["display_name"],
-                "streams_pushed": r["streams_pushed"],
-                "hours_on_air": round(float(r["seconds_on_air"]) / 3600, 3),
-                "hours_confirmed_live": round(float(r["seconds_confirmed"]) / 3600, 3),
-                "peak_viewers": r["peak_viewers"],
-                "avg_viewers": None
-                if r["avg_viewers"] is None
-                else round(float(r["avg_viewers"]), 1),
-                "samples": r["samples"],
-                "first_live_at": r["first_live_at"],
-                "last_live_at": r["last_live_at"],
-            }
-            for r in rows
+            _account_figures(r) for r in await self.db.pool.fetch(_WINDOW_STATS, start, gap, end)
         ]
+
+
+def _account_figures(r: Any) -> dict[str, Any]:
+    return {
+        "target_id": r["target_id"],
+        "target_name": r["target_name"],
+        "user_id": r["user_id"],
+        "login": r["login"],
+        "display_name": r["display_name"],
+        "streams_pushed": r["streams_pushed"],
+        "hours_on_air": round(float(r["seconds_on_air"]) / 3600, 3),
+        "hours_confirmed_live": round(float(r["seconds_confirmed"]) / 3600, 3),
+        "peak_viewers": r["peak_viewers"],
+        "avg_viewers": None if r["avg_viewers"] is None else round(float(r["avg_viewers"]), 1),
+        "samples": r["samples"],
+        "first_live_at": r["first_live_at"],
+        "last_live_at": r["last_live_at"],
+    }

@@ -10,6 +10,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from streamerhub.analytics.browse import events_during
+from streamerhub.analytics.rollups import activity_totals
 from streamerhub.analytics.sessions import SessionSummary, get_session, list_sessions
 from streamerhub.web.auth import require
 from streamerhub.web.channel_picker import channels, chosen_channel
@@ -19,6 +20,7 @@ from streamerhub.web.render import zone
 from streamerhub.web.services import RunSummary
 
 PAGE = 50
+COMPARE_WITH = 5  # previous streams the summary compares this one with
 
 
 @require("viewer")
@@ -83,6 +85,69 @@ def markers(runs: Sequence[RunSummary]) -> list[dict[str, Any]]:
     return sorted(found, key=lambda m: m["t"])
 
 
+def ad_moments(ads: Sequence[tuple[dt.datetime, int]]) -> list[dict[str, Any]]:
+    """Ad breaks as moments of the stream chart: a band from the start for its length."""
+    return [
+        {
+            "t": at.timestamp(),
+            "at": at.isoformat(),
+            "kind": "ad",
+            "seconds": seconds,
+            "label": f"Ad break, {seconds} s" if seconds else "Ad break (length not reported)",
+        }
+        for at, seconds in ads
+    ]
+
+
+async def comparison(conn: Any, s: SessionSummary, chat_messages: int) -> dict[str, Any]:
+    """This stream's figures next to the average of the previous streams of the channel:
+    {"n": how many, "rows": [{label, this, before, change}]} (no rows when it is the first)."""
+    earlier = await list_sessions(conn, s.channel_id, limit=COMPARE_WITH, before=s.started_at)
+    if not earlier:
+        return {"n": 0, "rows": []}
+    windows = [(p.started_at, p.ended_at or p.started_at) for p in earlier]
+    chats = [t["chat_messages"] for t in await activity_totals(conn, s.channel_id, windows)]
+    figures: list[tuple[str, float, list[float]]] = [
+        ("Peak viewers", s.viewers_peak, [p.viewers_peak for p in earlier]),
+        ("Avg viewers", s.viewers_avg, [p.viewers_avg for p in earlier]),
+        ("Follows", s.follows, [p.follows for p in earlier]),
+        ("Subs", _subs(s), [_subs(p) for p in earlier]),
+        ("Bits", s.bits, [p.bits for p in earlier]),
+        ("Chat messages", chat_messages, chats),
+    ]
+    rows = []
+    for label, this, before in figures:
+        mean = sum(before) / len(before)
+        rows.append(
+            {
+                "label": label,
+                "this": this,
+                "before": round(mean, 1),
+                "change": change(this, mean),
+                "trend": _trend(this, mean),
+            }
+        )
+    return {"n": len(earlier), "rows": rows}
+
+
+def _trend(this: float, before: float) -> str:
+    return "up" if this > before else "down" if this < before else "same"
+
+
+def _subs(s: SessionSummary) -> int:
+    return s.subs_new + s.subs_resub + s.subs_gifted
+
+
+def change(this: float, before: float) -> str:
+    """+x % / −y % against the earlier average; "new" when there was none before."""
+    if before == 0:
+        return "±0 %" if this == 0 else "new"
+    pct = round((this - before) / before * 100)
+    if pct == 0:
+        return "±0 %"
+    return f"+{pct} %" if pct > 0 else f"\u2212{-pct} %"
+
+
 @require("viewer")
 async def stream_page(request: web.Request) -> web.StreamResponse:
     channel, stream = request.match_info["channel_id"], request.match_info["stream_id"]
@@ -97,8 +162,10 @@ async def stream_page(request: web.Request) -> web.StreamResponse:
         s = detail.summary
         end = s.ended_at or dt.datetime.now(dt.timezone.utc)
         events = await events_during(conn, channel, s.started_at, end)
+        compared = await comparison(conn, s, detail.activity["chat_messages"])
     history = svc.multistream_history
     marks = markers(await history.runs_between(s.started_at, end) if history else [])
+    linked = await history.linked_between(s.started_at, end) if history else []
     shown = fold_gift_bombs([view(e, tz) for e in events])
     chart = {
         "t": [int(at.timestamp()) for at, _ in detail.samples],
@@ -113,7 +180,7 @@ async def stream_page(request: web.Request) -> web.StreamResponse:
             {"t": e["occurred_at"].timestamp(), "type": e["subscription_type"]} for e in events
         ],
         "gaps": [[a.timestamp(), b.timestamp()] for a, b, _ in detail.gaps],
-        "moments": moments(shown),
+        "moments": sorted(moments(shown) + ad_moments(detail.ad_breaks), key=lambda m: m["t"]),
         "ads": [[at.timestamp(), seconds] for at, seconds in detail.ad_breaks],
     }
     return aiohttp_jinja2.render_template(
@@ -129,5 +196,7 @@ async def stream_page(request: web.Request) -> web.StreamResponse:
             "top_chatters": detail.top_chatters,
             "top_supporters": detail.top_supporters,
             "ads": detail.ad_breaks,
+            "compared": compared,
+            "linked": linked,
         },
     )

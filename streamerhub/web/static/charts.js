@@ -125,20 +125,34 @@
     const drawMarks = (u) => {
       const ctx = u.ctx;
       const top = u.bbox.top, bottom = u.bbox.top + u.bbox.height;
+      const left = u.bbox.left, right = u.bbox.left + u.bbox.width;
       ctx.save();
+      ctx.font = `${11 * devicePixelRatio}px system-ui, sans-serif`;
+      // Ad breaks: a band as long as the break, its length written in it.
+      for (const m of (data.moments || []).filter((m) => m.kind === "ad")) {
+        const x0 = Math.max(left, u.valToPos(m.t, "x", true));
+        const x1 = Math.min(right, u.valToPos(m.t + Math.max(m.seconds || 0, 1), "x", true));
+        if (x1 < left || x0 > right) continue;
+        ctx.fillStyle = bucketFill(COLORS.bits);
+        ctx.fillRect(x0, top, Math.max(2 * devicePixelRatio, x1 - x0), bottom - top);
+        ctx.fillStyle = COLORS.ink;
+        ctx.fillText(`ad ${m.seconds || "?"} s`, x0 + 3 * devicePixelRatio, top + 24 * devicePixelRatio);
+      }
+      // Multistream targets up / restarted / down: dashed lines with the target's name at the foot.
       for (const m of data.markers) {
         const x = u.valToPos(m.t, "x", true);
-        ctx.strokeStyle = COLORS[m.kind] || "#888";
+        if (x < left || x > right) continue;
+        ctx.strokeStyle = ctx.fillStyle = COLORS[m.kind] || "#888";
         ctx.setLineDash([6, 4]);
         ctx.lineWidth = 1.5 * devicePixelRatio;
         ctx.beginPath(); ctx.moveTo(x, top); ctx.lineTo(x, bottom); ctx.stroke();
+        ctx.fillText(m.label, x + 3 * devicePixelRatio, bottom - 14 * devicePixelRatio);
       }
       ctx.setLineDash([]);
       // Raids, hype trains and title changes: solid lines with a short word at the top.
       const MOMENT = {raid: COLORS.down, hype: COLORS.restarted, title: COLORS.follows};
       const WORD = {raid: "raid", hype: "hype", title: "title"};
-      ctx.font = `${11 * devicePixelRatio}px system-ui, sans-serif`;
-      for (const m of data.moments || []) {
+      for (const m of (data.moments || []).filter((m) => m.kind !== "ad")) {
         const x = u.valToPos(m.t, "x", true);
         ctx.strokeStyle = ctx.fillStyle = MOMENT[m.kind] || COLORS.ink;
         ctx.lineWidth = 2 * devicePixelRatio;
