@@ -115,7 +115,19 @@ class Rig:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        await self.until(self._subscribed, 60, "daemon subscribed on the fake")
+        try:
+            await self.until(self._subscribed, 60, "daemon subscribed on the fake")
+        except TimeoutError as exc:  # say why: what the daemon logged and what the fake holds
+            assert self.fake is not None
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{self.fake.urls['url']}/_fake/state") as resp:
+                    sessions = (await resp.json()).get("sessions")
+            said = [
+                line
+                for line in self.log.read_text(errors="replace").splitlines()[-400:]
+                if '"warning"' in line or '"error"' in line
+            ]
+            raise TimeoutError(f"{exc}; fake sessions: {sessions}; daemon: {said[-15:]}") from None
 
     def kill_daemon(self) -> None:
         assert self.daemon is not None
