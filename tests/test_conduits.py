@@ -545,13 +545,24 @@ async def test_a_daemon_stopping_mid_burst_hands_its_frames_on(daemon_factory, d
         conn = await asyncpg.connect(db_url)
         try:
 
+            counted: list[int] = []
+
             async def stored() -> bool:
                 n = await conn.fetchval(
                     "SELECT count(*) FROM twitch_events WHERE message_id = ANY($1::text[])", ids
                 )
+                counted.append(n)
                 return bool(n == len(ids) == 4000)
 
-            await wait_until(stored, 20, "every cheer of the burst stored once")
+            try:
+                await wait_until(stored, 20, "every cheer of the burst stored once")
+            except AssertionError as exc:  # say how many, and what the fake did with the rest
+                state = fake.state
+                raise AssertionError(
+                    f"{exc}: sent {len(ids)}, stored {counted[-1:]}; fake: "
+                    f"{[(s.id, s.status) for c in state.conduits.values() for s in c.shards]}; "
+                    f"second daemon said: {second.output()[-2000:]}"
+                ) from None
         finally:
             await conn.close()
 

@@ -57,15 +57,6 @@ def _aad(account_id: str, column: str) -> str:
 class BotAccountStore(TokenStore):
     """twitch_bot_accounts: the same sealing and statements as twitch_channels, on its table."""
 
-    def _seal(self, channel_id: str, grant: Grant) -> tuple[bytes, bytes | None]:
-        access = self.keyring.seal(grant.access_token, _aad(channel_id, "access_token_sealed"))
-        refresh = (
-            self.keyring.seal(grant.refresh_token, _aad(channel_id, "refresh_token_sealed"))
-            if grant.refresh_token
-            else None
-        )
-        return access, refresh
-
     async def save_login(
         self, channel_id: str, login: str, display_name: str, grant: Grant
     ) -> None:

@@ -490,6 +490,7 @@ class ShardLink:
         if not self.runner.claims.still_held(self.shard_id):
             raise SessionLost("lease not renewed (database unreachable?): not reassigning")
         conn = await self._open(self.runner.eventsub_url)
+        stopping = False
         try:
             await self.runner.assign(self.conduit_id, self.shard_id, conn.session_id)
             self._enabled(conn)
@@ -499,10 +500,17 @@ class ShardLink:
                     return reason
                 # session_reconnect: Twitch moves the shard to the new session by itself.
                 conn = await self._hand_over(conn, conn.reconnect.result())
+        except asyncio.CancelledError:
+            stopping = True
+            raise
         finally:
+            # A stop closes gracefully: frames Twitch wrote before it saw our close frame are
+            # still read and stored; from then on it retries them on another shard. Frames left
+            # unread in the socket's buffer by a forced close would be lost (Twitch counts them
+            # delivered). A lost or silent socket is dropped at once, so the shard comes back.
             for other in list(self._conns):
                 self._conns.discard(other)
-                await other.close(force=True)
+                await other.close(force=not stopping)
 
     async def _hand_over(self, old: Session, url: str) -> Session:
         try:
