@@ -544,7 +544,6 @@ async def test_a_daemon_stopping_mid_burst_hands_its_frames_on(daemon_factory, d
         assert await asyncio.to_thread(second.wait, 30) == 0
         conn = await asyncpg.connect(db_url)
         try:
-
             counted: list[int] = []
 
             async def stored() -> bool:
@@ -557,11 +556,14 @@ async def test_a_daemon_stopping_mid_burst_hands_its_frames_on(daemon_factory, d
             try:
                 await wait_until(stored, 20, "every cheer of the burst stored once")
             except AssertionError as exc:  # say how many, and what the fake did with the rest
-                state = fake.state
+                shards = [
+                    (s.id, s.status)
+                    for c in conduits.world(fake.state).conduits.values()
+                    for s in c.shards
+                ]
                 raise AssertionError(
-                    f"{exc}: sent {len(ids)}, stored {counted[-1:]}; fake: "
-                    f"{[(s.id, s.status) for c in state.conduits.values() for s in c.shards]}; "
-                    f"second daemon said: {second.output()[-2000:]}"
+                    f"{exc}: sent {len(ids)}, stored {counted[-1:]}; fake shards: {shards}; "
+                    f"second daemon said: {second.log()[-2000:]}"
                 ) from None
         finally:
             await conn.close()

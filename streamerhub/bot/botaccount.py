@@ -34,7 +34,7 @@ from streamerhub.bot.oauth import (
 )
 from streamerhub.bot.tokens import ChannelToken, StoredToken, TokenStore
 from streamerhub.config import Settings
-from streamerhub.crypto import Keyring, aad_for
+from streamerhub.crypto import Keyring
 from streamerhub.db import Database
 from streamerhub.errors import StreamerHubError
 from streamerhub.log import get_logger, register_secret
@@ -50,12 +50,10 @@ class BotAccountError(StreamerHubError):
     """Connecting the bot account failed; the message is shown on the page."""
 
 
-def _aad(account_id: str, column: str) -> str:
-    return aad_for(TABLE, account_id, column)
-
-
 class BotAccountStore(TokenStore):
     """twitch_bot_accounts: the same sealing and statements as twitch_channels, on its table."""
+
+    TABLE = TABLE
 
     async def save_login(
         self, channel_id: str, login: str, display_name: str, grant: Grant
@@ -107,7 +105,7 @@ class BotAccountStore(TokenStore):
         for column in ("access_token_sealed", "refresh_token_sealed"):
             blob = row[column]
             opened[column] = (
-                self.keyring.open_str(blob, _aad(account, column)) if blob is not None else ""
+                self.keyring.open_str(blob, self._aad(account, column)) if blob is not None else ""
             )
             register_secret(opened[column])
         return StoredToken(

@@ -212,6 +212,7 @@ class EventSubClient:
         """One fresh session: open, subscribe, serve until lost; returns why it ended."""
         self.stats.state = State.CONNECTING
         conn = await self._open(self.url)
+        stopping = False
         try:
             self.stats.state = State.SUBSCRIBING
             await self._subscribe_all(conn)
@@ -222,10 +223,15 @@ class EventSubClient:
             if isinstance(exc, TokenRevoked):
                 raise
             raise SessionLost(f"subscribing failed: {exc}") from None
+        except asyncio.CancelledError:
+            stopping = True
+            raise
         finally:
             self.subscriber.cancel_inflight()
+            # A stop closes gracefully: what Twitch wrote before it saw our close frame is still
+            # read and stored (bounded by CLOSE_GRACE); a lost socket is dropped at once.
             for other in list(self._conns):
-                await self._close(other, force=True)
+                await self._close(other, force=not stopping)
 
     async def _serve(self, conn: Session) -> str:
         """Wait for loss, keepalive stall or session_reconnect (then hand over and go on)."""

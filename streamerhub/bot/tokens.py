@@ -57,20 +57,21 @@ class StoredToken:
     status_reason: str | None
 
 
-def _aad(channel_id: str, column: str) -> str:
-    return aad_for("twitch_channels", channel_id, column)
-
-
 class TokenStore:
     """twitch_channels: tokens sealed with the row's id as associated data."""
+
+    TABLE = "twitch_channels"  # a sealed token's associated data names its table, id and column
 
     def __init__(self, db: Database, keyring: Keyring) -> None:
         self.db, self.keyring = db, keyring
 
+    def _aad(self, channel_id: str, column: str) -> str:
+        return aad_for(self.TABLE, channel_id, column)
+
     def _seal(self, channel_id: str, grant: Grant) -> tuple[bytes, bytes | None]:
-        access = self.keyring.seal(grant.access_token, _aad(channel_id, "access_token_sealed"))
+        access = self.keyring.seal(grant.access_token, self._aad(channel_id, "access_token_sealed"))
         refresh = (
-            self.keyring.seal(grant.refresh_token, _aad(channel_id, "refresh_token_sealed"))
+            self.keyring.seal(grant.refresh_token, self._aad(channel_id, "refresh_token_sealed"))
             if grant.refresh_token
             else None
         )
@@ -133,11 +134,11 @@ class TokenStore:
         access = refresh = ""
         if row["access_token_sealed"] is not None:
             access = self.keyring.open_str(
-                row["access_token_sealed"], _aad(channel_id, "access_token_sealed")
+                row["access_token_sealed"], self._aad(channel_id, "access_token_sealed")
             )
         if row["refresh_token_sealed"] is not None:
             refresh = self.keyring.open_str(
-                row["refresh_token_sealed"], _aad(channel_id, "refresh_token_sealed")
+                row["refresh_token_sealed"], self._aad(channel_id, "refresh_token_sealed")
             )
         register_secret(access)
         register_secret(refresh)

@@ -124,7 +124,7 @@ class MultistreamApi(Protocol[JobT]):
 
 
 # Any: whatever job type the service has (the API never looks inside one).
-SERVICE: web.AppKey[MultistreamApi[Any]] = web.AppKey("api_multistream", MultistreamApi)
+SERVICE: web.AppKey[MultistreamApi[Any]] = web.AppKey("api_multistream")
 # Opens an analytics export (app.py binds it to the database and the streamer's calendar).
 Exporter = Callable[[ExportRequest], Awaitable[AsyncIterator[bytes]]]
 EXPORTER: web.AppKey[Exporter] = web.AppKey("api_exporter")
