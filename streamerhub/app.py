@@ -31,6 +31,7 @@ from streamerhub.bot.service import (
 )
 from streamerhub.chatbot.service import TIMER_TICK_S, ChatBot
 from streamerhub.chatbot.store import ChatbotStore
+from streamerhub.clock import Clock, StreamerClock
 from streamerhub.config import Settings
 from streamerhub.crypto import Keyring, load_keyring
 from streamerhub.db import Database, open_database
@@ -48,10 +49,14 @@ from streamerhub.web.auth import api_token
 from streamerhub.web.chatbot_page import API_ROUTES as CHATBOT_ROUTES
 from streamerhub.web.chatbot_page import CHATBOT
 from streamerhub.web.openapi import openapi_json
+from streamerhub.web.preferences import load as load_clock_choice
 
 log = get_logger(__name__)
 
 SETTINGS = web.AppKey("settings", Settings)
+# The streamer's time zone and day start for every part: config.toml's until the choice made in
+# the browser is loaded (database_ctx); Settings changes it at once (streamerhub/clock.py).
+CLOCK = web.AppKey("clock", StreamerClock)
 DB = web.AppKey("db", Database)
 KEYRING = web.AppKey("keyring", Keyring)
 STARTED_AT = web.AppKey("started_at", float)
@@ -80,10 +85,14 @@ async def looplag_ctx(app: web.Application) -> AsyncIterator[None]:
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     """Start or reach PostgreSQL, migrate, and stop the embedded cluster last."""
     async with open_database(app[SETTINGS]) as db:
-        app[BACKUPS] = BackupService(app[SETTINGS], db, embedded=not app[SETTINGS].database.url)
+        app[BACKUPS] = BackupService(
+            app[SETTINGS], db, embedded=not app[SETTINGS].database.url, clock=app[CLOCK]
+        )
         await backup_before_upgrade(app[BACKUPS])
         await db.upgrade()
         app[DB] = db
+        # The zone chosen in the browser, before any part reads a time (jobs, backups, exports).
+        app[CLOCK].set(await load_clock_choice(db))
         yield
 
 
@@ -120,12 +129,23 @@ async def analytics_ctx(app: web.Application) -> AsyncIterator[None]:
         sample_interval_s=settings.analytics.sample_interval,
         totals_interval_s=settings.analytics.totals_interval,
     )
+    clock = app[CLOCK]
     pollers = AnalyticsPollers(
-        app[DB].pool, BotHelixStats(app[TWITCH]), Calendar.from_settings(settings), config
+        app[DB].pool, BotHelixStats(app[TWITCH]), _calendar(clock.current), config
     )
+
+    def follow(chosen: Clock) -> None:  # "yesterday" of the daily follower check
+        pollers.totals.calendar = _calendar(chosen)
+
+    clock.listeners.append(follow)
     await pollers.start()
     yield
+    clock.listeners.remove(follow)
     await pollers.stop()
+
+
+def _calendar(clock: Clock) -> Calendar:
+    return Calendar(clock.timezone, clock.day_start_hour)
 
 
 async def channel_link_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -158,7 +178,7 @@ def _exporter(app: web.Application) -> Any:
     async def open_for(request: ExportRequest) -> Any:
         db = app[DB]
         return await open_export(
-            db.pool, Calendar.from_settings(app[SETTINGS]), lambda: all_channels(db), request
+            db.pool, _calendar(app[CLOCK].current), lambda: all_channels(db), request
         )
 
     return open_for
@@ -341,10 +361,11 @@ def build_app(settings: Settings) -> web.Application:
     """Build the daemon: each part is a cleanup context, started in order, stopped in reverse."""
     app = web.Application()
     app[SETTINGS] = settings
+    app[CLOCK] = StreamerClock.from_settings(settings)
     app[STARTED_AT] = time.monotonic()
     app[HUB] = Hub()
     app[LOOP_LAG] = LoopLag()
-    app[MULTISTREAM] = Multistream(settings, publish=app[HUB].streams.publish)
+    app[MULTISTREAM] = Multistream(settings, publish=app[HUB].streams.publish, clock=app[CLOCK])
     # A job's title/category/tags go to its connected Twitch channels through the bot's Helix
     # "modify channel information" call (ffmpeg/channels.py ChannelUpdater).
     app[MULTISTREAM].channel_updater = BotChannelUpdater(lambda: app.get(TWITCH), lambda: app[DB])
@@ -397,6 +418,7 @@ def add_dashboard(app: web.Application, settings: Settings) -> None:
             app[DB],
             app[HUB],
             link,
+            clock=app[CLOCK],
             multistream=MULTISTREAM in app,
             demo=app.get(DEMO_MODE, False),
             extra={

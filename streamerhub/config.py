@@ -42,7 +42,7 @@ def _timezone(value: str) -> str | None:
 def _time_of_day(value: str) -> str | None:
     if value == "" or re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
         return None
-    return 'must be a time of day "HH:MM" (24 h, your [general] timezone), or "" for no schedule'
+    return 'must be a time of day "HH:MM" (24 h, your time zone), or "" for no schedule'
 
 
 def _absolute_paths(value: list[Any]) -> str | None:
@@ -94,7 +94,8 @@ SETTINGS: tuple[Setting, ...] = (
         "timezone",
         str,
         "UTC",
-        "The streamer's IANA time zone, for charts, schedules and exports.",
+        "The streamer's IANA time zone, for charts, schedules, backups and exports "
+        "(the one chosen on the dashboard, in setup or Settings, wins over it).",
         _timezone,
     ),
     Setting(
@@ -102,7 +103,8 @@ SETTINGS: tuple[Setting, ...] = (
         "day_start_hour",
         int,
         0,
-        "Hour at which a 'day' starts in charts (e.g. 6 for streams that run past midnight).",
+        "Hour at which a 'day' starts in charts and exports (e.g. 6 for streams that run past "
+        "midnight; the dashboard's choice wins over it).",
         _range(0, 23),
     ),
     Setting(
@@ -324,7 +326,8 @@ SETTINGS: tuple[Setting, ...] = (
         "schedule",
         str,
         "03:30",
-        'Daily backup time "HH:MM" in your [general] timezone; "" turns daily backups off '
+        'Daily backup time "HH:MM" in your time zone (chosen on the dashboard, else [general] '
+        'timezone); "" turns daily backups off '
         "(a backup is still taken before every schema upgrade).",
         _time_of_day,
     ),

@@ -47,7 +47,8 @@ class PeriodError(InvalidInput):
 
 @dataclass(frozen=True)
 class Calendar:
-    """The streamer's zone and day start: `[general] timezone` and `day_start_hour`."""
+    """The streamer's zone and day start (streamerhub/clock.py: chosen in Settings, else
+    `[general] timezone` and `day_start_hour`)."""
 
     timezone: str = "UTC"
     day_start_hour: int = 0

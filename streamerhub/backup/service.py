@@ -9,7 +9,6 @@ import os
 import secrets
 import shutil
 import time
-import zoneinfo
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from streamerhub.backup.archive import (
     prune,
 )
 from streamerhub.backup.tools import BackupError, PgTools, dump, find_tools, restore
+from streamerhub.clock import Clock, StreamerClock
 from streamerhub.config import Settings
 from streamerhub.db import Database, create_pool
 from streamerhub.log import get_logger
@@ -67,8 +67,19 @@ class Failure:
 class BackupService:
     """Backups of one database into the configured folder; one at a time."""
 
-    def __init__(self, settings: Settings, db: Database, embedded: bool) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        embedded: bool,
+        clock: StreamerClock | None = None,
+    ) -> None:
         self.settings = settings
+        # `[backup] schedule` is a time of day in the streamer's zone: the daemon's clock (app.py),
+        # which follows Settings, else config.toml's.
+        self.clock = clock or StreamerClock.from_settings(settings)
+        self.clock.listeners.append(self._on_clock)
+        self._replan = asyncio.Event()
         self.db = db
         self.embedded = embedded
         self.folder = folder_of(settings)
@@ -242,11 +253,12 @@ class BackupService:
     # ------------------------------------------------------------------ schedule
 
     def next_run(self, now: dt.datetime) -> dt.datetime | None:
-        """The next daily run: at [backup] schedule in the local zone; soon after start when
-        the last good backup is more than a day old; None when no schedule is set."""
+        """The next daily run: at [backup] schedule in the streamer's zone (the clock in effect);
+        soon after start when the last good backup is more than a day old; None when no schedule
+        is set."""
         if not self.settings.backup.schedule:
             return None
-        zone = zoneinfo.ZoneInfo(self.settings.general.timezone)
+        zone = self.clock.tz
         hour, minute = map(int, self.settings.backup.schedule.split(":"))
         local = now.astimezone(zone)
         at = local.replace(hour=hour, minute=minute, second=0, microsecond=0)
@@ -264,9 +276,17 @@ class BackupService:
             at = self.next_run(now)
             if at is None:
                 return
-            log.info("backup_scheduled", at=at.isoformat())
-            await asyncio.sleep(max(0.0, (at - now).total_seconds()))
+            log.info("backup_scheduled", at=at.isoformat(), timezone=self.clock.timezone)
+            self._replan.clear()
+            try:  # a new zone in Settings plans again, in it
+                await asyncio.wait_for(self._replan.wait(), max(0.0, (at - now).total_seconds()))
+                continue
+            except TimeoutError:
+                pass
             await self.take_safely("daily")
+
+    def _on_clock(self, _clock: Clock) -> None:
+        self._replan.set()
 
 
 def _nearly_full(folder: Path) -> bool:

@@ -416,7 +416,10 @@ def _jobs(sub: Subcommands, client: argparse.ArgumentParser) -> None:
     create.add_argument("--title")
     create.add_argument("--category")
     create.add_argument("--tag", action="append")
-    create.add_argument("--start-at", help="e.g. 2025-06-01T20:00 (your [general] timezone)")
+    create.add_argument(
+        "--start-at",
+        help="e.g. 2025-06-01T20:00 (your time zone: Settings, else [general] timezone)",
+    )
     create.add_argument("--stop-at")
     create.add_argument("--duration", help="stop after, e.g. 90m or 1h30m")
     create.add_argument("--days", help="repeat on weekdays, e.g. mon,wed,fri")

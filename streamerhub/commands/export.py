@@ -29,7 +29,8 @@ def add_export_command(sub: Subcommands, common: argparse.ArgumentParser) -> Non
         "export",
         parents=[common],
         help="write events, sessions or a time series as CSV/JSON",
-        description="Stream an export to stdout. Times are given in UTC and in [general] timezone.",
+        description="Stream an export to stdout. Times are given in UTC and in your time zone "
+        "(the one chosen in Settings, else [general] timezone).",
     )
     parser.add_argument("what", choices=KINDS)
     parser.add_argument(
@@ -72,6 +73,7 @@ async def run_export(
     from streamerhub.bot.registry import all_channels
     from streamerhub.config import prepare_data_dir
     from streamerhub.db import open_database
+    from streamerhub.web.preferences import in_effect
 
     request = ExportRequest(args.what, args.format, args.start, args.end, args.channel, args.bucket)
     names = ("--from", "--to")
@@ -80,9 +82,10 @@ async def run_export(
     prepare_data_dir(settings.data_dir)
     async with open_database(settings, own_cluster=False) as db:
         await db.check_not_newer()
+        clock = await in_effect(db, settings)  # the zone chosen in Settings, as the daemon's
         chunks = await open_export(
             db.pool,
-            Calendar.from_settings(settings),
+            Calendar(clock.timezone, clock.day_start_hour),
             lambda: all_channels(db),
             request,
             now,

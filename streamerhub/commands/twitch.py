@@ -205,8 +205,10 @@ async def _status(db: Database, settings: Settings) -> list[dict[str, Any]]:
     from streamerhub.bot.registry import all_channels
     from streamerhub.bot.subscriptions import stored_subscriptions
     from streamerhub.events.history import events_received_since, latest_gaps
+    from streamerhub.web.preferences import in_effect
 
-    since = day_start(settings.general.timezone, settings.general.day_start_hour)
+    clock = await in_effect(db, settings)  # the zone chosen in Settings, else config.toml's
+    since = day_start(clock.timezone, clock.day_start_hour)
     registry = await all_channels(db)
     gaps = await latest_gaps(db)
     today = await events_received_since(db, since)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import zoneinfo
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import asyncpg
 
+from streamerhub.clock import StreamerClock
 from streamerhub.db import REFERENCE_VIOLATIONS, Database
 from streamerhub.errors import Conflict, InvalidInput, NotFound
 from streamerhub.ffmpeg.jobs import EDITABLE_WHILE_RUNNING, Job, parse_job
@@ -82,9 +82,14 @@ def _columns(fields: dict[str, Any], base: Job | None = None) -> list[Any]:
 class JobStore:
     """Jobs, their playlists and targets, runs and Helix results in PostgreSQL."""
 
-    def __init__(self, db: Database, timezone: str) -> None:
-        self.db = db
-        self.tz = zoneinfo.ZoneInfo(timezone)
+    def __init__(self, db: Database, clock: StreamerClock) -> None:
+        self.db, self.clock = db, clock
+
+    @property
+    def tz(self) -> dt.tzinfo:
+        """The streamer's zone now (a change in Settings applies to the next call): schedules
+        without an offset are read in it, times shown in it, daily repeats counted in it."""
+        return self.clock.tz
 
     async def get(self, job_id: int) -> Job:
         """One job, or NotFound."""

@@ -17,6 +17,11 @@ StartJob = Callable[..., Awaitable[Job]]  # start_job(job_id, *, deadline=, fire
 StopJob = Callable[..., Awaitable[Job]]  # stop_job(job_id, reason=)
 HORIZON = 30.0  # seconds: look again at least this often (an edit may have been missed)
 RETRY_AFTER = 5.0  # seconds after a failed tick (e.g. the database restarting)
+# Within one zone a repeat's starts are at least 23 h apart (a DST day), so a start fired less
+# than this before an occurrence is that occurrence. Once the streamer's zone changes (Settings)
+# today's occurrence may move by the two zones' DST difference (≤ 2 h): still the same one, so a
+# daily job does not run twice on the day of the change.
+SAME_OCCURRENCE = dt.timedelta(hours=12)
 
 
 def now_utc() -> dt.datetime:
@@ -63,7 +68,9 @@ class Scheduler:
             await self._stop_job(job.id, reason="stop time reached")
             return
         occurrence = job.schedule.current(now, self.jobs.tz)
-        if occurrence is None or (job.last_fired_at and job.last_fired_at >= occurrence[0]):
+        if occurrence is None or (
+            job.last_fired_at and job.last_fired_at > occurrence[0] - SAME_OCCURRENCE
+        ):
             return
         start, end = occurrence
         if job.running:  # started by hand inside the window: the window's end still applies

@@ -20,6 +20,7 @@ import shutil
 from dataclasses import replace
 from typing import Any, AsyncIterator, Callable, TypeVar
 
+from streamerhub.clock import Clock, StreamerClock
 from streamerhub.config import Settings
 from streamerhub.crypto import Keyring
 from streamerhub.db import Database
@@ -83,8 +84,13 @@ class Multistream:
         channel_updater: ChannelUpdater | None = None,
         timing: RunnerTiming = DEFAULT_TIMING,
         policy: RestartPolicy = DEFAULT_POLICY,
+        clock: StreamerClock | None = None,
     ) -> None:
         self.settings = settings
+        # The streamer's zone (streamerhub/clock.py): config.toml's unless app.py hands over the
+        # daemon's clock, which follows the choice made in Settings.
+        self.clock = clock or StreamerClock.from_settings(settings)
+        self.clock.listeners.append(self._on_clock)
         self.data_dir = settings.data_dir
         self.publish = publish or (lambda _event: None)
         self.channel_updater = channel_updater
@@ -126,7 +132,15 @@ class Multistream:
 
     @property
     def tz(self) -> dt.tzinfo:
-        return self.jobs.tz
+        """The streamer's zone now: job schedules, status and exports are in it."""
+        return self.clock.tz
+
+    def _on_clock(self, clock: Clock) -> None:
+        # Times without an offset are read in the new zone from the next call on (JobStore asks
+        # the clock each time); the scheduler looks again now, so a daily repeat's next start
+        # is counted in the new zone rather than at a moment planned in the old one.
+        log.info("multistream_clock_changed", timezone=clock.timezone)
+        self._nudge_scheduler()
 
     # ----------------------------------------------------------------------------- lifecycle
 
@@ -235,7 +249,7 @@ class Multistream:
             import_dirs=self.settings.library.import_dirs,
             kbps_by_resolution=self.settings.ffmpeg.video_kbps == 0,
         )
-        self._jobs = JobStore(db, self.settings.general.timezone)
+        self._jobs = JobStore(db, self.clock)
         self._schedule = Scheduler(self._jobs, self.start_job, self.stop_job)
         self._linked = LinkedStore(db)
         ms = self.settings.ffmpeg

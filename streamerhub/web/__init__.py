@@ -11,6 +11,7 @@ from typing import AsyncIterator, Callable
 
 from aiohttp import web
 
+from streamerhub.clock import Clock
 from streamerhub.config import Settings
 from streamerhub.web.context import SERVICES, Services
 
@@ -44,9 +45,16 @@ def setup_web(
 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         svc = app[SERVICES] = resolve(app)
-        # The clock chosen in the browser (setup, Settings) wins over config.toml's.
-        svc.settings = preferences.applied(svc.settings, await preferences.load(svc.db))
+
+        def follow(clock: Clock) -> None:
+            svc.settings = preferences.applied(svc.settings, clock)
+
+        # The daemon's clock (app.py loaded the browser's choice into it: it wins over
+        # config.toml's) is in [general] for every page; a change in Settings follows at once.
+        follow(svc.clock.current)
+        svc.clock.listeners.append(follow)
         yield
+        svc.clock.listeners.remove(follow)
 
     async def setup_link_ctx(app: web.Application) -> AsyncIterator[None]:
         from streamerhub.web.users import UserStore

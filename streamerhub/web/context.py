@@ -17,6 +17,7 @@ from typing import Any, Mapping, Protocol, Sequence
 
 from aiohttp import web
 
+from streamerhub.clock import StreamerClock
 from streamerhub.config import Settings
 from streamerhub.db import Database
 from streamerhub.pubsub import Hub
@@ -264,9 +265,11 @@ class BackupHealth(Protocol):
 class Services:
     """The daemon's parts the dashboard uses, resolved once the database is up."""
 
-    settings: Settings
+    settings: Settings  # [general] follows `clock` (web/__init__.py keeps them in step)
     db: Database
     hub: Hub
+    # The daemon's one clock (streamerhub/clock.py): Settings changes it for every part.
+    clock: StreamerClock = field(kw_only=True)
     channel_link: ChannelLink | None = None
     multistream: bool = False  # the /api/v1 multistream service is mounted
     demo: bool = False

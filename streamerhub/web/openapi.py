@@ -189,7 +189,11 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "start_at": {**_TIME, "description": "ISO 8601; without offset: [general] timezone"},
+            "start_at": {
+                **_TIME,
+                "description": "ISO 8601; without offset: your time zone (the one chosen in "
+                "Settings, else [general] timezone)",
+            },
             "stop_at": _TIME,
             "duration_s": {**_nullable("integer"), "minimum": 1},
             "days": {
@@ -659,8 +663,8 @@ def _paths() -> dict[str, Any]:
                 _query("format", "csv (default) or json", enum=["csv", "json"]),
                 _query(
                     "from",
-                    "A day (YYYY-MM-DD, from its start in [general] timezone) or an ISO "
-                    "time; default: the beginning",
+                    "A day (YYYY-MM-DD, from its start in your time zone: the one chosen in "
+                    "Settings, else [general] timezone) or an ISO time; default: the beginning",
                 ),
                 _query("to", "A day (included) or an ISO time (excluded); default: now"),
                 _query("channel", "A channel id or login; default: all (series: the only one)"),

@@ -1,19 +1,20 @@
 """The streamer's clock, chosen in the browser: time zone and the hour their day starts.
 
 Stored in `web_preferences` (one row) at setup and from Settings; while a row exists it overrides
-`[general] timezone` and `day_start_hour` for everything the dashboard shows and counts (periods,
-"today", event times), at once and after restarts."""
+`[general] timezone` and `day_start_hour` for the whole daemon (streamerhub/clock.py): what the
+dashboard shows and counts (periods, "today", event times), multistream job schedules, the daily
+backup time and exports; at once and after restarts."""
 
 from __future__ import annotations
 
 import dataclasses
 import zoneinfo
-from dataclasses import dataclass
 from functools import cache
 from typing import Any, Mapping
 
 from aiohttp import web
 
+from streamerhub.clock import Clock
 from streamerhub.config import Settings
 from streamerhub.db import Database
 from streamerhub.errors import InvalidInput
@@ -28,10 +29,17 @@ INSERT INTO web_preferences (id, timezone, day_start_hour) VALUES (true, $1, $2)
 ON CONFLICT (id) DO UPDATE SET timezone = $1, day_start_hour = $2, updated_at = now()"""
 
 
-@dataclass(frozen=True)
-class Clock:
-    timezone: str
-    day_start_hour: int
+__all__ = [
+    "Clock",
+    "applied",
+    "clock_choices",
+    "in_effect",
+    "load",
+    "parse",
+    "save",
+    "use_clock",
+    "zones",
+]
 
 
 @cache
@@ -63,6 +71,13 @@ async def load(db: Database) -> Clock | None:
     return Clock(row["timezone"], row["day_start_hour"]) if row else None
 
 
+async def in_effect(db: Database, settings: Settings) -> Clock:
+    """The clock the daemon uses (for the CLI, which runs apart from it): the stored choice,
+    else config.toml's."""
+    general = settings.general
+    return await load(db) or Clock(general.timezone, general.day_start_hour)
+
+
 async def save(db: Database, clock: Clock) -> None:
     async with db.pool.acquire() as conn:
         await conn.execute(SAVE, clock.timezone, clock.day_start_hour)
@@ -81,10 +96,11 @@ def applied(settings: Settings, clock: Clock | None) -> Settings:
 
 
 async def use_clock(request: web.Request, clock: Clock) -> None:
-    """Store the choice and put it in effect for every page and the feed, without a restart."""
+    """Store the choice and put it in effect for the whole daemon (every page and the feed, job
+    schedules, the backup time, exports), without a restart."""
     svc = services(request)
     await save(svc.db, clock)
-    svc.settings = applied(svc.settings, clock)
+    svc.clock.set(clock)  # its listeners update svc.settings and the other parts
     log.info("web_clock_changed", timezone=clock.timezone, day_start_hour=clock.day_start_hour)
 
 
