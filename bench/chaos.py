@@ -45,6 +45,19 @@ TYPES = [t for t, _, _ in SUBSCRIPTIONS]
 FAULTS = ("close", "reconnect", "lost_answers", "expired_token", "limit_429", "revoke_relogin")
 
 
+def _distinct(sub_type: str, seq: int) -> dict[str, str]:
+    """Fields that make this occurrence a new one where the store dedupes on the event's own
+    identity (events/normalise.py event keys): Twitch's documented samples repeat theirs, and
+    the same follow, campaign or shared-chat session sent again is rightly stored once."""
+    if sub_type == "channel.follow":
+        return {"user_id": f"u{seq}"}
+    if sub_type == "stream.online" or sub_type.startswith("channel.charity_campaign."):
+        return {"id": f"s{seq}"}
+    if sub_type.startswith("channel.shared_chat."):
+        return {"session_id": f"sc{seq}"}
+    return {}
+
+
 class Soak:
     """The fake, the store and the bot on one database, plus the traffic and fault schedule."""
 
@@ -80,11 +93,7 @@ class Soak:
         for _ in range(per_tick):
             self.seq += 1
             sub_type = TYPES[self.seq % len(TYPES)]
-            unique = {
-                "channel.follow": {"user_id": f"u{self.seq}"},
-                "stream.online": {"id": f"s{self.seq}"},
-            }.get(sub_type, {})
-            _, event = sample_event(sub_type, **unique)
+            _, event = sample_event(sub_type, **_distinct(sub_type, self.seq))
             event["chaos_seq"] = self.seq
             events.append({"subscription_type": sub_type, "event": event})
         answer = await self.control("events", {"events": events, "reflect": False})
