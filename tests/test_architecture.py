@@ -62,6 +62,8 @@ OWNERS: dict[str, set[str]] = {
         "analytics_chatters",
         "analytics_chatter_ids",
         "analytics_chatter_days",
+        "analytics_chatter_sets",
+        "analytics_session_chatters",
     },
     "ffmpeg": {
         "videos",

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from streamerhub.analytics.periods import UTC
-from streamerhub.analytics.rollups import activity_totals, top_chatters, unique_chatters
+from streamerhub.analytics.rollups import activity_totals, session_top_chatters, unique_chatters
 
 SESSION_COLUMNS = """
 s.channel_id, s.stream_id, s.started_at, s.ended_at, s.start_source, s.end_source, s.follows,
@@ -264,7 +264,7 @@ async def _stream_activity(
         "shoutout_viewers": totals["shoutout_viewers"],
         "charity": float(totals["charity_amount"]),
     }
-    chatters = await top_chatters(conn, channel_id, *window)
+    chatters = await session_top_chatters(conn, channel_id, summary.stream_id)
     supporters = [dict(r) for r in await conn.fetch(TOP_SUPPORTERS, channel_id, *window, 5)]
     ads = [
         (r["occurred_at"], int(r["duration_s"]) if (r["duration_s"] or "").isdigit() else 0)
