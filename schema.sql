@@ -1972,11 +1972,12 @@ CREATE TABLE twitch_bot_accounts (
 --   (analytics_chatter_sets), as it already was per day (analytics_chatter_days): the unique
 --   chatters of any range are bit_count of the OR of at most ~2×(14 + 3 + 23) + days short rows
 --   and the chatters of the last seconds, bounded by the number of chatters, not messages;
--- - each stream keeps its chatters with their message counts (analytics_session_chatters): its
---   top chatters are the first rows of an index, whatever the chat.
+-- - each stream keeps its chatters with their message counts (analytics_session_chatters) and its
+--   supporters with their subs, gifts and Bits (analytics_session_supporters): its top chatters
+--   and top supporters are the first rows of an index, whatever the chat and the events.
 --
--- Everything is kept by the activity trigger of 0008; a stream whose start or end moves has its
--- chatters recounted. This migration fills the new rows for the history already stored: the hour
+-- Everything is kept by triggers (0008's on the raw log, new ones on subscriptions and cheers); a
+-- stream whose start or end moves has its chatters and supporters recounted. This migration fills the new rows for the history already stored: the hour
 -- bitmaps from analytics_chatters (whole even where retention removed the chat text), the finer
 -- ones from the raw log.
 
@@ -2008,6 +2009,28 @@ CREATE TABLE analytics_session_chatters (
 ) WITH (fillfactor = 80);
 CREATE INDEX analytics_session_chatters_top
     ON analytics_session_chatters (channel_id, stream_id, messages DESC, user_id);
+
+-- Who gave most during each stream (same window): a sub (new, resub or gifted, Tier 1) weighs 500
+-- Bits. Anonymous gifts and cheers have no one to name: left out; Bits are channel.cheer's plus
+-- the Power-ups and combos of channel.bits.use. `events`: rows counted (0: all taken back).
+CREATE TABLE analytics_session_supporters (
+    channel_id text NOT NULL,
+    stream_id  text NOT NULL,
+    user_id    text NOT NULL,
+    user_login text,
+    subs       bigint NOT NULL DEFAULT 0,
+    gifted     bigint NOT NULL DEFAULT 0,
+    bits       bigint NOT NULL DEFAULT 0,
+    events     integer NOT NULL DEFAULT 0,
+    score      bigint GENERATED ALWAYS AS (500 * (subs + gifted) + bits) STORED,
+    PRIMARY KEY (channel_id, stream_id, user_id)
+) WITH (fillfactor = 80);
+CREATE INDEX analytics_session_supporters_top
+    ON analytics_session_supporters (channel_id, stream_id, score DESC, user_id) WHERE events > 0;
+
+CREATE TYPE analytics_supporter_fact AS (
+    channel_id text, at timestamptz, user_id text, user_login text, subs bigint, gifted bigint,
+    bits bigint, events integer);
 
 -- ----------------------------------------------------------------------------- bitmaps
 
@@ -2118,10 +2141,151 @@ LANGUAGE sql STABLE AS $$
      GROUP BY 1
 $$;
 
-CREATE FUNCTION analytics_refresh_session_chatters(p_channels text[], p_streams text[])
+-- What subscriptions, cheers and Bits uses add to their stream's supporters (s = +1 / -1).
+CREATE FUNCTION analytics_supporter_facts(r twitch_subscriptions, s integer)
+RETURNS analytics_supporter_fact LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN r.user_id IS NOT NULL AND NOT r.is_anonymous
+                     AND NOT (r.kind = 'sub' AND r.is_gift) AND r.kind <> 'end' THEN
+        ROW(r.channel_id, r.occurred_at, r.user_id, r.user_login,
+            s * (r.kind IN ('sub', 'resub'))::integer::bigint,
+            s * CASE WHEN r.kind = 'gift' THEN coalesce(r.gift_total, 1) ELSE 0 END::bigint, 0, s)
+            ::analytics_supporter_fact END
+$$;
+
+CREATE FUNCTION analytics_supporter_facts(r twitch_cheers, s integer)
+RETURNS analytics_supporter_fact LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN r.user_id IS NOT NULL AND NOT r.is_anonymous THEN
+        ROW(r.channel_id, r.occurred_at, r.user_id, r.user_login, 0, 0, s * r.bits::bigint, s)
+            ::analytics_supporter_fact END
+$$;
+
+-- Power-ups and combos (channel.bits.use's cheers are the channel.cheer rows above).
+CREATE FUNCTION analytics_supporter_facts(t text, channel text, at timestamptz, e jsonb)
+RETURNS analytics_supporter_fact LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN t = 'channel.bits.use' AND e ->> 'type' IN ('power_up', 'combo')
+                     AND e ->> 'bits' ~ '^[0-9]{1,9}$' THEN
+        ROW(channel, at, e ->> 'user_id', e ->> 'user_login', 0, 0, (e ->> 'bits')::bigint, 1)
+            ::analytics_supporter_fact END
+$$;
+
+-- One channel's supporter facts in [lo, hi), from the typed rows and the raw log.
+CREATE FUNCTION analytics_raw_supporters(p_channel text, p_lo timestamptz, p_hi timestamptz)
+RETURNS SETOF analytics_supporter_fact LANGUAGE sql STABLE AS $$
+    SELECT (x.f).* FROM (
+        SELECT analytics_supporter_facts(t, 1) f FROM twitch_subscriptions t
+         WHERE t.channel_id = p_channel AND t.occurred_at >= p_lo AND t.occurred_at < p_hi
+        UNION ALL
+        SELECT analytics_supporter_facts(t, 1) FROM twitch_cheers t
+         WHERE t.channel_id = p_channel AND t.occurred_at >= p_lo AND t.occurred_at < p_hi
+        UNION ALL
+        SELECT analytics_supporter_facts(e.subscription_type, e.channel_id, e.occurred_at,
+                                         e.payload -> 'event')
+          FROM twitch_events e
+         WHERE e.subscription_type = 'channel.bits.use' AND e.channel_id = p_channel
+           AND e.occurred_at >= p_lo AND e.occurred_at < p_hi) x
+     WHERE (x.f).user_id IS NOT NULL
+$$;
+
+-- Add (or take back) supporter facts to the streams they fall in, in lock order.
+CREATE FUNCTION analytics_apply_supporters(facts analytics_supporter_fact[]) RETURNS void
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
+BEGIN
+    IF coalesce(cardinality(facts), 0) = 0 THEN
+        RETURN;
+    END IF;
+    INSERT INTO analytics_session_supporters AS c
+           (channel_id, stream_id, user_id, user_login, subs, gifted, bits, events)
+    SELECT f.channel_id, s.stream_id, f.user_id, max(f.user_login), sum(f.subs), sum(f.gifted),
+           sum(f.bits), sum(f.events)
+      FROM unnest(facts) f
+     CROSS JOIN LATERAL (SELECT x.stream_id, x.ended_at FROM stream_sessions x
+                          WHERE x.channel_id = f.channel_id AND x.started_at <= f.at
+                          ORDER BY x.started_at DESC LIMIT 1) s
+     WHERE f.user_id IS NOT NULL AND (s.ended_at IS NULL OR f.at < s.ended_at)
+     GROUP BY 1, 2, 3
+     ORDER BY 1, 2, 3
+    ON CONFLICT (channel_id, stream_id, user_id) DO UPDATE SET
+           subs = c.subs + excluded.subs, gifted = c.gifted + excluded.gifted,
+           bits = c.bits + excluded.bits, events = c.events + excluded.events,
+           user_login = greatest(c.user_login, excluded.user_login);
+END $$;
+
+CREATE FUNCTION analytics_subscription_supporters_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP IN ('DELETE', 'UPDATE') THEN
+        PERFORM analytics_apply_supporters(ARRAY(
+            SELECT f FROM (SELECT analytics_supporter_facts(o::twitch_subscriptions, -1) f
+                             FROM old_rows o) x WHERE (f).user_id IS NOT NULL));
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        PERFORM analytics_apply_supporters(ARRAY(
+            SELECT f FROM (SELECT analytics_supporter_facts(n::twitch_subscriptions, 1) f
+                             FROM new_rows n) x WHERE (f).user_id IS NOT NULL));
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION analytics_cheer_supporters_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP IN ('DELETE', 'UPDATE') THEN
+        PERFORM analytics_apply_supporters(ARRAY(
+            SELECT f FROM (SELECT analytics_supporter_facts(o::twitch_cheers, -1) f
+                             FROM old_rows o) x WHERE (f).user_id IS NOT NULL));
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        PERFORM analytics_apply_supporters(ARRAY(
+            SELECT f FROM (SELECT analytics_supporter_facts(n::twitch_cheers, 1) f
+                             FROM new_rows n) x WHERE (f).user_id IS NOT NULL));
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER analytics_subscription_supporters_ins AFTER INSERT ON twitch_subscriptions
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
+    EXECUTE FUNCTION analytics_subscription_supporters_changed();
+CREATE TRIGGER analytics_subscription_supporters_upd AFTER UPDATE ON twitch_subscriptions
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT
+    EXECUTE FUNCTION analytics_subscription_supporters_changed();
+CREATE TRIGGER analytics_subscription_supporters_del AFTER DELETE ON twitch_subscriptions
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT
+    EXECUTE FUNCTION analytics_subscription_supporters_changed();
+CREATE TRIGGER analytics_cheer_supporters_ins AFTER INSERT ON twitch_cheers
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
+    EXECUTE FUNCTION analytics_cheer_supporters_changed();
+CREATE TRIGGER analytics_cheer_supporters_upd AFTER UPDATE ON twitch_cheers
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT
+    EXECUTE FUNCTION analytics_cheer_supporters_changed();
+CREATE TRIGGER analytics_cheer_supporters_del AFTER DELETE ON twitch_cheers
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT
+    EXECUTE FUNCTION analytics_cheer_supporters_changed();
+
+-- Raw rows: the activity of 0008, and the Power-ups and combos of the streams' supporters.
+CREATE OR REPLACE FUNCTION analytics_events_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM analytics_apply_activity(ARRAY(
+        SELECT f FROM (SELECT analytics_activity_facts(n.subscription_type, n.channel_id,
+                                                       n.occurred_at, n.payload -> 'event') f
+                         FROM new_rows n
+                        WHERE n.subscription_type IN ('channel.chat.message', 'channel.bits.use',
+                                                      'channel.ad_break.begin',
+                                                      'channel.shoutout.receive',
+                                                      'channel.charity_campaign.donate')) x
+         WHERE (f).channel_id IS NOT NULL));
+    PERFORM analytics_apply_supporters(ARRAY(
+        SELECT f FROM (SELECT analytics_supporter_facts(n.subscription_type, n.channel_id,
+                                                        n.occurred_at, n.payload -> 'event') f
+                         FROM new_rows n WHERE n.subscription_type = 'channel.bits.use') x
+         WHERE (f).user_id IS NOT NULL));
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION analytics_refresh_session_rollups(p_channels text[], p_streams text[])
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     DELETE FROM analytics_session_chatters c
+     USING unnest(p_channels, p_streams) k(ch, st)
+     WHERE c.channel_id = k.ch AND c.stream_id = k.st;
+    DELETE FROM analytics_session_supporters c
      USING unnest(p_channels, p_streams) k(ch, st)
      WHERE c.channel_id = k.ch AND c.stream_id = k.st;
     INSERT INTO analytics_session_chatters (channel_id, stream_id, user_id, user_login, messages)
@@ -2131,17 +2295,30 @@ BEGIN
            w.channel_id, w.started_at,
            least(coalesce(w.ended_at, 'infinity'), coalesce(w.next_start, 'infinity'))) x
      ORDER BY 1, 2, 3;
+    INSERT INTO analytics_session_supporters
+           (channel_id, stream_id, user_id, user_login, subs, gifted, bits, events)
+    SELECT w.channel_id, w.stream_id, x.user_id, max(x.user_login), sum(x.subs), sum(x.gifted),
+           sum(x.bits), sum(x.events)
+      FROM analytics_session_windows(p_channels, p_streams) w
+     CROSS JOIN LATERAL analytics_raw_supporters(
+           w.channel_id, w.started_at,
+           least(coalesce(w.ended_at, 'infinity'), coalesce(w.next_start, 'infinity'))) x
+     GROUP BY 1, 2, 3
+     ORDER BY 1, 2, 3;
 END $$;
 
--- A stream's window moved (opened, reopened, ended, settled) or it is gone: recount its chatters.
+-- A stream's window moved (opened, reopened, ended, settled) or it is gone: recount its chatters
+-- and supporters.
 CREATE FUNCTION analytics_session_bounds_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'DELETE' THEN
         DELETE FROM analytics_session_chatters c
          WHERE c.channel_id = OLD.channel_id AND c.stream_id = OLD.stream_id;
+        DELETE FROM analytics_session_supporters c
+         WHERE c.channel_id = OLD.channel_id AND c.stream_id = OLD.stream_id;
         RETURN NULL;
     END IF;
-    PERFORM analytics_refresh_session_chatters(ARRAY[NEW.channel_id], ARRAY[NEW.stream_id]);
+    PERFORM analytics_refresh_session_rollups(ARRAY[NEW.channel_id], ARRAY[NEW.stream_id]);
     RETURN NULL;
 END $$;
 
@@ -2226,8 +2403,34 @@ END $$;
 
 -- ----------------------------------------------------------------------------- rebuild
 
--- The minute/quarter/hour bitmaps and the streams' chatters from analytics_chatters and the raw
--- log (after analytics_chatters and analytics_chatter_ids are right).
+-- Every stream's chatters and supporters counted again (after analytics_chatters is right).
+CREATE FUNCTION analytics_fill_session_rollups(p_channel text DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql SET work_mem = '256MB' AS $$
+BEGIN
+    DELETE FROM analytics_session_chatters WHERE p_channel IS NULL OR channel_id = p_channel;
+    DELETE FROM analytics_session_supporters WHERE p_channel IS NULL OR channel_id = p_channel;
+    CREATE TEMP TABLE analytics_fill_windows ON COMMIT DROP AS
+    SELECT s.channel_id, s.stream_id, s.started_at AS lo,
+           least(coalesce(s.ended_at, 'infinity'), coalesce(s.next_start, 'infinity')) AS hi
+      FROM (SELECT s.*, lead(s.started_at) OVER (PARTITION BY s.channel_id
+                                                 ORDER BY s.started_at, s.stream_id) AS next_start
+              FROM stream_sessions s WHERE p_channel IS NULL OR s.channel_id = p_channel) s;
+    INSERT INTO analytics_session_chatters (channel_id, stream_id, user_id, user_login, messages)
+    SELECT w.channel_id, w.stream_id, x.user_id, x.user_login, x.messages
+      FROM analytics_fill_windows w
+     CROSS JOIN LATERAL analytics_session_chatter_counts(w.channel_id, w.lo, w.hi) x;
+    INSERT INTO analytics_session_supporters
+           (channel_id, stream_id, user_id, user_login, subs, gifted, bits, events)
+    SELECT w.channel_id, w.stream_id, x.user_id, max(x.user_login), sum(x.subs), sum(x.gifted),
+           sum(x.bits), sum(x.events)
+      FROM analytics_fill_windows w
+     CROSS JOIN LATERAL analytics_raw_supporters(w.channel_id, w.lo, w.hi) x
+     GROUP BY 1, 2, 3;
+    DROP TABLE analytics_fill_windows;
+END $$;
+
+-- The minute/quarter/hour bitmaps and the streams' chatters and supporters, from
+-- analytics_chatters and the raw log (after analytics_chatters and analytics_chatter_ids are right).
 CREATE FUNCTION analytics_fill_chatter_sets(p_channel text DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql SET work_mem = '256MB' AS $$
 BEGIN
@@ -2253,15 +2456,7 @@ BEGIN
       FROM analytics_chatters
      WHERE p_channel IS NULL OR channel_id = p_channel
      GROUP BY 1, 3;
-    DELETE FROM analytics_session_chatters WHERE p_channel IS NULL OR channel_id = p_channel;
-    INSERT INTO analytics_session_chatters (channel_id, stream_id, user_id, user_login, messages)
-    SELECT s.channel_id, s.stream_id, x.user_id, x.user_login, x.messages
-      FROM (SELECT s.*, lead(s.started_at) OVER (PARTITION BY s.channel_id
-                                                 ORDER BY s.started_at, s.stream_id) AS next_start
-              FROM stream_sessions s WHERE p_channel IS NULL OR s.channel_id = p_channel) s
-     CROSS JOIN LATERAL analytics_session_chatter_counts(
-           s.channel_id, s.started_at,
-           least(coalesce(s.ended_at, 'infinity'), coalesce(s.next_start, 'infinity'))) x;
+    PERFORM analytics_fill_session_rollups(p_channel);
 END $$;
 
 -- Recompute the activity rollups and chatters from the raw rows, set-based (a bulk load, and
@@ -2335,15 +2530,7 @@ BEGIN
       FROM analytics_chatter_sets
      WHERE res = 3600 AND (p_channel IS NULL OR channel_id = p_channel)
      GROUP BY 1, 2;
-    DELETE FROM analytics_session_chatters WHERE p_channel IS NULL OR channel_id = p_channel;
-    INSERT INTO analytics_session_chatters (channel_id, stream_id, user_id, user_login, messages)
-    SELECT s.channel_id, s.stream_id, x.user_id, x.user_login, x.messages
-      FROM (SELECT s.*, lead(s.started_at) OVER (PARTITION BY s.channel_id
-                                                 ORDER BY s.started_at, s.stream_id) AS next_start
-              FROM stream_sessions s WHERE p_channel IS NULL OR s.channel_id = p_channel) s
-     CROSS JOIN LATERAL analytics_session_chatter_counts(
-           s.channel_id, s.started_at,
-           least(coalesce(s.ended_at, 'infinity'), coalesce(s.next_start, 'infinity'))) x;
+    PERFORM analytics_fill_session_rollups(p_channel);
 END $$;
 
 DROP FUNCTION analytics_set_bits(varbit, integer[]);

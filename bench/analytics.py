@@ -644,6 +644,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "analytics_chatters",
                     "analytics_chatter_sets",
                     "analytics_session_chatters",
+                    "analytics_session_supporters",
                 )
             }
             result.update(await measure_queries(pool, now, args.runs, args.naive_runs))

@@ -396,6 +396,23 @@ async def test_malformed_payloads_count_what_they_can_and_never_fail_the_insert(
     assert (c["ad_breaks"], c["ad_minutes"]) == (1, 0.0)
 
 
+async def cheer(conn: Any, channel: str, at: str, user: str, bits: int) -> None:
+    """A channel.cheer with its typed row, the cheerer named."""
+    await raw(
+        conn, "channel.cheer", at, {"user_id": f"id-{user}", "bits": bits}, f"cheer-{user}-{at}"
+    )
+    await conn.execute(
+        "INSERT INTO twitch_cheers (message_id, channel_id, user_id, user_login, bits, occurred_at) "
+        "VALUES ($1, $2, $3, $4, $5, $6)",
+        f"cheer-{user}-{at}",
+        channel,
+        f"id-{user}",
+        user,
+        bits,
+        z(at),
+    )
+
+
 async def session_chatters(conn: Any, stream_id: str) -> list[tuple[str, int]]:
     return [
         (t["user_login"], t["messages"])
@@ -418,6 +435,9 @@ async def test_a_streams_top_chatters_follow_its_start_and_end(db: Database) -> 
             ]
         ):
             await raw(conn, "channel.chat.message", at, chat(user), f"early{i}")
+        await cheer(conn, "c1", "2026-05-10T10:10Z", "erin", 300)
+        await add_event(conn, "sub", "c1", z("2026-05-10T10:40Z"), user="fay")
+        await cheer(conn, "c1", "2026-05-10T11:30Z", "gus", 900)
         await add_event(conn, "online", "c1", z("2026-05-10T10:00Z"), stream_id="s1")
         # Live: everything from its start on.
         assert await session_chatters(conn, "s1") == [("alice", 2), ("bob", 2), ("carol", 1)]
@@ -438,6 +458,14 @@ async def test_a_streams_top_chatters_follow_its_start_and_end(db: Database) -> 
             ("alice", 1),
             ("bob", 1),
         ]
+        # gus cheered after the end; fay's sub weighs 500 Bits
+        assert [(t["user_id"], t["bits"]) for t in s1.top_supporters] == [
+            ("id-fay", 0),
+            ("id-erin", 300),
+        ]
+        await conn.execute("DELETE FROM twitch_subscriptions WHERE user_id = 'id-fay'")
+        s1 = await get_session(conn, "c1", "s1", now=z("2026-05-10T13:00Z"))
+        assert s1 is not None and [t["user_id"] for t in s1.top_supporters] == ["id-erin"]
         await conn.execute("SELECT analytics_activity_rebuild()")  # the bulk path agrees
         assert await session_chatters(conn, "s1") == [("carol", 2), ("alice", 1), ("bob", 1)]
         assert await session_chatters(conn, "s2") == [("alice", 1), ("dave", 1)]
@@ -472,6 +500,8 @@ async def test_upgrading_to_bounded_chat_rollups_keeps_every_figure(pg_cluster: 
             user = f"u{int(30 * rng.random() ** 2)}"
             messages.append((at, user))
             await raw(conn, "channel.chat.message", at.isoformat(), chat(user), f"up{i}")
+        await cheer(conn, "c1", (start + timedelta(hours=2)).isoformat(), "erin", 3)
+        await add_event(conn, "gift", "c1", start + timedelta(hours=2), user="santa", total=2)
         for migration in migrations:
             if migration.version >= 19:
                 await conn.execute(migration.sql)
@@ -497,5 +527,12 @@ async def test_upgrading_to_bounded_chat_rollups_keeps_every_figure(pg_cluster: 
                 in_stream[u] = in_stream.get(u, 0) + 1
         expected = sorted(in_stream.items(), key=lambda kv: (-kv[1], f"id-{kv[0]}"))[:10]
         assert await session_chatters(conn, "s1") == expected
+        session = await get_session(conn, "c1", "s1", now=z("2026-04-01T00:00Z"))
+        assert session is not None
+        assert [(t["user_id"], t["gifted"], t["bits"]) for t in session.top_supporters] == [
+            ("id-santa", 2, 0),
+            ("id-erin", 0, 3),
+        ]
+        assert session.activity["chatters"] == len(in_stream)
     finally:
         await conn.close()

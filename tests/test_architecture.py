@@ -64,6 +64,7 @@ OWNERS: dict[str, set[str]] = {
         "analytics_chatter_days",
         "analytics_chatter_sets",
         "analytics_session_chatters",
+        "analytics_session_supporters",
     },
     "ffmpeg": {
         "videos",
