@@ -440,22 +440,35 @@ END $$;
 
 -- ----------------------------------------------------------------------------- rebuild
 
--- Every stream's chatters and supporters counted again (after analytics_chatters is right).
-CREATE FUNCTION analytics_fill_session_rollups(p_channel text DEFAULT NULL) RETURNS void
-LANGUAGE plpgsql SET work_mem = '256MB' AS $$
-BEGIN
-    DELETE FROM analytics_session_chatters WHERE p_channel IS NULL OR channel_id = p_channel;
-    DELETE FROM analytics_session_supporters WHERE p_channel IS NULL OR channel_id = p_channel;
-    CREATE TEMP TABLE analytics_fill_windows ON COMMIT DROP AS
-    SELECT s.channel_id, s.stream_id, s.started_at AS lo,
-           least(coalesce(s.ended_at, 'infinity'), coalesce(s.next_start, 'infinity')) AS hi
+-- Every stream's window for its chatters and supporters: [start, end or the next stream's start).
+CREATE FUNCTION analytics_all_session_windows(p_channel text)
+RETURNS TABLE (channel_id text, stream_id text, lo timestamptz, hi timestamptz)
+LANGUAGE sql STABLE AS $$
+    SELECT s.channel_id, s.stream_id, s.started_at,
+           least(coalesce(s.ended_at, 'infinity'), coalesce(s.next_start, 'infinity'))
       FROM (SELECT s.*, lead(s.started_at) OVER (PARTITION BY s.channel_id
                                                  ORDER BY s.started_at, s.stream_id) AS next_start
-              FROM stream_sessions s WHERE p_channel IS NULL OR s.channel_id = p_channel) s;
-    INSERT INTO analytics_session_chatters (channel_id, stream_id, user_id, user_login, messages)
-    SELECT w.channel_id, w.stream_id, x.user_id, x.user_login, x.messages
-      FROM analytics_fill_windows w
-     CROSS JOIN LATERAL analytics_session_chatter_counts(w.channel_id, w.lo, w.hi) x;
+              FROM stream_sessions s WHERE p_channel IS NULL OR s.channel_id = p_channel) s
+$$;
+
+-- Every stream's chatters and supporters counted again (after analytics_chatters is right). With
+-- p_chatters false, the supporters only (the rebuild counts the chatters from its own table).
+CREATE FUNCTION analytics_fill_session_rollups(p_channel text DEFAULT NULL,
+                                               p_chatters boolean DEFAULT true) RETURNS void
+LANGUAGE plpgsql SET work_mem = '256MB' AS $$
+BEGIN
+    IF p_chatters THEN
+        DELETE FROM analytics_session_chatters WHERE p_channel IS NULL OR channel_id = p_channel;
+    END IF;
+    DELETE FROM analytics_session_supporters WHERE p_channel IS NULL OR channel_id = p_channel;
+    CREATE TEMP TABLE analytics_fill_windows ON COMMIT DROP AS
+    SELECT * FROM analytics_all_session_windows(p_channel);
+    IF p_chatters THEN
+        INSERT INTO analytics_session_chatters (channel_id, stream_id, user_id, user_login, messages)
+        SELECT w.channel_id, w.stream_id, x.user_id, x.user_login, x.messages
+          FROM analytics_fill_windows w
+         CROSS JOIN LATERAL analytics_session_chatter_counts(w.channel_id, w.lo, w.hi) x;
+    END IF;
     INSERT INTO analytics_session_supporters
            (channel_id, stream_id, user_id, user_login, subs, gifted, bits, events)
     SELECT w.channel_id, w.stream_id, x.user_id, max(x.user_login), sum(x.subs), sum(x.gifted),
@@ -556,6 +569,20 @@ BEGIN
       FROM analytics_rebuild_chat
      CROSS JOIN (VALUES (60, interval '1 minute'), (900, interval '15 minutes')) l(res, stride)
      GROUP BY 1, 2, 3;
+    -- each stream's chatters: its messages found by hour (a hash join), then by instant
+    DELETE FROM analytics_session_chatters WHERE p_channel IS NULL OR channel_id = p_channel;
+    INSERT INTO analytics_session_chatters (channel_id, stream_id, user_id, user_login, messages)
+    SELECT w.channel_id, w.stream_id, c.chatter_id, max(c.chatter_login), count(*)
+      FROM (SELECT w.*, h.h
+              FROM analytics_all_session_windows(p_channel) w
+             CROSS JOIN LATERAL generate_series(
+                   date_bin('1 hour', w.lo, timestamptz 'epoch'),
+                   least(w.hi, (SELECT max(at) FROM analytics_rebuild_chat)),
+                   interval '1 hour') h(h)) w
+      JOIN analytics_rebuild_chat c
+        ON c.channel_id = w.channel_id AND date_bin('1 hour', c.at, timestamptz 'epoch') = w.h
+     WHERE c.at >= w.lo AND c.at < w.hi
+     GROUP BY 1, 2, 3;
     DROP TABLE analytics_rebuild_chat;
     INSERT INTO analytics_chatter_sets (channel_id, res, bucket, seen)
     SELECT channel_id, 3600, hour, analytics_bits_of(array_agg(chatter))
@@ -567,7 +594,7 @@ BEGIN
       FROM analytics_chatter_sets
      WHERE res = 3600 AND (p_channel IS NULL OR channel_id = p_channel)
      GROUP BY 1, 2;
-    PERFORM analytics_fill_session_rollups(p_channel);
+    PERFORM analytics_fill_session_rollups(p_channel, false);
 END $$;
 
 DROP FUNCTION analytics_set_bits(varbit, integer[]);
