@@ -262,10 +262,11 @@ SELECT r.idx,
   FROM ranges r
  WHERE r.idx NOT IN (SELECT idx FROM whole)"""
 # A stream's top chatters: the first rows of its chatters (analytics_session_chatters, 0019).
+# (ORDER BY the column itself, not the bigint output: the index gives the rows in order.)
 SESSION_TOP_CHATTERS = """
-SELECT user_id, user_login, messages::bigint AS messages FROM analytics_session_chatters
- WHERE channel_id = $1 AND stream_id = $2
- ORDER BY messages DESC, user_id LIMIT $3"""
+SELECT c.user_id, c.user_login, c.messages::bigint AS messages FROM analytics_session_chatters c
+ WHERE c.channel_id = $1 AND c.stream_id = $2
+ ORDER BY c.messages DESC, c.user_id LIMIT $3"""
 
 
 async def activity_totals(
