@@ -1996,9 +1996,11 @@ CREATE TABLE analytics_chatter_sets (
     PRIMARY KEY (channel_id, res, bucket)
 );
 
--- The chatters of each stream: the messages from its start until its end (a live one: from its
--- start on), and never past the next stream's start (streams never overlap: a message belongs to
--- the latest stream started at or before it, as 0003 counts a stream's events).
+-- The chatters of each ended stream: the messages from its start until its end, never past the
+-- next stream's start (streams never overlap: a message belongs to the latest stream started at
+-- or before it, as 0003 counts a stream's events). A live stream's are counted when it ends (until
+-- then its page reads them from analytics_chatters and the raw log: one stream's worth); a
+-- message that arrives for an ended stream (a backfill) is added to it.
 CREATE TABLE analytics_session_chatters (
     channel_id text NOT NULL,
     stream_id  text NOT NULL,
@@ -2010,7 +2012,7 @@ CREATE TABLE analytics_session_chatters (
 CREATE INDEX analytics_session_chatters_top
     ON analytics_session_chatters (channel_id, stream_id, messages DESC, user_id);
 
--- Who gave most during each stream (same window): a sub (new, resub or gifted, Tier 1) weighs 500
+-- Who gave most during each ended stream (same window, same rules): a sub (new, resub or gifted, Tier 1) weighs 500
 -- Bits. Anonymous gifts and cheers have no one to name: left out; Bits are channel.cheer's plus
 -- the Power-ups and combos of channel.bits.use. `events`: rows counted (0: all taken back).
 CREATE TABLE analytics_session_supporters (
@@ -2186,6 +2188,34 @@ RETURNS SETOF analytics_supporter_fact LANGUAGE sql STABLE AS $$
      WHERE (x.f).user_id IS NOT NULL
 $$;
 
+-- The ended stream each fact falls in (channel, instant → stream), for a statement's facts at
+-- once: the streams started from the latest one by the earliest fact to the latest fact (one
+-- index range scan per channel, as 0003's event counters find theirs). A fact belongs to the
+-- latest stream started at or before it, unless that one had ended; a live stream's facts are
+-- left out (counted when it ends).
+CREATE FUNCTION analytics_ended_streams_of(p_channels text[], p_ats timestamptz[])
+RETURNS TABLE (i integer, stream_id text)
+LANGUAGE sql STABLE AS $$
+    WITH f AS (SELECT c, at, i FROM unnest(p_channels, p_ats) WITH ORDINALITY k(c, at, i)),
+    span AS (SELECT f.c, min(f.at) AS lo, max(f.at) AS hi FROM f GROUP BY 1),
+    candidates AS (
+        SELECT x.channel_id, x.stream_id, x.started_at, x.ended_at,
+               lead(x.started_at) OVER (PARTITION BY x.channel_id
+                                        ORDER BY x.started_at, x.stream_id) AS next_start
+          FROM span
+         CROSS JOIN LATERAL (
+               SELECT x.channel_id, x.stream_id, x.started_at, x.ended_at FROM stream_sessions x
+                WHERE x.channel_id = span.c AND x.started_at <= span.hi
+                  AND x.started_at >= coalesce((SELECT max(y.started_at) FROM stream_sessions y
+                                                 WHERE y.channel_id = span.c
+                                                   AND y.started_at <= span.lo), '-infinity')
+               OFFSET 0) x)             -- index range scans, whatever the statistics say
+    SELECT f.i::integer, s.stream_id
+      FROM f JOIN candidates s ON s.channel_id = f.c AND f.at >= s.started_at
+       AND (s.next_start IS NULL OR f.at < s.next_start)
+       AND s.ended_at IS NOT NULL AND f.at < s.ended_at
+$$;
+
 -- Add (or take back) supporter facts to the streams they fall in, in lock order.
 CREATE FUNCTION analytics_apply_supporters(facts analytics_supporter_fact[]) RETURNS void
 LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
@@ -2197,11 +2227,11 @@ BEGIN
            (channel_id, stream_id, user_id, user_login, subs, gifted, bits, events)
     SELECT f.channel_id, s.stream_id, f.user_id, max(f.user_login), sum(f.subs), sum(f.gifted),
            sum(f.bits), sum(f.events)
-      FROM unnest(facts) f
-     CROSS JOIN LATERAL (SELECT x.stream_id, x.ended_at FROM stream_sessions x
-                          WHERE x.channel_id = f.channel_id AND x.started_at <= f.at
-                          ORDER BY x.started_at DESC LIMIT 1) s
-     WHERE f.user_id IS NOT NULL AND (s.ended_at IS NULL OR f.at < s.ended_at)
+      FROM unnest(facts) WITH ORDINALITY f
+      JOIN analytics_ended_streams_of(ARRAY(SELECT x.channel_id FROM unnest(facts) x),
+                                      ARRAY(SELECT x.at FROM unnest(facts) x)) s
+        ON s.i = f.ordinality
+     WHERE f.user_id IS NOT NULL
      GROUP BY 1, 2, 3
      ORDER BY 1, 2, 3
     ON CONFLICT (channel_id, stream_id, user_id) DO UPDATE SET
@@ -2293,7 +2323,8 @@ BEGIN
       FROM analytics_session_windows(p_channels, p_streams) w
      CROSS JOIN LATERAL analytics_session_chatter_counts(
            w.channel_id, w.started_at,
-           least(coalesce(w.ended_at, 'infinity'), coalesce(w.next_start, 'infinity'))) x
+           least(w.ended_at, coalesce(w.next_start, 'infinity'))) x
+     WHERE w.ended_at IS NOT NULL
      ORDER BY 1, 2, 3;
     INSERT INTO analytics_session_supporters
            (channel_id, stream_id, user_id, user_login, subs, gifted, bits, events)
@@ -2302,7 +2333,8 @@ BEGIN
       FROM analytics_session_windows(p_channels, p_streams) w
      CROSS JOIN LATERAL analytics_raw_supporters(
            w.channel_id, w.started_at,
-           least(coalesce(w.ended_at, 'infinity'), coalesce(w.next_start, 'infinity'))) x
+           least(w.ended_at, coalesce(w.next_start, 'infinity'))) x
+     WHERE w.ended_at IS NOT NULL
      GROUP BY 1, 2, 3
      ORDER BY 1, 2, 3;
 END $$;
@@ -2387,14 +2419,15 @@ BEGIN
     ON CONFLICT (channel_id, hour, chatter) DO UPDATE SET
            messages = c.messages + excluded.messages, user_login = excluded.user_login;
     -- Streams never overlap (a session ends by the next one's start): a message belongs to the
-    -- latest stream started at or before it, unless that one had ended.
+    -- latest stream started at or before it, unless that one had ended. Only ended streams keep
+    -- their chatters here (a message of a live one would cost a row write; its end counts them).
     INSERT INTO analytics_session_chatters AS c (channel_id, stream_id, user_id, user_login, messages)
     SELECT f.channel_id, s.stream_id, f.chatter_id, max(f.chatter_login), count(*)
-      FROM unnest(facts) f
-     CROSS JOIN LATERAL (SELECT x.stream_id, x.ended_at FROM stream_sessions x
-                          WHERE x.channel_id = f.channel_id AND x.started_at <= f.at
-                          ORDER BY x.started_at DESC LIMIT 1) s
-     WHERE f.chatter_id IS NOT NULL AND (s.ended_at IS NULL OR f.at < s.ended_at)
+      FROM unnest(facts) WITH ORDINALITY f
+      JOIN analytics_ended_streams_of(ARRAY(SELECT x.channel_id FROM unnest(facts) x),
+                                      ARRAY(SELECT x.at FROM unnest(facts) x)) s
+        ON s.i = f.ordinality
+     WHERE f.chatter_id IS NOT NULL
      GROUP BY 1, 2, 3
      ORDER BY 1, 2, 3
     ON CONFLICT (channel_id, stream_id, user_id) DO UPDATE SET
@@ -2403,15 +2436,17 @@ END $$;
 
 -- ----------------------------------------------------------------------------- rebuild
 
--- Every stream's window for its chatters and supporters: [start, end or the next stream's start).
+-- Every ended stream's window for its chatters and supporters: [start, end), never past the
+-- next stream's start.
 CREATE FUNCTION analytics_all_session_windows(p_channel text)
 RETURNS TABLE (channel_id text, stream_id text, lo timestamptz, hi timestamptz)
 LANGUAGE sql STABLE AS $$
     SELECT s.channel_id, s.stream_id, s.started_at,
-           least(coalesce(s.ended_at, 'infinity'), coalesce(s.next_start, 'infinity'))
+           least(s.ended_at, coalesce(s.next_start, 'infinity'))
       FROM (SELECT s.*, lead(s.started_at) OVER (PARTITION BY s.channel_id
                                                  ORDER BY s.started_at, s.stream_id) AS next_start
               FROM stream_sessions s WHERE p_channel IS NULL OR s.channel_id = p_channel) s
+     WHERE s.ended_at IS NOT NULL
 $$;
 
 -- Every stream's chatters and supporters counted again (after analytics_chatters is right). With

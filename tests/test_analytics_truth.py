@@ -439,16 +439,29 @@ async def test_a_streams_top_chatters_follow_its_start_and_end(db: Database) -> 
         await add_event(conn, "sub", "c1", z("2026-05-10T10:40Z"), user="fay")
         await cheer(conn, "c1", "2026-05-10T11:30Z", "gus", 900)
         await add_event(conn, "online", "c1", z("2026-05-10T10:00Z"), stream_id="s1")
-        # Live: everything from its start on.
-        assert await session_chatters(conn, "s1") == [("alice", 2), ("bob", 2), ("carol", 1)]
+        # Live: everything from its start on, counted from the chat (kept once it ends).
         live = await get_session(conn, "c1", "s1", now=z("2026-05-10T13:00Z"))
         assert live is not None and live.activity["chatters"] == 3
+        assert [(t["user_login"], t["messages"]) for t in live.top_chatters] == [
+            ("alice", 2),
+            ("bob", 2),
+            ("carol", 1),
+        ]
+        assert [t["user_id"] for t in live.top_supporters] == ["id-gus", "id-fay", "id-erin"]
+        assert await session_chatters(conn, "s1") == []
         await add_event(conn, "offline", "c1", z("2026-05-10T11:00:30Z"))
         assert await session_chatters(conn, "s1") == [("alice", 1), ("bob", 1), ("carol", 1)]
         await add_event(conn, "online", "c1", z("2026-05-10T12:00Z"), stream_id="s2")
         await raw(conn, "channel.chat.message", "2026-05-10T10:45Z", chat("carol"), "late")
         await raw(conn, "channel.chat.message", "2026-05-10T12:20Z", chat("dave"), "live")
         assert await session_chatters(conn, "s1") == [("carol", 2), ("alice", 1), ("bob", 1)]
+        s2 = await get_session(conn, "c1", "s2", now=z("2026-05-10T13:00Z"))
+        assert s2 is not None
+        assert [(t["user_login"], t["messages"]) for t in s2.top_chatters] == [
+            ("alice", 1),
+            ("dave", 1),
+        ]
+        await add_event(conn, "offline", "c1", z("2026-05-10T12:30Z"))
         assert await session_chatters(conn, "s2") == [("alice", 1), ("dave", 1)]
         s1 = await get_session(conn, "c1", "s1", now=z("2026-05-10T13:00Z"))
         assert s1 is not None

@@ -261,8 +261,8 @@ SELECT r.idx,
        coalesce((SELECT bit_count(analytics_union(s.seen)) FROM sets s WHERE s.idx = r.idx), 0)
   FROM ranges r
  WHERE r.idx NOT IN (SELECT idx FROM whole)"""
-# A stream's top chatters: the first rows of its chatters (analytics_session_chatters, 0019).
-# (ORDER BY the column itself, not the bigint output: the index gives the rows in order.)
+# An ended stream's top chatters: the first rows of its chatters (analytics_session_chatters,
+# 0019; ORDER BY the column itself, not the bigint output: the index gives the rows in order).
 SESSION_TOP_CHATTERS = """
 SELECT c.user_id, c.user_login, c.messages::bigint AS messages FROM analytics_session_chatters c
  WHERE c.channel_id = $1 AND c.stream_id = $2
@@ -294,10 +294,20 @@ async def unique_chatters(conn: Any, channel_id: str, ranges: Sequence[Range]) -
     return out
 
 
+# A live stream's so far (kept per stream once it ends): its whole hours from
+# analytics_chatters, its edges from the raw log.
+LIVE_TOP_CHATTERS = """
+SELECT user_id, user_login, messages FROM analytics_session_chatter_counts($1, $2, $3)
+ ORDER BY messages DESC, user_id LIMIT $4"""
+
+
 async def session_top_chatters(
-    conn: Any, channel_id: str, stream_id: str, limit: int = 5
+    conn: Any, channel_id: str, stream_id: str, live: Range | None = None, limit: int = 5
 ) -> list[dict[str, Any]]:
-    """The people who wrote most during a stream (from its start to its end, a live one so
-    far): user_id, user_login, messages."""
-    rows = await conn.fetch(SESSION_TOP_CHATTERS, channel_id, stream_id, limit)
+    """The people who wrote most during a stream: user_id, user_login, messages. An ended
+    stream's are kept; a live one's (`live`: its start and now) are counted from the chat."""
+    if live is not None:
+        rows = await conn.fetch(LIVE_TOP_CHATTERS, channel_id, *live, limit)
+    else:
+        rows = await conn.fetch(SESSION_TOP_CHATTERS, channel_id, stream_id, limit)
     return [dict(r) for r in rows]
