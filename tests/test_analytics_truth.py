@@ -10,15 +10,16 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from analytics_data import add_event, add_samples, z
 from web_support import add_channel, dashboard
 
 from streamerhub.analytics.export import export_events, export_series
 from streamerhub.analytics.periods import Calendar, calendar_period, custom_period
 from streamerhub.analytics.queries import stat_cards, time_series
-from streamerhub.analytics.rollups import activity_totals, unique_chatters
+from streamerhub.analytics.rollups import activity_totals, session_top_chatters, unique_chatters
 from streamerhub.analytics.sessions import get_session
-from streamerhub.db import Database
+from streamerhub.db import Database, load_migrations
 from streamerhub.web.overview import AVG_TIP, NO_TOTAL, card_view
 
 UTC_CAL = Calendar("UTC")
@@ -393,3 +394,158 @@ async def test_malformed_payloads_count_what_they_can_and_never_fail_the_insert(
     assert (c["chat_messages"], c["chatters"]) == (2, 0)
     assert (c["bits_power_ups"], c["bits_combos"], c["charity"]) == (0, 0, 0.0)
     assert (c["ad_breaks"], c["ad_minutes"]) == (1, 0.0)
+
+
+async def cheer(conn: Any, channel: str, at: str, user: str, bits: int) -> None:
+    """A channel.cheer with its typed row, the cheerer named."""
+    await raw(
+        conn, "channel.cheer", at, {"user_id": f"id-{user}", "bits": bits}, f"cheer-{user}-{at}"
+    )
+    await conn.execute(
+        "INSERT INTO twitch_cheers (message_id, channel_id, user_id, user_login, bits, occurred_at) "
+        "VALUES ($1, $2, $3, $4, $5, $6)",
+        f"cheer-{user}-{at}",
+        channel,
+        f"id-{user}",
+        user,
+        bits,
+        z(at),
+    )
+
+
+async def session_chatters(conn: Any, stream_id: str) -> list[tuple[str, int]]:
+    return [
+        (t["user_login"], t["messages"])
+        for t in await session_top_chatters(conn, "c1", stream_id, limit=10)
+    ]
+
+
+async def test_a_streams_top_chatters_follow_its_start_and_end(db: Database) -> None:
+    """Kept per stream as messages arrive, and recounted when the stream's window moves: chat
+    stored before the stream.online, an end, the next stream, a late message, a rebuild."""
+    async with db.pool.acquire() as conn:
+        for i, (at, user) in enumerate(
+            [
+                ("2026-05-10T09:55Z", "alice"),  # before the stream
+                ("2026-05-10T10:05Z", "bob"),
+                ("2026-05-10T10:20Z", "alice"),
+                ("2026-05-10T10:30Z", "carol"),
+                ("2026-05-10T11:10Z", "bob"),
+                ("2026-05-10T12:10Z", "alice"),
+            ]
+        ):
+            await raw(conn, "channel.chat.message", at, chat(user), f"early{i}")
+        await cheer(conn, "c1", "2026-05-10T10:10Z", "erin", 300)
+        await add_event(conn, "sub", "c1", z("2026-05-10T10:40Z"), user="fay")
+        await cheer(conn, "c1", "2026-05-10T11:30Z", "gus", 900)
+        await add_event(conn, "online", "c1", z("2026-05-10T10:00Z"), stream_id="s1")
+        # Live: everything from its start on, counted from the chat (kept once it ends).
+        live = await get_session(conn, "c1", "s1", now=z("2026-05-10T13:00Z"))
+        assert live is not None and live.activity["chatters"] == 3
+        assert [(t["user_login"], t["messages"]) for t in live.top_chatters] == [
+            ("alice", 2),
+            ("bob", 2),
+            ("carol", 1),
+        ]
+        assert [t["user_id"] for t in live.top_supporters] == ["id-gus", "id-fay", "id-erin"]
+        assert await session_chatters(conn, "s1") == []
+        await add_event(conn, "offline", "c1", z("2026-05-10T11:00:30Z"))
+        assert await session_chatters(conn, "s1") == [("alice", 1), ("bob", 1), ("carol", 1)]
+        await add_event(conn, "online", "c1", z("2026-05-10T12:00Z"), stream_id="s2")
+        await raw(conn, "channel.chat.message", "2026-05-10T10:45Z", chat("carol"), "late")
+        await raw(conn, "channel.chat.message", "2026-05-10T12:20Z", chat("dave"), "live")
+        assert await session_chatters(conn, "s1") == [("carol", 2), ("alice", 1), ("bob", 1)]
+        s2 = await get_session(conn, "c1", "s2", now=z("2026-05-10T13:00Z"))
+        assert s2 is not None
+        assert [(t["user_login"], t["messages"]) for t in s2.top_chatters] == [
+            ("alice", 1),
+            ("dave", 1),
+        ]
+        await add_event(conn, "offline", "c1", z("2026-05-10T12:30Z"))
+        assert await session_chatters(conn, "s2") == [("alice", 1), ("dave", 1)]
+        s1 = await get_session(conn, "c1", "s1", now=z("2026-05-10T13:00Z"))
+        assert s1 is not None
+        assert (s1.activity["chat_messages"], s1.activity["chatters"]) == (4, 3)
+        assert [(t["user_login"], t["messages"]) for t in s1.top_chatters] == [
+            ("carol", 2),
+            ("alice", 1),
+            ("bob", 1),
+        ]
+        # gus cheered after the end; fay's sub weighs 500 Bits
+        assert [(t["user_id"], t["bits"]) for t in s1.top_supporters] == [
+            ("id-fay", 0),
+            ("id-erin", 300),
+        ]
+        await conn.execute("DELETE FROM twitch_subscriptions WHERE user_id = 'id-fay'")
+        s1 = await get_session(conn, "c1", "s1", now=z("2026-05-10T13:00Z"))
+        assert s1 is not None and [t["user_id"] for t in s1.top_supporters] == ["id-erin"]
+        await conn.execute("SELECT analytics_activity_rebuild()")  # the bulk path agrees
+        assert await session_chatters(conn, "s1") == [("carol", 2), ("alice", 1), ("bob", 1)]
+        assert await session_chatters(conn, "s2") == [("alice", 1), ("dave", 1)]
+        await conn.execute("DELETE FROM stream_sessions WHERE stream_id = 's2'")
+        assert await session_chatters(conn, "s2") == []
+
+
+async def test_upgrading_to_bounded_chat_rollups_keeps_every_figure(pg_cluster: Any) -> None:
+    """0019 fills the minute rollup, the chatter bitmaps and the streams' chatters of a history
+    stored before it: the figures are the naive ones, and the trigger carries on from there."""
+    admin = await asyncpg.connect(
+        host=str(pg_cluster.socket_dir), user="streamerhub", database="postgres"
+    )
+    try:
+        await admin.execute("DROP DATABASE IF EXISTS upgrade_0019 WITH (FORCE)")
+    finally:
+        await admin.close()
+    await pg_cluster.create_database("upgrade_0019")
+    conn = await asyncpg.connect(pg_cluster.url_for("upgrade_0019"))
+    try:
+        migrations = load_migrations()
+        for migration in migrations:
+            if migration.version < 19:
+                await conn.execute(migration.sql)
+        rng = random.Random(19)
+        start = z("2026-03-28T20:00Z")
+        messages = []
+        await add_event(conn, "online", "c1", start + timedelta(hours=1), stream_id="s1")
+        await add_event(conn, "offline", "c1", start + timedelta(hours=3, seconds=17))
+        for i in range(300):
+            at = start + timedelta(seconds=rng.randrange(5 * 3600))
+            user = f"u{int(30 * rng.random() ** 2)}"
+            messages.append((at, user))
+            await raw(conn, "channel.chat.message", at.isoformat(), chat(user), f"up{i}")
+        await cheer(conn, "c1", (start + timedelta(hours=2)).isoformat(), "erin", 3)
+        await add_event(conn, "gift", "c1", start + timedelta(hours=2), user="santa", total=2)
+        for migration in migrations:
+            if migration.version >= 19:
+                await conn.execute(migration.sql)
+        at = start + timedelta(hours=2, minutes=7, seconds=3)  # after the upgrade, by the trigger
+        messages.append((at, "newcomer"))
+        await raw(conn, "channel.chat.message", at.isoformat(), chat("newcomer"), "after")
+        ranges = [
+            (start, start + timedelta(hours=5)),
+            (start + timedelta(minutes=61, seconds=5), start + timedelta(hours=3, seconds=17)),
+            (z("2026-03-29T00:00Z"), z("2026-03-29T00:59:30Z")),
+        ]
+        naive = [
+            (len({u for t, u in messages if lo <= t < hi}), sum(lo <= t < hi for t, _ in messages))
+            for lo, hi in ranges
+        ]
+        counts = await unique_chatters(conn, "c1", ranges)
+        totals = await activity_totals(conn, "c1", ranges)
+        assert [(n, t["chat_messages"]) for n, t in zip(counts, totals, strict=True)] == naive
+        lo, hi = start + timedelta(hours=1), start + timedelta(hours=3, seconds=17)
+        in_stream: dict[str, int] = {}
+        for t, u in messages:
+            if lo <= t < hi:
+                in_stream[u] = in_stream.get(u, 0) + 1
+        expected = sorted(in_stream.items(), key=lambda kv: (-kv[1], f"id-{kv[0]}"))[:10]
+        assert await session_chatters(conn, "s1") == expected
+        session = await get_session(conn, "c1", "s1", now=z("2026-04-01T00:00Z"))
+        assert session is not None
+        assert [(t["user_id"], t["gifted"], t["bits"]) for t in session.top_supporters] == [
+            ("id-santa", 2, 0),
+            ("id-erin", 0, 3),
+        ]
+        assert session.activity["chatters"] == len(in_stream)
+    finally:
+        await conn.close()

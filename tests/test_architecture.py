@@ -62,6 +62,9 @@ OWNERS: dict[str, set[str]] = {
         "analytics_chatters",
         "analytics_chatter_ids",
         "analytics_chatter_days",
+        "analytics_chatter_sets",
+        "analytics_session_chatters",
+        "analytics_session_supporters",
     },
     "ffmpeg": {
         "videos",

@@ -22,6 +22,9 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 BUCKET_SIZES = ("15min", "hour", "day", "week", "month")
 PERIOD_KINDS = ("day", "week", "month", "all", "custom")
 ROLLUP_LEVELS = (86400, 3600, 900)  # the resolutions kept by migration 0003, coarsest first
+# The activity rollup and the chatter bitmaps also keep minutes (migration 0019): a raw edge of
+# chat is under a minute, whatever the chat volume.
+ACTIVITY_LEVELS = (86400, 3600, 900, 60)
 RAW = 0  # a piece read from the typed rows themselves
 # The most buckets one chart or series export may have (20 days by the hour, 16 months by the
 # day, 9 years by the week, 41 by the month): building and filling them (queries.time_series,
@@ -314,20 +317,24 @@ def all_time_period(cal: Calendar, first: datetime | None, now: datetime | None 
     return Period("all", start, end, size, cal)
 
 
-def split_aligned(lo: datetime, hi: datetime) -> list[tuple[int, datetime, datetime]]:
+def split_aligned(
+    lo: datetime, hi: datetime, levels: tuple[int, ...] = ROLLUP_LEVELS
+) -> list[tuple[int, datetime, datetime]]:
     """Cut [lo, hi) into (resolution, start, end) pieces the rollups can answer exactly.
 
-    At most one run of whole UTC days, two of whole hours and two of whole quarters; edges off
-    the 15-minute grid (a range ending "now") become RAW pieces read from the typed rows.
+    At most one run of whole UTC days and two runs of each finer level (`levels`, coarsest
+    first); edges off the finest grid (a range ending "now") become RAW pieces read from the
+    typed rows.
     """
     lo, hi = _aware(lo).astimezone(UTC), _aware(hi).astimezone(UTC)
     if hi <= lo:
         return []
-    a, b = _ceil(lo, 900), _floor(hi, 900)
+    finest = levels[-1]
+    a, b = _ceil(lo, finest), _floor(hi, finest)
     if a >= b:
         return [(RAW, lo, hi)]
     pieces = [(RAW, lo, a)] if lo < a else []
-    pieces += _split_grid(a, b, ROLLUP_LEVELS)
+    pieces += _split_grid(a, b, levels)
     if b < hi:
         pieces.append((RAW, b, hi))
     return pieces

@@ -1,8 +1,8 @@
-"""Totals of any time ranges, read from the rollups PostgreSQL keeps (migration 0003).
+"""Totals of any time ranges, read from the rollups PostgreSQL keeps (migrations 0003, 0008, 0019).
 
-Each range is cut by `periods.split_aligned` into runs of whole days, hours and quarters (one
-index range scan each) plus, at unaligned edges, raw fragments read from the typed rows, so the
-answer is exact for any instants. `conn` is an asyncpg connection or pool.
+Each range is cut by `periods.split_aligned` into runs of whole days, hours and quarters (and,
+for chat, minutes: one index range scan each) plus, at unaligned edges, raw fragments read from
+the typed rows, so the answer is exact for any instants. `conn` is an asyncpg connection or pool.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Sequence
 
-from streamerhub.analytics.periods import split_aligned
+from streamerhub.analytics.periods import ACTIVITY_LEVELS, ROLLUP_LEVELS, split_aligned
 
 EVENT_FIELDS = (
     "follows",
@@ -125,10 +125,12 @@ SELECT k.i,
 # ----------------------------------------------------------------------------- readers
 
 
-def _pieces(ranges: Sequence[Range]) -> tuple[list[int], list[int], list[datetime], list[datetime]]:
+def _pieces(
+    ranges: Sequence[Range], levels: tuple[int, ...] = ROLLUP_LEVELS
+) -> tuple[list[int], list[int], list[datetime], list[datetime]]:
     idx, res, lo, hi = [], [], [], []
     for i, (start, end) in enumerate(ranges):
-        for r, a, b in split_aligned(start, end):
+        for r, a, b in split_aligned(start, end, levels):
             idx.append(i)
             res.append(r)
             lo.append(a)
@@ -220,21 +222,10 @@ SELECT p.idx, {", ".join(f"coalesce(sum(f.{f}), 0)" for f in ACTIVITY_FIELDS)}
  WHERE p.res = 0
  GROUP BY p.idx"""
 
-# Who chatted in each range: whole UTC hours (and days) from analytics_chatters, quarters and
-# unaligned edges from the raw messages. One row per (range, chatter).
-_CHATTERS = f"""
-SELECT p.idx, c.user_id, max(c.user_login) AS user_login, sum(c.messages)::bigint AS messages
-  FROM {_PIECES}
- CROSS JOIN LATERAL (
-       SELECT r.user_id, r.user_login, r.messages FROM analytics_chatters r
-        WHERE p.res IN (3600, 86400) AND r.channel_id = $1 AND r.hour >= p.lo AND r.hour < p.hi
-       UNION ALL
-       SELECT f.chatter_id, f.chatter_login, 1 FROM analytics_raw_activity($1, p.lo, p.hi) f
-        WHERE p.res IN (0, 900) AND f.chatter_id IS NOT NULL) c
- GROUP BY 1, 2"""
-# Unique chatters of each range: whole UTC days from the day bitmaps (bit_or, padded to the
-# longest), plus the edge chatters (hours from analytics_chatters' key, quarters and seconds
-# from the raw messages) whose bit is not set there. A range that starts before the first
+# Unique chatters of each range: the OR of the chatter bitmaps of its whole UTC days, hours,
+# quarters and minutes (analytics_chatter_days, analytics_chatter_sets) and of the chatters of its
+# raw seconds at unaligned edges (under a minute each): a bounded number of rows whose size is
+# the channel's number of chatters, not its messages. A range that starts before the first
 # chatter is everyone who first wrote before its end (all time: two index probes).
 UNIQUE_CHATTERS = f"""
 WITH p AS (SELECT * FROM {_PIECES}),
@@ -242,24 +233,23 @@ first AS (SELECT min(first_at) AS at FROM analytics_chatter_ids WHERE channel_id
 ranges AS (SELECT idx, min(lo) AS lo, max(hi) AS hi FROM p GROUP BY idx),
 whole AS (SELECT r.idx, r.hi FROM ranges r, first WHERE first.at IS NULL OR r.lo <= first.at),
 parts AS (SELECT * FROM p WHERE p.idx NOT IN (SELECT idx FROM whole)),
-days AS (
-    SELECT p.idx, d.seen, max(length(d.seen)) OVER (PARTITION BY p.idx) AS n
-      FROM parts p JOIN analytics_chatter_days d
-        ON p.res = 86400 AND d.channel_id = $1 AND d.day >= p.lo AND d.day < p.hi),
-seen AS (
-    SELECT idx, bit_or(seen || repeat('0', n - length(seen))::varbit) AS seen
-      FROM days GROUP BY idx),
-edge AS (
-    SELECT DISTINCT p.idx, c.id
-      FROM parts p CROSS JOIN LATERAL (
-           SELECT r.chatter AS id FROM analytics_chatters r
-            WHERE p.res = 3600 AND r.channel_id = $1 AND r.hour >= p.lo AND r.hour < p.hi
+sets AS (
+    SELECT p.idx, s.seen FROM parts p CROSS JOIN LATERAL (
+           SELECT d.seen FROM analytics_chatter_days d
+            WHERE p.res = 86400 AND d.channel_id = $1 AND d.day >= p.lo AND d.day < p.hi
+           UNION ALL
+           SELECT c.seen FROM analytics_chatter_sets c
+            WHERE p.res IN (60, 900, 3600) AND c.channel_id = $1 AND c.res = p.res
+              AND c.bucket >= p.lo AND c.bucket < p.hi
            UNION ALL
            -- a lookup per chatter (a join would hash every chatter id ever)
-           SELECT (SELECT k.id FROM analytics_chatter_ids k
-                    WHERE k.channel_id = $1 AND k.user_id = f.chatter_id)
-             FROM (SELECT DISTINCT f.chatter_id FROM analytics_raw_activity($1, p.lo, p.hi) f
-                    WHERE p.res IN (0, 900) AND f.chatter_id IS NOT NULL) f) c)
+           SELECT analytics_bits_of(ARRAY(
+                  SELECT (SELECT k.id FROM analytics_chatter_ids k
+                           WHERE k.channel_id = $1 AND k.user_id = f.chatter_id)
+                    FROM (SELECT DISTINCT f.chatter_id
+                            FROM analytics_raw_activity($1, p.lo, p.hi) f
+                           WHERE f.chatter_id IS NOT NULL) f))
+            WHERE p.res = 0) s)
 SELECT w.idx,
        -- ids are dense from 0: those first seen before hi are all but those seen from hi on
        (SELECT coalesce(max(k.id) + 1, 0) FROM analytics_chatter_ids k WHERE k.channel_id = $1)
@@ -267,16 +257,16 @@ SELECT w.idx,
            WHERE k.channel_id = $1 AND k.first_at >= w.hi) AS chatters
   FROM whole w
 UNION ALL
-SELECT r.idx, coalesce(bit_count(s.seen), 0)
-              + (SELECT count(*) FROM edge e
-                  WHERE e.idx = r.idx
-                    AND (s.seen IS NULL OR e.id >= length(s.seen) OR get_bit(s.seen, e.id) = 0))
-  FROM ranges r LEFT JOIN seen s ON s.idx = r.idx
+SELECT r.idx,
+       coalesce((SELECT bit_count(analytics_union(s.seen)) FROM sets s WHERE s.idx = r.idx), 0)
+  FROM ranges r
  WHERE r.idx NOT IN (SELECT idx FROM whole)"""
-TOP_CHATTERS = f"""
-SELECT user_id, max(user_login) AS user_login, sum(messages)::bigint AS messages
-  FROM ({_CHATTERS}) x
- GROUP BY 1 ORDER BY 3 DESC, 1 LIMIT $6"""
+# An ended stream's top chatters: the first rows of its chatters (analytics_session_chatters,
+# 0019; ORDER BY the column itself, not the bigint output: the index gives the rows in order).
+SESSION_TOP_CHATTERS = """
+SELECT c.user_id, c.user_login, c.messages::bigint AS messages FROM analytics_session_chatters c
+ WHERE c.channel_id = $1 AND c.stream_id = $2
+ ORDER BY c.messages DESC, c.user_id LIMIT $3"""
 
 
 async def activity_totals(
@@ -284,7 +274,7 @@ async def activity_totals(
 ) -> list[dict[str, Any]]:
     """Raw-log counters (ACTIVITY_FIELDS) of each [start, end) range; charity as a Decimal."""
     out: list[dict[str, Any]] = [dict.fromkeys(ACTIVITY_FIELDS, 0) for _ in ranges]
-    for row in await conn.fetch(ACTIVITY_TOTALS, channel_id, *_pieces(ranges)):
+    for row in await conn.fetch(ACTIVITY_TOTALS, channel_id, *_pieces(ranges, ACTIVITY_LEVELS)):
         for name in ACTIVITY_FIELDS:
             out[row["idx"]][name] += row[name]
     for totals in out:
@@ -298,14 +288,26 @@ async def unique_chatters(conn: Any, channel_id: str, ranges: Sequence[Range]) -
     """How many different people wrote in the channel's own chat in each range."""
     out = [0] * len(ranges)
     if ranges:
-        for row in await conn.fetch(UNIQUE_CHATTERS, channel_id, *_pieces(ranges)):
+        pieces = _pieces(ranges, ACTIVITY_LEVELS)
+        for row in await conn.fetch(UNIQUE_CHATTERS, channel_id, *pieces):
             out[row["idx"]] = row["chatters"]
     return out
 
 
-async def top_chatters(
-    conn: Any, channel_id: str, start: datetime, end: datetime, limit: int = 5
+# A live stream's so far (kept per stream once it ends): its whole hours from
+# analytics_chatters, its edges from the raw log.
+LIVE_TOP_CHATTERS = """
+SELECT user_id, user_login, messages FROM analytics_session_chatter_counts($1, $2, $3)
+ ORDER BY messages DESC, user_id LIMIT $4"""
+
+
+async def session_top_chatters(
+    conn: Any, channel_id: str, stream_id: str, live: Range | None = None, limit: int = 5
 ) -> list[dict[str, Any]]:
-    """The people who wrote most in [start, end): user_id, user_login, messages."""
-    rows = await conn.fetch(TOP_CHATTERS, channel_id, *_pieces([(start, end)]), limit)
+    """The people who wrote most during a stream: user_id, user_login, messages. An ended
+    stream's are kept; a live one's (`live`: its start and now) are counted from the chat."""
+    if live is not None:
+        rows = await conn.fetch(LIVE_TOP_CHATTERS, channel_id, *live, limit)
+    else:
+        rows = await conn.fetch(SESSION_TOP_CHATTERS, channel_id, stream_id, limit)
     return [dict(r) for r in rows]

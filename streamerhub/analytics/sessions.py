@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from streamerhub.analytics.periods import UTC
-from streamerhub.analytics.rollups import activity_totals, top_chatters, unique_chatters
+from streamerhub.analytics.rollups import activity_totals, session_top_chatters, unique_chatters
 
 SESSION_COLUMNS = """
 s.channel_id, s.stream_id, s.started_at, s.ended_at, s.start_source, s.end_source, s.follows,
@@ -59,30 +59,19 @@ SESSION_GAPS = """
 SELECT started_at, ended_at, reason FROM viewer_sample_gaps
  WHERE channel_id = $1 AND stream_id = $2 ORDER BY started_at"""
 
-# Who gave most during a stream: a sub (new, resub or gifted, Tier 1) weighs 500 Bits, about
-# what either costs a viewer. Anonymous gifts and cheers have no one to name: left out.
+# Who gave most during a stream, kept per ended stream by PostgreSQL (migration 0019): a sub
+# (new, resub or gifted, Tier 1) weighs 500 Bits, about what either costs a viewer; Bits are
+# cheers plus Power-ups and combos. Anonymous gifts and cheers have no one to name: left out.
 TOP_SUPPORTERS = """
+SELECT user_id, user_login, subs, gifted, bits FROM analytics_session_supporters
+ WHERE channel_id = $1 AND stream_id = $2 AND events > 0
+ ORDER BY score DESC, user_id
+ LIMIT $3"""
+# A live stream's so far, by the same rules, from its rows (kept once it ends).
+LIVE_TOP_SUPPORTERS = """
 SELECT user_id, max(user_login) AS user_login, sum(subs)::bigint AS subs,
        sum(gifted)::bigint AS gifted, sum(bits)::bigint AS bits
-  FROM (SELECT user_id, user_login, (kind IN ('sub', 'resub'))::int AS subs,
-               CASE WHEN kind = 'gift' THEN coalesce(gift_total, 1) ELSE 0 END AS gifted, 0 AS bits
-          FROM twitch_subscriptions
-         WHERE channel_id = $1 AND occurred_at >= $2 AND occurred_at < $3
-           AND user_id IS NOT NULL AND NOT is_anonymous AND NOT (kind = 'sub' AND is_gift)
-           AND kind <> 'end'
-        UNION ALL
-        SELECT user_id, user_login, 0, 0, bits FROM twitch_cheers
-         WHERE channel_id = $1 AND occurred_at >= $2 AND occurred_at < $3
-           AND user_id IS NOT NULL AND NOT is_anonymous
-        UNION ALL
-        -- Power-ups and combos (channel.bits.use's cheers are the channel.cheer rows above)
-        SELECT payload #>> '{event,user_id}', payload #>> '{event,user_login}', 0, 0,
-               (payload #>> '{event,bits}')::bigint
-          FROM twitch_events
-         WHERE subscription_type = 'channel.bits.use' AND channel_id = $1
-           AND occurred_at >= $2 AND occurred_at < $3
-           AND payload #>> '{event,type}' IN ('power_up', 'combo')
-           AND payload #>> '{event,bits}' ~ '^[0-9]{1,9}$') x
+  FROM analytics_raw_supporters($1, $2, $3)
  GROUP BY 1
  ORDER BY 500 * (sum(subs) + sum(gifted)) + sum(bits) DESC, 1
  LIMIT $4"""
@@ -264,8 +253,13 @@ async def _stream_activity(
         "shoutout_viewers": totals["shoutout_viewers"],
         "charity": float(totals["charity_amount"]),
     }
-    chatters = await top_chatters(conn, channel_id, *window)
-    supporters = [dict(r) for r in await conn.fetch(TOP_SUPPORTERS, channel_id, *window, 5)]
+    live = window if summary.live else None
+    chatters = await session_top_chatters(conn, channel_id, summary.stream_id, live)
+    if live is not None:
+        rows = await conn.fetch(LIVE_TOP_SUPPORTERS, channel_id, *live, 5)
+    else:
+        rows = await conn.fetch(TOP_SUPPORTERS, channel_id, summary.stream_id, 5)
+    supporters = [dict(r) for r in rows]
     ads = [
         (r["occurred_at"], int(r["duration_s"]) if (r["duration_s"] or "").isdigit() else 0)
         for r in await conn.fetch(AD_BREAKS, channel_id, *window)
