@@ -27,7 +27,7 @@ import datetime as dt
 import re
 import zoneinfo
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Protocol
+from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 
 from streamerhub.bot.eventsub import Gap
 from streamerhub.bot.helix import Helix, HelixError
@@ -103,21 +103,23 @@ async def backfill_gap(
 ) -> list[str]:
     """Backfill one closed gap; returns the message ids handed to the store. One part failing
     (Helix down, a scope gone) does not keep the others from running."""
-    steps = []
+    # Each step's coroutine is made only when it runs: a stop (cancellation) in the middle
+    # leaves no coroutine behind that was never awaited.
+    steps: list[tuple[str, Callable[[], Awaitable[list[str]]]]] = []
     if FOLLOW_SCOPE in scopes:
-        steps.append(("follows", backfill_follows(gap, channel, helix, sink)))
+        steps.append(("follows", lambda: backfill_follows(gap, channel, helix, sink)))
     if allowed(POLL_SCOPE, scopes):
-        steps.append(("polls", backfill_polls(gap, channel, helix, sink)))
+        steps.append(("polls", lambda: backfill_polls(gap, channel, helix, sink)))
     if allowed(PREDICTION_SCOPE, scopes):
-        steps.append(("predictions", backfill_predictions(gap, channel, helix, sink)))
+        steps.append(("predictions", lambda: backfill_predictions(gap, channel, helix, sink)))
     if allowed(BITS_SCOPE, scopes):
-        steps.append(("bits", backfill_bits(gap, channel, helix, sink, history)))
-    steps.append(("streams", reconcile_stream(gap, channel, helix, sink, history)))
-    steps.append(("channel", reconcile_channel(channel, helix, sink, history)))
+        steps.append(("bits", lambda: backfill_bits(gap, channel, helix, sink, history)))
+    steps.append(("streams", lambda: reconcile_stream(gap, channel, helix, sink, history)))
+    steps.append(("channel", lambda: reconcile_channel(channel, helix, sink, history)))
     ids: list[str] = []
     for what, step in steps:
         try:
-            ids += await step
+            ids += await step()
         except HelixError as exc:
             log.warning("backfill_step_failed", channel_id=channel.id, step=what, error=str(exc))
     return ids
