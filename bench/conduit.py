@@ -45,6 +45,9 @@ from streamerhub.db import Database, EmbeddedPostgres, create_pool
 from streamerhub.fake_twitch import FakeTwitch, conduits, delivery, sample_event
 from streamerhub.log import setup_logging
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from db_link import DatabaseLink  # the tests' database link, which the run cuts
+
 SECRET = "bench-client-secret-0123456789"
 TYPED = {"channel.cheer": "twitch_cheers", "channel.subscribe": "twitch_subscriptions"}
 TYPED["channel.raid"] = "twitch_raids"
@@ -92,50 +95,6 @@ class Daemon:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
-
-
-class DatabaseLink:
-    """A TCP stand-in for the cluster's Unix socket that the run cuts and restores."""
-
-    def __init__(self, unix_path: str) -> None:
-        self.unix_path, self.cut = unix_path, False
-        self.open: list[asyncio.StreamWriter] = []
-        self.server: asyncio.Server | None = None
-        self.port = 0
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    def stop(self) -> None:
-        self.sever()
-        if self.server is not None:
-            self.server.close()
-
-    def sever(self) -> None:
-        self.cut = True
-        for writer in self.open:
-            writer.transport.abort()
-        self.open = []
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.cut:
-            writer.transport.abort()
-            return
-        up_reader, up_writer = await asyncio.open_unix_connection(self.unix_path)
-        self.open += [writer, up_writer]
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                dst.transport.abort()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
 
 def enabled_shards(fake: FakeTwitch) -> list[str]:

@@ -15,6 +15,7 @@ import time
 import aiohttp
 import asyncpg
 import pytest
+from db_link import DatabaseLink
 from test_eventsub import wait_until
 from test_twitch_e2e import _cli, _store_channel
 
@@ -394,50 +395,6 @@ async def test_shard_leases_split_lapse_and_pass_on(db) -> None:
     assert {r.daemon_id for r in await second.rows()} == {"second"}
 
 
-class DatabaseLink:
-    """A TCP stand-in for the database's Unix socket that the test can cut and restore."""
-
-    def __init__(self, unix_path: str) -> None:
-        self.unix_path, self.cut = unix_path, False
-        self.open: list[asyncio.StreamWriter] = []
-        self.server: asyncio.Server | None = None
-        self.port = 0
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        self.sever()
-        if self.server is not None:
-            self.server.close()
-
-    def sever(self) -> None:
-        self.cut = True
-        for writer in self.open:
-            writer.transport.abort()
-        self.open = []
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.cut:
-            writer.transport.abort()
-            return
-        up_reader, up_writer = await asyncio.open_unix_connection(self.unix_path)
-        self.open += [writer, up_writer]
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                dst.transport.abort()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-
 @pytest.mark.e2e
 async def test_a_daemon_cut_off_from_the_database_lets_its_channels_go_and_loses_nothing(
     daemon_factory, db_url: str, pg_cluster
@@ -488,7 +445,7 @@ async def test_a_daemon_cut_off_from_the_database_lets_its_channels_go_and_loses
             finally:
                 await conn.close()
     finally:
-        await link.stop()
+        link.stop()
 
 
 async def test_settings_shows_the_conduit_and_its_shards(tmp_path, db_url) -> None:
@@ -630,7 +587,7 @@ async def test_websocket_mode_a_daemon_cut_off_from_the_database_never_resubscri
             assert outcome.delivered == 50  # one frame per event: one daemon captures
             assert "eventsub_resubscribe_withheld" in owner.log()
     finally:
-        await link.stop()
+        link.stop()
 
 
 async def test_ownership_is_confirmed_only_while_our_lock_connection_holds_the_lock(db) -> None:

@@ -15,9 +15,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+from db_link import DatabaseLink
 from media import MediaSet, is_running, media_set
 from nginx_rtmp import NginxRtmp, needs_nginx
-from test_conduits import DatabaseLink
 from test_multistream_e2e import Session
 
 from streamerhub.ffmpeg.lease import Lease
@@ -138,4 +138,4 @@ async def test_one_daemon_pushes_the_other_takes_over_when_it_is_cut_off_or_kill
             assert not leaked, "\n".join(leaked)[:6000]
             await s1.call("POST", f"/jobs/{job['id']}/stop")
     finally:
-        await link.stop()
+        link.stop()
