@@ -31,23 +31,33 @@ _PIECES = (
     "unnest($2::int[], $3::int[], $4::timestamptz[], $5::timestamptz[]) AS p(idx, res, lo, hi)"
 )
 
-# The aggregate inside LATERAL keeps each piece an index range scan of its own (a plain join
-# would be flattened into a hash join over the whole rollup table).
-_EVENT_SUMS = ", ".join(f"coalesce(sum(r.{f}), 0)::bigint AS {f}" for f in EVENT_FIELDS)
-EVENT_TOTALS = f"""
+
+def _piece_totals(rollup: str, raw: str, fields: tuple[str, ...], cast: str = "") -> str:
+    """Sums of `fields` over each piece: its rollup rows (res > 0) or, for the raw seconds at
+    its edges (res = 0), the raw-rows function. The aggregate inside LATERAL keeps each piece an
+    index range scan of its own (a plain join would be flattened into a hash join over the whole
+    rollup table)."""
+    sums = ", ".join(f"coalesce(sum(r.{f}), 0){cast} AS {f}" for f in fields)
+    raw_sums = ", ".join(f"coalesce(sum(f.{f}), 0){cast}" for f in fields)
+    return f"""
 SELECT p.idx, r.*
   FROM {_PIECES}
- CROSS JOIN LATERAL (SELECT {_EVENT_SUMS}
-                       FROM analytics_event_rollup r
+ CROSS JOIN LATERAL (SELECT {sums}
+                       FROM {rollup} r
                       WHERE r.channel_id = $1 AND r.res = p.res
                         AND r.bucket >= p.lo AND r.bucket < p.hi) r
  WHERE p.res > 0
 UNION ALL
-SELECT p.idx, {", ".join(f"coalesce(sum(f.{f}), 0)::bigint" for f in EVENT_FIELDS)}
+SELECT p.idx, {raw_sums}
   FROM {_PIECES}
- CROSS JOIN LATERAL analytics_raw_events($1, p.lo, p.hi) f
+ CROSS JOIN LATERAL {raw}($1, p.lo, p.hi) f
  WHERE p.res = 0
  GROUP BY p.idx"""
+
+
+EVENT_TOTALS = _piece_totals(
+    "analytics_event_rollup", "analytics_raw_events", EVENT_FIELDS, "::bigint"
+)
 
 VIEWER_TOTALS = f"""
 SELECT p.idx, r.*
@@ -206,21 +216,9 @@ ACTIVITY_FIELDS = (
     "charity_donations",
     "charity_amount",
 )
-_ACTIVITY_SUMS = ", ".join(f"coalesce(sum(r.{f}), 0) AS {f}" for f in ACTIVITY_FIELDS)
-ACTIVITY_TOTALS = f"""
-SELECT p.idx, r.*
-  FROM {_PIECES}
- CROSS JOIN LATERAL (SELECT {_ACTIVITY_SUMS}
-                       FROM analytics_activity_rollup r
-                      WHERE r.channel_id = $1 AND r.res = p.res
-                        AND r.bucket >= p.lo AND r.bucket < p.hi) r
- WHERE p.res > 0
-UNION ALL
-SELECT p.idx, {", ".join(f"coalesce(sum(f.{f}), 0)" for f in ACTIVITY_FIELDS)}
-  FROM {_PIECES}
- CROSS JOIN LATERAL analytics_raw_activity($1, p.lo, p.hi) f
- WHERE p.res = 0
- GROUP BY p.idx"""
+ACTIVITY_TOTALS = _piece_totals(
+    "analytics_activity_rollup", "analytics_raw_activity", ACTIVITY_FIELDS
+)
 
 # Unique chatters of each range: the OR of the chatter bitmaps of its whole UTC days, hours,
 # quarters and minutes (analytics_chatter_days, analytics_chatter_sets) and of the chatters of its
