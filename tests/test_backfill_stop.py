@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import gc
+import warnings
 from typing import Any, AsyncIterator
 
 from streamerhub.bot.backfill import FOLLOW_SCOPE, Channel, backfill_gap
@@ -44,4 +45,9 @@ async def test_a_stop_during_a_backfill_leaves_no_step_unawaited() -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    gc.collect()
+    assert task.cancelled()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gc.collect()  # an unawaited coroutine warns when it is collected
+    unawaited = [str(w.message) for w in caught if "never awaited" in str(w.message)]
+    assert unawaited == []
