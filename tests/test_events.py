@@ -468,3 +468,17 @@ def test_fake_twitch_samples_all_normalise() -> None:
         version, event = sample_event(row.type)
         item = normalise("m-1", row.type, version, STAMP, {"subscription": {}, "event": event})
         assert item.table is not None, row.type
+
+
+def test_every_type_captured_has_a_dashboard_name_of_its_own() -> None:
+    # The fallback (the type's last word) read "Begin" for an ad break and "Use" for Bits.
+    from streamerhub.bot.subscriptions import SUBSCRIPTIONS
+    from streamerhub.events.normalise import BITS_AGGREGATE
+    from streamerhub.events.text import LABELS, label_of
+
+    captured = [t for t, _, _ in SUBSCRIPTIONS] + [BITS_AGGREGATE]
+    assert [t for t in captured if t not in LABELS] == []
+    names = [label_of(t) for t in captured]
+    assert len(set(names)) == len(names), sorted(names)
+    assert label_of("channel.ad_break.begin") == "Ad break"
+    assert label_of("channel.bits.use") == "Bits"

@@ -314,6 +314,21 @@ LABELS: dict[str, str] = {
     "channel.goal.begin": "Goal start",
     "channel.goal.progress": "Goal",
     "channel.goal.end": "Goal end",
+    "channel.bits.use": "Bits",
+    "channel.channel_points_automatic_reward_redemption.add": "Auto reward",
+    "channel.chat.message": "Chat",
+    "channel.chat.notification": "Chat notice",
+    "channel.ad_break.begin": "Ad break",
+    "channel.shoutout.create": "Shoutout given",
+    "channel.shoutout.receive": "Shoutout received",
+    "channel.charity_campaign.donate": "Charity donation",
+    "channel.charity_campaign.start": "Charity start",
+    "channel.charity_campaign.progress": "Charity",
+    "channel.charity_campaign.stop": "Charity end",
+    "channel.shared_chat.begin": "Shared chat start",
+    "channel.shared_chat.update": "Shared chat",
+    "channel.shared_chat.end": "Shared chat end",
+    "streamerhub.bits.aggregate": "Bits total",
 }
 
 
