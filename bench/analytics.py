@@ -637,6 +637,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.data_dir
         else Path(tempfile.mkdtemp(prefix="sh-bench-analytics-"))
     )
+    data_dir.mkdir(parents=True, exist_ok=True)  # a new --data-dir is made, as the daemon does
     cluster = EmbeddedPostgres(data_dir)
     try:
         await cluster.start()
