@@ -56,6 +56,7 @@ class Facts:
         self.live: dt.datetime | None = dt.datetime.now(dt.timezone.utc) - dt.timedelta(
             hours=2, minutes=5
         )
+        self.slow: dict[str, float] = {}  # user id -> seconds its followage lookup takes
 
     async def channels(self) -> list[str]:
         return [CHANNEL]
@@ -67,6 +68,7 @@ class Facts:
         return self.live
 
     async def followed_at(self, channel_id: str, user_id: str) -> dt.datetime | None:
+        await asyncio.sleep(self.slow.get(user_id, 0))
         return dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=400, hours=1)
 
 
@@ -120,18 +122,30 @@ async def test_a_command_answers_with_its_variables_and_counts_its_uses(rig: Rig
     await add(
         rig,
         name="!Hello",
-        response="Hi {user} ({args}), use #{count}, live {uptime}, {title} / {game}",
+        response="Hi {user} ({args}), use #{count}, live {uptime}, {title} / {game}, {followage}",
         aliases=["hi"],
         user_cooldown_s=0,
         cooldown_s=0,
     )
+    rig.facts.slow["5001"] = 0.2  # the first one's lookup is slower: it is sent second
+    count_use, calls = rig.bot.store.count_use, []
+
+    async def first_count_late(name: str) -> int:  # as a busy pool may hand out connections
+        calls.append(name)
+        if len(calls) == 1:
+            await asyncio.sleep(0.1)
+        return await count_use(name)
+
+    rig.bot.store.count_use = first_count_late  # type: ignore[method-assign]
     rig.say("!hello there")
     rig.say("!HI", user="5002")
     rig.say("hello without the bang")
     await rig.settle()
+    # Uses are counted in the order they were typed, whichever reply is ready first (under load
+    # the second one's count was once #1).
     assert rig.sender.sent == [
-        "Hi User5001 (there), use #1, live 2h 5m, Speedrun night / Celeste",
-        "Hi User5002 (), use #2, live 2h 5m, Speedrun night / Celeste",
+        "Hi User5002 (), use #2, live 2h 5m, Speedrun night / Celeste, 1 year, 1 month, 5 days",
+        "Hi User5001 (there), use #1, live 2h 5m, Speedrun night / Celeste, 1 year, 1 month, 5 days",
     ]
     assert (await rig.bot.store.commands())[0].uses == 2
 

@@ -115,6 +115,9 @@ class ChatBot:
         self.chat_count: Counter[str] = Counter()  # chat messages seen per channel
         self.timer_marks: dict[tuple[str, str], tuple[float, int]] = {}  # last post: time, count
         self.tasks: set[asyncio.Task[Any]] = set()
+        # Uses are counted in the order the commands were typed (asyncio's lock is first come,
+        # first served, and replies start in that order); the rest of a reply runs on its own.
+        self.counting = asyncio.Lock()
 
     # life --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -217,7 +220,8 @@ class ChatBot:
         template = command.response
         values: dict[str, object] = {"user": msg.user_name or msg.user_login, "args": args}
         if command.name in self._custom_names():
-            values["count"] = await self.store.count_use(command.name)
+            async with self.counting:
+                values["count"] = await self.store.count_use(command.name)
         elif command.name == "commands":
             template = "Commands: " + " ".join(f"!{n}" for n in self._everyone_commands())
         values.update(await facts_for(template, self.facts, msg.channel_id, msg.user_id))
