@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -84,15 +85,18 @@ async def looplag_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     """Start or reach PostgreSQL, migrate, and stop the embedded cluster last."""
-    async with open_database(app[SETTINGS]) as db:
-        app[BACKUPS] = BackupService(
-            app[SETTINGS], db, embedded=not app[SETTINGS].database.url, clock=app[CLOCK]
-        )
-        await backup_before_upgrade(app[BACKUPS])
-        await db.upgrade()
-        app[DB] = db
-        # The zone chosen in the browser, before any part reads a time (jobs, backups, exports).
-        app[CLOCK].set(await load_clock_choice(db))
+    async with contextlib.AsyncExitStack() as stack:
+        # minutes on a big history (a backup, then migrations that backfill rollups)
+        async with systemd.starting("starting the database; backup and migrations if needed"):
+            db = await stack.enter_async_context(open_database(app[SETTINGS]))
+            app[BACKUPS] = BackupService(
+                app[SETTINGS], db, embedded=not app[SETTINGS].database.url, clock=app[CLOCK]
+            )
+            await backup_before_upgrade(app[BACKUPS])
+            await db.upgrade()
+            app[DB] = db
+            # The zone chosen in the browser, before any part reads a time (jobs, backups).
+            app[CLOCK].set(await load_clock_choice(db))
         yield
 
 
@@ -455,5 +459,6 @@ def on_ready(settings: Settings) -> Any:
             next=f"open {url} in a browser (the first visit creates the owner account)",
         )
         systemd.notify("READY=1")
+        systemd.notify(f"STATUS=ready: {url}")
 
     return ready

@@ -167,8 +167,14 @@ def test_systemd_notifications(daemon_factory, tmp_path: Path) -> None:
         daemon = daemon_factory(env={"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "2000000"})
         daemon.start()
         seen: set[str] = set()
+        order: list[str] = []
         while not {"READY=1", "WATCHDOG=1"} <= seen:
-            seen.add(notify.recv(256).decode())
+            order.append(notify.recv(256).decode())
+            seen.add(order[-1])
+        # the database step (backup and migrations: minutes on a big history) asks for time
+        before_ready = order[: order.index("READY=1")]
+        assert any(m.startswith("EXTEND_TIMEOUT_USEC=") for m in before_ready), order
+        assert any(m.startswith("STATUS=starting the database") for m in before_ready), order
         daemon.signal(signal.SIGTERM)
         while "STOPPING=1" not in seen:
             seen.add(notify.recv(256).decode())
