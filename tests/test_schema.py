@@ -75,6 +75,21 @@ async def test_upgrade_is_idempotent(db: Database) -> None:
     assert sorted(applied) == [m.version for m in load_migrations()]
 
 
+async def test_pending_migrations_are_announced_before_they_run(db: Database) -> None:
+    """0019 backfills for about 14 minutes on a 30M-event history: the log says so first,
+    instead of nothing between the backup and the dashboard."""
+    from structlog.testing import capture_logs
+
+    latest = load_migrations()[-1]
+    await db.pool.execute("DELETE FROM schema_migrations WHERE version = $1", latest.version)
+    with capture_logs() as logs:
+        assert await db.upgrade() == [latest]
+    events = [entry["event"] for entry in logs]
+    assert events == ["migrations_running", "migration_applied"], logs
+    assert logs[0]["migrations"] == [f"{latest.version:04d}_{latest.name}"]
+    assert "takes minutes" in logs[0]["note"]
+
+
 async def test_database_newer_than_code_is_refused(db: Database) -> None:
     await db.pool.execute("INSERT INTO schema_migrations (version, name) VALUES (9999, 'future')")
     with pytest.raises(DatabaseError, match="newer than this StreamerHub.*9999_future"):
