@@ -135,21 +135,17 @@ async def analytics_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     clock = app[CLOCK]
     pollers = AnalyticsPollers(
-        app[DB].pool, BotHelixStats(app[TWITCH]), _calendar(clock.current), config
+        app[DB].pool, BotHelixStats(app[TWITCH]), Calendar.from_clock(clock.current), config
     )
 
     def follow(chosen: Clock) -> None:  # "yesterday" of the daily follower check
-        pollers.totals.calendar = _calendar(chosen)
+        pollers.totals.calendar = Calendar.from_clock(chosen)
 
     clock.listeners.append(follow)
     await pollers.start()
     yield
     clock.listeners.remove(follow)
     await pollers.stop()
-
-
-def _calendar(clock: Clock) -> Calendar:
-    return Calendar(clock.timezone, clock.day_start_hour)
 
 
 async def channel_link_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -182,7 +178,7 @@ def _exporter(app: web.Application) -> Any:
     async def open_for(request: ExportRequest) -> Any:
         db = app[DB]
         return await open_export(
-            db.pool, _calendar(app[CLOCK].current), lambda: all_channels(db), request
+            db.pool, Calendar.from_clock(app[CLOCK].current), lambda: all_channels(db), request
         )
 
     return open_for

@@ -66,6 +66,11 @@ class Calendar:
     def from_settings(cls, settings: Any) -> "Calendar":
         return cls(settings.general.timezone, settings.general.day_start_hour)
 
+    @classmethod
+    def from_clock(cls, clock: Any) -> "Calendar":
+        """The calendar of a clock.Clock (the zone and day start in effect for the daemon)."""
+        return cls(clock.timezone, clock.day_start_hour)
+
     def local(self, instant: datetime) -> datetime:
         """The instant on the streamer's wall clock."""
         return _aware(instant).astimezone(self.tz)

@@ -85,7 +85,7 @@ async def run_export(
         clock = await in_effect(db, settings)  # the zone chosen in Settings, as the daemon's
         chunks = await open_export(
             db.pool,
-            Calendar(clock.timezone, clock.day_start_hour),
+            Calendar.from_clock(clock),
             lambda: all_channels(db),
             request,
             now,
